@@ -1,0 +1,120 @@
+"""Safe, atomic file I/O shared by every module that writes or reads results and weights.
+
+* Writes go to a temporary file in the destination folder and are renamed into place, so a crash or
+  Ctrl-C never leaves a half-written file behind.
+* Weights are stored as safetensors (no code can be executed on load); training checkpoints that need
+  nested optimizer state use ``torch.save`` and are read back with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from .errors import FailatlasError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FailatlasError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FailatlasError(f"{what} {path} is not valid JSON ({exc}); restore or regenerate it") from None
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` as a safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata=metadata)
+
+
+def load_tensors(path: str | os.PathLike, what: str = "weights file") -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a missing or corrupt file raises :class:`FailatlasError`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FailatlasError(f"{what} not found: {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise FailatlasError(f"{what} {path} is corrupt or not a safetensors file ({exc}); re-export or retrain it") from None
+
+
+def save_checkpoint(path: str | os.PathLike, obj: dict[str, Any]) -> None:
+    """Write a training checkpoint (nested dicts of tensors and plain values) atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``: a pickle that carries code is refused, never run."""
+    path = Path(path)
+    if not path.is_file():
+        raise FailatlasError(f"{what} not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise FailatlasError(
+            f"{what} {path} contains objects that are not plain tensors or values and was not loaded "
+            f"({first}); only load checkpoints written by failatlas"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise FailatlasError(f"{what} {path} is truncated or corrupt ({type(exc).__name__}: {exc}); use an earlier checkpoint") from None
+    if not isinstance(obj, dict):
+        raise FailatlasError(f"{what} {path} does not hold a failatlas checkpoint (found {type(obj).__name__})")
+    return obj
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,69 @@
+"""The ``failatlas`` command line.
+
+The CLI holds no logic: each subcommand parses its options and makes one library call. Problems with
+the user's input surface as :class:`~failatlas.errors.FailatlasError`, printed as one line
+(``failatlas: error: ...``) with exit status 2 and no traceback.
+
+To add a subcommand, write a function decorated with ``@command(name, help)`` that receives the
+subparser, adds its options and returns the function to call with the parsed arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from . import __version__
+from .errors import FailatlasError
+
+_COMMANDS: list[tuple[str, str, str, Callable]] = []
+
+
+def command(name: str, help: str, description: str | None = None):
+    def register(setup: Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int | None]]):
+        _COMMANDS.append((name, help, description or help, setup))
+        return setup
+
+    return register
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+# --- subcommands -----------------------------------------------------------------------------------
+# (each: options, then one library call)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="failatlas",
+        description="Map where an image classifier fails: StyleSpace failure directions, corner cases, "
+        "accuracy against corruption level.",
+    )
+    parser.add_argument("--version", action="version", version=f"failatlas {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_, description, setup in _COMMANDS:
+        p = sub.add_parser(name, help=help_, description=description,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.set_defaults(_run=setup(p))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args._run(args)
+    except FailatlasError as exc:
+        print(f"failatlas: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("failatlas: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
