@@ -1,0 +1,59 @@
+# failatlas developer entry points; idempotent (stamp files under .venv/.stamps): a second `make install`
+# does nothing unless pyproject.toml, CMakeLists.txt, csrc/ or this Makefile changed.
+#   make install   .venv with torch (pinned, CPU build) and the dependencies, then the editable build
+#   make test      install + the test suite
+#   make demo      install + `failatlas demo`
+#   make clean     build products (the next install rebuilds); make distclean also removes .venv
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := install
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMPS := $(VENV)/.stamps
+
+# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
+TORCH_VERSION := 2.13.0
+DEPS := numpy onnx onnxruntime onnxscript pybind11 scikit-build-core matplotlib pytest tqdm \
+        safetensors scikit-learn
+NATIVE_INPUTS := pyproject.toml CMakeLists.txt $(sort $(shell find csrc -type f 2>/dev/null))
+
+# tcmalloc when it is already installed (never required).
+TCMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
+              /usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4 \
+              /usr/lib/libtcmalloc_minimal.so.4))
+RUN_ENV := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
+
+.PHONY: install test demo clean distclean
+
+install: $(STAMPS)/native
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMPS)/torch: | $(PY)
+	$(PIP) install "torch==$(TORCH_VERSION)"
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/deps: $(STAMPS)/torch Makefile
+	$(PIP) install "torch==$(TORCH_VERSION)" $(DEPS)
+	@touch $@
+
+$(STAMPS)/native: $(STAMPS)/deps $(NATIVE_INPUTS)
+	$(PIP) install --no-build-isolation --no-deps -e .
+	@touch $@
+
+test: install
+	$(RUN_ENV) $(PY) -m pytest -q -p no:cacheprovider tests
+
+demo: install
+	$(RUN_ENV) $(VENV)/bin/failatlas demo
+
+clean:
+	rm -rf build dist _skbuild python/*.egg-info $(STAMPS)/native
+	find python tests -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,111 @@
+// Schema and argument checks of failatlas::walk_styles (kernels: cpu/walk_styles_kernel.cpp,
+// cuda/walk_styles_kernel.cu). The Python side (fake tensor, autograd) is in ops/walk_styles.py.
+
+#include "ops/walk_styles.h"
+
+#include <c10/core/ScalarType.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <string>
+
+namespace failatlas {
+namespace ops {
+
+namespace {
+
+std::string dtype_name(c10::ScalarType t) {
+  switch (t) {
+    case c10::ScalarType::Float:
+      return "float32";
+    case c10::ScalarType::Double:
+      return "float64";
+    case c10::ScalarType::Half:
+      return "float16";
+    case c10::ScalarType::BFloat16:
+      return "bfloat16";
+    case c10::ScalarType::Long:
+      return "int64";
+    case c10::ScalarType::Int:
+      return "int32";
+    case c10::ScalarType::Bool:
+      return "bool";
+    default:
+      return c10::toString(t);
+  }
+}
+
+void check_1d(const at::Tensor& t, const char* name, const char* shape) {
+  TORCH_CHECK(
+      t.dim() == 1, "walk_styles: ", name, " must be 1-D ", shape, ", got a ", t.dim(),
+      "-D tensor of shape ", t.sizes());
+}
+
+} // namespace
+
+void check_walk_styles_inputs(
+    const at::Tensor& starts,
+    const at::Tensor& dims,
+    const at::Tensor& shifts,
+    const at::Tensor& sigma,
+    const at::Tensor& sign) {
+  TORCH_CHECK(
+      starts.dim() == 2, "walk_styles: starts must be 2-D [N, D], got a ", starts.dim(),
+      "-D tensor of shape ", starts.sizes());
+  check_1d(dims, "dims", "[K]");
+  check_1d(shifts, "shifts", "[M]");
+  check_1d(sigma, "sigma", "[D]");
+  check_1d(sign, "sign", "[K]");
+
+  const auto dtype = starts.scalar_type();
+  TORCH_CHECK(
+      dtype == c10::ScalarType::Float || dtype == c10::ScalarType::Double,
+      "walk_styles: starts must be float32 or float64, got ", dtype_name(dtype));
+  const std::pair<const at::Tensor*, const char*> same_dtype[] = {
+      {&shifts, "shifts"}, {&sigma, "sigma"}, {&sign, "sign"}};
+  for (const auto& [t, name] : same_dtype) {
+    TORCH_CHECK(
+        t->scalar_type() == dtype, "walk_styles: ", name, " must have the dtype of starts (",
+        dtype_name(dtype), "), got ", dtype_name(t->scalar_type()));
+  }
+  TORCH_CHECK(
+      dims.scalar_type() == c10::ScalarType::Long, "walk_styles: dims must be int64, got ",
+      dtype_name(dims.scalar_type()));
+
+  const std::pair<const at::Tensor*, const char*> same_device[] = {
+      {&dims, "dims"}, {&shifts, "shifts"}, {&sigma, "sigma"}, {&sign, "sign"}};
+  for (const auto& [t, name] : same_device) {
+    TORCH_CHECK(
+        t->device() == starts.device(), "walk_styles: ", name, " is on ", t->device(),
+        " but starts is on ", starts.device(), "; all inputs must be on one device");
+  }
+
+  const int64_t D = starts.size(1);
+  const int64_t K = dims.size(0);
+  TORCH_CHECK(
+      sigma.size(0) == D, "walk_styles: sigma has ", sigma.size(0),
+      " entries but starts has D = ", D, " columns");
+  TORCH_CHECK(
+      sign.size(0) == K, "walk_styles: sign has ", sign.size(0), " entries but dims has K = ", K);
+
+  if (K == 0) {
+    return;
+  }
+  // K is small (the walked dimensions); on CUDA this is one small copy, and it keeps the kernels free
+  // of bounds checks.
+  const at::Tensor host_dims = dims.to(c10::kCPU).contiguous();
+  const int64_t* values = host_dims.const_data_ptr<int64_t>();
+  for (int64_t k = 0; k < K; ++k) {
+    TORCH_CHECK(
+        values[k] >= 0 && values[k] < D, "walk_styles: dims[", k, "] = ", values[k],
+        " is out of range for starts with D = ", D);
+  }
+}
+
+} // namespace ops
+} // namespace failatlas
+
+TORCH_LIBRARY(failatlas, m) {
+  m.def(
+      "walk_styles(Tensor starts, Tensor dims, Tensor shifts, Tensor sigma, Tensor sign) -> Tensor");
+}

@@ -1,0 +1,58 @@
+"""Where the shipped models are.
+
+A wheel carries the repository's ``models/`` folder as ``failatlas/_models/`` (installed by
+CMakeLists.txt); an editable install reads ``models/`` from the checkout, two folders above this file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from .errors import FailatlasError
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+INSTALLED_MODELS = _PACKAGE_DIR / "_models"
+_CHECKOUT = _PACKAGE_DIR.parent.parent
+CHECKOUT_MODELS = _CHECKOUT / "models"
+
+
+def _roots() -> list[Path]:
+    """Where to look, in order: the installed copy, then the checkout's (only when running from one)."""
+    roots = [INSTALLED_MODELS]
+    if _PACKAGE_DIR.parent.name == "python" and (_CHECKOUT / "pyproject.toml").is_file():
+        roots.append(CHECKOUT_MODELS)
+    return roots
+
+
+def _available() -> list[str]:
+    names = set()
+    for root in _roots():
+        if root.is_dir():
+            names.update(p.parent.relative_to(root).as_posix() for p in root.rglob("config.json"))
+    return sorted(names)
+
+
+def shipped_model(relpath: str) -> Path:
+    """Path of a shipped model file or folder, e.g. ``shipped_model("mnist/classifier-clean")``.
+
+    ``relpath`` is relative to the repository's ``models/`` folder. Returns the copy installed inside
+    the package when there is one, else the checkout's; raises
+    :class:`~failatlas.errors.FailatlasError` naming what is missing otherwise.
+    """
+    rel = PurePosixPath(str(relpath).replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise FailatlasError(
+            f"shipped model path {str(relpath)!r} must be relative to models/, e.g. 'mnist/classifier-clean'"
+        )
+    roots = _roots()
+    for root in roots:
+        candidate = root.joinpath(*rel.parts)
+        if candidate.exists():
+            return candidate
+    available = ", ".join(_available()) or "none"
+    searched = " nor in ".join(str(r) for r in roots)
+    raise FailatlasError(
+        f"shipped model {rel.as_posix()!r} not found in {searched}; models available: {available}. "
+        "Check the name, or reinstall failatlas (`make install`, or "
+        "`pip install --no-build-isolation -e .` in a checkout that has models/)"
+    )

@@ -1,0 +1,31 @@
+"""Python faces of the native operators ``torch.ops.failatlas.*`` (kernels in ``csrc/ops/``).
+
+Each op ``<op>`` has a wrapper here (``<op>.py``: shapes and units in its docstring, a ``backend``
+switch), a pure-torch ``reference_<op>`` in ``_reference.py`` (the spec), and Python-side registrations
+(fake tensor, autograd) that :func:`failatlas._ext.load` installs right after the C++ schemas exist.
+Importing this package loads no native code.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from ._reference import reference_walk_styles
+from .walk_styles import _register as _register_walk_styles
+from .walk_styles import walk_styles
+
+__all__ = ["reference_walk_styles", "walk_styles"]
+
+_REGISTRATIONS = (_register_walk_styles,)
+_registered = False
+_lock = threading.Lock()
+
+
+def _register_native_ops() -> None:
+    """Register the fake and autograd implementations of every op (once; needs ``failatlas._C``)."""
+    global _registered
+    with _lock:
+        if not _registered:
+            for register in _REGISTRATIONS:
+                register()
+            _registered = True
