@@ -37,6 +37,35 @@ def _print_json(obj) -> None:
 # (each: options, then one library call)
 
 
+@command("data", "Summarize a dataset (class counts, corruption cells) and optionally write a preview grid.")
+def _data(p: argparse.ArgumentParser):
+    p.add_argument("--dataset", default="mnist",
+                   help="mnist (embedded MNIST-10k, or full MNIST with --idx-dir), mnist10k, fashion, "
+                   "or any name with --idx-dir for a 28x28 IDX dataset")
+    p.add_argument("--idx-dir", default=None, help="folder with train-/t10k- images and labels IDX files (raw or .gz)")
+    p.add_argument("--split", choices=("train", "test"), default="train")
+    p.add_argument("--corruption", choices=("corrupted", "clean"), default="corrupted")
+    p.add_argument("--blur", choices=("paper", "isotropic"), default="paper",
+                   help="paper: vertical-only blur as in the authors' code; isotropic: both axes")
+    p.add_argument("--seed", type=int, default=0, help="corruption seed (train uses 2*seed, test 2*seed+1)")
+    p.add_argument("--preview", default=None, metavar="OUT.png",
+                   help="write a grid of clean and blur x noise images here, with OUT.json beside it")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    def run(args: argparse.Namespace) -> int:
+        from .data.preview import format_description, summarize_dataset
+
+        summary = summarize_dataset(args.dataset, args.split, corruption=args.corruption, blur=args.blur,
+                                    idx_dir=args.idx_dir, seed=args.seed, preview=args.preview)
+        if args.json:
+            _print_json(summary)
+        else:
+            print(format_description(summary))
+        return 0
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="failatlas",
