@@ -1,0 +1,511 @@
+"""Conditional StyleGAN2 with StyleSpace access (DESIGN §2–§3).
+
+Built bottom-up: equalized-lr layers → mapping network → style layers (modulated conv, ToRGB) → synthesis
+blocks → :class:`Generator`; and the ResNet :class:`Discriminator` with minibatch-stddev and projection
+conditioning.
+
+StyleSpace: ``s`` is the concatenation of the outputs of every affine (style) layer in synthesis order
+(b4.conv1, b4.torgb, then for r = 8, 16, 32: b{r}.conv0, b{r}.conv1, b{r}.torgb). ToRGB styles are taken
+before their 1/√C weight gain, so the image is an exact affine function of every ToRGB style.
+
+Demodulation is done by *input modulation*: scale x by s, run the shared-weight conv, scale the output by
+the demodulation coefficients. It equals the per-sample weight form but keeps one conv for the whole
+batch, which exports to ONNX with a dynamic batch and is faster on CPU than the grouped-conv form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import _io
+from ..errors import FailatlasError
+
+SQRT2 = math.sqrt(2.0)
+NOISE_MODES = ("random", "const", "none")
+
+
+# --- configuration -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StyleGANConfig:
+    """Architecture of a generator/discriminator pair. Saved as JSON beside the weights."""
+
+    name: str = "cpu-small"
+    z_dim: int = 64
+    w_dim: int = 128
+    num_classes: int = 10
+    resolution: int = 32
+    img_channels: int = 1
+    channels: tuple[int, ...] = (128, 128, 128, 64)  # generator channels at 4, 8, ..., resolution
+    d_channels: tuple[int, ...] = (128, 128, 128, 64)  # discriminator channels at 4, 8, ..., resolution
+    mapping_layers: int = 2
+    mapping_lr_mult: float = 0.01
+    w_avg_beta: float = 0.995
+    mbstd_group: int = 4
+    cmap_dim: int = 128
+
+    def __post_init__(self) -> None:
+        log2 = math.log2(self.resolution)
+        if self.resolution < 8 or log2 != int(log2):
+            raise FailatlasError(f"resolution must be a power of two ≥ 8, got {self.resolution}")
+        n = int(log2) - 1
+        for what in ("channels", "d_channels"):
+            got = getattr(self, what)
+            object.__setattr__(self, what, tuple(int(c) for c in got))
+            if len(got) != n:
+                raise FailatlasError(
+                    f"config {what} needs one entry per resolution 4..{self.resolution} ({n}), got {len(got)}"
+                )
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        return tuple(2 ** i for i in range(2, int(math.log2(self.resolution)) + 1))
+
+    def channels_at(self, res: int) -> int:
+        return self.channels[self.resolutions.index(res)]
+
+    @property
+    def style_dim(self) -> int:
+        """dim S = 2·C(4) + Σ_{r=8..R} [C(r/2) + 2·C(r)]  (DESIGN §3)."""
+        c = self.channels_at
+        return 2 * c(4) + sum(c(r // 2) + 2 * c(r) for r in self.resolutions[1:])
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "StyleGANConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(obj) - known)
+        if unknown:
+            raise FailatlasError(f"generator config has unknown keys {unknown}; was it written by a newer failatlas?")
+        return cls(**obj)
+
+
+CONFIGS: dict[str, StyleGANConfig] = {
+    # 1,280 StyleSpace dimensions; trains at ≈60 images/s on 2 CPU cores.
+    "cpu-small": StyleGANConfig(),
+    # The paper's 32×32 model: 512 channels everywhere → 5,632 StyleSpace dimensions.
+    "paper": StyleGANConfig(
+        name="paper", z_dim=512, w_dim=512, channels=(512,) * 4, d_channels=(512,) * 4, cmap_dim=512
+    ),
+    # For tests: a few hundred dimensions, fast enough for a few training steps in a unit test.
+    "tiny": StyleGANConfig(
+        name="tiny", z_dim=16, w_dim=32, channels=(32, 32, 16, 16), d_channels=(16, 16, 16, 16), cmap_dim=16
+    ),
+}
+
+
+def get_config(name: str) -> StyleGANConfig:
+    if name not in CONFIGS:
+        raise FailatlasError(f"unknown generator config {name!r}; choose one of {sorted(CONFIGS)}")
+    return CONFIGS[name]
+
+
+# --- equalized-learning-rate layers ------------------------------------------------------------------
+
+
+class FullyConnected(nn.Module):
+    """Linear layer with equalized learning rate (weights scaled at run time, not at init)."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias_init: float = 0.0,
+                 lr_mult: float = 1.0, activation: str = "linear") -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mult)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init)))
+        self.weight_gain = lr_mult / math.sqrt(in_features)
+        self.bias_gain = lr_mult
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.addmm(self.bias * self.bias_gain, x, (self.weight * self.weight_gain).t())
+        if self.activation == "lrelu":
+            x = F.leaky_relu(x, 0.2) * SQRT2
+        return x
+
+
+class Conv2dLayer(nn.Module):
+    """Conv with equalized learning rate, optional bias + leaky ReLU and 2× average-pool downsampling."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, *, bias: bool = True,
+                 activation: str = "lrelu", down: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel * kernel)
+        self.padding = kernel // 2
+        self.activation = activation
+        self.down = down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.down:  # pool first: the conv then runs at the low resolution (4× cheaper)
+            x = F.avg_pool2d(x, 2)
+        x = F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.padding)
+        if self.activation == "lrelu":
+            x = F.leaky_relu(x, 0.2) * SQRT2
+        return x
+
+
+def _normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """2× upsampling with the separable [1, 3, 3, 1] filter (bilinear, half-pixel centres). Linear in x."""
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+_FIR = torch.tensor([1.0, 3.0, 3.0, 1.0])
+_FIR2D_UP = torch.outer(_FIR, _FIR) / _FIR.sum() ** 2 * 4  # gain 4 restores the energy lost to zero insertion
+
+
+def upconv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Zero-insertion upsampling, a 3×3 conv and the [1, 3, 3, 1] low-pass, as one stride-2 transposed conv
+    (computed at the low resolution, 4× cheaper than upsampling first) plus a depthwise 4×4 filter.
+
+    x: Tensor[N, C_in, H, W], weight: Tensor[C_out, C_in, 3, 3] → Tensor[N, C_out, 2H, 2W]."""
+    y = F.conv_transpose2d(x, weight.flip((2, 3)).transpose(0, 1), stride=2)  # [N, C_out, 2H+1, 2W+1]
+    c = y.shape[1]
+    fir = _FIR2D_UP.to(y.dtype).to(y.device).expand(c, 1, 4, 4)
+    return F.conv2d(y, fir, padding=1, groups=c)
+
+
+# --- mapping network ---------------------------------------------------------------------------------
+
+
+class MappingNetwork(nn.Module):
+    """(z, y) → w. z and the label embedding are each normalized by their second moment, concatenated, and
+    passed through ``mapping_layers`` FC layers with lr multiplier 0.01. Tracks ``w_avg`` for truncation."""
+
+    def __init__(self, cfg: StyleGANConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = FullyConnected(cfg.num_classes, cfg.w_dim)
+        dims = [cfg.z_dim + cfg.w_dim] + [cfg.w_dim] * cfg.mapping_layers
+        self.layers = nn.ModuleList(
+            FullyConnected(a, b, lr_mult=cfg.mapping_lr_mult, activation="lrelu") for a, b in zip(dims[:-1], dims[1:])
+        )
+        self.register_buffer("w_avg", torch.zeros(cfg.w_dim))
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor, truncation_psi: float = 1.0,
+                update_w_avg: bool = False) -> torch.Tensor:
+        onehot = F.one_hot(y, self.cfg.num_classes).to(z.dtype)
+        x = torch.cat([_normalize_2nd_moment(z), _normalize_2nd_moment(self.embed(onehot))], dim=1)
+        for layer in self.layers:
+            x = layer(x)
+        if update_w_avg:
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.cfg.w_avg_beta))
+        if truncation_psi != 1.0:
+            x = self.w_avg.lerp(x, truncation_psi)
+        return x
+
+
+# --- synthesis ---------------------------------------------------------------------------------------
+
+
+class StyleConv(nn.Module):
+    """Modulated 3×3 conv with demodulation (input-modulation form), noise, bias and leaky ReLU."""
+
+    kind = "conv"
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.resolution, self.up = in_channels, out_channels, resolution, up
+        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
+        self.weight_gain = 1.0 / math.sqrt(in_channels * 9)
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """x: Tensor[N, C_in, r/2 or r, ...]; s: Tensor[N, C_in] → Tensor[N, C_out, r, r]."""
+        w = self.weight * self.weight_gain
+        x = x * s[:, :, None, None]
+        x = upconv3x3(x, w) if self.up else F.conv2d(x, w, padding=1)
+        demod = torch.rsqrt(s.square() @ w.square().sum(dim=(2, 3)).t() + 1e-8)  # [N, C_out]
+        x = x * demod[:, :, None, None]
+        if noise_mode == "random":
+            noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, dtype=x.dtype, device=x.device)
+            x = x + noise * self.noise_strength
+        elif noise_mode == "const":
+            x = x + self.noise_const * self.noise_strength
+        return F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * SQRT2
+
+
+class ToRGB(nn.Module):
+    """Modulated 1×1 conv without demodulation: the image is affine in its style s (taken before the
+    1/√C gain)."""
+
+    kind = "torgb"
+
+    def __init__(self, in_channels: int, img_channels: int, w_dim: int, resolution: int) -> None:
+        super().__init__()
+        self.in_channels, self.resolution = in_channels, resolution
+        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(img_channels, in_channels, 1, 1))
+        self.weight_gain = 1.0 / math.sqrt(in_channels)
+        self.bias = nn.Parameter(torch.zeros(img_channels))
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x * (s * self.weight_gain)[:, :, None, None], self.weight, self.bias)
+
+
+@dataclass(frozen=True)
+class StyleDim:
+    """One StyleSpace dimension: which layer and channel it modulates, and where it sits in s."""
+
+    name: str  # layer name, e.g. "b8.conv0"
+    resolution: int
+    kind: str  # "conv" or "torgb"
+    channel: int
+    offset: int  # index in s
+
+
+@dataclass(frozen=True)
+class StyleLayer:
+    name: str
+    resolution: int
+    kind: str
+    start: int  # first index in s
+    size: int
+
+
+class SynthesisNetwork(nn.Module):
+    """'skip' synthesis 4 → … → resolution, driven by StyleSpace vectors."""
+
+    def __init__(self, cfg: StyleGANConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.channels_at
+        self.const = nn.Parameter(torch.randn(c(4), 4, 4))
+        layers: dict[str, nn.Module] = {}
+        for res in cfg.resolutions:
+            if res > 4:
+                layers[f"b{res}.conv0"] = StyleConv(c(res // 2), c(res), cfg.w_dim, res, up=True)
+            layers[f"b{res}.conv1"] = StyleConv(c(res), c(res), cfg.w_dim, res, up=False)
+            layers[f"b{res}.torgb"] = ToRGB(c(res), cfg.img_channels, cfg.w_dim, res)
+        # ModuleDict keys may not contain dots.
+        self.names = list(layers)
+        self.layers = nn.ModuleList(layers.values())
+        table, start = [], 0
+        for name, layer in zip(self.names, self.layers):
+            table.append(StyleLayer(name, layer.resolution, layer.kind, start, layer.in_channels))
+            start += layer.in_channels
+        self.table = tuple(table)
+        self.style_dim = start
+        assert start == cfg.style_dim
+
+    @property
+    def num_ws(self) -> int:
+        return len(self.layers)
+
+    def styles(self, w: torch.Tensor) -> torch.Tensor:
+        """w: Tensor[N, w_dim] or per-layer Tensor[N, num_ws, w_dim] → s: Tensor[N, dim S]."""
+        if w.ndim == 2:
+            parts = [layer.affine(w) for layer in self.layers]
+        else:
+            parts = [layer.affine(w[:, i]) for i, layer in enumerate(self.layers)]
+        return torch.cat(parts, dim=1)
+
+    def split_styles(self, s: torch.Tensor) -> list[torch.Tensor]:
+        return [s[:, t.start:t.start + t.size] for t in self.table]
+
+    def forward(self, s: torch.Tensor, noise_mode: str = "const", trace: list | None = None) -> torch.Tensor:
+        """s: Tensor[N, dim S] → images Tensor[N, img_channels, R, R] (about [-1, 1]).
+
+        ``trace``, when a list, receives ``(layer name, x entering the layer, img entering the layer)`` for
+        every style layer: the cached activations a walk along that layer's dimensions can start from."""
+        n = s.shape[0]
+        x = self.const.unsqueeze(0).expand(n, -1, -1, -1).contiguous(memory_format=torch.channels_last)
+        img = None
+        for name, layer, style in zip(self.names, self.layers, self.split_styles(s)):
+            if trace is not None:
+                trace.append((name, x, img))
+            if layer.kind == "conv":
+                x = layer(x, style, noise_mode)
+            else:
+                y = layer(x, style)
+                img = y if img is None else upsample2x(img) + y
+        return img
+
+
+class Generator(nn.Module):
+    """Conditional StyleGAN2 generator with StyleSpace access.
+
+    ``mapping(z, y) → w``, ``styles(w) → s``, ``synthesis_from_styles(s) → image``,
+    ``synthesis(w) = synthesis_from_styles(styles(w))``, ``style_layout()`` → one :class:`StyleDim` per
+    dimension of s."""
+
+    def __init__(self, cfg: StyleGANConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.mapping_network = MappingNetwork(cfg)
+        self.synthesis_network = SynthesisNetwork(cfg)
+
+    @property
+    def z_dim(self) -> int:
+        return self.cfg.z_dim
+
+    @property
+    def w_dim(self) -> int:
+        return self.cfg.w_dim
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.num_classes
+
+    @property
+    def style_dim(self) -> int:
+        return self.synthesis_network.style_dim
+
+    @property
+    def num_ws(self) -> int:
+        return self.synthesis_network.num_ws
+
+    def _check_labels(self, z: torch.Tensor, y: torch.Tensor) -> None:
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise FailatlasError(f"z must have shape [N, {self.z_dim}], got {list(z.shape)}")
+        if y.ndim != 1 or y.shape[0] != z.shape[0] or y.dtype not in (torch.int64, torch.int32):
+            raise FailatlasError(f"y must be integer labels of shape [{z.shape[0]}], got {y.dtype} {list(y.shape)}")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise FailatlasError(f"labels must be in [0, {self.num_classes}), got {int(y.min())}..{int(y.max())}")
+
+    def mapping(self, z: torch.Tensor, y: torch.Tensor, truncation_psi: float = 1.0,
+                update_w_avg: bool = False) -> torch.Tensor:
+        """z: Tensor[N, z_dim], y: int Tensor[N] → w: Tensor[N, w_dim]."""
+        self._check_labels(z, y)
+        return self.mapping_network(z, y.long(), truncation_psi, update_w_avg)
+
+    def styles(self, w: torch.Tensor) -> torch.Tensor:
+        """w: Tensor[N, w_dim] (or Tensor[N, num_ws, w_dim]) → s: Tensor[N, dim S]."""
+        return self.synthesis_network.styles(w)
+
+    def synthesis_from_styles(self, s: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """s: Tensor[N, dim S] → images Tensor[N, C, R, R] in about [-1, 1]."""
+        if s.ndim != 2 or s.shape[1] != self.style_dim:
+            raise FailatlasError(f"styles must have shape [N, {self.style_dim}], got {list(s.shape)}")
+        if noise_mode not in NOISE_MODES:
+            raise FailatlasError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        return self.synthesis_network(s, noise_mode)
+
+    def synthesis(self, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """w: Tensor[N, w_dim] (or per-layer [N, num_ws, w_dim]) → images Tensor[N, C, R, R]."""
+        return self.synthesis_from_styles(self.styles(w), noise_mode)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor, truncation_psi: float = 1.0,
+                noise_mode: str = "const") -> torch.Tensor:
+        return self.synthesis(self.mapping(z, y, truncation_psi), noise_mode)
+
+    def style_layers(self) -> tuple[StyleLayer, ...]:
+        return self.synthesis_network.table
+
+    def style_layout(self) -> list[StyleDim]:
+        """One entry per StyleSpace dimension, in the order of s."""
+        return [
+            StyleDim(t.name, t.resolution, t.kind, c, t.start + c)
+            for t in self.synthesis_network.table
+            for c in range(t.size)
+        ]
+
+
+# --- discriminator -----------------------------------------------------------------------------------
+
+
+class DiscriminatorBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv0 = Conv2dLayer(in_channels, in_channels, 3)
+        self.conv1 = Conv2dLayer(in_channels, out_channels, 3, down=True)
+        self.skip = Conv2dLayer(in_channels, out_channels, 1, bias=False, activation="linear", down=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.skip(x) + self.conv1(self.conv0(x))) * math.sqrt(0.5)
+
+
+def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
+    """Append one feature map: the std over groups of samples, averaged over channels and pixels."""
+    n, c, h, w = x.shape
+    g = math.gcd(min(group, n), n) if n else 1
+    y = x.reshape(g, -1, c, h, w)
+    y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt().mean(dim=(1, 2, 3))  # [N/g]
+    y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
+    return torch.cat([x, y], dim=1)
+
+
+class Discriminator(nn.Module):
+    """ResNet discriminator with minibatch-stddev and projection conditioning on the label."""
+
+    def __init__(self, cfg: StyleGANConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        res = list(reversed(cfg.resolutions))  # e.g. 32, 16, 8, 4
+        ch = {r: cfg.d_channels[cfg.resolutions.index(r)] for r in cfg.resolutions}
+        self.fromrgb = Conv2dLayer(cfg.img_channels, ch[res[0]], 1)
+        self.blocks = nn.ModuleList(DiscriminatorBlock(ch[r], ch[r // 2]) for r in res[:-1])
+        c4 = ch[4]
+        self.conv = Conv2dLayer(c4 + 1, c4, 3)
+        self.fc = FullyConnected(c4 * 16, c4, activation="lrelu")
+        self.out = FullyConnected(c4, cfg.cmap_dim)
+        self.embed = FullyConnected(cfg.num_classes, cfg.cmap_dim)
+
+    def forward(self, img: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """img: Tensor[N, C, R, R], y: int Tensor[N] → scores Tensor[N]."""
+        x = self.fromrgb(img.contiguous(memory_format=torch.channels_last))
+        for block in self.blocks:
+            x = block(x)
+        x = self.conv(minibatch_stddev(x, self.cfg.mbstd_group))
+        x = self.out(self.fc(x.flatten(1)))
+        cmap = _normalize_2nd_moment(self.embed(F.one_hot(y, self.cfg.num_classes).to(x.dtype)))
+        return (x * cmap).sum(dim=1) / math.sqrt(self.cfg.cmap_dim)
+
+
+# --- saving and loading ------------------------------------------------------------------------------
+
+GENERATOR_WEIGHTS = "generator.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def save_generator(G: Generator, folder: str | Path, extra: dict | None = None) -> None:
+    """Write ``config.json`` and ``generator.safetensors`` into ``folder`` (each atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _io.save_tensors(folder / GENERATOR_WEIGHTS, G.state_dict(), metadata={"format": "failatlas-generator"})
+    _io.write_json(folder / CONFIG_FILE, {"kind": "stylegan2-generator", "config": G.cfg.to_json(), **(extra or {})})
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """Load a generator folder written by :func:`save_generator` (or by the trainer), in eval mode."""
+    path = Path(path)
+    if path.is_file():
+        path = path.parent
+    if not path.is_dir():
+        raise FailatlasError(f"generator folder not found: {path}; pass --generator DIR with a trained generator")
+    meta = _io.read_json(path / CONFIG_FILE, "generator config")
+    if not isinstance(meta, dict) or meta.get("kind") != "stylegan2-generator" or "config" not in meta:
+        raise FailatlasError(f"{path / CONFIG_FILE} is not a failatlas generator config")
+    G = Generator(StyleGANConfig.from_json(meta["config"]))
+    state = _io.load_tensors(path / GENERATOR_WEIGHTS, "generator weights")
+    missing, unexpected = set(G.state_dict()) - set(state), set(state) - set(G.state_dict())
+    if missing or unexpected:
+        raise FailatlasError(
+            f"generator weights {path / GENERATOR_WEIGHTS} do not match its config "
+            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
+        )
+    for k, v in G.state_dict().items():
+        if state[k].shape != v.shape:
+            raise FailatlasError(
+                f"generator weights {path / GENERATOR_WEIGHTS}: {k} has shape {list(state[k].shape)}, "
+                f"the config expects {list(v.shape)}"
+            )
+    G.load_state_dict(state)
+    return G.eval().requires_grad_(False).to(device)

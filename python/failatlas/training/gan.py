@@ -1,0 +1,340 @@
+"""Training the conditional StyleGAN2 (DESIGN §2).
+
+Non-saturating logistic loss, lazy R1 on reals, style mixing, optional path-length regularization,
+generator EMA, Adam β = (0.0, 0.99). One output folder holds everything:
+
+* ``checkpoint.pt``: G, D, G_ema, both optimizers, the step, the RNG state and both configs: ``--resume``
+  continues exactly where it stopped (read back with ``weights_only=True``);
+* ``generator.safetensors`` + ``config.json``: the EMA generator alone, loadable by
+  :func:`failatlas.load_generator` (this is what gets shipped);
+* ``metrics.jsonl``: one line per logged step; ``samples-latest.png`` (+ ``.json``): a grid of fixed z, one
+  row per class, refreshed every ``sample_kimg``.
+
+Every file is written atomically. Ctrl-C finishes the current step, saves and stops; a non-finite loss
+stops training with a message and leaves the last good checkpoint untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import _io
+from ..errors import FailatlasError
+from ..models.stylegan2 import (CONFIGS, Discriminator, Generator, StyleGANConfig, get_config,
+                                save_generator)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class GANTrainConfig:
+    """Options of one training run (saved in the checkpoint; a resumed run must use the same ones,
+    except ``kimg``, which may be raised to train longer)."""
+
+    dataset: str = "mnist"
+    idx_dir: str | None = None
+    corruption: str = "corrupted"
+    blur: str = "paper"
+    data_seed: int = 0
+    config: str = "cpu-small"
+    kimg: float = 300.0
+    batch: int = 32
+    lr: float = 0.0025
+    beta1: float = 0.0
+    beta2: float = 0.99
+    r1_gamma: float | None = None  # None: 0.0002 · resolution² / batch (DESIGN §2)
+    r1_interval: int = 16
+    style_mixing: float = 0.9
+    pl_weight: float = 0.0  # path-length regularization; 0 disables it (it costs a second G backward)
+    pl_interval: int = 4
+    ema_kimg: float = 20.0  # EMA half-life in thousands of images
+    ema_rampup: float = 0.05
+    snapshot_kimg: float = 4.0
+    sample_kimg: float = 4.0
+    log_every: int = 20  # steps
+    seed: int = 0
+
+    def gamma(self, resolution: int) -> float:
+        return self.r1_gamma if self.r1_gamma is not None else 0.0002 * resolution ** 2 / self.batch
+
+    def validate(self) -> None:
+        if self.config not in CONFIGS:
+            raise FailatlasError(f"unknown --config {self.config!r}; choose one of {sorted(CONFIGS)}")
+        if self.batch < 4:
+            raise FailatlasError(f"--batch must be at least 4, got {self.batch}")
+        if self.batch % 4:
+            raise FailatlasError(f"--batch must be a multiple of 4 (the minibatch-stddev group), got {self.batch}")
+        if not (self.kimg > 0 and math.isfinite(self.kimg)):
+            raise FailatlasError(f"--kimg must be a positive number, got {self.kimg}")
+        if not self.lr > 0:
+            raise FailatlasError(f"--lr must be positive, got {self.lr}")
+        if not 0.0 <= self.style_mixing <= 1.0:
+            raise FailatlasError(f"style mixing probability must be in [0, 1], got {self.style_mixing}")
+
+    def resumable_with(self, other: "GANTrainConfig") -> list[str]:
+        a, b = dataclasses.asdict(self), dataclasses.asdict(other)
+        return [k for k in a if k != "kimg" and a[k] != b[k]]
+
+
+@dataclass(frozen=True)
+class GANTrainResult:
+    out: str
+    kimg: float
+    steps: int
+    seconds: float
+    images_per_second: float
+    interrupted: bool
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class _StopFlag:
+    """Turns SIGINT into a flag checked between steps, so a checkpoint is always a step boundary."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._previous = None
+
+    def __enter__(self) -> "_StopFlag":
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: no Ctrl-C handling there
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.stop:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.stop = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _ema_update(G_ema: Generator, G: Generator, beta: float) -> None:
+    with torch.no_grad():
+        for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+            p_ema.lerp_(p, 1.0 - beta)
+        for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+            b_ema.copy_(b)
+
+
+def _sample_grid(G: Generator, path: Path, seed: int = 12345, per_class: int = 10) -> None:
+    """Fixed z, one row per class; writes PNG and a JSON of what it shows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gen = torch.Generator().manual_seed(seed)
+    n = G.num_classes * per_class
+    z = torch.randn(n, G.z_dim, generator=gen)
+    y = torch.arange(G.num_classes).repeat_interleave(per_class)
+    with torch.no_grad():
+        img = G(z, y, noise_mode="const")
+    img = ((img + 1) * 127.5).clamp(0, 255).to(torch.uint8)[:, 0]
+    r = img.shape[-1]
+    grid = img.reshape(G.num_classes, per_class, r, r).permute(0, 2, 1, 3).reshape(G.num_classes * r, per_class * r)
+    fig = plt.figure(figsize=(per_class * 0.6, G.num_classes * 0.6), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.axis("off")
+    with _io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    _io.write_json(path.with_suffix(".json"), {"z_seed": seed, "rows": "classes 0..%d" % (G.num_classes - 1),
+                                               "per_class": per_class, "noise_mode": "const", "truncation_psi": 1.0})
+
+
+def _load_training_images(cfg: GANTrainConfig):
+    from ..data.datasets import load_dataset
+
+    data = load_dataset(cfg.dataset, "train", corruption=cfg.corruption, blur=cfg.blur,
+                        idx_dir=cfg.idx_dir, seed=cfg.data_seed)
+    return data.generator_input().contiguous(), data.labels.clone(), data.num_classes
+
+
+def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None,
+              threads: int | None = None) -> GANTrainResult:
+    """Train (or resume training) a conditional StyleGAN2 into the folder ``out``."""
+    from .._progress import progress as progress_bar
+
+    cfg.validate()
+    out = Path(out)
+    ckpt_path = out / CHECKPOINT
+    if threads:
+        torch.set_num_threads(threads)
+
+    reals, labels, num_classes = _load_training_images(cfg)
+    arch = dataclasses.replace(get_config(cfg.config), num_classes=num_classes)
+    if reals.shape[-1] != arch.resolution:
+        raise FailatlasError(f"dataset images are {reals.shape[-1]}px but config {cfg.config} makes {arch.resolution}px")
+
+    state = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise FailatlasError(f"--resume given but {ckpt_path} does not exist; start without --resume")
+        state = _io.load_checkpoint(ckpt_path, "training checkpoint")
+        try:
+            saved_cfg = GANTrainConfig(**state["train_config"])
+            saved_arch = StyleGANConfig.from_json(state["arch"])
+        except (KeyError, TypeError) as exc:
+            raise FailatlasError(f"{ckpt_path} is not a failatlas GAN checkpoint ({exc})") from None
+        differ = saved_cfg.resumable_with(cfg)
+        if differ:
+            raise FailatlasError(f"cannot resume {ckpt_path}: options {differ} differ from the checkpoint's; "
+                                 "use the same options (only --kimg may change) or a new --out")
+        arch = saved_arch
+    elif ckpt_path.exists():
+        raise FailatlasError(f"{ckpt_path} already exists; pass --resume to continue it or choose another --out")
+
+    torch.manual_seed(cfg.seed)
+    G, D = Generator(arch).train(), Discriminator(arch).train()
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    G_opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+    # Lazy regularization: R1 every r1_interval steps, so scale D's Adam as StyleGAN2 does.
+    c = cfg.r1_interval / (cfg.r1_interval + 1)
+    D_opt = torch.optim.Adam(D.parameters(), lr=cfg.lr * c, betas=(cfg.beta1 ** c, cfg.beta2 ** c), eps=1e-8)
+    step, nimg, pl_mean = 0, 0, torch.zeros([])
+    if state is not None:
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        G_ema.load_state_dict(state["G_ema"])
+        G_opt.load_state_dict(state["G_opt"])
+        D_opt.load_state_dict(state["D_opt"])
+        step, nimg = int(state["step"]), int(state["nimg"])
+        pl_mean = state["pl_mean"]
+        torch.set_rng_state(state["rng"])
+    out.mkdir(parents=True, exist_ok=True)
+
+    gamma = cfg.gamma(arch.resolution)
+    total = int(math.ceil(cfg.kimg * 1000))
+    next_snapshot = (nimg // int(cfg.snapshot_kimg * 1000) + 1) * int(cfg.snapshot_kimg * 1000)
+    next_sample = (nimg // int(cfg.sample_kimg * 1000) + 1) * int(cfg.sample_kimg * 1000)
+    n_real = reals.shape[0]
+
+    def save() -> None:
+        _io.save_checkpoint(ckpt_path, {
+            "format": "failatlas-gan-checkpoint", "G": G.state_dict(), "D": D.state_dict(),
+            "G_ema": G_ema.state_dict(), "G_opt": G_opt.state_dict(), "D_opt": D_opt.state_dict(),
+            "step": step, "nimg": nimg, "pl_mean": pl_mean, "rng": torch.get_rng_state(),
+            "train_config": dataclasses.asdict(cfg), "arch": arch.to_json(),
+        })
+        save_generator(G_ema, out, extra={"training": {"kimg": nimg / 1000, "step": step,
+                                                       **dataclasses.asdict(cfg)}})
+
+    def mixed_ws(z: torch.Tensor, y: torch.Tensor, update_w_avg: bool) -> torch.Tensor:
+        w = G.mapping(z, y, update_w_avg=update_w_avg)
+        ws = w.unsqueeze(1).repeat(1, G.num_ws, 1)
+        if cfg.style_mixing > 0 and float(torch.rand([])) < cfg.style_mixing:
+            cutoff = int(torch.randint(1, G.num_ws, []))
+            ws[:, cutoff:] = G.mapping(torch.randn_like(z), y).unsqueeze(1)
+        return ws
+
+    def sample_fake(n: int):
+        idx = torch.randint(0, n_real, (n,))
+        return torch.randn(n, arch.z_dim), labels[idx]
+
+    start_nimg, t0 = nimg, time.perf_counter()
+    metrics_path = out / "metrics.jsonl"
+    interrupted = False
+    bar = progress_bar(total, desc="train-gan", unit="img", unit_scale=True, initial=nimg,
+                       disable=None if progress is None else not progress)
+    log: dict[str, float] = {}
+    with _StopFlag() as flag, bar:
+        while nimg < total:
+            # --- G: non-saturating loss (and optional path-length regularization) ---
+            G.requires_grad_(True)
+            D.requires_grad_(False)
+            z, y = sample_fake(cfg.batch)
+            img = G.synthesis_network(G.styles(mixed_ws(z, y, update_w_avg=True)), "random")
+            loss_G = F.softplus(-D(img, y)).mean()
+            G_opt.zero_grad(set_to_none=True)
+            loss_G.backward()
+            if cfg.pl_weight > 0 and step % cfg.pl_interval == 0:
+                z, y = sample_fake(max(cfg.batch // 2, 1))
+                ws = mixed_ws(z, y, update_w_avg=False).detach().requires_grad_(True)
+                img = G.synthesis_network(G.styles(ws), "random")
+                noise = torch.randn_like(img) / arch.resolution
+                (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+                lengths = grad.square().sum(2).mean(1).sqrt()
+                pl_mean = pl_mean.lerp(lengths.mean().detach(), 0.01)
+                (((lengths - pl_mean).square()).mean() * cfg.pl_weight * cfg.pl_interval).backward()
+            G_opt.step()
+
+            # --- D: logistic loss on fakes and reals, lazy R1 ---
+            G.requires_grad_(False)
+            D.requires_grad_(True)
+            z, y = sample_fake(cfg.batch)
+            with torch.no_grad():
+                fake = G.synthesis_network(G.styles(mixed_ws(z, y, update_w_avg=False)), "random")
+            idx = torch.randint(0, n_real, (cfg.batch,))
+            real, y_real = reals[idx], labels[idx]
+            do_r1 = step % cfg.r1_interval == 0
+            real.requires_grad_(do_r1)
+            # One D call on fakes and reals (minibatch-stddev groups never straddle the two halves).
+            scores = D(torch.cat([fake, real]), torch.cat([y, y_real]))
+            score_fake, score_real = scores[: cfg.batch], scores[cfg.batch:]
+            loss_D = F.softplus(score_fake).mean() + F.softplus(-score_real).mean()
+            r1 = torch.zeros([])
+            if do_r1:
+                (grad,) = torch.autograd.grad(score_real.sum(), real, create_graph=True)
+                r1 = grad.square().sum(dim=(1, 2, 3)).mean()
+                loss_D = loss_D + r1 * (gamma / 2) * cfg.r1_interval
+            D_opt.zero_grad(set_to_none=True)
+            loss_D.backward()
+            D_opt.step()
+
+            lg, ld = float(loss_G.detach()), float(loss_D.detach())
+            if not (math.isfinite(lg) and math.isfinite(ld)):
+                raise FailatlasError(
+                    f"training diverged: loss became non-finite at step {step} (kimg {nimg / 1000:.1f}; "
+                    f"G {lg}, D {ld}); the last good checkpoint in {out} was kept. Resume with --resume "
+                    "or lower --lr")
+
+            # --- EMA ---
+            nimg += cfg.batch
+            step += 1
+            ema_nimg = min(cfg.ema_kimg * 1000, nimg * cfg.ema_rampup) if cfg.ema_rampup else cfg.ema_kimg * 1000
+            _ema_update(G_ema, G, 0.5 ** (cfg.batch / max(ema_nimg, 1e-8)))
+
+            bar.update(cfg.batch)
+            elapsed = time.perf_counter() - t0
+            rate = (nimg - start_nimg) / max(elapsed, 1e-9)
+            if do_r1:
+                log["r1"] = float(r1.detach())
+            if step % cfg.log_every == 0 or nimg >= total:
+                log.update({"step": step, "kimg": nimg / 1000, "loss_G": lg, "loss_D": ld,
+                            "images_per_s": rate, "seconds": elapsed})
+                bar.set_postfix(G=f"{lg:.2f}", D=f"{ld:.2f}", img_s=f"{rate:.0f}")
+                with open(metrics_path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(log) + "\n")
+            if nimg >= next_snapshot:
+                save()
+                next_snapshot += int(cfg.snapshot_kimg * 1000)
+            if nimg >= next_sample:
+                _sample_grid(G_ema, out / "samples-latest.png")
+                next_sample += int(cfg.sample_kimg * 1000)
+            if flag.stop:
+                interrupted = True
+                break
+    save()
+    _sample_grid(G_ema, out / "samples-latest.png")
+    elapsed = time.perf_counter() - t0
+    result = GANTrainResult(str(out), nimg / 1000, step, elapsed, (nimg - start_nimg) / max(elapsed, 1e-9), interrupted)
+    if interrupted:
+        print(f"failatlas: interrupted at kimg {nimg / 1000:.1f}; checkpoint saved in {out}; "
+              f"continue with --resume", flush=True)
+    return result

@@ -1,0 +1,202 @@
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from failatlas import FailatlasError, load_generator
+from failatlas.models.stylegan2 import (CONFIGS, Discriminator, Generator, StyleGANConfig, minibatch_stddev,
+                                        save_generator)
+
+
+@pytest.fixture(scope="module")
+def G():
+    torch.manual_seed(0)
+    g = Generator(CONFIGS["tiny"]).eval()
+    # Non-trivial noise strengths and biases, so the tests see every term of the layers.
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if name.endswith("noise_strength") or name.endswith(".bias"):
+                p.normal_(0, 0.3)
+    return g
+
+
+def _zy(G, n=6, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, G.z_dim, generator=gen), torch.randint(0, G.num_classes, (n,), generator=gen)
+
+
+def test_style_dim_matches_design_formula():
+    # 2·C(4) + Σ_{r=8..R} [C(r/2) + 2·C(r)]
+    assert CONFIGS["cpu-small"].style_dim == 1280
+    assert CONFIGS["paper"].style_dim == 5632
+    ffhq = StyleGANConfig(name="ffhq", resolution=1024, channels=(512,) * 5 + (256, 128, 64, 32),
+                          d_channels=(512,) * 5 + (256, 128, 64, 32))
+    assert ffhq.style_dim == 9088
+    for name in ("tiny", "cpu-small"):
+        g = Generator(CONFIGS[name])
+        assert g.style_dim == CONFIGS[name].style_dim == len(g.style_layout())
+
+
+def test_paper_config_has_about_20m_parameters():
+    n = sum(p.numel() for p in Generator(CONFIGS["paper"]).parameters())
+    assert 19.5e6 < n < 21e6  # the paper: 20.2M
+
+
+def test_synthesis_from_styles_equals_synthesis_and_forward(G):
+    z, y = _zy(G)
+    w = G.mapping(z, y)
+    s = G.styles(w)
+    assert s.shape == (6, G.style_dim)
+    a = G.synthesis_from_styles(s)
+    assert torch.allclose(a, G.synthesis(w), atol=1e-5)
+    assert torch.allclose(a, G(z, y), atol=1e-5)
+    # per-layer w broadcast gives the same styles
+    ws = w.unsqueeze(1).repeat(1, G.num_ws, 1)
+    assert torch.allclose(G.styles(ws), s, atol=1e-6)
+    assert a.shape == (6, 1, 32, 32)
+
+
+def test_style_layout_order_and_offsets(G):
+    layout = G.style_layout()
+    assert [d.offset for d in layout] == list(range(G.style_dim))
+    names = []
+    for d in layout:
+        if not names or names[-1] != d.name:
+            names.append(d.name)
+    assert names == ["b4.conv1", "b4.torgb", "b8.conv0", "b8.conv1", "b8.torgb", "b16.conv0", "b16.conv1",
+                     "b16.torgb", "b32.conv0", "b32.conv1", "b32.torgb"]
+    c = dict(zip((4, 8, 16, 32), CONFIGS["tiny"].channels))
+    first = {d.name: d for d in reversed(layout)}
+    assert first["b8.conv0"].resolution == 8 and first["b8.conv0"].kind == "conv"
+    assert sum(1 for d in layout if d.name == "b8.conv0") == c[4]  # conv0 modulates the input channels
+    assert sum(1 for d in layout if d.name == "b32.torgb") == c[32]
+    assert {d.kind for d in layout if d.name.endswith("torgb")} == {"torgb"}
+    assert all(d.channel == d.offset - first[d.name].offset for d in layout)
+
+
+@pytest.mark.parametrize("layer_index", [0, 2, 5, 9])
+def test_a_dimension_leaves_every_earlier_activation_unchanged(G, layer_index):
+    z, y = _zy(G, 4)
+    s = G.styles(G.mapping(z, y))
+    table = G.style_layers()
+    k = table[layer_index].start + 1
+    moved = s.clone()
+    moved[:, k] += 3.0
+    before, after = [], []
+    G.synthesis_network(s, "const", trace=before)
+    G.synthesis_network(moved, "const", trace=after)
+    for i, ((name, xa, ia), (_, xb, ib)) in enumerate(zip(before, after)):
+        if i <= layer_index:  # everything entering layers up to and including ℓ is untouched
+            assert torch.equal(xa, xb), name
+            assert (ia is None and ib is None) or torch.equal(ia, ib), name
+    # ... and the change does show up downstream
+    assert not torch.allclose(G.synthesis_from_styles(s), G.synthesis_from_styles(moved))
+
+
+@pytest.mark.parametrize("layer", ["b4.torgb", "b16.torgb", "b32.torgb"])
+def test_torgb_dimension_moves_the_image_exactly_linearly(G, layer):
+    z, y = _zy(G, 3)
+    s = G.styles(G.mapping(z, y)).double()
+    G64 = Generator(G.cfg).double().eval()
+    G64.load_state_dict({k: v.double() for k, v in G.state_dict().items()})
+    k = next(t for t in G64.style_layers() if t.name == layer).start + 2
+    base = G64.synthesis_from_styles(s)
+    unit = s.clone()
+    unit[:, k] += 1.0
+    direction = G64.synthesis_from_styles(unit) - base
+    assert direction.abs().max() > 1e-6
+    for t in (-7.5, 0.3, 12.0):
+        moved = s.clone()
+        moved[:, k] += t
+        assert torch.allclose(G64.synthesis_from_styles(moved), base + t * direction, atol=1e-9)
+
+
+def test_conv_dimension_is_not_linear(G):
+    z, y = _zy(G, 3)
+    s = G.styles(G.mapping(z, y))
+    k = G.style_layers()[2].start  # b8.conv0
+    img = [G.synthesis_from_styles(s + t * torch.nn.functional.one_hot(torch.tensor(k), G.style_dim)) for t in (0, 1, 2)]
+    assert (img[2] - 2 * img[1] + img[0]).abs().max() > 1e-4
+
+
+def test_noise_modes(G):
+    z, y = _zy(G, 2)
+    w = G.mapping(z, y)
+    assert torch.equal(G.synthesis(w, "const"), G.synthesis(w, "const"))
+    torch.manual_seed(3)
+    a = G.synthesis(w, "random")
+    b = G.synthesis(w, "random")
+    assert not torch.equal(a, b)
+    assert not torch.allclose(G.synthesis(w, "none"), G.synthesis(w, "const"))
+    with pytest.raises(FailatlasError, match="noise_mode"):
+        G.synthesis(w, "loud")
+
+
+def test_truncation_psi_zero_gives_w_avg(G):
+    z, y = _zy(G)
+    G.mapping_network.w_avg.normal_()
+    w = G.mapping(z, y, truncation_psi=0.0)
+    assert torch.allclose(w, G.mapping_network.w_avg.expand_as(w))
+    G.mapping_network.w_avg.zero_()
+
+
+def test_bad_inputs_raise_clear_errors(G):
+    z, y = _zy(G)
+    with pytest.raises(FailatlasError, match=r"z must have shape \[N, 16\]"):
+        G.mapping(torch.randn(6, 3), y)
+    with pytest.raises(FailatlasError, match=r"labels must be in \[0, 10\)"):
+        G.mapping(z, y + 10)
+    with pytest.raises(FailatlasError, match="integer labels"):
+        G.mapping(z, y.float())
+    with pytest.raises(FailatlasError, match=r"styles must have shape \[N, 272\]"):
+        G.synthesis_from_styles(torch.randn(2, 5))
+
+
+def test_discriminator_shapes_and_odd_batches():
+    torch.manual_seed(0)
+    D = Discriminator(CONFIGS["tiny"])
+    for n in (1, 3, 4, 6, 8):
+        out = D(torch.randn(n, 1, 32, 32), torch.randint(0, 10, (n,)))
+        assert out.shape == (n,) and torch.isfinite(out).all()
+    x = torch.randn(8, 3, 4, 4)
+    y = minibatch_stddev(x, 4)
+    assert y.shape == (8, 4, 4, 4)
+    assert torch.equal(y[:, :3], x)
+    # the appended map is the mean std over each group of 4 samples: constant per sample, shared in a group
+    stat = (x.reshape(4, 2, 3, 4, 4) - x.reshape(4, 2, 3, 4, 4).mean(0)).square().mean(0).add(1e-8).sqrt().mean((1, 2, 3))
+    assert torch.allclose(y[:, -1, 0, 0], stat.repeat(4), atol=1e-6)
+    assert torch.equal(y[:, -1], y[:, -1, :1, :1].expand(8, 4, 4))
+    # Projection conditioning: the label changes the score.
+    img = torch.randn(4, 1, 32, 32)
+    assert not torch.allclose(D(img, torch.zeros(4, dtype=torch.long)), D(img, torch.ones(4, dtype=torch.long)))
+
+
+def test_save_load_round_trip(G, tmp_path):
+    save_generator(G, tmp_path / "g")
+    G2 = load_generator(tmp_path / "g")
+    z, y = _zy(G)
+    assert torch.equal(G(z, y), G2(z, y))
+    assert not any(p.requires_grad for p in G2.parameters())
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["config.json", "generator.safetensors"]
+
+
+def test_load_errors(G, tmp_path):
+    with pytest.raises(FailatlasError, match="generator folder not found"):
+        load_generator(tmp_path / "nope")
+    folder = tmp_path / "g"
+    save_generator(G, folder)
+    weights = folder / "generator.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FailatlasError, match="corrupt"):
+        load_generator(folder)
+    # weights of another config
+    save_generator(Generator(StyleGANConfig(name="x", z_dim=16, w_dim=32, channels=(16, 16, 16, 16),
+                                            d_channels=(16, 16, 16, 16), cmap_dim=16)), tmp_path / "other")
+    weights.write_bytes((tmp_path / "other" / "generator.safetensors").read_bytes())
+    with pytest.raises(FailatlasError, match="has shape"):
+        load_generator(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(FailatlasError, match="not valid JSON"):
+        load_generator(folder)

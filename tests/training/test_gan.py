@@ -1,0 +1,125 @@
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+from failatlas import FailatlasError, load_generator
+from failatlas.cli import main
+from failatlas.training import gan
+from failatlas.training.gan import GANTrainConfig, train_gan
+
+# 'tiny' architecture, batch 8: a step takes a few milliseconds.
+TINY = dict(config="tiny", batch=8, snapshot_kimg=0.016, sample_kimg=0.032, log_every=1, seed=3)
+
+
+@pytest.fixture(autouse=True)
+def _few_reals(monkeypatch):
+    """Train on 64 real images: the loop is what is tested, not the data."""
+    real = gan._load_training_images
+
+    def few(cfg):
+        x, y, k = real(cfg)
+        return x[:64].clone(), y[:64].clone(), k
+
+    monkeypatch.setattr(gan, "_load_training_images", few)
+
+
+def _states(folder):
+    ck = torch.load(folder / "checkpoint.pt", weights_only=True)
+    return ck
+
+
+def test_tiny_run_writes_everything(tmp_path):
+    out = tmp_path / "run"
+    res = train_gan(GANTrainConfig(kimg=0.032, **TINY), out, progress=False)
+    assert res.steps == 4 and res.kimg == 0.032 and not res.interrupted
+    names = {p.name for p in out.iterdir()}
+    assert {"checkpoint.pt", "generator.safetensors", "config.json", "metrics.jsonl", "samples-latest.png",
+            "samples-latest.json"} <= names
+    assert not any(n.endswith(".tmp") for n in names)
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [1, 2, 3, 4]
+    assert all(set(l) >= {"kimg", "loss_G", "loss_D", "images_per_s"} for l in lines)
+    assert "r1" in lines[0]  # lazy R1 runs on step 0
+    G = load_generator(out)  # the EMA generator is directly usable
+    assert G.style_dim == 272
+    ck = _states(out)
+    assert torch.equal(G.state_dict()["synthesis_network.const"], ck["G_ema"]["synthesis_network.const"])
+    assert not torch.equal(ck["G"]["synthesis_network.const"], ck["G_ema"]["synthesis_network.const"])
+
+
+def test_resume_continues_exactly(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    train_gan(GANTrainConfig(kimg=0.048, **TINY), full, progress=False)
+    train_gan(GANTrainConfig(kimg=0.024, **TINY), part, progress=False)
+    r = train_gan(GANTrainConfig(kimg=0.048, **TINY), part, resume=True, progress=False)
+    assert r.steps == 6
+    a, b = _states(full), _states(part)
+    for key in ("G", "D", "G_ema"):
+        for name, t in a[key].items():
+            assert torch.equal(t, b[key][name]), (key, name)
+    assert a["step"] == b["step"] == 6
+    assert torch.equal(a["rng"], b["rng"])
+
+
+def test_resume_refuses_other_options_and_existing_runs(tmp_path):
+    out = tmp_path / "run"
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)
+    with pytest.raises(FailatlasError, match="already exists; pass --resume"):
+        train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)
+    with pytest.raises(FailatlasError, match=r"options \['lr'\] differ"):
+        train_gan(GANTrainConfig(kimg=0.032, **{**TINY, "seed": 3}, lr=0.01), out, resume=True, progress=False)
+    with pytest.raises(FailatlasError, match="does not exist"):
+        train_gan(GANTrainConfig(kimg=0.016, **TINY), tmp_path / "none", resume=True, progress=False)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/failatlas-pwned",))
+
+
+def test_corrupt_or_tampered_checkpoint_gives_one_clear_error(tmp_path, capsys):
+    out = tmp_path / "run"
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)
+    ck = out / "checkpoint.pt"
+    data = ck.read_bytes()
+    ck.write_bytes(data[: len(data) // 3])
+    with pytest.raises(FailatlasError, match="truncated or corrupt"):
+        train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
+    if os.path.exists("/tmp/failatlas-pwned"):
+        os.unlink("/tmp/failatlas-pwned")
+    with open(ck, "wb") as fh:
+        pickle.dump({"G": _Evil()}, fh)
+    rc = main(["train-gan", "--config", "tiny", "--batch", "8", "--kimg", "0.032", "--seed", "3",
+               "--out", str(out), "--resume"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "not loaded" in err[0] and str(ck) in err[0]
+    assert not os.path.exists("/tmp/failatlas-pwned")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)
+    good = (out / "checkpoint.pt").read_bytes()
+    real_forward = gan.Discriminator.forward
+
+    def poisoned(self, img, y):
+        return real_forward(self, img, y) * float("nan")
+
+    monkeypatch.setattr(gan.Discriminator, "forward", poisoned)
+    with pytest.raises(FailatlasError, match="non-finite at step 2"):
+        train_gan(GANTrainConfig(kimg=0.064, **TINY), out, resume=True, progress=False)
+    assert (out / "checkpoint.pt").read_bytes() == good
+
+
+def test_bad_options():
+    with pytest.raises(FailatlasError, match="unknown --config"):
+        GANTrainConfig(config="huge").validate()
+    with pytest.raises(FailatlasError, match="--kimg must be a positive"):
+        GANTrainConfig(kimg=0).validate()
+    with pytest.raises(FailatlasError, match="--batch"):
+        GANTrainConfig(batch=1).validate()
+    with pytest.raises(FailatlasError, match="multiple of 4"):
+        GANTrainConfig(batch=10).validate()
