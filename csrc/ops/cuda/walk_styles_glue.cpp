@@ -3,9 +3,9 @@
 
 #include "ops/walk_styles.h"
 
-#include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 #include <torch/library.h>
 
@@ -43,7 +43,7 @@ at::Tensor walk_styles_cuda(
   const at::Tensor shifts_c = shifts.contiguous();
   const at::Tensor sigma_c = sigma.contiguous();
   const at::Tensor sign_c = sign.contiguous();
-  void* stream = at::cuda::getCurrentCUDAStream().stream();
+  void* stream = c10::cuda::getCurrentCUDAStream().stream();
   int status = 0;
   if (starts.scalar_type() == at::kFloat) {
     status = failatlas_walk_styles_cuda_f32(
