@@ -1,0 +1,245 @@
+"""How good is a generator? (DESIGN §2, issue "eval-gan").
+
+* ``conditional_accuracy``: the fraction of generated samples that a reference classifier assigns to their
+  conditioning label (and the same per class);
+* ``fd``: the Fréchet distance between real test images and generated images in the reference classifier's
+  penultimate features; ``fd_real_vs_real``: the same between the real train and real test images, two
+  disjoint parts of the real data of similar size — the floor a perfect generator would reach;
+* ``corruption_tv``: a small corruption classifier, trained on real data to tell clean images from each
+  blur × noise severity cell, labels real test images and generated ones; the total-variation distance
+  between the two label distributions (0: the generator reproduces the data's mix of corruptions). It is
+  measured under every noise mode of the generator, so the analysis default can be chosen from it;
+* ``inception_fid``: only when the user passes a TorchScript Inception feature extractor; nothing is ever
+  downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import FailatlasError
+from ..models.adapter import classifier_view
+from ..models.stylegan2 import NOISE_MODES, Generator
+
+CELLS = ("clean",) + tuple(f"blur{b}-noise{n}" for b in (1, 2, 3) for n in (1, 2, 3))
+
+
+@dataclass(frozen=True)
+class GeneratorQuality:
+    conditional_accuracy: float
+    per_class_accuracy: list[float]
+    fd: float
+    fd_real_vs_real: float
+    corruption_tv: float
+    noise_mode: str
+    n: int
+    corruption_tv_by_noise_mode: dict[str, float] = field(default_factory=dict)
+    corruption_distribution: dict[str, list[float]] = field(default_factory=dict)
+    corruption_classifier_accuracy: float = float("nan")
+    inception_fid: float | None = None
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def format(self) -> str:
+        """A readable summary (the CLI's output without --json)."""
+        q = self
+        lines = [f"conditional accuracy   {q.conditional_accuracy:.4f}   (n = {q.n}, noise {q.noise_mode})",
+                 "per class              " + " ".join(f"{a:.2f}" for a in q.per_class_accuracy),
+                 f"FD                     {q.fd:.3f}   (real vs real: {q.fd_real_vs_real:.3f}, "
+                 f"ratio {q.fd / max(q.fd_real_vs_real, 1e-12):.2f})",
+                 f"corruption TV          {q.corruption_tv:.3f}   (by noise mode: "
+                 + ", ".join(f"{k} {v:.3f}" for k, v in q.corruption_tv_by_noise_mode.items())
+                 + f"; corruption classifier accuracy on real test {q.corruption_classifier_accuracy:.3f})"]
+        if q.inception_fid is not None:
+            lines.append(f"Inception FID          {q.inception_fid:.3f}")
+        return "\n".join(lines)
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to features a: Tensor[N, F] and b: Tensor[M, F]."""
+    a, b = a.double(), b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = torch.cov(a.T), torch.cov(b.T)
+    # Tr sqrt(ca cb) = Σ sqrt(eig(sqrt(ca) cb sqrt(ca))), a symmetric PSD matrix: stable with eigh.
+    ea, va = torch.linalg.eigh(ca)
+    root_a = (va * ea.clamp_min(0).sqrt()) @ va.T
+    cross = torch.linalg.eigvalsh(root_a @ cb @ root_a).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).square().sum() + ca.trace() + cb.trace() - 2 * cross)
+
+
+def corruption_cell(corrupted: torch.Tensor, blur: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Index into :data:`CELLS`: 0 for clean, else 1 + 3·(blur − 1) + (noise − 1)."""
+    return torch.where(corrupted, 1 + 3 * (blur - 1) + (noise - 1), torch.zeros_like(blur))
+
+
+class CorruptionClassifier(nn.Module):
+    """Small CNN on the whole 32×32 generator image (the padding shows the noise): → 10 corruption cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(32 * 8 * 8, len(CELLS)),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def train_corruption_classifier(dataset: str = "mnist", *, idx_dir=None, blur: str = "paper", seed: int = 0,
+                                copies: int = 3, epochs: int = 2, limit: int | None = None,
+                                progress: bool | None = None) -> CorruptionClassifier:
+    """Train :class:`CorruptionClassifier` on the real train split, corrupted ``copies`` times with
+    different seeds (the corruption draw, not the digits, is what it must learn); ``limit`` caps the
+    number of train images per copy."""
+    from .._progress import progress as bar
+    from ..data.datasets import load_dataset
+
+    xs, ys = [], []
+    for k in range(copies):
+        data = load_dataset(dataset, "train", corruption="corrupted", blur=blur, idx_dir=idx_dir, seed=1000 + seed + k)
+        if limit is not None:
+            data = data.subset(slice(0, limit))
+        xs.append(data.generator_input())
+        ys.append(corruption_cell(data.corrupted, data.blur, data.noise))
+    x, y = torch.cat(xs), torch.cat(ys)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = CorruptionClassifier()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    steps = epochs * (len(x) // 128)
+    with bar(steps, desc="corruption classifier", unit="step", disable=None if progress is None else not progress) as b:
+        for _ in range(epochs):
+            perm = torch.randperm(len(x), generator=gen)
+            for i in range(len(x) // 128):
+                idx = perm[i * 128:(i + 1) * 128]
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                b.update(1)
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def _batched(fn, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    return torch.cat([fn(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else fn(x)
+
+
+@torch.no_grad()
+def generate(G: Generator, n: int, seed: int, noise_mode: str = "const", batch: int = 500):
+    """n samples with balanced labels (label = index mod classes), z from ``seed``: (images, labels)."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, G.z_dim, generator=gen)
+    y = torch.arange(n) % G.num_classes
+    if noise_mode == "random":
+        torch.manual_seed(seed)
+    imgs = [G(z[i:i + batch], y[i:i + batch], noise_mode=noise_mode) for i in range(0, n, batch)]
+    return torch.cat(imgs), y
+
+
+def _inception_features(path: str | Path, images: torch.Tensor) -> torch.Tensor:
+    """Features of a user-supplied TorchScript Inception: input float [N, 3, 299, 299] in [0, 255]."""
+    from .._torchscript import load_torchscript
+
+    model = load_torchscript(path, "Inception feature extractor")
+
+    def feats(x: torch.Tensor) -> torch.Tensor:
+        x = ((x + 1) * 127.5).clamp(0, 255).expand(-1, 3, -1, -1)
+        out = model(F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False))
+        if out.ndim != 2:
+            raise FailatlasError(f"{path}: the Inception model must return [N, features], got {list(out.shape)}")
+        return out
+
+    return _batched(feats, images, 100)
+
+
+def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, dataset: str = "mnist",
+                       idx_dir=None, blur: str = "paper", seed: int = 0, noise_mode: str = "const",
+                       n_real: int | None = None, inception_weights: str | Path | None = None,
+                       progress: bool | None = None) -> GeneratorQuality:
+    """All quality figures of ``G`` judged by ``classifier`` (a [N,1,28,28] → [N, classes] model with a
+    ``penultimate`` method). ``noise_mode`` is the one used for every figure but
+    ``corruption_tv_by_noise_mode``, which covers all three. ``n_real`` caps the real images used from
+    each split (default: all), for quick checks."""
+    from ..data.datasets import load_dataset
+
+    if noise_mode not in NOISE_MODES:
+        raise FailatlasError(f"--noise-mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+    if n < 2 * G.num_classes:
+        raise FailatlasError(f"--n must be at least {2 * G.num_classes} (two samples per class), got {n}")
+    if not hasattr(classifier, "penultimate"):
+        raise FailatlasError("the classifier has no penultimate features (needed for the Fréchet distance); "
+                             "use a failatlas classifier such as models/mnist/classifier-corrupted")
+    test = load_dataset(dataset, "test", corruption="corrupted", blur=blur, idx_dir=idx_dir, seed=seed)
+    train = load_dataset(dataset, "train", corruption="corrupted", blur=blur, idx_dir=idx_dir, seed=seed)
+    if n_real is not None:
+        if n_real < 2:
+            raise FailatlasError(f"--n-real must be at least 2, got {n_real}")
+        test, train = test.subset(slice(0, n_real)), train.subset(slice(0, n_real))
+    if test.num_classes != G.num_classes:
+        raise FailatlasError(f"the generator makes {G.num_classes} classes but {dataset} has {test.num_classes}")
+    probe = classifier(torch.zeros(1, 1, 28, 28))
+    if probe.shape[-1] != G.num_classes:
+        raise FailatlasError(f"the classifier predicts {probe.shape[-1]} classes but the generator makes "
+                             f"{G.num_classes}; pass a classifier trained on the same dataset")
+
+    images = {mode: generate(G, n, seed, mode) for mode in NOISE_MODES}
+    fake, y = images[noise_mode]
+    logits = _batched(lambda x: classifier(classifier_view(x)), fake)
+    hit = logits.argmax(1) == y
+    per_class = [float(hit[y == c].float().mean()) for c in range(G.num_classes)]
+
+    feats = lambda x: classifier.penultimate(classifier_view(x))  # noqa: E731
+    f_fake, f_test, f_train = (_batched(feats, x) for x in (fake, test.generator_input(), train.generator_input()))
+    fd = frechet_distance(f_test, f_fake)
+    fd_floor = frechet_distance(f_test, f_train)
+
+    judge = train_corruption_classifier(dataset, idx_dir=idx_dir, blur=blur, seed=seed, limit=n_real,
+                                        progress=progress)
+    real_cells = _batched(judge, test.generator_input()).argmax(1)
+    true_cells = corruption_cell(test.corrupted, test.blur, test.noise)
+    judge_acc = float((real_cells == true_cells).float().mean())
+    p_real = torch.bincount(real_cells, minlength=len(CELLS)).double() / len(real_cells)
+    tv, dist = {}, {"cells": list(CELLS), "real": p_real.tolist()}
+    for mode, (imgs, _) in images.items():
+        cells = _batched(judge, imgs).argmax(1)
+        p = torch.bincount(cells, minlength=len(CELLS)).double() / len(cells)
+        tv[mode] = 0.5 * float((p - p_real).abs().sum())
+        dist[f"generated_{mode}"] = p.tolist()
+
+    fid = None
+    if inception_weights is not None:
+        fid = frechet_distance(_inception_features(inception_weights, test.generator_input()),
+                               _inception_features(inception_weights, fake))
+    return GeneratorQuality(
+        conditional_accuracy=float(hit.float().mean()), per_class_accuracy=per_class, fd=fd, fd_real_vs_real=fd_floor,
+        corruption_tv=tv[noise_mode], noise_mode=noise_mode, n=n, corruption_tv_by_noise_mode=tv,
+        corruption_distribution=dist, corruption_classifier_accuracy=judge_acc, inception_fid=fid)
+
+
+def _resolve_model(path: str | Path) -> Path:
+    """A folder given by the user, or the name of a shipped model such as ``mnist/generator``."""
+    from .._paths import shipped_model
+
+    p = Path(path)
+    return p if p.exists() or p.is_absolute() else shipped_model(str(path))
+
+
+def evaluate_generator_folders(generator: str | Path, classifier: str | Path, **options) -> GeneratorQuality:
+    """:func:`evaluate_generator` on saved models (folders, or names of shipped models)."""
+    from ..models.classifier import load_classifier
+    from ..models.stylegan2 import load_generator
+
+    return evaluate_generator(load_generator(_resolve_model(generator)), load_classifier(_resolve_model(classifier)),
+                              **options)
+

@@ -1,0 +1,102 @@
+import json
+
+import pytest
+import torch
+
+from failatlas import FailatlasError
+from failatlas._torchscript import save, trace
+from failatlas.cli import main
+from failatlas.models.classifier import ClassifierConfig, build_classifier, save_classifier
+from failatlas.models.stylegan2 import CONFIGS, Generator, save_generator
+from failatlas.training import quality
+from failatlas.training.quality import CELLS, corruption_cell, evaluate_generator, frechet_distance
+
+
+@pytest.fixture(autouse=True)
+def _quick_judge(monkeypatch):
+    """The corruption classifier's training is what takes time; one short epoch on one copy here."""
+    real = quality.train_corruption_classifier
+    monkeypatch.setattr(quality, "train_corruption_classifier",
+                        lambda *a, **k: real(*a, **{**k, "copies": 1, "epochs": 1, "limit": 2000}))
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    G = Generator(CONFIGS["tiny"]).eval()
+    C = build_classifier(ClassifierConfig()).eval()
+    return G, C
+
+
+def test_frechet_distance_closed_form():
+    torch.manual_seed(0)
+    a = torch.randn(4000, 3, dtype=torch.float64)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    shift = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    assert frechet_distance(a, a + shift) == pytest.approx(float(shift.square().sum()), rel=1e-9)
+    # N(0, I) vs N(0, 4I) in 3-D: 3·(1 + 4 − 2·2) = 3
+    assert frechet_distance(a, 2 * a) == pytest.approx(3 * (1 + 4 - 4) * float(a.var(0).mean()), rel=1e-2)
+
+
+def test_frechet_distance_matches_scipy_sqrtm():
+    linalg = pytest.importorskip("scipy.linalg")
+    torch.manual_seed(1)
+    a = torch.randn(500, 6, dtype=torch.float64) @ torch.randn(6, 6, dtype=torch.float64)
+    b = torch.randn(400, 6, dtype=torch.float64) @ torch.randn(6, 6, dtype=torch.float64) + 0.3
+    ca, cb = torch.cov(a.T).numpy(), torch.cov(b.T).numpy()
+    ref = float(((a.mean(0) - b.mean(0)) ** 2).sum()) + ca.trace() + cb.trace() - 2 * linalg.sqrtm(ca @ cb).real.trace()
+    assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
+
+
+def test_corruption_cells():
+    corrupted = torch.tensor([False, True, True, True])
+    blur = torch.tensor([0, 1, 3, 2])
+    noise = torch.tensor([0, 1, 3, 1])
+    cells = corruption_cell(corrupted, blur, noise)
+    assert [CELLS[i] for i in cells] == ["clean", "blur1-noise1", "blur3-noise3", "blur2-noise1"]
+
+
+def test_evaluate_generator_figures(models):
+    G, C = models
+    q = evaluate_generator(G, C, n=40, seed=2, n_real=600, progress=False)
+    assert 0.0 <= q.conditional_accuracy <= 1.0 and len(q.per_class_accuracy) == 10
+    # by hand: the same samples, the same classifier
+    imgs, y = quality.generate(G, 40, 2, "const")
+    with torch.no_grad():
+        pred = C(quality.classifier_view(imgs)).argmax(1)
+    assert q.conditional_accuracy == pytest.approx(float((pred == y).float().mean()))
+    assert q.per_class_accuracy[3] == pytest.approx(float((pred[y == 3] == 3).float().mean()))
+    assert q.fd > q.fd_real_vs_real > 0  # an untrained generator is far from the data
+    assert set(q.corruption_tv_by_noise_mode) == {"random", "const", "none"}
+    assert all(0.0 <= v <= 1.0 for v in q.corruption_tv_by_noise_mode.values())
+    dist = q.corruption_distribution
+    assert dist["cells"] == list(CELLS) and sum(dist["real"]) == pytest.approx(1.0)
+    assert q.corruption_classifier_accuracy > 0.3  # well above chance (0.1) after one epoch
+    json.dumps(q.to_json())
+
+
+def test_eval_gan_cli_json_and_bad_classifier(models, tmp_path, capsys):
+    G, C = models
+    save_generator(G, tmp_path / "g")
+    save_classifier(C, ClassifierConfig(), tmp_path / "c")
+    rc = main(["eval-gan", "--generator", str(tmp_path / "g"), "--classifier", str(tmp_path / "c"),
+               "--n", "20", "--n-real", "100", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert {"conditional_accuracy", "per_class_accuracy", "fd", "fd_real_vs_real", "corruption_tv"} <= set(out)
+    save_classifier(build_classifier(ClassifierConfig(num_classes=7)), ClassifierConfig(num_classes=7), tmp_path / "c7")
+    rc = main(["eval-gan", "--generator", str(tmp_path / "g"), "--classifier", str(tmp_path / "c7"), "--n", "20", "--n-real", "100"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "predicts 7 classes" in err[0]
+
+
+def test_inception_fid_only_with_user_weights(models, tmp_path):
+    G, C = models
+    feats = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())  # 48 features
+    save(trace(feats, torch.zeros(1, 3, 299, 299)), tmp_path / "inc.pt")
+    q = evaluate_generator(G, C, n=20, inception_weights=tmp_path / "inc.pt", n_real=100, progress=False)
+    assert q.inception_fid is not None and q.inception_fid > 0
+    (tmp_path / "bad.pt").write_bytes(b"not a torchscript archive")
+    with pytest.raises(FailatlasError, match="not a readable TorchScript archive"):
+        quality._inception_features(tmp_path / "bad.pt", torch.zeros(2, 1, 32, 32))
+    assert evaluate_generator(G, C, n=20, n_real=100, progress=False).inception_fid is None
