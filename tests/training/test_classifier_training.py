@@ -1,0 +1,199 @@
+"""Training and evaluating classifiers, and their two subcommands."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+from failatlas import cli
+from failatlas.errors import FailatlasError
+from failatlas.models.classifier import ClassifierConfig, build_classifier, load_classifier, save_classifier
+from failatlas.training.classifier import (
+    TRAINING_LOG_FILE,
+    TrainClassifierConfig,
+    evaluate_classifier,
+    format_evaluation,
+    random_crops,
+    train_classifier,
+)
+
+
+@dataclass
+class TinySet:
+    """The parts of the data module's ImageSet that training and evaluation use."""
+
+    images: torch.Tensor                     # uint8 [N, 32, 32]
+    labels: torch.Tensor                     # int64 [N]
+    corrupted: torch.Tensor                  # bool [N]
+    blur: torch.Tensor                       # int64 [N]
+    noise: torch.Tensor                      # int64 [N]
+    name: str = "tiny"
+    split: str = "test"
+    num_classes: int = 10
+    class_names: tuple = field(default_factory=lambda: tuple(str(i) for i in range(10)))
+
+    def __len__(self):
+        return len(self.labels)
+
+    def classifier_input(self):
+        return (self.images.float() / 255)[:, None, 2:30, 2:30]
+
+    def subset(self, index):
+        return TinySet(self.images[index], self.labels[index], self.corrupted[index], self.blur[index],
+                       self.noise[index], self.name, self.split, self.num_classes, self.class_names)
+
+
+def tiny_set(n: int, seed: int = 0) -> TinySet:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.zeros(n, 32, 32, dtype=torch.uint8)
+    images[:, 4:28, 4:28] = torch.randint(0, 256, (n, 24, 24), generator=g, dtype=torch.uint8)
+    corrupted = torch.rand(n, generator=g) < 0.5
+    blur = torch.randint(1, 4, (n,), generator=g) * corrupted
+    noise = torch.randint(1, 4, (n,), generator=g) * corrupted
+    return TinySet(images, torch.randint(0, 10, (n,), generator=g), corrupted, blur, noise)
+
+
+def _has_data_module() -> bool:
+    try:
+        from failatlas.data import load_dataset  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_mnist = pytest.mark.skipif(not _has_data_module(), reason="failatlas.data.load_dataset not available")
+
+
+def test_random_crops_shift_without_loss():
+    g = torch.Generator().manual_seed(1)
+    images = torch.zeros(50, 32, 32, dtype=torch.uint8)
+    images[:, 6:26, 6:26] = torch.randint(1, 256, (50, 20, 20), generator=g, dtype=torch.uint8)
+    assert torch.equal(random_crops(images, 0, None), images[:, 2:30, 2:30])
+    crops = random_crops(images, 2, g)
+    assert crops.shape == (50, 28, 28)
+    # the digit lies inside the centre 20×20, so a ±2 px shift keeps every pixel
+    assert torch.equal(crops.sum((1, 2), dtype=torch.int64), images.sum((1, 2), dtype=torch.int64))
+    shifts = set()
+    for img, crop in zip(images, crops):
+        match = [(r, c) for r in range(5) for c in range(5) if torch.equal(img[r:r + 28, c:c + 28], crop)]
+        assert match
+        shifts.add(match[0])
+    assert len(shifts) > 5  # shifts really vary
+
+
+def test_two_step_training_is_deterministic_and_writes_the_model(tmp_path):
+    data = tiny_set(256)
+    cfg = TrainClassifierConfig(epochs=1, batch_size=128, seed=7)
+    r1 = train_classifier(cfg, tmp_path / "a", train_set=data, verbose=False)
+    r2 = train_classifier(cfg, tmp_path / "b", train_set=data, verbose=False)
+    r3 = train_classifier(TrainClassifierConfig(epochs=1, batch_size=128, seed=8), tmp_path / "c",
+                          train_set=data, verbose=False)
+    for name in ("config.json", "model.safetensors", TRAINING_LOG_FILE):
+        assert (tmp_path / "a" / name).is_file()
+    a, b, c = (load_classifier(tmp_path / d).state_dict() for d in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+    assert int(a["features.1.num_batches_tracked"]) == 2  # exactly two optimizer steps
+    assert r1.n_train == 256 and len(r1.history) == 1 and r1.history[0].loss == r2.history[0].loss
+    assert r3.history[0].images_per_s > 0
+    saved = load_classifier(tmp_path / "a").config
+    assert saved.training["seed"] == 7 and saved.training["max_lr"] == 1e-3 and saved.dataset == "tiny"
+    log = json.loads((tmp_path / "a" / TRAINING_LOG_FILE).read_text())
+    assert log["n_train"] == 256 and log["machine"]["torch"] == torch.__version__
+
+
+def test_training_limit_and_options_are_checked(tmp_path):
+    with pytest.raises(FailatlasError, match="train_on must be 'clean' or 'corrupted'"):
+        train_classifier(TrainClassifierConfig(train_on="dirty"), tmp_path / "x", train_set=tiny_set(8))
+    with pytest.raises(FailatlasError, match="translate_px must be between 0 and 2"):
+        train_classifier(TrainClassifierConfig(translate_px=3), tmp_path / "x", train_set=tiny_set(8))
+    r = train_classifier(TrainClassifierConfig(epochs=1, batch_size=4, limit=9), tmp_path / "y",
+                         train_set=tiny_set(40), verbose=False)
+    # 9 images in batches of 4: two steps; the single leftover image is skipped (batch norm)
+    assert r.n_train == 9
+    assert int(load_classifier(tmp_path / "y").state_dict()["features.1.num_batches_tracked"]) == 2
+
+
+def test_evaluate_counts_keys_and_hand_computed_accuracy():
+    data = tiny_set(60, seed=3)
+    torch.manual_seed(0)
+    model = build_classifier(ClassifierConfig()).eval()
+    with torch.no_grad():
+        pred = model(data.classifier_input()).argmax(1)
+    # make the labels agree with the predictions on a known subset, so accuracy is far from chance
+    data.labels = torch.where(torch.arange(60) % 3 == 0, pred, (pred + 1) % 10)
+    model.train()  # evaluation must switch to eval mode and back
+    res = evaluate_classifier(model, data, on="corrupted", batch_size=7)
+    assert model.training
+    hits = data.labels == pred
+    assert res["n"] == 60 and res["accuracy"] == pytest.approx(hits.float().mean().item())
+    expected = ["clean"] + [f"blur{b}-noise{n}" for b in (1, 2, 3) for n in (1, 2, 3)]
+    assert list(res["by_severity"]) == expected
+    assert sum(c["n"] for c in res["by_severity"].values()) == 60
+    clean = ~data.corrupted
+    assert res["by_severity"]["clean"] == {"n": int(clean.sum()), "accuracy": pytest.approx(hits[clean].float().mean().item())}
+    cell = data.corrupted & (data.blur == 2) & (data.noise == 3)
+    got = res["by_severity"]["blur2-noise3"]
+    assert got["n"] == int(cell.sum())
+    assert got["accuracy"] == (pytest.approx(hits[cell].float().mean().item()) if cell.any() else None)
+    json.dumps(res)
+    table = format_evaluation(res)
+    assert "blur2-noise3" in table and f"{res['accuracy']:.4f}" in table
+
+
+def test_evaluate_refuses_a_classifier_with_other_classes():
+    torch.manual_seed(0)
+    model = build_classifier(ClassifierConfig(num_classes=4))
+    with pytest.raises(FailatlasError, match=r"classifier has 4 classes but dataset 'tiny' has 10"):
+        evaluate_classifier(model, tiny_set(8), on="clean")
+    bare = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 3))  # no config: caught from the logits
+    with pytest.raises(FailatlasError, match=r"logits of shape \[8, 3\].*10 classes"):
+        evaluate_classifier(bare, tiny_set(8), on="clean")
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    for k in (10, 4):
+        model = build_classifier(ClassifierConfig(num_classes=k)).eval()
+        save_classifier(model, model.config, root / f"k{k}")
+    return root
+
+
+@needs_mnist
+def test_cli_eval_classifier_json(tiny_models, capsys):
+    rc = cli.main(["eval-classifier", "--model", str(tiny_models / "k10"), "--dataset", "mnist",
+                   "--on", "corrupted", "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    res = json.loads(out)
+    assert res["n"] == 2000 and set(res) >= {"accuracy", "n", "by_severity"}
+    assert len(res["by_severity"]) == 10 and sum(c["n"] for c in res["by_severity"].values()) == 2000
+    assert 0 <= res["accuracy"] <= 1
+
+
+@needs_mnist
+def test_cli_eval_classifier_wrong_classes_is_one_line(tiny_models, capsys):
+    rc = cli.main(["eval-classifier", "--model", str(tiny_models / "k4"), "--dataset", "mnist", "--on", "clean"])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("failatlas: error:") and "4 classes" in lines[0]
+
+
+def test_cli_eval_classifier_missing_model(tmp_path, capsys):
+    rc = cli.main(["eval-classifier", "--model", str(tmp_path / "none")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "classifier folder not found" in err[0]
+
+
+@needs_mnist
+def test_load_dataset_training_path(tmp_path):
+    r = train_classifier(TrainClassifierConfig(train_on="corrupted", epochs=1, batch_size=64, limit=128),
+                         tmp_path / "m", verbose=False)
+    assert r.n_train == 128 and r.config.dataset == "mnist10k" and r.config.num_classes == 10
+    assert r.config.class_names is not None and len(r.config.class_names) == 10
