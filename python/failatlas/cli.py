@@ -122,6 +122,97 @@ def _eval_classifier_command(p: argparse.ArgumentParser):
     return run
 
 
+@command("train-gan", "Train a conditional StyleGAN2 on a dataset (resumable).",
+         "Train a conditional StyleGAN2 (non-saturating loss, lazy R1, style mixing, EMA). The output folder "
+         "holds checkpoint.pt (resume with --resume), the EMA generator (generator.safetensors + "
+         "config.json, usable as --generator), metrics.jsonl and samples-latest.png. Ctrl-C saves and stops.")
+def _train_gan(p: argparse.ArgumentParser):
+    from .training.gan import GANTrainConfig
+
+    d = GANTrainConfig()
+    p.add_argument("--dataset", default=d.dataset, help="mnist (embedded MNIST-10k unless --idx-dir), fashion, ...")
+    p.add_argument("--idx-dir", default=None, help="folder with MNIST-format IDX files")
+    p.add_argument("--train-on", dest="corruption", choices=("corrupted", "clean"), default=d.corruption,
+                   help="train on the corrupted mix (DESIGN §1) or on clean images")
+    p.add_argument("--blur", choices=("paper", "isotropic"), default=d.blur, help="corruption blur")
+    p.add_argument("--config", default=d.config, help="architecture: cpu-small, paper or tiny")
+    p.add_argument("--kimg", type=float, default=d.kimg, help="train until this many thousand images were shown")
+    p.add_argument("--batch", type=int, default=d.batch, help="batch size")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate of G and D")
+    p.add_argument("--pl-weight", type=float, default=d.pl_weight, help="path-length regularization weight (0: off)")
+    p.add_argument("--snapshot-kimg", type=float, default=d.snapshot_kimg, help="checkpoint every this many kimg")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (weights, latents, batches)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
+
+    def run(a: argparse.Namespace) -> int:
+        from .training.gan import train_gan
+
+        cfg = GANTrainConfig(dataset=a.dataset, idx_dir=a.idx_dir, corruption=a.corruption, blur=a.blur,
+                             config=a.config, kimg=a.kimg, batch=a.batch, lr=a.lr, pl_weight=a.pl_weight,
+                             snapshot_kimg=a.snapshot_kimg, sample_kimg=a.snapshot_kimg, seed=a.seed)
+        result = train_gan(cfg, a.out, resume=a.resume, threads=a.threads)
+        _print_json(result.to_json())
+        return 130 if result.interrupted else 0
+
+    return run
+
+
+@command("eval-gan", "Quality of a generator: conditional accuracy, Fréchet distance, corruption mix.",
+         "Judge a generator with a reference classifier: conditional_accuracy (and per class), fd (Fréchet "
+         "distance to real test images in the classifier's penultimate features) against fd_real_vs_real "
+         "(real train vs real test, the floor), and corruption_tv (total variation between the corruption "
+         "cells a small corruption classifier finds in real and in generated images, for every noise mode). "
+         "Inception FID only with --inception-weights (a TorchScript feature extractor); nothing is downloaded.")
+def _eval_gan(p: argparse.ArgumentParser):
+    p.add_argument("--generator", default="mnist/generator",
+                   help="generator folder (default: the shipped MNIST generator)")
+    p.add_argument("--classifier", default="mnist/classifier-corrupted",
+                   help="reference classifier folder (default: the shipped corrupted-trained one)")
+    p.add_argument("--n", type=int, default=10000, help="number of generated samples (balanced over classes)")
+    p.add_argument("--n-real", type=int, default=None, help="use at most this many real images per split (quick checks)")
+    p.add_argument("--dataset", default="mnist", help="the real data the generator was trained on")
+    p.add_argument("--idx-dir", default=None, help="folder with MNIST-format IDX files")
+    p.add_argument("--blur", choices=("paper", "isotropic"), default="paper", help="corruption blur of the real data")
+    p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const",
+                   help="generator noise inputs for the accuracy and FD figures")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latents and of the corruption classifier")
+    p.add_argument("--inception-weights", default=None,
+                   help="TorchScript file mapping float [N,3,299,299] in [0,255] to features [N,F]")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    def run(a: argparse.Namespace) -> int:
+        from .training.quality import evaluate_generator_folders
+
+        result = evaluate_generator_folders(a.generator, a.classifier, n=a.n, dataset=a.dataset, idx_dir=a.idx_dir,
+                                            blur=a.blur, seed=a.seed, noise_mode=a.noise_mode, n_real=a.n_real,
+                                            inception_weights=a.inception_weights)
+        if a.json:
+            _print_json(result.to_json())
+        else:
+            print(result.format())
+        return 0
+
+    return run
+
+
+@command("demo", "The main job on the shipped models (what `make demo` runs).",
+         "Evaluate the shipped MNIST classifiers (clean- and corrupted-trained) on the clean and corrupted "
+         "MNIST-10k test splits and print one table, overall and per blur x noise cell.")
+def _demo(p: argparse.ArgumentParser):
+    p.add_argument("--out", default=None, help="also write classifiers.json and classifiers.csv into this folder")
+    p.add_argument("--seed", type=int, default=0, help="corruption seed of the test split")
+
+    def run(a: argparse.Namespace) -> int:
+        from .demo import run_demo
+
+        run_demo(a.out, seed=a.seed)
+        return 0
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="failatlas",
