@@ -6,6 +6,7 @@ CMakeLists.txt); an editable install reads ``models/`` from the checkout, two fo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 
 from .errors import FailatlasError
@@ -56,3 +57,13 @@ def shipped_model(relpath: str) -> Path:
         "Check the name, or reinstall failatlas (`make install`, or "
         "`pip install --no-build-isolation -e .` in a checkout that has models/)"
     )
+
+
+def resolve_model(path: str | os.PathLike) -> Path:
+    """A model folder given by the user, or the name of a shipped model such as ``mnist/generator``.
+
+    An existing path (or any absolute one, so that a missing folder is reported by its loader) is
+    returned as it is; anything else is looked up with :func:`shipped_model`.
+    """
+    p = Path(path)
+    return p if p.exists() or p.is_absolute() else shipped_model(str(path))

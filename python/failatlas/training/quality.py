@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._paths import resolve_model
 from ..errors import FailatlasError
 from ..models.adapter import classifier_view
 from ..models.stylegan2 import NOISE_MODES, Generator
@@ -227,19 +228,11 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
         corruption_distribution=dist, corruption_classifier_accuracy=judge_acc, inception_fid=fid)
 
 
-def _resolve_model(path: str | Path) -> Path:
-    """A folder given by the user, or the name of a shipped model such as ``mnist/generator``."""
-    from .._paths import shipped_model
-
-    p = Path(path)
-    return p if p.exists() or p.is_absolute() else shipped_model(str(path))
-
-
 def evaluate_generator_folders(generator: str | Path, classifier: str | Path, **options) -> GeneratorQuality:
     """:func:`evaluate_generator` on saved models (folders, or names of shipped models)."""
     from ..models.classifier import load_classifier
     from ..models.stylegan2 import load_generator
 
-    return evaluate_generator(load_generator(_resolve_model(generator)), load_classifier(_resolve_model(classifier)),
+    return evaluate_generator(load_generator(resolve_model(generator)), load_classifier(resolve_model(classifier)),
                               **options)
 

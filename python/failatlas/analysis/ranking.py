@@ -1,0 +1,436 @@
+"""Rank StyleSpace dimensions by how much they lower the classifier's confidence (DESIGN §4.1).
+
+For every sample i of a population, g_i = ∂t_i/∂s_i with t_i = p_{y_i} (softmax probability of the
+conditioning label) or the logit of y_i. With both models in eval mode the samples of a batch are
+independent, so one backward of Σ_i t_i gives every per-sample gradient at once. Then, per dimension k,
+
+    σ_k = std of s_k over the population (unbiased, raw StyleSpace units),
+    score_k = −σ_k · mean_i g_ik      (units of t: the first-order change of t for a shift of −1 σ_k),
+
+dimensions are ranked by |score_k| (descending, ties by dimension index), and ``direction_k =
+sign(score_k)`` is the degrading direction: moving s_k by +direction_k · σ_k lowers t to first order by
+about |score_k|. Shifts elsewhere in failatlas are in these σ units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import _io
+from .._progress import progress
+from ..errors import FailatlasError
+from ..models.adapter import classifier_view
+from ..models.stylegan2 import StyleDim
+from .population import Population, _eval_mode, _model_dtype_device, check_batch_size, check_class_counts
+
+TARGETS = ("probability", "logit")
+CSV_COLUMNS = ("rank", "dim", "layer", "resolution", "kind", "channel", "score", "abs_score", "direction",
+               "sigma", "mean_grad", "ci_low", "ci_high")
+JSON_FORMAT = "failatlas-ranking"
+
+
+def _check_target(target: str) -> str:
+    if target not in TARGETS:
+        raise FailatlasError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    return target
+
+
+def style_gradients(G: nn.Module, classifier: nn.Module, s: torch.Tensor, y: torch.Tensor,
+                    target: str = "probability") -> torch.Tensor:
+    """Per-sample gradients ∂t_i/∂s_i, t_i = p_{y_i} (``"probability"``) or logit_{y_i} (``"logit"``).
+
+    s: Tensor[N, S] (cast to the generator's dtype and device), y: int Tensor[N] → Tensor[N, S] in the
+    generator's dtype, on its device. The models must be in eval mode (then the samples are independent
+    and one backward of Σ_i t_i yields every g_i); 'const' noise.
+    """
+    _check_target(target)
+    for m in (G, classifier):
+        if any(sub.training for sub in m.modules()):
+            raise FailatlasError("style_gradients needs both models in eval mode (call .eval()): in training "
+                                 "mode batch statistics couple the samples and the per-sample gradients are wrong")
+    dtype, device = _model_dtype_device(G)
+    cdtype, cdevice = _model_dtype_device(classifier)
+    s = s.detach().to(device, dtype).requires_grad_(True)
+    y = y.to(cdevice).long()
+    with torch.enable_grad():
+        logits = classifier(classifier_view(G.synthesis_from_styles(s, noise_mode="const")).to(cdevice, cdtype))
+        if target == "probability":
+            t = torch.softmax(logits, dim=1).gather(1, y[:, None])
+        else:
+            t = logits.gather(1, y[:, None])
+        (g,) = torch.autograd.grad(t.sum(), s)
+    return g
+
+
+@dataclass(frozen=True)
+class RankedDim:
+    """One row of a ranking (one dimension), as written to ``ranking.csv``."""
+
+    rank: int  # 1 = most influential
+    dim: int  # index in s
+    layer: str
+    resolution: int
+    kind: str
+    channel: int
+    score: float
+    abs_score: float
+    direction: int  # +1 or -1 (0: no gradient signal); shifting s by +direction·σ lowers p_y
+    sigma: float  # std of s_dim over the population (raw style units)
+    mean_grad: float  # mean ∂t/∂s_dim (per raw style unit)
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Ranking:
+    """The result of :meth:`GradientRanking.rank` (CPU tensors; statistics in float64).
+
+    order: int64 Tensor[S], dimensions best first; score, sigma, mean_grad: Tensor[S] indexed by dimension
+    (not by rank); direction: int64 Tensor[S] in {−1, 0, +1}; layout: one :class:`StyleDim` per dimension;
+    ci_low/ci_high: Tensor[S], the 95% bootstrap percentile interval of the score (None without bootstrap);
+    per_class: class → the same ranking restricted to that class's samples (σ from the whole population);
+    label: the class of a per-class ranking (None for the global one); n: samples used.
+    """
+
+    order: torch.Tensor
+    score: torch.Tensor
+    sigma: torch.Tensor
+    direction: torch.Tensor
+    mean_grad: torch.Tensor
+    layout: tuple[StyleDim, ...]
+    target: str
+    n: int
+    ci_low: torch.Tensor | None = None
+    ci_high: torch.Tensor | None = None
+    bootstrap: int = 0
+    seed: int = 0
+    label: int | None = None
+    per_class: dict[int, "Ranking"] = field(default_factory=dict)
+
+    @property
+    def style_dim(self) -> int:
+        return int(self.score.shape[0])
+
+    @property
+    def abs_score(self) -> torch.Tensor:
+        return self.score.abs()
+
+    def rank_of(self) -> torch.Tensor:
+        """int64 Tensor[S]: the 1-based rank of each dimension."""
+        r = torch.empty_like(self.order)
+        r[self.order] = torch.arange(1, self.style_dim + 1)
+        return r
+
+    def row(self, dim: int, rank: int | None = None) -> RankedDim:
+        d = self.layout[dim]
+        has_ci = self.ci_low is not None
+        return RankedDim(
+            rank=int(self.rank_of()[dim]) if rank is None else rank, dim=int(dim), layer=d.name,
+            resolution=int(d.resolution), kind=d.kind, channel=int(d.channel), score=float(self.score[dim]),
+            abs_score=abs(float(self.score[dim])), direction=int(self.direction[dim]),
+            sigma=float(self.sigma[dim]), mean_grad=float(self.mean_grad[dim]),
+            ci_low=float(self.ci_low[dim]) if has_ci else None, ci_high=float(self.ci_high[dim]) if has_ci else None)
+
+    def top(self, k: int = 10) -> list[RankedDim]:
+        """The k best dimensions, best first."""
+        return [self.row(int(d), rank=i + 1) for i, d in enumerate(self.order[:max(int(k), 0)].tolist())]
+
+    def rows(self) -> list[RankedDim]:
+        return self.top(self.style_dim)
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write ``ranking.csv`` (columns :data:`CSV_COLUMNS`, best first, floats as ``repr`` — exact and
+        reproducible —, '\\n' line endings), atomically. Returns the path."""
+        lines = [",".join(CSV_COLUMNS)]
+        for r in self.rows():
+            rec = dataclasses.asdict(r)
+            lines.append(",".join(_csv_cell(rec[c]) for c in CSV_COLUMNS))
+        path = Path(path)
+        _io.write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+        return path
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: options, then one entry per dimension (best first), then per-class rankings."""
+        return {
+            "format": JSON_FORMAT, "target": self.target, "n": self.n, "style_dim": self.style_dim,
+            "bootstrap": self.bootstrap, "seed": self.seed, "label": self.label,
+            "dims": [dataclasses.asdict(r) for r in self.rows()],
+            "per_class": {str(c): r.to_json() for c, r in sorted(self.per_class.items())},
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], source: str = "ranking") -> "Ranking":
+        """Rebuild a ranking from :meth:`to_json` output (e.g. a ``ranking.json`` read back)."""
+        try:
+            if obj.get("format") != JSON_FORMAT:
+                raise ValueError("not a failatlas ranking")
+            rows = obj["dims"]
+            S = int(obj["style_dim"])
+            if len(rows) != S or sorted(int(r["dim"]) for r in rows) != list(range(S)):
+                raise ValueError(f"expected one entry for each of {S} dimensions")
+            by_dim = sorted(rows, key=lambda r: int(r["dim"]))
+            col = lambda k: torch.tensor([float(r[k]) for r in by_dim], dtype=torch.float64)  # noqa: E731
+            has_ci = all(r.get("ci_low") is not None for r in by_dim)
+            return cls(
+                order=torch.tensor([int(r["dim"]) for r in rows], dtype=torch.int64),
+                score=col("score"), sigma=col("sigma"), mean_grad=col("mean_grad"),
+                direction=torch.tensor([int(r["direction"]) for r in by_dim], dtype=torch.int64),
+                layout=tuple(StyleDim(str(r["layer"]), int(r["resolution"]), str(r["kind"]), int(r["channel"]),
+                                      int(r["dim"])) for r in by_dim),
+                target=_check_target(obj["target"]), n=int(obj["n"]),
+                ci_low=col("ci_low") if has_ci else None, ci_high=col("ci_high") if has_ci else None,
+                bootstrap=int(obj.get("bootstrap", 0)), seed=int(obj.get("seed", 0)), label=obj.get("label"),
+                per_class={int(c): cls.from_json(r, source) for c, r in obj.get("per_class", {}).items()})
+        except FailatlasError:
+            raise
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise FailatlasError(f"{source} is not a valid failatlas ranking ({type(exc).__name__}: {exc}); "
+                                 "write it again with `failatlas rank`") from None
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> "Ranking":
+        return cls.from_json(_io.read_json(path, "ranking file"), source=f"ranking file {path}")
+
+    def format(self, k: int = 10) -> str:
+        """The top k as a small text table."""
+        head = f"{'rank':>4}  {'dim':>5}  {'layer':<10} {'res':>3}  {'kind':<5} {'ch':>4}  {'score':>11}  {'dir':>3}  {'sigma':>9}"
+        if self.ci_low is not None:
+            head += f"  {'95% CI':>23}"
+        lines = [head]
+        for r in self.top(k):
+            line = (f"{r.rank:>4}  {r.dim:>5}  {r.layer:<10} {r.resolution:>3}  {r.kind:<5} {r.channel:>4}  "
+                    f"{r.score:>11.4g}  {r.direction:>+3d}  {r.sigma:>9.4g}")
+            if r.ci_low is not None:
+                line += f"  [{r.ci_low:>10.4g}, {r.ci_high:>10.4g}]"
+            lines.append(line)
+        return "\n".join(lines)
+
+
+def _csv_cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _order(score: torch.Tensor) -> torch.Tensor:
+    """Dimensions by |score| descending, ties by dimension index (a stable, deterministic order)."""
+    a = score.abs().numpy()
+    return torch.from_numpy(np.lexsort((np.arange(a.shape[0]), -a)).astype(np.int64))
+
+
+def _percentile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """Percentile along dim 0 with linear interpolation (numpy's default), for any size."""
+    xs = x.sort(dim=0).values
+    pos = q * (xs.shape[0] - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _bootstrap_ci(grads: torch.Tensor, sigma: torch.Tensor, replicates: int, gen: torch.Generator,
+                  disable: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """95% percentile interval of score = −σ · mean(g) over ``replicates`` resamples of the rows of
+    grads: Tensor[n, S] (σ held fixed). Replicate means are count-weighted sums, one matmul per chunk."""
+    n, S = grads.shape
+    means = torch.empty(replicates, S, dtype=torch.float64)
+    rows = max(1, min(n, (1 << 24) // max(S, 1)))  # bounds the float64 copy of the gradients
+    for b0 in progress(range(0, replicates, 256), desc="bootstrap", unit="×256", disable=disable):
+        b = min(256, replicates - b0)
+        counts = torch.zeros(b, n, dtype=torch.float64)
+        counts.scatter_add_(1, torch.randint(0, n, (b, n), generator=gen), torch.ones(b, n, dtype=torch.float64))
+        acc = torch.zeros(b, S, dtype=torch.float64)
+        for r0 in range(0, n, rows):
+            acc += counts[:, r0:r0 + rows] @ grads[r0:r0 + rows].to(torch.float64)
+        means[b0:b0 + b] = acc / n
+    scores = -sigma * means
+    return _percentile(scores, 0.025), _percentile(scores, 0.975)
+
+
+def _make_ranking(grad_sum: torch.Tensor, n: int, sigma: torch.Tensor, layout: tuple[StyleDim, ...], target: str,
+                  grads: torch.Tensor | None, bootstrap: int, seed: int, gen: torch.Generator | None,
+                  label: int | None = None, disable: bool | None = None) -> Ranking:
+    mean_grad = grad_sum / n
+    score = -sigma * mean_grad
+    ci_low = ci_high = None
+    if bootstrap:
+        ci_low, ci_high = _bootstrap_ci(grads, sigma, bootstrap, gen, disable)
+    return Ranking(order=_order(score), score=score, sigma=sigma, direction=torch.sign(score).to(torch.int64),
+                   mean_grad=mean_grad, layout=layout, target=target, n=n, ci_low=ci_low, ci_high=ci_high,
+                   bootstrap=bootstrap, seed=seed, label=label)
+
+
+class GradientRanking:
+    """Rank StyleSpace dimensions by the population-averaged gradient of p_y (or of the logit of y).
+
+    >>> ranking = GradientRanking(G, classifier).rank(population)
+    >>> ranking.top(10)
+
+    ``batch_size`` samples (None: 64 on CPU, 512 on an accelerator, see
+    :func:`~failatlas.analysis.population.default_batch_size`) go through one forward and one backward;
+    the models are put in eval mode while ranking (their modes are restored afterwards).
+    """
+
+    def __init__(self, generator: nn.Module, classifier: nn.Module, target: str = "probability",
+                 batch_size: int | None = None, progress_bar: bool | None = None) -> None:
+        self.generator = generator
+        self.classifier = classifier
+        self.target = _check_target(target)
+        self.batch_size = check_batch_size(batch_size, generator)
+        self.progress_bar = progress_bar
+        check_class_counts(generator, classifier)
+
+    def rank(self, population: Population, per_class: bool = False, bootstrap: int = 0, seed: int = 0) -> Ranking:
+        """Rank every dimension of s over ``population``.
+
+        per_class: also rank within each class (``Ranking.per_class``; σ stays the whole population's).
+        bootstrap: number of bootstrap resamples of the samples for 95% percentile intervals of every
+        score (0: none); drawn from a ``torch.Generator`` seeded with ``seed``. The per-sample gradients
+        are kept (Tensor[N, S]) only while this call runs, and only when bootstrap > 0.
+        """
+        G, C = self.generator, self.classifier
+        if not isinstance(population, Population):
+            raise FailatlasError(f"rank() takes a Population (from sample_population), got {type(population).__name__}")
+        if population.style_dim != G.style_dim:
+            raise FailatlasError(f"the population has {population.style_dim} style dimensions but the generator "
+                                 f"has {G.style_dim}; sample the population with this generator")
+        check_class_counts(G, C, found=population.num_classes)
+        if population.n < 2:
+            raise FailatlasError(f"ranking needs at least 2 samples to measure σ, the population has {population.n}; "
+                                 "use a larger --n")
+        if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+            raise FailatlasError(f"bootstrap must be a non-negative number of resamples, got {bootstrap!r}")
+        n, S = population.n, population.style_dim
+        layout = tuple(G.style_layout())
+        sigma = population.s.to(torch.float64).std(dim=0)
+        grad_sum = torch.zeros(S, dtype=torch.float64)
+        num_classes = population.num_classes
+        class_sum = torch.zeros(num_classes, S, dtype=torch.float64) if per_class else None
+        keep = [] if bootstrap else None
+        disable = None if self.progress_bar is None else not self.progress_bar
+        with _eval_mode(G, C), progress(n, desc=f"gradients ({self.target})", unit="img", disable=disable) as bar:
+            for start in range(0, n, self.batch_size):
+                s = population.s[start:start + self.batch_size]
+                y = population.y[start:start + self.batch_size]
+                g = style_gradients(G, C, s, y, self.target).detach().cpu()
+                if not bool(torch.isfinite(g).all()):
+                    raise FailatlasError(f"the gradients of samples {start}..{start + len(s) - 1} contain NaN or "
+                                         "infinite values; check the classifier and generator weights")
+                g64 = g.to(torch.float64)
+                grad_sum += g64.sum(dim=0)
+                if class_sum is not None:
+                    class_sum.index_add_(0, y, g64)
+                if keep is not None:
+                    keep.append(g)
+                bar.update(len(s))
+        grads = torch.cat(keep) if keep is not None else None
+        gen = torch.Generator().manual_seed(int(seed)) if bootstrap else None
+        ranking = _make_ranking(grad_sum, n, sigma, layout, self.target, grads, bootstrap, int(seed), gen,
+                                disable=disable)
+        if not per_class:
+            return ranking
+        classes = {}
+        for c in range(num_classes):
+            mask = population.y == c
+            n_c = int(mask.sum())
+            if n_c:  # classes absent from the population get no ranking
+                classes[c] = _make_ranking(class_sum[c], n_c, sigma, layout, self.target,
+                                           grads[mask] if grads is not None else None, bootstrap, int(seed),
+                                           gen, label=c, disable=True)
+        return dataclasses.replace(ranking, per_class=classes)
+
+
+def rank_dimensions(G: nn.Module, classifier: nn.Module, population: Population, target: str = "probability",
+                    per_class: bool = False, bootstrap: int = 0, seed: int = 0, batch_size: int | None = None,
+                    progress_bar: bool | None = None) -> Ranking:
+    """Functional form of :meth:`GradientRanking.rank`."""
+    return GradientRanking(G, classifier, target=target, batch_size=batch_size,
+                           progress_bar=progress_bar).rank(population, per_class=per_class, bootstrap=bootstrap,
+                                                           seed=seed)
+
+
+# --- the `failatlas rank` job ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class RankRun:
+    """What :func:`run_rank` computed and wrote."""
+
+    out: Path
+    population: Population
+    ranking: Ranking
+    separation: Any  # SeparationResult
+    summary: dict[str, Any]
+    files: dict[str, Path]
+    timings: dict[str, float]
+
+    def format(self, k: int = 10) -> str:
+        """What ``failatlas rank`` prints: the population, the top k, the separation summary, the files."""
+        pop, m = self.population, len(self.summary["top_dims"])
+        return "\n".join([
+            f"population: {pop.n} samples, accuracy {pop.accuracy:.4f} ({pop.n_mis} mis-classified); "
+            f"target {self.ranking.target}",
+            self.ranking.format(k),
+            f"separation: mean KS of the top {m} dims {self.summary[f'top{m}_mean_ks']:.3f}, "
+            f"of {m} random others {self.summary[f'random{m}_mean_ks']:.3f}",
+            f"wrote {', '.join(sorted(p.name for p in self.files.values()))} to {self.out} "
+            f"({', '.join(f'{name} {s:.1f} s' for name, s in self.timings.items())})",
+        ])
+
+
+def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path = "mnist/classifier-corrupted", *,
+             out: str | Path, n: int = 10000, seed: int = 0, target: str = "probability", per_class: bool = False,
+             bootstrap: int = 0, batch_size: int | None = None, progress_bar: bool | None = None) -> RankRun:
+    """The ``failatlas rank`` job: load the models (folders or shipped names), sample a population, rank
+    the dimensions, measure their separation, and write ``ranking.csv``, ``ranking.json``,
+    ``population.npz``, ``separation.csv`` and ``separation.png`` (+ ``separation.json``, its data) into
+    ``out``."""
+    from .._paths import resolve_model
+    from ..models.classifier import load_classifier
+    from ..models.stylegan2 import load_generator
+    from ..report.figures import plot_separation
+    from .population import sample_population
+    from .separation import Separation
+
+    _check_target(target)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FailatlasError(f"--out {out} is a file; pass a folder for the results")
+    timings: dict[str, float] = {}
+    G = load_generator(resolve_model(generator))
+    C = load_classifier(resolve_model(classifier))
+    check_class_counts(G, C)
+    t0 = time.perf_counter()
+    pop = sample_population(G, C, n, seed=seed, batch_size=batch_size, progress_bar=progress_bar)
+    timings["population"] = time.perf_counter() - t0
+    layout = tuple(G.style_layout())
+    separation = Separation(pop, layout=layout)  # fails now, before the gradients, if a group is empty
+    t0 = time.perf_counter()
+    ranking = GradientRanking(G, C, target=target, batch_size=batch_size, progress_bar=progress_bar).rank(
+        pop, per_class=per_class, bootstrap=bootstrap, seed=seed)
+    timings["ranking"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sep = separation.compute()
+    summary = sep.summary(ranking, k=10, seed=seed)
+    timings["separation"] = time.perf_counter() - t0
+    files = {
+        "ranking_csv": ranking.to_csv(out / "ranking.csv"),
+        "population": pop.to_npz(out / "population.npz"),
+        "separation_csv": sep.to_csv(out / "separation.csv"),
+        "separation_png": plot_separation(sep, ranking, out / "separation.png", k=3, seed=seed),
+    }
+    files["separation_json"] = out / "separation.json"
+    _io.write_json(out / "ranking.json", {**ranking.to_json(), "summary": summary,
+                                          "generator": str(generator), "classifier": str(classifier)})
+    files["ranking_json"] = out / "ranking.json"
+    return RankRun(out=out, population=pop, ranking=ranking, separation=sep, summary=summary, files=files,
+                   timings=timings)

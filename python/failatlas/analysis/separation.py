@@ -1,0 +1,259 @@
+"""How well each StyleSpace dimension separates well- from mis-classified samples (DESIGN §4.2, Fig. 4).
+
+Per dimension k, over a population: histograms (``bins`` equal bins on common edges spanning the pooled
+min..max of s_k) of s_k for the well- and the mis-classified samples, the two-sample Kolmogorov–Smirnov
+statistic (the exact sup of the difference of the two empirical CDFs) and the AUROC of s_k as a score for
+"mis-classified" (Mann–Whitney U / (n_mis · n_well), ties counted ½; 0.5 = no separation, 0 or 1 =
+perfect). Everything is vectorized over dimensions with one sort per chunk of dimensions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .. import _io
+from ..errors import FailatlasError
+from ..models.stylegan2 import StyleDim
+from .population import Population
+
+BINS = 20
+CSV_COLUMNS = ("dim", "layer", "resolution", "kind", "channel", "ks", "auroc", "mean_well", "mean_mis")
+
+
+# --- per-dimension statistics (vectorized over columns) ----------------------------------------------
+
+
+def _sorted_groups(values: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sort each column of values: Tensor[N, D]; return (sorted values, group flags in that order)."""
+    vals, idx = values.sort(dim=0)
+    return vals, group[idx]
+
+
+def _tie_ends(vals: torch.Tensor) -> torch.Tensor:
+    """bool Tensor[N, D]: True at the last position of each run of equal values in sorted columns."""
+    end = torch.ones_like(vals, dtype=torch.bool)
+    end[:-1] = vals[:-1] != vals[1:]
+    return end
+
+
+def ks_statistic(values: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Two-sample Kolmogorov–Smirnov statistic of every column.
+
+    values: Tensor[N, D]; group: bool Tensor[N] (the two samples are group and ~group, both non-empty)
+    → float64 Tensor[D] = sup_x |F_group(x) − F_other(x)|, exact: the ECDFs are compared after each run
+    of tied values, in integer arithmetic.
+    """
+    n1 = int(group.sum())
+    n0 = group.numel() - n1
+    if n1 == 0 or n0 == 0:
+        raise FailatlasError("the KS statistic needs two non-empty groups")
+    vals, g = _sorted_groups(values, group)
+    c1 = g.long().cumsum(dim=0)  # members of `group` at or below each position
+    c0 = torch.arange(1, vals.shape[0] + 1).unsqueeze(1) - c1
+    diff = (c1 * n0 - c0 * n1).abs() * _tie_ends(vals)  # n0·n1·|F1 − F0|, exact in int64
+    return diff.max(dim=0).values.to(torch.float64) / (n0 * n1)
+
+
+def auroc(values: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Area under the ROC curve of every column as a score for ``positive`` (rank-based Mann–Whitney).
+
+    values: Tensor[N, D]; positive: bool Tensor[N] (both classes non-empty) → float64 Tensor[D],
+    P(score of a positive > score of a negative) + ½ P(tie); equals sklearn's ``roc_auc_score``.
+    """
+    n_pos = int(positive.sum())
+    n_neg = positive.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise FailatlasError("the AUROC needs both positive and negative samples")
+    vals, pos = _sorted_groups(values, positive)
+    N = vals.shape[0]
+    index = torch.arange(N).unsqueeze(1).expand_as(vals)
+    start = torch.ones_like(vals, dtype=torch.bool)
+    start[1:] = vals[1:] != vals[:-1]
+    first = torch.where(start, index, 0).cummax(dim=0).values  # first position of each tie run
+    last = torch.where(_tie_ends(vals), index, N - 1).flip(0).cummin(dim=0).values.flip(0)  # its last position
+    mid_rank = (first + last).to(torch.float64) / 2 + 1  # average 1-based rank of the run
+    rank_sum = (mid_rank * pos).sum(dim=0)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def histograms(values: torch.Tensor, group: torch.Tensor, bins: int = BINS
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-column histograms of the two groups on common edges.
+
+    values: Tensor[N, D]; group: bool Tensor[N] → (edges float64 Tensor[D, bins+1] spanning the pooled
+    min..max of each column (±0.5 when a column is constant, like numpy), counts of group int64
+    Tensor[D, bins], counts of ~group). Bins are [e_j, e_{j+1}), the last one closed, as ``np.histogram``.
+    """
+    x = values.to(torch.float64).t().contiguous()  # [D, N]
+    lo, hi = x.min(dim=1).values, x.max(dim=1).values
+    flat = lo == hi
+    lo, hi = torch.where(flat, lo - 0.5, lo), torch.where(flat, hi + 0.5, hi)
+    steps = torch.arange(bins + 1, dtype=torch.float64) / bins
+    edges = lo[:, None] + (hi - lo)[:, None] * steps
+    edges[:, -1] = hi
+    index = (torch.searchsorted(edges, x, right=True) - 1).clamp_(0, bins - 1)  # [D, N]
+    counts = []
+    for mask in (group, ~group):
+        h = torch.zeros(x.shape[0], bins, dtype=torch.int64)
+        h.scatter_add_(1, index[:, mask], torch.ones_like(index[:, mask]))
+        counts.append(h)
+    return edges, counts[0], counts[1]
+
+
+# --- result ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class SeparationResult:
+    """Separation of well- vs mis-classified samples along every dimension (CPU tensors, S dimensions).
+
+    ks, auroc, mean_well, mean_mis: float64 Tensor[S] (AUROC of s_k as a score for mis-classified; means in
+    raw style units); hist_well, hist_mis: int64 Tensor[S, bins]; edges: float64 Tensor[S, bins+1];
+    layout: one :class:`StyleDim` per dimension, or None when unknown.
+    """
+
+    ks: torch.Tensor
+    auroc: torch.Tensor
+    hist_well: torch.Tensor
+    hist_mis: torch.Tensor
+    edges: torch.Tensor
+    mean_well: torch.Tensor
+    mean_mis: torch.Tensor
+    n_well: int
+    n_mis: int
+    layout: tuple[StyleDim, ...] | None = None
+
+    @property
+    def style_dim(self) -> int:
+        return int(self.ks.shape[0])
+
+    @property
+    def bins(self) -> int:
+        return int(self.hist_well.shape[1])
+
+    def _check_ranking(self, ranking) -> None:
+        if ranking.style_dim != self.style_dim:
+            raise FailatlasError(f"the ranking has {ranking.style_dim} dimensions but the separation has "
+                                 f"{self.style_dim}; compute both from the same generator")
+
+    def random_dims(self, exclude: Sequence[int], k: int, seed: int = 0) -> list[int]:
+        """k dimensions drawn without replacement (seeded ``torch.Generator``) from those not in exclude."""
+        excluded = set(int(d) for d in exclude)
+        pool = torch.tensor([d for d in range(self.style_dim) if d not in excluded], dtype=torch.int64)
+        gen = torch.Generator().manual_seed(int(seed))
+        return pool[torch.randperm(len(pool), generator=gen)[:k]].tolist()
+
+    def summary(self, ranking, k: int = 10, seed: int = 0) -> dict[str, Any]:
+        """Mean KS of the top-k dimensions of ``ranking`` vs k random others (seeded):
+        ``{"top{k}_mean_ks", "random{k}_mean_ks", "top_dims", "random_dims"}``."""
+        self._check_ranking(ranking)
+        top = ranking.order[:k].tolist()
+        rnd = self.random_dims(top, k, seed)
+        mean = lambda dims: float(self.ks[dims].mean()) if dims else float("nan")  # noqa: E731
+        return {f"top{k}_mean_ks": mean(top), f"random{k}_mean_ks": mean(rnd), "top_dims": top, "random_dims": rnd}
+
+    def dim_info(self, dim: int) -> dict[str, Any]:
+        """Everything known about one dimension, JSON-ready (floats exact)."""
+        d = self.layout[dim] if self.layout is not None else None
+        return {
+            "dim": int(dim), "layer": d.name if d else None, "resolution": d.resolution if d else None,
+            "kind": d.kind if d else None, "channel": d.channel if d else None,
+            "ks": float(self.ks[dim]), "auroc": float(self.auroc[dim]),
+            "mean_well": float(self.mean_well[dim]), "mean_mis": float(self.mean_mis[dim]),
+            "n_well": self.n_well, "n_mis": self.n_mis,
+            "edges": self.edges[dim].tolist(), "hist_well": self.hist_well[dim].tolist(),
+            "hist_mis": self.hist_mis[dim].tolist(),
+        }
+
+    def panels(self, ranking, k: int = 3, seed: int = 0) -> list[dict[str, Any]]:
+        """The data of the Fig. 4 panels: the top-k dimensions of ``ranking`` (group "top"), then k random
+        other dimensions (group "random")."""
+        self._check_ranking(ranking)
+        top = ranking.order[:k].tolist()
+        return ([{"group": "top", "rank": i + 1, **self.dim_info(d)} for i, d in enumerate(top)]
+                + [{"group": "random", "rank": int(ranking.rank_of()[d]), **self.dim_info(d)}
+                   for d in self.random_dims(top, k, seed)])
+
+    def to_csv(self, path: str | Path) -> Path:
+        """One row per dimension (columns :data:`CSV_COLUMNS`, floats as ``repr``), atomically."""
+        lines = [",".join(CSV_COLUMNS)]
+        for dim in range(self.style_dim):
+            info = self.dim_info(dim)
+            lines.append(",".join("" if info[c] is None else repr(info[c]) if isinstance(info[c], float)
+                                  else str(info[c]) for c in CSV_COLUMNS))
+        path = Path(path)
+        _io.write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+        return path
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n_well": self.n_well, "n_mis": self.n_mis, "bins": self.bins,
+                "dims": [{k: v for k, v in self.dim_info(d).items() if k not in ("n_well", "n_mis")}
+                         for d in range(self.style_dim)]}
+
+
+class Separation:
+    """Separation of well- vs mis-classified samples along every StyleSpace dimension.
+
+    >>> result = Separation(population, layout=G.style_layout()).compute()
+
+    Raises :class:`FailatlasError` when the population lacks one of the two groups. ``chunk`` dimensions
+    are sorted at a time (memory ≈ 40 bytes · N · chunk).
+    """
+
+    def __init__(self, population: Population, layout: Sequence[StyleDim] | None = None, bins: int = BINS,
+                 chunk: int = 256) -> None:
+        if not isinstance(population, Population):
+            raise FailatlasError(f"Separation takes a Population, got {type(population).__name__}")
+        n, n_well = population.n, population.n_well
+        if n_well == n:
+            raise FailatlasError(f"all {n} samples are classified correctly; separation needs both groups — "
+                                 "use a larger --n (or a weaker classifier)")
+        if n_well == 0:
+            raise FailatlasError(f"all {n} samples are mis-classified; separation needs both groups — check that "
+                                 "the classifier was trained on the generator's classes and images")
+        if layout is not None and len(layout) != population.style_dim:
+            raise FailatlasError(f"the layout has {len(layout)} dimensions but the population has "
+                                 f"{population.style_dim}; pass the layout of the generator that sampled it")
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+            raise FailatlasError(f"bins must be a positive integer, got {bins!r}")
+        self.population = population
+        self.layout = None if layout is None else tuple(layout)
+        self.bins = bins
+        self.chunk = max(1, int(chunk))
+
+    def compute(self) -> SeparationResult:
+        return separation(self.population.s, self.population.well, bins=self.bins, layout=self.layout,
+                          chunk=self.chunk)
+
+
+def separation(s: torch.Tensor, well: torch.Tensor, bins: int = BINS, layout: Sequence[StyleDim] | None = None,
+               chunk: int = 256) -> SeparationResult:
+    """Functional form of :meth:`Separation.compute`. s: Tensor[N, S]; well: bool Tensor[N]."""
+    if s.ndim != 2 or well.shape != (s.shape[0],) or well.dtype != torch.bool:
+        raise FailatlasError(f"separation takes s [N, S] and a bool well [N], got {list(s.shape)} and "
+                             f"{well.dtype} {list(well.shape)}")
+    n_well = int(well.sum())
+    n_mis = s.shape[0] - n_well
+    if n_well == 0 or n_mis == 0:
+        raise FailatlasError(f"separation needs well- and mis-classified samples, got {n_well} and {n_mis}; "
+                             "use a larger --n")
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("ks", "auroc", "edges", "hw", "hm")}
+    mis = ~well
+    for d0 in range(0, s.shape[1], chunk):
+        x = s[:, d0:d0 + chunk]
+        parts["ks"].append(ks_statistic(x, well))
+        parts["auroc"].append(auroc(x, mis))
+        edges, hw, hm = histograms(x, well, bins)
+        parts["edges"].append(edges)
+        parts["hw"].append(hw)
+        parts["hm"].append(hm)
+    s64 = s.to(torch.float64)
+    return SeparationResult(
+        ks=torch.cat(parts["ks"]), auroc=torch.cat(parts["auroc"]), hist_well=torch.cat(parts["hw"]),
+        hist_mis=torch.cat(parts["hm"]), edges=torch.cat(parts["edges"]), mean_well=s64[well].mean(dim=0),
+        mean_mis=s64[mis].mean(dim=0), n_well=n_well, n_mis=n_mis,
+        layout=None if layout is None else tuple(layout))

@@ -1,0 +1,77 @@
+"""Figures, drawn from result dataclasses (never recomputed here).
+
+Each ``plot_*`` function writes a PNG atomically and, next to it (same stem, ``.json``), the data it
+plotted. Matplotlib runs on its Agg canvas without pyplot, so no global backend state is touched.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from .. import _io
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save_png(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    _io.write_bytes(path, buf.getvalue())
+
+
+def plot_separation(result, ranking, path: str | Path, k: int = 3, seed: int = 0) -> Path:
+    """Fig. 4: histograms of s_k for well- vs mis-classified samples, top-k dimensions of ``ranking`` in
+    the first row, k random other dimensions (seeded) in the second; each panel titled with the dimension,
+    its layer and channel, KS and AUROC. Histograms are shown as fractions of each group (the groups differ
+    in size by ~30×).
+
+    result: a :class:`~failatlas.analysis.separation.SeparationResult`; ranking: a
+    :class:`~failatlas.analysis.ranking.Ranking`. Writes ``path`` (PNG) and ``path`` with suffix ``.json``
+    (the panels' data: edges, counts, KS, AUROC). Returns the PNG path.
+    """
+    path = Path(path)
+    panels: list[dict[str, Any]] = result.panels(ranking, k=k, seed=seed)
+    cols = max(1, k)
+    fig = _new_figure(3.3 * cols, 5.6)
+    axes = fig.subplots(2, cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_visible(False)
+    row_of = {"top": 0, "random": 1}
+    col_next = {"top": 0, "random": 0}
+    for p in panels:
+        ax = axes[row_of[p["group"]], col_next[p["group"]]]
+        col_next[p["group"]] += 1
+        ax.set_visible(True)
+        nw, nm = max(p["n_well"], 1), max(p["n_mis"], 1)
+        ax.stairs([c / nw for c in p["hist_well"]], p["edges"], fill=True, alpha=0.45, color="tab:blue",
+                  label=f"well ({p['n_well']})")
+        ax.stairs([c / nm for c in p["hist_mis"]], p["edges"], fill=True, alpha=0.45, color="tab:red",
+                  label=f"mis ({p['n_mis']})")
+        where = f"{p['layer']}[{p['channel']}]" if p["layer"] is not None else ""
+        ax.set_title(f"{p['group']} #{p['rank']}: dim {p['dim']} {where}\nKS {p['ks']:.3f}  AUROC {p['auroc']:.3f}",
+                     fontsize=8.5)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("s (style units)", fontsize=7.5)
+    for row, label in enumerate(("top dimensions", "random dimensions")):
+        if axes[row, 0].get_visible():
+            axes[row, 0].set_ylabel(f"{label}\nfraction of group", fontsize=8)
+    first = next((ax for ax in axes.ravel() if ax.get_visible()), None)
+    if first is not None:
+        first.legend(fontsize=7, frameon=False)
+    fig.suptitle(f"Separation of well- vs mis-classified samples (ranking target: {ranking.target})", fontsize=10)
+    fig.tight_layout()
+    _save_png(fig, path)
+    _io.write_json(path.with_suffix(".json"), {
+        "figure": "separation", "png": path.name, "k": k, "seed": seed, "target": ranking.target,
+        "n_well": result.n_well, "n_mis": result.n_mis, "panels": panels,
+    })
+    return path

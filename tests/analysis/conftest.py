@@ -1,0 +1,114 @@
+"""Fixtures for the analysis tests: a tiny generator, a random paper CNN, a small population, and a
+hand-built generator/classifier pair whose ranking is known exactly.
+
+Tests run with ``--import-mode=importlib`` (no sys.path changes), so helpers are handed out as fixtures.
+"""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from failatlas.analysis import sample_population
+from failatlas.models.classifier import ClassifierConfig, build_classifier
+from failatlas.models.stylegan2 import CONFIGS, Generator
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Small ops with two threads under contention run ~20× slower; the analysis tests use one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def G() -> Generator:
+    """The 'tiny' generator (272 style dims), untrained, with non-trivial noise strengths and biases."""
+    torch.manual_seed(0)
+    g = Generator(CONFIGS["tiny"]).eval()
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if name.endswith("noise_strength") or name.endswith(".bias"):
+                p.normal_(0, 0.3)
+    return g
+
+
+@pytest.fixture(scope="session")
+def C() -> nn.Module:
+    """The paper's CNN with random weights (10 classes): it gets ~10% right, so both groups exist."""
+    torch.manual_seed(1)
+    return build_classifier(ClassifierConfig()).eval()
+
+
+@pytest.fixture(scope="session")
+def population(G, C):
+    return sample_population(G, C, 48, seed=0, batch_size=16)
+
+
+class RegionClassifier(nn.Module):
+    """Logits [gain · mean intensity of a column band of the 28×28 view, 0, …, 0]: it only looks there."""
+
+    def __init__(self, cols: slice, gain: float = 8.0, num_classes: int = 10) -> None:
+        super().__init__()
+        self.cols, self.gain, self.num_classes = cols, gain, num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.gain * x[..., :, self.cols].mean(dim=(1, 2, 3))
+        return torch.cat([first[:, None], x.new_zeros(x.shape[0], self.num_classes - 1)], dim=1)
+
+
+@pytest.fixture(scope="session")
+def hand_built(G):
+    """A generator whose image depends on exactly two StyleSpace dimensions, each painting one half.
+
+    Every ToRGB weight is zero except b32.torgb channels ``a`` (weight +1) and ``b`` (weight +1); the
+    b32.conv1 output channels a and b get zero conv weights, so their activations no longer depend on any
+    style: x = lrelu(noise_const · 1 + bias)·√2 with noise_const = 1 on the left 16 columns and 0 on the
+    right. With bias_a = 0, channel a is √2 on the left and 0 on the right; with bias_b = −1, channel b is 0
+    on the left and lrelu(−1)·√2 < 0 on the right. So s_a paints only the left half (brighter as s_a grows)
+    and s_b only the right half (darker as s_b grows); no other dimension changes the image at all.
+    """
+    g = copy.deepcopy(G)
+    names = g.synthesis_network.names
+    layers = dict(zip(names, g.synthesis_network.layers))
+    table = {t.name: t for t in g.style_layers()}
+    a, b = 3, 11
+    with torch.no_grad():
+        for name, layer in layers.items():
+            if layer.kind == "torgb":
+                layer.weight.zero_()
+                layer.bias.zero_()
+        layers["b32.torgb"].weight[0, a] = 1.0
+        layers["b32.torgb"].weight[0, b] = 1.0
+        conv = layers["b32.conv1"]
+        conv.weight[[a, b]] = 0.0
+        conv.bias[a], conv.bias[b] = 0.0, -1.0
+        conv.noise_strength.fill_(1.0)
+        conv.noise_const.zero_()
+        conv.noise_const[:, :16] = 1.0
+    start = table["b32.torgb"].start
+    return SimpleNamespace(G=g, dim_a=start + a, dim_b=start + b,
+                           left=RegionClassifier(slice(0, 12)).eval(), right=RegionClassifier(slice(16, 28)).eval())
+
+
+@pytest.fixture()
+def saved_models(tmp_path_factory, G):
+    """Folders holding the tiny generator, a random 10-class paper CNN and a 7-class one."""
+    from failatlas.models.classifier import save_classifier
+    from failatlas.models.stylegan2 import save_generator
+
+    root = tmp_path_factory.mktemp("models")
+    save_generator(G, root / "generator")
+    torch.manual_seed(1)
+    cfg = ClassifierConfig()
+    save_classifier(build_classifier(cfg), cfg, root / "classifier")
+    cfg7 = ClassifierConfig(num_classes=7)
+    save_classifier(build_classifier(cfg7), cfg7, root / "classifier7")
+    return SimpleNamespace(generator=root / "generator", classifier=root / "classifier",
+                           classifier7=root / "classifier7")

@@ -1,0 +1,44 @@
+import json
+
+import pytest
+
+from failatlas import FailatlasError
+from failatlas._paths import resolve_model
+from failatlas.analysis import Population, Ranking
+from failatlas.cli import main
+
+FILES = ["population.npz", "ranking.csv", "ranking.json", "separation.csv", "separation.json", "separation.png"]
+
+
+def test_rank_command_writes_everything(saved_models, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["rank", "--generator", str(saved_models.generator), "--classifier", str(saved_models.classifier),
+               "--n", "40", "--seed", "2", "--batch-size", "20", "--bootstrap", "20", "--per-class", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert sorted(p.name for p in out.iterdir()) == FILES
+    text = captured.out.splitlines()
+    header = next(i for i, line in enumerate(text) if line.lstrip().startswith("rank"))
+    assert len([line for line in text[header + 1:] if line[:4].strip().isdigit()]) == 10
+    ranking = Ranking.read_json(out / "ranking.json")
+    assert ranking.n == 40 and ranking.bootstrap == 20 and ranking.per_class
+    assert json.loads((out / "ranking.json").read_text())["summary"]["top_dims"] == ranking.order[:10].tolist()
+    pop = Population.from_npz(out / "population.npz")
+    assert pop.n == 40 and pop.seed == 2
+    assert (out / "ranking.csv").read_text().splitlines()[1].split(",")[1] == str(int(ranking.order[0]))
+
+
+def test_rank_command_class_mismatch_is_one_line(saved_models, tmp_path, capsys):
+    rc = main(["rank", "--generator", str(saved_models.generator), "--classifier", str(saved_models.classifier7),
+               "--n", "8", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("failatlas: error: ")
+    assert "7 classes" in err and "has 10" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resolve_model(saved_models):
+    assert resolve_model(saved_models.generator) == saved_models.generator
+    with pytest.raises(FailatlasError, match="shipped model 'no/such-model' not found"):
+        resolve_model("no/such-model")

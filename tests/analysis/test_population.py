@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+
+from failatlas import FailatlasError
+from failatlas.analysis import Population, sample_population
+from failatlas.models.adapter import classifier_view
+from failatlas.models.classifier import ClassifierConfig, build_classifier
+
+
+def test_shapes_and_consistency(G, C, population):
+    p = population
+    n, S = 48, G.style_dim
+    assert p.n == n and p.style_dim == S == 272 and p.num_classes == 10
+    assert p.z.shape == (n, G.z_dim) and p.w.shape == (n, G.w_dim) and p.s.shape == (n, S)
+    assert p.logits.shape == (n, 10) and p.p_y.shape == p.pred.shape == p.well.shape == (n,)
+    assert p.y.dtype == p.pred.dtype == torch.int64 and p.well.dtype == torch.bool
+    assert torch.equal(p.pred, p.logits.argmax(1)) and torch.equal(p.well, p.pred == p.y)
+    assert torch.allclose(p.p_y, torch.softmax(p.logits, 1)[torch.arange(n), p.y], atol=1e-6)
+    assert p.accuracy == pytest.approx(p.n_well / n) and 0 < p.n_well < n
+    # the stored s reproduces the stored logits (ψ = 1, const noise), and s = styles(mapping(z, y))
+    with torch.no_grad():
+        assert torch.allclose(G.styles(G.mapping(p.z, p.y)), p.s, atol=1e-5)
+        assert torch.allclose(C(classifier_view(G.synthesis_from_styles(p.s[:5]))), p.logits[:5], atol=1e-4)
+
+
+def test_deterministic_from_seed_not_batch_or_global_rng(G, C, population):
+    torch.manual_seed(123)  # the global RNG must not matter
+    again = sample_population(G, C, 48, seed=0, batch_size=48)
+    for k in ("z", "y", "s", "logits", "well"):
+        assert torch.allclose(getattr(again, k).float(), getattr(population, k).float(), atol=1e-5), k
+    other = sample_population(G, C, 48, seed=1, batch_size=48)
+    assert not torch.equal(other.z, population.z)
+
+
+def test_models_put_in_eval_and_restored(G):
+    torch.manual_seed(1)
+    clf = build_classifier(ClassifierConfig())  # fresh: training mode, BatchNorm would couple samples
+    assert clf.training
+    one = sample_population(G, clf, 6, seed=3, batch_size=6)
+    assert clf.training and all(m.training for m in clf.modules())
+    split = sample_population(G, clf, 6, seed=3, batch_size=1)
+    assert torch.allclose(one.logits, split.logits, atol=1e-5)
+
+
+def test_class_subset(G, C):
+    p = sample_population(G, C, 60, seed=2, classes=[7, 2], batch_size=30)
+    assert set(p.y.tolist()) == {2, 7} and p.classes == (2, 7)
+    assert 15 < int((p.y == 2).sum()) < 45
+    with pytest.raises(FailatlasError, match=r"distinct labels in \[0, 10\)"):
+        sample_population(G, C, 5, classes=[3, 10])
+    with pytest.raises(FailatlasError, match="distinct"):
+        sample_population(G, C, 5, classes=[])
+
+
+def test_invalid_size_and_class_mismatch(G):
+    with pytest.raises(FailatlasError, match="positive integer"):
+        sample_population(G, build_classifier(ClassifierConfig()), 0)
+    clf7 = build_classifier(ClassifierConfig(num_classes=7)).eval()
+    with pytest.raises(FailatlasError) as err:
+        sample_population(G, clf7, 4)
+    msg = str(err.value)
+    assert "7 classes" in msg and "generator has 10" in msg and "pass a classifier" in msg
+
+
+def test_nan_styles_rejected(G, C):
+    import copy
+
+    bad = copy.deepcopy(G)
+    with torch.no_grad():
+        bad.synthesis_network.layers[0].affine.bias.fill_(float("nan"))
+    with pytest.raises(FailatlasError, match="NaN or infinite styles"):
+        sample_population(bad, C, 4)
+
+
+def test_subset(population):
+    sub = population.subset(population.well)
+    assert sub.n == population.n_well and bool(sub.well.all()) and sub.accuracy == 1.0
+    idx = population.subset([5, 0])
+    assert torch.equal(idx.s, population.s[[5, 0]])
+    with pytest.raises(FailatlasError, match="shape"):
+        population.subset(torch.ones(3, dtype=torch.bool))
+
+
+def test_npz_round_trip(population, tmp_path):
+    path = population.to_npz(tmp_path / "population.npz")
+    assert path.name == "population.npz" and not list(tmp_path.glob(".*tmp"))
+    back = Population.from_npz(path)
+    for k in ("z", "y", "w", "s", "logits", "p_y", "pred", "well"):
+        a, b = getattr(back, k), getattr(population, k)
+        assert a.dtype == b.dtype and torch.equal(a, b), k
+    assert back.seed == 0 and back.classes is None
+
+
+def test_npz_corrupt_or_inconsistent(population, tmp_path):
+    good = population.to_npz(tmp_path / "p.npz")
+    truncated = tmp_path / "t.npz"
+    truncated.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(FailatlasError, match="corrupt or not an .npz"):
+        Population.from_npz(truncated)
+    with pytest.raises(FailatlasError, match="not found"):
+        Population.from_npz(tmp_path / "missing.npz")
+    # a file whose arrays disagree in length
+    with np.load(good) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["s"] = arrays["s"][:-1]
+    np.savez(tmp_path / "short.npz", **arrays)
+    with pytest.raises(FailatlasError, match=r"s has shape \[47, 272\], expected \[48, \.\.\.\]"):
+        Population.from_npz(tmp_path / "short.npz")
+    del arrays["s"]
+    np.savez(tmp_path / "nos.npz", **arrays)
+    with pytest.raises(FailatlasError, match=r"lacks \['s'\]"):
+        Population.from_npz(tmp_path / "nos.npz")

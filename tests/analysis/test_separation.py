@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from failatlas import FailatlasError
+from failatlas.analysis import GradientRanking, Separation, auroc, histograms, ks_statistic, separation
+
+
+@pytest.fixture(scope="module")
+def tied_data():
+    """Columns with many ties (small integers), continuous ones, and a constant one; an unbalanced group."""
+    gen = torch.Generator().manual_seed(0)
+    n = 97
+    ints = torch.randint(0, 5, (n, 4), generator=gen).float()
+    cont = torch.randn(n, 3, generator=gen)
+    group = torch.rand(n, generator=gen) < 0.3
+    shifted = torch.randn(n, generator=gen) + 1.5 * group  # a separating column
+    const = torch.full((n, 1), 2.5)
+    return torch.cat([ints, cont, shifted[:, None], const], dim=1), group
+
+
+def test_ks_matches_scipy(tied_data):
+    stats = pytest.importorskip("scipy.stats")
+    x, group = tied_data
+    ks = ks_statistic(x, group)
+    assert ks.dtype == torch.float64 and ks.shape == (x.shape[1],)
+    for k in range(x.shape[1]):
+        ref = stats.ks_2samp(x[group, k].numpy(), x[~group, k].numpy()).statistic
+        assert float(ks[k]) == pytest.approx(ref, abs=1e-12), k
+    assert float(ks[-1]) == 0.0 and float(ks[7]) > 0.4
+
+
+def test_auroc_matches_sklearn(tied_data):
+    from sklearn.metrics import roc_auc_score
+
+    x, group = tied_data
+    a = auroc(x, group)
+    for k in range(x.shape[1]):
+        assert float(a[k]) == pytest.approx(roc_auc_score(group.numpy(), x[:, k].numpy()), abs=1e-12), k
+    assert float(a[-1]) == 0.5
+    assert torch.allclose(auroc(x, ~group), 1 - a)
+
+
+def test_histograms_match_numpy(tied_data):
+    x, group = tied_data
+    edges, hg, ho = histograms(x, group, bins=20)
+    assert edges.shape == (x.shape[1], 21) and hg.shape == ho.shape == (x.shape[1], 20)
+    for k in range(x.shape[1]):
+        col = x[:, k].double().numpy()
+        ref_edges = np.histogram_bin_edges(col, bins=20)
+        assert np.allclose(edges[k].numpy(), ref_edges, rtol=0, atol=1e-12)
+        assert edges[k, 0] == ref_edges[0] and edges[k, -1] == ref_edges[-1]
+        assert hg[k].tolist() == np.histogram(col[group.numpy()], bins=edges[k].numpy())[0].tolist()
+        assert ho[k].tolist() == np.histogram(col[~group.numpy()], bins=edges[k].numpy())[0].tolist()
+    assert int(hg.sum(1).unique()) == int(group.sum())
+
+
+def test_chunking_does_not_change_results(tied_data):
+    x, group = tied_data
+    a, b = separation(x, group, chunk=3), separation(x, group, chunk=1000)
+    for k in ("ks", "auroc", "hist_well", "hist_mis", "edges"):
+        assert torch.equal(getattr(a, k), getattr(b, k)), k
+
+
+def test_result_fields_summary_and_outputs(G, C, population, tmp_path):
+    result = Separation(population, layout=G.style_layout()).compute()
+    S = G.style_dim
+    assert result.ks.shape == result.auroc.shape == (S,) and result.edges.shape == (S, 21)
+    assert result.n_well == population.n_well and result.n_mis == population.n_mis
+    assert torch.all(result.hist_well.sum(1) == result.n_well) and torch.all(result.hist_mis.sum(1) == result.n_mis)
+    ranking = GradientRanking(G, C).rank(population)
+    summary = result.summary(ranking, k=10, seed=3)
+    assert set(summary) == {"top10_mean_ks", "random10_mean_ks", "top_dims", "random_dims"}
+    assert summary["top_dims"] == ranking.order[:10].tolist()
+    assert len(set(summary["random_dims"])) == 10 and not set(summary["random_dims"]) & set(summary["top_dims"])
+    assert summary == result.summary(ranking, k=10, seed=3)
+    assert summary["random_dims"] != result.summary(ranking, k=10, seed=4)["random_dims"]
+    assert summary["top10_mean_ks"] == pytest.approx(float(result.ks[summary["top_dims"]].mean()))
+    lines = result.to_csv(tmp_path / "separation.csv").read_text().split("\n")
+    assert lines[0] == "dim,layer,resolution,kind,channel,ks,auroc,mean_well,mean_mis" and len(lines) == S + 2
+    assert lines[1].startswith("0,b4.conv1,4,conv,0,")
+    obj = json.loads(json.dumps(result.to_json()))
+    assert len(obj["dims"]) == S and len(obj["dims"][5]["hist_mis"]) == 20
+
+
+def test_one_group_missing_is_an_error(population):
+    with pytest.raises(FailatlasError) as err:
+        Separation(population.subset(population.well))
+    assert str(err.value).startswith(f"all {population.n_well} samples are classified correctly; separation "
+                                     "needs both groups — use a larger --n")
+    with pytest.raises(FailatlasError, match=f"all {population.n_mis} samples are mis-classified"):
+        Separation(population.subset(~population.well))
+
+
+def test_plot_separation_writes_png_and_json(G, C, population, tmp_path):
+    from failatlas.report.figures import plot_separation
+
+    result = Separation(population, layout=G.style_layout()).compute()
+    ranking = GradientRanking(G, C).rank(population)
+    png = plot_separation(result, ranking, tmp_path / "fig" / "separation.png", k=3, seed=0)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((tmp_path / "fig" / "separation.json").read_text())
+    panels = data["panels"]
+    assert [p["group"] for p in panels] == ["top"] * 3 + ["random"] * 3
+    assert [p["dim"] for p in panels[:3]] == ranking.order[:3].tolist()
+    assert not {p["dim"] for p in panels[3:]} & {p["dim"] for p in panels[:3]}
+    p = panels[0]
+    assert p["ks"] == float(result.ks[p["dim"]]) and p["hist_well"] == result.hist_well[p["dim"]].tolist()
+    assert p["layer"] == G.style_layout()[p["dim"]].name and len(p["edges"]) == 21
+    assert sorted(x.name for x in (tmp_path / "fig").iterdir()) == ["separation.json", "separation.png"]
