@@ -33,6 +33,14 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2))
 
 
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """--generator and --classifier: a folder, or the name of a shipped model (found from any directory)."""
+    p.add_argument("--generator", default="mnist/generator",
+                   help="generator folder, or the name of a shipped one (default: the shipped MNIST generator)")
+    p.add_argument("--classifier", default="mnist/classifier-corrupted",
+                   help="classifier folder, or the name of a shipped one (default: the corrupted-trained one)")
+
+
 # --- subcommands -----------------------------------------------------------------------------------
 # (each: options, then one library call)
 
@@ -166,10 +174,7 @@ def _train_gan(p: argparse.ArgumentParser):
          "cells a small corruption classifier finds in real and in generated images, for every noise mode). "
          "Inception FID only with --inception-weights (a TorchScript feature extractor); nothing is downloaded.")
 def _eval_gan(p: argparse.ArgumentParser):
-    p.add_argument("--generator", default="mnist/generator",
-                   help="generator folder (default: the shipped MNIST generator)")
-    p.add_argument("--classifier", default="mnist/classifier-corrupted",
-                   help="reference classifier folder (default: the shipped corrupted-trained one)")
+    _model_options(p)
     p.add_argument("--n", type=int, default=10000, help="number of generated samples (balanced over classes)")
     p.add_argument("--n-real", type=int, default=None, help="use at most this many real images per split (quick checks)")
     p.add_argument("--dataset", default="mnist", help="the real data the generator was trained on")
@@ -219,10 +224,7 @@ def _demo(p: argparse.ArgumentParser):
          "Writes ranking.csv, ranking.json, population.npz, separation.csv, separation.png and "
          "separation.json into --out and prints the top 10.")
 def _rank(p: argparse.ArgumentParser):
-    p.add_argument("--generator", default="mnist/generator",
-                   help="generator folder, or the name of a shipped one")
-    p.add_argument("--classifier", default="mnist/classifier-corrupted",
-                   help="classifier folder, or the name of a shipped one")
+    _model_options(p)
     p.add_argument("--n", type=int, default=10000, help="population size")
     p.add_argument("--seed", type=int, default=0, help="seed of the population, the bootstrap and the random dims")
     p.add_argument("--target", choices=("probability", "logit"), default="probability",
