@@ -1,0 +1,317 @@
+"""Accuracy as a function of the distance to the well-classified centre (DESIGN §4.6, Fig. 6).
+
+For one classifier (its ranking and its own well/mis-classified labels of the population):
+
+    centre  = mean s of the well-classified samples (per class: of that class's well-classified samples),
+    d_i     = ‖s_i[D] − centre[D]‖₂ on the raw s, D = the top-K dimensions of the classifier's ranking
+              (K = 100 by default; ``k=None`` or ``"all"``: every dimension),
+    u_i     = (d_i − min_well d) / (0.7 · max_well (d − min_well d))      (the normalized distance),
+    edges   = ``np.histogram_bin_edges`` of the well-classified u (20 bins, from 0 to 1/0.7 ≈ 1.43),
+    acc_j   = n_well_j / (n_well_j + n_mis_j) in bin j (NaN for an empty bin);
+
+bins follow ``np.histogram``: [e_j, e_{j+1}), the last one closed. The plotted bins are those whose centre
+is < 1 (the 0.7 factor makes u = 1 fall inside the well-classified range: bins 0..13 of 20).
+
+Decisions:
+
+* Mis-classified samples outside the edges (closer to the centre than every well-classified sample, or
+  farther than all of them) are *dropped* from the bins, as ``np.histogram`` does with explicit edges, and
+  counted in ``n_below`` / ``n_beyond``. Clipping them into the end bins would distort the first bin (which
+  is plotted); the last bins lie beyond u = 1 and are never plotted anyway.
+* Per-class curves use their own centre, normalization and edges (all from that class's well-classified
+  samples) and, by default, the top-K dimensions of the *global* ranking (``class_dims="class"``: the
+  class's own ranking, from ``rank(..., per_class=True)``). A class with fewer than two well-classified
+  samples at distinct distances has no curve; it is listed in ``skipped_classes``.
+* ``mean_accuracy`` is the unweighted mean over the plotted non-empty bins; ``slope`` is the least-squares
+  slope of accuracy vs bin centre over the same bins (NaN with fewer than two): the resilience summary, more
+  negative = degrades faster.
+* The per-sample normalized distances are kept on the result (``distance``) but are not written to JSON/CSV,
+  which hold the curve only.
+
+Comparing classifiers on one generated population: the s are shared, the labels are not. Use
+:func:`with_classifier` to re-classify a population with another classifier (images are re-synthesized
+from the stored s), rank with that classifier, then compute its curve; :func:`classifier_curves` does the
+three steps for several classifiers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import _io
+from .._progress import progress
+from ..errors import FailatlasError
+from ..models.adapter import classifier_view
+from .population import Population, _eval_mode, _model_dtype_device, check_batch_size, check_class_counts
+from .ranking import Ranking
+
+BINS = 20
+SCALE = 0.7  # the normalization's fraction of the farthest well-classified distance (DESIGN §4.6)
+DEFAULT_K = 100
+JSON_FORMAT = "failatlas-accuracy-curve"
+CSV_COLUMNS = ("class", "bin", "left", "right", "centre", "n_well", "n_mis", "accuracy", "plotted")
+CLASS_DIMS = ("global", "class")
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+@dataclass(frozen=True, eq=False)
+class CurveResult:
+    """An accuracy-vs-distance curve (CPU tensors; floats in float64).
+
+    bin_edges: Tensor[bins+1] and bin_centres: Tensor[bins] in normalized-distance units; accuracy:
+    Tensor[bins] (NaN where a bin is empty); n_well, n_mis: int64 Tensor[bins]; plotted: bool Tensor[bins]
+    (centre < 1); k: number of dimensions the distance used, dims: those dimensions (best first);
+    centre: Tensor[k], the well-classified mean of s on dims (raw style units); min_well, scale: the
+    normalization u = (d − min_well) / scale in raw style units; n_below / n_beyond: mis-classified samples
+    outside the edges (not binned); distance: Tensor[n], every sample's normalized distance; label: the
+    class (None: all classes); per_class: class → its curve; skipped_classes: classes without a curve.
+    """
+
+    bin_edges: torch.Tensor
+    bin_centres: torch.Tensor
+    accuracy: torch.Tensor
+    n_well: torch.Tensor
+    n_mis: torch.Tensor
+    plotted: torch.Tensor
+    k: int
+    dims: tuple[int, ...]
+    centre: torch.Tensor
+    min_well: float
+    scale: float
+    n_below: int
+    n_beyond: int
+    distance: torch.Tensor
+    label: int | None = None
+    per_class: dict[int, "CurveResult"] = field(default_factory=dict)
+    skipped_classes: tuple[int, ...] = ()
+    class_dims: str = "global"
+
+    @property
+    def bins(self) -> int:
+        return int(self.accuracy.shape[0])
+
+    @property
+    def n(self) -> int:
+        return int(self.distance.shape[0])
+
+    def _used(self) -> torch.Tensor:
+        return self.plotted & ~torch.isnan(self.accuracy)
+
+    @property
+    def mean_accuracy(self) -> float:
+        """Unweighted mean accuracy over the plotted non-empty bins (NaN if there are none)."""
+        used = self._used()
+        return float(self.accuracy[used].mean()) if bool(used.any()) else float("nan")
+
+    @property
+    def slope(self) -> float:
+        """Least-squares slope of accuracy vs bin centre over the plotted non-empty bins (accuracy per unit
+        of normalized distance; NaN with fewer than two such bins)."""
+        used = self._used()
+        x, y = self.bin_centres[used].numpy(), self.accuracy[used].numpy()
+        if x.shape[0] < 2:
+            return float("nan")
+        xc = x - x.mean()
+        return float((xc * (y - y.mean())).sum() / (xc * xc).sum())
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per bin (the columns of :data:`CSV_COLUMNS`, accuracy None when the bin is empty)."""
+        e = self.bin_edges.tolist()
+        return [{"class": self.label, "bin": j, "left": e[j], "right": e[j + 1],
+                 "centre": float(self.bin_centres[j]), "n_well": int(self.n_well[j]), "n_mis": int(self.n_mis[j]),
+                 "accuracy": _nan_to_none(float(self.accuracy[j])), "plotted": bool(self.plotted[j])}
+                for j in range(self.bins)]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (NaN written as null): options, normalization, bins, summary, per-class curves."""
+        return {
+            "format": JSON_FORMAT, "label": self.label, "k": self.k, "dims": list(self.dims),
+            "class_dims": self.class_dims, "n": self.n, "n_well_total": int(self.n_well.sum()),
+            "n_mis_total": int(self.n_mis.sum()) + self.n_below + self.n_beyond,
+            "min_well": self.min_well, "scale": self.scale, "n_below": self.n_below, "n_beyond": self.n_beyond,
+            "mean_accuracy": _nan_to_none(self.mean_accuracy), "slope": _nan_to_none(self.slope),
+            "bin_edges": self.bin_edges.tolist(), "bin_centres": self.bin_centres.tolist(),
+            "accuracy": [_nan_to_none(a) for a in self.accuracy.tolist()],
+            "n_well": self.n_well.tolist(), "n_mis": self.n_mis.tolist(), "plotted": self.plotted.tolist(),
+            "skipped_classes": list(self.skipped_classes),
+            "per_class": {str(c): r.to_json() for c, r in sorted(self.per_class.items())},
+        }
+
+    def to_csv(self, path: str | Path) -> Path:
+        """One row per bin, the overall curve first (empty ``class``), then each class's; floats as
+        ``repr``; an empty accuracy cell is an empty bin. Written atomically; returns the path."""
+        lines = [",".join(CSV_COLUMNS)]
+        for curve in [self] + [r for _, r in sorted(self.per_class.items())]:
+            for row in curve.rows():
+                lines.append(",".join("" if row[c] is None else repr(row[c]) if isinstance(row[c], float)
+                                      else str(row[c]).lower() if isinstance(row[c], bool) else str(row[c])
+                                      for c in CSV_COLUMNS))
+        path = Path(path)
+        _io.write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+        return path
+
+
+def _resolve_k(k: int | str | None, style_dim: int) -> int:
+    if k is None or k == "all":
+        return style_dim
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= style_dim:
+        raise FailatlasError(f"k must be a number of dimensions in [1, {style_dim}] or 'all', got {k!r}")
+    return int(k)
+
+
+def _curve(s: torch.Tensor, well: torch.Tensor, dims: torch.Tensor, bins: int, label: int | None) -> CurveResult:
+    """The curve of one group of samples: s Tensor[n, S], well bool Tensor[n], dims int64 Tensor[k]."""
+    x = s[:, dims].to(torch.float64).numpy()
+    w = well.numpy()
+    n_well = int(w.sum())
+    who = "the population" if label is None else f"class {label}"
+    if n_well < 2:
+        raise FailatlasError(f"{who} has {n_well} well-classified samples; the accuracy curve needs at least 2 "
+                             "(use a larger --n)")
+    centre = x[w].mean(axis=0)
+    d = np.sqrt(((x - centre) ** 2).sum(axis=1))
+    d_well = d[w]
+    min_well = float(d_well.min())
+    scale = SCALE * float((d_well - min_well).max())
+    if not scale > 0:
+        raise FailatlasError(f"the well-classified samples of {who} all lie at the same distance from their "
+                             "centre; the distance cannot be normalized (use a larger --n)")
+    u = (d - min_well) / scale
+    edges = np.histogram_bin_edges(u[w], bins=bins)
+    h_well = np.histogram(u[w], bins=edges)[0]
+    h_mis = np.histogram(u[~w], bins=edges)[0]
+    total = h_well + h_mis
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(total > 0, h_well / np.maximum(total, 1), np.nan)
+    centres = (edges[:-1] + edges[1:]) / 2
+    u_mis = u[~w]
+    return CurveResult(
+        bin_edges=torch.from_numpy(edges), bin_centres=torch.from_numpy(centres), accuracy=torch.from_numpy(acc),
+        n_well=torch.from_numpy(h_well.astype(np.int64)), n_mis=torch.from_numpy(h_mis.astype(np.int64)),
+        plotted=torch.from_numpy(centres < 1), k=int(dims.numel()), dims=tuple(dims.tolist()),
+        centre=torch.from_numpy(centre), min_well=min_well, scale=scale,
+        n_below=int((u_mis < edges[0]).sum()), n_beyond=int((u_mis > edges[-1]).sum()),
+        distance=torch.from_numpy(u), label=label)
+
+
+class AccuracyCurve:
+    """Accuracy vs normalized distance to the well-classified centre, on the top-K dimensions of a ranking.
+
+    >>> result = AccuracyCurve(ranking, k=100).compute(population)
+    >>> result.slope, result.per_class[3].accuracy
+
+    ``population`` must be labelled by the classifier the ranking belongs to (see :func:`with_classifier`).
+    k: 10, 50, 100, ... or ``None``/``"all"``; bins: number of bins (20 in the paper); per_class: also one
+    curve per class present; class_dims: ``"global"`` (per-class curves on the global ranking's top-K) or
+    ``"class"`` (on each class's own ranking, which needs ``rank(..., per_class=True)``).
+    """
+
+    def __init__(self, ranking: Ranking, k: int | str | None = DEFAULT_K, bins: int = BINS, per_class: bool = True,
+                 class_dims: str = "global") -> None:
+        if not isinstance(ranking, Ranking):
+            raise FailatlasError(f"AccuracyCurve takes a Ranking (from GradientRanking.rank), got {type(ranking).__name__}")
+        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+            raise FailatlasError(f"bins must be a positive integer, got {bins!r}")
+        if class_dims not in CLASS_DIMS:
+            raise FailatlasError(f"class_dims must be one of {', '.join(CLASS_DIMS)}, got {class_dims!r}")
+        if class_dims == "class" and per_class and not ranking.per_class:
+            raise FailatlasError("class_dims='class' needs per-class rankings; rank with --per-class "
+                                 "(GradientRanking.rank(population, per_class=True))")
+        self.ranking = ranking
+        self.k = _resolve_k(k, ranking.style_dim)
+        self.bins = int(bins)
+        self.per_class = bool(per_class)
+        self.class_dims = class_dims
+
+    def compute(self, population: Population) -> CurveResult:
+        if not isinstance(population, Population):
+            raise FailatlasError(f"compute() takes a Population, got {type(population).__name__}")
+        if population.style_dim != self.ranking.style_dim:
+            raise FailatlasError(f"the population has {population.style_dim} style dimensions but the ranking has "
+                                 f"{self.ranking.style_dim}; use a ranking of the same generator")
+        dims = self.ranking.order[:self.k]
+        overall = _curve(population.s, population.well, dims, self.bins, None)
+        classes, skipped = {}, []
+        if self.per_class:
+            for c in sorted(set(population.y.tolist())):
+                mask = population.y == c
+                if self.class_dims == "class":
+                    if c not in self.ranking.per_class:
+                        skipped.append(c)
+                        continue
+                    cdims = self.ranking.per_class[c].order[:self.k]
+                else:
+                    cdims = dims
+                try:
+                    classes[c] = dataclasses.replace(
+                        _curve(population.s[mask], population.well[mask], cdims, self.bins, c),
+                        class_dims=self.class_dims)
+                except FailatlasError:  # too few well-classified samples in this class
+                    skipped.append(c)
+        return dataclasses.replace(overall, per_class=classes, skipped_classes=tuple(skipped),
+                                   class_dims=self.class_dims)
+
+
+def accuracy_curve(population: Population, ranking: Ranking, k: int | str | None = DEFAULT_K, bins: int = BINS,
+                   per_class: bool = True, class_dims: str = "global") -> CurveResult:
+    """Functional form of :meth:`AccuracyCurve.compute`."""
+    return AccuracyCurve(ranking, k=k, bins=bins, per_class=per_class, class_dims=class_dims).compute(population)
+
+
+def with_classifier(population: Population, G: nn.Module, classifier: nn.Module, batch_size: int | None = None,
+                    progress_bar: bool | None = None) -> Population:
+    """The same samples (z, y, w, s) labelled by another classifier.
+
+    Images are synthesized from the stored s with 'const' noise (as :func:`sample_population` does) and
+    classified through the adapter, under ``torch.no_grad`` in batches of ``batch_size``, models in eval
+    mode (restored afterwards); logits, p_y, pred and well are recomputed. Returns a new Population.
+    """
+    if not isinstance(population, Population):
+        raise FailatlasError(f"with_classifier takes a Population, got {type(population).__name__}")
+    if population.style_dim != G.style_dim:
+        raise FailatlasError(f"the population has {population.style_dim} style dimensions but the generator has "
+                             f"{G.style_dim}; pass the generator that sampled it")
+    check_class_counts(G, classifier)
+    batch_size = check_batch_size(batch_size, G)
+    dtype, device = _model_dtype_device(G)
+    cdtype, cdevice = _model_dtype_device(classifier)
+    parts = []
+    with _eval_mode(G, classifier), torch.no_grad(), \
+            progress(population.n, desc="re-classify", unit="img",
+                     disable=None if progress_bar is None else not progress_bar) as bar:
+        for start in range(0, population.n, batch_size):
+            s = population.s[start:start + batch_size].to(device, dtype)
+            logits = classifier(classifier_view(G.synthesis_from_styles(s, noise_mode="const")).to(cdevice, cdtype))
+            if logits.ndim != 2 or logits.shape[0] != len(s):
+                raise FailatlasError(f"the classifier returned shape {list(logits.shape)} for {len(s)} images; "
+                                     "expected logits [N, num_classes]")
+            parts.append(logits.float().cpu())
+            bar.update(len(s))
+    logits = torch.cat(parts)
+    check_class_counts(G, classifier, found=int(logits.shape[1]))
+    y = population.y
+    p_y = torch.softmax(logits.double(), dim=1).gather(1, y[:, None]).squeeze(1).float()
+    pred = logits.argmax(dim=1)
+    return Population(z=population.z, y=y, w=population.w, s=population.s, logits=logits, p_y=p_y, pred=pred,
+                      well=pred == y, seed=population.seed, classes=population.classes)
+
+
+def classifier_curves(G: nn.Module, population: Population, classifiers: Mapping[str, tuple[nn.Module, Ranking]],
+                      k: int | str | None = DEFAULT_K, bins: int = BINS, per_class: bool = True,
+                      batch_size: int | None = None, progress_bar: bool | None = None) -> dict[str, CurveResult]:
+    """One curve per classifier on one generated population: ``{name: (classifier, its ranking)}`` →
+    ``{name: CurveResult}``, each computed on the population re-labelled by that classifier."""
+    return {name: accuracy_curve(with_classifier(population, G, clf, batch_size, progress_bar), ranking, k=k,
+                                 bins=bins, per_class=per_class)
+            for name, (clf, ranking) in classifiers.items()}

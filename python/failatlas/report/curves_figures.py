@@ -1,0 +1,178 @@
+"""Figures of the accuracy curves (Fig. 6), the t-SNE maps (Fig. 3) and the class-overlap matrix.
+
+Same conventions as :mod:`failatlas.report.figures`: drawn from result dataclasses (never recomputed), a
+PNG written atomically on an Agg canvas and, beside it (same stem, ``.json``), the data plotted.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from .. import _io
+from ..errors import FailatlasError
+from .figures import _new_figure, _save_png
+
+_WELL, _MIS = "tab:blue", "tab:red"
+
+
+def _plotted_points(curve) -> dict[str, Any]:
+    """The plotted bins of a curve (centre < 1), empty bins as None."""
+    keep = curve.plotted.tolist()
+    acc = [None if math.isnan(a) else a for a in curve.accuracy.tolist()]
+    return {
+        "centres": [c for c, p in zip(curve.bin_centres.tolist(), keep) if p],
+        "accuracy": [a for a, p in zip(acc, keep) if p],
+        "n_well": [n for n, p in zip(curve.n_well.tolist(), keep) if p],
+        "n_mis": [n for n, p in zip(curve.n_mis.tolist(), keep) if p],
+    }
+
+
+def _none(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def _colours(names) -> dict[str, str]:
+    """One colour per classifier, the same in every panel."""
+    return {name: f"C{i % 10}" for i, name in enumerate(names)}
+
+
+def _draw_curves(ax, curves: Mapping[str, Any], colours: Mapping[str, str], fontsize: float = 8) -> dict[str, Any]:
+    lines = {}
+    for name, curve in curves.items():
+        pts = _plotted_points(curve)
+        ys = [float("nan") if a is None else a for a in pts["accuracy"]]
+        slope = curve.slope
+        label = f"{name} (slope {slope:+.2f})" if not math.isnan(slope) else name
+        lines[name] = ax.plot(pts["centres"], ys, marker="o", markersize=3, linewidth=1.4, label=label,
+                              color=colours[name])[0]
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=fontsize - 1)
+    return lines
+
+
+def _check_curves(curves: Mapping[str, Any]) -> None:
+    if not curves:
+        raise FailatlasError("no accuracy curves to plot; pass {classifier name: CurveResult}")
+
+
+def plot_accuracy_curves(curves: Mapping[str, Any], path: str | Path) -> Path:
+    """Fig. 6: accuracy vs normalized distance to the well-classified centre, one line per classifier
+    (plotted bins only; an empty bin is a gap), each labelled with its slope.
+
+    curves: ``{name: CurveResult}``. Writes ``path`` (PNG) and its ``.json`` twin; returns the PNG path.
+    """
+    _check_curves(curves)
+    path = Path(path)
+    ks = sorted({c.k for c in curves.values()})
+    fig = _new_figure(5.2, 3.8)
+    ax = fig.subplots()
+    _draw_curves(ax, curves, _colours(curves), fontsize=9)
+    ax.set_xlabel("normalized distance to the well-classified centre", fontsize=9)
+    ax.set_ylabel("accuracy", fontsize=9)
+    ax.set_title(f"Accuracy vs distance (top-{'/'.join(map(str, ks))} dimensions)", fontsize=10)
+    ax.legend(fontsize=8, frameon=False, loc="lower left")
+    fig.tight_layout()
+    _save_png(fig, path)
+    _io.write_json(path.with_suffix(".json"), {
+        "figure": "accuracy_curves", "png": path.name,
+        "curves": {name: {"k": c.k, "mean_accuracy": _none(c.mean_accuracy), "slope": _none(c.slope),
+                          **_plotted_points(c)} for name, c in curves.items()},
+    })
+    return path
+
+
+def plot_accuracy_curves_per_class(curves: Mapping[str, Any], path: str | Path, cols: int = 5) -> Path:
+    """Small multiples: one panel per class (the union of the classes with a curve), one line per classifier.
+
+    curves: ``{name: CurveResult}`` computed with ``per_class=True``. Writes ``path`` and its ``.json`` twin.
+    """
+    _check_curves(curves)
+    path = Path(path)
+    classes = sorted({c for r in curves.values() for c in r.per_class})
+    if not classes:
+        raise FailatlasError("the curves have no per-class curves; compute them with per_class=True")
+    cols = max(1, min(int(cols), len(classes)))
+    rows = math.ceil(len(classes) / cols)
+    fig = _new_figure(2.4 * cols, 2.1 * rows + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+    data: dict[str, Any] = {}
+    colours = _colours(curves)
+    handles: dict[str, Any] = {}
+    for ax in axes.ravel()[len(classes):]:
+        ax.set_visible(False)
+    for ax, c in zip(axes.ravel(), classes):
+        present = {name: r.per_class[c] for name, r in curves.items() if c in r.per_class}
+        for name, line in _draw_curves(ax, present, colours, fontsize=7).items():
+            handles.setdefault(name, line)
+        ax.set_title(f"class {c}", fontsize=8)
+        data[str(c)] = {name: {"k": r.k, "mean_accuracy": _none(r.mean_accuracy), "slope": _none(r.slope),
+                               **_plotted_points(r)} for name, r in present.items()}
+    names = [name for name in curves if name in handles]  # one legend for the figure, without slopes
+    fig.legend([handles[n] for n in names], names, loc="upper center", ncol=min(len(names), 4), fontsize=8,
+               frameon=False)
+    fig.supxlabel("normalized distance", fontsize=8)
+    fig.supylabel("accuracy", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (2.1 * rows + 0.6)))
+    _save_png(fig, path)
+    _io.write_json(path.with_suffix(".json"), {"figure": "accuracy_curves_per_class", "png": path.name,
+                                               "classes": data})
+    return path
+
+
+def plot_tsne(result, path: str | Path, size: float = 4.0) -> Path:
+    """Fig. 3: t-SNE maps of Z, W and S side by side, well-classified in blue, mis-classified in red (drawn
+    on top). result: a :class:`~failatlas.analysis.tsne.TSNEResult`. Writes ``path`` and its ``.json`` twin
+    (the result's data)."""
+    path = Path(path)
+    fig = _new_figure(3 * size, size + 0.4)
+    axes = fig.subplots(1, 3, squeeze=False)[0]
+    well = result.well.numpy()
+    n_well, n_mis = int(well.sum()), int((~well).sum())
+    for ax, space in zip(axes, ("z", "w", "s")):
+        e = result.embedding(space).numpy()
+        ax.scatter(e[well, 0], e[well, 1], s=4, c=_WELL, alpha=0.5, linewidths=0, label=f"well ({n_well})")
+        ax.scatter(e[~well, 0], e[~well, 1], s=8, c=_MIS, alpha=0.9, linewidths=0, label=f"mis ({n_mis})")
+        pca = result.pca_components[space]
+        ax.set_title(f"t-SNE of {space.upper()}" + (f" (PCA {pca})" if pca else ""), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].legend(fontsize=7, frameon=False, markerscale=2)
+    fig.suptitle(f"{result.n} samples, perplexity {result.perplexity:.3g}, seed {result.seed}", fontsize=9)
+    fig.tight_layout()
+    _save_png(fig, path)
+    _io.write_json(path.with_suffix(".json"), {"figure": "tsne", "png": path.name, **result.to_json()})
+    return path
+
+
+def plot_overlap(result, path: str | Path) -> Path:
+    """Heatmap of the Jaccard overlap of the per-class top-k sets, values written in the cells, with a
+    last column for each class vs the global top-k. result: a
+    :class:`~failatlas.analysis.overlap.ClassOverlap`. Writes ``path`` and its ``.json`` twin."""
+    import numpy as np
+
+    path = Path(path)
+    classes = list(result.classes)
+    C = len(classes)
+    matrix = np.concatenate([result.jaccard.numpy(), result.jaccard_global.numpy()[:, None]], axis=1)
+    fig = _new_figure(1.0 + 0.55 * (C + 1), 1.0 + 0.5 * C)
+    ax = fig.subplots()
+    im = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    for i in range(C):
+        for j in range(C + 1):
+            v = matrix[i, j]
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="black" if v > 0.6 else "white")
+    ax.axvline(C - 0.5, color="white", linewidth=2)
+    ax.set_xticks(range(C + 1), [str(c) for c in classes] + ["global"], fontsize=7)
+    ax.set_yticks(range(C), [str(c) for c in classes], fontsize=7)
+    ax.set_xlabel("class", fontsize=8)
+    ax.set_ylabel("class", fontsize=8)
+    ax.set_title(f"Jaccard overlap of the top-{result.k} dimensions", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    _save_png(fig, path)
+    _io.write_json(path.with_suffix(".json"), {"figure": "class_overlap", "png": path.name, **result.to_json()})
+    return path

@@ -1,0 +1,235 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from failatlas import FailatlasError
+from failatlas.analysis import GradientRanking, Population
+from failatlas.analysis.curves import AccuracyCurve, accuracy_curve, classifier_curves, with_classifier
+from failatlas.analysis.ranking import Ranking
+from failatlas.models.adapter import classifier_view
+from failatlas.models.classifier import ClassifierConfig, build_classifier
+from failatlas.models.stylegan2 import StyleDim
+
+
+def make_population(s, well, y=None, num_classes=10) -> Population:
+    """A Population with the given s and well flags (pred = y when well, y+1 otherwise)."""
+    s = torch.as_tensor(s, dtype=torch.float32)
+    well = torch.as_tensor(well, dtype=torch.bool)
+    n = s.shape[0]
+    y = torch.zeros(n, dtype=torch.int64) if y is None else torch.as_tensor(y, dtype=torch.int64)
+    pred = torch.where(well, y, (y + 1) % num_classes)
+    logits = 5 * torch.nn.functional.one_hot(pred, num_classes).float()
+    p_y = torch.softmax(logits.double(), 1).gather(1, y[:, None]).squeeze(1).float()
+    gen = torch.Generator().manual_seed(0)
+    return Population(z=torch.randn(n, 4, generator=gen), y=y, w=torch.randn(n, 6, generator=gen), s=s,
+                      logits=logits, p_y=p_y, pred=pred, well=well)
+
+
+def make_ranking(order, per_class=None) -> Ranking:
+    """A Ranking whose order is ``order`` (scores S, S−1, …, 1 along it)."""
+    order = torch.as_tensor(order, dtype=torch.int64)
+    S = order.numel()
+    score = torch.empty(S, dtype=torch.float64)
+    score[order] = torch.arange(S, 0, -1, dtype=torch.float64)
+    layout = tuple(StyleDim("b4.conv1", 4, "conv", d, d) for d in range(S))
+    return Ranking(order=order, score=score, sigma=torch.ones(S, dtype=torch.float64),
+                   direction=torch.sign(score).long(), mean_grad=-score, layout=layout, target="probability", n=10,
+                   per_class={c: make_ranking(o) for c, o in (per_class or {}).items()})
+
+
+@pytest.fixture()
+def hand_case():
+    """Dimension 0 carries the distance; dimensions 1 and 2 are noise that k=1 must ignore.
+
+    well s0 = −3, −1, 1, 3 → centre 0, d = 3, 1, 1, 3, min 1, scale 0.7 · 2 = 1.4, u = 10/7, 0, 0, 10/7;
+    edges = 0 … 10/7 in 20 bins of 1/14. mis s0 = 0 (u = −1/1.4: below), 1.72 (u ≈ 0.514: bin 7),
+    −1.75 (u ≈ 0.536: bin 7), 2.45 (u ≈ 1.036: bin 14, not plotted), 10 (u = 6.43: beyond).
+    """
+    s0 = [-3.0, -1.0, 1.0, 3.0, 0.0, 1.72, -1.75, 2.45, 10.0]
+    well = [True] * 4 + [False] * 5
+    gen = torch.Generator().manual_seed(3)
+    s = torch.cat([torch.tensor(s0)[:, None], 50 * torch.randn(9, 2, generator=gen)], dim=1)
+    return make_population(s, well), make_ranking([0, 1, 2])
+
+
+def test_normalization_and_bins_by_hand(hand_case):
+    pop, ranking = hand_case
+    r = AccuracyCurve(ranking, k=1, per_class=False).compute(pop)
+    assert r.k == 1 and r.dims == (0,) and r.bins == 20
+    assert r.min_well == pytest.approx(1.0) and r.scale == pytest.approx(1.4)
+    expected_u = [2 / 1.4, 0, 0, 2 / 1.4, -1 / 1.4, 0.72 / 1.4, 0.75 / 1.4, 1.45 / 1.4, 9 / 1.4]
+    assert np.allclose(r.distance.numpy(), expected_u, atol=1e-6)
+    assert np.allclose(r.bin_edges.numpy(), np.arange(21) / 14, atol=1e-6)
+    assert np.allclose(r.bin_centres.numpy(), (np.arange(20) + 0.5) / 14, atol=1e-6)
+    n_well = [0] * 20
+    n_well[0], n_well[19] = 2, 2
+    n_mis = [0] * 20
+    n_mis[7], n_mis[14] = 2, 1
+    assert r.n_well.tolist() == n_well and r.n_mis.tolist() == n_mis
+    assert (r.n_below, r.n_beyond) == (1, 1)
+    acc = r.accuracy.numpy()
+    assert acc[0] == 1.0 and acc[19] == 1.0 and acc[7] == 0.0 and acc[14] == 0.0
+    empty = [j for j in range(20) if j not in (0, 7, 14, 19)]
+    assert np.isnan(acc[empty]).all()
+    assert r.plotted.tolist() == [j <= 13 for j in range(20)]
+
+
+def test_empty_bins_excluded_from_mean_and_slope(hand_case):
+    pop, ranking = hand_case
+    r = accuracy_curve(pop, ranking, k=1, per_class=False)
+    # plotted non-empty bins: 0 (accuracy 1, centre 1/28) and 7 (accuracy 0, centre 15/28); bin 14 is not plotted
+    assert r.mean_accuracy == pytest.approx(0.5)
+    assert r.slope == pytest.approx(-2.0)
+    assert r.to_json()["accuracy"][1] is None
+
+
+def test_k_restricts_distance_to_top_dims(hand_case):
+    pop, ranking = hand_case
+    base2 = AccuracyCurve(ranking, k=2, per_class=False).compute(pop)
+    base3 = AccuracyCurve(ranking, k="all", per_class=False).compute(pop)
+    assert base3.k == 3
+    s = pop.s.clone()
+    s[:, 2] = torch.linspace(-100, 100, pop.n)  # dimension 2 is last in the ranking
+    changed = make_population(s, pop.well)
+    new2 = AccuracyCurve(ranking, k=2, per_class=False).compute(changed)
+    new3 = AccuracyCurve(ranking, k=None, per_class=False).compute(changed)
+    assert torch.equal(new2.distance, base2.distance) and torch.equal(new2.n_mis, base2.n_mis)
+    assert not torch.allclose(new3.distance, base3.distance)
+    # the same population with dimension 2 ranked first: now it matters with k=1
+    other = AccuracyCurve(make_ranking([2, 0, 1]), k=1, per_class=False).compute(changed)
+    assert other.dims == (2,) and not torch.allclose(other.distance, base2.distance)
+
+
+def test_k_validation(hand_case):
+    pop, ranking = hand_case
+    for bad in (0, 4, -1, 2.5, True, "most"):
+        with pytest.raises(FailatlasError, match="k must be"):
+            AccuracyCurve(ranking, k=bad)
+    with pytest.raises(FailatlasError, match="at least 2"):
+        AccuracyCurve(ranking, k=1).compute(make_population(pop.s[:3], [True, False, False]))
+
+
+def test_per_class_curves_use_class_centres():
+    gen = torch.Generator().manual_seed(1)
+    n = 60
+    y = torch.arange(n) % 2
+    s = torch.randn(n, 4, generator=gen)
+    s[:, 0] += 100 * y  # the classes sit far apart along dimension 0
+    well = torch.rand(n, generator=gen) < 0.6
+    well[:4] = True
+    pop = make_population(s, well, y)
+    ranking = make_ranking([0, 1, 2, 3], per_class={0: [3, 2, 1, 0], 1: [0, 1, 2, 3]})
+    r = AccuracyCurve(ranking, k=2).compute(pop)
+    assert sorted(r.per_class) == [0, 1] and r.skipped_classes == ()
+    for c in (0, 1):
+        sel = y == c
+        x = s[sel][:, [0, 1]].double()
+        centre = x[well[sel]].mean(0)
+        assert torch.allclose(r.per_class[c].centre, centre)
+        d = (x - centre).norm(dim=1)
+        dw = d[well[sel]]
+        u = (d - dw.min()) / (0.7 * (dw - dw.min()).max())
+        assert torch.allclose(r.per_class[c].distance, u)
+        assert r.per_class[c].label == c and int(r.per_class[c].n_well.sum()) == int(well[sel].sum())
+    # the overall centre lies between the classes, so its distances differ from the per-class ones
+    assert float(r.centre[0]) == pytest.approx(float(s[well, 0].double().mean()))
+    # class_dims="class": each class on its own ranking's top-k
+    rc = AccuracyCurve(ranking, k=2, class_dims="class").compute(pop)
+    assert rc.per_class[0].dims == (3, 2) and rc.per_class[1].dims == (0, 1) and rc.dims == (0, 1)
+    with pytest.raises(FailatlasError, match="--per-class"):
+        AccuracyCurve(make_ranking([0, 1, 2, 3]), class_dims="class")
+
+
+def test_class_without_enough_well_samples_is_skipped():
+    gen = torch.Generator().manual_seed(2)
+    y = torch.tensor([0] * 10 + [1] * 5)
+    well = torch.tensor([True] * 6 + [False] * 4 + [True] + [False] * 4)
+    pop = make_population(torch.randn(15, 3, generator=gen), well, y)
+    r = AccuracyCurve(make_ranking([0, 1, 2]), k=2).compute(pop)
+    assert sorted(r.per_class) == [0] and r.skipped_classes == (1,)
+
+
+@pytest.mark.parametrize("increasing_errors", [True, False])
+def test_slope_sign_on_monotone_case(increasing_errors):
+    gen = torch.Generator().manual_seed(4)
+    n = 3000
+    s = torch.randn(n, 3, generator=gen)
+    r_abs = s[:, 0].abs() / 3
+    p_mis = r_abs.clamp(0, 1) if increasing_errors else (1 - r_abs).clamp(0, 1) * 0.8
+    well = torch.rand(n, generator=gen) >= p_mis
+    r = AccuracyCurve(make_ranking([0, 1, 2]), k=1, per_class=False).compute(make_population(s, well))
+    assert r.slope < -0.2 if increasing_errors else r.slope > 0.2
+    plotted = r.accuracy[r.plotted & ~torch.isnan(r.accuracy)].numpy()
+    assert len(plotted) >= 10
+
+
+def test_json_and_csv(tmp_path, hand_case):
+    pop, ranking = hand_case
+    y = torch.tensor([0, 0, 1, 1, 0, 1, 0, 1, 0])
+    pop = make_population(pop.s, pop.well, y)  # each class: 2 well samples at equal distances → skipped
+    r = AccuracyCurve(ranking, k=1).compute(pop)
+    obj = json.loads(json.dumps(r.to_json(), allow_nan=False))
+    assert obj["format"] == "failatlas-accuracy-curve" and obj["k"] == 1 and obj["n_mis_total"] == 5
+    assert obj["skipped_classes"] == [0, 1] and obj["per_class"] == {}
+    assert obj["slope"] == pytest.approx(r.slope)
+    lines = r.to_csv(tmp_path / "curve.csv").read_text().splitlines()
+    assert lines[0] == "class,bin,left,right,centre,n_well,n_mis,accuracy,plotted"
+    assert len(lines) == 1 + 20 * (1 + len(r.per_class))
+    assert lines[1].startswith(",0,") and lines[1].endswith(",1.0,true")
+    assert lines[2].split(",")[7] == ""  # an empty bin
+
+
+def test_with_classifier_relabels_consistently(G, C, population):
+    same = with_classifier(population, G, C, batch_size=7)
+    assert torch.allclose(same.logits, population.logits, atol=1e-5)
+    assert torch.equal(same.pred, population.pred)
+    torch.manual_seed(5)
+    C2 = build_classifier(ClassifierConfig()).eval()
+    other = with_classifier(population, G, C2, batch_size=16)
+    with torch.no_grad():
+        ref = C2(classifier_view(G.synthesis_from_styles(population.s)))
+    assert torch.allclose(other.logits, ref, atol=1e-5)
+    assert torch.equal(other.pred, ref.argmax(1))
+    assert torch.equal(other.well, other.pred == population.y)
+    assert torch.equal(other.s, population.s) and torch.equal(other.y, population.y)
+    assert not torch.equal(other.pred, population.pred)
+    assert torch.allclose(other.p_y, torch.softmax(ref.double(), 1).gather(1, population.y[:, None]).squeeze(1).float(),
+                          atol=1e-6)
+
+
+def test_classifier_curves_on_a_real_population(G, C, population):
+    ranking = GradientRanking(G, C, batch_size=16).rank(population)
+    n_well = population.n_well
+    if n_well < 2:
+        pytest.skip("the random classifier got fewer than 2 samples right")
+    curves = classifier_curves(G, population, {"random": (C, ranking)}, k=10, per_class=False, batch_size=16)
+    r = curves["random"]
+    assert r.dims == tuple(ranking.order[:10].tolist())
+    assert int(r.n_well.sum()) == n_well
+    assert int(r.n_mis.sum()) + r.n_below + r.n_beyond == population.n_mis
+
+
+def test_curve_figures_write_png_and_json(tmp_path):
+    from failatlas.report.curves_figures import plot_accuracy_curves, plot_accuracy_curves_per_class
+
+    gen = torch.Generator().manual_seed(6)
+    n = 400
+    y = torch.arange(n) % 3
+    s = torch.randn(n, 5, generator=gen)
+    curves = {}
+    for name, rate in (("clean", 0.6), ("corrupted", 0.2)):
+        well = torch.rand(n, generator=gen) >= (s[:, 0].abs() * rate).clamp(0, 1)
+        curves[name] = AccuracyCurve(make_ranking([0, 1, 2, 3, 4]), k=2).compute(make_population(s, well, y))
+    png = plot_accuracy_curves(curves, tmp_path / "accuracy.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((tmp_path / "accuracy.json").read_text())
+    assert set(data["curves"]) == {"clean", "corrupted"}
+    assert len(data["curves"]["clean"]["centres"]) == int(curves["clean"].plotted.sum())
+    png = plot_accuracy_curves_per_class(curves, tmp_path / "per_class.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    data = json.loads((tmp_path / "per_class.json").read_text())
+    assert set(data["classes"]) == {"0", "1", "2"}
+    with pytest.raises(FailatlasError):
+        plot_accuracy_curves({}, tmp_path / "none.png")
