@@ -1,0 +1,117 @@
+"""Figures of corner cases: the manipulation grid (Fig. 5) and a before/after gallery.
+
+Like :mod:`failatlas.report.figures`: each function writes a PNG atomically and, beside it (same stem,
+``.json``), the data it drew. Probabilities and shifts come from the result objects; the gallery only
+renders the images of the styles a :class:`~failatlas.analysis.corners.CornerCases` result describes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import _io
+from ..errors import FailatlasError
+from .figures import _new_figure, _save_png
+
+
+def plot_manipulation_grid(grid, path: str | Path) -> Path:
+    """Fig. 5: rows = fractions of each column's corner shift, columns = dimensions; every cell shows its
+    image and p_y (red when ≤ 0.5). Columns without a corner case (walked to max_shift) are marked "∅".
+
+    grid: a :class:`~failatlas.analysis.manipulation.ManipulationGrid`. Writes ``path`` (PNG) and
+    ``path`` with suffix ``.json`` (the grid's data without the images). Returns the PNG path.
+    """
+    path = Path(path)
+    rows, cols = grid.p_y.shape
+    fig = _new_figure(1.05 * cols + 0.9, 1.1 * rows + 0.9)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i in range(rows):
+        for j in range(cols):
+            ax = axes[i, j]
+            ax.imshow(grid.images[i, j].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            p = float(grid.p_y[i, j])
+            ax.text(0.03, 0.97, f"{p:.2f}", transform=ax.transAxes, va="top", ha="left", fontsize=7,
+                    color="white", bbox=dict(boxstyle="square,pad=0.1", fc="tab:red" if p <= 0.5 else "tab:green",
+                                             ec="none", alpha=0.8))
+            if i == 0:
+                mark = "" if grid.found[j] else " ∅"
+                ax.set_title(f"dim {grid.dims[j]}{mark}\n{grid.layers[j]}[{grid.channels[j]}]\n"
+                             f"t={grid.base_shifts[j]:.2f}σ", fontsize=6.5)
+            if j == 0:
+                ax.set_ylabel(f"×{grid.fractions[i]:g}", fontsize=8)
+    fig.suptitle(f"Class {grid.cls}: shifts along the top dimensions (p_y per cell; ∅ = no corner case, "
+                 f"walked to {grid.max_shift:g}σ)", fontsize=8.5)
+    fig.tight_layout()
+    _save_png(fig, path)
+    _io.write_json(path.with_suffix(".json"), {"figure": "manipulation_grid", "png": path.name, **grid.to_json()})
+    return path
+
+
+def plot_corner_gallery(corner_cases, generator, path: str | Path, max_rows: int = 12,
+                        combinations: bool = True, verified_only: bool = False) -> Path:
+    """Before/after pairs: each found corner case (not the ones already at p_y ≤ 0.5 at the start) as its
+    start image beside its corner-case image, titled with the dimensions, the shift (σ) and p_y before and
+    after. Single dimensions first, then (``combinations=True``) pairs moved together; at most ``max_rows``
+    pairs, two pairs per figure row.
+
+    corner_cases: a :class:`~failatlas.analysis.corners.CornerCases`; generator: the generator it was
+    searched with (to render the images of the stored styles). Writes ``path`` (PNG) and ``path`` with
+    suffix ``.json`` (one entry per pair shown). Returns the PNG path.
+    """
+    from ..analysis.corners import CornerCases
+    from ..analysis.manipulation import to_uint8
+    from ..analysis.population import _eval_mode, _model_dtype_device
+
+    if not isinstance(corner_cases, CornerCases):
+        raise FailatlasError(f"plot_corner_gallery takes a CornerCases result, got {type(corner_cases).__name__}")
+    if corner_cases.style_dim != generator.style_dim:
+        raise FailatlasError(f"the corner cases have {corner_cases.style_dim} style dimensions but the generator "
+                             f"has {generator.style_dim}; pass the generator they were searched with")
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+        raise FailatlasError(f"max_rows must be a positive integer, got {max_rows!r}")
+    path = Path(path)
+    pool = list(corner_cases.cases) + (list(corner_cases.combinations) if combinations else [])
+    chosen = [r for r in pool if r.found and not r.at_start and (r.verified or not verified_only)][:max_rows]
+    entries: list[dict[str, Any]] = []
+    images = []
+    if chosen:
+        s = torch.stack([corner_cases.styles(r, which) for r in chosen for which in ("start", "shift")])
+        dtype, device = _model_dtype_device(generator)
+        with _eval_mode(generator), torch.no_grad():
+            images = to_uint8(generator.synthesis_from_styles(s.to(device, dtype), noise_mode="const"))
+    per_row = 2
+    n_rows = max(1, -(-len(chosen) // per_row))
+    fig = _new_figure(1.25 * 2 * per_row + 0.4, 1.55 * n_rows + 0.6)
+    axes = fig.subplots(n_rows, 2 * per_row, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for i, r in enumerate(chosen):
+        row, col = divmod(i, per_row)
+        before, after = axes[row, 2 * col], axes[row, 2 * col + 1]
+        before.imshow(images[2 * i].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        after.imshow(images[2 * i + 1].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        p_after = r.p_verified if r.p_verified is not None else r.p_at_shift
+        before.set_title(f"class {r.cls}, start\np_y={r.p_start:.3f}", fontsize=6.5)
+        after.set_title(f"{r.label()}\n+{r.shift:.2f}σ  p_y={p_after:.3f}{'' if r.verified else ' (unverified)'}",
+                        fontsize=6)
+        entries.append({"start": r.start, "cls": r.cls, "kind": r.kind, "dims": list(r.dims),
+                        "layers": list(r.layers), "channels": list(r.channels), "directions": list(r.directions),
+                        "shift": r.shift, "p_start": r.p_start, "p_at_shift": r.p_at_shift,
+                        "p_verified": r.p_verified, "verified": r.verified})
+    if not chosen:
+        axes[0, 0].text(0, 0.5, "no corner case found between the start and max_shift", fontsize=8)
+    s = corner_cases.summary()
+    fig.suptitle(f"Corner cases: start (left) and corner case (right); {s['found']}/{s['pairs']} found, "
+                 f"{s['verified']} verified", fontsize=8.5)
+    fig.tight_layout()
+    _save_png(fig, path)
+    _io.write_json(path.with_suffix(".json"), {
+        "figure": "corner_gallery", "png": path.name, "max_rows": max_rows, "combinations": combinations,
+        "verified_only": verified_only, "summary": s, "shown": len(entries),
+        "available": sum(r.found and not r.at_start for r in pool), "pairs": entries})
+    return path

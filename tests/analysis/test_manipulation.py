@@ -1,0 +1,110 @@
+"""The manipulation grid (Fig. 5) and the corner-case figures."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from failatlas.analysis import GradientRanking, sample_population
+from failatlas.analysis.corners import find_corner_cases
+from failatlas.analysis.manipulation import FRACTIONS, manipulation_grid, to_uint8
+from failatlas.errors import FailatlasError
+from failatlas.models.stylegan2 import CONFIGS, Generator
+from failatlas.report.gallery import plot_corner_gallery, plot_manipulation_grid
+
+
+class Sharpened(nn.Module):
+    def __init__(self, model: nn.Module, gain: float = 300.0) -> None:
+        super().__init__()
+        self.model, self.gain = model, gain
+
+    def forward(self, x):
+        logits = self.model(x)
+        return self.gain * (logits - logits.mean(dim=1, keepdim=True))
+
+
+@pytest.fixture(scope="module")
+def searched(G, C):
+    """Corner cases of the tiny generator with a sharpened random CNN; max_shift 20σ so that some of the
+    top dimensions have no corner case."""
+    classifier = Sharpened(C).eval()
+    pop = sample_population(G, classifier, 48, seed=0, batch_size=16)
+    ranking = GradientRanking(G, classifier, batch_size=16).rank(pop)
+    cc = find_corner_cases(G, classifier, ranking, pop, dims=6, n_pairs=2, max_shift=20.0)
+    return SimpleNamespace(C=classifier, cc=cc)
+
+
+def test_grid_shapes_start_row_and_corner_row(G, searched):
+    cc = searched.cc
+    cls = next(int(c) for c in cc.labels.tolist()
+               if any(r.cls == c and r.found and not r.at_start for r in cc.cases)
+               and any(r.cls == c and not r.found for r in cc.cases))
+    grid = manipulation_grid(G, searched.C, cc, cls)
+    K, M = 6, len(FRACTIONS)
+    assert grid.images.shape == (M, K, 32, 32) and grid.images.dtype == torch.uint8
+    assert grid.p_y.shape == grid.shifts.shape == (M, K)
+    assert grid.dims == cc.dims and grid.fractions == FRACTIONS
+    with torch.no_grad():
+        start_img = to_uint8(G.synthesis_from_styles(cc.starts[grid.start:grid.start + 1]))[0]
+    for j in range(K):
+        assert torch.equal(grid.images[0, j], start_img)
+    assert torch.allclose(grid.p_y[0], torch.full((K,), float(cc.p_start[grid.start]), dtype=torch.float64),
+                          atol=1e-6)
+    one = FRACTIONS.index(1.0)
+    for j, d in enumerate(grid.dims):
+        row = cc.find(grid.start, d)
+        if row.found:
+            assert grid.base_shifts[j] == row.shift and grid.found[j]
+            assert float(grid.p_y[one, j]) <= 0.5
+            assert float(grid.p_y[one, j]) == pytest.approx(row.p_at_shift, abs=1e-6)
+        else:
+            assert grid.base_shifts[j] == 20.0 and not grid.found[j]
+            assert any(n.startswith(f"dim {d}:") and "max_shift" in n for n in grid.notes)
+        for i, f in enumerate(FRACTIONS):
+            assert float(grid.shifts[i, j]) == pytest.approx(f * grid.base_shifts[j])
+    # a found column changes the image along its rows
+    j = grid.found.index(True)
+    assert not torch.equal(grid.images[0, j], grid.images[one, j])
+
+
+def test_grid_options_and_errors(G, searched):
+    cc = searched.cc
+    cls = int(cc.labels[0])
+    grid = manipulation_grid(G, searched.C, cc, cls, dims=list(cc.dims[:2]), fractions=(0.0, 1.0))
+    assert grid.images.shape == (2, 2, 32, 32) and grid.to_json()["dims"] == list(cc.dims[:2])
+    missing = next(c for c in range(10) if c not in cc.labels.tolist())
+    with pytest.raises(FailatlasError, match=f"no start of class {missing}.*skipped"):
+        manipulation_grid(G, searched.C, cc, missing)
+    unsearched = next(d for d in range(G.style_dim) if d not in cc.dims)
+    with pytest.raises(FailatlasError, match="not searched"):
+        manipulation_grid(G, searched.C, cc, cls, dims=[unsearched])
+    with pytest.raises(FailatlasError, match="fractions"):
+        manipulation_grid(G, searched.C, cc, cls, fractions=(-0.5, 1.0))
+
+
+def test_figures_write_png_and_json(tmp_path, G, searched):
+    cc = searched.cc
+    grid = manipulation_grid(G, searched.C, cc, int(cc.labels[0]))
+    png = plot_manipulation_grid(grid, tmp_path / "grid.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((tmp_path / "grid.json").read_text())
+    assert data["figure"] == "manipulation_grid" and data["p_y"] == grid.p_y.tolist()
+    assert data["notes"] == list(grid.notes)
+
+    png = plot_corner_gallery(cc, G, tmp_path / "gallery.png", max_rows=3)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((tmp_path / "gallery.json").read_text())
+    shown = [r for r in cc.rows if r.found and not r.at_start][:3]
+    assert data["shown"] == len(shown) == 3 and [e["dims"] for e in data["pairs"]] == [list(r.dims) for r in shown]
+    assert [e["shift"] for e in data["pairs"]] == [r.shift for r in shown]
+    assert data["summary"] == json.loads(json.dumps(cc.summary()))
+    with pytest.raises(FailatlasError, match="max_rows"):
+        plot_corner_gallery(cc, G, tmp_path / "x.png", max_rows=0)
+    torch.manual_seed(3)
+    other = Generator(CONFIGS["cpu-small"]).eval()
+    with pytest.raises(FailatlasError, match=f"{cc.style_dim} style dimensions but the generator has {other.style_dim}"):
+        plot_corner_gallery(cc, other, tmp_path / "y.png")
