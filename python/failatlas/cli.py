@@ -247,6 +247,44 @@ def _rank(p: argparse.ArgumentParser):
     return run
 
 
+@command("analyze", "The whole analysis (ranking, separation, t-SNE, corner cases, curves) and its report.",
+         "Sample a population of generated digits and run every analysis of DESIGN 4 on it: gradient ranking per "
+         "classifier, separation (Fig. 4), t-SNE of Z/W/S (Fig. 3), corner cases along the top dimensions and "
+         "manipulation grids (Fig. 5), accuracy vs distance curves (Fig. 6) and class overlap. Writes every "
+         "figure (PNG + JSON), the tables (CSV/JSON), summary.json, manifest.json and a self-contained "
+         "report.html into --out (a new or empty folder; built aside and moved there at the end).")
+def _analyze(p: argparse.ArgumentParser):
+    p.add_argument("--generator", default="mnist/generator",
+                   help="generator folder, or the name of a shipped one (default: the shipped MNIST generator)")
+    p.add_argument("--classifier", action="append", default=None, metavar="DIR",
+                   help="classifier folder or shipped name; repeat for several, the first is the primary "
+                   "(default: mnist/classifier-corrupted then mnist/classifier-clean)")
+    p.add_argument("--n", type=int, default=None, help="population size (default 10000; 2000 with --quick)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the population, bootstrap, random dims and t-SNE")
+    p.add_argument("--k", type=int, default=100, help="top-K dimensions of the accuracy-curve distance")
+    p.add_argument("--quick", action="store_true",
+                   help="a fast pass: N=2000, 500 t-SNE points, grids for 3 classes, no bootstrap")
+    p.add_argument("--skip-tsne", action="store_true", help="leave out the t-SNE stage")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="samples per forward pass; None: 64 on CPU, 512 on an accelerator")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (0: torch's choice; one ran fastest on a busy 2-core machine)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
+    p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+
+    def run(a: argparse.Namespace) -> int:
+        from .analysis.pipeline import AnalysisOptions, run_analysis
+
+        result = run_analysis(AnalysisOptions(
+            generator=a.generator, classifiers=tuple(a.classifier) if a.classifier else None, n=a.n, seed=a.seed,
+            k=a.k, quick=a.quick, skip_tsne=a.skip_tsne, batch_size=a.batch_size, threads=a.threads,
+            overwrite=a.overwrite), a.out)
+        print(result.format())
+        return 0
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="failatlas",

@@ -4,15 +4,32 @@ dataclass that serializes to JSON/CSV, and a functional twin.
 * :func:`sample_population` → :class:`Population` (z, w, s, logits, p_y, well-classified flags);
 * :class:`GradientRanking` ``.rank(population)`` → :class:`Ranking` (twin :func:`rank_dimensions`);
 * :class:`Separation` ``(population).compute()`` → :class:`SeparationResult` (twin :func:`separation`);
-* :func:`run_rank`: the ``failatlas rank`` job (all of the above, written to a folder).
+* :class:`LatentTSNE` ``.embed(population)`` → :class:`TSNEResult` (twin :func:`tsne_embeddings`);
+* :class:`CornerCaseSearch` ``.search(population)`` → :class:`CornerCases` (twin :func:`find_corner_cases`;
+  the authors' stepping procedure: :func:`authors_corner_search`);
+* :func:`manipulation_grid` → :class:`ManipulationGrid` (Fig. 5);
+* :class:`AccuracyCurve` ``.compute(population)`` → :class:`CurveResult` (twin :func:`accuracy_curve`;
+  :func:`with_classifier` re-labels a population, :func:`classifier_curves` does several classifiers);
+* :class:`ClassDirections` ``.compare(ranking)`` → :class:`ClassOverlap` (twin :func:`class_overlap`);
+* :func:`run_rank`: the ``failatlas rank`` job; :func:`run_analysis` (:class:`AnalysisOptions` →
+  :class:`AnalysisRun`): the ``failatlas analyze`` job, every analysis written to one run folder.
 """
 
+from .corners import CornerCase, CornerCases, CornerCaseSearch, authors_corner_search, find_corner_cases
+from .curves import AccuracyCurve, CurveResult, accuracy_curve, classifier_curves, with_classifier
+from .manipulation import ManipulationGrid, manipulation_grid
+from .overlap import ClassDirections, ClassOverlap, SharedDim, class_overlap, jaccard
+from .pipeline import AnalysisOptions, AnalysisRun, run_analysis
 from .population import Population, sample_population
 from .ranking import GradientRanking, RankedDim, Ranking, RankRun, rank_dimensions, run_rank, style_gradients
 from .separation import Separation, SeparationResult, auroc, histograms, ks_statistic, separation
+from .tsne import LatentTSNE, TSNEResult, tsne_embeddings
 
 __all__ = [
-    "GradientRanking", "Population", "RankRun", "RankedDim", "Ranking", "Separation", "SeparationResult",
-    "auroc", "histograms", "ks_statistic", "rank_dimensions", "run_rank", "sample_population", "separation",
-    "style_gradients",
+    "AccuracyCurve", "AnalysisOptions", "AnalysisRun", "ClassDirections", "ClassOverlap", "CornerCase",
+    "CornerCaseSearch", "CornerCases", "CurveResult", "GradientRanking", "LatentTSNE", "ManipulationGrid",
+    "Population", "RankRun", "RankedDim", "Ranking", "Separation", "SeparationResult", "SharedDim", "TSNEResult",
+    "accuracy_curve", "auroc", "authors_corner_search", "class_overlap", "classifier_curves", "find_corner_cases",
+    "histograms", "jaccard", "ks_statistic", "manipulation_grid", "rank_dimensions", "run_analysis", "run_rank",
+    "sample_population", "separation", "style_gradients", "tsne_embeddings", "with_classifier",
 ]

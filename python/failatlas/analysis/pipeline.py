@@ -1,0 +1,622 @@
+"""The whole analysis of DESIGN §4 in one run: the ``failatlas analyze`` job.
+
+>>> run = run_analysis(AnalysisOptions(generator="mnist/generator", n=10000), out="runs/atlas")
+>>> run.summary["corner_cases"]
+
+Stages (each announced on stderr with its elapsed seconds):
+
+1. population: N samples (seed) classified by the primary classifier (the first one); the same samples
+   re-labelled by every other classifier (:func:`~failatlas.analysis.curves.with_classifier`);
+2. ranking: :class:`GradientRanking` per classifier (the primary's per class, with ``bootstrap``
+   resamples for 95% intervals unless ``quick``);
+3. separation of the primary's well- vs mis-classified samples (Fig. 4);
+4. t-SNE of Z, W and S (Fig. 3; at most ``tsne_points``; skipped with ``skip_tsne``);
+5. corner cases of the primary along its top-10 dimensions, every class, and pairs of the top 3 (gallery);
+6. a manipulation grid (Fig. 5) per class with a start (the first 3 with ``quick``);
+7. accuracy-vs-distance curves (top-K) of every classifier, each on its own ranking (Fig. 6), and the
+   primary's per class;
+8. overlap of the primary's per-class top-10 dimensions (Jaccard) and the shared dimensions.
+
+Everything is written into a temporary sibling of ``out`` and renamed onto ``out`` at the end, so a
+failure or Ctrl-C never leaves a half-written run folder; an existing non-empty ``out`` is refused unless
+``overwrite``. The folder holds every figure (PNG + its JSON), the tables (CSV/JSON), ``population.npz``,
+``summary.json``, ``manifest.json`` (versions, seeds, options, model checksums, timings, files) and
+``report.html`` (self-contained, drawn from the results).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import math
+import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .. import _io, __version__
+from ..errors import FailatlasError
+from .corners import CornerCases, CornerCaseSearch
+from .curves import AccuracyCurve, CurveResult, with_classifier
+from .manipulation import ManipulationGrid, manipulation_grid
+from .overlap import ClassDirections, ClassOverlap
+from .population import Population, sample_population
+from .ranking import GradientRanking, Ranking
+from .separation import Separation, SeparationResult
+from .tsne import LatentTSNE, TSNEResult
+
+DEFAULT_GENERATOR = "mnist/generator"
+DEFAULT_CLASSIFIERS = ("mnist/classifier-corrupted", "mnist/classifier-clean")
+DEFAULT_N, QUICK_N = 10000, 2000
+DEFAULT_TSNE_POINTS, QUICK_TSNE_POINTS = 2000, 500
+DEFAULT_BOOTSTRAP = 200
+QUICK_GRID_CLASSES = 3
+TOP = 10  # corner-case dimensions, separation summary, class overlap
+N_PAIRS = 3  # pairs of the top dimensions moved together
+STAGES = ("population", "ranking", "separation", "tsne", "corner cases", "manipulation", "accuracy curves",
+          "overlap")
+MANIFEST_FORMAT = "failatlas-analysis-manifest"
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """What :func:`run_analysis` does.
+
+    generator: a generator folder or a shipped model's name; classifiers: folders or shipped names, the
+    first is the primary (None: both shipped MNIST classifiers, corrupted-trained first). n: population
+    size (None: 10,000, or 2,000 with ``quick``); seed: of the population, the bootstrap, the random
+    comparison dimensions and the t-SNE; k: dimensions of the accuracy-curve distance (K). quick: a fast
+    pass (N = 2,000, 500 t-SNE points, grids for 3 classes, no bootstrap); skip_tsne: no t-SNE stage.
+    bootstrap / tsne_points / grid_classes: override what ``quick`` chooses (None: its choice).
+    batch_size: samples per forward pass (None: 64 on CPU, 512 on an accelerator); threads: torch CPU
+    threads for the run (0 or None: leave torch's setting). One by default: the per-image work is small
+    ops, and on a 2-core machine with one core busy two threads ran them up to 9× slower than one
+    (measured with 'cpu-small', batches of 32/64: population 4.7 ms/image with one thread vs 4.7–40 ms
+    with two, gradients 10 vs 32–43 ms/image). overwrite: replace an existing non-empty ``out``;
+    progress_bar: tqdm bars (None: only on a terminal); verbose: stage lines on stderr.
+    """
+
+    generator: str = DEFAULT_GENERATOR
+    classifiers: tuple[str, ...] | None = None
+    n: int | None = None
+    seed: int = 0
+    k: int = 100
+    quick: bool = False
+    skip_tsne: bool = False
+    bootstrap: int | None = None
+    tsne_points: int | None = None
+    grid_classes: int | None = None
+    batch_size: int | None = None
+    threads: int | None = 1
+    overwrite: bool = False
+    progress_bar: bool | None = None
+    verbose: bool = True
+
+    # the values actually used ---------------------------------------------------------------------------
+    @property
+    def classifier_list(self) -> tuple[str, ...]:
+        return tuple(str(c) for c in (self.classifiers or DEFAULT_CLASSIFIERS))
+
+    @property
+    def population_size(self) -> int:
+        return self.n if self.n is not None else (QUICK_N if self.quick else DEFAULT_N)
+
+    @property
+    def bootstrap_resamples(self) -> int:
+        return self.bootstrap if self.bootstrap is not None else (0 if self.quick else DEFAULT_BOOTSTRAP)
+
+    @property
+    def tsne_max_points(self) -> int:
+        return self.tsne_points if self.tsne_points is not None else (
+            QUICK_TSNE_POINTS if self.quick else DEFAULT_TSNE_POINTS)
+
+    @property
+    def grid_class_limit(self) -> int | None:
+        return self.grid_classes if self.grid_classes is not None else (QUICK_GRID_CLASSES if self.quick else None)
+
+    def effective(self) -> dict[str, Any]:
+        """Every option as given, plus the values chosen for the ones left to defaults (JSON-ready)."""
+        return {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()},
+                "classifiers": list(self.classifier_list), "n": self.population_size,
+                "bootstrap": self.bootstrap_resamples, "tsne_points": self.tsne_max_points,
+                "grid_classes": self.grid_class_limit, "corner_dims": TOP, "corner_pairs_of_top": N_PAIRS,
+                "overlap_k": TOP}
+
+    def check(self) -> None:
+        """Raise :class:`FailatlasError` for an impossible option (before anything is loaded)."""
+        def positive(name: str, v: Any, allow_none: bool = True, minimum: int = 1) -> None:
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+                raise FailatlasError(f"{name} must be an integer ≥ {minimum}, got {v!r}")
+
+        positive("--n", self.n)
+        positive("--k", self.k, allow_none=False)
+        positive("bootstrap", self.bootstrap, minimum=0)
+        positive("tsne_points", self.tsne_points, minimum=5)
+        positive("grid_classes", self.grid_classes, minimum=0)
+        positive("--batch-size", self.batch_size)
+        positive("--threads", self.threads, minimum=0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise FailatlasError(f"--seed must be an integer, got {self.seed!r}")
+        if self.classifiers is not None and (isinstance(self.classifiers, str) or not len(self.classifiers)):
+            raise FailatlasError("classifiers must be a non-empty list of folders or shipped names "
+                                 "(repeat --classifier DIR)")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model of the run: the name the user gave, its resolved folder, its display name (the folder's
+    name, made unique) and the sha256 of its files (weights and config)."""
+
+    given: str
+    path: Path
+    name: str
+    sha256: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"given": self.given, "path": str(self.path), "name": self.name, "sha256": dict(self.sha256)}
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure of the run: its PNG (``file``, relative to the run folder), a title and a caption."""
+
+    file: str
+    title: str
+    caption: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class AnalysisRun:
+    """What :func:`run_analysis` computed and wrote (the report is drawn from these objects).
+
+    populations / rankings / curves: classifier name → result (insertion order: primary first);
+    separation_summary: mean KS of the top-10 vs 10 random dims; tsne: None when skipped; grids: one
+    :class:`ManipulationGrid` per class drawn; figures: the PNGs in report order; files: name → final
+    path; timings: stage → seconds.
+    """
+
+    out: Path
+    options: AnalysisOptions
+    generator: ModelInfo
+    classifiers: tuple[ModelInfo, ...]
+    populations: dict[str, Population]
+    rankings: dict[str, Ranking]
+    separation: SeparationResult
+    separation_summary: dict[str, Any]
+    tsne: TSNEResult | None
+    corner_cases: CornerCases
+    grids: tuple[ManipulationGrid, ...]
+    curves: dict[str, CurveResult]
+    overlap: ClassOverlap
+    summary: dict[str, Any]
+    manifest: dict[str, Any]
+    figures: tuple[Figure, ...]
+    files: dict[str, Path]
+    timings: dict[str, float]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def primary(self) -> str:
+        return self.classifiers[0].name
+
+    @property
+    def k(self) -> int:
+        return self.options.k
+
+    def format(self) -> str:
+        """What ``failatlas analyze`` prints."""
+        pop = self.populations[self.primary]
+        sep = self.summary["separation"]
+        cc = self.summary["corner_cases"]
+        lines = [f"population: {pop.n} samples (seed {pop.seed}); accuracy "
+                 + ", ".join(f"{name} {p.accuracy:.4f}" for name, p in self.populations.items())]
+        lines.append(f"top {TOP} dimensions of {self.primary}:")
+        lines.append(self.rankings[self.primary].format(TOP))
+        lines.append(f"separation: mean KS of the top {TOP} {sep[f'top{TOP}_mean_ks']:.3f}, "
+                     f"of {TOP} random others {sep[f'random{TOP}_mean_ks']:.3f}")
+        lines.append(f"corner cases: {cc['found']}/{cc['pairs']} found, {cc['verified']} verified; pairs of "
+                     f"dimensions {cc['combinations']['found']}/{cc['combinations']['pairs']}")
+        for name, curve in self.curves.items():
+            lines.append(f"accuracy curve (K={self.k}) {name}: mean {_fmt(curve.mean_accuracy)}, slope "
+                         f"{_fmt(curve.slope)}")
+        lines.extend(f"note: {n}" for n in self.notes)
+        total = sum(self.timings.values())
+        lines.append(f"wrote {len(self.files)} files to {self.out} in {total:.1f} s "
+                     f"({', '.join(f'{k} {v:.1f} s' for k, v in self.timings.items())})")
+        return "\n".join(lines)
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:+.3f}" if x < 0 else f"{x:.3f}"
+
+
+def _jsonable(obj: Any) -> Any:
+    """NaN and ±inf → None (JSON has no such numbers), tuples → lists, Paths → strings, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    return obj
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "classifier"
+
+
+def _model_files(folder: Path) -> dict[str, str]:
+    """sha256 of the weights and config files of a model folder (sorted by name)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".onnx", ".pt")
+                                                                    or p.name == "config.json"))
+    return {p.name: _io.sha256(p) for p in files}
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    names: list[str] = []
+    for p in paths:
+        base = _safe_name(p.resolve().name if p.name in ("", ".", "..") else p.name)
+        name, i = base, 2
+        while name in names:
+            name, i = f"{base}-{i}", i + 1
+        names.append(name)
+    return names
+
+
+# --- the output folder ------------------------------------------------------------------------------
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FailatlasError(f"--out {out} is a file; pass a folder for the run")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FailatlasError(f"--out {out} exists and is not empty; choose another folder or pass --overwrite "
+                             "to replace it")
+
+
+def _make_staging(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; a run folder is meant to be shared
+    return tmp
+
+
+def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished run from ``tmp`` onto ``out`` (replacing an empty folder, or with ``overwrite``
+    a non-empty one: the old run is moved aside first and deleted only once the new one is in place)."""
+    _check_out(out, overwrite)
+    old = None
+    if out.is_dir():
+        if any(out.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.rmdir(old)
+            os.rename(out, old)
+        else:
+            os.rmdir(out)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _Stages:
+    """Announces each stage on stderr (``[i/8] name …`` and ``… done in x s``) and records its time."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+        self.timings: dict[str, float] = {}
+        self.t0 = time.perf_counter()
+
+    def _say(self, text: str) -> None:
+        if self.verbose:
+            print(f"failatlas analyze: {text}", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, detail: str = ""):
+        i = STAGES.index(name) + 1
+        self._say(f"[{i}/{len(STAGES)}] {name}{' (' + detail + ')' if detail else ''} …")
+        t = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - t
+        self._say(f"[{i}/{len(STAGES)}] {name} done in {self.timings[name]:.1f} s "
+                  f"(elapsed {time.perf_counter() - self.t0:.1f} s)")
+
+    def skip(self, name: str, why: str) -> None:
+        i = STAGES.index(name) + 1
+        self._say(f"[{i}/{len(STAGES)}] {name} skipped ({why})")
+
+
+# --- the job ------------------------------------------------------------------------------------------
+
+
+def _load_models(options: AnalysisOptions):
+    from .._paths import resolve_model
+    from ..models.classifier import load_classifier
+    from ..models.stylegan2 import load_generator
+    from .population import classifier_num_classes
+
+    gpath = resolve_model(options.generator)
+    G = load_generator(gpath)
+    cpaths = [resolve_model(c) for c in options.classifier_list]
+    names = _unique_names(cpaths)
+    classifiers = []
+    for given, path, name in zip(options.classifier_list, cpaths, names):
+        C = load_classifier(path)
+        got = classifier_num_classes(C)
+        if got is not None and got != G.num_classes:
+            raise FailatlasError(
+                f"classifier {name} ({path}) has {got} classes but generator {gpath.name} ({gpath}) has "
+                f"{G.num_classes}; every classifier must describe the generator's {G.num_classes} labels")
+        classifiers.append((ModelInfo(str(given), path.resolve(), name, _model_files(path)), C))
+    gen_info = ModelInfo(str(options.generator), gpath.resolve(), _safe_name(gpath.resolve().name),
+                         _model_files(gpath if gpath.is_dir() else gpath.parent))
+    return G, gen_info, classifiers
+
+
+def _curves_csv(curves: dict[str, CurveResult], path: Path) -> Path:
+    """Every classifier's curve (overall, then per class) in one table: ``classifier`` + the curve columns."""
+    from .curves import CSV_COLUMNS
+
+    def cell(v: Any) -> str:
+        return "" if v is None else repr(v) if isinstance(v, float) else str(v).lower() if isinstance(v, bool) \
+            else str(v)
+
+    lines = [",".join(("classifier",) + CSV_COLUMNS)]
+    for name, curve in curves.items():
+        for c in [curve] + [r for _, r in sorted(curve.per_class.items())]:
+            for row in c.rows():
+                lines.append(",".join([name] + [cell(row[col]) for col in CSV_COLUMNS]))
+    _io.write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    return path
+
+
+def _curve_summary(curve: CurveResult) -> dict[str, Any]:
+    keep = curve.plotted.tolist()
+    acc = [None if math.isnan(a) else a for a in curve.accuracy.tolist()]
+    return {"accuracy": [a for a, p in zip(acc, keep) if p],
+            "bin_centres": [c for c, p in zip(curve.bin_centres.tolist(), keep) if p],
+            "mean_accuracy": curve.mean_accuracy, "slope": curve.slope, "k": curve.k}
+
+
+def run_analysis(options: AnalysisOptions | None = None, out: str | Path | None = None) -> AnalysisRun:
+    """Run every analysis of DESIGN §4 and write the run folder ``out`` (see the module docstring).
+
+    Raises :class:`FailatlasError` for bad options, models that do not fit together, an existing
+    non-empty ``out`` (without ``overwrite``), or a population too small for an analysis; then ``out`` is
+    left as it was.
+    """
+    options = options or AnalysisOptions()
+    if not isinstance(options, AnalysisOptions):
+        raise FailatlasError(f"run_analysis takes AnalysisOptions, got {type(options).__name__}")
+    if out is None:
+        raise FailatlasError("run_analysis needs an output folder (--out DIR)")
+    options.check()
+    out = Path(out)
+    _check_out(out, options.overwrite)
+    with _torch_threads(options.threads):
+        G, gen_info, loaded = _load_models(options)
+        if options.k > G.style_dim:
+            raise FailatlasError(f"--k {options.k} exceeds the generator's {G.style_dim} StyleSpace dimensions")
+        tmp = _make_staging(out)
+        try:
+            run = _run(options, out, tmp, G, gen_info, loaded)
+            _publish(tmp, out, options.overwrite)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return run
+
+
+def _run(options: AnalysisOptions, out: Path, tmp: Path, G, gen_info: ModelInfo, loaded) -> AnalysisRun:
+    from ..report.curves_figures import (plot_accuracy_curves, plot_accuracy_curves_per_class, plot_overlap,
+                                         plot_tsne)
+    from ..report.figures import plot_separation
+    from ..report.gallery import plot_corner_gallery, plot_manipulation_grid
+    from ..report.html import write_report
+
+    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    stage = _Stages(options.verbose)
+    seed, bar, bs = int(options.seed), options.progress_bar, options.batch_size
+    infos = tuple(info for info, _ in loaded)
+    models = {info.name: C for info, C in loaded}
+    primary = infos[0].name
+    C0 = models[primary]
+    layout = tuple(G.style_layout())
+    written: list[str] = []
+    figures: list[Figure] = []
+    notes: list[str] = []
+
+    def wrote(*names: str) -> None:
+        written.extend(names)
+
+    def figure(file: str, title: str, caption: str = "") -> None:
+        figures.append(Figure(file, title, caption))
+        wrote(file, Path(file).with_suffix(".json").name)
+
+    # 1. population ------------------------------------------------------------------------------------
+    n = options.population_size
+    with stage("population", f"{n} samples, seed {seed}, {len(infos)} classifier(s)"):
+        pop0 = sample_population(G, C0, n, seed=seed, batch_size=bs, progress_bar=bar)
+        populations = {primary: pop0}
+        for info in infos[1:]:
+            populations[info.name] = with_classifier(pop0, G, models[info.name], batch_size=bs, progress_bar=bar)
+        pop0.to_npz(tmp / "population.npz")
+        wrote("population.npz")
+    separation = Separation(pop0, layout=layout)  # fails here, before the gradients, if a group is empty
+
+    # 2. ranking ---------------------------------------------------------------------------------------
+    boot = options.bootstrap_resamples
+    rankings: dict[str, Ranking] = {}
+    with stage("ranking", f"bootstrap {boot}" if boot else "no bootstrap"):
+        for info in infos:
+            is_primary = info.name == primary
+            rankings[info.name] = GradientRanking(G, models[info.name], batch_size=bs, progress_bar=bar).rank(
+                populations[info.name], per_class=is_primary, bootstrap=boot if is_primary else 0, seed=seed)
+            rankings[info.name].to_csv(tmp / f"ranking-{info.name}.csv")
+            wrote(f"ranking-{info.name}.csv")
+        rankings[primary].to_csv(tmp / "ranking.csv")
+        _io.write_json(tmp / "ranking.json", {**rankings[primary].to_json(), "classifier": primary})
+        wrote("ranking.csv", "ranking.json")
+
+    # 3. separation ------------------------------------------------------------------------------------
+    with stage("separation"):
+        sep = separation.compute()
+        sep_summary = sep.summary(rankings[primary], k=TOP, seed=seed)
+        sep.to_csv(tmp / "separation.csv")
+        wrote("separation.csv")
+        plot_separation(sep, rankings[primary], tmp / "separation.png", k=3, seed=seed)
+        figure("separation.png", "Separation of well- vs mis-classified samples (Fig. 4)",
+               f"Histograms of s_k for the top 3 dimensions of {primary}'s ranking (top row) and 3 random "
+               "others (bottom row), with KS statistic and AUROC.")
+
+    # 4. t-SNE -----------------------------------------------------------------------------------------
+    tsne = None
+    if options.skip_tsne:
+        stage.skip("tsne", "--skip-tsne")
+        notes.append("t-SNE skipped (--skip-tsne)")
+    else:
+        with stage("tsne", f"at most {options.tsne_max_points} points"):
+            tsne = LatentTSNE(max_points=options.tsne_max_points, seed=seed).embed(pop0)
+            plot_tsne(tsne, tmp / "tsne.png")
+            figure("tsne.png", "t-SNE of Z, W and S (Fig. 3)",
+                   f"{tsne.n} samples, coloured by {primary}'s verdict: well- (blue) vs mis-classified (red).")
+
+    # 5. corner cases ----------------------------------------------------------------------------------
+    with stage("corner cases", f"top {TOP} dims, pairs of the top {N_PAIRS}"):
+        cc = CornerCaseSearch(G, C0, rankings[primary], batch_size=bs, progress_bar=bar).search(
+            pop0, dims=TOP, pairs=True, n_pairs=N_PAIRS)
+        cc.to_csv(tmp / "corner_cases.csv")
+        _io.write_json(tmp / "corner_cases.json", _jsonable(cc.to_json()))
+        wrote("corner_cases.csv", "corner_cases.json")
+        with warnings.catch_warnings():  # many long titles in a small grid: matplotlib says so, harmlessly
+            warnings.filterwarnings("ignore", message="Tight layout not applied", category=UserWarning)
+            plot_corner_gallery(cc, G, tmp / "corner_gallery.png")
+        figure("corner_gallery.png", "Corner cases: start and corner-case images",
+               "The class's average digit (left) and the smallest shift along a degrading direction at which "
+               f"p_y ≤ 0.5 for {primary} (right).")
+        notes.extend(cc.warnings)
+
+    # 6. manipulation grids ----------------------------------------------------------------------------
+    classes = sorted({int(c) for c in cc.labels.tolist()})
+    limit = options.grid_class_limit
+    grid_classes = classes if limit is None else classes[:limit]
+    grids: list[ManipulationGrid] = []
+    with stage("manipulation", f"classes {', '.join(map(str, grid_classes)) or 'none'}"):
+        for c in grid_classes:
+            grid = manipulation_grid(G, C0, cc, c, batch_size=bs)
+            grids.append(grid)
+            name = f"manipulation-class{c}.png"
+            plot_manipulation_grid(grid, tmp / name)
+            figure(name, f"Manipulation grid, class {c} (Fig. 5)",
+                   "Rows: fractions of each column's corner-case shift; p_y of each cell (red when ≤ 0.5).")
+
+    # 7. accuracy curves -------------------------------------------------------------------------------
+    curves: dict[str, CurveResult] = {}
+    with stage("accuracy curves", f"K = {options.k}"):
+        for info in infos:
+            curves[info.name] = AccuracyCurve(rankings[info.name], k=options.k, per_class=True).compute(
+                populations[info.name])
+        _curves_csv(curves, tmp / "curves.csv")
+        _io.write_json(tmp / "curves.json", _jsonable({"format": "failatlas-accuracy-curves", "k": options.k,
+                                                       "primary": primary,
+                                                       "classifiers": {k: v.to_json() for k, v in curves.items()}}))
+        wrote("curves.csv", "curves.json")
+        plot_accuracy_curves(curves, tmp / "accuracy_curves.png")
+        figure("accuracy_curves.png", "Accuracy vs distance to the well-classified centre (Fig. 6)",
+               f"Top-{options.k} dimensions of each classifier's own ranking; a steeper fall = less resilient.")
+        if curves[primary].per_class:
+            plot_accuracy_curves_per_class({primary: curves[primary]}, tmp / "accuracy_curves_per_class.png")
+            figure("accuracy_curves_per_class.png", f"Accuracy vs distance per class ({primary})",
+                   "Each class with its own centre and normalization.")
+        else:
+            notes.append(f"no per-class accuracy curve for {primary}: no class has 2 well-classified samples")
+
+    # 8. class overlap ---------------------------------------------------------------------------------
+    with stage("overlap", f"top {TOP} per class"):
+        overlap = ClassDirections(k=min(TOP, G.style_dim)).compare(rankings[primary])
+        overlap.to_csv(tmp / "overlap.csv")
+        wrote("overlap.csv")
+        plot_overlap(overlap, tmp / "overlap.png")  # its .json twin is overlap.json
+        figure("overlap.png", "Class-specific vs global directions",
+               f"Jaccard overlap of the per-class top-{overlap.k} dimensions of {primary}, and of each class "
+               "with the global top.")
+
+    # summary, manifest, report ------------------------------------------------------------------------
+    summary = _jsonable({
+        "primary": primary,
+        "population": {"n": pop0.n, "seed": seed,
+                       "accuracy": {name: p.accuracy for name, p in populations.items()},
+                       "n_mis": {name: p.n_mis for name, p in populations.items()}},
+        "top_dims": {name: r.order[:TOP].tolist() for name, r in rankings.items()},
+        "separation": sep_summary,
+        "corner_cases": cc.summary(),
+        "accuracy_curves": {name: {f"K{options.k}": _curve_summary(c)} for name, c in curves.items()},
+        "overlap": {"k": overlap.k, "mean_pairwise_jaccard": overlap.mean_pairwise,
+                    "shared_dims": [d.dim for d in overlap.shared]},
+        "tsne": None if tsne is None else {"n": tsne.n, "perplexity": tsne.perplexity,
+                                           "kl_divergence": tsne.kl_divergence},
+    })
+    _io.write_json(tmp / "summary.json", summary)
+    wrote("summary.json", "report.html", "manifest.json")
+    timings = dict(stage.timings)
+    manifest = _jsonable({
+        "format": MANIFEST_FORMAT, "created": created,
+        "versions": {"failatlas": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+        "platform": {"system": platform.platform(), "machine": platform.machine(),
+                     "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
+        "seeds": {"population": seed, "bootstrap": seed, "separation_random_dims": seed, "tsne": seed},
+        "options": options.effective(),
+        "models": {"generator": gen_info.to_json(), "classifiers": [i.to_json() for i in infos],
+                   "primary": primary},
+        "timings": timings,
+        "files": sorted(written),
+        "notes": notes,
+    })
+    files = {name: out / name for name in sorted(written)}
+    run = AnalysisRun(out=out, options=options, generator=gen_info, classifiers=infos, populations=populations,
+                      rankings=rankings, separation=sep, separation_summary=sep_summary, tsne=tsne,
+                      corner_cases=cc, grids=tuple(grids), curves=curves, overlap=overlap, summary=summary,
+                      manifest=manifest, figures=tuple(figures), files=files, timings=timings, notes=tuple(notes))
+    write_report(run, tmp / "report.html")
+    _io.write_json(tmp / "manifest.json", manifest)
+    missing = sorted(name for name in written if not (tmp / name).is_file())
+    if missing:  # a figure function that changed its twin's name, say: fail loudly rather than mis-list
+        raise RuntimeError(f"analysis run lists files it did not write: {missing}")
+    return run

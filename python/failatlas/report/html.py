@@ -1,0 +1,190 @@
+"""``report.html``: one self-contained page for an analysis run.
+
+Drawn from the result objects of a run (:class:`~failatlas.analysis.pipeline.AnalysisRun`, read by
+attribute; nothing is recomputed) and the PNGs its figure functions wrote. Self-contained: every figure
+is embedded as a ``data:image/png;base64`` URI, the style sheet is inline, and there are no scripts, fonts
+or links to anything outside the file. Every string from the run is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .. import _io
+
+TOP_RANKS = 20
+
+_CSS = """
+body { font-family: sans-serif; margin: 1.5em auto; max-width: 1150px; color: #222; line-height: 1.35; }
+h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.2em; margin-top: 1.8em;
+  border-bottom: 1px solid #ccc; } h3 { font-size: 1.02em; margin-bottom: .3em; }
+table { border-collapse: collapse; font-size: .82em; margin: .4em 0 1em; }
+th, td { border: 1px solid #ccc; padding: 2px 7px; text-align: right; }
+th { background: #f2f2f2; } td.l, th.l { text-align: left; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: .85em; color: #555; }
+pre { background: #f7f7f7; padding: .8em; font-size: .75em; overflow-x: auto; }
+.meta td { text-align: left; } .yes { color: #1a7f37; } .no { color: #b42318; }
+"""
+
+
+def _e(x: Any) -> str:
+    """Escape anything for HTML text and attribute values."""
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def _num(x: Any, spec: str = ".4g") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return format(x, spec)
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], left: Sequence[int] = ()) -> str:
+    """An HTML table; cells are escaped here; columns in ``left`` are left-aligned."""
+    cls = lambda i: ' class="l"' if i in left else ""  # noqa: E731
+    out = ["<table>", "<tr>" + "".join(f"<th{cls(i)}>{_e(h)}</th>" for i, h in enumerate(head)) + "</tr>"]
+    for row in rows:
+        out.append("<tr>" + "".join(f"<td{cls(i)}>{_e(c)}</td>" for i, c in enumerate(row)) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _figure(fig, folder: Path) -> str:
+    return (f"<figure>\n<h3>{_e(fig.title)}</h3>\n{_img(folder / fig.file, fig.title)}\n"
+            f"<figcaption>{_e(fig.caption)} ({_e(fig.file)})</figcaption>\n</figure>")
+
+
+def _header(run) -> str:
+    m = run.manifest
+    v = m.get("versions", {})
+    pop = run.populations[run.primary]
+    rows = [
+        ("generator", f"{run.generator.name} — {run.generator.path}"),
+        *((("primary classifier" if i == 0 else "classifier"), f"{c.name} — {c.path}")
+          for i, c in enumerate(run.classifiers)),
+        ("population", f"N = {pop.n}, seed {pop.seed}"),
+        ("accuracy on the population", ", ".join(f"{name} {p.accuracy:.4f} ({p.n_mis} mis-classified)"
+                                                  for name, p in run.populations.items())),
+        ("created", m.get("created", "")),
+        ("versions", ", ".join(f"{k} {val}" for k, val in v.items())),
+        ("platform", m.get("platform", {}).get("system", "")),
+    ]
+    body = "\n".join(f"<tr><th class=\"l\">{_e(k)}</th><td>{_e(val)}</td></tr>" for k, val in rows)
+    return f'<h1>failatlas analysis</h1>\n<table class="meta">\n{body}\n</table>'
+
+
+def _summary(run) -> str:
+    s = run.summary
+    sep = s["separation"]
+    ks = [k for k in sep if k.endswith("_mean_ks")]
+    cc = s["corner_cases"]
+    rows = [(k.replace("_", " "), _num(sep[k], ".3f")) for k in ks]
+    rows += [("corner cases found / searched (class, dimension)", f"{cc['found']} / {cc['pairs']}"),
+             ("corner cases verified", cc["verified"]),
+             ("pairs of dimensions found / searched",
+              f"{cc['combinations']['found']} / {cc['combinations']['pairs']}")]
+    for name, curves in s["accuracy_curves"].items():
+        for key, c in curves.items():
+            rows.append((f"accuracy curve {name} ({key}): mean accuracy, slope",
+                         f"{_num(c['mean_accuracy'], '.3f')}, {_num(c['slope'], '+.3f')}"))
+    ov = s["overlap"]
+    rows.append((f"mean pairwise Jaccard of the per-class top-{ov['k']}", _num(ov["mean_pairwise_jaccard"], ".3f")))
+    out = ["<h2>Summary</h2>", _table(("quantity", "value"), rows, left=(0,))]
+    if run.notes:
+        out.append("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in run.notes) + "</ul>")
+    return "\n".join(out)
+
+
+def _ranking_tables(run) -> str:
+    out = [f"<h2>Ranking (top {TOP_RANKS})</h2>",
+           "<p>score = −σ · mean ∂p_y/∂s; direction: the sign of a shift that lowers p_y; σ in raw style "
+           "units (shifts elsewhere are in σ units).</p>"]
+    for name, ranking in run.rankings.items():
+        has_ci = ranking.ci_low is not None
+        head = ["rank", "dim", "layer", "resolution", "kind", "channel", "score", "direction", "σ"]
+        if has_ci:
+            head.append(f"95% CI ({ranking.bootstrap} resamples)")
+        rows = []
+        for r in ranking.top(TOP_RANKS):
+            row = [r.rank, r.dim, r.layer, r.resolution, r.kind, r.channel, _num(r.score), f"{r.direction:+d}",
+                   _num(r.sigma)]
+            if has_ci:
+                row.append(f"[{_num(r.ci_low)}, {_num(r.ci_high)}]")
+            rows.append(row)
+        out.append(f"<h3>{_e(name)} ({ranking.n} samples, target {_e(ranking.target)})</h3>")
+        out.append(_table(head, rows, left=(2, 4)))
+    return "\n".join(out)
+
+
+def _corner_table(run) -> str:
+    cc = run.corner_cases
+    rows = []
+    for r in cc.rows:
+        where = " + ".join(f"{l}[{c}]" for l, c in zip(r.layers, r.channels))
+        status = "at start" if r.at_start else ("" if r.found else f"not found ≤ {cc.max_shift:g}σ")
+        rows.append([r.cls, "+".join(map(str, r.dims)), where, _num(r.shift, ".2f"), _num(r.p_before, ".3f"),
+                     _num(r.p_at_shift, ".3f"), "yes" if r.verified else "no", status])
+    s = cc.summary()
+    return "\n".join([
+        "<h2>Corner cases</h2>",
+        f"<p>Start: the average digit of each class; bracket in steps of {cc.step:g}σ up to {cc.max_shift:g}σ, "
+        f"then bisect to {cc.tol:g}σ. {s['found']}/{s['pairs']} found, {s['verified']} verified by "
+        "re-classification.</p>",
+        _table(("class", "dim(s)", "layer[channel]", "shift σ", "p_y before", "p_y at", "verified", "note"), rows,
+               left=(2, 7)),
+    ])
+
+
+def _curve_tables(run) -> str:
+    out = [f"<h2>Accuracy vs distance (K = {run.k})</h2>"]
+    for name, curve in run.curves.items():
+        rows = [[f"{row['left']:.3f}–{row['right']:.3f}", _num(row["centre"], ".3f"), row["n_well"], row["n_mis"],
+                 _num(row["accuracy"], ".3f")] for row in curve.rows() if row["plotted"]]
+        out.append(f"<h3>{_e(name)}: mean accuracy {_e(_num(curve.mean_accuracy, '.3f'))}, slope "
+                   f"{_e(_num(curve.slope, '+.3f'))}</h3>")
+        out.append(_table(("bin", "centre", "well", "mis", "accuracy"), rows, left=(0,)))
+    return "\n".join(out)
+
+
+def _overlap_table(run) -> str:
+    ov = run.overlap
+    rows = [[d.dim, f"{d.layer}[{d.channel}]", d.count, ", ".join(map(str, d.classes)), d.global_rank,
+             "yes" if d.in_global_top else "no"] for d in ov.shared]
+    text = (f"<p>Dimensions in the top-{ov.k} of at least {ov.threshold} of the {len(ov.classes)} classes "
+            f"({len(rows)}).</p>")
+    return "\n".join(["<h2>Shared dimensions across classes</h2>", text,
+                      _table(("dim", "layer[channel]", "classes with it in their top", "classes", "global rank",
+                              "in global top"), rows, left=(1, 3))])
+
+
+def render_report(run, folder: str | Path | None = None) -> str:
+    """The HTML text of the report of ``run`` (an AnalysisRun); figures are read from ``folder`` (default:
+    ``run.out``)."""
+    folder = Path(folder) if folder is not None else Path(run.out)
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        f"<title>failatlas analysis — {_e(run.generator.name)}</title>", f"<style>{_CSS}</style>", "</head>",
+        "<body>", _header(run), _summary(run), "<h2>Figures</h2>",
+        *(_figure(f, folder) for f in run.figures),
+        _ranking_tables(run), _corner_table(run), _curve_tables(run), _overlap_table(run),
+        "<h2>Manifest</h2>", f"<pre>{_e(json.dumps(run.manifest, indent=2, ensure_ascii=False))}</pre>",
+        "</body>", "</html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(run, path: str | Path) -> Path:
+    """Write :func:`render_report` of ``run`` to ``path`` atomically (figures read from its folder)."""
+    path = Path(path)
+    _io.write_text(path, render_report(run, folder=path.parent))
+    return path

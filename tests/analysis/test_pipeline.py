@@ -1,0 +1,216 @@
+"""The `failatlas analyze` job: run folder contents, summary/manifest, the self-contained report, and the
+refusals and clean-up that keep a run folder whole."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from failatlas import FailatlasError, _io
+from failatlas.analysis import AnalysisOptions, run_analysis
+from failatlas.analysis import pipeline
+from failatlas.cli import main
+from failatlas.models.classifier import ClassifierConfig, build_classifier, save_classifier
+from failatlas.models.stylegan2 import save_generator
+from failatlas.report.html import render_report
+
+N = "200"
+ODD = "cls-<i>b&'q"  # a folder name that must be escaped in the report
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, G):
+    """The tiny generator, two random 10-class paper CNNs (the second in an awkwardly named folder) and a
+    7-class one, saved in folders."""
+    root = tmp_path_factory.mktemp("analyze-models")
+    save_generator(G, root / "generator")
+    paths = {}
+    for seed, name in ((1, "cls-a"), (2, ODD)):
+        torch.manual_seed(seed)
+        cfg = ClassifierConfig()
+        save_classifier(build_classifier(cfg), cfg, root / name)
+        paths[name] = root / name
+    cfg7 = ClassifierConfig(num_classes=7)
+    save_classifier(build_classifier(cfg7), cfg7, root / "cls7")
+    return {"generator": root / "generator", "a": paths["cls-a"], "b": paths[ODD], "c7": root / "cls7"}
+
+
+def _options(models, **kw) -> AnalysisOptions:
+    base = dict(generator=str(models["generator"]), classifiers=(str(models["a"]), str(models["b"])), n=int(N),
+                seed=3, quick=True, threads=1, verbose=False, progress_bar=False)
+    return AnalysisOptions(**{**base, **kw})
+
+
+def _cli(models, out, *extra) -> list[str]:
+    return ["analyze", "--generator", str(models["generator"]), "--classifier", str(models["a"]), "--classifier",
+            str(models["b"]), "--n", N, "--seed", "3", "--quick", "--skip-tsne", "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory, models):
+    """One quick run with t-SNE, through the library."""
+    out = tmp_path_factory.mktemp("analyze-run") / "run"
+    return run_analysis(_options(models), out)
+
+
+def _error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if not line.startswith("failatlas analyze: [")]
+
+
+def test_run_writes_every_expected_file(first):
+    out = first.out
+    names = {p.name for p in out.iterdir()}
+    classes = sorted({int(c) for c in first.corner_cases.labels.tolist()})[:3]
+    expected = {"population.npz", "ranking.csv", "ranking.json", "ranking-cls-a.csv", f"ranking-{first.classifiers[1].name}.csv",
+                "separation.csv", "corner_cases.csv", "corner_cases.json", "curves.csv", "curves.json", "overlap.csv",
+                "overlap.json", "tsne.json", "summary.json", "manifest.json", "report.html"}
+    figures = {"separation", "tsne", "corner_gallery", "accuracy_curves", "accuracy_curves_per_class", "overlap",
+               *(f"manipulation-class{c}" for c in classes)}
+    expected |= {f"{f}.png" for f in figures} | {f"{f}.json" for f in figures}
+    assert names == expected
+    assert first.classifiers[1].name == "cls-_i_b__q"  # the display name is made file-safe
+    assert set(first.files) == names and all(p.parent == out for p in first.files.values())
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+    assert (out / "ranking.csv").read_bytes() == (out / "ranking-cls-a.csv").read_bytes()
+    assert len(classes) == len(first.grids) >= 1
+    table = (out / "curves.csv").read_text().splitlines()
+    assert table[0].startswith("classifier,class,bin") and {r.split(",")[0] for r in table[1:]} == set(first.curves)
+
+
+def test_summary_has_the_required_keys_and_types(first):
+    s = json.loads((first.out / "summary.json").read_text())
+    assert isinstance(s["separation"]["top10_mean_ks"], float) and isinstance(s["separation"]["random10_mean_ks"], float)
+    cc = s["corner_cases"]
+    assert all(isinstance(cc[k], int) for k in ("pairs", "found", "verified")) and cc["verified"] <= cc["found"] <= cc["pairs"]
+    assert set(s["accuracy_curves"]) == {"cls-a", "cls-_i_b__q"}
+    for name, curves in s["accuracy_curves"].items():
+        c = curves["K100"]
+        assert len(c["accuracy"]) == int(first.curves[name].plotted.sum()) > 0
+        assert all(a is None or 0.0 <= a <= 1.0 for a in c["accuracy"])
+        assert c["mean_accuracy"] is None or isinstance(c["mean_accuracy"], float)
+    assert "NaN" not in (first.out / "summary.json").read_text()
+
+
+def test_manifest_has_versions_seeds_checksums_and_timings(first, models):
+    m = json.loads((first.out / "manifest.json").read_text())
+    assert {"failatlas", "torch", "numpy", "python"} <= set(m["versions"]) and m["versions"]["torch"] == torch.__version__
+    assert m["seeds"]["population"] == 3 and m["options"]["n"] == 200 and m["options"]["quick"] is True
+    gen = m["models"]["generator"]["sha256"]
+    assert gen["generator.safetensors"] == _io.sha256(models["generator"] / "generator.safetensors")
+    cls = m["models"]["classifiers"]
+    assert [c["name"] for c in cls] == ["cls-a", "cls-_i_b__q"] and m["models"]["primary"] == "cls-a"
+    assert cls[1]["sha256"]["model.safetensors"] == _io.sha256(models["b"] / "model.safetensors")
+    assert set(m["timings"]) == set(pipeline.STAGES) and all(t >= 0 for t in m["timings"].values())
+    assert m["files"] == sorted(p.name for p in first.out.iterdir())
+
+
+def test_report_is_self_contained_escaped_and_drawn_from_the_results(first):
+    text = (first.out / "report.html").read_text(encoding="utf-8")
+    assert "http://" not in text and "https://" not in text
+    sources = re.findall(r"""\bsrc\s*=\s*["']?([^"'\s>]{0,22})""", text, flags=re.IGNORECASE)
+    assert sources and all(src == "data:image/png;base64," for src in sources)
+    assert not re.search(r"<(script|link|iframe|object|embed)\b", text) and "url(" not in text
+    pngs = [p for p in first.out.iterdir() if p.suffix == ".png"]
+    assert text.count("<img") == len(pngs) == len(first.figures)
+    assert ODD not in text and html_escaped(ODD) in text  # the path of the odd folder, escaped
+    for needle in ("Corner cases", "Ranking (top 20)", "Accuracy vs distance", "Shared dimensions", "Manifest"):
+        assert needle in text
+    assert render_report(first) == text  # re-rendered from the objects alone: the same page
+
+
+def html_escaped(s: str) -> str:
+    import html
+
+    return html.escape(s, quote=True)
+
+
+def test_existing_out_is_refused_then_replaced_with_overwrite_same_seed_same_ranking(first, models, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("keep me unless --overwrite")
+    rc = main(_cli(models, out))
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("failatlas: error: ")
+    assert "--overwrite" in err and (out / "old.txt").exists()
+    rc = main(_cli(models, out, "--overwrite"))
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert not (out / "old.txt").exists() and not (out / "tsne.png").exists()
+    assert (out / "ranking.csv").read_bytes() == (first.out / "ranking.csv").read_bytes()
+    assert "corner cases:" in captured.out and "[8/8] overlap done" in captured.err
+    assert not [p for p in tmp_path.iterdir() if p.name != "run"]  # no staging or old-run folder left
+
+
+def test_a_failure_midway_leaves_no_run_folder(models, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("stage failed")
+
+    monkeypatch.setattr(pipeline, "manipulation_grid", boom)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="stage failed"):
+        run_analysis(_options(models, skip_tsne=True), out)
+    assert list(tmp_path.iterdir()) == []
+    out.mkdir()  # an existing run survives a failed --overwrite
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        run_analysis(_options(models, skip_tsne=True, overwrite=True), out)
+    assert [p.name for p in tmp_path.iterdir()] == ["run"] and (out / "old.txt").read_text() == "old"
+
+
+def test_cli_classifier_with_other_class_count_is_one_line(models, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["analyze", "--generator", str(models["generator"]), "--classifier", str(models["a"]),
+               "--classifier", str(models["c7"]), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "cls7" in err and "7 classes" in err and "generator" in err and "10" in err
+    assert not out.exists()
+
+
+def test_cli_population_too_small_is_one_clear_line(models, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["analyze", "--generator", str(models["generator"]), "--classifier", str(models["a"]), "--n", "3",
+               "--seed", "3", "--skip-tsne", "--out", str(out)])
+    err = capsys.readouterr().err
+    lines = _error_lines(err)
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("failatlas: error: ")
+    assert "separation needs both groups" in lines[0]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_cli_rejects_unknown_options_and_bad_values(models, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", "--out", str(tmp_path / "x"), "--no-such-option"])
+    assert exc.value.code == 2
+    rc = main(_cli(models, tmp_path / "x", "--k", "100000"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "--k 100000" in err and not (tmp_path / "x").exists()
+    with pytest.raises(FailatlasError, match="--n must be"):
+        run_analysis(_options(models, n=0), tmp_path / "y")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FailatlasError, match="is a file"):
+        run_analysis(_options(models), tmp_path / "file")
+
+
+def test_defaults_follow_quick():
+    full, quick = AnalysisOptions(), AnalysisOptions(quick=True)
+    assert full.classifier_list == ("mnist/classifier-corrupted", "mnist/classifier-clean")
+    assert (full.population_size, full.bootstrap_resamples, full.tsne_max_points, full.grid_class_limit) == \
+        (10000, 200, 2000, None)
+    assert (quick.population_size, quick.bootstrap_resamples, quick.tsne_max_points, quick.grid_class_limit) == \
+        (2000, 0, 500, 3)
+    assert AnalysisOptions(quick=True, n=300).population_size == 300
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Chromium is not installed")
+def test_report_renders_in_headless_chromium(first, tmp_path):
+    shot = tmp_path / "report.png"
+    subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1200,3000", (first.out / "report.html").as_uri()], check=True, timeout=120,
+                   capture_output=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
