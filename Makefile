@@ -2,7 +2,7 @@
 # does nothing unless pyproject.toml, CMakeLists.txt, csrc/ or this Makefile changed.
 #   make install   .venv with torch (pinned, CPU build) and the dependencies, then the editable build
 #   make test      install + the test suite
-#   make demo      install + `failatlas demo`
+#   make demo      install + `failatlas demo --out runs/demo` (classifier table + quick analysis report)
 #   make clean     build products (the next install rebuilds); make distclean also removes .venv
 
 SHELL := /bin/bash
@@ -49,7 +49,7 @@ test: install
 	$(RUN_ENV) $(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: install
-	$(RUN_ENV) $(VENV)/bin/failatlas demo
+	$(RUN_ENV) $(VENV)/bin/failatlas demo --out runs/demo
 
 clean:
 	rm -rf build dist _skbuild python/*.egg-info $(STAMPS)/native

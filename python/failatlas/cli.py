@@ -204,15 +204,18 @@ def _eval_gan(p: argparse.ArgumentParser):
 
 @command("demo", "The main job on the shipped models (what `make demo` runs).",
          "Evaluate the shipped MNIST classifiers (clean- and corrupted-trained) on the clean and corrupted "
-         "MNIST-10k test splits and print one table, overall and per blur x noise cell.")
+         "MNIST-10k test splits and print one table, overall and per blur x noise cell; with --out, also run "
+         "the quick analysis of the shipped generator and classifiers into OUT/analysis (report.html).")
 def _demo(p: argparse.ArgumentParser):
-    p.add_argument("--out", default=None, help="also write classifiers.json and classifiers.csv into this folder")
-    p.add_argument("--seed", type=int, default=0, help="corruption seed of the test split")
+    p.add_argument("--out", default=None, help="write classifiers.json/.csv and the quick analysis of the "
+                   "shipped models (out/analysis, replaced each time) into this folder")
+    p.add_argument("--seed", type=int, default=0, help="corruption seed of the test split and analysis seed")
+    p.add_argument("--no-analysis", action="store_true", help="only the classifier table")
 
     def run(a: argparse.Namespace) -> int:
         from .demo import run_demo
 
-        run_demo(a.out, seed=a.seed)
+        run_demo(a.out, seed=a.seed, analysis=not a.no_analysis)
         return 0
 
     return run
