@@ -43,6 +43,8 @@ def test_tiny_run_writes_everything(tmp_path):
     assert [l["step"] for l in lines] == [1, 2, 3, 4]
     assert all(set(l) >= {"kimg", "loss_G", "loss_D", "images_per_s"} for l in lines)
     assert "r1" in lines[0]  # lazy R1 runs on step 0
+    meta = json.loads((out / "config.json").read_text())["training"]
+    assert meta["kimg"] == 0.032 and meta["step"] == 4 and meta["config"] == "tiny"
     G = load_generator(out)  # the EMA generator is directly usable
     assert G.style_dim == 272
     ck = _states(out)

@@ -99,6 +99,11 @@ class GANTrainResult:
         return dataclasses.asdict(self)
 
 
+def training_record(cfg: GANTrainConfig, nimg: int, step: int) -> dict:
+    """What a generator's config.json says about its training: the options, and how far it got."""
+    return {**dataclasses.asdict(cfg), "kimg_target": cfg.kimg, "kimg": nimg / 1000, "step": step}
+
+
 class _StopFlag:
     """Turns SIGINT into a flag checked between steps, so a checkpoint is always a step boundary."""
 
@@ -232,8 +237,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             "step": step, "nimg": nimg, "pl_mean": pl_mean, "rng": torch.get_rng_state(),
             "train_config": dataclasses.asdict(cfg), "arch": arch.to_json(),
         })
-        save_generator(G_ema, out, extra={"training": {"kimg": nimg / 1000, "step": step,
-                                                       **dataclasses.asdict(cfg)}})
+        save_generator(G_ema, out, extra={"training": training_record(cfg, nimg, step)})
 
     def mixed_ws(z: torch.Tensor, y: torch.Tensor, update_w_avg: bool) -> torch.Tensor:
         w = G.mapping(z, y, update_w_avg=update_w_avg)
