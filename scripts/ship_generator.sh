@@ -22,7 +22,7 @@ PY
 cp "$RUN/samples-latest.png" "$DEST/samples.png"
 cp "$RUN/samples-latest.json" "$DEST/samples.json"
 cp "$RUN/metrics.jsonl" "$DEST/metrics.jsonl"
-tcmalloc=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal.so.4 /{print $NF; exit}')
+tcmalloc=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal.so.4 /{p=$NF} END{print p}')
 LD_PRELOAD=${tcmalloc} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} .venv/bin/failatlas eval-gan --generator "$DEST" \
   --classifier models/mnist/classifier-corrupted --n "${N:-10000}" --json > "$DEST/eval-gan.json.tmp"
 mv "$DEST/eval-gan.json.tmp" "$DEST/eval-gan.json"
