@@ -112,3 +112,21 @@ def saved_models(tmp_path_factory, G):
     save_classifier(build_classifier(cfg7), cfg7, root / "classifier7")
     return SimpleNamespace(generator=root / "generator", classifier=root / "classifier",
                            classifier7=root / "classifier7")
+
+
+class Sharpened(nn.Module):
+    """A classifier with its logits centred and scaled: confident predictions, sharp 0.5 crossings."""
+
+    def __init__(self, model: nn.Module, gain: float = 300.0) -> None:
+        super().__init__()
+        self.model, self.gain = model, gain
+
+    def forward(self, x):
+        logits = self.model(x)
+        return self.gain * (logits - logits.mean(dim=1, keepdim=True))
+
+
+@pytest.fixture(scope="session")
+def sharp_classifier(C) -> nn.Module:
+    """The random CNN ``C``, sharpened (corner-case and manipulation tests)."""
+    return Sharpened(C).eval()

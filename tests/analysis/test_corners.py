@@ -53,21 +53,9 @@ def crossing(f, lo: float, hi: float) -> float:
     return hi
 
 
-class Sharpened(nn.Module):
-    """The random CNN with its logits centred and scaled: confident predictions, sharp 0.5 crossings."""
-
-    def __init__(self, model: nn.Module, gain: float = 300.0) -> None:
-        super().__init__()
-        self.model, self.gain = model, gain
-
-    def forward(self, x):
-        logits = self.model(x)
-        return self.gain * (logits - logits.mean(dim=1, keepdim=True))
-
-
 @pytest.fixture(scope="module")
-def sharp(G, C):
-    classifier = Sharpened(C).eval()
+def sharp(G, sharp_classifier):
+    classifier = sharp_classifier
     pop = sample_population(G, classifier, 48, seed=0, batch_size=16)
     ranking = GradientRanking(G, classifier, batch_size=16).rank(pop)
     return SimpleNamespace(C=classifier, population=pop, ranking=ranking)

@@ -17,21 +17,11 @@ from failatlas.models.stylegan2 import CONFIGS, Generator
 from failatlas.report.gallery import plot_corner_gallery, plot_manipulation_grid
 
 
-class Sharpened(nn.Module):
-    def __init__(self, model: nn.Module, gain: float = 300.0) -> None:
-        super().__init__()
-        self.model, self.gain = model, gain
-
-    def forward(self, x):
-        logits = self.model(x)
-        return self.gain * (logits - logits.mean(dim=1, keepdim=True))
-
-
 @pytest.fixture(scope="module")
-def searched(G, C):
+def searched(G, sharp_classifier):
     """Corner cases of the tiny generator with a sharpened random CNN; max_shift 20σ so that some of the
     top dimensions have no corner case."""
-    classifier = Sharpened(C).eval()
+    classifier = sharp_classifier
     pop = sample_population(G, classifier, 48, seed=0, batch_size=16)
     ranking = GradientRanking(G, classifier, batch_size=16).rank(pop)
     cc = find_corner_cases(G, classifier, ranking, pop, dims=6, n_pairs=2, max_shift=20.0)
