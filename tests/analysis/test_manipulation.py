@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
 
 from failatlas.analysis import GradientRanking, sample_population
 from failatlas.analysis.corners import find_corner_cases
