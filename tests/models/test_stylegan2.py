@@ -1,6 +1,3 @@
-import pickle
-from pathlib import Path
-
 import pytest
 import torch
 
