@@ -24,3 +24,20 @@ def native():
     from failatlas import _ext
 
     return _ext.load()
+
+
+@pytest.fixture(scope="session")
+def tiny_generator():
+    """The 'tiny' generator (272 style dims), untrained, in eval mode, with non-trivial noise strengths
+    and biases so that tests see every term of the layers. Shared: tests must not modify it."""
+    import torch
+
+    from failatlas.models.stylegan2 import CONFIGS, Generator
+
+    torch.manual_seed(0)
+    g = Generator(CONFIGS["tiny"]).eval()
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if name.endswith("noise_strength") or name.endswith(".bias"):
+                p.normal_(0, 0.3)
+    return g

@@ -15,7 +15,7 @@ from torch import nn
 
 from failatlas.analysis import sample_population
 from failatlas.models.classifier import ClassifierConfig, build_classifier
-from failatlas.models.stylegan2 import CONFIGS, Generator
+from failatlas.models.stylegan2 import Generator
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,15 +28,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def G() -> Generator:
-    """The 'tiny' generator (272 style dims), untrained, with non-trivial noise strengths and biases."""
-    torch.manual_seed(0)
-    g = Generator(CONFIGS["tiny"]).eval()
-    with torch.no_grad():
-        for name, p in g.named_parameters():
-            if name.endswith("noise_strength") or name.endswith(".bias"):
-                p.normal_(0, 0.3)
-    return g
+def G(tiny_generator) -> Generator:
+    """The shared 'tiny' generator of tests/conftest.py."""
+    return tiny_generator
 
 
 @pytest.fixture(scope="session")
