@@ -151,6 +151,9 @@ def _train_gan(p: argparse.ArgumentParser):
     p.add_argument("--snapshot-kimg", type=float, default=d.snapshot_kimg, help="checkpoint every this many kimg")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (weights, latents, batches)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA when available)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="save and stop after this much wall time (continue later with --resume)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
 
@@ -160,7 +163,8 @@ def _train_gan(p: argparse.ArgumentParser):
         cfg = GANTrainConfig(dataset=a.dataset, idx_dir=a.idx_dir, corruption=a.corruption, blur=a.blur,
                              config=a.config, kimg=a.kimg, batch=a.batch, lr=a.lr, pl_weight=a.pl_weight,
                              snapshot_kimg=a.snapshot_kimg, sample_kimg=a.snapshot_kimg, seed=a.seed)
-        result = train_gan(cfg, a.out, resume=a.resume, threads=a.threads)
+        result = train_gan(cfg, a.out, resume=a.resume, threads=a.threads, device=a.device,
+                           max_minutes=a.max_minutes)
         _print_json(result.to_json())
         return 130 if result.interrupted else 0
 
@@ -185,6 +189,7 @@ def _eval_gan(p: argparse.ArgumentParser):
     p.add_argument("--seed", type=int, default=0, help="seed of the latents and of the corruption classifier")
     p.add_argument("--inception-weights", default=None,
                    help="TorchScript file mapping float [N,3,299,299] in [0,255] to features [N,F]")
+    p.add_argument("--device", default="cpu", help="where the generator runs: cpu, cuda, cuda:N or auto")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     def run(a: argparse.Namespace) -> int:
@@ -192,7 +197,7 @@ def _eval_gan(p: argparse.ArgumentParser):
 
         result = evaluate_generator_folders(a.generator, a.classifier, n=a.n, dataset=a.dataset, idx_dir=a.idx_dir,
                                             blur=a.blur, seed=a.seed, noise_mode=a.noise_mode, n_real=a.n_real,
-                                            inception_weights=a.inception_weights)
+                                            inception_weights=a.inception_weights, device=a.device)
         if a.json:
             _print_json(result.to_json())
         else:

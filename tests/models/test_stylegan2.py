@@ -125,6 +125,42 @@ def test_noise_modes(G):
         G.synthesis(w, "loud")
 
 
+def test_noise_amplitude_is_per_sample_and_can_vanish(G):
+    """The noise amplitude of a conv layer is its constant strength plus a linear function of its own
+    style: one image can be noise-free while another is noisy (the data is half clean, half noisy)."""
+    G = copy.deepcopy(G)
+    z, y = _zy(G, 2)
+    s = G.styles(G.mapping(z, y))
+    convs = [layer for layer in G.synthesis_network.layers if layer.kind == "conv"]
+    table = {t.name: t for t in G.style_layers()}
+    with torch.no_grad():
+        for layer in convs:  # amplitude = style channel 0 of the layer, minus sample 0's value of it
+            layer.noise_strength.zero_()
+            layer.noise_gain.weight.zero_()
+            layer.noise_gain.weight[0, 0] = 1.0 / layer.noise_gain.weight_gain
+        for name, layer in zip(G.synthesis_network.names, G.synthesis_network.layers):
+            if layer.kind == "conv":
+                layer.noise_gain.bias.fill_(-float(s[0, table[name].start]))
+    per_layer = dict(zip(G.synthesis_network.names, G.synthesis_network.split_styles(s)))
+    amp = convs[-1].noise_amplitude(per_layer["b32.conv1"])
+    assert amp.shape == (2, 1, 1, 1) and amp[0].abs().max() < 1e-6 and amp[1].abs().max() > 1e-3
+    const, none = G.synthesis_from_styles(s, "const"), G.synthesis_from_styles(s, "none")
+    assert torch.allclose(const[0], none[0], atol=1e-6)  # sample 0: no noise at all
+    assert not torch.allclose(const[1], none[1], atol=1e-3)  # sample 1: noisy
+
+
+def test_configs_without_noise_gain_still_load(G, tmp_path):
+    """Generators saved before the per-sample noise gain existed (no key in config.json) load unchanged."""
+    cfg = CONFIGS["tiny"].to_json()
+    assert cfg["noise_gain"] is True and StyleGANConfig.from_json(cfg).noise_gain
+    del cfg["noise_gain"]
+    old = Generator(StyleGANConfig.from_json(cfg))
+    assert not old.cfg.noise_gain and not any("noise_gain" in k for k in old.state_dict())
+    save_generator(old, tmp_path / "old")
+    z, y = _zy(old)
+    assert torch.equal(load_generator(tmp_path / "old")(z, y), old.eval()(z, y))
+
+
 def test_truncation_psi_zero_gives_w_avg(G):
     G = copy.deepcopy(G)  # the fixture is shared
     z, y = _zy(G)

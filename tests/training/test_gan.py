@@ -125,3 +125,45 @@ def test_bad_options():
         GANTrainConfig(batch=1).validate()
     with pytest.raises(FailatlasError, match="multiple of 4"):
         GANTrainConfig(batch=10).validate()
+
+
+def test_max_minutes_saves_and_stops_then_resumes(tmp_path):
+    out = tmp_path / "run"
+    r = train_gan(GANTrainConfig(kimg=0.064, **TINY), out, progress=False, max_minutes=1e-9)
+    assert r.time_limited and not r.interrupted and r.steps == 1
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 1
+    r = train_gan(GANTrainConfig(kimg=0.064, **TINY), out, resume=True, progress=False)
+    assert r.steps == 8 and not r.time_limited
+    with pytest.raises(FailatlasError, match="--max-minutes must be positive"):
+        train_gan(GANTrainConfig(kimg=0.064, **TINY), tmp_path / "x", progress=False, max_minutes=0)
+
+
+def test_device_option(tmp_path, capsys):
+    assert gan.resolve_device("cpu").type == "cpu"
+    assert gan.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(FailatlasError, match="not a device"):
+        gan.resolve_device("gpu0")
+    with pytest.raises(FailatlasError, match="only cpu and cuda"):
+        gan.resolve_device("meta")
+    if not torch.cuda.is_available():
+        rc = main(["train-gan", "--config", "tiny", "--batch", "8", "--kimg", "0.016", "--device", "cuda",
+                   "--out", str(tmp_path / "run")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "sees no CUDA device" in err[0] and "--device cpu" in err[0]
+        assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_resumes(tmp_path):
+    """On CUDA a resumed run continues from the saved state (RNG of the device included). cuDNN may pick
+    non-deterministic kernels, so the weights agree closely rather than bit for bit."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    train_gan(GANTrainConfig(kimg=0.048, **TINY), full, progress=False, device="cuda")
+    train_gan(GANTrainConfig(kimg=0.024, **TINY), part, progress=False, device="cuda")
+    r = train_gan(GANTrainConfig(kimg=0.048, **TINY), part, resume=True, progress=False, device="cuda")
+    assert r.steps == 6 and r.device.startswith("cuda")
+    a, b = _states(full), _states(part)
+    assert "cuda_rng" in a
+    for name, t in a["G_ema"].items():
+        assert torch.allclose(t, b["G_ema"][name], atol=1e-4), name
+    assert load_generator(full).synthesis_network.const.device.type == "cpu"

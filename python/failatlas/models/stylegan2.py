@@ -51,6 +51,11 @@ class StyleGANConfig:
     w_avg_beta: float = 0.995
     mbstd_group: int = 4
     cmap_dim: int = 128
+    # Per-sample noise amplitude: each conv layer's noise strength is its learned constant plus a learned
+    # linear function of that layer's own style (so it stays a function of s, and dim S is unchanged).
+    # With one shared strength per layer every image gets the same noise, yet about half of the corrupted
+    # data is clean. Files written before this option existed lack the key and load with it off.
+    noise_gain: bool = True
 
     def __post_init__(self) -> None:
         log2 = math.log2(self.resolution)
@@ -87,7 +92,7 @@ class StyleGANConfig:
         unknown = sorted(set(obj) - known)
         if unknown:
             raise FailatlasError(f"generator config has unknown keys {unknown}; was it written by a newer failatlas?")
-        return cls(**obj)
+        return cls(**{"noise_gain": False, **obj})
 
 
 CONFIGS: dict[str, StyleGANConfig] = {
@@ -167,15 +172,17 @@ _FIR = torch.tensor([1.0, 3.0, 3.0, 1.0])
 _FIR2D_UP = torch.outer(_FIR, _FIR) / _FIR.sum() ** 2 * 4  # gain 4 restores the energy lost to zero insertion
 
 
-def upconv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def upconv3x3(x: torch.Tensor, weight: torch.Tensor, fir: torch.Tensor | None = None) -> torch.Tensor:
     """Zero-insertion upsampling, a 3×3 conv and the [1, 3, 3, 1] low-pass, as one stride-2 transposed conv
     (computed at the low resolution, 4× cheaper than upsampling first) plus a depthwise 4×4 filter.
 
-    x: Tensor[N, C_in, H, W], weight: Tensor[C_out, C_in, 3, 3] → Tensor[N, C_out, 2H, 2W]."""
+    x: Tensor[N, C_in, H, W], weight: Tensor[C_out, C_in, 3, 3] → Tensor[N, C_out, 2H, 2W]. ``fir``: the
+    filter as Tensor[C_out, 1, 4, 4] on x's device (a layer keeps one, so no copy to the device per call)."""
     y = F.conv_transpose2d(x, weight.flip((2, 3)).transpose(0, 1), stride=2)  # [N, C_out, 2H+1, 2W+1]
     c = y.shape[1]
-    fir = _FIR2D_UP.to(y.dtype).to(y.device).expand(c, 1, 4, 4)
-    return F.conv2d(y, fir, padding=1, groups=c)
+    if fir is None:
+        fir = _FIR2D_UP.to(y.dtype).to(y.device).expand(c, 1, 4, 4)
+    return F.conv2d(y, fir.to(y.dtype), padding=1, groups=c)
 
 
 # --- mapping network ---------------------------------------------------------------------------------
@@ -216,7 +223,8 @@ class StyleConv(nn.Module):
 
     kind = "conv"
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool) -> None:
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool,
+                 noise_gain: bool = True) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.resolution, self.up = in_channels, out_channels, resolution, up
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
@@ -225,19 +233,32 @@ class StyleConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        if up:  # not saved: a constant that follows the layer to its device
+            self.register_buffer("fir", _FIR2D_UP.expand(out_channels, 1, 4, 4).clone(), persistent=False)
+        self.noise_gain = None
+        if noise_gain:  # per-sample amplitude = noise_strength + noise_gain(s); starts as the constant alone
+            self.noise_gain = FullyConnected(in_channels, 1)
+            with torch.no_grad():
+                self.noise_gain.weight.zero_()
+
+    def noise_amplitude(self, s: torch.Tensor) -> torch.Tensor:
+        """s: Tensor[N, C_in] → the noise amplitude of each sample, Tensor[N, 1, 1, 1]."""
+        if self.noise_gain is None:
+            return self.noise_strength.expand(s.shape[0], 1, 1, 1)
+        return (self.noise_gain(s) + self.noise_strength)[:, :, None, None]
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """x: Tensor[N, C_in, r/2 or r, ...]; s: Tensor[N, C_in] → Tensor[N, C_out, r, r]."""
         w = self.weight * self.weight_gain
         x = x * s[:, :, None, None]
-        x = upconv3x3(x, w) if self.up else F.conv2d(x, w, padding=1)
+        x = upconv3x3(x, w, self.fir) if self.up else F.conv2d(x, w, padding=1)
         demod = torch.rsqrt(s.square() @ w.square().sum(dim=(2, 3)).t() + 1e-8)  # [N, C_out]
         x = x * demod[:, :, None, None]
         if noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, dtype=x.dtype, device=x.device)
-            x = x + noise * self.noise_strength
+            x = x + noise * self.noise_amplitude(s)
         elif noise_mode == "const":
-            x = x + self.noise_const * self.noise_strength
+            x = x + self.noise_const * self.noise_amplitude(s)
         return F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * SQRT2
 
 
@@ -290,8 +311,10 @@ class SynthesisNetwork(nn.Module):
         layers: dict[str, nn.Module] = {}
         for res in cfg.resolutions:
             if res > 4:
-                layers[f"b{res}.conv0"] = StyleConv(c(res // 2), c(res), cfg.w_dim, res, up=True)
-            layers[f"b{res}.conv1"] = StyleConv(c(res), c(res), cfg.w_dim, res, up=False)
+                layers[f"b{res}.conv0"] = StyleConv(c(res // 2), c(res), cfg.w_dim, res, up=True,
+                                                       noise_gain=cfg.noise_gain)
+            layers[f"b{res}.conv1"] = StyleConv(c(res), c(res), cfg.w_dim, res, up=False,
+                                                   noise_gain=cfg.noise_gain)
             layers[f"b{res}.torgb"] = ToRGB(c(res), cfg.img_channels, cfg.w_dim, res)
         # ModuleDict keys may not contain dots.
         self.names = list(layers)

@@ -138,13 +138,16 @@ def _batched(fn, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(G: Generator, n: int, seed: int, noise_mode: str = "const", batch: int = 500):
-    """n samples with balanced labels (label = index mod classes), z from ``seed``: (images, labels)."""
+    """n samples with balanced labels (label = index mod classes), z from ``seed``: (images, labels), on
+    the CPU whatever device G is on (z is always drawn on the CPU, so every device sees the same z)."""
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n, G.z_dim, generator=gen)
     y = torch.arange(n) % G.num_classes
     if noise_mode == "random":
         torch.manual_seed(seed)
-    imgs = [G(z[i:i + batch], y[i:i + batch], noise_mode=noise_mode) for i in range(0, n, batch)]
+    device = G.synthesis_network.const.device
+    imgs = [G(z[i:i + batch].to(device), y[i:i + batch].to(device), noise_mode=noise_mode).cpu()
+            for i in range(0, n, batch)]
     return torch.cat(imgs), y
 
 
@@ -228,11 +231,14 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
         corruption_distribution=dist, corruption_classifier_accuracy=judge_acc, inception_fid=fid)
 
 
-def evaluate_generator_folders(generator: str | Path, classifier: str | Path, **options) -> GeneratorQuality:
-    """:func:`evaluate_generator` on saved models (folders, or names of shipped models)."""
+def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *, device: str | None = "cpu",
+                               **options) -> GeneratorQuality:
+    """:func:`evaluate_generator` on saved models (folders, or names of shipped models). ``device`` is
+    where the generator runs ("cpu", "cuda", "auto"); the classifiers run on the CPU."""
     from ..models.classifier import load_classifier
     from ..models.stylegan2 import load_generator
+    from .gan import resolve_device
 
-    return evaluate_generator(load_generator(resolve_model(generator)), load_classifier(resolve_model(classifier)),
-                              **options)
+    G = load_generator(resolve_model(generator), device=resolve_device(device))
+    return evaluate_generator(G, load_classifier(resolve_model(classifier)), **options)
 
