@@ -35,10 +35,20 @@ std::string dtype_name(c10::ScalarType t) {
   }
 }
 
+// "[4, 1280]". Formatted here rather than by streaming t.sizes(): a CUDA build against torch 2.11
+// crashed while formatting that message (benchmarks/RESULTS.md, 2026-11-28).
+std::string shape_str(const at::Tensor& t) {
+  std::string out = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) {
+    out += (i ? ", " : "") + std::to_string(t.size(i));
+  }
+  return out + "]";
+}
+
 void check_1d(const at::Tensor& t, const char* name, const char* shape) {
   TORCH_CHECK(
       t.dim() == 1, "walk_styles: ", name, " must be 1-D ", shape, ", got a ", t.dim(),
-      "-D tensor of shape ", t.sizes());
+      "-D tensor of shape ", shape_str(t));
 }
 
 } // namespace
@@ -51,7 +61,7 @@ void check_walk_styles_inputs(
     const at::Tensor& sign) {
   TORCH_CHECK(
       starts.dim() == 2, "walk_styles: starts must be 2-D [N, D], got a ", starts.dim(),
-      "-D tensor of shape ", starts.sizes());
+      "-D tensor of shape ", shape_str(starts));
   check_1d(dims, "dims", "[K]");
   check_1d(shifts, "shifts", "[M]");
   check_1d(sigma, "sigma", "[D]");

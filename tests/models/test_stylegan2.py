@@ -191,10 +191,15 @@ def test_discriminator_shapes_and_odd_batches():
     y = minibatch_stddev(x, 4)
     assert y.shape == (8, 4, 4, 4)
     assert torch.equal(y[:, :3], x)
-    # the appended map is the mean std over each group of 4 samples: constant per sample, shared in a group
-    stat = (x.reshape(4, 2, 3, 4, 4) - x.reshape(4, 2, 3, 4, 4).mean(0)).square().mean(0).add(1e-8).sqrt().mean((1, 2, 3))
-    assert torch.allclose(y[:, -1, 0, 0], stat.repeat(4), atol=1e-6)
-    assert torch.equal(y[:, -1], y[:, -1, :1, :1].expand(8, 4, 4))
+    # the appended map is the mean std over each group of 4 consecutive samples: constant per sample,
+    # shared in a group
+    for grp in (slice(0, 4), slice(4, 8)):
+        stat = x[grp].std(dim=0, unbiased=False).mean()
+        assert torch.allclose(y[grp, -1], stat.expand(4, 4, 4), atol=1e-5)
+    # groups never mix the two halves of [fakes; reals]: changing the second half leaves the first alone
+    x2 = x.clone()
+    x2[4:] *= 10
+    assert torch.equal(minibatch_stddev(x2, 4)[:4], y[:4])
     # Projection conditioning: the label changes the score.
     img = torch.randn(4, 1, 32, 32)
     assert not torch.allclose(D(img, torch.zeros(4, dtype=torch.long)), D(img, torch.ones(4, dtype=torch.long)))

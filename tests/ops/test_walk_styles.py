@@ -193,6 +193,14 @@ def test_bad_inputs_raise_clear_errors(native, backend, change, message):
         walk_styles(*args, backend=backend)
 
 
+@pytest.mark.parametrize("change,message", [c[1:] for c in _bad_cases()], ids=[c[0] for c in _bad_cases()])
+def test_native_op_itself_raises_clear_errors(native, change, message):
+    """The C++ checks, without the wrapper's Python-side checks in front of them (what C++ callers get)."""
+    args = change(make_inputs(4, 1280, 5, 3))
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        torch.ops.failatlas.walk_styles.default(*args)
+
+
 def test_unknown_backend():
     with pytest.raises(ValueError, match="backend must be 'native' or 'reference'"):
         walk_styles(*make_inputs(1, 2, 1, 1), backend="cuda")

@@ -43,6 +43,10 @@ def walk_styles(
     """
     if backend == "native":
         _ext.load()
+        # The shape, dtype and device checks again on the Python side (free: no data is read), so that
+        # Python callers get the error even from a native build that mishandles one; the kernels still
+        # check everything themselves (C++ callers), the dims range included.
+        check_walk_styles_args(starts, dims, shifts, sigma, sign, values=False)
         return torch.ops.failatlas.walk_styles.default(starts, dims, shifts, sigma, sign)
     if backend == "reference":
         return reference_walk_styles(starts, dims, shifts, sigma, sign)

@@ -348,7 +348,8 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             real, y_real = reals[idx], labels[idx]
             do_r1 = step % cfg.r1_interval == 0
             real.requires_grad_(do_r1)
-            # One D call on fakes and reals (minibatch-stddev groups never straddle the two halves).
+            # One D call on fakes and reals; minibatch-stddev groups are consecutive samples, so (batch being
+            # a multiple of the group size) no group mixes the two halves.
             scores = D(torch.cat([fake, real]), torch.cat([y, y_real]))
             score_fake, score_real = scores[: cfg.batch], scores[cfg.batch:]
             loss_D = F.softplus(score_fake).mean() + F.softplus(-score_real).mean()
