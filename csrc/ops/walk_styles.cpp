@@ -35,19 +35,26 @@ std::string dtype_name(c10::ScalarType t) {
   }
 }
 
-// "[4, 1280]". Formatted here rather than by streaming t.sizes(): a CUDA build against torch 2.11
-// crashed while formatting that message (benchmarks/RESULTS.md, 2026-11-28).
+// Numbers in messages go through std::to_string, never through an ostream: in a CUDA build against the
+// lent GPU machine's torch 2.11, every error message that streamed an integer crashed the process while
+// messages made of strings worked (benchmarks/RESULTS.md, 2026-11-28; likely two C++ runtimes whose
+// locale facets disagree). std::to_string formats without the stream's locale.
+std::string num(int64_t v) {
+  return std::to_string(v);
+}
+
+// "[4, 1280]"
 std::string shape_str(const at::Tensor& t) {
   std::string out = "[";
   for (int64_t i = 0; i < t.dim(); ++i) {
-    out += (i ? ", " : "") + std::to_string(t.size(i));
+    out += (i ? ", " : "") + num(t.size(i));
   }
   return out + "]";
 }
 
 void check_1d(const at::Tensor& t, const char* name, const char* shape) {
   TORCH_CHECK(
-      t.dim() == 1, "walk_styles: ", name, " must be 1-D ", shape, ", got a ", t.dim(),
+      t.dim() == 1, "walk_styles: ", name, " must be 1-D ", shape, ", got a ", num(t.dim()),
       "-D tensor of shape ", shape_str(t));
 }
 
@@ -60,7 +67,7 @@ void check_walk_styles_inputs(
     const at::Tensor& sigma,
     const at::Tensor& sign) {
   TORCH_CHECK(
-      starts.dim() == 2, "walk_styles: starts must be 2-D [N, D], got a ", starts.dim(),
+      starts.dim() == 2, "walk_styles: starts must be 2-D [N, D], got a ", num(starts.dim()),
       "-D tensor of shape ", shape_str(starts));
   check_1d(dims, "dims", "[K]");
   check_1d(shifts, "shifts", "[M]");
@@ -86,17 +93,18 @@ void check_walk_styles_inputs(
       {&dims, "dims"}, {&shifts, "shifts"}, {&sigma, "sigma"}, {&sign, "sign"}};
   for (const auto& [t, name] : same_device) {
     TORCH_CHECK(
-        t->device() == starts.device(), "walk_styles: ", name, " is on ", t->device(),
-        " but starts is on ", starts.device(), "; all inputs must be on one device");
+        t->device() == starts.device(), "walk_styles: ", name, " is on ", t->device().str(),
+        " but starts is on ", starts.device().str(), "; all inputs must be on one device");
   }
 
   const int64_t D = starts.size(1);
   const int64_t K = dims.size(0);
   TORCH_CHECK(
-      sigma.size(0) == D, "walk_styles: sigma has ", sigma.size(0),
-      " entries but starts has D = ", D, " columns");
+      sigma.size(0) == D, "walk_styles: sigma has ", num(sigma.size(0)),
+      " entries but starts has D = ", num(D), " columns");
   TORCH_CHECK(
-      sign.size(0) == K, "walk_styles: sign has ", sign.size(0), " entries but dims has K = ", K);
+      sign.size(0) == K, "walk_styles: sign has ", num(sign.size(0)), " entries but dims has K = ",
+      num(K));
 
   if (K == 0) {
     return;
@@ -107,8 +115,8 @@ void check_walk_styles_inputs(
   const int64_t* values = host_dims.const_data_ptr<int64_t>();
   for (int64_t k = 0; k < K; ++k) {
     TORCH_CHECK(
-        values[k] >= 0 && values[k] < D, "walk_styles: dims[", k, "] = ", values[k],
-        " is out of range for starts with D = ", D);
+        values[k] >= 0 && values[k] < D, "walk_styles: dims[", num(k), "] = ", num(values[k]),
+        " is out of range for starts with D = ", num(D));
   }
 }
 
