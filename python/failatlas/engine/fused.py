@@ -1,0 +1,248 @@
+"""The fused graph: StyleSpace vector → synthesis → adapter → classifier → logits, as one module.
+
+``s: Tensor[N, dim S]`` (float32, CPU) → ``logits: Tensor[N, num_classes]``, with the generator's
+deterministic ``"const"`` noise, so the same ``s`` always gives the same logits.
+
+* :class:`FusedModel` is the eager module (frozen copies of the synthesis network and the classifier).
+* :func:`export_torchscript` writes it as a traced TorchScript archive (``.pt``) that a C++ program can run.
+* :func:`export_program` writes it as a ``torch.export`` program (``.pt2``).
+* :func:`load_fused` reads either back as a :class:`FusedGraph`, a callable that checks its input.
+
+Both files take any batch size: the batch dimension is dynamic (traced as ``s.size(0)`` in TorchScript,
+``Dim("batch")`` in the exported program). Each export checks itself against the eager module at two
+batch sizes other than the example's before it writes the file.
+
+Each file also holds two scalar int64 buffers, ``meta_style_dim`` and ``meta_num_classes``, so that
+:func:`load_fused` knows the style width a graph expects and can refuse a wrong one with a clear message.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import _torchscript
+from .._io import write_bytes
+from ..errors import FailatlasError
+from ..models.adapter import classifier_view
+
+__all__ = ["FusedModel", "FusedGraph", "export_torchscript", "export_program", "load_fused",
+           "TORCHSCRIPT_SUFFIX", "PROGRAM_SUFFIX"]
+
+TORCHSCRIPT_SUFFIX = ".pt"
+PROGRAM_SUFFIX = ".pt2"
+EXPORT_NOISE_MODES = ("const", "none")  # deterministic modes only: an exported graph must be reproducible
+
+_EXAMPLE_BATCH = 5        # the batch size the graph is traced/exported at
+_CHECK_BATCHES = (1, 3)   # ... and the sizes it is checked at (other than the example's)
+_CHECK_RTOL = 1e-4        # relative to the largest logit: the graphs run the same kernels as eager
+
+
+class FusedModel(nn.Module):
+    """StyleSpace vector → logits: ``classifier(classifier_view(G.synthesis_network(s, noise_mode)))``.
+
+    ``forward(s)``: Tensor[N, dim S] float32 → logits Tensor[N, num_classes]. ``forward`` runs no input
+    checks (they would break tracing and export); :class:`FusedGraph` checks inputs for loaded graphs.
+
+    The module holds float32 CPU copies of ``G``'s synthesis network and of ``classifier``, in eval mode
+    (``train()`` keeps it there) and with ``requires_grad`` off, so later changes to ``G`` or
+    ``classifier`` do not reach it. Gradients with respect to ``s`` still flow.
+    """
+
+    def __init__(self, G: nn.Module, classifier: nn.Module, noise_mode: str = "const") -> None:
+        super().__init__()
+        from ..models.stylegan2 import NOISE_MODES
+
+        if not hasattr(G, "synthesis_network") or not hasattr(G, "style_dim"):
+            raise FailatlasError(f"FusedModel needs a failatlas StyleGAN2 Generator, got {type(G).__name__}; "
+                                 "load one with failatlas.load_generator(path)")
+        if not isinstance(classifier, nn.Module):
+            raise FailatlasError(f"FusedModel needs a classifier nn.Module, got {type(classifier).__name__}; "
+                                 "load one with failatlas.models.classifier.load_classifier(folder)")
+        if noise_mode not in NOISE_MODES:
+            raise FailatlasError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        self.noise_mode = noise_mode
+        self.synthesis = _frozen_copy(G.synthesis_network)
+        self.classifier = _frozen_copy(classifier)
+        self.style_dim = int(G.style_dim)
+        with torch.no_grad():
+            try:
+                probe = self(torch.zeros(2, self.style_dim))
+            except RuntimeError as exc:
+                raise FailatlasError(
+                    "the classifier does not accept the generator's images as [N, 1, 28, 28] classifier inputs "
+                    f"({_first_line(exc)}); use a classifier for 28×28 one-channel images") from None
+        if probe.ndim != 2 or probe.shape[0] != 2:
+            raise FailatlasError(f"the classifier must return logits of shape [N, num_classes], got "
+                                 f"{list(probe.shape)} for N = 2")
+        self.num_classes = int(probe.shape[1])
+        self.register_buffer("meta_style_dim", torch.tensor(self.style_dim, dtype=torch.int64))
+        self.register_buffer("meta_num_classes", torch.tensor(self.num_classes, dtype=torch.int64))
+        self.eval()
+
+    def train(self, mode: bool = True) -> "FusedModel":
+        """Always eval mode: the fused graph is for analysis (BatchNorm uses its running statistics)."""
+        return super().train(False)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        """s: Tensor[N, dim S] → logits Tensor[N, num_classes] (no checks; see the class docstring)."""
+        images = self.synthesis(s, self.noise_mode)        # [N, 1, 32, 32] in about [-1, 1]
+        return self.classifier(classifier_view(images))    # [N, 1, 28, 28] in [0, 1] → [N, K]
+
+
+class FusedGraph:
+    """A loaded fused graph: ``graph(s)`` with s: Tensor[N, style_dim] → logits Tensor[N, num_classes].
+
+    Unlike :class:`FusedModel`, calling it checks ``s`` first (a tensor of shape [N, style_dim]; it is
+    converted to float32 on the CPU) and raises :class:`FailatlasError` otherwise.
+
+    Attributes: ``path``, ``format`` (``"torchscript"`` or ``"export"``), ``style_dim``, ``num_classes``
+    and ``module``, the loaded module itself (no input checks).
+    """
+
+    def __init__(self, module: Callable[[torch.Tensor], torch.Tensor], path: Path, format: str,
+                 style_dim: int, num_classes: int) -> None:
+        self.module, self.path, self.format = module, path, format
+        self.style_dim, self.num_classes = style_dim, num_classes
+
+    def __call__(self, s: torch.Tensor) -> torch.Tensor:
+        if not isinstance(s, torch.Tensor):
+            raise FailatlasError(f"the fused graph {self.path.name} takes styles as a torch.Tensor of shape "
+                                 f"[N, {self.style_dim}], got {type(s).__name__}")
+        if s.ndim != 2 or s.shape[1] != self.style_dim:
+            raise FailatlasError(
+                f"the fused graph {self.path} expects styles of shape [N, {self.style_dim}], got {list(s.shape)}; "
+                "use styles from the generator this graph was exported from (or export the graph again)")
+        if not (s.dtype.is_floating_point):
+            raise FailatlasError(f"styles must be floating point, got {s.dtype}")
+        return self.module(s.to(device="cpu", dtype=torch.float32))
+
+    def __repr__(self) -> str:
+        return (f"FusedGraph({str(self.path)!r}, format={self.format!r}, style_dim={self.style_dim}, "
+                f"num_classes={self.num_classes})")
+
+
+def export_torchscript(G: nn.Module, classifier: nn.Module, path: str | Path, *,
+                       noise_mode: str = "const") -> Path:
+    """Trace ``FusedModel(G, classifier, noise_mode)`` and save it atomically as TorchScript at ``path``
+    (``.pt``). The traced graph takes s: Tensor[N, dim S] with any N and returns Tensor[N, num_classes].
+    Returns ``path``."""
+    path = _check_suffix(path, TORCHSCRIPT_SUFFIX, "export_torchscript")
+    model = _export_model(G, classifier, noise_mode)
+    example = _example_styles(model, _EXAMPLE_BATCH)
+    traced = _torchscript.trace(model, (example,), check_trace=False)
+    _verify(model, traced, "traced TorchScript graph")
+    _torchscript.save(traced, path)
+    return path
+
+
+def export_program(G: nn.Module, classifier: nn.Module, path: str | Path, *,
+                   noise_mode: str = "const") -> Path:
+    """Export ``FusedModel(G, classifier, noise_mode)`` with ``torch.export.export`` (the batch dimension
+    dynamic as ``Dim("batch")``) and save it atomically with ``torch.export.save`` at ``path`` (``.pt2``).
+    Load it with :func:`load_fused` or ``torch.export.load(path).module()``: s: Tensor[N, dim S] →
+    Tensor[N, num_classes]. Returns ``path``."""
+    path = _check_suffix(path, PROGRAM_SUFFIX, "export_program")
+    model = _export_model(G, classifier, noise_mode)
+    example = _example_styles(model, _EXAMPLE_BATCH)
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        program = torch.export.export(model, (example,), dynamic_shapes={"s": {0: batch}}, strict=False)
+    except Exception as exc:  # export errors come in many types; none is the user's to debug here
+        raise FailatlasError(f"torch.export could not export the fused graph ({_first_line(exc)}); "
+                             f"use export_torchscript for a {TORCHSCRIPT_SUFFIX} file instead") from None
+    _verify(model, program.module(), "exported program")
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    write_bytes(path, buffer.getvalue())
+    return path
+
+
+def load_fused(path: str | Path) -> FusedGraph:
+    """Load a fused graph written by :func:`export_torchscript` (``.pt``) or :func:`export_program`
+    (``.pt2``) as a :class:`FusedGraph`: s: Tensor[N, style_dim] → logits Tensor[N, num_classes].
+
+    A missing or unreadable file, or a file that is not a fused graph, raises :class:`FailatlasError`."""
+    path = Path(path)
+    if path.suffix not in (TORCHSCRIPT_SUFFIX, PROGRAM_SUFFIX):
+        raise FailatlasError(f"fused graph {path}: the name must end in {TORCHSCRIPT_SUFFIX} (TorchScript) or "
+                             f"{PROGRAM_SUFFIX} (torch.export program)")
+    if not path.is_file():
+        raise FailatlasError(f"fused graph not found: {path}; write one with export_torchscript or export_program")
+    if path.suffix == TORCHSCRIPT_SUFFIX:
+        module = _torchscript.load_torchscript(path, "fused graph")
+        meta = {name: getattr(module, name, None) for name in ("meta_style_dim", "meta_num_classes")}
+        fmt = "torchscript"
+    else:
+        try:
+            program = torch.export.load(str(path))
+            module = program.module()
+        except Exception as exc:  # zip, pickle, JSON and schema errors alike: the file is not readable
+            raise FailatlasError(f"fused graph {path} is not a readable torch.export program "
+                                 f"({_first_line(exc)}); export it again with export_program") from None
+        state = {**program.state_dict, **program.constants}
+        meta = {name: state.get(name) for name in ("meta_style_dim", "meta_num_classes")}
+        fmt = "export"
+    if not all(isinstance(v, torch.Tensor) and v.numel() == 1 for v in meta.values()):
+        raise FailatlasError(f"{path} is not a failatlas fused graph (it has no style width recorded); "
+                             "write one with export_torchscript or export_program")
+    return FusedGraph(module, path, fmt, int(meta["meta_style_dim"]), int(meta["meta_num_classes"]))
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def _frozen_copy(module: nn.Module) -> nn.Module:
+    module = copy.deepcopy(module).to(device="cpu", dtype=torch.float32).eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_suffix(path: str | Path, suffix: str, what: str) -> Path:
+    path = Path(path)
+    if path.suffix != suffix:
+        raise FailatlasError(f"{what} writes a {suffix} file (load_fused tells the formats apart by the suffix), "
+                             f"got {path}; name it {path.with_suffix(suffix).name}")
+    return path
+
+
+def _export_model(G: nn.Module, classifier: nn.Module, noise_mode: str) -> FusedModel:
+    if noise_mode not in EXPORT_NOISE_MODES:
+        raise FailatlasError(f"an exported fused graph must be deterministic: noise_mode must be one of "
+                             f"{EXPORT_NOISE_MODES}, got {noise_mode!r}")
+    return FusedModel(G, classifier, noise_mode)
+
+
+def _example_styles(model: FusedModel, n: int) -> torch.Tensor:
+    """Deterministic, non-degenerate styles Tensor[n, dim S] (around the affine layers' bias of 1)."""
+    gen = torch.Generator().manual_seed(0)
+    return 1.0 + 0.5 * torch.randn(n, model.style_dim, generator=gen)
+
+
+def _verify(model: FusedModel, graph: Callable[[torch.Tensor], torch.Tensor], what: str) -> None:
+    """Check ``graph`` against the eager ``model`` at batch sizes other than the example's, so that a
+    graph with a baked-in batch size is never written."""
+    for n in _CHECK_BATCHES:
+        s = _example_styles(model, n + _EXAMPLE_BATCH)[-n:]
+        with torch.no_grad():
+            want = model(s)
+            try:
+                got = graph(s)
+            except Exception as exc:
+                raise FailatlasError(f"the {what} fails at batch size {n} ({_first_line(exc)}); "
+                                     "it does not take a dynamic batch") from None
+        tol = _CHECK_RTOL * max(1.0, float(want.abs().max()))
+        if got.shape != want.shape or not float((got - want).abs().max()) <= tol:
+            raise FailatlasError(f"the {what} disagrees with the eager model at batch size {n}; "
+                                 "it cannot be used (please report this)")

@@ -1,0 +1,170 @@
+"""The fused graph s → synthesis → adapter → classifier → logits: eager, TorchScript and torch.export."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from failatlas import _torchscript
+from failatlas.engine.fused import (FusedGraph, FusedModel, export_program, export_torchscript,
+                                    load_fused)
+from failatlas.errors import FailatlasError
+from failatlas.models.adapter import classifier_view
+from failatlas.models.classifier import PaperCNN
+
+BATCHES = (1, 3, 17)  # the exports trace/export at batch 5
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    torch.manual_seed(1)
+    model = PaperCNN().eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so eval-mode BN is visible in the logits
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_generator, classifier, tmp_path_factory):
+    """Both files written and loaded once, with every warning raised on the way recorded."""
+    folder = tmp_path_factory.mktemp("fused")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ts_path = export_torchscript(tiny_generator, classifier, folder / "fused.pt")
+        ep_path = export_program(tiny_generator, classifier, folder / "fused.pt2")
+        graphs = {"torchscript": load_fused(ts_path), "export": load_fused(ep_path)}
+        s = torch.randn(3, tiny_generator.style_dim)
+        for graph in graphs.values():
+            graph(s)
+    return {"ts_path": ts_path, "ep_path": ep_path, "graphs": graphs, "warnings": list(caught)}
+
+
+def styles(G, n: int, seed: int) -> torch.Tensor:
+    """Realistic styles: z → mapping → affine layers."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, G.z_dim, generator=gen)
+    y = torch.randint(0, G.num_classes, (n,), generator=gen)
+    with torch.no_grad():
+        return G.styles(G.mapping(z, y))
+
+
+def test_eager_is_the_composition(tiny_generator, classifier):
+    fused = FusedModel(tiny_generator, classifier)
+    s = styles(tiny_generator, 4, seed=0)
+    with torch.no_grad():
+        want = classifier(classifier_view(tiny_generator.synthesis_from_styles(s, "const")))
+        got = fused(s)
+    assert got.shape == (4, 10) and got.dtype == torch.float32
+    assert torch.equal(got, want)
+    assert (fused.style_dim, fused.num_classes) == (tiny_generator.style_dim, 10)
+    assert not fused.training and all(not m.training for m in fused.modules())
+    assert not any(p.requires_grad for p in fused.parameters())
+    fused.train()
+    assert not any(m.training for m in fused.modules())
+    # copies: the caller's models keep their own state
+    assert fused.synthesis is not tiny_generator.synthesis_network and fused.classifier is not classifier
+    assert any(p.requires_grad for p in classifier.parameters())
+
+
+@pytest.mark.parametrize("n", BATCHES)
+def test_eager_torchscript_export_agree(tiny_generator, classifier, exported, n):
+    fused = FusedModel(tiny_generator, classifier)
+    s = styles(tiny_generator, n, seed=n)
+    with torch.no_grad():
+        want = fused(s)
+        for name, graph in exported["graphs"].items():
+            got = graph(s)
+            assert got.shape == (n, 10), name
+            assert (got - want).abs().max().item() <= TOL, name
+
+
+def test_round_trip_metadata(tiny_generator, exported):
+    for fmt, graph in exported["graphs"].items():
+        assert isinstance(graph, FusedGraph) and graph.format == fmt
+        assert (graph.style_dim, graph.num_classes) == (tiny_generator.style_dim, 10)
+    # reloading gives the same numbers
+    again = load_fused(exported["ts_path"])
+    s = styles(tiny_generator, 2, seed=7)
+    assert torch.equal(again(s), exported["graphs"]["torchscript"](s))
+    # the .pt2 also loads with plain torch.export
+    plain = torch.export.load(str(exported["ep_path"])).module()
+    assert torch.equal(plain(s), exported["graphs"]["export"](s))
+
+
+def test_no_jit_warnings_escape(exported):
+    noisy = [str(w.message) for w in exported["warnings"]
+             if issubclass(w.category, (DeprecationWarning, FutureWarning))
+             and any(k in str(w.message).lower() for k in ("jit", "torchscript"))]
+    assert noisy == []
+
+
+def test_missing_file(tmp_path):
+    for name in ("nope.pt", "nope.pt2"):
+        with pytest.raises(FailatlasError, match="not found.*nope"):
+            load_fused(tmp_path / name)
+
+
+@pytest.mark.parametrize("name", ["garbage.pt", "garbage.pt2"])
+def test_garbage_file(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"this is not a model\x00\x01" * 50)
+    with pytest.raises(FailatlasError, match="garbage"):
+        load_fused(path)
+
+
+@pytest.mark.parametrize("which", ["ts_path", "ep_path"])
+def test_truncated_file(tmp_path, exported, which):
+    data = exported[which].read_bytes()
+    path = tmp_path / exported[which].name
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FailatlasError, match=str(path.name)):
+        load_fused(path)
+
+
+def test_not_a_fused_graph(tmp_path):
+    path = tmp_path / "linear.pt"
+    _torchscript.save(_torchscript.trace(torch.nn.Linear(3, 2).eval(), (torch.randn(2, 3),)), path)
+    with pytest.raises(FailatlasError, match="not a failatlas fused graph"):
+        load_fused(path)
+
+
+def test_wrong_width(tiny_generator, exported):
+    d = tiny_generator.style_dim
+    for graph in exported["graphs"].values():
+        for bad in (torch.randn(2, d + 1), torch.randn(2, d - 16), torch.randn(d)):
+            with pytest.raises(FailatlasError, match=rf"expects styles of shape \[N, {d}\]"):
+                graph(bad)
+
+
+def test_bad_export_arguments(tiny_generator, classifier, tmp_path):
+    with pytest.raises(FailatlasError, match="fused.pt2"):
+        export_torchscript(tiny_generator, classifier, tmp_path / "fused.pt2")
+    with pytest.raises(FailatlasError, match="fused.pt2"):
+        export_program(tiny_generator, classifier, tmp_path / "fused.onnx")
+    with pytest.raises(FailatlasError, match="deterministic"):
+        export_torchscript(tiny_generator, classifier, tmp_path / "fused.pt", noise_mode="random")
+    with pytest.raises(FailatlasError, match="must end in"):
+        load_fused(tmp_path / "fused.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_shipped_models_torchscript(repo_root, tmp_path):
+    """The shipped generator (style layers without per-sample noise gain) and classifier, traced at
+    batch 5 and run at batch 3."""
+    import failatlas
+    from failatlas.models.classifier import load_classifier
+
+    G = failatlas.load_generator(repo_root / "models/mnist/generator")
+    C = load_classifier(repo_root / "models/mnist/classifier-clean")
+    graph = load_fused(export_torchscript(G, C, tmp_path / "shipped.pt"))
+    s = styles(G, 3, seed=3)
+    with torch.no_grad():
+        want = C(classifier_view(G.synthesis_from_styles(s, "const")))
+        assert (graph(s) - want).abs().max().item() <= TOL
+    assert graph.style_dim == G.style_dim
