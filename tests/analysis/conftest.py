@@ -84,6 +84,8 @@ def hand_built(G):
         conv.weight[[a, b]] = 0.0
         conv.bias[a], conv.bias[b] = 0.0, -1.0
         conv.noise_strength.fill_(1.0)
+        conv.noise_gain.weight.zero_()  # amplitude = noise_strength + noise_gain(s) = 1 for every sample
+        conv.noise_gain.bias.zero_()
         conv.noise_const.zero_()
         conv.noise_const[:, :16] = 1.0
     start = table["b32.torgb"].start

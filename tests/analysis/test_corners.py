@@ -159,8 +159,15 @@ def test_verification_reclassifies_from_scratch(left):
     assert unchecked.found and not unchecked.verified and unchecked.p_verified is None
 
 
+def _two_classes(sharp) -> list[int]:
+    """Two classes with well-classified samples in the population (they have class-mean starts)."""
+    have = sorted({int(c) for c in sharp.population.y[sharp.population.well].tolist()})
+    assert len(have) >= 2
+    return have[-2:]
+
+
 def test_batched_search_equals_the_authors_procedure(G, sharp):
-    kw = dict(dims=3, classes=[6, 9], n_pairs=2, step=1.0, max_shift=30.0, tol=0.01)
+    kw = dict(dims=3, classes=_two_classes(sharp), n_pairs=2, step=1.0, max_shift=30.0, tol=0.01)
     batched = find_corner_cases(G, sharp.C, sharp.ranking, sharp.population, pairs=True, **kw)
     authors = authors_corner_search(G, sharp.C, sharp.ranking, sharp.population, pairs=True, **kw)
     assert len(batched.rows) == len(authors.rows) == 2 * (3 + 1)
@@ -172,6 +179,22 @@ def test_batched_search_equals_the_authors_procedure(G, sharp):
             assert b.verified
     assert batched.evaluations < authors.evaluations / 3
     assert batched.rounds <= 1 + 30 + 9 < authors.rounds  # start, brackets up to 30σ, 9 halvings
+
+
+def test_engine_backend_equals_reference_backend(G, sharp):
+    """The prefix-cached search (default) finds the same corner cases as full synthesis per image, with
+    dimensions from several layers (conv and ToRGB) and pairs."""
+    kw = dict(dims=6, classes=_two_classes(sharp), n_pairs=3, step=1.0, max_shift=30.0, tol=0.01)
+    fast = find_corner_cases(G, sharp.C, sharp.ranking, sharp.population, **kw)
+    ref = find_corner_cases(G, sharp.C, sharp.ranking, sharp.population, backend="reference", **kw)
+    assert len({layer for r in fast.cases for layer in r.layers}) >= 2
+    assert sum(r.found for r in fast.rows) >= 4
+    for a, b in zip(fast.rows, ref.rows):
+        assert (a.dims, a.found, a.verified, a.evaluations) == (b.dims, b.found, b.verified, b.evaluations)
+        if a.found:
+            assert abs(a.shift - b.shift) <= 1e-9 and abs(a.p_at_shift - b.p_at_shift) <= 1e-5
+    with pytest.raises(FailatlasError, match="backend must be 'engine'"):
+        CornerCaseSearch(G, sharp.C, sharp.ranking, backend="fast")
 
 
 def test_population_starts_are_class_means_and_empty_classes_are_skipped(G, sharp):

@@ -49,7 +49,8 @@ def test_grid_shapes_start_row_and_corner_row(G, searched):
         if row.found:
             assert grid.base_shifts[j] == row.shift and grid.found[j]
             assert float(grid.p_y[one, j]) <= 0.5
-            assert float(grid.p_y[one, j]) == pytest.approx(row.p_at_shift, abs=1e-6)
+            # the search ran on the prefix cache, the grid on full synthesis: float32 rounding only
+            assert float(grid.p_y[one, j]) == pytest.approx(row.p_at_shift, abs=1e-5)
         else:
             assert grid.base_shifts[j] == 20.0 and not grid.found[j]
             assert any(n.startswith(f"dim {d}:") and "max_shift" in n for n in grid.notes)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -306,10 +307,16 @@ _backend: str | None = None
 
 
 def _walk_backend() -> str:
-    """The native walk op when the native module is built, else its pure-torch reference (same values)."""
+    """The pure-torch reference of the walk op. The native op gives the same values but measured slower
+    (0.64× on an H200, 0.66–0.80× on 2 CPU cores: benchmarks/RESULTS.md), so it is not the default;
+    ``FAILATLAS_WALK_BACKEND=native`` selects it."""
     global _backend
     if _backend is None:
-        _backend = "native" if _ext.available() else "reference"
+        _backend = os.environ.get("FAILATLAS_WALK_BACKEND", "reference")
+        if _backend not in ("native", "reference"):
+            raise FailatlasError(f"FAILATLAS_WALK_BACKEND must be 'native' or 'reference', got {_backend!r}")
+        if _backend == "native" and not _ext.available():
+            _backend = "reference"
     return _backend
 
 
@@ -374,6 +381,46 @@ class _Evaluator:
         self.images += int(s.shape[0])
         self.calls += 1
         return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
+
+
+class _CachedEvaluator(_Evaluator):
+    """p_y of walk rows from the activations that enter each style layer, cached once per start (the
+    engine's prefix cache, :mod:`failatlas.engine.walks`): a row whose dimensions start at layer ℓ only
+    runs layers ℓ, ℓ+1, …. Same values as :class:`_Evaluator` on the full style vectors, up to float
+    rounding (≤ 1e-6 in p_y); the search's results are verified by full synthesis anyway."""
+
+    MAX_STARTS = 256  # the cache holds every layer's input for every start (≈6 MB per start for cpu-small)
+
+    def __init__(self, G: nn.Module, classifier: nn.Module, batch_size: int, starts: torch.Tensor) -> None:
+        super().__init__(G, classifier, batch_size)
+        self.net = G.synthesis_network
+        self.layer_of = torch.empty(G.style_dim, dtype=torch.long)
+        for i, t in enumerate(G.style_layers()):
+            self.layer_of[t.start:t.start + t.size] = i
+        self.trace: list = []
+        with torch.no_grad():
+            self.net(starts.to(self.device, self.dtype), "const", self.trace)
+
+    @torch.no_grad()
+    def rows(self, starts64: torch.Tensor, rows: Sequence[Any], t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """float64 Tensor[P]: p_y of row p's start moved by t[p] σ along its dimensions."""
+        s = _walk_rows(starts64, rows, t).to(self.device, self.dtype)
+        first = torch.tensor([min(int(self.layer_of[d]) for d in r.dims) for r in rows], dtype=torch.long)
+        start = torch.tensor([int(r.start) for r in rows], dtype=torch.long)
+        out = torch.empty(len(rows), dtype=torch.float64)
+        for li in first.unique().tolist():
+            idx = (first == li).nonzero().squeeze(1)
+            _, x_in, img_in = self.trace[li]
+            for i in range(0, len(idx), self.batch_size):
+                part = idx[i:i + self.batch_size]
+                st = start[part].to(x_in.device)
+                img = self.net.run_from(li, x_in[st], None if img_in is None else img_in[st], s[part], "const")
+                logits = self.C(classifier_view(img).to(self.cdevice, self.cdtype))
+                yy = y[part].to(logits.device)
+                out[part] = torch.softmax(logits.double(), dim=1).gather(1, yy[:, None]).squeeze(1).cpu()
+        self.images += len(rows)
+        self.calls += 1
+        return out
 
 
 # --- setup shared by the batched search and the authors' procedure -------------------------------------
@@ -597,13 +644,20 @@ class CornerCaseSearch:
 
     ``batch_size`` images (None: 64 on CPU, 512 on an accelerator) go through the generator and the
     classifier at once; a round larger than that is split, and still counts as one round.
+    ``backend="engine"`` (default) synthesizes each start once and re-runs only the layers from the walked
+    dimension's on (the prefix cache; up to 256 starts, beyond that it falls back); ``"reference"``
+    synthesizes every image from its full style vector.
     """
 
     def __init__(self, generator: nn.Module, classifier: nn.Module, ranking: Ranking,
-                 batch_size: int | None = None, progress_bar: bool | None = None) -> None:
+                 batch_size: int | None = None, progress_bar: bool | None = None, backend: str = "engine") -> None:
+        if backend not in ("engine", "reference"):
+            raise FailatlasError(f"backend must be 'engine' (prefix cache) or 'reference' (full synthesis per "
+                                 f"image), got {backend!r}")
         self.generator, self.classifier, self.ranking = generator, classifier, ranking
         self.batch_size = batch_size
         self.progress_bar = progress_bar
+        self.backend = backend
         if isinstance(ranking, Ranking) and ranking.style_dim != generator.style_dim:
             raise FailatlasError(f"the ranking has {ranking.style_dim} style dimensions but the generator has "
                                  f"{generator.style_dim}; it ranks another generator: rank this generator's "
@@ -625,8 +679,18 @@ class CornerCaseSearch:
         setup = _Setup(G, C, self.ranking, population, dims, classes, starts, labels, pairs, n_pairs, step,
                        max_shift, tol, self.batch_size)
         rows, tol = setup.rows, setup.tol
-        ev = _Evaluator(G, C, setup.batch_size)
         starts64 = setup.starts.to(torch.float64)
+        cached = self.backend == "engine" and setup.starts.shape[0] <= _CachedEvaluator.MAX_STARTS
+        with _eval_mode(G, C):
+            ev = _CachedEvaluator(G, C, setup.batch_size, setup.starts) if cached else _Evaluator(G, C, setup.batch_size)
+
+        def evaluate(rows_: list[_Row], t_: list[float]) -> list[float]:
+            tt = torch.tensor(t_, dtype=torch.float64)
+            y_ = setup.labels[[r.start for r in rows_]]
+            if cached:
+                return ev.rows(starts64, rows_, tt, y_).tolist()
+            return ev(_walk_rows(starts64, rows_, tt), y_).tolist()
+
         disable = None if self.progress_bar is None else not self.progress_bar
         rounds = 0
         with _eval_mode(G, C), progress(len(rows), desc="corner cases", unit="row", disable=disable) as bar:
@@ -650,8 +714,7 @@ class CornerCaseSearch:
                         t.append(r.t_of((r.a + r.b) // 2, tol))
                     else:  # "before": the grid point below t was not t − tol (unaligned bracket)
                         t.append(r.shift - tol)
-                p = ev(_walk_rows(starts64, pending, torch.tensor(t, dtype=torch.float64)),
-                       setup.labels[[r.start for r in pending]]).tolist()
+                p = evaluate(pending, t)
                 rounds += 1
                 for r, tt, pp in zip(pending, t, p):
                     r.evaluations += 1
@@ -688,10 +751,11 @@ def find_corner_cases(generator: nn.Module, classifier: nn.Module, ranking: Rank
                       classes: Sequence[int] | None = None, starts: torch.Tensor | None = None,
                       labels: torch.Tensor | None = None, pairs: bool = True, n_pairs: int = 3, step: float = 5.0,
                       max_shift: float = 100.0, tol: float = 0.01, verify: bool = True,
-                      batch_size: int | None = None, progress_bar: bool | None = None) -> CornerCases:
+                      batch_size: int | None = None, progress_bar: bool | None = None,
+                      backend: str = "engine") -> CornerCases:
     """Functional form of :meth:`CornerCaseSearch.search`."""
     return CornerCaseSearch(generator, classifier, ranking, batch_size=batch_size,
-                            progress_bar=progress_bar).search(
+                            progress_bar=progress_bar, backend=backend).search(
         population, dims=dims, classes=classes, starts=starts, labels=labels, pairs=pairs, n_pairs=n_pairs,
         step=step, max_shift=max_shift, tol=tol, verify=verify)
 

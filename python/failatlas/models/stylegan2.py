@@ -349,14 +349,22 @@ class SynthesisNetwork(nn.Module):
         every style layer: the cached activations a walk along that layer's dimensions can start from."""
         n = s.shape[0]
         x = self.const.unsqueeze(0).expand(n, -1, -1, -1).contiguous(memory_format=torch.channels_last)
-        img = None
-        for name, layer, style in zip(self.names, self.layers, self.split_styles(s)):
+        return self.run_from(0, x, None, s, noise_mode, trace)
+
+    def run_from(self, index: int, x: torch.Tensor, img: torch.Tensor | None, s: torch.Tensor,
+                 noise_mode: str = "const", trace: list | None = None) -> torch.Tensor:
+        """Run style layers ``index``, ``index + 1``, … given the activations entering layer ``index``
+        (``x``, and ``img``: the skip image so far, None before the first ToRGB), as recorded by
+        ``forward(..., trace=...)``. s: Tensor[N, dim S]; only the styles of layers ≥ index are read."""
+        styles = self.split_styles(s)
+        for i in range(index, len(self.layers)):
+            layer = self.layers[i]
             if trace is not None:
-                trace.append((name, x, img))
+                trace.append((self.names[i], x, img))
             if layer.kind == "conv":
-                x = layer(x, style, noise_mode)
+                x = layer(x, styles[i], noise_mode)
             else:
-                y = layer(x, style)
+                y = layer(x, styles[i])
                 img = y if img is None else upsample2x(img) + y
         return img
 

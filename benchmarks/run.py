@@ -1,0 +1,259 @@
+"""Side-by-side speed ratios of the engine against straightforward procedures, in one run (issue 5).
+
+    python benchmarks/run.py --json out.json [--quick] [--rss-images 1000000]
+
+Measured on the shipped models (models/mnist/generator, classifier-corrupted), on whatever this machine is:
+ratios from one run, never asserted. Prints a markdown table and writes JSON:
+
+* ``ranking_speedup``: GradientRanking (its default batch: 64 on CPU) vs the authors' procedure (batches of 32, eager,
+  per-sample gradients read from hooks on the style layers' affine outputs), same population;
+* ``corner_speedup``, ``corner_max_threshold_diff_sigma``: batched bracket-and-bisect (CornerCaseSearch)
+  vs the authors' stepping (5σ steps, then back by 0.01σ, one image at a time) on the same
+  (class, dimension) rows, and the largest difference between the thresholds they find;
+* ``walk_cache_speedup``: walks of the top-10 dimensions with prefix cache and ToRGB linearity vs full
+  recomputation (WalkEngine cache=True vs cache=False);
+* ``walk_vs_classifier_ratio``: the cached walk's time over the classifier alone on as many images;
+* ``walk_peak_rss_mb``: peak resident memory of a walk of ``--rss-images`` images in a fresh process,
+  beside one of a tenth as many (flat in N means the two are close);
+* ``ops``: each native op's speed over its reference's.
+
+Each timing is the median of ``--repeats`` runs after one warm-up. One torch thread unless ``--threads``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def authors_ranking_gradients(G, C, population, batch: int = 32) -> torch.Tensor:
+    """Per-sample ∂p_y/∂s the authors' way: forward from w, hooks keep each affine layer's output (the
+    styles) and its gradient; batches of 32; eager, default layout."""
+    from failatlas.models.adapter import classifier_view
+
+    outputs: list[torch.Tensor] = []
+
+    def keep(_module, _inputs, out):
+        out.retain_grad()
+        outputs.append(out)
+
+    layers = G.synthesis_network.layers
+    hooks = [layer.affine.register_forward_hook(keep) for layer in layers]
+    grads = []
+    try:
+        for i in range(0, population.n, batch):
+            outputs.clear()
+            w = population.w[i:i + batch].clone().requires_grad_(True)  # the loaded G is frozen
+            y = population.y[i:i + batch]
+            with torch.enable_grad():
+                img = G.synthesis(w, noise_mode="const")
+                p = torch.softmax(C(classifier_view(img)), dim=1).gather(1, y[:, None]).sum()
+                p.backward()
+            grads.append(torch.cat([o.grad for o in outputs], dim=1))
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.cat(grads)
+
+
+def bench_ranking(G, C, population, repeats):
+    from failatlas.analysis import GradientRanking
+
+    ours = timed(lambda: GradientRanking(G, C, progress_bar=False).rank(population), repeats)
+    theirs = timed(lambda: authors_ranking_gradients(G, C, population), repeats)
+    return {"ranking_speedup": theirs / ours, "ranking_s": ours, "authors_ranking_s": theirs, "n": population.n}
+
+
+def bench_corners(G, C, ranking, population, classes, dims):
+    from failatlas.analysis import CornerCaseSearch
+    from failatlas.analysis.corners import authors_corner_search
+
+    t = time.perf_counter()
+    ours = CornerCaseSearch(G, C, ranking, progress_bar=False).search(population, dims=dims, classes=classes,
+                                                                       pairs=False, verify=False)
+    t_ours = time.perf_counter() - t
+    t = time.perf_counter()
+    theirs = authors_corner_search(G, C, ranking, population, dims=dims, classes=classes, pairs=False)
+    t_theirs = time.perf_counter() - t
+    diffs, both = [], 0
+    for r in theirs.rows:
+        o = ours.find(r.start, r.dims)
+        if o is not None and o.shift is not None and r.shift is not None:
+            both += 1
+            diffs.append(abs(o.shift - r.shift))
+    found = sum(r.shift is not None for r in theirs.rows)
+    return {"corner_speedup": t_theirs / t_ours, "corner_s": t_ours, "authors_corner_s": t_theirs,
+            "corner_rows": len(theirs.rows), "corner_found_by_both": both, "corner_found_by_authors": found,
+            "corner_max_threshold_diff_sigma": max(diffs) if diffs else None}
+
+
+def bench_walks(G, C, ranking, population, n_starts, n_shifts, repeats):
+    from failatlas.engine import WalkEngine
+    from failatlas.models.adapter import classifier_view
+
+    dims = ranking.order[:10]
+    sign = ranking.direction[dims].double()
+    sign[sign == 0] = 1.0
+    starts, labels = population.s[:n_starts], population.y[:n_starts]
+    shifts = torch.linspace(0, 10, n_shifts)
+    args = (starts, labels, dims, shifts, ranking.sigma, sign)
+    fast = WalkEngine(G, C, batch_size=512)
+    slow = WalkEngine(G, C, batch_size=512, cache=False)
+    t_fast = timed(lambda: fast.walk(*args, progress_bar=False), repeats)
+    t_slow = timed(lambda: slow.walk(*args, progress_bar=False), repeats)
+    diff = float((fast.walk(*args, progress_bar=False).p_y - slow.walk(*args, progress_bar=False).p_y).abs().max())
+    n_images = n_starts * len(dims) * n_shifts
+    with torch.no_grad():
+        imgs = classifier_view(G.synthesis_from_styles(starts)).repeat(len(dims) * n_shifts, 1, 1, 1)
+
+    def classify():
+        with torch.no_grad():
+            for i in range(0, len(imgs), 512):
+                torch.softmax(C(imgs[i:i + 512]).double(), 1)
+
+    t_clf = timed(classify, repeats)
+    kinds = [ranking.layout[int(d)].kind for d in dims]
+    return {"walk_cache_speedup": t_slow / t_fast, "walk_vs_classifier_ratio": t_fast / t_clf,
+            "walk_cached_s": t_fast, "walk_full_s": t_slow, "classifier_only_s": t_clf, "walk_images": n_images,
+            "walk_max_abs_diff_p_y": diff, "walk_top10_kinds": {k: kinds.count(k) for k in set(kinds)}}
+
+
+def bench_ops(repeats):
+    from failatlas import _ext
+    from failatlas.ops import walk_styles
+
+    if not _ext.available():
+        return {"walk_styles": "native module not built"}
+    g = torch.Generator().manual_seed(0)
+    N, D, K, M = 256, 1280, 10, 16
+    args = (torch.randn(N, D, generator=g), torch.randperm(D, generator=g)[:K], torch.linspace(0, 5, M),
+            torch.rand(D, generator=g) + 0.5, torch.ones(K))
+    native = timed(lambda: walk_styles(*args), repeats)
+    ref = timed(lambda: walk_styles(*args, backend="reference"), repeats)
+    return {"walk_styles": {"speedup_over_reference": ref / native, "native_s": native, "reference_s": ref,
+                            "shape": [N, K, M, D]}}
+
+
+def rss_child(images: int, dims: list[int], signs: list[float]) -> None:
+    """Run in a fresh process: a walk of about ``images`` images, then print the peak RSS in MB."""
+    import resource
+
+    from failatlas import load_generator
+    from failatlas._paths import shipped_model
+    from failatlas.engine import WalkEngine
+    from failatlas.models.classifier import load_classifier
+
+    torch.set_num_threads(1)
+    G = load_generator(shipped_model("mnist/generator"))
+    C = load_classifier(shipped_model("mnist/classifier-corrupted"))
+    K, M = len(dims), 10
+    n = max(1, images // (K * M))
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(n, G.z_dim, generator=g)
+    y = torch.arange(n) % G.num_classes
+    # starts made in chunks, so that building them costs no more memory than the walk
+    with torch.no_grad():
+        s = torch.cat([G.styles(G.mapping(z[i:i + 1024], y[i:i + 1024])) for i in range(0, n, 1024)])
+    sigma = s.std(dim=0).double()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t = time.perf_counter()
+    WalkEngine(G, C, batch_size=512).walk(s, y, dims, torch.linspace(0, 10, M), sigma, signs, progress_bar=False)
+    print(json.dumps({"images": n * K * M, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "rss_before_walk_mb": before, "seconds": time.perf_counter() - t}))
+
+
+def bench_rss(images: int, dims, signs) -> dict:
+    out = {}
+    for n in (images // 10, images):
+        cmd = [sys.executable, __file__, "--rss-child", str(n), "--rss-dims=" + ",".join(map(str, dims)),
+               "--rss-signs=" + ",".join(map(str, signs))]
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+        if res.returncode != 0:
+            out[str(n)] = {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"}
+        else:
+            out[str(n)] = json.loads(res.stdout.strip().splitlines()[-1])
+    return {"walk_peak_rss_mb": out}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", default=None, help="write the results to this file")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run, a minute or two)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rss-images", type=int, default=50000,
+                    help="images of the memory benchmark's walk (the issue's figure is 1,000,000: slow on 2 cores)")
+    ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--rss-dims", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--rss-signs", default="", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.rss_child is not None:
+        rss_child(a.rss_child, [int(d) for d in a.rss_dims.split(",")], [float(s) for s in a.rss_signs.split(",")])
+        return 0
+
+    from failatlas import load_generator
+    from failatlas._paths import shipped_model
+    from failatlas.analysis import GradientRanking, sample_population
+    from failatlas.models.classifier import load_classifier
+
+    torch.set_num_threads(a.threads)
+    G = load_generator(shipped_model("mnist/generator"))
+    C = load_classifier(shipped_model("mnist/classifier-corrupted"))
+    n_pop = 256 if a.quick else 1024
+    t0 = time.perf_counter()
+    population = sample_population(G, C, n_pop, seed=0, batch_size=256, progress_bar=False)
+    ranking = GradientRanking(G, C, batch_size=256, progress_bar=False).rank(population)
+    result = {"machine": {"threads": a.threads, "cpus": os.cpu_count(), "torch": torch.__version__},
+              "population": n_pop, "date": time.strftime("%Y-%m-%d")}
+    steps = [
+        ("ranking", lambda: bench_ranking(G, C, population, a.repeats)),
+        ("corners", lambda: bench_corners(G, C, ranking, population, [0, 1] if a.quick else [0, 1, 2, 3], 5)),
+        ("walks", lambda: bench_walks(G, C, ranking, population, 16 if a.quick else 64, 8, a.repeats)),
+        ("ops", lambda: {"ops": bench_ops(a.repeats)}),
+        ("rss", lambda: bench_rss(a.rss_images // (10 if a.quick else 1), [int(d) for d in ranking.order[:10]],
+                                  [float(s) or 1.0 for s in ranking.direction[ranking.order[:10]]])),
+    ]
+    for name, fn in steps:
+        t = time.perf_counter()
+        result.update(fn())
+        print(f"[benchmarks] {name}: {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
+    result["total_s"] = time.perf_counter() - t0
+
+    rows = [("ranking_speedup", "≥ 3×"), ("corner_speedup", "≥ 30×"), ("corner_max_threshold_diff_sigma", "≤ 0.01"),
+            ("walk_cache_speedup", "≥ 2×"), ("walk_vs_classifier_ratio", "≤ 2")]
+    print("| figure | value | goal |\n|---|---|---|")
+    for key, goal in rows:
+        v = result.get(key)
+        print(f"| {key} | {v:.3g} | {goal} |" if isinstance(v, float) else f"| {key} | {v} | {goal} |")
+    for n, r in result["walk_peak_rss_mb"].items():
+        print(f"| walk peak RSS, {n} images | {r.get('peak_rss_mb', r)} MB | < 2048, flat in N |")
+    ops = result["ops"].get("walk_styles")
+    if isinstance(ops, dict):
+        print(f"| ops: walk_styles native / reference speed | {ops['speedup_over_reference']:.3g} | ≥ 1 |")
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
