@@ -154,3 +154,43 @@ def test_logit_target_and_validation(G, C, population, ranking):
         GradientRanking(G, C).rank(population, bootstrap=-1)
     with pytest.raises(FailatlasError, match="eval mode"):
         style_gradients(G, copy.deepcopy(C).train(), population.s[:2], population.y[:2])
+
+
+def test_black_box_ranking_agrees_with_the_gradient_ranking(G, C, population):
+    """Central finite differences through the walk engine reproduce the gradient ranking (the issue's
+    bar: ≥ 8 of the top 10, Spearman ≥ 0.9 over the top 50), on the same samples."""
+    import numpy as np
+
+    from failatlas.analysis import BlackBoxRanking
+
+    n = 16
+    grad = GradientRanking(G, C, batch_size=16).rank(population)
+    box = BlackBoxRanking(G, C, n=n, h=0.05).rank(population)
+    assert box.method == "black-box" and box.images == 2 * n * G.style_dim and box.n == n
+    assert torch.equal(box.sigma, grad.sigma)
+    # the gradient ranking on the same n samples (σ from the whole population, as the black box does)
+    g_sum = torch.zeros(G.style_dim, dtype=torch.float64)
+    from failatlas.analysis.ranking import style_gradients
+
+    g_sum += style_gradients(G, C, population.s[:n], population.y[:n]).double().sum(0)
+    ref_score = -grad.sigma * g_sum / n
+    ref_order = torch.argsort(-ref_score.abs(), stable=True)
+    top10 = set(ref_order[:10].tolist()) & set(box.order[:10].tolist())
+    assert len(top10) >= 8
+    top50 = ref_order[:50]
+    a, b = ref_score[top50].numpy(), box.score[top50].numpy()
+    rank = lambda x: np.argsort(np.argsort(x))  # noqa: E731
+    spearman = np.corrcoef(rank(a), rank(b))[0, 1]
+    assert spearman >= 0.9, spearman
+    assert (torch.sign(box.score[top50]) == torch.sign(ref_score[top50])).all()
+
+
+def test_black_box_ranking_bad_options(G, C, population):
+    from failatlas.analysis import BlackBoxRanking
+
+    with pytest.raises(FailatlasError, match="finite-difference step"):
+        BlackBoxRanking(G, C, h=0.0)
+    with pytest.raises(FailatlasError, match="positive integer or None"):
+        BlackBoxRanking(G, C, n=0)
+    with pytest.raises(FailatlasError, match="takes a Population"):
+        BlackBoxRanking(G, C).rank(population.s)

@@ -21,12 +21,12 @@ from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap, SharedDim, class_overlap, jaccard
 from .pipeline import AnalysisOptions, AnalysisRun, run_analysis
 from .population import Population, sample_population
-from .ranking import GradientRanking, RankedDim, Ranking, RankRun, rank_dimensions, run_rank, style_gradients
+from .ranking import BlackBoxRanking, GradientRanking, RankedDim, Ranking, RankRun, rank_dimensions, run_rank, style_gradients
 from .separation import Separation, SeparationResult, auroc, histograms, ks_statistic, separation
 from .tsne import LatentTSNE, TSNEResult, tsne_embeddings
 
 __all__ = [
-    "AccuracyCurve", "AnalysisOptions", "AnalysisRun", "ClassDirections", "ClassOverlap", "CornerCase",
+    "AccuracyCurve", "AnalysisOptions", "BlackBoxRanking", "AnalysisRun", "ClassDirections", "ClassOverlap", "CornerCase",
     "CornerCaseSearch", "CornerCases", "CurveResult", "GradientRanking", "LatentTSNE", "ManipulationGrid",
     "Population", "RankRun", "RankedDim", "Ranking", "Separation", "SeparationResult", "SharedDim", "TSNEResult",
     "accuracy_curve", "auroc", "authors_corner_search", "class_overlap", "classifier_curves", "find_corner_cases",

@@ -115,6 +115,8 @@ class Ranking:
     seed: int = 0
     label: int | None = None
     per_class: dict[int, "Ranking"] = field(default_factory=dict)
+    method: str = "gradient"  # or "black-box" (finite differences, BlackBoxRanking)
+    images: int = 0  # images classified by a black-box ranking
 
     @property
     def style_dim(self) -> int:
@@ -162,7 +164,7 @@ class Ranking:
         """A JSON-ready dict: options, then one entry per dimension (best first), then per-class rankings."""
         return {
             "format": JSON_FORMAT, "target": self.target, "n": self.n, "style_dim": self.style_dim,
-            "bootstrap": self.bootstrap, "seed": self.seed, "label": self.label,
+            "bootstrap": self.bootstrap, "seed": self.seed, "label": self.label, "method": self.method,
             "dims": [dataclasses.asdict(r) for r in self.rows()],
             "per_class": {str(c): r.to_json() for c, r in sorted(self.per_class.items())},
         }
@@ -189,6 +191,7 @@ class Ranking:
                 target=_check_target(obj["target"]), n=int(obj["n"]),
                 ci_low=col("ci_low") if has_ci else None, ci_high=col("ci_high") if has_ci else None,
                 bootstrap=int(obj.get("bootstrap", 0)), seed=int(obj.get("seed", 0)), label=obj.get("label"),
+                method=str(obj.get("method", "gradient")),
                 per_class={int(c): cls.from_json(r, source) for c, r in obj.get("per_class", {}).items()})
         except FailatlasError:
             raise
@@ -347,6 +350,57 @@ class GradientRanking:
                                            grads[mask] if grads is not None else None, bootstrap, int(seed),
                                            gen, label=c, disable=True)
         return dataclasses.replace(ranking, per_class=classes)
+
+
+class BlackBoxRanking:
+    """The gradient ranking without gradients, for classifiers that have none (ONNX, int8, remote).
+
+    score_k = −σ_k · mean_i ∂p_y/∂s_ik, with each derivative a central finite difference,
+    (p_y(s_i + hσ_k e_k) − p_y(s_i − hσ_k e_k)) / (2hσ_k), on the first ``n`` samples of the population
+    (σ from the whole population). The 2·n·dim S images come from the walk engine, so a dimension of
+    layer ℓ re-runs only the layers from ℓ on, and a ToRGB dimension costs only the classifier.
+
+    >>> ranking = BlackBoxRanking(G, onnx_classifier, n=64).rank(population)
+    """
+
+    def __init__(self, generator: nn.Module, classifier: nn.Module, n: int | None = 64, h: float = 0.1,
+                 batch_size: int | None = 512, progress_bar: bool | None = None) -> None:
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise FailatlasError(f"n (samples used) must be a positive integer or None (all), got {n!r}")
+        if not (isinstance(h, (int, float)) and 0 < h <= 1 and math.isfinite(h)):
+            raise FailatlasError(f"h (the finite-difference step, in σ) must be in (0, 1], got {h!r}")
+        check_class_counts(generator, classifier)
+        self.generator, self.classifier = generator, classifier
+        self.n, self.h = n, float(h)
+        self.batch_size = check_batch_size(batch_size, generator)
+        self.progress_bar = progress_bar
+
+    def rank(self, population: Population) -> Ranking:
+        from ..engine.walks import WalkEngine
+
+        G = self.generator
+        if not isinstance(population, Population):
+            raise FailatlasError(f"rank() takes a Population (from sample_population), got {type(population).__name__}")
+        if population.style_dim != G.style_dim:
+            raise FailatlasError(f"the population has {population.style_dim} style dimensions but the generator "
+                                 f"has {G.style_dim}; sample the population with this generator")
+        if population.n < 2:
+            raise FailatlasError(f"ranking needs at least 2 samples to measure σ, the population has {population.n}")
+        sigma = population.s.to(torch.float64).std(dim=0)
+        n = population.n if self.n is None else min(self.n, population.n)
+        S = G.style_dim
+        dims = torch.arange(S)
+        # σ = 0 dimensions (constant over the population) cannot be walked: their score is 0
+        step_sigma = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
+        res = WalkEngine(G, self.classifier, batch_size=self.batch_size).walk(
+            population.s[:n], population.y[:n], dims, torch.tensor([-self.h, self.h]), step_sigma, torch.ones(S),
+            progress_bar=self.progress_bar)
+        grads = (res.p_y[:, :, 1] - res.p_y[:, :, 0]) / (2 * self.h * step_sigma)  # [n, S] per raw style unit
+        grads = torch.where(sigma > 0, grads, torch.zeros_like(grads))
+        if not bool(torch.isfinite(grads).all()):
+            raise FailatlasError("the classifier's probabilities contain NaN or infinite values; check its weights")
+        ranking = _make_ranking(grads.sum(dim=0), n, sigma, tuple(G.style_layout()), "probability", None, 0, 0, None)
+        return dataclasses.replace(ranking, method="black-box", images=res.images)
 
 
 def rank_dimensions(G: nn.Module, classifier: nn.Module, population: Population, target: str = "probability",
