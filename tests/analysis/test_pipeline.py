@@ -214,3 +214,22 @@ def test_report_renders_in_headless_chromium(first, tmp_path):
                     "--window-size=1200,3000", (first.out / "report.html").as_uri()], check=True, timeout=120,
                    capture_output=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_onnx_classifier_is_analysed_like_a_torch_one(models, tmp_path):
+    """An .onnx classifier (here the export of classifier a) goes through the whole job: same labels as its
+    torch original, a black-box ranking that agrees with the gradient one at the top, its own curve."""
+    from failatlas.deploy import export_classifier_onnx
+    from failatlas.models.classifier import load_classifier
+
+    onnx_path = export_classifier_onnx(load_classifier(models["a"]), tmp_path / "cls-a.onnx")
+    run = run_analysis(_options(models, classifiers=(str(models["a"]), str(onnx_path)), skip_tsne=True),
+                       tmp_path / "run")
+    summary = json.loads((run.out / "summary.json").read_text())
+    acc = summary["population"]["accuracy"]
+    assert acc["cls-a"] == acc["cls-a.onnx"]
+    grad = (run.out / "ranking-cls-a.csv").read_text().splitlines()[1:11]
+    box = (run.out / "ranking-cls-a.onnx.csv").read_text().splitlines()[1:11]
+    top = lambda rows: {r.split(",")[1] for r in rows}  # noqa: E731  (column 2: dim)
+    assert len(top(grad) & top(box)) >= 6  # black-box on 64 samples vs gradients on all 200
+    assert "cls-a.onnx" in summary["accuracy_curves"]

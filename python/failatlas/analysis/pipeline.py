@@ -7,7 +7,7 @@ Stages (each announced on stderr with its elapsed seconds):
 
 1. population: N samples (seed) classified by the primary classifier (the first one); the same samples
    re-labelled by every other classifier (:func:`~failatlas.analysis.curves.with_classifier`);
-2. ranking: :class:`GradientRanking` per classifier (the primary's per class, with ``bootstrap``
+2. ranking: :class:`GradientRanking` per classifier (:class:`BlackBoxRanking` for one without gradients, e.g. ONNX; the primary's per class, with ``bootstrap``
    resamples for 95% intervals unless ``quick``);
 3. separation of the primary's well- vs mis-classified samples (Fig. 4);
 4. t-SNE of Z, W and S (Fig. 3; at most ``tsne_points``; skipped with ``skip_tsne``);
@@ -52,7 +52,7 @@ from .curves import AccuracyCurve, CurveResult, with_classifier
 from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap
 from .population import Population, sample_population
-from .ranking import GradientRanking, Ranking
+from .ranking import Ranking, rank_any
 from .separation import Separation, SeparationResult
 from .tsne import LatentTSNE, TSNEResult
 
@@ -367,7 +367,7 @@ class _Stages:
 
 def _load_models(options: AnalysisOptions):
     from .._paths import resolve_model
-    from ..models.classifier import load_classifier
+    from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
     from .population import classifier_num_classes
 
@@ -377,13 +377,14 @@ def _load_models(options: AnalysisOptions):
     names = _unique_names(cpaths)
     classifiers = []
     for given, path, name in zip(options.classifier_list, cpaths, names):
-        C = load_classifier(path)
+        C = load_any_classifier(path)
         got = classifier_num_classes(C)
         if got is not None and got != G.num_classes:
             raise FailatlasError(
                 f"classifier {name} ({path}) has {got} classes but generator {gpath.name} ({gpath}) has "
                 f"{G.num_classes}; every classifier must describe the generator's {G.num_classes} labels")
-        classifiers.append((ModelInfo(str(given), path.resolve(), name, _model_files(path)), C))
+        files = {path.name: _io.sha256(path)} if path.is_file() else _model_files(path)
+        classifiers.append((ModelInfo(str(given), path.resolve(), name, files), C))
     gen_info = ModelInfo(str(options.generator), gpath.resolve(), _safe_name(gpath.resolve().name),
                          _model_files(gpath if gpath.is_dir() else gpath.parent))
     return G, gen_info, classifiers
@@ -486,8 +487,9 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path, G, gen_info: ModelInfo,
     with stage("ranking", f"bootstrap {boot}" if boot else "no bootstrap"):
         for info in infos:
             is_primary = info.name == primary
-            rankings[info.name] = GradientRanking(G, models[info.name], batch_size=bs, progress_bar=bar).rank(
-                populations[info.name], per_class=is_primary, bootstrap=boot if is_primary else 0, seed=seed)
+            rankings[info.name] = rank_any(G, models[info.name], populations[info.name], per_class=is_primary,
+                                           bootstrap=boot if is_primary else 0, seed=seed, batch_size=bs,
+                                           progress_bar=bar)
             rankings[info.name].to_csv(tmp / f"ranking-{info.name}.csv")
             wrote(f"ranking-{info.name}.csv")
         rankings[primary].to_csv(tmp / "ranking.csv")

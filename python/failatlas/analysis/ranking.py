@@ -403,6 +403,27 @@ class BlackBoxRanking:
         return dataclasses.replace(ranking, method="black-box", images=res.images)
 
 
+def is_differentiable(classifier: nn.Module) -> bool:
+    """False for classifiers that run outside torch's autograd (``differentiable = False``, e.g. ONNX)."""
+    return bool(getattr(classifier, "differentiable", True))
+
+
+def rank_any(G: nn.Module, classifier: nn.Module, population: Population, *, target: str = "probability",
+             per_class: bool = False, bootstrap: int = 0, seed: int = 0, batch_size: int | None = None,
+             black_box_n: int | None = 64, progress_bar: bool | None = None) -> Ranking:
+    """The gradient ranking when the classifier has gradients, else :class:`BlackBoxRanking` on the first
+    ``black_box_n`` samples (probability target only; no per-class rankings or bootstrap: those options
+    are then ignored, and the result's ``method`` says "black-box")."""
+    if is_differentiable(classifier):
+        return GradientRanking(G, classifier, target=target, batch_size=batch_size,
+                               progress_bar=progress_bar).rank(population, per_class=per_class,
+                                                               bootstrap=bootstrap, seed=seed)
+    if target != "probability":
+        raise FailatlasError(f"a classifier without gradients (ONNX) is ranked by finite differences of the "
+                             f"probability; target {target!r} is not available for it")
+    return BlackBoxRanking(G, classifier, n=black_box_n, progress_bar=progress_bar).rank(population)
+
+
 def rank_dimensions(G: nn.Module, classifier: nn.Module, population: Population, target: str = "probability",
                     per_class: bool = False, bootstrap: int = 0, seed: int = 0, batch_size: int | None = None,
                     progress_bar: bool | None = None) -> Ranking:
@@ -448,10 +469,10 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     the dimensions, measure their separation, and write ``ranking.csv``, ``ranking.json``,
     ``population.npz``, ``separation.csv`` and ``separation.png`` (+ ``separation.json``, its data) into
     ``out``."""
-    from .._paths import resolve_model
-    from ..models.classifier import load_classifier
+    from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
     from ..report.figures import plot_separation
+    from .._paths import resolve_model
     from .population import sample_population
     from .separation import Separation
 
@@ -461,7 +482,7 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
         raise FailatlasError(f"--out {out} is a file; pass a folder for the results")
     timings: dict[str, float] = {}
     G = load_generator(resolve_model(generator))
-    C = load_classifier(resolve_model(classifier))
+    C = load_any_classifier(classifier)
     check_class_counts(G, C)
     t0 = time.perf_counter()
     pop = sample_population(G, C, n, seed=seed, batch_size=batch_size, progress_bar=progress_bar)
@@ -469,8 +490,8 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     layout = tuple(G.style_layout())
     separation = Separation(pop, layout=layout)  # fails now, before the gradients, if a group is empty
     t0 = time.perf_counter()
-    ranking = GradientRanking(G, C, target=target, batch_size=batch_size, progress_bar=progress_bar).rank(
-        pop, per_class=per_class, bootstrap=bootstrap, seed=seed)
+    ranking = rank_any(G, C, pop, target=target, per_class=per_class, bootstrap=bootstrap, seed=seed,
+                       batch_size=batch_size, progress_bar=progress_bar)
     timings["ranking"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     sep = separation.compute()

@@ -287,6 +287,9 @@ class OnnxClassifier(nn.Module):
     always in eval mode (``train()`` keeps it there). It has no ``penultimate`` features (no FD).
     """
 
+    differentiable = False  # analysis code asks this to pick the black-box ranking
+
+
     def __init__(self, path: str | os.PathLike, providers: Sequence[Any] | None = None,
                  expected_classes: int | None = None, threads: int | None = None) -> None:
         super().__init__()
