@@ -1,0 +1,274 @@
+"""Compare classifiers on one generated population (issue 6 item 4): e.g. torch fp32 against its ONNX
+int8 export, or the clean-trained against the corrupted-trained model.
+
+* **agreement**: the fraction of samples on which two classifiers predict the same class (and each one's
+  accuracy);
+* **accuracy curves**: each classifier's Fig. 6 curve (its own ranking, K = 100) on one plot;
+* **corner shifts side by side**: the same starts (for each class, the mean s of the samples that *every*
+  classifier gets right) walked along the same dimensions in the same directions (the first classifier's
+  top-10 and degrading directions), searched with each classifier: which directions fail earlier, and by
+  how much (in σ).
+
+Decision: one set of dimensions and directions for all (the first classifier's), so that each row
+compares like with like; each classifier's own top dimensions are in its ranking, and its curve uses its
+own ranking, as in ``failatlas analyze``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .. import _io
+from ..errors import FailatlasError
+from .corners import CornerCaseSearch
+from .curves import AccuracyCurve, CurveResult, with_classifier
+from .population import Population, check_class_counts, sample_population
+from .ranking import Ranking, rank_any
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    """names: the classifiers, first = reference; accuracy: name → accuracy on the population;
+    agreement: name → name → fraction of equal predictions; dims/directions/sigmas: the walked
+    dimensions (the first classifier's top-k); classes: the classes with a common start; shifts:
+    name → [class][dim] corner shift in σ (None: not found within the search range); verified likewise;
+    curves: name → its accuracy curve; rankings: name → its ranking."""
+
+    names: tuple[str, ...]
+    n: int
+    seed: int
+    accuracy: dict[str, float]
+    agreement: dict[str, dict[str, float]]
+    dims: tuple[int, ...]
+    layers: tuple[str, ...]
+    directions: tuple[int, ...]
+    sigmas: tuple[float, ...]
+    classes: tuple[int, ...]
+    shifts: dict[str, list[list[float | None]]]
+    verified: dict[str, list[list[bool]]]
+    curves: dict[str, CurveResult] = field(default_factory=dict)
+    rankings: dict[str, Ranking] = field(default_factory=dict)
+
+    def shift_rows(self) -> list[dict[str, Any]]:
+        """One row per (class, dimension): each classifier's shift, and which fails first (smallest shift)."""
+        rows = []
+        for i, c in enumerate(self.classes):
+            for j, d in enumerate(self.dims):
+                row: dict[str, Any] = {"class": c, "dim": d, "layer": self.layers[j], "direction": self.directions[j]}
+                found = {}
+                for name in self.names:
+                    v = self.shifts[name][i][j]
+                    row[f"shift[{name}]"] = v
+                    if v is not None:
+                        found[name] = v
+                first = min(found, key=found.get) if found else None
+                row["fails_first"] = first
+                ref = self.shifts[self.names[0]][i][j]
+                for name in self.names[1:]:
+                    v = self.shifts[name][i][j]
+                    row[f"difference[{name}]"] = None if v is None or ref is None else v - ref
+                rows.append(row)
+        return rows
+
+    def mean_shift_by_dim(self) -> dict[str, list[float | None]]:
+        """name → per dimension, the mean shift over the classes where every classifier found one."""
+        out: dict[str, list[float | None]] = {name: [] for name in self.names}
+        for j in range(len(self.dims)):
+            common = [i for i in range(len(self.classes))
+                      if all(self.shifts[name][i][j] is not None for name in self.names)]
+            for name in self.names:
+                vals = [self.shifts[name][i][j] for i in common]
+                out[name].append(sum(vals) / len(vals) if vals else None)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": "failatlas-comparison", "names": list(self.names), "n": self.n, "seed": self.seed,
+            "accuracy": self.accuracy, "agreement": self.agreement, "dims": list(self.dims),
+            "layers": list(self.layers), "directions": list(self.directions), "sigmas": list(self.sigmas),
+            "classes": list(self.classes), "shifts": self.shifts, "verified": self.verified,
+            "mean_shift_by_dim": self.mean_shift_by_dim(),
+            "curves": {name: {"mean_accuracy": _finite(c.mean_accuracy), "slope": _finite(c.slope)}
+                       for name, c in self.curves.items()},
+            "ranking_method": {name: r.method for name, r in self.rankings.items()},
+        }
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n: int = 2000, seed: int = 0,
+                        k: int = 10, curve_k: int = 100, batch_size: int | None = None,
+                        population: Population | None = None, progress_bar: bool | None = None) -> Comparison:
+    """Compare ``{name: classifier}`` (at least two; the first is the reference) on one population of
+    ``n`` samples drawn with ``seed`` (or the given ``population``, labelled by the first classifier)."""
+    names = tuple(classifiers)
+    if len(names) < 2:
+        raise FailatlasError(f"compare needs at least two classifiers, got {len(names)}; pass --classifier twice")
+    for C in classifiers.values():
+        check_class_counts(G, C)
+    first = classifiers[names[0]]
+    pop0 = population if population is not None else sample_population(G, first, n, seed=seed,
+                                                                        batch_size=batch_size,
+                                                                        progress_bar=progress_bar)
+    pops = {names[0]: pop0}
+    for name in names[1:]:
+        pops[name] = with_classifier(pop0, G, classifiers[name], batch_size=batch_size, progress_bar=progress_bar)
+    accuracy = {name: float(p.well.float().mean()) for name, p in pops.items()}
+    agreement = {a: {b: float((pops[a].pred == pops[b].pred).float().mean()) for b in names} for a in names}
+
+    rankings = {name: rank_any(G, classifiers[name], pops[name], seed=seed, batch_size=batch_size,
+                               progress_bar=progress_bar) for name in names}
+    curves = {}
+    for name in names:
+        try:
+            curves[name] = AccuracyCurve(rankings[name], k=curve_k, per_class=False).compute(pops[name])
+        except FailatlasError:  # e.g. fewer than two well-classified samples: no curve for this one
+            pass
+
+    ref = rankings[names[0]]
+    dims = [int(d) for d in ref.order[:k]]
+    well_all = torch.stack([p.well for p in pops.values()]).all(dim=0)
+    classes, starts = [], []
+    for c in range(G.num_classes):
+        mask = (pop0.y == c) & well_all
+        if bool(mask.any()):
+            classes.append(c)
+            starts.append(pop0.s[mask].to(torch.float64).mean(dim=0).to(pop0.s.dtype))
+    if not classes:
+        raise FailatlasError("no sample is classified correctly by every classifier, so there is no common start "
+                             "for the corner search; use a larger --n")
+    s0, labels = torch.stack(starts), torch.tensor(classes, dtype=torch.long)
+    shifts, verified = {}, {}
+    for name in names:
+        cc = CornerCaseSearch(G, classifiers[name], ref, batch_size=batch_size, progress_bar=progress_bar).search(
+            starts=s0, labels=labels, dims=dims, pairs=False)
+        shifts[name] = [[None] * len(dims) for _ in classes]
+        verified[name] = [[False] * len(dims) for _ in classes]
+        for row in cc.cases:
+            j = dims.index(row.dims[0])
+            shifts[name][row.start][j] = row.shift
+            verified[name][row.start][j] = bool(row.verified)
+    layout = ref.layout
+    directions = [int(ref.direction[d]) or 1 for d in dims]
+    return Comparison(names=names, n=pop0.n, seed=seed, accuracy=accuracy, agreement=agreement, dims=tuple(dims),
+                      layers=tuple(layout[d].name for d in dims), directions=tuple(directions),
+                      sigmas=tuple(float(ref.sigma[d]) for d in dims), classes=tuple(classes), shifts=shifts,
+                      verified=verified, curves=curves, rankings=rankings)
+
+
+# --- files ---------------------------------------------------------------------------------------------
+
+
+def _csv(rows: Sequence[dict[str, Any]]) -> bytes:
+    if not rows:
+        return b""
+    cols = list(rows[0])
+
+    def cell(v: Any) -> str:
+        return "" if v is None else repr(v) if isinstance(v, float) else str(v)
+
+    lines = [",".join(cols)] + [",".join(cell(r[c]) for c in cols) for r in rows]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def plot_shift_comparison(comparison: Comparison, path: str | Path) -> Path:
+    """Grouped bars: per walked dimension, each classifier's mean corner shift (classes where all found
+    one). Writes ``path`` and its ``.json`` twin."""
+    from ..report.figures import _new_figure, _save_png
+
+    path = Path(path)
+    means = comparison.mean_shift_by_dim()
+    K, names = len(comparison.dims), comparison.names
+    fig = _new_figure(max(5.0, 0.7 * K + 1.5), 3.4)
+    ax = fig.subplots()
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(K)]
+        ys = [v if v is not None else 0.0 for v in means[name]]
+        ax.bar(xs, ys, width=width, label=name)
+    ax.set_xticks(range(K))
+    ax.set_xticklabels([f"{d}\n{layer}" for d, layer in zip(comparison.dims, comparison.layers)], fontsize=6)
+    ax.set_ylabel("mean corner shift (σ)", fontsize=8)
+    ax.set_title("where each classifier fails: smaller = earlier", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save_png(fig, path)
+    _io.write_json(path.with_suffix(".json"), {"dims": list(comparison.dims), "layers": list(comparison.layers),
+                                               "mean_shift_by_dim": means,
+                                               "note": "bars at 0 mark dims with no common corner case"})
+    return path
+
+
+def _report(comparison: Comparison, folder: Path) -> str:
+    from ..report.html import _e, _img, _num, _table
+
+    names = comparison.names
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>failatlas compare</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td,th{padding:2px 6px;"
+             "text-align:right}.l{text-align:left}table{border-collapse:collapse}</style></head><body>",
+             f"<h1>Comparison of {len(names)} classifiers</h1>",
+             f"<p>One population of {comparison.n} samples (seed {comparison.seed}), labelled by each.</p>",
+             "<h2>Accuracy and agreement</h2>",
+             _table(["classifier", "accuracy", *[f"agrees with {b}" for b in names]],
+                    [[a, _num(comparison.accuracy[a])] + [_num(comparison.agreement[a][b]) for b in names]
+                     for a in names], left=[0])]
+    if (folder / "accuracy_curves.png").exists():
+        parts += ["<h2>Accuracy against distance (K = 100)</h2>", _img(folder / "accuracy_curves.png", "curves")]
+    parts += ["<h2>Corner shifts side by side</h2>",
+              f"<p>Dimensions and directions: the top {len(comparison.dims)} of {_e(names[0])}; starts: per class, "
+              "the mean of the samples every classifier gets right.</p>",
+              _img(folder / "corner_shifts.png", "corner shifts")]
+    rows = comparison.shift_rows()
+    head = ["class", "dim", "layer"] + [f"shift {n}" for n in names] + ["fails first"]
+    parts.append(_table(head, [[r["class"], r["dim"], r["layer"], *[_num(r[f"shift[{n}]"]) for n in names],
+                                r["fails_first"] or "–"] for r in rows], left=[2]))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class CompareRun:
+    out: Path
+    comparison: Comparison
+    files: dict[str, Path]
+
+
+def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out: str | Path, n: int = 2000,
+                seed: int = 0, k: int = 10, batch_size: int | None = None,
+                progress_bar: bool | None = None) -> CompareRun:
+    """The ``failatlas compare`` job: load the generator and the classifiers (folders, shipped names or
+    ``.onnx`` files), compare them and write ``compare.json``, ``corner_shifts.csv``,
+    ``corner_shifts.png`` (+ ``.json``), ``accuracy_curves.png`` (+ ``.json``) and a self-contained
+    ``report.html`` into ``out``."""
+    from .._paths import resolve_model
+    from ..deploy import load_any_classifier
+    from ..models.stylegan2 import load_generator
+    from ..report.curves_figures import plot_accuracy_curves
+    from .pipeline import _unique_names
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FailatlasError(f"--out {out} is a file; pass a folder for the results")
+    G = load_generator(resolve_model(generator))
+    paths = [Path(c) if str(c).lower().endswith(".onnx") else resolve_model(c) for c in classifiers]
+    models = {name: load_any_classifier(c) for name, c in zip(_unique_names(paths), classifiers)}
+    comparison = compare_classifiers(G, models, n=n, seed=seed, k=k, batch_size=batch_size,
+                                     progress_bar=progress_bar)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": out / "compare.json", "csv": out / "corner_shifts.csv"}
+    _io.write_json(files["json"], comparison.to_json())
+    _io.write_bytes(files["csv"], _csv(comparison.shift_rows()))
+    files["shifts_png"] = plot_shift_comparison(comparison, out / "corner_shifts.png")
+    if comparison.curves:
+        files["curves_png"] = plot_accuracy_curves(comparison.curves, out / "accuracy_curves.png")
+    files["report"] = out / "report.html"
+    _io.write_bytes(files["report"], _report(comparison, out).encode("utf-8"))
+    return CompareRun(out, comparison, files)

@@ -1,0 +1,64 @@
+"""failatlas compare: agreement, curves and corner shifts side by side on one population."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from failatlas import FailatlasError
+from failatlas.analysis.compare import compare_classifiers, run_compare
+
+
+def test_compare_same_predictions_different_confidence(G, C, sharp_classifier, population):
+    import copy
+
+    soft = copy.deepcopy(sharp_classifier)
+    soft.gain = 3.0
+    cmp = compare_classifiers(G, {"sharp": sharp_classifier, "soft": soft}, population=population, k=4, seed=0)
+    assert cmp.names == ("sharp", "soft") and cmp.n == population.n
+    assert cmp.agreement["sharp"]["soft"] == 1.0 and cmp.accuracy["sharp"] == cmp.accuracy["soft"]
+    assert len(cmp.dims) == 4 and len(cmp.classes) >= 1
+    rows = cmp.shift_rows()
+    assert len(rows) == 4 * len(cmp.classes)
+    assert any(r["shift[sharp]"] is not None for r in rows)
+    for r in rows:
+        a, b = r["shift[sharp]"], r["shift[soft]"]
+        if a is not None and b is not None:
+            assert r["difference[soft]"] == pytest.approx(b - a)
+            assert r["fails_first"] == ("sharp" if a <= b else "soft")
+    js = cmp.to_json()
+    assert js["ranking_method"] == {"sharp": "gradient", "soft": "gradient"}
+    assert set(js["mean_shift_by_dim"]) == {"sharp", "soft"}
+    with pytest.raises(FailatlasError, match="at least two classifiers"):
+        compare_classifiers(G, {"one": sharp_classifier}, population=population)
+
+
+def test_run_compare_torch_against_its_onnx_export(G, tmp_path):
+    from failatlas.deploy import export_classifier_onnx
+    from failatlas.models.classifier import ClassifierConfig, build_classifier, save_classifier
+    from failatlas.models.stylegan2 import save_generator
+
+    save_generator(G, tmp_path / "g")
+    torch.manual_seed(5)
+    cfg = ClassifierConfig()
+    model = build_classifier(cfg).eval()
+    save_classifier(model, cfg, tmp_path / "c")
+    onnx = export_classifier_onnx(model, tmp_path / "c.onnx")
+    run = run_compare(tmp_path / "g", [str(tmp_path / "c"), str(onnx)], out=tmp_path / "cmp", n=160, seed=1, k=3)
+    names = run.comparison.names
+    assert names == ("c", "c.onnx")
+    assert run.comparison.agreement["c"]["c.onnx"] == 1.0
+    assert run.comparison.rankings["c.onnx"].method == "black-box"
+    for f in ("compare.json", "corner_shifts.csv", "corner_shifts.png", "corner_shifts.json", "report.html"):
+        assert (tmp_path / "cmp" / f).is_file(), f
+    js = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    # the same weights: corner shifts agree to the search's tolerance wherever both found one
+    for i in range(len(js["classes"])):
+        for j in range(len(js["dims"])):
+            a, b = js["shifts"]["c"][i][j], js["shifts"]["c.onnx"][i][j]
+            if a is not None and b is not None:
+                assert abs(a - b) <= 0.01 + 1e-9
+    html = (tmp_path / "cmp" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 1 and "Corner shifts side by side" in html
