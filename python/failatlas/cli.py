@@ -293,6 +293,48 @@ def _analyze(p: argparse.ArgumentParser):
     return run
 
 
+@command("export", "Export the classifier, the synthesis network and the fused graph to ONNX, TorchScript "
+         "and torch.export (one folder, with export.json).",
+         "Write into --out: classifier.onnx (images [N,1,28,28] in [0,1] -> logits), synthesis.onnx (styles "
+         "s [N,dim S] -> images [N,1,32,32]), fused.onnx (s -> logits), fused.pt (TorchScript) and fused.pt2 "
+         "(torch.export) of the same fused graph, with --int8 also classifier-int8.onnx, and export.json "
+         "(sha256, size, input/output shapes, style_dim, num_classes, parity with eager torch, int8 accuracy). "
+         "ONNX files are single files with a dynamic batch that pass onnx.checker; every float32 file must "
+         "match eager torch within 1e-4 on real styles s = G.styles(G.mapping(z, y)), else nothing is written. "
+         "Files are built in a temporary folder beside --out and moved in at the end: a failed export leaves "
+         "no file behind.")
+def _export(p: argparse.ArgumentParser):
+    _model_options(p)
+    p.add_argument("--int8", action="store_true",
+                   help="also write classifier-int8.onnx (static int8 QDQ, calibrated on real training images) "
+                   "and measure its accuracy next to float32 on the clean and corrupted test splits")
+    p.add_argument("--calibration", type=int, default=1000, metavar="N",
+                   help="with --int8: number of real training images that calibrate the int8 activation ranges")
+    p.add_argument("--dataset", default=None,
+                   help="with --int8: dataset of the calibration images and the accuracy table; "
+                   "None: the classifier's dataset")
+    p.add_argument("--noise-mode", choices=("const", "none"), default="const",
+                   help="the generator's deterministic noise baked into synthesis.onnx and the fused graphs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the styles the graphs are exported and checked with")
+    p.add_argument("--overwrite", action="store_true",
+                   help="export into a non-empty --out, replacing the exported files there")
+    p.add_argument("--json", action="store_true", help="print export.json (and the folder) as JSON")
+    p.add_argument("--out", required=True, help="output folder (must not exist or be empty, unless --overwrite)")
+
+    def run(a: argparse.Namespace) -> int:
+        from .deploy.export import export_models
+
+        result = export_models(a.generator, a.classifier, a.out, int8=a.int8, noise_mode=a.noise_mode,
+                               calibration=a.calibration, dataset=a.dataset, overwrite=a.overwrite, seed=a.seed)
+        if a.json:
+            _print_json(result.to_json())
+        else:
+            print(result.format())
+        return 0
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="failatlas",
