@@ -120,9 +120,9 @@ def test_cmake_lists_every_native_source_sorted():
     cmake = (REPO_ROOT / "CMakeLists.txt").read_text()
     lists = {
         name: re.findall(r"^\s+(csrc/\S+)$", body, flags=re.M)
-        for name, body in re.findall(r"set\((FAILATLAS_(?:CUDA_)?SOURCES)\n(.*?)\)", cmake, flags=re.S)
+        for name, body in re.findall(r"set\((FAILATLAS_(?:CUDA_|RUNNER_)?SOURCES)\n(.*?)\)", cmake, flags=re.S)
     }
-    assert set(lists) == {"FAILATLAS_SOURCES", "FAILATLAS_CUDA_SOURCES"}
+    assert set(lists) == {"FAILATLAS_SOURCES", "FAILATLAS_CUDA_SOURCES", "FAILATLAS_RUNNER_SOURCES"}
     for name, files in lists.items():
         assert files == sorted(files), f"{name} is not sorted"
     on_disk = sorted(
@@ -130,10 +130,12 @@ def test_cmake_lists_every_native_source_sorted():
         for p in (REPO_ROOT / "csrc").rglob("*")
         if p.suffix in (".cpp", ".cu", ".cc")
     )
-    assert sorted(lists["FAILATLAS_SOURCES"] + lists["FAILATLAS_CUDA_SOURCES"]) == on_disk
-    # CUDA kernels and their glue only in the CUDA list.
+    assert sorted(sum(lists.values(), [])) == on_disk
+    # CUDA kernels and their glue only in the CUDA list; the failatlas-eval runner (csrc/runner/) only in its own.
     assert all("/cuda/" in f for f in lists["FAILATLAS_CUDA_SOURCES"])
     assert not any("/cuda/" in f for f in lists["FAILATLAS_SOURCES"])
+    assert all(f.startswith("csrc/runner/") for f in lists["FAILATLAS_RUNNER_SOURCES"])
+    assert not any(f.startswith("csrc/runner/") for f in lists["FAILATLAS_SOURCES"] + lists["FAILATLAS_CUDA_SOURCES"])
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
@@ -173,6 +175,8 @@ def test_wheel_contents(tmp_path):
     (wheel,) = tmp_path.glob("failatlas-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert any(re.fullmatch(r"failatlas/_C\.[^/]*\.so", n) for n in names), sorted(names)
+    # the C++ runner, as a script: pip puts it on PATH (<prefix>/bin)
+    assert any(re.fullmatch(r"failatlas-[^/]*\.data/scripts/failatlas-eval", n) for n in names), sorted(names)
     assert {"failatlas/__init__.py", "failatlas/_ext.py", "failatlas/_paths.py", "failatlas/ops/walk_styles.py"} <= names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     package = REPO_ROOT / "python" / "failatlas"

@@ -1,0 +1,788 @@
+// failatlas-eval: walks and the corner-case search on a fused TorchScript graph, without Python.
+//
+//   failatlas-eval walk    --model fused.pt --styles s.npy --labels y.npy --dims 3,17 --shifts 0,0.5,1
+//                          --sigma sigma.npy --sign 1,-1 --out result.json
+//   failatlas-eval corners --model fused.pt --styles s.npy --labels y.npy --dims 3,17
+//                          --sigma sigma.npy --sign 1,-1 [--step 5 --max-shift 100 --tol 0.01] --out result.json
+//
+// The model is a graph written by failatlas.engine.fused.export_torchscript (s: float32 [N, D] → logits
+// [N, C], with the int64 buffers meta_style_dim and meta_num_classes). Styles are float32 [N, D] .npy
+// files, labels int64 [N], sigma float32 [D] (the population σ of each style dimension).
+//
+// walk: p_y[n][k][m] = softmax probability of labels[n] at styles[n] with dimension dims[k] moved by
+// shifts[m]·sigma[dims[k]]·sign[k] (as failatlas.engine.WalkEngine: the step is computed in float64 and
+// added to the float32 style), pred = the argmax class.
+//
+// corners: failatlas.analysis.CornerCaseSearch.search(starts=styles, labels=labels, dims=dims, pairs=False)
+// with directions sign and σ sigma, reproduced step for step: bracket at step, 2·step, … (max_shift last),
+// then a binary search over the grid hi − m·tol between the last two bracket points; every round
+// evaluates one batch holding the next point of every pending (start, dim) row. Walk points are
+// float32(float64(s) + σ·(sign·t)), exactly as the Python search builds them.
+//
+// Every error (bad arguments, unreadable or mismatched inputs, a model that fails to run) prints one line
+// "failatlas-eval: error: ..." on stderr and exits with status 2. Integers reach messages through
+// std::to_string only (streaming them into c10::str/ostreams crashed a CUDA build).
+
+#include <torch/script.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <new>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <sys/stat.h>
+#include <utility>
+#include <vector>
+
+#include "runner/npy.h"
+
+#ifndef FAILATLAS_VERSION
+#define FAILATLAS_VERSION "unknown"
+#endif
+#ifndef FAILATLAS_TORCH_VERSION
+#define FAILATLAS_TORCH_VERSION "unknown"
+#endif
+
+namespace {
+
+constexpr int kExitError = 2;
+constexpr double kThreshold = 0.5;  // failatlas.analysis.corners.THRESHOLD
+
+// A user-facing error: one line, exit status 2.
+struct InputError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+const char* const kUsage =
+    "usage: failatlas-eval walk --model FUSED.pt --styles S.npy --labels Y.npy --dims D1,D2,..\n"
+    "                           --shifts T1,T2,.. --sigma SIGMA.npy --sign G1,G2,.. --out RESULT.json\n"
+    "                           [--batch-size 256] [--threads N]\n"
+    "       failatlas-eval corners --model FUSED.pt --styles S.npy --labels Y.npy --dims D1,D2,..\n"
+    "                              --sigma SIGMA.npy --sign G1,G2,.. --out RESULT.json\n"
+    "                              [--step 5] [--max-shift 100] [--tol 0.01] [--batch-size 256] [--threads N]\n"
+    "       failatlas-eval --help | --version\n"
+    "\n"
+    "FUSED.pt: a fused graph from failatlas.engine.fused.export_torchscript (styles -> logits).\n"
+    "S.npy: float32 [N, D] start styles; Y.npy: int64 [N] labels; SIGMA.npy: float32 [D] sigma per dimension.\n"
+    "--dims: style dimensions to walk; --sign: one direction per dimension; shifts, step, max-shift, tol\n"
+    "in sigma units. walk writes {\"p_y\": N x K x M, \"pred\": N x K x M, ...}; corners writes, per start\n"
+    "and dimension, the smallest grid shift with p_y <= 0.5 (\"shift\", \"p_at_shift\", \"found\", ...).\n"
+    "Errors: one line on stderr, exit status 2.\n";
+
+// --- small helpers --------------------------------------------------------------------------------
+
+std::string one_line(std::string s) {
+  for (char& c : s) {
+    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+  }
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
+}
+
+// The informative part of a c10::Error: the interpreter's "RuntimeError: ..." line when there is one,
+// else the first non-empty line.
+std::string torch_message(const c10::Error& e) {
+  std::string text = e.what_without_backtrace();
+  std::vector<std::string> lines;
+  size_t a = 0;
+  while (a <= text.size()) {
+    size_t b = text.find('\n', a);
+    if (b == std::string::npos) b = text.size();
+    std::string line = text.substr(a, b - a);
+    size_t i = line.find_first_not_of(" \t\r");
+    if (i != std::string::npos) lines.push_back(line.substr(i));
+    a = b + 1;
+  }
+  for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
+    for (const char* tag : {"RuntimeError: ", "ValueError: ", "IndexError: ", "TypeError: "}) {
+      size_t p = it->find(tag);
+      if (p != std::string::npos) return one_line(it->substr(p));
+    }
+  }
+  if (lines.empty()) return "unknown torch error";
+  std::string first = lines.front();
+  // torch's zip reader appends a paragraph of speculation to every failure: keep the failure itself.
+  const size_t speculation = first.find(" This is an internal miniz error");
+  if (speculation != std::string::npos) first = first.substr(0, speculation);
+  return one_line(first);
+}
+
+std::string fmt_double(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+std::string json_number(double v) { return std::isfinite(v) ? fmt_double(v) : std::string("null"); }
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", unsigned(c));
+          out += buf;
+        } else {
+          out += char(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+bool is_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool is_dir(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::vector<std::string> split_commas(const std::string& text, const std::string& opt) {
+  std::vector<std::string> out;
+  size_t a = 0;
+  while (true) {
+    size_t b = text.find(',', a);
+    std::string item = text.substr(a, b == std::string::npos ? std::string::npos : b - a);
+    size_t i = item.find_first_not_of(' '), j = item.find_last_not_of(' ');
+    item = i == std::string::npos ? std::string() : item.substr(i, j - i + 1);
+    if (item.empty()) throw InputError(opt + ": empty entry in '" + text + "' (give a comma-separated list)");
+    out.push_back(item);
+    if (b == std::string::npos) break;
+    a = b + 1;
+  }
+  return out;
+}
+
+int64_t parse_int(const std::string& s, const std::string& opt) {
+  errno = 0;
+  char* end = nullptr;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  if (s.empty() || end != s.c_str() + s.size() || errno == ERANGE)
+    throw InputError(opt + ": '" + s + "' is not an integer");
+  return int64_t(v);
+}
+
+double parse_double(const std::string& s, const std::string& opt) {
+  errno = 0;
+  char* end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size() || errno == ERANGE)
+    throw InputError(opt + ": '" + s + "' is not a number");
+  if (!std::isfinite(v)) throw InputError(opt + ": '" + s + "' is not a finite number");
+  return v;
+}
+
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& opt) {
+  std::vector<int64_t> out;
+  for (const auto& item : split_commas(text, opt)) out.push_back(parse_int(item, opt));
+  return out;
+}
+
+std::vector<double> parse_double_list(const std::string& text, const std::string& opt) {
+  std::vector<double> out;
+  for (const auto& item : split_commas(text, opt)) out.push_back(parse_double(item, opt));
+  return out;
+}
+
+// --- arguments ----------------------------------------------------------------------------------------
+
+struct Args {
+  std::string mode;
+  std::map<std::string, std::string> opts;
+
+  bool has(const std::string& k) const { return opts.count(k) != 0; }
+  const std::string& get(const std::string& k) const {
+    auto it = opts.find(k);
+    if (it == opts.end()) throw InputError(mode + ": " + k + " is required (see failatlas-eval --help)");
+    return it->second;
+  }
+};
+
+Args parse_args(int argc, char** argv) {
+  static const std::set<std::string> common = {"--model", "--styles", "--labels", "--dims", "--sigma",
+                                               "--sign",  "--out",    "--batch-size", "--threads"};
+  static const std::set<std::string> walk_only = {"--shifts"};
+  static const std::set<std::string> corners_only = {"--step", "--max-shift", "--tol"};
+  if (argc < 2) throw InputError("no mode given: use 'failatlas-eval walk ...' or 'failatlas-eval corners ...' "
+                                 "(see failatlas-eval --help)");
+  Args a;
+  a.mode = argv[1];
+  if (a.mode != "walk" && a.mode != "corners")
+    throw InputError("unknown mode '" + a.mode + "': use walk or corners (see failatlas-eval --help)");
+  for (int i = 2; i < argc; ++i) {
+    std::string tok = argv[i], value;
+    if (tok.rfind("--", 0) != 0) throw InputError(a.mode + ": unexpected argument '" + tok + "'");
+    size_t eq = tok.find('=');
+    if (eq != std::string::npos) {
+      value = tok.substr(eq + 1);
+      tok = tok.substr(0, eq);
+    } else {
+      if (i + 1 >= argc) throw InputError(a.mode + ": " + tok + " needs a value");
+      value = argv[++i];
+    }
+    const bool known = common.count(tok) || (a.mode == "walk" ? walk_only.count(tok) : corners_only.count(tok));
+    if (!known) throw InputError(a.mode + ": unknown option " + tok + " (see failatlas-eval --help)");
+    if (a.opts.count(tok)) throw InputError(a.mode + ": " + tok + " is given twice");
+    a.opts[tok] = value;
+  }
+  return a;
+}
+
+// --- the fused graph ----------------------------------------------------------------------------------
+
+struct Fused {
+  torch::jit::Module module;
+  int64_t style_dim = 0;
+  int64_t num_classes = 0;
+  std::string path;
+};
+
+int64_t meta_value(torch::jit::Module& m, const char* name, const std::string& path) {
+  if (!m.hasattr(name)) {
+    throw InputError("model " + path + " is TorchScript but not a failatlas fused graph (it has no " + name +
+                     " buffer); write one with failatlas.engine.fused.export_torchscript");
+  }
+  c10::IValue v = m.attr(name);
+  if (!v.isTensor() || v.toTensor().numel() != 1 || v.toTensor().is_floating_point() ||
+      v.toTensor().is_complex() || v.toTensor().scalar_type() == at::kBool) {
+    throw InputError("model " + path + ": " + name + " is not an integer scalar buffer; it is not a failatlas "
+                     "fused graph (write one with failatlas.engine.fused.export_torchscript)");
+  }
+  return v.toTensor().to(at::kLong).item<int64_t>();
+}
+
+Fused load_model(const std::string& path) {
+  if (!is_file(path)) {
+    throw InputError("model not found: " + path + " (write one with failatlas.engine.fused.export_torchscript)");
+  }
+  Fused f;
+  f.path = path;
+  try {
+    f.module = torch::jit::load(path, c10::Device(c10::kCPU));
+  } catch (const c10::Error& e) {
+    throw InputError("model " + path + " is not a readable TorchScript archive (" + torch_message(e) +
+                     "); write it with failatlas.engine.fused.export_torchscript");
+  }
+  f.module.eval();
+  f.style_dim = meta_value(f.module, "meta_style_dim", path);
+  f.num_classes = meta_value(f.module, "meta_num_classes", path);
+  if (f.style_dim <= 0 || f.num_classes <= 0) {
+    throw InputError("model " + path + " records style width " + std::to_string(f.style_dim) + " and " +
+                     std::to_string(f.num_classes) + " classes; it is damaged (export it again)");
+  }
+  return f;
+}
+
+// logits of a batch: s float32 [B, D] → float32 [B, C] (checked).
+at::Tensor run_model(Fused& f, const at::Tensor& s) {
+  c10::IValue out;
+  try {
+    out = f.module.forward({s});
+  } catch (const c10::Error& e) {
+    throw InputError("model " + f.path + " failed on a batch of " + std::to_string(s.size(0)) +
+                     " styles (" + torch_message(e) + ")");
+  }
+  if (!out.isTensor()) {
+    throw InputError("model " + f.path + " returned " + out.tagKind() + ", not a logits tensor; it is not a "
+                     "failatlas fused graph");
+  }
+  at::Tensor logits = out.toTensor();
+  if (logits.dim() != 2 || logits.size(0) != s.size(0) || logits.size(1) != f.num_classes ||
+      !logits.is_floating_point()) {
+    std::string shape;
+    for (int64_t i = 0; i < logits.dim(); ++i) shape += (i ? ", " : "") + std::to_string(logits.size(i));
+    throw InputError("model " + f.path + " returned logits of shape [" + shape + "] for " +
+                     std::to_string(s.size(0)) + " styles; expected [" + std::to_string(s.size(0)) + ", " +
+                     std::to_string(f.num_classes) + "] (its meta_num_classes)");
+  }
+  return logits;
+}
+
+// p_y (float64 softmax of the float32 logits, as the Python evaluators) and the argmax class of every
+// row of `styles` (float32 [P, D], row-major), in batches of `batch` rows.
+void evaluate(Fused& f, const std::vector<float>& styles, const std::vector<int64_t>& labels, int64_t batch,
+              std::vector<double>& p_out, std::vector<int64_t>* pred_out) {
+  const int64_t D = f.style_dim, P = int64_t(labels.size());
+  p_out.resize(size_t(P));
+  if (pred_out) pred_out->resize(size_t(P));
+  for (int64_t a = 0; a < P; a += batch) {
+    const int64_t b = std::min(P, a + batch);
+    // from_blob does not copy; clone so that the model owns its input.
+    at::Tensor s = at::from_blob(const_cast<float*>(styles.data()) + a * D, {b - a, D}, at::kFloat).clone();
+    at::Tensor logits = run_model(f, s);
+    at::Tensor p = at::softmax(logits.to(at::kDouble), 1).contiguous();
+    const double* pp = p.data_ptr<double>();
+    for (int64_t i = a; i < b; ++i) p_out[size_t(i)] = pp[(i - a) * f.num_classes + labels[size_t(i)]];
+    if (pred_out) {
+      at::Tensor c = logits.argmax(1).to(at::kLong).contiguous();
+      const int64_t* cc = c.data_ptr<int64_t>();
+      for (int64_t i = a; i < b; ++i) (*pred_out)[size_t(i)] = cc[i - a];
+    }
+  }
+}
+
+// --- inputs -------------------------------------------------------------------------------------------
+
+struct Inputs {
+  Fused model;
+  int64_t N = 0, D = 0, K = 0;
+  std::vector<float> styles;  // [N, D]
+  std::vector<int64_t> labels;
+  std::vector<int64_t> dims;
+  std::vector<double> sign;
+  std::vector<double> sigma;  // [D], float32 values widened
+  int64_t batch = 256;
+  std::string out;
+};
+
+Inputs load_inputs(const Args& a) {
+  Inputs in;
+  // Cheap checks first, so that a typo is reported before the model is loaded.
+  in.out = a.get("--out");
+  {
+    size_t slash = in.out.find_last_of('/');
+    std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : in.out.substr(0, slash));
+    if (in.out.empty() || in.out.back() == '/' || !is_dir(dir))
+      throw InputError("--out " + in.out + ": its folder does not exist");
+  }
+  in.dims = parse_int_list(a.get("--dims"), "--dims");
+  in.sign = parse_double_list(a.get("--sign"), "--sign");
+  if (in.sign.size() != in.dims.size()) {
+    throw InputError("--sign has " + std::to_string(in.sign.size()) + " entries but --dims has " +
+                     std::to_string(in.dims.size()) + "; give one direction per dimension");
+  }
+  in.K = int64_t(in.dims.size());
+  if (a.has("--batch-size")) {
+    in.batch = parse_int(a.get("--batch-size"), "--batch-size");
+    if (in.batch < 1) throw InputError("--batch-size must be at least 1, got " + std::to_string(in.batch));
+  }
+  if (a.has("--threads")) {
+    int64_t t = parse_int(a.get("--threads"), "--threads");
+    if (t < 1 || t > 4096) throw InputError("--threads must be in [1, 4096], got " + std::to_string(t));
+    at::set_num_threads(int(t));
+  }
+  const std::string styles_path = a.get("--styles"), labels_path = a.get("--labels"), sigma_path = a.get("--sigma");
+  const std::string model_path = a.get("--model");
+
+  auto styles = failatlas::npy::read_float32(styles_path, "styles");
+  if (styles.shape.size() != 2) {
+    throw InputError("styles file " + styles_path + ": shape " + failatlas::npy::shape_str(styles.shape) +
+                     ", expected [N, D] (2-D float32)");
+  }
+  in.N = styles.shape[0];
+  in.D = styles.shape[1];
+  if (in.N == 0) throw InputError("styles file " + styles_path + " has no rows (shape [0, D])");
+  for (float v : styles.values) {
+    if (!std::isfinite(v)) throw InputError("styles file " + styles_path + " contains NaN or infinite values");
+  }
+  in.styles = std::move(styles.values);
+
+  auto labels = failatlas::npy::read_int64(labels_path, "labels");
+  if (labels.shape.size() != 1 || labels.shape[0] != in.N) {
+    throw InputError("labels file " + labels_path + ": shape " + failatlas::npy::shape_str(labels.shape) +
+                     ", expected (" + std::to_string(in.N) + ",): one int64 label per row of the styles");
+  }
+  in.labels = std::move(labels.values);
+
+  auto sigma = failatlas::npy::read_float32(sigma_path, "sigma");
+  if (sigma.shape.size() != 1 || sigma.shape[0] != in.D) {
+    throw InputError("sigma file " + sigma_path + ": shape " + failatlas::npy::shape_str(sigma.shape) +
+                     ", expected (" + std::to_string(in.D) + ",): one float32 sigma per style dimension");
+  }
+  for (float v : sigma.values) {
+    if (!std::isfinite(v)) throw InputError("sigma file " + sigma_path + " contains NaN or infinite values");
+    in.sigma.push_back(double(v));
+  }
+
+  for (size_t k = 0; k < in.dims.size(); ++k) {
+    if (in.dims[k] < 0 || in.dims[k] >= in.D) {
+      throw InputError("--dims: dimension " + std::to_string(in.dims[k]) + " is out of range for styles with D = " +
+                       std::to_string(in.D) + " (valid: 0.." + std::to_string(in.D - 1) + ")");
+    }
+  }
+
+  in.model = load_model(model_path);
+  if (in.model.style_dim != in.D) {
+    throw InputError("model " + model_path + " takes styles of width " + std::to_string(in.model.style_dim) +
+                     " but " + styles_path + " has width " + std::to_string(in.D) +
+                     "; use styles of the generator the graph was exported from");
+  }
+  for (size_t n = 0; n < in.labels.size(); ++n) {
+    if (in.labels[n] < 0 || in.labels[n] >= in.model.num_classes) {
+      throw InputError("labels file " + labels_path + ": label " + std::to_string(in.labels[n]) + " at row " +
+                       std::to_string(n) + " is out of range for a model with " +
+                       std::to_string(in.model.num_classes) + " classes");
+    }
+  }
+  return in;
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) throw InputError("--out " + path + ": cannot write " + tmp);
+    f << text;
+    f.flush();
+    if (!f) throw InputError("--out " + path + ": writing " + tmp + " failed (disk full?)");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw InputError("--out " + path + ": cannot replace it");
+  }
+}
+
+template <typename T, typename F>
+std::string json_list(const std::vector<T>& v, F f) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) out += ", ";
+    out += f(v[i]);
+  }
+  return out + "]";
+}
+
+std::string int_str(int64_t v) { return std::to_string(v); }
+
+// --- walk ---------------------------------------------------------------------------------------------
+
+int run_walk(const Args& a) {
+  const std::vector<double> shifts = parse_double_list(a.get("--shifts"), "--shifts");
+  Inputs in = load_inputs(a);
+  const int64_t N = in.N, D = in.D, K = in.K, M = int64_t(shifts.size());
+  const int64_t total = N * K * M;
+  std::vector<double> p_y(static_cast<size_t>(total));
+  std::vector<int64_t> pred(static_cast<size_t>(total));
+  // steps[k][m] = shift·sign·σ in float64, then float32, added to the float32 start (WalkEngine).
+  std::vector<float> steps(static_cast<size_t>(K * M));
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t m = 0; m < M; ++m) {
+      steps[size_t(k * M + m)] = float(shifts[size_t(m)] * in.sign[size_t(k)] * in.sigma[size_t(in.dims[size_t(k)])]);
+    }
+  }
+  std::vector<float> buf;
+  std::vector<int64_t> y;
+  std::vector<double> p;
+  std::vector<int64_t> c;
+  for (int64_t a0 = 0; a0 < total; a0 += in.batch) {
+    const int64_t b0 = std::min(total, a0 + in.batch);
+    buf.resize(size_t((b0 - a0) * D));
+    y.resize(size_t(b0 - a0));
+    for (int64_t i = a0; i < b0; ++i) {
+      const int64_t n = i / (K * M), k = (i / M) % K, m = i % M;
+      float* row = buf.data() + (i - a0) * D;
+      std::copy(in.styles.begin() + n * D, in.styles.begin() + (n + 1) * D, row);
+      const int64_t d = in.dims[size_t(k)];
+      row[d] = row[d] + steps[size_t(k * M + m)];
+      y[size_t(i - a0)] = in.labels[size_t(n)];
+    }
+    evaluate(in.model, buf, y, in.batch, p, &c);
+    std::copy(p.begin(), p.end(), p_y.begin() + a0);
+    std::copy(c.begin(), c.end(), pred.begin() + a0);
+  }
+  std::string out = "{\n  \"format\": \"failatlas-eval-walk\",\n";
+  out += "  \"version\": " + json_string(FAILATLAS_VERSION) + ",\n";
+  out += "  \"model\": " + json_string(a.get("--model")) + ",\n";
+  out += "  \"n\": " + std::to_string(N) + ", \"style_dim\": " + std::to_string(D) + ",\n";
+  out += "  \"dims\": " + json_list(in.dims, int_str) + ",\n";
+  out += "  \"sign\": " + json_list(in.sign, json_number) + ",\n";
+  out += "  \"shifts\": " + json_list(shifts, json_number) + ",\n";
+  out += "  \"images\": " + std::to_string(total) + ",\n";
+  for (int pass = 0; pass < 2; ++pass) {
+    out += pass == 0 ? "  \"p_y\": [" : "  \"pred\": [";
+    for (int64_t n = 0; n < N; ++n) {
+      out += n ? ",\n    [" : "\n    [";
+      for (int64_t k = 0; k < K; ++k) {
+        out += k ? ", [" : "[";
+        for (int64_t m = 0; m < M; ++m) {
+          const size_t i = size_t((n * K + k) * M + m);
+          if (m) out += ", ";
+          out += pass == 0 ? json_number(p_y[i]) : std::to_string(pred[i]);
+        }
+        out += "]";
+      }
+      out += "]";
+    }
+    out += pass == 0 ? "\n  ],\n" : "\n  ]\n";
+  }
+  out += "}\n";
+  write_file(in.out, out);
+  return 0;
+}
+
+// --- corners ------------------------------------------------------------------------------------------
+
+enum class Phase { Bracket, Bisect, Before, Done };
+
+// Search state of one (start, dim) row: failatlas.analysis.corners._Row.
+struct Row {
+  int64_t start = 0, dim = 0;
+  double direction = 1.0, sigma = 1.0;
+  Phase phase = Phase::Bracket;
+  size_t j = 0;
+  double lo = 0.0, hi = 0.0, p_lo = NAN;
+  int64_t a = 0, b = 0, mb = 0;
+  bool aligned = true;
+  double p_a = NAN, p_b = NAN;
+  bool found = false, at_start = false;
+  bool has_shift = false, has_before = false, has_last = false;
+  double shift = NAN, p_at = NAN, shift_before = NAN, p_before = NAN, p_start = NAN, p_last = NAN;
+  int64_t evaluations = 0;
+
+  double t_of(int64_t m, double tol) const { return m == mb ? lo : hi - double(m) * tol; }
+};
+
+double positive_option(const Args& a, const std::string& opt, double fallback) {
+  if (!a.has(opt)) return fallback;
+  double v = parse_double(a.get(opt), opt);
+  if (!(v > 0)) throw InputError(opt + " must be a positive number of sigma, got " + a.get(opt));
+  return v;
+}
+
+int run_corners(const Args& a) {
+  const double step = positive_option(a, "--step", 5.0);
+  const double max_shift = positive_option(a, "--max-shift", 100.0);
+  const double tol = positive_option(a, "--tol", 0.01);
+  if (tol > step) throw InputError("--tol (" + a.get("--tol") + ") must not exceed --step (" + fmt_double(step) + ")");
+  Inputs in = load_inputs(a);
+  {
+    std::set<int64_t> seen;
+    for (int64_t d : in.dims) {
+      if (!seen.insert(d).second) throw InputError("--dims: dimension " + std::to_string(d) + " is listed twice");
+    }
+  }
+  for (size_t k = 0; k < in.sign.size(); ++k) {
+    if (in.sign[k] != 1.0 && in.sign[k] != -1.0) {
+      throw InputError("--sign: entry " + std::to_string(k) + " is " + fmt_double(in.sign[k]) +
+                       "; corners walks each dimension in a direction 1 or -1");
+    }
+    const double sg = in.sigma[size_t(in.dims[k])];
+    if (!(sg > 0)) {
+      throw InputError("sigma of dimension " + std::to_string(in.dims[k]) + " is " + fmt_double(sg) +
+                       ": a shift in sigma units moves nothing; leave it out of --dims");
+    }
+  }
+  const int64_t N = in.N, D = in.D, K = in.K;
+
+  // bracket points: step, 2·step, … and max_shift last (_Setup)
+  const int64_t J = std::max<int64_t>(1, int64_t(std::ceil(max_shift / step - 1e-9)));
+  std::vector<double> grid;
+  for (int64_t j = 0; j < J; ++j) grid.push_back(std::min(double(j + 1) * step, max_shift));
+
+  std::vector<Row> rows;
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t k = 0; k < K; ++k) {
+      Row r;
+      r.start = n;
+      r.dim = in.dims[size_t(k)];
+      r.direction = in.sign[size_t(k)];
+      r.sigma = in.sigma[size_t(r.dim)];
+      rows.push_back(r);
+    }
+  }
+  auto open_bracket = [&](Row& r, size_t j, double p_hi) {
+    r.hi = grid[j];
+    r.lo = j > 0 ? grid[j - 1] : 0.0;
+    r.mb = std::max<int64_t>(1, int64_t(std::ceil((r.hi - r.lo) / tol - 1e-9)));
+    r.aligned = std::fabs((r.hi - double(r.mb) * tol) - r.lo) <= 1e-9 * std::max(1.0, r.hi);
+    r.a = 0;
+    r.b = r.mb;
+    r.p_a = p_hi;
+    r.p_b = r.p_lo;
+    r.phase = Phase::Bisect;
+  };
+
+  int64_t rounds = 0, images = 0;
+  std::vector<double> p;
+  // round 0: every start
+  evaluate(in.model, in.styles, in.labels, in.batch, p, nullptr);
+  const std::vector<double> p0 = p;
+  ++rounds;
+  images += N;
+  for (Row& r : rows) {
+    r.p_start = r.p_lo = p0[size_t(r.start)];
+    if (r.p_start <= kThreshold) {
+      r.found = r.at_start = r.has_shift = true;
+      r.shift = 0.0;
+      r.p_at = r.p_start;
+      r.phase = Phase::Done;
+    }
+  }
+  std::vector<Row*> pending;
+  std::vector<double> t;
+  std::vector<float> buf;
+  std::vector<int64_t> y;
+  while (true) {
+    pending.clear();
+    for (Row& r : rows) {
+      if (r.phase != Phase::Done) pending.push_back(&r);
+    }
+    if (pending.empty()) break;
+    t.clear();
+    for (Row* r : pending) {
+      if (r->phase == Phase::Bracket) {
+        t.push_back(grid[r->j]);
+      } else if (r->phase == Phase::Bisect) {
+        t.push_back(r->t_of((r->a + r->b) / 2, tol));
+      } else {  // Before: the grid point below the shift was not shift − tol (unaligned bracket)
+        t.push_back(r->shift - tol);
+      }
+    }
+    // walk points: float32(float64(s) + σ·(direction·t)) (_walk_rows through walk_styles in float64)
+    const size_t P = pending.size();
+    buf.resize(P * size_t(D));
+    y.resize(P);
+    for (size_t i = 0; i < P; ++i) {
+      const Row& r = *pending[i];
+      const float* s0 = in.styles.data() + r.start * D;
+      float* row = buf.data() + i * size_t(D);
+      std::copy(s0, s0 + D, row);
+      row[r.dim] = float(double(s0[r.dim]) + r.sigma * (r.direction * t[i]));
+      y[i] = in.labels[size_t(r.start)];
+    }
+    evaluate(in.model, buf, y, in.batch, p, nullptr);
+    ++rounds;
+    images += int64_t(P);
+    for (size_t i = 0; i < P; ++i) {
+      Row& r = *pending[i];
+      const double tt = t[i], pp = p[i];
+      r.evaluations += 1;
+      if (r.phase == Phase::Bracket) {
+        r.p_last = pp;
+        r.has_last = true;
+        if (pp <= kThreshold) {
+          open_bracket(r, r.j, pp);
+        } else {
+          r.p_lo = pp;
+          r.j += 1;
+          if (r.j == grid.size()) r.phase = Phase::Done;
+        }
+      } else if (r.phase == Phase::Bisect) {
+        const int64_t mid = (r.a + r.b) / 2;
+        if (pp <= kThreshold) {
+          r.a = mid;
+          r.p_a = pp;
+        } else {
+          r.b = mid;
+          r.p_b = pp;
+        }
+      } else {
+        r.shift_before = tt;
+        r.p_before = pp;
+        r.has_before = true;
+        r.phase = Phase::Done;
+      }
+      if (r.phase == Phase::Bisect && r.b - r.a == 1) {
+        r.found = r.has_shift = true;
+        r.shift = r.t_of(r.a, tol);
+        r.p_at = r.p_a;
+        if (r.b < r.mb || r.aligned) {
+          r.shift_before = r.t_of(r.b, tol);
+          r.p_before = r.p_b;
+          r.has_before = true;
+          r.phase = Phase::Done;
+        } else {
+          r.phase = Phase::Before;
+        }
+      }
+    }
+  }
+
+  auto grid_nk = [&](auto value) {
+    std::string out = "[";
+    for (int64_t n = 0; n < N; ++n) {
+      out += n ? ",\n    [" : "\n    [";
+      for (int64_t k = 0; k < K; ++k) {
+        if (k) out += ", ";
+        out += value(rows[size_t(n * K + k)]);
+      }
+      out += "]";
+    }
+    return out + "\n  ]";
+  };
+  auto opt = [](bool has, double v) { return has ? json_number(v) : std::string("null"); };
+  std::string out = "{\n  \"format\": \"failatlas-eval-corners\",\n";
+  out += "  \"version\": " + json_string(FAILATLAS_VERSION) + ",\n";
+  out += "  \"method\": \"batched-bisection\",\n";
+  out += "  \"model\": " + json_string(a.get("--model")) + ",\n";
+  out += "  \"n\": " + std::to_string(N) + ", \"style_dim\": " + std::to_string(D) + ",\n";
+  out += "  \"dims\": " + json_list(in.dims, int_str) + ",\n";
+  out += "  \"sign\": " + json_list(in.sign, json_number) + ",\n";
+  out += "  \"step\": " + json_number(step) + ", \"max_shift\": " + json_number(max_shift) +
+         ", \"tol\": " + json_number(tol) + ", \"threshold\": " + json_number(kThreshold) + ",\n";
+  out += "  \"rounds\": " + std::to_string(rounds) + ", \"images\": " + std::to_string(images) + ",\n";
+  out += "  \"p_start\": " + json_list(p0, json_number) + ",\n";
+  out += "  \"found\": " + grid_nk([](const Row& r) { return std::string(r.found ? "true" : "false"); }) + ",\n";
+  out += "  \"at_start\": " + grid_nk([](const Row& r) { return std::string(r.at_start ? "true" : "false"); }) + ",\n";
+  out += "  \"shift\": " + grid_nk([&](const Row& r) { return opt(r.has_shift, r.shift); }) + ",\n";
+  out += "  \"p_at_shift\": " + grid_nk([&](const Row& r) { return opt(r.has_shift, r.p_at); }) + ",\n";
+  out += "  \"shift_before\": " + grid_nk([&](const Row& r) { return opt(r.has_before, r.shift_before); }) + ",\n";
+  out += "  \"p_before\": " + grid_nk([&](const Row& r) { return opt(r.has_before, r.p_before); }) + ",\n";
+  out += "  \"p_last\": " + grid_nk([&](const Row& r) { return opt(r.has_last, r.p_last); }) + ",\n";
+  out += "  \"evaluations\": " + grid_nk([](const Row& r) { return std::to_string(r.evaluations); }) + "\n";
+  out += "}\n";
+  write_file(in.out, out);
+  return 0;
+}
+
+int fail(const std::string& message) {
+  std::cerr << "failatlas-eval: error: " << one_line(message) << std::endl;
+  return kExitError;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    if (argc >= 2) {
+      const std::string first = argv[1];
+      if (first == "-h" || first == "--help" || first == "help") {
+        std::cout << kUsage;
+        return 0;
+      }
+      if (first == "--version") {
+        std::cout << "failatlas-eval " << FAILATLAS_VERSION << " (torch " << FAILATLAS_TORCH_VERSION << ")\n";
+        return 0;
+      }
+    }
+    Args args = parse_args(argc, argv);
+    c10::InferenceMode guard;
+    // Run the graph as traced: no profiling/optimizing passes, so results match eager float32 kernels and
+    // the first batches cost no re-specialization.
+    torch::jit::setGraphExecutorOptimize(false);
+    return args.mode == "walk" ? run_walk(args) : run_corners(args);
+  } catch (const InputError& e) {
+    return fail(e.what());
+  } catch (const failatlas::npy::NpyError& e) {
+    return fail(e.what());
+  } catch (const c10::Error& e) {
+    return fail(torch_message(e));
+  } catch (const std::bad_alloc&) {
+    return fail("out of memory (try a smaller --batch-size)");
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  } catch (...) {
+    return fail("unknown error");
+  }
+}
