@@ -33,12 +33,14 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2))
 
 
-def _model_options(p: argparse.ArgumentParser) -> None:
-    """--generator and --classifier: a folder, or the name of a shipped model (found from any directory)."""
+def _model_options(p: argparse.ArgumentParser, onnx: bool = False) -> None:
+    """--generator and --classifier: a folder, or the name of a shipped model (found from any directory);
+    ``onnx``: the command also takes a classifier as an .onnx file."""
     p.add_argument("--generator", default="mnist/generator",
                    help="generator folder, or the name of a shipped one (default: the shipped MNIST generator)")
     p.add_argument("--classifier", default="mnist/classifier-corrupted",
-                   help="classifier folder, or the name of a shipped one (default: the corrupted-trained one)")
+                   help="classifier folder, or the name of a shipped one (default: the corrupted-trained one)"
+                   + ("; or an .onnx file (run by ONNX Runtime, ranked by finite differences)" if onnx else ""))
 
 
 # --- subcommands -----------------------------------------------------------------------------------
@@ -232,7 +234,7 @@ def _demo(p: argparse.ArgumentParser):
          "Writes ranking.csv, ranking.json, population.npz, separation.csv, separation.png and "
          "separation.json into --out and prints the top 10.")
 def _rank(p: argparse.ArgumentParser):
-    _model_options(p)
+    _model_options(p, onnx=True)
     p.add_argument("--n", type=int, default=10000, help="population size")
     p.add_argument("--seed", type=int, default=0, help="seed of the population, the bootstrap and the random dims")
     p.add_argument("--target", choices=("probability", "logit"), default="probability",
@@ -265,8 +267,8 @@ def _analyze(p: argparse.ArgumentParser):
     p.add_argument("--generator", default="mnist/generator",
                    help="generator folder, or the name of a shipped one (default: the shipped MNIST generator)")
     p.add_argument("--classifier", action="append", default=None, metavar="DIR",
-                   help="classifier folder or shipped name; repeat for several, the first is the primary "
-                   "(default: mnist/classifier-corrupted then mnist/classifier-clean)")
+                   help="classifier folder, shipped name or .onnx file; repeat for several, the first is the "
+                   "primary (default: mnist/classifier-corrupted then mnist/classifier-clean)")
     p.add_argument("--n", type=int, default=None, help="population size (default 10000; 2000 with --quick)")
     p.add_argument("--seed", type=int, default=0, help="seed of the population, bootstrap, random dims and t-SNE")
     p.add_argument("--k", type=int, default=100, help="top-K dimensions of the accuracy-curve distance")
@@ -330,6 +332,37 @@ def _export(p: argparse.ArgumentParser):
             _print_json(result.to_json())
         else:
             print(result.format())
+        return 0
+
+    return run
+
+
+@command("compare", "Compare classifiers on one generated population: agreement, curves, corner shifts.",
+         "Sample one population of generated digits and compare two or more classifiers on it (e.g. a torch model "
+         "and its ONNX int8 export, or the clean- and the corrupted-trained models): accuracy and the rate at "
+         "which their predictions agree, each one's accuracy-vs-distance curve on one plot, and corner shifts "
+         "side by side: the same starts (per class, the mean of the samples every classifier gets right) walked "
+         "along the first classifier's top dimensions, searched with each classifier, showing which directions "
+         "fail earlier and by how much. Writes compare.json, corner_shifts.csv, corner_shifts.png (+ .json), "
+         "accuracy_curves.png (+ .json) and a self-contained report.html into --out.")
+def _compare(p: argparse.ArgumentParser):
+    p.add_argument("--generator", default="mnist/generator",
+                   help="generator folder, or the name of a shipped one (default: the shipped MNIST generator)")
+    p.add_argument("--classifier", action="append", required=True, metavar="DIR",
+                   help="classifier folder, shipped name or .onnx file; give it at least twice, the first is "
+                   "the reference (its top dimensions and directions are walked)")
+    p.add_argument("--n", type=int, default=2000, help="population size")
+    p.add_argument("--seed", type=int, default=0, help="seed of the population")
+    p.add_argument("--k", type=int, default=10, help="number of top dimensions whose corner shifts are compared")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per forward pass; None: 64 on CPU, 512 on an accelerator")
+    p.add_argument("--out", required=True, help="output folder")
+
+    def run(a: argparse.Namespace) -> int:
+        from .analysis.compare import run_compare
+
+        print(run_compare(a.generator, a.classifier, out=a.out, n=a.n, seed=a.seed, k=a.k,
+                          batch_size=a.batch_size).format())
         return 0
 
     return run

@@ -62,3 +62,18 @@ def test_run_compare_torch_against_its_onnx_export(G, tmp_path):
                 assert abs(a - b) <= 0.01 + 1e-9
     html = (tmp_path / "cmp" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 1 and "Corner shifts side by side" in html
+
+
+def test_cli_compare_needs_two_classifiers(G, tmp_path, capsys):
+    from failatlas.cli import main
+    from failatlas.models.classifier import ClassifierConfig, build_classifier, save_classifier
+    from failatlas.models.stylegan2 import save_generator
+
+    save_generator(G, tmp_path / "g")
+    cfg = ClassifierConfig()
+    save_classifier(build_classifier(cfg), cfg, tmp_path / "c")
+    rc = main(["compare", "--generator", str(tmp_path / "g"), "--classifier", str(tmp_path / "c"),
+               "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "at least two classifiers" in err[0]
+    assert not (tmp_path / "out").exists()

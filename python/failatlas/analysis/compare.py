@@ -240,6 +240,20 @@ class CompareRun:
     comparison: Comparison
     files: dict[str, Path]
 
+    def format(self) -> str:
+        """A short text summary: accuracy, agreement with the reference, mean corner shift, and the files."""
+        c = self.comparison
+        ref = c.names[0]
+        means = c.mean_shift_by_dim()
+        lines = [f"{'classifier':<28} {'accuracy':>8} {'agrees':>7} {'mean shift (σ)':>15}"]
+        for name in c.names:
+            vals = [v for v in means[name] if v is not None]
+            mean = f"{sum(vals) / len(vals):.2f}" if vals else "–"
+            lines.append(f"{name:<28} {c.accuracy[name]:>8.4f} {c.agreement[ref][name]:>7.4f} {mean:>15}")
+        lines.append(f"corner shifts over {len(c.classes)} classes × {len(c.dims)} dims of {ref}; "
+                     f"report: {self.files['report']}")
+        return "\n".join(lines)
+
 
 def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out: str | Path, n: int = 2000,
                 seed: int = 0, k: int = 10, batch_size: int | None = None,
