@@ -51,6 +51,9 @@ def test_run_compare_torch_against_its_onnx_export(G, tmp_path):
     assert names == ("c", "c.onnx")
     assert run.comparison.agreement["c"]["c.onnx"] == 1.0
     assert run.comparison.rankings["c.onnx"].method == "black-box"
+    # the bar for the black-box ranking of a float classifier, on the same samples
+    agree = run.comparison.black_box_agreement["c.onnx"]
+    assert agree["reference"] == "c" and agree["top_overlap"] >= 8 and agree["spearman"] >= 0.9
     for f in ("compare.json", "corner_shifts.csv", "corner_shifts.png", "corner_shifts.json", "report.html"):
         assert (tmp_path / "cmp" / f).is_file(), f
     js = json.loads((tmp_path / "cmp" / "compare.json").read_text())

@@ -29,7 +29,7 @@ from ..errors import FailatlasError
 from .corners import CornerCaseSearch
 from .curves import AccuracyCurve, CurveResult, with_classifier
 from .population import Population, check_class_counts, sample_population
-from .ranking import Ranking, rank_any
+from .ranking import GradientRanking, Ranking, is_differentiable, rank_any, ranking_agreement
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +54,7 @@ class Comparison:
     verified: dict[str, list[list[bool]]]
     curves: dict[str, CurveResult] = field(default_factory=dict)
     rankings: dict[str, Ranking] = field(default_factory=dict)
+    black_box_agreement: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def shift_rows(self) -> list[dict[str, Any]]:
         """One row per (class, dimension): each classifier's shift, and which fails first (smallest shift)."""
@@ -97,6 +98,7 @@ class Comparison:
             "curves": {name: {"mean_accuracy": _finite(c.mean_accuracy), "slope": _finite(c.slope)}
                        for name, c in self.curves.items()},
             "ranking_method": {name: r.method for name, r in self.rankings.items()},
+            "black_box_agreement": self.black_box_agreement,
         }
 
 
@@ -126,6 +128,18 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
 
     rankings = {name: rank_any(G, classifiers[name], pops[name], seed=seed, batch_size=batch_size,
                                progress_bar=progress_bar) for name in names}
+    # A black-box ranking (finite differences on its first n samples) against the reference's gradient
+    # ranking on the same samples: for an export of the reference, this measures the black-box method.
+    black_box_agreement = {}
+    if is_differentiable(first):
+        for name in names[1:]:
+            r = rankings[name]
+            if r.method == "black-box":
+                sub = pop0.subset(torch.arange(r.n))
+                grad = GradientRanking(G, first, batch_size=batch_size, progress_bar=False).rank(sub)
+                grad = _with_sigma(grad, r.sigma)
+                black_box_agreement[name] = {"reference": names[0], "n": r.n,
+                                             **ranking_agreement(grad, r)}
     curves = {}
     for name in names:
         try:
@@ -161,7 +175,19 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
     return Comparison(names=names, n=pop0.n, seed=seed, accuracy=accuracy, agreement=agreement, dims=tuple(dims),
                       layers=tuple(layout[d].name for d in dims), directions=tuple(directions),
                       sigmas=tuple(float(ref.sigma[d]) for d in dims), classes=tuple(classes), shifts=shifts,
-                      verified=verified, curves=curves, rankings=rankings)
+                      verified=verified, curves=curves, rankings=rankings,
+                      black_box_agreement=black_box_agreement)
+
+
+def _with_sigma(ranking: Ranking, sigma: torch.Tensor) -> Ranking:
+    """The ranking re-scored with another σ (the whole population's, as the black-box ranking uses)."""
+    import dataclasses
+
+    from .ranking import _order
+
+    score = -sigma * ranking.mean_grad
+    return dataclasses.replace(ranking, score=score, sigma=sigma, order=_order(score),
+                               direction=torch.sign(score).to(torch.int64))
 
 
 # --- files ---------------------------------------------------------------------------------------------

@@ -424,6 +424,23 @@ def rank_any(G: nn.Module, classifier: nn.Module, population: Population, *, tar
     return BlackBoxRanking(G, classifier, n=black_box_n, progress_bar=progress_bar).rank(population)
 
 
+def ranking_agreement(reference: Ranking, other: Ranking, k: int = 10, spearman_k: int = 50) -> dict[str, Any]:
+    """How well ``other`` reproduces ``reference`` (e.g. a black-box ranking against the gradient one):
+    ``top_overlap``: how many of the reference's top ``k`` dimensions are in other's top ``k``;
+    ``spearman``: Spearman's rank correlation of the two scores over the reference's top ``spearman_k``
+    dimensions; ``sign_agreement``: the fraction of those with the same degrading direction."""
+    if reference.style_dim != other.style_dim:
+        raise FailatlasError(f"the rankings have {reference.style_dim} and {other.style_dim} dimensions")
+    top = reference.order[:spearman_k]
+    a, b = reference.score[top].numpy(), other.score[top].numpy()
+    ranks = lambda x: np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(float)  # noqa: E731
+    spearman = float(np.corrcoef(ranks(a), ranks(b))[0, 1]) if len(top) > 1 else float("nan")
+    overlap = len(set(reference.order[:k].tolist()) & set(other.order[:k].tolist()))
+    same = float((torch.sign(reference.score[top]) == torch.sign(other.score[top])).double().mean())
+    return {"k": int(k), "top_overlap": overlap, "spearman_k": int(len(top)), "spearman": spearman,
+            "sign_agreement": same}
+
+
 def rank_dimensions(G: nn.Module, classifier: nn.Module, population: Population, target: str = "probability",
                     per_class: bool = False, bootstrap: int = 0, seed: int = 0, batch_size: int | None = None,
                     progress_bar: bool | None = None) -> Ranking:
