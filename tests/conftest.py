@@ -41,3 +41,38 @@ def tiny_generator():
             if name.endswith("noise_strength") or name.endswith(".bias"):
                 p.normal_(0, 0.3)
     return g
+
+
+@pytest.fixture(scope="session")
+def real_styles():
+    """``real_styles(G, n, seed)``: styles drawn like real ones, s = G.styles(G.mapping(z, y))."""
+    import torch
+
+    def make(G, n: int, seed: int):
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, G.z_dim, generator=gen)
+        y = torch.randint(0, G.num_classes, (n,), generator=gen)
+        with torch.no_grad():
+            return G.styles(G.mapping(z, y))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def one_error():
+    """``one_error(call, *words)``: call() raises a FailatlasError whose message is one line holding every
+    word (no chained traceback from inside a library); returns the message."""
+    from failatlas import FailatlasError
+
+    def check(call, *words) -> str:
+        with pytest.raises(FailatlasError) as info:
+            call()
+        message = str(info.value)
+        for word in words:
+            assert word in message, f"{word!r} not in {message!r}"
+        assert "\n" not in message
+        cause = info.value
+        assert cause.__cause__ is None and (cause.__suppress_context__ or cause.__context__ is None)
+        return message
+
+    return check

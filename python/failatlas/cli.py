@@ -33,6 +33,15 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2))
 
 
+def _print_result(result, as_json: bool) -> int:
+    """A result object with ``to_json()`` and ``format()``: JSON with --json, else its text."""
+    if as_json:
+        _print_json(result.to_json())
+    else:
+        print(result.format())
+    return 0
+
+
 def _model_options(p: argparse.ArgumentParser, onnx: bool = False) -> None:
     """--generator and --classifier: a folder, or the name of a shipped model (found from any directory);
     ``onnx``: the command also takes a classifier as an .onnx file."""
@@ -200,11 +209,7 @@ def _eval_gan(p: argparse.ArgumentParser):
         result = evaluate_generator_folders(a.generator, a.classifier, n=a.n, dataset=a.dataset, idx_dir=a.idx_dir,
                                             blur=a.blur, seed=a.seed, noise_mode=a.noise_mode, n_real=a.n_real,
                                             inception_weights=a.inception_weights, device=a.device)
-        if a.json:
-            _print_json(result.to_json())
-        else:
-            print(result.format())
-        return 0
+        return _print_result(result, a.json)
 
     return run
 
@@ -328,11 +333,7 @@ def _export(p: argparse.ArgumentParser):
 
         result = export_models(a.generator, a.classifier, a.out, int8=a.int8, noise_mode=a.noise_mode,
                                calibration=a.calibration, dataset=a.dataset, overwrite=a.overwrite, seed=a.seed)
-        if a.json:
-            _print_json(result.to_json())
-        else:
-            print(result.format())
-        return 0
+        return _print_result(result, a.json)
 
     return run
 

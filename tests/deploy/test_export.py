@@ -67,14 +67,6 @@ def eager(tiny_generator, folders):
     return FusedModel(tiny_generator, load_classifier(folders[1]))
 
 
-def _styles(G, n, seed):
-    """Styles drawn like real ones: s = G.styles(G.mapping(z, y))."""
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, G.z_dim, generator=g)
-    y = torch.randint(0, G.num_classes, (n,), generator=g)
-    with torch.no_grad():
-        return G.styles(G.mapping(z, y))
-
 
 def _close(got, want):
     got, want = torch.as_tensor(np.asarray(got)), torch.as_tensor(np.asarray(want))
@@ -135,9 +127,9 @@ def test_onnx_files_are_single_checked_files_with_a_dynamic_batch(exported):
 
 
 @pytest.mark.parametrize("n", BATCHES)
-def test_onnx_runtime_matches_eager(exported, eager, tiny_generator, n):
+def test_onnx_runtime_matches_eager(exported, eager, tiny_generator, n, real_styles):
     out, _ = exported
-    s = _styles(tiny_generator, n, seed=100 + n)
+    s = real_styles(tiny_generator, n, seed=100 + n)
     with torch.no_grad():
         images = eager.synthesis(s, "const")
         logits = eager(s)
@@ -148,12 +140,12 @@ def test_onnx_runtime_matches_eager(exported, eager, tiny_generator, n):
 
 
 @pytest.mark.parametrize("name", ["fused.pt", "fused.pt2"])
-def test_torch_files_load_with_load_fused_and_match(exported, eager, tiny_generator, name):
+def test_torch_files_load_with_load_fused_and_match(exported, eager, tiny_generator, name, real_styles):
     out, _ = exported
     graph = load_fused(out / name)
     assert graph.style_dim == 272 and graph.num_classes == 10
     for n in BATCHES:
-        s = _styles(tiny_generator, n, seed=200 + n)
+        s = real_styles(tiny_generator, n, seed=200 + n)
         with torch.no_grad():
             _close(graph(s), eager(s))
 
@@ -180,19 +172,10 @@ def test_int8_file_and_accuracy_table(exported):
 # ------------------------------------------------------------------------------------------- errors
 
 
-def _error(call, *words):
-    with pytest.raises(FailatlasError) as info:
-        call()
-    message = str(info.value)
-    for word in words:
-        assert word in message, f"{word!r} not in {message!r}"
-    assert "\n" not in message
-    return message
 
-
-def test_missing_generator_folder(folders, tmp_path, capsys):
+def test_missing_generator_folder(folders, tmp_path, capsys, one_error):
     out = tmp_path / "out"
-    _error(lambda: export_models(tmp_path / "no-such-generator", folders[1], out), "generator folder not found",
+    one_error(lambda: export_models(tmp_path / "no-such-generator", folders[1], out), "generator folder not found",
            "no-such-generator")
     _nothing_written(out)
     rc = cli.main(["export", "--generator", str(tmp_path / "no-such-generator"), "--classifier", str(folders[1]),
@@ -202,35 +185,35 @@ def test_missing_generator_folder(folders, tmp_path, capsys):
     _nothing_written(out)
 
 
-def test_classifier_with_other_classes(folders, tmp_path):
+def test_classifier_with_other_classes(folders, tmp_path, one_error):
     torch.manual_seed(0)
     seven = save_classifier(PaperCNN(num_classes=7).eval(), ClassifierConfig(num_classes=7), tmp_path / "seven")
     out = tmp_path / "out"
     out.mkdir()  # an existing empty folder stays empty
-    _error(lambda: export_models(folders[0], seven, out, int8=True), "predicts 7 classes", "draws 10")
+    one_error(lambda: export_models(folders[0], seven, out, int8=True), "predicts 7 classes", "draws 10")
     _nothing_written(out)
 
 
-def test_onnx_classifier_is_refused(folders, tmp_path):
+def test_onnx_classifier_is_refused(folders, tmp_path, one_error):
     out = tmp_path / "out"
-    _error(lambda: export_models(folders[0], tmp_path / "model.onnx", out), "ONNX file", "torch classifier")
+    one_error(lambda: export_models(folders[0], tmp_path / "model.onnx", out), "ONNX file", "torch classifier")
     _nothing_written(out)
 
 
-def test_random_noise_and_bad_out_are_refused(folders, tmp_path):
-    _error(lambda: export_models(*folders, tmp_path / "a", noise_mode="random"), "deterministic", "const")
+def test_random_noise_and_bad_out_are_refused(folders, tmp_path, one_error):
+    one_error(lambda: export_models(*folders, tmp_path / "a", noise_mode="random"), "deterministic", "const")
     _nothing_written(tmp_path / "a")
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
-    _error(lambda: export_models(*folders, busy), "not empty", "--overwrite")
+    one_error(lambda: export_models(*folders, busy), "not empty", "--overwrite")
     assert [p.name for p in busy.iterdir()] == ["notes.txt"]
     (tmp_path / "file").write_text("x")
-    _error(lambda: export_models(*folders, tmp_path / "file"), "is a file")
-    _error(lambda: export_models(*folders, tmp_path / "b", int8=True, calibration=0), "positive integer")
+    one_error(lambda: export_models(*folders, tmp_path / "file"), "is a file")
+    one_error(lambda: export_models(*folders, tmp_path / "b", int8=True, calibration=0), "positive integer")
 
 
-def test_a_failure_midway_leaves_no_file(folders, tmp_path, monkeypatch):
+def test_a_failure_midway_leaves_no_file(folders, tmp_path, monkeypatch, one_error):
     """classifier.onnx is already written when the synthesis export fails: it must not reach --out."""
     calls = []
 
@@ -240,7 +223,7 @@ def test_a_failure_midway_leaves_no_file(folders, tmp_path, monkeypatch):
 
     monkeypatch.setattr(export_module, "_export_onnx", failing)
     out = tmp_path / "out"
-    _error(lambda: export_models(*folders, out), "simulated")
+    one_error(lambda: export_models(*folders, out), "simulated")
     assert calls and calls[0].name == "synthesis.onnx" and calls[0].parent.parent == tmp_path
     _nothing_written(out)
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from failatlas.errors import FailatlasError
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -71,15 +70,6 @@ def _toy_model(path, in_shape, out_classes=10, out_rank=2, metadata=None):
     return path
 
 
-def _error(call, *words):
-    with pytest.raises(FailatlasError) as info:
-        call()
-    message = str(info.value)
-    for word in words:
-        assert word in message, f"{word!r} not in {message!r}"
-    assert info.value.__cause__ is None and info.value.__suppress_context__ or info.value.__context__ is None
-    return message
-
 
 # ------------------------------------------------------------------------------------------ export / parity
 
@@ -113,17 +103,17 @@ def test_metadata_round_trip(exported, onnx_classifier):
     assert onnx_classifier.config.num_classes == 10 and onnx_classifier.config.class_names is None
 
 
-def test_seven_class_export_round_trips(tmp_path):
+def test_seven_class_export_round_trips(tmp_path, one_error):
     torch.manual_seed(1)
     seven = build_classifier(ClassifierConfig(num_classes=7, class_names=tuple("abcdefg"))).eval()
     path = export_classifier_onnx(seven, tmp_path / "seven.onnx")
     assert read_metadata(path)["num_classes"] == "7"
     clf = OnnxClassifier(path)
     assert clf.num_classes == 7 and clf.config.class_names == tuple("abcdefg")
-    _error(lambda: OnnxClassifier(path, expected_classes=10), "predicts 7 classes", "10")
+    one_error(lambda: OnnxClassifier(path, expected_classes=10), "predicts 7 classes", "10")
 
 
-def test_works_with_the_analysis_helpers(onnx_classifier):
+def test_works_with_the_analysis_helpers(onnx_classifier, one_error):
     from failatlas.analysis.population import _model_dtype_device, check_class_counts, classifier_num_classes
 
     assert _model_dtype_device(onnx_classifier) == (torch.float32, torch.device("cpu"))
@@ -134,7 +124,7 @@ def test_works_with_the_analysis_helpers(onnx_classifier):
 
     class G:
         num_classes = 7
-    _error(lambda: check_class_counts(G(), onnx_classifier), "10 classes", "7")
+    one_error(lambda: check_class_counts(G(), onnx_classifier), "10 classes", "7")
     assert onnx_classifier(torch.zeros(0, 1, 28, 28)).shape == (0, 10)
 
 
@@ -145,86 +135,86 @@ def test_copies_reopen_the_session(onnx_classifier):
     assert torch.equal(twin(x), onnx_classifier(x))
 
 
-def test_load_any_classifier(exported):
+def test_load_any_classifier(exported, one_error):
     assert isinstance(load_any_classifier(exported), OnnxClassifier)
     torch_model = load_any_classifier("mnist/classifier-clean")
     assert not isinstance(torch_model, OnnxClassifier) and torch_model.config.num_classes == 10
-    _error(lambda: load_any_classifier("mnist/classifier-clean", expected_classes=7), "10 classes", "7")
+    one_error(lambda: load_any_classifier("mnist/classifier-clean", expected_classes=7), "10 classes", "7")
 
 
 # ------------------------------------------------------------------------------------------ bad files
 
-def test_missing_file(tmp_path):
-    _error(lambda: OnnxClassifier(tmp_path / "nope.onnx"), "not found", "nope.onnx", "export_classifier_onnx")
+def test_missing_file(tmp_path, one_error):
+    one_error(lambda: OnnxClassifier(tmp_path / "nope.onnx"), "not found", "nope.onnx", "export_classifier_onnx")
 
 
-def test_garbage_bytes(tmp_path):
+def test_garbage_bytes(tmp_path, one_error):
     path = tmp_path / "garbage.onnx"
     path.write_bytes(b"this is not an ONNX model \x00\xff\xfe" * 40)
-    _error(lambda: OnnxClassifier(path), "not a valid ONNX model", "re-export")
+    one_error(lambda: OnnxClassifier(path), "not a valid ONNX model", "re-export")
 
 
-def test_empty_file(tmp_path):
+def test_empty_file(tmp_path, one_error):
     path = tmp_path / "empty.onnx"
     path.write_bytes(b"")
-    _error(lambda: OnnxClassifier(path), "empty")
+    one_error(lambda: OnnxClassifier(path), "empty")
 
 
-def test_truncated_file(exported, tmp_path):
+def test_truncated_file(exported, tmp_path, one_error):
     data = exported.read_bytes()
     for fraction in (0.5, 0.9):
         path = tmp_path / f"cut{fraction}.onnx"
         path.write_bytes(data[:int(len(data) * fraction)])
-        _error(lambda: OnnxClassifier(path), "not a valid ONNX model", "truncated")
+        one_error(lambda: OnnxClassifier(path), "not a valid ONNX model", "truncated")
 
 
-def test_wrong_input_size(tmp_path):
+def test_wrong_input_size(tmp_path, one_error):
     path = _toy_model(tmp_path / "big.onnx", [None, 1, 32, 32])
-    _error(lambda: OnnxClassifier(path), "[N, 1, 32, 32]", "[N, 1, 28, 28]")
+    one_error(lambda: OnnxClassifier(path), "[N, 1, 32, 32]", "[N, 1, 28, 28]")
 
 
-def test_fixed_batch(tmp_path):
+def test_fixed_batch(tmp_path, one_error):
     path = _toy_model(tmp_path / "fixed.onnx", [1, 1, 28, 28])
-    _error(lambda: OnnxClassifier(path), "fixed batch size of 1", "dynamic batch")
+    one_error(lambda: OnnxClassifier(path), "fixed batch size of 1", "dynamic batch")
 
 
-def test_seven_classes_when_ten_expected(tmp_path):
+def test_seven_classes_when_ten_expected(tmp_path, one_error):
     path = _toy_model(tmp_path / "seven.onnx", [None, 1, 28, 28], out_classes=7)
     assert OnnxClassifier(path).num_classes == 7
-    _error(lambda: OnnxClassifier(path, expected_classes=10), "predicts 7 classes but 10")
+    one_error(lambda: OnnxClassifier(path, expected_classes=10), "predicts 7 classes but 10")
 
 
-def test_output_not_2d(tmp_path):
+def test_output_not_2d(tmp_path, one_error):
     path = _toy_model(tmp_path / "rank3.onnx", [None, 1, 28, 28], out_rank=3)
-    _error(lambda: OnnxClassifier(path), "2-D logits [N, C]")
+    one_error(lambda: OnnxClassifier(path), "2-D logits [N, C]")
 
 
-def test_metadata_disagrees_with_output(tmp_path):
+def test_metadata_disagrees_with_output(tmp_path, one_error):
     path = _toy_model(tmp_path / "liar.onnx", [None, 1, 28, 28], metadata={"num_classes": "12"})
-    _error(lambda: OnnxClassifier(path), "num_classes='12'", "10 logits")
+    one_error(lambda: OnnxClassifier(path), "num_classes='12'", "10 logits")
 
 
-def test_unavailable_provider(exported):
-    _error(lambda: OnnxClassifier(exported, providers=["NoSuchExecutionProvider"]), "not available")
+def test_unavailable_provider(exported, one_error):
+    one_error(lambda: OnnxClassifier(exported, providers=["NoSuchExecutionProvider"]), "not available")
 
 
-def test_call_time_checks(onnx_classifier):
-    _error(lambda: onnx_classifier(torch.rand(2, 1, 32, 32)), "[2, 1, 32, 32]", "classifier_view")
-    _error(lambda: onnx_classifier(torch.rand(1, 28, 28)), "[1, 28, 28]", "unsqueeze")
-    _error(lambda: onnx_classifier(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)), "uint8")
-    _error(lambda: onnx_classifier(np.zeros((2, 1, 28, 28), np.float32)), "torch.Tensor")
+def test_call_time_checks(onnx_classifier, one_error):
+    one_error(lambda: onnx_classifier(torch.rand(2, 1, 32, 32)), "[2, 1, 32, 32]", "classifier_view")
+    one_error(lambda: onnx_classifier(torch.rand(1, 28, 28)), "[1, 28, 28]", "unsqueeze")
+    one_error(lambda: onnx_classifier(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)), "uint8")
+    one_error(lambda: onnx_classifier(np.zeros((2, 1, 28, 28), np.float32)), "torch.Tensor")
     x = torch.rand(2, 1, 28, 28, requires_grad=True)
-    _error(lambda: onnx_classifier(x), "not differentiable", "black-box")
+    one_error(lambda: onnx_classifier(x), "not differentiable", "black-box")
     with torch.no_grad():
         assert onnx_classifier(x).shape == (2, 10)
     assert onnx_classifier(torch.rand(2, 1, 28, 28, dtype=torch.float64)).dtype == torch.float32
 
 
-def test_export_refuses_bad_targets(model, tmp_path):
-    _error(lambda: export_classifier_onnx(model, tmp_path / "model.pt"), ".onnx")
+def test_export_refuses_bad_targets(model, tmp_path, one_error):
+    one_error(lambda: export_classifier_onnx(model, tmp_path / "model.pt"), ".onnx")
 
     class NotAClassifier(torch.nn.Module):
         def forward(self, x):
             return x.flatten(1)[:, :, None]
-    _error(lambda: export_classifier_onnx(NotAClassifier(), tmp_path / "bad.onnx"), "[N, num_classes]")
+    one_error(lambda: export_classifier_onnx(NotAClassifier(), tmp_path / "bad.onnx"), "[N, num_classes]")
     assert not (tmp_path / "bad.onnx").exists()

@@ -45,18 +45,10 @@ def exported(tiny_generator, classifier, tmp_path_factory):
     return {"ts_path": ts_path, "ep_path": ep_path, "graphs": graphs, "warnings": list(caught)}
 
 
-def styles(G, n: int, seed: int) -> torch.Tensor:
-    """Realistic styles: z → mapping → affine layers."""
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, G.z_dim, generator=gen)
-    y = torch.randint(0, G.num_classes, (n,), generator=gen)
-    with torch.no_grad():
-        return G.styles(G.mapping(z, y))
 
-
-def test_eager_is_the_composition(tiny_generator, classifier):
+def test_eager_is_the_composition(tiny_generator, classifier, real_styles):
     fused = FusedModel(tiny_generator, classifier)
-    s = styles(tiny_generator, 4, seed=0)
+    s = real_styles(tiny_generator, 4, seed=0)
     with torch.no_grad():
         want = classifier(classifier_view(tiny_generator.synthesis_from_styles(s, "const")))
         got = fused(s)
@@ -73,9 +65,9 @@ def test_eager_is_the_composition(tiny_generator, classifier):
 
 
 @pytest.mark.parametrize("n", BATCHES)
-def test_eager_torchscript_export_agree(tiny_generator, classifier, exported, n):
+def test_eager_torchscript_export_agree(tiny_generator, classifier, exported, n, real_styles):
     fused = FusedModel(tiny_generator, classifier)
-    s = styles(tiny_generator, n, seed=n)
+    s = real_styles(tiny_generator, n, seed=n)
     with torch.no_grad():
         want = fused(s)
         for name, graph in exported["graphs"].items():
@@ -84,13 +76,13 @@ def test_eager_torchscript_export_agree(tiny_generator, classifier, exported, n)
             assert (got - want).abs().max().item() <= TOL, name
 
 
-def test_round_trip_metadata(tiny_generator, exported):
+def test_round_trip_metadata(tiny_generator, exported, real_styles):
     for fmt, graph in exported["graphs"].items():
         assert isinstance(graph, FusedGraph) and graph.format == fmt
         assert (graph.style_dim, graph.num_classes) == (tiny_generator.style_dim, 10)
     # reloading gives the same numbers
     again = load_fused(exported["ts_path"])
-    s = styles(tiny_generator, 2, seed=7)
+    s = real_styles(tiny_generator, 2, seed=7)
     assert torch.equal(again(s), exported["graphs"]["torchscript"](s))
     # the .pt2 also loads with plain torch.export
     plain = torch.export.load(str(exported["ep_path"])).module()
@@ -154,7 +146,7 @@ def test_bad_export_arguments(tiny_generator, classifier, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_shipped_models_torchscript(repo_root, tmp_path):
+def test_shipped_models_torchscript(repo_root, tmp_path, real_styles):
     """The shipped generator (style layers without per-sample noise gain) and classifier, traced at
     batch 5 and run at batch 3."""
     import failatlas
@@ -163,7 +155,7 @@ def test_shipped_models_torchscript(repo_root, tmp_path):
     G = failatlas.load_generator(repo_root / "models/mnist/generator")
     C = load_classifier(repo_root / "models/mnist/classifier-clean")
     graph = load_fused(export_torchscript(G, C, tmp_path / "shipped.pt"))
-    s = styles(G, 3, seed=3)
+    s = real_styles(G, 3, seed=3)
     with torch.no_grad():
         want = C(classifier_view(G.synthesis_from_styles(s, "const")))
         assert (graph(s) - want).abs().max().item() <= TOL
