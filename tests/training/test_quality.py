@@ -100,3 +100,19 @@ def test_inception_fid_only_with_user_weights(models, tmp_path):
     with pytest.raises(FailatlasError, match="not a readable TorchScript archive"):
         quality._inception_features(tmp_path / "bad.pt", torch.zeros(2, 1, 32, 32))
     assert evaluate_generator(G, C, n=20, n_real=100, progress=False).inception_fid is None
+
+
+def test_within_class_diversity_sees_mode_collapse():
+    torch.manual_seed(0)
+    real = torch.randn(400, 8)
+    y = torch.arange(400) % 4
+    same = quality.within_class_diversity(real, y, real, y, 4)
+    assert same == pytest.approx([1.0] * 4)
+    collapsed = real.clone()
+    collapsed[y == 2] = collapsed[y == 2][0] + 0.01 * torch.randn_like(collapsed[y == 2])  # one digit for class 2
+    d = quality.within_class_diversity(collapsed, y, real, y, 4)
+    assert d[2] < 0.05 and d[0] == pytest.approx(1.0)
+    half = quality.within_class_diversity(real * 0.5, y, real, y, 4)
+    assert half == pytest.approx([0.5] * 4)
+    assert quality.within_class_diversity(real[:1], y[:1], real, y, 4)[0] != quality.within_class_diversity(
+        real[:1], y[:1], real, y, 4)[0]  # NaN: too few samples

@@ -9,6 +9,10 @@
   blur × noise severity cell, labels real test images and generated ones; the total-variation distance
   between the two label distributions (0: the generator reproduces the data's mix of corruptions). It is
   measured under every noise mode of the generator, so the analysis default can be chosen from it;
+* ``diversity``: within-class variety, √(tr Σ_generated / tr Σ_real) of the penultimate features of each
+  class's samples (real: the test split), averaged over classes; 1 is the data's variety, near 0 a
+  generator that draws one digit per class whatever z (mode collapse, which accuracy and corruption_tv
+  do not show). ``diversity_per_class`` gives each class;
 * ``inception_fid``: only when the user passes a TorchScript Inception feature extractor; nothing is ever
   downloaded.
 """
@@ -44,6 +48,8 @@ class GeneratorQuality:
     corruption_distribution: dict[str, list[float]] = field(default_factory=dict)
     corruption_classifier_accuracy: float = float("nan")
     inception_fid: float | None = None
+    diversity: float = float("nan")
+    diversity_per_class: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -55,6 +61,8 @@ class GeneratorQuality:
                  "per class              " + " ".join(f"{a:.2f}" for a in q.per_class_accuracy),
                  f"FD                     {q.fd:.3f}   (real vs real: {q.fd_real_vs_real:.3f}, "
                  f"ratio {q.fd / max(q.fd_real_vs_real, 1e-12):.2f})",
+                 f"diversity              {q.diversity:.3f}   (within-class spread vs the data's; per class "
+                 + " ".join(f"{d:.2f}" for d in q.diversity_per_class) + ")",
                  f"corruption TV          {q.corruption_tv:.3f}   (by noise mode: "
                  + ", ".join(f"{k} {v:.3f}" for k, v in q.corruption_tv_by_noise_mode.items())
                  + f"; corruption classifier accuracy on real test {q.corruption_classifier_accuracy:.3f})"]
@@ -73,6 +81,20 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     root_a = (va * ea.clamp_min(0).sqrt()) @ va.T
     cross = torch.linalg.eigvalsh(root_a @ cb @ root_a).clamp_min(0).sqrt().sum()
     return float((mu_a - mu_b).square().sum() + ca.trace() + cb.trace() - 2 * cross)
+
+
+def within_class_diversity(f_fake: torch.Tensor, y_fake: torch.Tensor, f_real: torch.Tensor, y_real: torch.Tensor,
+                           num_classes: int) -> list[float]:
+    """Per class, √(tr cov(generated features) / tr cov(real features)); NaN for a class with fewer than
+    two samples on either side. Features: Tensor[N, F]; labels: int Tensor[N]."""
+    out = []
+    for c in range(num_classes):
+        a, b = f_fake[y_fake == c].double(), f_real[y_real == c].double()
+        if len(a) < 2 or len(b) < 2:
+            out.append(float("nan"))
+            continue
+        out.append(float((a.var(dim=0).sum() / b.var(dim=0).sum().clamp_min(1e-12)).sqrt()))
+    return out
 
 
 def corruption_cell(corrupted: torch.Tensor, blur: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -207,6 +229,8 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
     f_fake, f_test, f_train = (_batched(feats, x) for x in (fake, test.generator_input(), train.generator_input()))
     fd = frechet_distance(f_test, f_fake)
     fd_floor = frechet_distance(f_test, f_train)
+    diversity_per_class = within_class_diversity(f_fake, y, f_test, test.labels, G.num_classes)
+    finite = [d for d in diversity_per_class if d == d]
 
     judge = train_corruption_classifier(dataset, idx_dir=idx_dir, blur=blur, seed=seed, limit=n_real,
                                         progress=progress)
@@ -228,7 +252,8 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
     return GeneratorQuality(
         conditional_accuracy=float(hit.float().mean()), per_class_accuracy=per_class, fd=fd, fd_real_vs_real=fd_floor,
         corruption_tv=tv[noise_mode], noise_mode=noise_mode, n=n, corruption_tv_by_noise_mode=tv,
-        corruption_distribution=dist, corruption_classifier_accuracy=judge_acc, inception_fid=fid)
+        corruption_distribution=dist, corruption_classifier_accuracy=judge_acc, inception_fid=fid,
+        diversity=sum(finite) / len(finite) if finite else float("nan"), diversity_per_class=diversity_per_class)
 
 
 def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *, device: str | None = "cpu",
