@@ -468,7 +468,8 @@ def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
     Groups are runs of consecutive samples (0..g-1, g..2g-1, ...), not StyleGAN2's strided groups: the
     trainer scores fakes and reals in one call, [fakes; reals], each half a multiple of the group size,
     so no group mixes the two. A mixed group hides exactly what this statistic is for — a generator that
-    covers only part of the data (measured: one trained with strided groups made no clean digits)."""
+    covers only part of the data (generators trained with strided groups made no clean digits; the one run
+    with consecutive groups did, though it also lost variety within classes: benchmarks/RESULTS.md)."""
     n, c, h, w = x.shape
     g = math.gcd(min(group, n), n) if n else 1
     y = x.reshape(-1, g, c, h, w)
