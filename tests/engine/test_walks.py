@@ -88,6 +88,7 @@ def test_empty_and_bad_inputs(models):
     bad = [
         ((s[:, :5], y, [0], [1.0], sigma, [1.0]), r"starts must be a Tensor \[N, 272\]"),
         ((s, y[:1], [0], [1.0], sigma, [1.0]), r"labels must be integer Tensor \[2\]"),
+        ((s, y + 10, [0], [1.0], sigma, [1.0]), r"labels must be classes in \[0, 10\)"),
         ((s, y, [272], [1.0], sigma, [1.0]), r"dims must be in \[0, 272\)"),
         ((s, y, [0], [1.0], sigma[:3], [1.0]), "sigma must have one entry per style dimension"),
         ((s, y, [0, 1], [1.0], sigma, [1.0]), "sign needs one entry per walked dimension"),

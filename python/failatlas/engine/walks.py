@@ -80,6 +80,9 @@ class WalkEngine:
         labels = torch.as_tensor(labels)
         if labels.shape != (n,) or labels.dtype not in (torch.int64, torch.int32):
             raise FailatlasError(f"labels must be integer Tensor [{n}], got {labels.dtype} {list(labels.shape)}")
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= self.G.num_classes):
+            raise FailatlasError(f"labels must be classes in [0, {self.G.num_classes}), got "
+                                 f"{int(labels.min())}..{int(labels.max())}")
         dims = torch.as_tensor(dims, dtype=torch.long).reshape(-1)
         if dims.numel() and (int(dims.min()) < 0 or int(dims.max()) >= D):
             raise FailatlasError(f"dims must be in [0, {D}), got {int(dims.min())}..{int(dims.max())}")
