@@ -215,7 +215,7 @@ def check_class_counts(G: nn.Module, classifier: nn.Module, found: int | None = 
 
 def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0,
                       classes: Sequence[int] | None = None, batch_size: int | None = None,
-                      progress_bar: bool | None = None) -> Population:
+                      progress_bar: bool | None = None, distributed: bool = False) -> Population:
     """Sample ``n`` labelled generator samples and classify them (DESIGN §4).
 
     y is uniform over ``classes`` (default: all of the generator's classes), z ~ N(0, I), both from a
@@ -225,6 +225,11 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
     device, with the models in eval mode
     (their modes are restored afterwards). Returns CPU tensors (floats as float32; images are synthesized
     from the stored float32 s, so re-evaluating a stored s gives the stored logits).
+
+    distributed: under ``torchrun`` (after :func:`failatlas.distributed.init`), every rank draws the same
+    z and y, classifies only its contiguous block of whole batches (:func:`failatlas.distributed.shard`,
+    so every sample is in the same batch as in one process) and the shards are all-gathered: every rank
+    returns the full population. Without an initialized process group it changes nothing.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise FailatlasError(f"the population size must be a positive integer, got {n!r} (use e.g. --n 10000)")
@@ -249,9 +254,17 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
     dtype, device = _model_dtype_device(G)
     cdtype, cdevice = _model_dtype_device(classifier)
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("w", "s", "logits")}
+    part = slice(0, n)
+    if distributed:
+        from .. import distributed as dist
+
+        distributed = dist.sharding()
+        if distributed:
+            part = dist.shard(n, block=batch_size)
     with _eval_mode(G, classifier), torch.no_grad(), \
-            progress(n, desc="population", unit="img", disable=None if progress_bar is None else not progress_bar) as bar:
-        for start in range(0, n, batch_size):
+            progress(part.stop - part.start, desc="population", unit="img",
+                     disable=None if progress_bar is None else not progress_bar) as bar:
+        for start in range(part.start, part.stop, batch_size):
             z = z_all[start:start + batch_size].to(device, dtype)
             y = y_all[start:start + batch_size].to(device)
             w = G.mapping(z, y, truncation_psi=1.0)
@@ -271,6 +284,9 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
             out["s"].append(s.cpu())
             out["logits"].append(logits.float().cpu())
             bar.update(len(z))
+    if distributed:
+        empty = {"w": (0, G.w_dim), "s": (0, G.style_dim), "logits": (0, num_classes)}  # a rank with no batch
+        out = {k: [dist.all_gather_cat(torch.cat(v) if v else torch.zeros(empty[k]))] for k, v in out.items()}
     logits = torch.cat(out["logits"])
     p_y = torch.softmax(logits.double(), dim=1).gather(1, y_all[:, None]).squeeze(1).float()
     pred = logits.argmax(dim=1)

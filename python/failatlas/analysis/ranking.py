@@ -292,13 +292,21 @@ class GradientRanking:
         self.progress_bar = progress_bar
         check_class_counts(generator, classifier)
 
-    def rank(self, population: Population, per_class: bool = False, bootstrap: int = 0, seed: int = 0) -> Ranking:
+    def rank(self, population: Population, per_class: bool = False, bootstrap: int = 0, seed: int = 0,
+             distributed: bool = False) -> Ranking | None:
         """Rank every dimension of s over ``population``.
 
         per_class: also rank within each class (``Ranking.per_class``; σ stays the whole population's).
         bootstrap: number of bootstrap resamples of the samples for 95% percentile intervals of every
         score (0: none); drawn from a ``torch.Generator`` seeded with ``seed``. The per-sample gradients
         are kept (Tensor[N, S]) only while this call runs, and only when bootstrap > 0.
+
+        distributed: under ``torchrun`` (after :func:`failatlas.distributed.init`; every rank passes the
+        same full population), each rank differentiates its contiguous block of whole batches; the
+        per-batch float64 gradient sums (or, with per_class or bootstrap, the per-sample gradients) are
+        all-gathered and summed in batch order exactly as in one process. Rank 0 returns the ranking,
+        the other ranks None (bootstrap and per-class rankings are computed on rank 0 only). Without an
+        initialized process group it changes nothing.
         """
         G, C = self.generator, self.classifier
         if not isinstance(population, Population):
@@ -320,21 +328,54 @@ class GradientRanking:
         class_sum = torch.zeros(num_classes, S, dtype=torch.float64) if per_class else None
         keep = [] if bootstrap else None
         disable = None if self.progress_bar is None else not self.progress_bar
-        with _eval_mode(G, C), progress(n, desc=f"gradients ({self.target})", unit="img", disable=disable) as bar:
-            for start in range(0, n, self.batch_size):
-                s = population.s[start:start + self.batch_size]
-                y = population.y[start:start + self.batch_size]
+        bs = self.batch_size
+
+        def accumulate(g: torch.Tensor, y: torch.Tensor) -> None:
+            g64 = g.to(torch.float64)
+            grad_sum.add_(g64.sum(dim=0))
+            if class_sum is not None:
+                class_sum.index_add_(0, y, g64)
+            if keep is not None:
+                keep.append(g)
+
+        part, dist = slice(0, n), None
+        if distributed:
+            from .. import distributed as dist
+
+            if dist.sharding():
+                part = dist.shard(n, block=bs)
+            else:
+                dist = None
+        gather = dist is not None and (per_class or bootstrap)  # all-gather the per-sample gradients
+        local: list[torch.Tensor] = []  # distributed: per-sample gradients, or per-batch float64 sums
+        with _eval_mode(G, C), progress(part.stop - part.start, desc=f"gradients ({self.target})", unit="img",
+                                        disable=disable) as bar:
+            for start in range(part.start, part.stop, bs):
+                s = population.s[start:start + bs]
+                y = population.y[start:start + bs]
                 g = style_gradients(G, C, s, y, self.target).detach().cpu()
                 if not bool(torch.isfinite(g).all()):
                     raise FailatlasError(f"the gradients of samples {start}..{start + len(s) - 1} contain NaN or "
                                          "infinite values; check the classifier and generator weights")
-                g64 = g.to(torch.float64)
-                grad_sum += g64.sum(dim=0)
-                if class_sum is not None:
-                    class_sum.index_add_(0, y, g64)
-                if keep is not None:
-                    keep.append(g)
+                if dist is None:
+                    accumulate(g, y)
+                else:
+                    local.append(g if gather else g.to(torch.float64).sum(dim=0, keepdim=True))
                 bar.update(len(s))
+        if dist is not None:
+            if gather:
+                empty = torch.zeros(0, S, dtype=_model_dtype_device(G)[0])
+                every = dist.all_gather_cat(torch.cat(local) if local else empty)
+                if not dist.is_main():
+                    return None
+                for start in range(0, n, bs):  # the single-process accumulation, batch by batch
+                    accumulate(every[start:start + bs], population.y[start:start + bs])
+            else:
+                sums = dist.all_gather_cat(torch.cat(local) if local else torch.zeros(0, S, dtype=torch.float64))
+                if not dist.is_main():
+                    return None
+                for row in sums:  # in batch order: the same float64 additions as one process
+                    grad_sum.add_(row)
         grads = torch.cat(keep) if keep is not None else None
         gen = torch.Generator().manual_seed(int(seed)) if bootstrap else None
         ranking = _make_ranking(grad_sum, n, sigma, layout, self.target, grads, bootstrap, int(seed), gen,
@@ -455,18 +496,23 @@ def rank_dimensions(G: nn.Module, classifier: nn.Module, population: Population,
 
 @dataclass(frozen=True, eq=False)
 class RankRun:
-    """What :func:`run_rank` computed and wrote."""
+    """What :func:`run_rank` computed and wrote. Under torchrun, ranks other than 0 get ``ranking``,
+    ``separation`` and ``summary`` None and no files (rank 0 writes them)."""
 
     out: Path
     population: Population
-    ranking: Ranking
+    ranking: Ranking | None
     separation: Any  # SeparationResult
-    summary: dict[str, Any]
+    summary: dict[str, Any] | None
     files: dict[str, Path]
     timings: dict[str, float]
+    rank: int = 0
+    world_size: int = 1
 
     def format(self, k: int = 10) -> str:
         """What ``failatlas rank`` prints: the population, the top k, the separation summary, the files."""
+        if self.ranking is None:
+            return f"rank {self.rank} of {self.world_size}: shard done; rank 0 writes the results to {self.out}"
         pop, m = self.population, len(self.summary["top_dims"])
         return "\n".join([
             f"population: {pop.n} samples, accuracy {pop.accuracy:.4f} ({pop.n_mis} mis-classified); "
@@ -485,7 +531,13 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     """The ``failatlas rank`` job: load the models (folders or shipped names), sample a population, rank
     the dimensions, measure their separation, and write ``ranking.csv``, ``ranking.json``,
     ``population.npz``, ``separation.csv`` and ``separation.png`` (+ ``separation.json``, its data) into
-    ``out``."""
+    ``out``.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) the population and the gradients are sharded across the ranks
+    (:mod:`failatlas.distributed`, gloo on CPU); rank 0 alone computes the separation, the bootstrap and
+    the per-class rankings, writes the files and gets the full result; the other ranks return after the
+    last collective call with ``ranking`` None. The ranking equals the single-process one."""
+    from .. import distributed as dist
     from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
     from ..report.figures import plot_separation
@@ -498,17 +550,35 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     if out.exists() and not out.is_dir():
         raise FailatlasError(f"--out {out} is a file; pass a folder for the results")
     timings: dict[str, float] = {}
+    rank, world_size = dist.world()
+    distributed = world_size > 1
+    if rank != 0:
+        progress_bar = False
     G = load_generator(resolve_model(generator))
     C = load_any_classifier(classifier)
     check_class_counts(G, C)
+    if distributed and not is_differentiable(C):
+        raise FailatlasError("the black-box ranking of a classifier without gradients (ONNX) is not sharded "
+                             "under torchrun; run `failatlas rank` in one process (python -m failatlas rank)")
+    if distributed and _model_dtype_device(G)[1].type != "cpu":
+        raise FailatlasError("failatlas under torchrun runs on the CPU (gloo) only for now")
+    dist.init()  # every rank checks the same things above, so they all fail or all get here
     t0 = time.perf_counter()
-    pop = sample_population(G, C, n, seed=seed, batch_size=batch_size, progress_bar=progress_bar)
+    pop = sample_population(G, C, n, seed=seed, batch_size=batch_size, progress_bar=progress_bar,
+                            distributed=distributed)
     timings["population"] = time.perf_counter() - t0
     layout = tuple(G.style_layout())
     separation = Separation(pop, layout=layout)  # fails now, before the gradients, if a group is empty
     t0 = time.perf_counter()
-    ranking = rank_any(G, C, pop, target=target, per_class=per_class, bootstrap=bootstrap, seed=seed,
-                       batch_size=batch_size, progress_bar=progress_bar)
+    if distributed:
+        ranking = GradientRanking(G, C, target=target, batch_size=batch_size, progress_bar=progress_bar).rank(
+            pop, per_class=per_class, bootstrap=bootstrap, seed=seed, distributed=True)
+        if ranking is None:  # not rank 0: its part is done
+            return RankRun(out=out, population=pop, ranking=None, separation=None, summary=None, files={},
+                           timings=timings, rank=rank, world_size=world_size)
+    else:
+        ranking = rank_any(G, C, pop, target=target, per_class=per_class, bootstrap=bootstrap, seed=seed,
+                           batch_size=batch_size, progress_bar=progress_bar)
     timings["ranking"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     sep = separation.compute()

@@ -1,0 +1,175 @@
+"""`failatlas rank` under torchrun (2 CPU processes, gloo) against one process, and the collectives."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from failatlas import FailatlasError
+from failatlas import distributed as fdist
+from failatlas.analysis import Population, Ranking
+from failatlas.cli import main
+
+FILES = ["population.npz", "ranking.csv", "ranking.json", "separation.csv", "separation.json", "separation.png"]
+N = 200
+
+
+def _torchrun(args: list[str], tmp_path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "OMP_NUM_THREADS",
+                                                            "MASTER_ADDR", "MASTER_PORT")}
+    env["FAILATLAS_PROGRESS"] = "0"
+    env["FAILATLAS_DIST_TIMEOUT"] = "120"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] + args
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from failatlas.models.classifier import ClassifierConfig, build_classifier, save_classifier
+    from failatlas.models.stylegan2 import CONFIGS, Generator, save_generator
+
+    root = tmp_path_factory.mktemp("dist_models")
+    torch.manual_seed(3)
+    save_generator(Generator(CONFIGS["tiny"]).eval(), root / "generator")
+    save_classifier(build_classifier(ClassifierConfig()), ClassifierConfig(), root / "classifier")
+    return root / "generator", root / "classifier"
+
+
+def _csv_rows(path):
+    lines = path.read_text().splitlines()
+    head = lines[0].split(",")
+    return [dict(zip(head, line.split(","))) for line in lines[1:]]
+
+
+def _close(a, b, tol=1e-6):
+    if a is None or b is None:
+        return a is b
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=tol, abs_tol=tol)
+    return a == b
+
+
+def _compare(dist_out, single_out):
+    rows_d, rows_s = _csv_rows(dist_out / "ranking.csv"), _csv_rows(single_out / "ranking.csv")
+    assert [r["dim"] for r in rows_d[:50]] == [r["dim"] for r in rows_s[:50]]
+    for a, b in zip(rows_d, rows_s):
+        for col in ("score", "sigma", "mean_grad", "ci_low", "ci_high"):
+            if a[col] or b[col]:
+                assert math.isclose(float(a[col]), float(b[col]), rel_tol=1e-6, abs_tol=1e-6), (col, a, b)
+    jd, js = Ranking.read_json(dist_out / "ranking.json"), Ranking.read_json(single_out / "ranking.json")
+    assert sorted(jd.per_class) == sorted(js.per_class)
+    for c in js.per_class:
+        assert torch.equal(jd.per_class[c].order[:50], js.per_class[c].order[:50])
+        assert torch.allclose(jd.per_class[c].score, js.per_class[c].score, rtol=1e-6, atol=1e-6)
+    sd = json.loads((dist_out / "ranking.json").read_text())["summary"]
+    ss = json.loads((single_out / "ranking.json").read_text())["summary"]
+    assert sd.keys() == ss.keys()
+    for k in ss:
+        if isinstance(ss[k], list):
+            assert all(_close(x, y) for x, y in zip(sd[k], ss[k])), k
+        else:
+            assert _close(sd[k], ss[k]), k
+    pd, ps = Population.from_npz(dist_out / "population.npz"), Population.from_npz(single_out / "population.npz")
+    for k in ("z", "y", "w", "s", "pred", "well"):
+        assert torch.equal(getattr(pd, k), getattr(ps, k)), k
+    assert torch.allclose(pd.logits, ps.logits, rtol=0, atol=1e-5)
+    sep_d = (dist_out / "separation.csv").read_text().splitlines()
+    sep_s = (single_out / "separation.csv").read_text().splitlines()
+    assert len(sep_d) == len(sep_s) and sep_d[0] == sep_s[0]
+
+
+@pytest.mark.parametrize("extra", [[], ["--per-class", "--bootstrap", "20", "--target", "logit"]],
+                         ids=["plain", "per-class-bootstrap"])
+def test_rank_under_torchrun_matches_one_process(models, tmp_path, capsys, extra):
+    gen, cls = models
+    common = ["--generator", str(gen), "--classifier", str(cls), "--n", str(N), "--seed", "5",
+              "--batch-size", "32"] + extra  # 7 batches: rank 0 gets 4 (128 samples), rank 1 3 (72)
+    # "--": torchrun's own parser would otherwise reject --n as an ambiguous abbreviation of its options
+    proc = _torchrun(["-m", "failatlas", "--", "rank"] + common + ["--out", str(tmp_path / "dist")], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(["rank"] + common + ["--out", str(tmp_path / "single")]) == 0
+    capsys.readouterr()
+    # rank 0 alone wrote, and wrote everything (no temporary or duplicate files)
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == FILES
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist", "single"]
+    assert proc.stdout.count("population: ") == 1 and "rank 1 of 2: shard done" in proc.stdout
+    _compare(tmp_path / "dist", tmp_path / "single")
+
+
+_COLLECTIVES = textwrap.dedent("""
+    import json, sys, torch
+    from failatlas import distributed as d
+    assert d.init() and d.init()
+    rank, size = d.world()
+    res = {"rank": rank, "size": size, "threads": torch.get_num_threads()}
+    for sizes in ([3, 0], [1, 4], [0, 0]):
+        x = torch.arange(sizes[rank] * 2, dtype=torch.float32).reshape(-1, 2) + 100 * rank
+        res[f"gather_{sizes}"] = d.all_gather_cat(x).tolist()
+    res["gather_bool"] = d.all_gather_cat(torch.tensor([True, False][: rank + 1])).tolist()
+    res["gather_int"] = d.all_gather_cat(torch.tensor([rank + 1] * (2 - rank), dtype=torch.int64)).tolist()
+    res["sum"] = d.all_reduce_sum(torch.tensor([0.1 * (rank + 1), 1.0], dtype=torch.float32)).tolist()
+    res["shard"] = [(s.start, s.stop) for s in (d.shard(10, 3), d.shard(1, 4), d.shard(200, 32))]
+    res["main"] = d.is_main()
+    json.dump(res, open(sys.argv[1] + f"/rank{rank}.json", "w"))
+""")
+
+
+def test_collectives_with_uneven_shards(tmp_path):
+    script = tmp_path / "collectives.py"
+    script.write_text(_COLLECTIVES)
+    proc = _torchrun([str(script), str(tmp_path)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert (r0["rank"], r1["rank"], r0["size"]) == (0, 1, 2) and r0["main"] and not r1["main"]
+    assert r0["threads"] == r1["threads"] == 1  # OMP_NUM_THREADS unset: one thread per rank
+    for r in (r0, r1):
+        assert r["gather_[3, 0]"] == [[0, 1], [2, 3], [4, 5]]
+        assert r["gather_[1, 4]"] == [[0, 1]] + [[100 + 2 * i, 101 + 2 * i] for i in range(4)]
+        assert r["gather_[0, 0]"] == []
+        assert r["gather_bool"] == [True, True, False]
+        assert r["gather_int"] == [1, 1, 2]
+        assert r["sum"] == pytest.approx([0.1 + 0.2, 2.0], abs=1e-7)
+    assert r0["shard"] == [[0, 6], [0, 1], [0, 128]] and r1["shard"] == [[6, 10], [1, 1], [128, 200]]
+
+
+def test_world_outside_and_inconsistent_torchrun(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert fdist.world() == (0, 1) and fdist.is_main() and not fdist.init()
+    assert fdist.shard(10, 3) == slice(0, 10)
+    x = torch.arange(4.0)
+    assert fdist.all_gather_cat(x) is x and torch.equal(fdist.all_reduce_sum(x), x.double())
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(FailatlasError, match="WORLD_SIZE unset"):
+        fdist.world()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(FailatlasError, match="RANK=1, WORLD_SIZE=1"):
+        fdist.world()
+    monkeypatch.setenv("WORLD_SIZE", "x")
+    with pytest.raises(FailatlasError, match="not an integer"):
+        fdist.world()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(FailatlasError, match="MASTER_ADDR is unset"):
+        fdist.init()
+
+
+def test_one_rank_failing_does_not_hang_the_other(tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        from failatlas import distributed as d
+        d.init()
+        if d.world()[0] == 1:
+            raise SystemExit(3)
+        d.all_gather_cat(torch.zeros(2))  # rank 0 waits for rank 1, which is gone
+    """))
+    proc = _torchrun([str(script)], tmp_path)  # subprocess timeout 300 s; gloo's 120 s; fails in seconds
+    assert proc.returncode != 0
