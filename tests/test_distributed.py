@@ -173,3 +173,52 @@ def test_one_rank_failing_does_not_hang_the_other(tmp_path):
     """))
     proc = _torchrun([str(script)], tmp_path)  # subprocess timeout 300 s; gloo's 120 s; fails in seconds
     assert proc.returncode != 0
+
+
+@pytest.fixture(scope="module")
+def classifier2(models):
+    """A second random classifier beside the first (another seed)."""
+    from failatlas.models.classifier import ClassifierConfig, build_classifier, save_classifier
+
+    path = models[1].parent / "classifier2"
+    torch.manual_seed(4)
+    save_classifier(build_classifier(ClassifierConfig()), ClassifierConfig(), path)
+    return path
+
+
+def test_analyze_under_torchrun_matches_one_process(models, classifier2, tmp_path, capsys):
+    gen, cls = models
+    common = ["--generator", str(gen), "--classifier", str(cls), "--classifier", str(classifier2), "--n", str(N),
+              "--seed", "5", "--batch-size", "32", "--quick", "--skip-tsne"]  # 7 batches: 4 on rank 0, 3 on rank 1
+    proc = _torchrun(["-m", "failatlas", "--", "analyze"] + common + ["--out", str(tmp_path / "dist")], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(["analyze"] + common + ["--out", str(tmp_path / "single")]) == 0
+    capsys.readouterr()
+    # one run folder from rank 0, no staging folder left by any rank; rank 1 printed its one line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist", "single"]
+    assert proc.stdout.count("population: ") == 1
+    assert [line for line in proc.stdout.splitlines() if "shard done" in line] == [
+        f"rank 1 of 2: shard done; rank 0 writes the run to {tmp_path / 'dist'}"]
+    dist_out, single_out = tmp_path / "dist", tmp_path / "single"
+    assert sorted(p.name for p in dist_out.iterdir()) == sorted(p.name for p in single_out.iterdir())
+    names = [p.name for p in sorted(single_out.glob("ranking*.csv"))]
+    assert len(names) == 3  # ranking.csv, ranking-classifier.csv, ranking-classifier2.csv
+    for name in names:
+        rows_d, rows_s = _csv_rows(dist_out / name), _csv_rows(single_out / name)
+        assert [r["dim"] for r in rows_d] == [r["dim"] for r in rows_s], name
+        for a, b in zip(rows_d, rows_s):
+            for col in ("score", "sigma", "mean_grad"):
+                assert math.isclose(float(a[col]), float(b[col]), rel_tol=1e-6, abs_tol=1e-6), (name, col, a, b)
+    sd, ss = (json.loads((d / "summary.json").read_text()) for d in (dist_out, single_out))
+    assert sd["population"] == ss["population"]  # accuracies and mis-classified counts of both classifiers
+    assert set(ss["population"]["accuracy"]) == {"classifier", "classifier2"}
+    assert sd["top_dims"] == ss["top_dims"]
+    for k in ("top10_mean_ks", "random10_mean_ks"):
+        assert _close(sd["separation"][k], ss["separation"][k]), k
+    assert sd["corner_cases"] == ss["corner_cases"]
+    assert sd["overlap"] == ss["overlap"]
+    pd, ps = Population.from_npz(dist_out / "population.npz"), Population.from_npz(single_out / "population.npz")
+    for k in ("z", "y", "s", "pred", "well"):
+        assert torch.equal(getattr(pd, k), getattr(ps, k)), k
+    md = json.loads((dist_out / "manifest.json").read_text())
+    assert md["platform"]["world_size"] == 2 and md["files"] == sorted(p.name for p in dist_out.iterdir())

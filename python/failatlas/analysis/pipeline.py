@@ -22,6 +22,16 @@ failure or Ctrl-C never leaves a half-written run folder; an existing non-empty 
 ``overwrite``. The folder holds every figure (PNG + its JSON), the tables (CSV/JSON), ``population.npz``,
 ``summary.json``, ``manifest.json`` (versions, seeds, options, model checksums, timings, files) and
 ``report.html`` (self-contained, drawn from the results).
+
+Under ``torchrun`` (WORLD_SIZE > 1; gloo on CPU, :mod:`failatlas.distributed`) the two expensive stages
+are sharded: the population (:func:`sample_population` with ``distributed=True``, and the re-labelling by
+every other classifier, each rank re-labelling its own block of whole batches) and the gradient rankings
+(:meth:`GradientRanking.rank` with ``distributed=True``; the primary's per-class rankings and bootstrap on
+rank 0). Everything after the rankings (separation, t-SNE, corner cases, grids, curves, overlap, summary,
+manifest, report and the move of the run folder into place) runs on rank 0 alone; the other ranks make
+the same collective calls in the same order, return an :class:`AnalysisShard` after the last one and
+write nothing (not even the staging folder). The results equal the single-process ones. A classifier
+without gradients (ONNX) is refused under torchrun, on every rank.
 """
 
 from __future__ import annotations
@@ -51,8 +61,8 @@ from .corners import CornerCases, CornerCaseSearch
 from .curves import AccuracyCurve, CurveResult, with_classifier
 from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap
-from .population import Population, sample_population
-from .ranking import Ranking, rank_any
+from .population import Population, check_batch_size, sample_population
+from .ranking import GradientRanking, Ranking, is_differentiable, rank_any
 from .separation import Separation, SeparationResult
 from .tsne import LatentTSNE, TSNEResult
 
@@ -239,6 +249,20 @@ class AnalysisRun:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True, eq=False)
+class AnalysisShard:
+    """What :func:`run_analysis` returns on a rank other than 0 under torchrun: its shards of the
+    population and the rankings are done and rank 0 writes the run folder ``out``."""
+
+    out: Path
+    rank: int
+    world_size: int
+    timings: dict[str, float]
+
+    def format(self) -> str:
+        return (f"rank {self.rank} of {self.world_size}: shard done; rank 0 writes the run to {self.out}")
+
+
 def _fmt(x: float) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{x:+.3f}" if x < 0 else f"{x:.3f}"
 
@@ -415,13 +439,17 @@ def _curve_summary(curve: CurveResult) -> dict[str, Any]:
             "mean_accuracy": curve.mean_accuracy, "slope": curve.slope, "k": curve.k}
 
 
-def run_analysis(options: AnalysisOptions | None = None, out: str | Path | None = None) -> AnalysisRun:
+def run_analysis(options: AnalysisOptions | None = None,
+                 out: str | Path | None = None) -> AnalysisRun | AnalysisShard:
     """Run every analysis of DESIGN §4 and write the run folder ``out`` (see the module docstring).
 
     Raises :class:`FailatlasError` for bad options, models that do not fit together, an existing
     non-empty ``out`` (without ``overwrite``), or a population too small for an analysis; then ``out`` is
-    left as it was.
+    left as it was. Under torchrun, rank 0 returns the :class:`AnalysisRun` and the other ranks an
+    :class:`AnalysisShard` (they write nothing).
     """
+    from .. import distributed as dist
+
     options = options or AnalysisOptions()
     if not isinstance(options, AnalysisOptions):
         raise FailatlasError(f"run_analysis takes AnalysisOptions, got {type(options).__name__}")
@@ -430,13 +458,29 @@ def run_analysis(options: AnalysisOptions | None = None, out: str | Path | None 
     options.check()
     out = Path(out)
     _check_out(out, options.overwrite)
+    rank, world_size = dist.world()
+    sharded = world_size > 1
+    if rank != 0:  # rank 0 alone announces the stages and shows progress
+        options = dataclasses.replace(options, verbose=False, progress_bar=False)
     with _torch_threads(options.threads):
         G, gen_info, loaded = _load_models(options)
         if options.k > G.style_dim:
             raise FailatlasError(f"--k {options.k} exceeds the generator's {G.style_dim} StyleSpace dimensions")
+        if sharded:  # every rank checks the same things, so they all fail or all get to init()
+            for info, C in loaded:
+                if not is_differentiable(C):
+                    raise FailatlasError(
+                        f"classifier {info.name} ({info.path}) has no gradients (ONNX): its black-box ranking is "
+                        "not sharded under torchrun; run `failatlas analyze` in one process (python -m failatlas "
+                        "analyze)")
+            if next(G.parameters()).device.type != "cpu":
+                raise FailatlasError("failatlas under torchrun runs on the CPU (gloo) only for now")
+            dist.init()
+        if rank != 0:
+            return _run(options, out, None, G, gen_info, loaded, sharded=True, rank=rank, world_size=world_size)
         tmp = _make_staging(out)
         try:
-            run = _run(options, out, tmp, G, gen_info, loaded)
+            run = _run(options, out, tmp, G, gen_info, loaded, sharded=sharded, world_size=world_size)
             _publish(tmp, out, options.overwrite)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -444,7 +488,32 @@ def run_analysis(options: AnalysisOptions | None = None, out: str | Path | None 
     return run
 
 
-def _run(options: AnalysisOptions, out: Path, tmp: Path, G, gen_info: ModelInfo, loaded) -> AnalysisRun:
+def _relabel(pop: Population, G, C, batch_size: int | None, progress_bar: bool | None,
+             sharded: bool) -> Population:
+    """:func:`with_classifier`; sharded: each rank re-labels its block of whole batches (the same batches
+    as one process) and the logits are all-gathered, so every rank gets the whole re-labelled population."""
+    if not sharded:
+        return with_classifier(pop, G, C, batch_size=batch_size, progress_bar=progress_bar)
+    from .. import distributed as dist
+
+    part = dist.shard(pop.n, block=check_batch_size(batch_size, G))
+    if part.stop > part.start:
+        mine = with_classifier(pop.subset(torch.arange(part.start, part.stop)), G, C, batch_size=batch_size,
+                               progress_bar=progress_bar).logits
+    else:  # a rank with no batch
+        mine = torch.zeros(0, G.num_classes)
+    logits = dist.all_gather_cat(mine)
+    y = pop.y  # as with_classifier does, on the whole population
+    p_y = torch.softmax(logits.double(), dim=1).gather(1, y[:, None]).squeeze(1).float()
+    pred = logits.argmax(dim=1)
+    return Population(z=pop.z, y=y, w=pop.w, s=pop.s, logits=logits, p_y=p_y, pred=pred, well=pred == y,
+                      seed=pop.seed, classes=pop.classes)
+
+
+def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: ModelInfo, loaded, *,
+         sharded: bool = False, rank: int = 0, world_size: int = 1) -> AnalysisRun | AnalysisShard:
+    """The stages; ``tmp`` None (a rank other than 0 under torchrun): only the sharded population and
+    rankings, nothing written, an :class:`AnalysisShard` returned after the last collective."""
     from ..report.curves_figures import (plot_accuracy_curves, plot_accuracy_curves_per_class, plot_overlap,
                                          plot_tsne)
     from ..report.figures import plot_separation
@@ -473,13 +542,15 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path, G, gen_info: ModelInfo,
     # 1. population ------------------------------------------------------------------------------------
     n = options.population_size
     with stage("population", f"{n} samples, seed {seed}, {len(infos)} classifier(s)"):
-        pop0 = sample_population(G, C0, n, seed=seed, batch_size=bs, progress_bar=bar)
+        pop0 = sample_population(G, C0, n, seed=seed, batch_size=bs, progress_bar=bar, distributed=sharded)
         populations = {primary: pop0}
         for info in infos[1:]:
-            populations[info.name] = with_classifier(pop0, G, models[info.name], batch_size=bs, progress_bar=bar)
-        pop0.to_npz(tmp / "population.npz")
-        wrote("population.npz")
-    separation = Separation(pop0, layout=layout)  # fails here, before the gradients, if a group is empty
+            populations[info.name] = _relabel(pop0, G, models[info.name], bs, bar, sharded)
+        if tmp is not None:
+            pop0.to_npz(tmp / "population.npz")
+            wrote("population.npz")
+    # fails here, before the gradients, if a group is empty (on every rank alike: they hold the same population)
+    separation = Separation(pop0, layout=layout)
 
     # 2. ranking ---------------------------------------------------------------------------------------
     boot = options.bootstrap_resamples
@@ -487,14 +558,24 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path, G, gen_info: ModelInfo,
     with stage("ranking", f"bootstrap {boot}" if boot else "no bootstrap"):
         for info in infos:
             is_primary = info.name == primary
-            rankings[info.name] = rank_any(G, models[info.name], populations[info.name], per_class=is_primary,
-                                           bootstrap=boot if is_primary else 0, seed=seed, batch_size=bs,
-                                           progress_bar=bar)
+            kw = dict(per_class=is_primary, bootstrap=boot if is_primary else 0, seed=seed)
+            if sharded:  # rank 0 gets the ranking, the others None (their shard is done)
+                ranking = GradientRanking(G, models[info.name], batch_size=bs, progress_bar=bar).rank(
+                    populations[info.name], distributed=True, **kw)
+            else:
+                ranking = rank_any(G, models[info.name], populations[info.name], batch_size=bs, progress_bar=bar,
+                                   **kw)
+            if tmp is None:
+                continue
+            rankings[info.name] = ranking
             rankings[info.name].to_csv(tmp / f"ranking-{info.name}.csv")
             wrote(f"ranking-{info.name}.csv")
-        rankings[primary].to_csv(tmp / "ranking.csv")
-        _io.write_json(tmp / "ranking.json", {**rankings[primary].to_json(), "classifier": primary})
-        wrote("ranking.csv", "ranking.json")
+        if tmp is not None:
+            rankings[primary].to_csv(tmp / "ranking.csv")
+            _io.write_json(tmp / "ranking.json", {**rankings[primary].to_json(), "classifier": primary})
+            wrote("ranking.csv", "ranking.json")
+    if tmp is None:  # not rank 0: the last collective is done, rank 0 does the rest
+        return AnalysisShard(out=out, rank=rank, world_size=world_size, timings=dict(stage.timings))
 
     # 3. separation ------------------------------------------------------------------------------------
     with stage("separation"):
@@ -602,7 +683,8 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path, G, gen_info: ModelInfo,
         "versions": {"failatlas": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
         "platform": {"system": platform.platform(), "machine": platform.machine(),
-                     "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
+                     "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                     "world_size": world_size},
         "seeds": {"population": seed, "bootstrap": seed, "separation_random_dims": seed, "tsne": seed},
         "options": options.effective(),
         "models": {"generator": gen_info.to_json(), "classifiers": [i.to_json() for i in infos],
