@@ -19,7 +19,7 @@ from .corners import CornerCase, CornerCases, CornerCaseSearch, authors_corner_s
 from .curves import AccuracyCurve, CurveResult, accuracy_curve, classifier_curves, with_classifier
 from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap, SharedDim, class_overlap, jaccard
-from .pipeline import AnalysisOptions, AnalysisRun, run_analysis
+from .pipeline import AnalysisOptions, AnalysisRun, AnalysisShard, run_analysis
 from .population import Population, sample_population
 from .ranking import BlackBoxRanking, GradientRanking, RankedDim, Ranking, RankRun, rank_dimensions, run_rank, style_gradients
 from .separation import Separation, SeparationResult, auroc, histograms, ks_statistic, separation
