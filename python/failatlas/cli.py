@@ -42,11 +42,15 @@ def _print_result(result, as_json: bool) -> int:
     return 0
 
 
+def _generator_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--generator", default="mnist/generator",
+                   help="generator folder, or the name of a shipped one (default: the shipped MNIST generator)")
+
+
 def _model_options(p: argparse.ArgumentParser, onnx: bool = False) -> None:
     """--generator and --classifier: a folder, or the name of a shipped model (found from any directory);
     ``onnx``: the command also takes a classifier as an .onnx file."""
-    p.add_argument("--generator", default="mnist/generator",
-                   help="generator folder, or the name of a shipped one (default: the shipped MNIST generator)")
+    _generator_option(p)
     p.add_argument("--classifier", default="mnist/classifier-corrupted",
                    help="classifier folder, or the name of a shipped one (default: the corrupted-trained one)"
                    + ("; or an .onnx file (run by ONNX Runtime, ranked by finite differences)" if onnx else ""))
@@ -269,8 +273,7 @@ def _rank(p: argparse.ArgumentParser):
          "figure (PNG + JSON), the tables (CSV/JSON), summary.json, manifest.json and a self-contained "
          "report.html into --out (a new or empty folder; built aside and moved there at the end).")
 def _analyze(p: argparse.ArgumentParser):
-    p.add_argument("--generator", default="mnist/generator",
-                   help="generator folder, or the name of a shipped one (default: the shipped MNIST generator)")
+    _generator_option(p)
     p.add_argument("--classifier", action="append", default=None, metavar="DIR",
                    help="classifier folder, shipped name or .onnx file; repeat for several, the first is the "
                    "primary (default: mnist/classifier-corrupted then mnist/classifier-clean)")
@@ -347,8 +350,7 @@ def _export(p: argparse.ArgumentParser):
          "fail earlier and by how much. Writes compare.json, corner_shifts.csv, corner_shifts.png (+ .json), "
          "accuracy_curves.png (+ .json) and a self-contained report.html into --out.")
 def _compare(p: argparse.ArgumentParser):
-    p.add_argument("--generator", default="mnist/generator",
-                   help="generator folder, or the name of a shipped one (default: the shipped MNIST generator)")
+    _generator_option(p)
     p.add_argument("--classifier", action="append", required=True, metavar="DIR",
                    help="classifier folder, shipped name or .onnx file; give it at least twice, the first is "
                    "the reference (its top dimensions and directions are walked)")
