@@ -48,6 +48,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_out_folder(out: str | os.PathLike, overwrite: bool | None = None,
+                     replace: str = "to replace it") -> Path:
+    """The checks every command that writes into ``--out`` makes before any work: ``out`` must not be a
+    file, and (unless ``overwrite`` is None: a command that adds files to a folder) a non-empty folder
+    needs ``overwrite``; ``replace`` says what --overwrite does. Returns ``out`` as a Path."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FailatlasError(f"--out {out} is a file; pass a folder for the results")
+    if overwrite is False and out.is_dir() and any(out.iterdir()):
+        raise FailatlasError(f"--out {out} exists and is not empty; choose a new or empty folder, or pass "
+                             f"--overwrite {replace}")
+    return out
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

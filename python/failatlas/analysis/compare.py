@@ -294,9 +294,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     from ..report.curves_figures import plot_accuracy_curves
     from .pipeline import _unique_names
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FailatlasError(f"--out {out} is a file; pass a folder for the results")
+    out = _io.check_out_folder(out)
     G = load_generator(resolve_model(generator))
     paths = [Path(c) if str(c).lower().endswith(".onnx") else resolve_model(c) for c in classifiers]
     models = {name: load_any_classifier(c) for name, c in zip(_unique_names(paths), classifiers)}

@@ -307,13 +307,6 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
 # --- the output folder ------------------------------------------------------------------------------
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise FailatlasError(f"--out {out} is a file; pass a folder for the run")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FailatlasError(f"--out {out} exists and is not empty; choose another folder or pass --overwrite "
-                             "to replace it")
-
 
 def _make_staging(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -327,7 +320,7 @@ def _make_staging(out: Path) -> Path:
 def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     """Move the finished run from ``tmp`` onto ``out`` (replacing an empty folder, or with ``overwrite``
     a non-empty one: the old run is moved aside first and deleted only once the new one is in place)."""
-    _check_out(out, overwrite)
+    _io.check_out_folder(out, overwrite)
     old = None
     if out.is_dir():
         if any(out.iterdir()):
@@ -457,7 +450,7 @@ def run_analysis(options: AnalysisOptions | None = None,
         raise FailatlasError("run_analysis needs an output folder (--out DIR)")
     options.check()
     out = Path(out)
-    _check_out(out, options.overwrite)
+    _io.check_out_folder(out, options.overwrite)
     rank, world_size = dist.world()
     sharded = world_size > 1
     if rank != 0:  # rank 0 alone announces the stages and shows progress

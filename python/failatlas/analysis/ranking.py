@@ -546,9 +546,7 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     from .separation import Separation
 
     _check_target(target)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FailatlasError(f"--out {out} is a file; pass a folder for the results")
+    out = _io.check_out_folder(out)
     timings: dict[str, float] = {}
     rank, world_size = dist.world()
     distributed = world_size > 1

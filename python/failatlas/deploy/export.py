@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import sha256, write_bytes, write_json
+from .._io import check_out_folder, sha256, write_bytes, write_json
 from ..errors import FailatlasError
 from .onnx_classifier import _first_line, _quiet_exporter, set_metadata
 
@@ -155,7 +155,7 @@ def export_models(generator: nn.Module | str | os.PathLike, classifier: nn.Modul
                              "every call)")
     if isinstance(calibration, bool) or not isinstance(calibration, (int, np.integer)) or calibration < 1:
         raise FailatlasError(f"the number of calibration images must be a positive integer, got {calibration!r}")
-    _check_out(out, overwrite)
+    check_out_folder(out, overwrite, "to replace the exported files in it")
     G, g_name = _load_generator(generator)
     C, c_name = _load_classifier(classifier)
     num_classes = _check_classes(G, C, g_name, c_name)
@@ -307,13 +307,6 @@ class _SynthesisModule(nn.Module):
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         return self.synthesis(s, self.noise_mode)
 
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise FailatlasError(f"--out {out} is a file; give a folder to export into")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FailatlasError(f"--out {out} exists and is not empty; choose a new or empty folder, or pass "
-                             "--overwrite to replace the exported files in it")
 
 
 def _load_generator(generator: Any) -> tuple[nn.Module, str]:
