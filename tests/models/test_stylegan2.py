@@ -233,3 +233,10 @@ def test_load_errors(G, tmp_path):
     (folder / "config.json").write_text("{not json")
     with pytest.raises(FailatlasError, match="not valid JSON"):
         load_generator(folder)
+
+
+def test_layer_of_dims_matches_the_layout(G):
+    layer_of = G.synthesis_network.layer_of_dims()
+    names = G.synthesis_network.names
+    assert layer_of.shape == (G.style_dim,)
+    assert [names[int(i)] for i in layer_of] == [d.name for d in G.style_layout()]

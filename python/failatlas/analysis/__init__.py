@@ -26,7 +26,8 @@ from .separation import Separation, SeparationResult, auroc, histograms, ks_stat
 from .tsne import LatentTSNE, TSNEResult, tsne_embeddings
 
 __all__ = [
-    "AccuracyCurve", "AnalysisOptions", "AnalysisRun", "AnalysisShard", "BlackBoxRanking", "ClassDirections", "ClassOverlap", "CornerCase",
+    "AccuracyCurve", "AnalysisOptions", "AnalysisRun", "AnalysisShard", "BlackBoxRanking", "ClassDirections",
+    "ClassOverlap", "CornerCase",
     "CornerCaseSearch", "CornerCases", "CurveResult", "GradientRanking", "LatentTSNE", "ManipulationGrid",
     "Population", "RankRun", "RankedDim", "Ranking", "Separation", "SeparationResult", "SharedDim", "TSNEResult",
     "accuracy_curve", "auroc", "authors_corner_search", "class_overlap", "classifier_curves", "find_corner_cases",

@@ -394,9 +394,7 @@ class _CachedEvaluator(_Evaluator):
     def __init__(self, G: nn.Module, classifier: nn.Module, batch_size: int, starts: torch.Tensor) -> None:
         super().__init__(G, classifier, batch_size)
         self.net = G.synthesis_network
-        self.layer_of = torch.empty(G.style_dim, dtype=torch.long)
-        for i, t in enumerate(G.style_layers()):
-            self.layer_of[t.start:t.start + t.size] = i
+        self.layer_of = self.net.layer_of_dims()
         self.trace: list = []
         with torch.no_grad():
             self.net(starts.to(self.device, self.dtype), "const", self.trace)

@@ -63,9 +63,7 @@ class WalkEngine:
         self.cache, self.noise_mode = bool(cache), noise_mode
         self.dtype, self.device = _model_dtype_device(generator)
         self.cdtype, self.cdevice = _model_dtype_device(classifier)
-        self._layer_of = torch.empty(generator.style_dim, dtype=torch.long)
-        for i, t in enumerate(generator.style_layers()):
-            self._layer_of[t.start:t.start + t.size] = i
+        self._layer_of = generator.synthesis_network.layer_of_dims()
         self._table = generator.style_layers()
         self._net = generator.synthesis_network
 

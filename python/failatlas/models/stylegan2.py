@@ -339,6 +339,10 @@ class SynthesisNetwork(nn.Module):
             parts = [layer.affine(w[:, i]) for i, layer in enumerate(self.layers)]
         return torch.cat(parts, dim=1)
 
+    def layer_of_dims(self) -> torch.Tensor:
+        """int64 Tensor[dim S]: the index (in ``layers``) of the style layer each dimension of s drives."""
+        return torch.cat([torch.full((t.size,), i, dtype=torch.long) for i, t in enumerate(self.table)])
+
     def split_styles(self, s: torch.Tensor) -> list[torch.Tensor]:
         return [s[:, t.start:t.start + t.size] for t in self.table]
 
