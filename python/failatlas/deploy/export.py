@@ -326,7 +326,9 @@ def _load_classifier(classifier: Any) -> tuple[nn.Module, str]:
     from ..models.classifier import load_classifier
 
     if isinstance(classifier, nn.Module):
-        if not any(True for _ in classifier.parameters()):
+        from ..analysis.ranking import is_differentiable
+
+        if not is_differentiable(classifier):
             raise FailatlasError(f"export needs a torch classifier with weights, got {type(classifier).__name__} "
                                  "(an ONNX classifier cannot be fused); pass the classifier folder")
         return classifier, type(classifier).__name__
