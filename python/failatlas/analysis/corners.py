@@ -307,8 +307,9 @@ _backend: str | None = None
 
 
 def _walk_backend() -> str:
-    """The pure-torch reference of the walk op. The native op gives the same values but measured slower
-    (0.64× on an H200, 0.66–0.80× on 2 CPU cores: benchmarks/RESULTS.md), so it is not the default;
+    """The pure-torch reference of the walk op. The native op gives the same values but was not reliably
+    faster (0.64× on an H200; 0.66–0.92× on 2 busy CPU cores, 1.10× idle: benchmarks/RESULTS.md), so it
+    is not the default;
     ``FAILATLAS_WALK_BACKEND=native`` selects it."""
     global _backend
     if _backend is None:
