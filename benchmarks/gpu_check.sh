@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # One prepared run on a CUDA machine (about 8 minutes; see benchmarks/RESULTS.md for what it found):
-#   1. starts two GAN trainings in the background on the GPU, for TRAIN_MIN minutes each:
-#      cpu-small (the shipped generator's config) and paper (the paper's 512-channel model), batch 64;
+#   1. starts GAN trainings in the background on the GPU, side by side, for TRAIN_MIN minutes each, batch 64:
+#      by default cpu-small (the shipped generator's config) and paper (the paper's 512-channel model);
+#      RUNS="name|train-gan options;name|options;..." trains other variants (at batch 64 each run is bound
+#      by Python and kernel launches, so several share one GPU at nearly full speed);
 #   2. meanwhile builds failatlas._C with its CUDA kernels (FAILATLAS_CUDA=ON) and runs the tests that
 #      compare every CUDA op with its CPU reference (tests/ops) plus the model and trainer tests
 #      (a CUDA training run that resumes included);
 #   3. judges both trained generators with eval-gan (n = 10000, generator on the GPU);
 #   4. times generation, the ranking gradient and the native op (benchmarks/gpu_timing.py);
-#   5. packs the cpu-small run folder (its checkpoint.pt too, so training can be resumed elsewhere) as
-#      soon as training ends, into $OUT/run-cpu-small.tar.part-* (15 MB pieces: cat them | tar -x), and
-#      at the end the logs, metrics, sample grids, eval JSON and timings into $OUT/gpu-check.tar.
+#   5. packs the run folder of PACK (default: the first run; "best": the run with the best eval-gan
+#      figures, see below) with its checkpoint.pt, so training can be resumed elsewhere, into
+#      $OUT/run-NAME.tar.part-* (15 MB pieces: cat them | tar -x), and at the end the logs, metrics,
+#      sample grids, every run's EMA generator (not the paper config's: too large), eval JSON and timings
+#      into $OUT/gpu-check.tar.
 # A step that fails is logged and the rest still run; if both trainings die at once the run ends early.
 # Usage: OUT=/some/dir TRAIN_MIN=5.5 bash benchmarks/gpu_check.sh   (python3 must have a CUDA torch)
 # Dry run on a CPU machine: DEVICE=cpu SKIP_BUILD=1 TRAIN_MIN=0.2 EVAL_N=200 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh
@@ -20,8 +24,12 @@ TRAIN_MIN=${TRAIN_MIN:-5.5}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 EVAL_N=${EVAL_N:-10000}
-CONFIGS=${CONFIGS:-cpu-small paper}  # which generator configs to train
+RUNS=${RUNS:-"cpu-small|--config cpu-small;paper|--config paper"}
 SKIP_TIMING=${SKIP_TIMING:-}
+IFS=';' read -ra RUN_LIST <<<"$RUNS"
+NAMES=()
+for r in "${RUN_LIST[@]}"; do NAMES+=("${r%%|*}"); done
+PACK=${PACK:-${NAMES[0]}}
 W=/tmp/failatlas-gpu-check
 rm -rf "$W" && mkdir -p "$W" "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
@@ -33,10 +41,12 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 
 # 1. trainings (pure Python: they need no native build)
 pids=()
-for cfg in $CONFIGS; do
-  PYTHONPATH=python $PY -m failatlas train-gan --dataset mnist --train-on corrupted --config "$cfg" --batch 64 \
+for r in "${RUN_LIST[@]}"; do
+  name=${r%%|*}
+  # shellcheck disable=SC2086  # the options are meant to split into words
+  PYTHONPATH=python $PY -m failatlas train-gan --dataset mnist --train-on corrupted --batch 64 \
     --kimg 100000 --max-minutes "$TRAIN_MIN" --snapshot-kimg 200 --seed 0 --device "$DEVICE" \
-    --out "$W/$cfg" >"$W/train-$cfg.log" 2>&1 &
+    ${r#*|} --out "$W/$name" >"$W/train-$name.log" 2>&1 &
   pids+=($!)
 done
 log "trainings started: ${pids[*]}"
@@ -56,19 +66,23 @@ log "pytest rc=$? in $(( $(date +%s) - t )) s: $(tail -n 1 "$W/pytest.log")"
 for i in "${!pids[@]}"; do
   wait "${pids[$i]}"; log "training ${pids[$i]} rc=$?"
 done
-for cfg in $CONFIGS; do
-  tail -n 2 "$W/train-$cfg.log" | tee -a "$W/steps.log"
-  tail -n 1 "$W/$cfg/metrics.jsonl" 2>/dev/null | tee -a "$W/steps.log"
+for name in "${NAMES[@]}"; do
+  tail -n 2 "$W/train-$name.log" | tee -a "$W/steps.log"
+  tail -n 1 "$W/$name/metrics.jsonl" 2>/dev/null | tee -a "$W/steps.log"
 done
+pack_run() {  # the run folder with its checkpoint, in pieces small enough to come back
+  tar -C "$W" -cf - "$1" steps.log build.log pytest.log 2>/dev/null | split -b 15M - "$OUT/run-$1.tar.part-"
+  log "packed run $1"
+}
 # what matters most comes back first, even if a later step overruns the time limit
-tar -C "$W" -cf - cpu-small steps.log train-cpu-small.log train-paper.log build.log pytest.log 2>/dev/null \
-  | split -b 15M - "$OUT/run-cpu-small.tar.part-"
+[ "$PACK" != best ] && pack_run "$PACK"
 epids=()
-for cfg in $CONFIGS; do
-  if [ -f "$W/$cfg/generator.safetensors" ]; then
-    OMP_NUM_THREADS=7 PYTHONPATH=python $PY -m failatlas eval-gan --generator "$W/$cfg" \
+threads=$(( 14 / ${#NAMES[@]} )); [ "$threads" -lt 1 ] && threads=1
+for name in "${NAMES[@]}"; do
+  if [ -f "$W/$name/generator.safetensors" ]; then
+    OMP_NUM_THREADS=$threads PYTHONPATH=python $PY -m failatlas eval-gan --generator "$W/$name" \
       --classifier models/mnist/classifier-corrupted --n "$EVAL_N" --device "$DEVICE" --json \
-      >"$W/eval-gan-$cfg.json" 2>"$W/eval-gan-$cfg.log" &
+      >"$W/eval-gan-$name.json" 2>"$W/eval-gan-$name.log" &
     epids+=($!)
   fi
 done
@@ -80,9 +94,13 @@ if [ -z "$SKIP_TIMING" ]; then
   log "timing rc=$? in $(( $(date +%s) - t )) s"
 fi
 for p in "${epids[@]}"; do wait "$p"; log "eval $p rc=$?"; done
-cat "$W"/eval-gan-*.json "$W/timing.json" 2>/dev/null
+cat "$W/timing.json" 2>/dev/null
+# one line per run; the last line names the best: lowest corruption_tv (const noise) plus the shortfall
+# of within-class diversity below 0.8 and of the lowest class accuracy below 0.9 (issue 3's bar)
+best=$($PY benchmarks/pick_best.py "$W" "${NAMES[@]}" 2>&1 | tee -a "$W/steps.log" | tail -n 1)
+[ "$PACK" = best ] && [ -n "$best" ] && pack_run "$best"
 
 # 5. pack the rest (the paper run's weights and checkpoint are too large to bring back: its figures come)
-rm -f "$W/paper/checkpoint.pt" "$W/paper/generator.safetensors"
-tar -C "$W" --exclude=./cpu-small -cf "$OUT/gpu-check.tar" .
+rm -f "$W"/*/checkpoint.pt "$W/paper/generator.safetensors"
+tar -C "$W" -cf "$OUT/gpu-check.tar" .
 log "packed: $(ls "$OUT" | tr '\n' ' ')"

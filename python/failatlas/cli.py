@@ -163,6 +163,13 @@ def _train_gan(p: argparse.ArgumentParser):
     p.add_argument("--batch", type=int, default=d.batch, help="batch size")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate of G and D")
     p.add_argument("--pl-weight", type=float, default=d.pl_weight, help="path-length regularization weight (0: off)")
+    p.add_argument("--r1-gamma", type=float, default=None,
+                   help="R1 weight (default 0.0002 · resolution² / batch, StyleGAN2-ADA's heuristic)")
+    p.add_argument("--class-groups", action=argparse.BooleanOptionalAction, default=d.class_groups,
+                   help="each of D's minibatch-stddev groups holds one class, so D sees a generator that "
+                        "varies too little within a class (default on; off reproduces runs made before it)")
+    p.add_argument("--cond-ramp-kimg", type=float, default=d.cond_ramp_kimg, metavar="KIMG",
+                   help="transitional conditioning: fade the label in over the first KIMG (0: off)")
     p.add_argument("--snapshot-kimg", type=float, default=d.snapshot_kimg, help="checkpoint every this many kimg")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (weights, latents, batches)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -171,15 +178,19 @@ def _train_gan(p: argparse.ArgumentParser):
                    help="save and stop after this much wall time (continue later with --resume)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
+    p.add_argument("--init-from", default=None, metavar="DIR",
+                   help="warm start: begin from another run's weights, optimizer states and image count "
+                        "(same --config), then train with these options into --out")
 
     def run(a: argparse.Namespace) -> int:
         from .training.gan import train_gan
 
         cfg = GANTrainConfig(dataset=a.dataset, idx_dir=a.idx_dir, corruption=a.corruption, blur=a.blur,
                              config=a.config, kimg=a.kimg, batch=a.batch, lr=a.lr, pl_weight=a.pl_weight,
+                             r1_gamma=a.r1_gamma, class_groups=a.class_groups, cond_ramp_kimg=a.cond_ramp_kimg,
                              snapshot_kimg=a.snapshot_kimg, sample_kimg=a.snapshot_kimg, seed=a.seed)
         result = train_gan(cfg, a.out, resume=a.resume, threads=a.threads, device=a.device,
-                           max_minutes=a.max_minutes)
+                           max_minutes=a.max_minutes, init_from=a.init_from)
         _print_json(result.to_json())
         return 130 if result.interrupted else 0
 

@@ -107,8 +107,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     good = (out / "checkpoint.pt").read_bytes()
     real_forward = gan.Discriminator.forward
 
-    def poisoned(self, img, y):
-        return real_forward(self, img, y) * float("nan")
+    def poisoned(self, img, y, cond_weight=1.0):
+        return real_forward(self, img, y, cond_weight) * float("nan")
 
     monkeypatch.setattr(gan.Discriminator, "forward", poisoned)
     with pytest.raises(FailatlasError, match="non-finite at step 2"):
@@ -167,3 +167,72 @@ def test_cuda_training_resumes(tmp_path):
     for name, t in a["G_ema"].items():
         assert torch.allclose(t, b["G_ema"][name], atol=1e-4), name
     assert load_generator(full).synthesis_network.const.device.type == "cpu"
+
+
+def test_class_groups_fill_each_stddev_group_with_one_class():
+    labels = torch.arange(10).repeat(7)[:64]  # uneven class counts
+    b = gan._Batches(labels, 10, 4, True, 8, torch.device("cpu"))
+    torch.manual_seed(0)
+    y = b.labels(64)
+    assert (y.reshape(16, 4) == y.reshape(16, 4)[:, :1]).all()  # each consecutive run of 4 is one class
+    assert len(set(y.tolist())) > 3  # but the runs differ
+    idx = b.real_indices(4000)
+    runs = labels[idx].reshape(-1, 4)
+    assert (runs == runs[:, :1]).all()  # the reals in a run share the class ...
+    assert len(set(idx.tolist())) == 64  # ... and every real image gets drawn
+    assert b.labels(6).shape == (6,)  # sizes that are no multiple of the group
+    off = gan._Batches(labels, 10, 4, False, 8, torch.device("cpu"))
+    y = off.labels(4000).reshape(-1, 4)
+    assert not (y == y[:, :1]).all()
+
+
+def test_cond_weight_ramp_and_unconditional_head(tmp_path):
+    cfg = GANTrainConfig(kimg=0.032, cond_ramp_kimg=0.016, **TINY)
+    assert [cfg.cond_weight(n) for n in (0, 8, 16, 100)] == [0.0, 0.5, 1.0, 1.0]
+    assert GANTrainConfig().cond_weight(0) == 1.0
+    with pytest.raises(FailatlasError, match="--cond-ramp-kimg"):
+        GANTrainConfig(cond_ramp_kimg=-1).validate()
+    out = tmp_path / "ramp"
+    train_gan(cfg, out, progress=False)
+    ck = _states(out)
+    assert "uncond.weight" in ck["D"]
+    G = load_generator(out)
+    z, y = torch.randn(3, G.z_dim), torch.tensor([0, 1, 2])
+    # with weight 0 the mapping ignores the label; with 1 it is the plain conditional mapping
+    m = G.mapping_network
+    assert torch.allclose(m(z, y, cond_weight=0.0), m(z, torch.tensor([5, 5, 5]), cond_weight=0.0))
+    assert torch.equal(m(z, y, cond_weight=1.0), G.mapping(z, y))
+
+
+def test_init_from_warm_starts_with_new_options(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    train_gan(GANTrainConfig(kimg=0.016, **{**TINY, "class_groups": False}), src, progress=False)
+    r = train_gan(GANTrainConfig(kimg=0.032, cond_ramp_kimg=0.008, **TINY), dst, progress=False,
+                  init_from=src)
+    assert r.steps == 4 and r.kimg == 0.032  # continues the image count of the source
+    a, b = _states(src), _states(dst)
+    assert b["init_from"].endswith("checkpoint.pt") and b["train_config"]["class_groups"]
+    assert not torch.equal(a["G"]["synthesis_network.const"], b["G"]["synthesis_network.const"])
+    meta = json.loads((dst / "config.json").read_text())["training"]
+    assert meta["init_from"] == b["init_from"]
+    train_gan(GANTrainConfig(kimg=0.040, cond_ramp_kimg=0.008, **TINY), dst, resume=True, progress=False)
+    with pytest.raises(FailatlasError, match="cannot be combined"):
+        train_gan(GANTrainConfig(kimg=0.04, **TINY), tmp_path / "x", init_from=src, resume=True, progress=False)
+    with pytest.raises(FailatlasError, match="does not exist"):
+        train_gan(GANTrainConfig(kimg=0.04, **TINY), tmp_path / "x", init_from=tmp_path / "none", progress=False)
+    with pytest.raises(FailatlasError, match="use --config tiny"):
+        train_gan(GANTrainConfig(kimg=0.04, **{**TINY, "config": "cpu-small"}), tmp_path / "y", init_from=src,
+                  progress=False)
+
+
+def test_checkpoints_from_before_class_groups_resume(tmp_path):
+    out = tmp_path / "old"
+    train_gan(GANTrainConfig(kimg=0.016, **{**TINY, "class_groups": False}), out, progress=False)
+    ck = _states(out)
+    for key in ("class_groups", "cond_ramp_kimg"):
+        del ck["train_config"][key]
+    torch.save(ck, out / "checkpoint.pt")
+    r = train_gan(GANTrainConfig(kimg=0.024, **{**TINY, "class_groups": False}), out, resume=True, progress=False)
+    assert r.steps == 3
+    with pytest.raises(FailatlasError, match=r"\['class_groups'\] differ"):
+        train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)

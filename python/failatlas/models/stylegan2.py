@@ -203,9 +203,12 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros(cfg.w_dim))
 
     def forward(self, z: torch.Tensor, y: torch.Tensor, truncation_psi: float = 1.0,
-                update_w_avg: bool = False) -> torch.Tensor:
+                update_w_avg: bool = False, cond_weight: float = 1.0) -> torch.Tensor:
+        """``cond_weight`` scales the label embedding (transitional conditioning while training: 0 makes
+        the mapping ignore y; 1, the only value outside training, is the plain conditional mapping)."""
         onehot = F.one_hot(y, self.cfg.num_classes).to(z.dtype)
-        x = torch.cat([_normalize_2nd_moment(z), _normalize_2nd_moment(self.embed(onehot))], dim=1)
+        e = _normalize_2nd_moment(self.embed(onehot))
+        x = torch.cat([_normalize_2nd_moment(z), e if cond_weight == 1.0 else e * cond_weight], dim=1)
         for layer in self.layers:
             x = layer(x)
         if update_w_avg:
@@ -473,7 +476,8 @@ def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
     trainer scores fakes and reals in one call, [fakes; reals], each half a multiple of the group size,
     so no group mixes the two. A mixed group hides exactly what this statistic is for — a generator that
     covers only part of the data (generators trained with strided groups made no clean digits; the one run
-    with consecutive groups did, though it also lost variety within classes: benchmarks/RESULTS.md)."""
+    with consecutive groups did, though it also lost variety within classes: benchmarks/RESULTS.md). The
+    trainer therefore also fills each group with one class (``GANTrainConfig.class_groups``)."""
     n, c, h, w = x.shape
     g = math.gcd(min(group, n), n) if n else 1
     y = x.reshape(-1, g, c, h, w)
@@ -483,9 +487,14 @@ def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
 
 
 class Discriminator(nn.Module):
-    """ResNet discriminator with minibatch-stddev and projection conditioning on the label."""
+    """ResNet discriminator with minibatch-stddev and projection conditioning on the label.
 
-    def __init__(self, cfg: StyleGANConfig) -> None:
+    ``unconditional_head``: also score the image without its label (one more linear output, added to the
+    projection term); the trainer's transitional conditioning uses it (Shahbazi et al., ICLR 2022:
+    conditional GANs on little data collapse within classes; starting unconditional and fading the
+    conditioning in avoids it). The discriminator is never shipped, so this changes no saved generator."""
+
+    def __init__(self, cfg: StyleGANConfig, unconditional_head: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         res = list(reversed(cfg.resolutions))  # e.g. 32, 16, 8, 4
@@ -497,16 +506,24 @@ class Discriminator(nn.Module):
         self.fc = FullyConnected(c4 * 16, c4, activation="lrelu")
         self.out = FullyConnected(c4, cfg.cmap_dim)
         self.embed = FullyConnected(cfg.num_classes, cfg.cmap_dim)
+        self.uncond = FullyConnected(c4, 1) if unconditional_head else None
 
-    def forward(self, img: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """img: Tensor[N, C, R, R], y: int Tensor[N] → scores Tensor[N]."""
+    def forward(self, img: torch.Tensor, y: torch.Tensor, cond_weight: float = 1.0) -> torch.Tensor:
+        """img: Tensor[N, C, R, R], y: int Tensor[N] → scores Tensor[N]. ``cond_weight`` scales the
+        projection (label) term; with an unconditional head the score is uncond(x) + cond_weight · proj."""
         x = self.fromrgb(img.contiguous(memory_format=torch.channels_last))
         for block in self.blocks:
             x = block(x)
         x = self.conv(minibatch_stddev(x, self.cfg.mbstd_group))
-        x = self.out(self.fc(x.flatten(1)))
+        h = self.fc(x.flatten(1))
+        x = self.out(h)
         cmap = _normalize_2nd_moment(self.embed(F.one_hot(y, self.cfg.num_classes).to(x.dtype)))
-        return (x * cmap).sum(dim=1) / math.sqrt(self.cfg.cmap_dim)
+        score = (x * cmap).sum(dim=1) / math.sqrt(self.cfg.cmap_dim)
+        if cond_weight != 1.0:
+            score = score * cond_weight
+        if self.uncond is not None:
+            score = score + self.uncond(h).squeeze(1)
+        return score
 
 
 # --- saving and loading ------------------------------------------------------------------------------

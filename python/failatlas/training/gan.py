@@ -70,6 +70,12 @@ class GANTrainConfig:
     sample_kimg: float = 4.0
     log_every: int = 20  # steps
     seed: int = 0
+    # Each minibatch-stddev group of D (4 consecutive samples) holds one class, for fakes and reals alike,
+    # so the statistic shows D a generator that varies too little within a class (see _Batches).
+    class_groups: bool = True
+    # Transitional conditioning: the label's weight in G's mapping and D's projection rises linearly from
+    # 0 to 1 over the first cond_ramp_kimg (D also gets an unconditional head); 0 turns it off.
+    cond_ramp_kimg: float = 0.0
 
     def gamma(self, resolution: int) -> float:
         return self.r1_gamma if self.r1_gamma is not None else 0.0002 * resolution ** 2 / self.batch
@@ -85,8 +91,20 @@ class GANTrainConfig:
             raise FailatlasError(f"--kimg must be a positive number, got {self.kimg}")
         if not self.lr > 0:
             raise FailatlasError(f"--lr must be positive, got {self.lr}")
+        if not (self.cond_ramp_kimg >= 0 and math.isfinite(self.cond_ramp_kimg)):
+            raise FailatlasError(f"--cond-ramp-kimg must be 0 (off) or a positive number, got {self.cond_ramp_kimg}")
         if not 0.0 <= self.style_mixing <= 1.0:
             raise FailatlasError(f"style mixing probability must be in [0, 1], got {self.style_mixing}")
+
+    def cond_weight(self, nimg: int) -> float:
+        """Weight of the label at ``nimg`` images shown (transitional conditioning; 1 when it is off)."""
+        return min(nimg / (self.cond_ramp_kimg * 1000), 1.0) if self.cond_ramp_kimg > 0 else 1.0
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "GANTrainConfig":
+        """The options saved in a checkpoint; options added later get the value that reproduces runs saved
+        before they existed."""
+        return cls(**{"class_groups": False, "cond_ramp_kimg": 0.0, **saved})
 
     def resumable_with(self, other: "GANTrainConfig") -> list[str]:
         a, b = dataclasses.asdict(self), dataclasses.asdict(other)
@@ -108,9 +126,19 @@ class GANTrainResult:
         return dataclasses.asdict(self)
 
 
-def training_record(cfg: GANTrainConfig, nimg: int, step: int) -> dict:
-    """What a generator's config.json says about its training: the options, and how far it got."""
-    return {**dataclasses.asdict(cfg), "kimg_target": cfg.kimg, "kimg": nimg / 1000, "step": step}
+def training_record(cfg: GANTrainConfig, nimg: int, step: int, init_from: str | None = None) -> dict:
+    """What a generator's config.json says about its training: the options, and how far it got
+    (``init_from``: the run it was warm-started from, whose options held before)."""
+    return {**dataclasses.asdict(cfg), "kimg_target": cfg.kimg, "kimg": nimg / 1000, "step": step,
+            **({"init_from": init_from} if init_from else {})}
+
+
+def _read_checkpoint(path: Path) -> tuple[dict, GANTrainConfig, StyleGANConfig]:
+    state = _io.load_checkpoint(path, "training checkpoint")
+    try:
+        return state, GANTrainConfig.from_saved(state["train_config"]), StyleGANConfig.from_json(state["arch"])
+    except (KeyError, TypeError) as exc:
+        raise FailatlasError(f"{path} is not a failatlas GAN checkpoint ({exc})") from None
 
 
 class _StopFlag:
@@ -191,6 +219,42 @@ def _sample_grid(G: Generator, path: Path, seed: int = 12345, per_class: int = 1
                                                "per_class": per_class, "noise_mode": "const", "truncation_psi": 1.0})
 
 
+class _Batches:
+    """Draws labels, latents and real batches (always from the CPU generator, so every device sees the
+    same batches).
+
+    With ``class_groups`` the labels come in runs of ``group`` equal labels (the group's label is drawn
+    from the data's label distribution) and each real in a run is drawn from that class. D's
+    minibatch-stddev groups are runs of consecutive samples, so each group then compares samples of one
+    class: a generator that draws every "3" alike shows a small statistic next to four different real
+    "3"s. With mixed-class groups the spread between classes hides that."""
+
+    def __init__(self, labels: torch.Tensor, num_classes: int, group: int, class_groups: bool, z_dim: int,
+                 dev: torch.device) -> None:
+        self.labels_cpu = labels.cpu()
+        self.n, self.group, self.class_groups, self.z_dim, self.dev = len(labels), group, class_groups, z_dim, dev
+        self.order = torch.argsort(self.labels_cpu, stable=True)
+        self.counts = torch.bincount(self.labels_cpu, minlength=num_classes)
+        self.offsets = torch.cumsum(self.counts, 0) - self.counts
+
+    def labels(self, n: int) -> torch.Tensor:
+        if not self.class_groups:
+            return self.labels_cpu[torch.randint(0, self.n, (n,))]
+        g = self.group
+        return self.labels_cpu[torch.randint(0, self.n, (-(-n // g),))].repeat_interleave(g)[:n]
+
+    def fake(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.labels(n)
+        return torch.randn(n, self.z_dim).to(self.dev), y.to(self.dev)
+
+    def real_indices(self, n: int) -> torch.Tensor:
+        if not self.class_groups:
+            return torch.randint(0, self.n, (n,)).to(self.dev)
+        y = self.labels(n)
+        pick = (torch.rand(n, dtype=torch.float64) * self.counts[y]).long().minimum(self.counts[y] - 1)
+        return self.order[self.offsets[y] + pick].to(self.dev)
+
+
 def _load_training_images(cfg: GANTrainConfig):
     from ..data.datasets import load_dataset
 
@@ -201,16 +265,21 @@ def _load_training_images(cfg: GANTrainConfig):
 
 def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None,
               threads: int | None = None, device: str | torch.device | None = "cpu",
-              max_minutes: float | None = None) -> GANTrainResult:
+              max_minutes: float | None = None, init_from: str | Path | None = None) -> GANTrainResult:
     """Train (or resume training) a conditional StyleGAN2 into the folder ``out``.
 
     ``device``: "cpu", "cuda[:N]" or "auto". ``max_minutes``: save and stop after this much wall time
-    (the run can be continued with ``resume=True``)."""
+    (the run can be continued with ``resume=True``). ``init_from``: warm start from another run's folder
+    (or checkpoint file): its weights, optimizer states and image count, trained on with this run's
+    options (the architecture must match; a discriminator head that run lacked starts fresh)."""
     from .._progress import progress as progress_bar
 
     cfg.validate()
     if max_minutes is not None and not max_minutes > 0:
         raise FailatlasError(f"--max-minutes must be positive, got {max_minutes}")
+    if resume and init_from is not None:
+        raise FailatlasError("--init-from starts a new run from another run's weights; it cannot be combined "
+                             "with --resume (which continues the run in --out)")
     dev = resolve_device(device)
     out = Path(out)
     ckpt_path = out / CHECKPOINT
@@ -226,16 +295,12 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     if reals.shape[-1] != arch.resolution:
         raise FailatlasError(f"dataset images are {reals.shape[-1]}px but config {cfg.config} makes {arch.resolution}px")
 
-    state = None
+    state, init_name = None, None
     if resume:
         if not ckpt_path.is_file():
             raise FailatlasError(f"--resume given but {ckpt_path} does not exist; start without --resume")
-        state = _io.load_checkpoint(ckpt_path, "training checkpoint")
-        try:
-            saved_cfg = GANTrainConfig(**state["train_config"])
-            saved_arch = StyleGANConfig.from_json(state["arch"])
-        except (KeyError, TypeError) as exc:
-            raise FailatlasError(f"{ckpt_path} is not a failatlas GAN checkpoint ({exc})") from None
+        state, saved_cfg, saved_arch = _read_checkpoint(ckpt_path)
+        init_name = state.get("init_from")
         differ = saved_cfg.resumable_with(cfg)
         if differ:
             raise FailatlasError(f"cannot resume {ckpt_path}: options {differ} differ from the checkpoint's; "
@@ -243,9 +308,21 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
         arch = saved_arch
     elif ckpt_path.exists():
         raise FailatlasError(f"{ckpt_path} already exists; pass --resume to continue it or choose another --out")
+    if init_from is not None:
+        src = Path(init_from)
+        src = src / CHECKPOINT if src.is_dir() else src
+        if not src.is_file():
+            raise FailatlasError(f"--init-from: {src} does not exist; give a train-gan output folder or its "
+                                 f"{CHECKPOINT}")
+        state, _, src_arch = _read_checkpoint(src)
+        if src_arch.name != cfg.config:
+            raise FailatlasError(f"--init-from: {src} is a {src_arch.name!r} generator but --config is "
+                                 f"{cfg.config!r}; use --config {src_arch.name}")
+        arch, init_name = src_arch, str(src)
 
     torch.manual_seed(cfg.seed)
-    G, D = Generator(arch).train().to(dev), Discriminator(arch).train().to(dev)
+    G = Generator(arch).train().to(dev)
+    D = Discriminator(arch, unconditional_head=cfg.cond_ramp_kimg > 0).train().to(dev)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     G_opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
     # Lazy regularization: R1 every r1_interval steps, so scale D's Adam as StyleGAN2 does.
@@ -256,23 +333,31 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
         torch.cuda.manual_seed(cfg.seed)
     if state is not None:
         G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
         G_ema.load_state_dict(state["G_ema"])
         G_opt.load_state_dict(state["G_opt"])
-        D_opt.load_state_dict(state["D_opt"])
         step, nimg = int(state["step"]), int(state["nimg"])
         pl_mean = state["pl_mean"].to(dev)
-        torch.set_rng_state(state["rng"])
-        if dev.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"], dev)
+        if resume:
+            D.load_state_dict(state["D"])
+            D_opt.load_state_dict(state["D_opt"])
+            torch.set_rng_state(state["rng"])
+            if dev.type == "cuda" and "cuda_rng" in state:
+                torch.cuda.set_rng_state(state["cuda_rng"], dev)
+        else:  # warm start: a head the source lacked starts fresh, and so then does D's optimizer
+            missing, unexpected = D.load_state_dict(state["D"], strict=False)
+            if unexpected or any(not k.startswith("uncond.") for k in missing):
+                raise FailatlasError(f"--init-from: the discriminator in {init_name} does not match this "
+                                     f"architecture (missing {missing}, unexpected {unexpected})")
+            if not missing:
+                D_opt.load_state_dict(state["D_opt"])
     out.mkdir(parents=True, exist_ok=True)
+    batches = _Batches(labels, num_classes, arch.mbstd_group, cfg.class_groups, arch.z_dim, dev)
     reals, labels = reals.to(dev), labels.to(dev)
 
     gamma = cfg.gamma(arch.resolution)
     total = int(math.ceil(cfg.kimg * 1000))
     next_snapshot = (nimg // int(cfg.snapshot_kimg * 1000) + 1) * int(cfg.snapshot_kimg * 1000)
     next_sample = (nimg // int(cfg.sample_kimg * 1000) + 1) * int(cfg.sample_kimg * 1000)
-    n_real = reals.shape[0]
 
     def save() -> None:
         _io.save_checkpoint(ckpt_path, {
@@ -281,22 +366,19 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             "step": step, "nimg": nimg, "pl_mean": pl_mean, "rng": torch.get_rng_state(),
             **({"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {}),
             "train_config": dataclasses.asdict(cfg), "arch": arch.to_json(),
+            **({"init_from": init_name} if init_name else {}),
         })
-        save_generator(G_ema, out, extra={"training": training_record(cfg, nimg, step)})
+        save_generator(G_ema, out, extra={"training": training_record(cfg, nimg, step, init_name)})
 
     # The labels come from the data, so the mapping's input checks (which would wait for the device) are
     # skipped by calling the mapping network directly.
-    def mixed_ws(z: torch.Tensor, y: torch.Tensor, update_w_avg: bool) -> torch.Tensor:
-        w = G.mapping_network(z, y, update_w_avg=update_w_avg)
+    def mixed_ws(z: torch.Tensor, y: torch.Tensor, update_w_avg: bool, cw: float) -> torch.Tensor:
+        w = G.mapping_network(z, y, update_w_avg=update_w_avg, cond_weight=cw)
         ws = w.unsqueeze(1).repeat(1, G.num_ws, 1)
         if cfg.style_mixing > 0 and float(torch.rand([])) < cfg.style_mixing:
             cutoff = int(torch.randint(1, G.num_ws, []))
-            ws[:, cutoff:] = G.mapping_network(torch.randn(z.shape).to(dev), y).unsqueeze(1)
+            ws[:, cutoff:] = G.mapping_network(torch.randn(z.shape).to(dev), y, cond_weight=cw).unsqueeze(1)
         return ws
-
-    def sample_fake(n: int):
-        idx = torch.randint(0, n_real, (n,))
-        return torch.randn(n, arch.z_dim).to(dev), labels[idx.to(dev)]
 
     # Non-finite losses are noted on the device (no wait per step) and checked before anything is logged
     # or saved, so a checkpoint never holds weights updated by a non-finite loss.
@@ -320,16 +402,17 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     with _StopFlag() as flag, bar:
         while nimg < total:
             # --- G: non-saturating loss (and optional path-length regularization) ---
+            cw = cfg.cond_weight(nimg)
             G.requires_grad_(True)
             D.requires_grad_(False)
-            z, y = sample_fake(cfg.batch)
-            img = G.synthesis_network(G.styles(mixed_ws(z, y, update_w_avg=True)), "random")
-            loss_G = F.softplus(-D(img, y)).mean()
+            z, y = batches.fake(cfg.batch)
+            img = G.synthesis_network(G.styles(mixed_ws(z, y, True, cw)), "random")
+            loss_G = F.softplus(-D(img, y, cw)).mean()
             G_opt.zero_grad(set_to_none=True)
             loss_G.backward()
             if cfg.pl_weight > 0 and step % cfg.pl_interval == 0:
-                z, y = sample_fake(max(cfg.batch // 2, 1))
-                ws = mixed_ws(z, y, update_w_avg=False).detach().requires_grad_(True)
+                z, y = batches.fake(max(cfg.batch // 2, 1))
+                ws = mixed_ws(z, y, False, cw).detach().requires_grad_(True)
                 img = G.synthesis_network(G.styles(ws), "random")
                 noise = torch.randn_like(img) / arch.resolution
                 (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
@@ -341,16 +424,16 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             # --- D: logistic loss on fakes and reals, lazy R1 ---
             G.requires_grad_(False)
             D.requires_grad_(True)
-            z, y = sample_fake(cfg.batch)
+            z, y = batches.fake(cfg.batch)
             with torch.no_grad():
-                fake = G.synthesis_network(G.styles(mixed_ws(z, y, update_w_avg=False)), "random")
-            idx = torch.randint(0, n_real, (cfg.batch,)).to(dev)
+                fake = G.synthesis_network(G.styles(mixed_ws(z, y, False, cw)), "random")
+            idx = batches.real_indices(cfg.batch)
             real, y_real = reals[idx], labels[idx]
             do_r1 = step % cfg.r1_interval == 0
             real.requires_grad_(do_r1)
             # One D call on fakes and reals; minibatch-stddev groups are consecutive samples, so (batch being
             # a multiple of the group size) no group mixes the two halves.
-            scores = D(torch.cat([fake, real]), torch.cat([y, y_real]))
+            scores = D(torch.cat([fake, real]), torch.cat([y, y_real]), cw)
             score_fake, score_real = scores[: cfg.batch], scores[cfg.batch:]
             loss_D = F.softplus(score_fake).mean() + F.softplus(-score_real).mean()
             r1 = torch.zeros([], device=dev)
