@@ -3,6 +3,8 @@
 
 #include "ops/walk_styles.h"
 
+#include "ops/checks.h"
+
 #include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
@@ -14,43 +16,9 @@ namespace ops {
 
 namespace {
 
-std::string dtype_name(c10::ScalarType t) {
-  switch (t) {
-    case c10::ScalarType::Float:
-      return "float32";
-    case c10::ScalarType::Double:
-      return "float64";
-    case c10::ScalarType::Half:
-      return "float16";
-    case c10::ScalarType::BFloat16:
-      return "bfloat16";
-    case c10::ScalarType::Long:
-      return "int64";
-    case c10::ScalarType::Int:
-      return "int32";
-    case c10::ScalarType::Bool:
-      return "bool";
-    default:
-      return c10::toString(t);
-  }
-}
-
-// Numbers in messages go through std::to_string, never through an ostream: in a CUDA build against the
-// lent GPU machine's torch 2.11, every error message that streamed an integer crashed the process while
-// messages made of strings worked (benchmarks/RESULTS.md, 2026-11-28; likely two C++ runtimes whose
-// locale facets disagree). std::to_string formats without the stream's locale.
-std::string num(int64_t v) {
-  return std::to_string(v);
-}
-
-// "[4, 1280]"
-std::string shape_str(const at::Tensor& t) {
-  std::string out = "[";
-  for (int64_t i = 0; i < t.dim(); ++i) {
-    out += (i ? ", " : "") + num(t.size(i));
-  }
-  return out + "]";
-}
+using checks::dtype_name;
+using checks::num;
+using checks::shape_str;
 
 void check_1d(const at::Tensor& t, const char* name, const char* shape) {
   TORCH_CHECK(

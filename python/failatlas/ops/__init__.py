@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import threading
 
-from ._reference import reference_walk_styles
+from ._reference import reference_bisect_update, reference_dim_stats, reference_walk_styles
+from .bisect_update import _register as _register_bisect_update
+from .bisect_update import bisect_update
+from .dim_stats import DimStats, dim_stats
+from .dim_stats import _register as _register_dim_stats
 from .walk_styles import _register as _register_walk_styles
 from .walk_styles import walk_styles
 
-__all__ = ["reference_walk_styles", "walk_styles"]
+__all__ = [
+    "DimStats", "bisect_update", "dim_stats", "reference_bisect_update", "reference_dim_stats",
+    "reference_walk_styles", "walk_styles",
+]
 
-_REGISTRATIONS = (_register_walk_styles,)
+_REGISTRATIONS = (_register_walk_styles, _register_dim_stats, _register_bisect_update)
 _registered = False
 _lock = threading.Lock()
 
