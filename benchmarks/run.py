@@ -15,7 +15,8 @@ ratios from one run, never asserted. Prints a markdown table and writes JSON:
 * ``walk_vs_classifier_ratio``: the cached walk's time over the classifier alone on as many images;
 * ``walk_peak_rss_mb``: peak resident memory of a walk of ``--rss-images`` images in a fresh process,
   beside one of a tenth as many (flat in N means the two are close);
-* ``ops``: each native op's speed over its reference's.
+* ``ops``: each native op's speed over its reference's (walk_styles, dim_stats, bisect_update), and the
+  separation analysis with the native dim_stats against its torch code (``separation_speedup``).
 
 Each timing is the median of ``--repeats`` runs after one warm-up. One torch thread unless ``--threads``.
 """
@@ -139,19 +140,47 @@ def bench_walks(G, C, ranking, population, n_starts, n_shifts, repeats):
 
 
 def bench_ops(repeats):
+    """Each native op against its pure-torch reference on one CPU-sized input; for dim_stats also the
+    separation analysis (failatlas.analysis.separation) with its native backend against its torch code."""
     from failatlas import _ext
-    from failatlas.ops import walk_styles
+    from failatlas.analysis.separation import _edges, separation
+    from failatlas.ops import bisect_update, dim_stats, walk_styles
 
     if not _ext.available():
-        return {"walk_styles": "native module not built"}
+        return {op: "native module not built" for op in ("walk_styles", "dim_stats", "bisect_update")}
     g = torch.Generator().manual_seed(0)
     N, D, K, M = 256, 1280, 10, 16
     args = (torch.randn(N, D, generator=g), torch.randperm(D, generator=g)[:K], torch.linspace(0, 5, M),
             torch.rand(D, generator=g) + 0.5, torch.ones(K))
     native = timed(lambda: walk_styles(*args), repeats)
     ref = timed(lambda: walk_styles(*args, backend="reference"), repeats)
-    return {"walk_styles": {"speedup_over_reference": ref / native, "native_s": native, "reference_s": ref,
-                            "shape": [N, K, M, D]}}
+    out = {"walk_styles": {"speedup_over_reference": ref / native, "native_s": native, "reference_s": ref,
+                           "shape": [N, K, M, D]}}
+
+    # dim_stats: a population of style vectors (float32), 20 % mis-classified, the analysis's 20 bins.
+    N, D = 2048, 1280
+    values = torch.randn(N, D, generator=g)
+    mis = torch.rand(N, generator=g) < 0.2
+    edges = _edges(values.double().t(), 20)
+    native = timed(lambda: dim_stats(values, mis, edges), repeats)
+    ref = timed(lambda: dim_stats(values, mis, edges, backend="reference"), repeats)
+    sep_native = timed(lambda: separation(values, ~mis, backend="native"), repeats)
+    sep_ref = timed(lambda: separation(values, ~mis, backend="reference"), repeats)
+    out["dim_stats"] = {"speedup_over_reference": ref / native, "native_s": native, "reference_s": ref,
+                        "shape": [N, D], "bins": 20,
+                        "separation_speedup": sep_ref / sep_native, "separation_native_s": sep_native,
+                        "separation_reference_s": sep_ref}
+
+    # bisect_update: one step of the corner search's brackets (grid steps), as many rows as a large search.
+    B = 4096
+    lo = torch.zeros(B, dtype=torch.int64)
+    hi = torch.randint(2, 1000, (B,), generator=g)
+    p = torch.rand(B, generator=g)
+    native = timed(lambda: bisect_update(lo, hi, p), max(repeats, 20))
+    ref = timed(lambda: bisect_update(lo, hi, p, backend="reference"), max(repeats, 20))
+    out["bisect_update"] = {"speedup_over_reference": ref / native, "native_s": native, "reference_s": ref,
+                            "shape": [B]}
+    return out
 
 
 def rss_child(images: int, dims: list[int], signs: list[float]) -> None:
@@ -254,9 +283,12 @@ def main() -> int:
         print(f"| {key} | {v:.3g} | {goal} |" if isinstance(v, float) else f"| {key} | {v} | {goal} |")
     for n, r in result["walk_peak_rss_mb"].items():
         print(f"| walk peak RSS, {n} images | {r.get('peak_rss_mb', r)} MB | < 2048, flat in N |")
-    ops = result["ops"].get("walk_styles")
-    if isinstance(ops, dict):
-        print(f"| ops: walk_styles native / reference speed | {ops['speedup_over_reference']:.3g} | ≥ 1 |")
+    for op in ("walk_styles", "dim_stats", "bisect_update"):
+        ops = result["ops"].get(op)
+        if isinstance(ops, dict):
+            print(f"| ops: {op} native / reference speed | {ops['speedup_over_reference']:.3g} | ≥ 1 |")
+            if "separation_speedup" in ops:
+                print(f"| separation: native / torch-code speed | {ops['separation_speedup']:.3g} | ≥ 1 |")
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -64,6 +64,38 @@ def test_chunking_does_not_change_results(tied_data):
         assert torch.equal(getattr(a, k), getattr(b, k)), k
 
 
+def _assert_same_result(a, b):
+    for k in ("ks", "auroc", "hist_well", "hist_mis", "edges", "mean_well", "mean_mis"):
+        x, y = getattr(a, k), getattr(b, k)
+        assert x.dtype == y.dtype and torch.equal(x.nan_to_num(-7.0), y.nan_to_num(-7.0)), k
+    assert (a.n_well, a.n_mis) == (b.n_well, b.n_mis)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_backend_gives_the_same_bits(native, tied_data, dtype):
+    x, group = tied_data
+    x = x.to(dtype)
+    ref = separation(x, group, chunk=4, backend="reference")
+    for backend, chunk in (("native", 4), ("native", 1000), ("auto", 3)):
+        _assert_same_result(separation(x, group, chunk=chunk, backend=backend), ref)
+
+
+def test_native_backend_falls_back_on_columns_that_are_not_finite(native, tied_data):
+    # NaN or infinite values make NaN edges, which dim_stats refuses: those chunks take the torch code.
+    x, group = tied_data
+    x = x.clone()
+    x[3, 1], x[5, 6] = float("nan"), float("inf")
+    ref = separation(x, group, chunk=2, backend="reference")
+    _assert_same_result(separation(x, group, chunk=2, backend="native"), ref)
+
+
+def test_unknown_backend_is_an_error(population, tied_data):
+    with pytest.raises(FailatlasError, match="backend must be 'auto', 'native'"):
+        separation(*tied_data, backend="cuda")
+    with pytest.raises(FailatlasError, match="backend must be 'auto', 'native'"):
+        Separation(population, backend="fast")
+
+
 def test_result_fields_summary_and_outputs(G, C, population, tmp_path):
     result = Separation(population, layout=G.style_layout()).compute()
     S = G.style_dim

@@ -5,6 +5,12 @@ min..max of s_k) of s_k for the well- and the mis-classified samples, the two-sa
 statistic (the exact sup of the difference of the two empirical CDFs) and the AUROC of s_k as a score for
 "mis-classified" (Mann–Whitney U / (n_mis · n_well), ties counted ½; 0.5 = no separation, 0 or 1 =
 perfect). Everything is vectorized over dimensions with one sort per chunk of dimensions.
+
+Two backends give the same bits: ``"native"`` computes the three statistics in one pass with the native op
+:func:`failatlas.ops.dim_stats` (CPU and CUDA kernels; 3–4× faster than the torch code on the CPU,
+``bench_ops`` in benchmarks/run.py), ``"reference"`` with the torch functions below. The default,
+``"auto"``, is the native op when :mod:`failatlas._C` is built and the torch code otherwise; a chunk whose
+edges are not finite (a NaN or infinite s) always takes the torch code.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .. import _io
+from .. import _ext, _io
 from ..errors import FailatlasError
 from ..models.stylegan2 import StyleDim
 from .population import Population
@@ -80,6 +86,18 @@ def auroc(values: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
+def _edges(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """float64 Tensor[D, bins+1]: equal bins from min to max of each row of x (float64 Tensor[D, N]),
+    ±0.5 around a constant row, the last edge exactly the max (as ``np.histogram_bin_edges``)."""
+    lo, hi = x.min(dim=1).values, x.max(dim=1).values
+    flat = lo == hi
+    lo, hi = torch.where(flat, lo - 0.5, lo), torch.where(flat, hi + 0.5, hi)
+    steps = torch.arange(bins + 1, dtype=torch.float64, device=x.device) / bins
+    edges = lo[:, None] + (hi - lo)[:, None] * steps
+    edges[:, -1] = hi
+    return edges
+
+
 def histograms(values: torch.Tensor, group: torch.Tensor, bins: int = BINS
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-column histograms of the two groups on common edges.
@@ -89,12 +107,7 @@ def histograms(values: torch.Tensor, group: torch.Tensor, bins: int = BINS
     Tensor[D, bins], counts of ~group). Bins are [e_j, e_{j+1}), the last one closed, as ``np.histogram``.
     """
     x = values.to(torch.float64).t().contiguous()  # [D, N]
-    lo, hi = x.min(dim=1).values, x.max(dim=1).values
-    flat = lo == hi
-    lo, hi = torch.where(flat, lo - 0.5, lo), torch.where(flat, hi + 0.5, hi)
-    steps = torch.arange(bins + 1, dtype=torch.float64) / bins
-    edges = lo[:, None] + (hi - lo)[:, None] * steps
-    edges[:, -1] = hi
+    edges = _edges(x, bins)
     index = (torch.searchsorted(edges, x, right=True) - 1).clamp_(0, bins - 1)  # [D, N]
     counts = []
     for mask in (group, ~group):
@@ -201,11 +214,13 @@ class Separation:
     >>> result = Separation(population, layout=G.style_layout()).compute()
 
     Raises :class:`FailatlasError` when the population lacks one of the two groups. ``chunk`` dimensions
-    are sorted at a time (memory ≈ 40 bytes · N · chunk).
+    are sorted at a time (memory ≈ 40 bytes · N · chunk). ``backend``: ``"auto"`` (the native op
+    :func:`failatlas.ops.dim_stats` when built, else the torch code), ``"native"`` or ``"reference"`` (the
+    torch code); all give the same bits.
     """
 
     def __init__(self, population: Population, layout: Sequence[StyleDim] | None = None, bins: int = BINS,
-                 chunk: int = 256) -> None:
+                 chunk: int = 256, backend: str = "auto") -> None:
         if not isinstance(population, Population):
             raise FailatlasError(f"Separation takes a Population, got {type(population).__name__}")
         n, n_well = population.n, population.n_well
@@ -224,15 +239,42 @@ class Separation:
         self.layout = None if layout is None else tuple(layout)
         self.bins = bins
         self.chunk = max(1, int(chunk))
+        self.backend = _check_backend(backend)
 
     def compute(self) -> SeparationResult:
         return separation(self.population.s, self.population.well, bins=self.bins, layout=self.layout,
-                          chunk=self.chunk)
+                          chunk=self.chunk, backend=self.backend)
+
+
+_BACKENDS = ("auto", "native", "reference")
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in _BACKENDS:
+        raise FailatlasError(f"the separation backend must be 'auto', 'native' (the dim_stats op) or 'reference' "
+                             f"(torch code), got {backend!r}")
+    return backend
+
+
+def _native_chunk(x: torch.Tensor, mis: torch.Tensor, bins: int):
+    """(ks, auroc, edges, hist_well, hist_mis) of one chunk from :func:`failatlas.ops.dim_stats`, or None when
+    its edges are not finite (the op refuses them; the torch code then handles the chunk as before)."""
+    from ..ops import dim_stats
+
+    edges = _edges(x.to(torch.float64).t(), bins)
+    if not bool((edges[:, :-1] <= edges[:, 1:]).all()):
+        return None
+    out = dim_stats(x, mis, edges)  # mask = mis: auroc of "mis-classified", hist_true = mis
+    return out.ks, out.auroc, edges, out.hist_false, out.hist_true
 
 
 def separation(s: torch.Tensor, well: torch.Tensor, bins: int = BINS, layout: Sequence[StyleDim] | None = None,
-               chunk: int = 256) -> SeparationResult:
+               chunk: int = 256, backend: str = "auto") -> SeparationResult:
     """Functional form of :meth:`Separation.compute`. s: Tensor[N, S]; well: bool Tensor[N]."""
+    _check_backend(backend)
+    native = backend == "native" or (backend == "auto" and _ext.available())
+    if native:
+        _ext.load()  # "native" without the built module: the FailatlasError that says how to build it
     if s.ndim != 2 or well.shape != (s.shape[0],) or well.dtype != torch.bool:
         raise FailatlasError(f"separation takes s [N, S] and a bool well [N], got {list(s.shape)} and "
                              f"{well.dtype} {list(well.shape)}")
@@ -245,9 +287,14 @@ def separation(s: torch.Tensor, well: torch.Tensor, bins: int = BINS, layout: Se
     mis = ~well
     for d0 in range(0, s.shape[1], chunk):
         x = s[:, d0:d0 + chunk]
-        parts["ks"].append(ks_statistic(x, well))
-        parts["auroc"].append(auroc(x, mis))
-        edges, hw, hm = histograms(x, well, bins)
+        got = _native_chunk(x, mis, bins) if native else None
+        if got is not None:
+            ks, au, edges, hw, hm = got
+        else:
+            ks, au = ks_statistic(x, well), auroc(x, mis)
+            edges, hw, hm = histograms(x, well, bins)
+        parts["ks"].append(ks)
+        parts["auroc"].append(au)
         parts["edges"].append(edges)
         parts["hw"].append(hw)
         parts["hm"].append(hm)
