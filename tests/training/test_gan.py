@@ -155,17 +155,22 @@ def test_device_option(tmp_path, capsys):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_training_resumes(tmp_path):
-    """On CUDA a resumed run continues from the saved state (RNG of the device included). cuDNN may pick
-    non-deterministic kernels, so the weights agree closely rather than bit for bit."""
-    full, part = tmp_path / "full", tmp_path / "part"
+    """On CUDA a resumed run continues from the saved state (RNG of the device included). CUDA kernels
+    (atomic adds in backward passes, TF32) are not bit-reproducible, and Adam turns tiny gradient
+    differences into steps of the learning rate's size, so two uninterrupted runs already differ (by
+    3e-4 on the H200): the resumed run must be as close to an uninterrupted one as a rerun is."""
+    full, rerun, part = tmp_path / "full", tmp_path / "rerun", tmp_path / "part"
     train_gan(GANTrainConfig(kimg=0.048, **TINY), full, progress=False, device="cuda")
+    train_gan(GANTrainConfig(kimg=0.048, **TINY), rerun, progress=False, device="cuda")
     train_gan(GANTrainConfig(kimg=0.024, **TINY), part, progress=False, device="cuda")
     r = train_gan(GANTrainConfig(kimg=0.048, **TINY), part, resume=True, progress=False, device="cuda")
     assert r.steps == 6 and r.device.startswith("cuda")
-    a, b = _states(full), _states(part)
-    assert "cuda_rng" in a
-    for name, t in a["G_ema"].items():
-        assert torch.allclose(t, b["G_ema"][name], atol=1e-4), name
+    a, b, c = _states(full), _states(part), _states(rerun)
+    assert "cuda_rng" in a and a["step"] == b["step"] == 6 and torch.equal(a["rng"], b["rng"])
+    for key in ("G", "G_ema", "D"):
+        noise = max(float((t - c[key][n]).abs().max()) for n, t in a[key].items())
+        resumed = max(float((t - b[key][n]).abs().max()) for n, t in a[key].items())
+        assert resumed <= 5 * noise + 1e-6, (key, resumed, noise)
     assert load_generator(full).synthesis_network.const.device.type == "cpu"
 
 
