@@ -142,6 +142,15 @@ def test_large_batch_is_parallel_safe(native):
     assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", BRACKETS)
+def test_cuda_equals_cpu_on_a_large_batch(native, dtype):
+    lo, hi, p = make_inputs(3_000_000, dtype=dtype, p_dtype=torch.float64, seed=4)  # ~12k blocks
+    cpu = bisect_update(lo, hi, p)
+    gpu = bisect_update(lo.cuda(), hi.cuda(), p.cuda())
+    assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
+
+
 def test_opcheck(native):
     for dtype in BRACKETS:
         torch.library.opcheck(torch.ops.failatlas.bisect_update.default, (*make_inputs(9, dtype=dtype, nan=False), 0.5))

@@ -177,6 +177,16 @@ def test_large_batch_is_parallel_safe(native):
     assert_stats(dim_stats(values, mask, edges), reference_dim_stats(values, mask, edges), exact=True)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_equals_cpu_on_a_large_batch(native, dtype):
+    # Several blocks of columns, thousands of rows, ties and not.
+    values, mask, edges = make_inputs(3000, 700, 20, dtype=dtype, seed=12)
+    values[:, 350:] = torch.randn(3000, 350, dtype=dtype)
+    cpu = dim_stats(values, mask, edges)
+    assert_stats(dim_stats(values.cuda(), mask.cuda(), edges.cuda()), cpu, exact=True)
+
+
 def test_requires_grad_input_is_read_detached(native):
     values, mask, edges = make_inputs(20, 4, 3, seed=5)
     out = dim_stats(values.requires_grad_(True), mask, edges)
