@@ -1,5 +1,5 @@
 // Schema and argument checks of failatlas::dim_stats (kernels: cpu/dim_stats_kernel.cpp,
-// cuda/dim_stats_kernel.cu, both walking dim_stats_merge.h). The Python side (fake tensor) is in
+// cuda/dim_stats_kernel.cu, both computing with dim_stats_merge.h). The Python side (fake tensor) is in
 // ops/dim_stats.py.
 
 #include "ops/dim_stats.h"

@@ -7,11 +7,13 @@
 //   hist_true[d, j], hist_false[d, j]
 //             counts of each group in bin j of edges[d] (bins [e_j, e_{j+1}), the last one closed; values
 //             below e_0 count in bin 0, above e_B or NaN in bin B − 1: the analysis's searchsorted + clamp)
+// NaN values count as larger than every number and tie with each other.
 //
 // values [N, D] float32/float64; mask [N] bool; edges [D, B + 1] float32/float64 (non-decreasing rows)
 // or none (then the histograms are [D, 0]). ks and auroc are float64 [D], NaN when a group is empty;
 // the histograms int64 [D, B]. The schema is defined in dim_stats.cpp; each backend (cpu/, cuda/)
-// registers one kernel; both run the merge walk of dim_stats_merge.h over the sorted columns of each group.
+// registers one kernel; both sort each column's groups and compute from dim_stats_merge.h (CPU: one merge
+// walk per column; CUDA: one thread per value, binary searches, then one thread per column).
 
 #include <ATen/core/Tensor.h>
 

@@ -1,16 +1,23 @@
 #pragma once
-// The per-column computation of failatlas::dim_stats, shared by the CPU kernel (cpu/dim_stats_kernel.cpp)
+// The per-column computations of failatlas::dim_stats, shared by the CPU kernel (cpu/dim_stats_kernel.cpp)
 // and the CUDA kernel (cuda/dim_stats_kernel.cu): no torch headers, host and device code alike.
 //
-// Input: the values of one column split by group, each sorted ascending with NaNs last: a (mask true,
-// n1 values) and b (mask false, n0 values), element i at a[i * stride]. One walk over the merged order,
-// one run of tied values at a time (a NaN is a run of its own, a's NaNs before b's):
+// Order: ascending, NaN after every number (+inf included) and all NaNs equal to each other (one run
+// of ties); the statistics are those of this order. Each group's values are sorted in it: a (mask true,
+// n1 values) and b (mask false, n0 values). Both ways below give the same integers:
+//
+// merge_column (CPU): one walk over the merged order, one run of tied values at a time:
 //   run r with p values of a and q of b, after c1 values of a and c0 of b:
 //     2U += p · (2 c0 + q)          Mann–Whitney U of a over b, ties ½ (so 2U is an integer)
 //     then c1 += p, c0 += q and KS = max |c1 n0 − c0 n1|   (n0 n1 times the ECDF difference, exact)
 //   and the run's values go to the bin of their value (one pointer, moving up: the runs are sorted).
+// rank_element + histogram_sorted (CUDA, one thread per value, then one per column): binary searches
+//   for a value v of a: 2U += #{b before v} + #{b not after v}; for every value v of either group:
+//   KS candidate |#{a not after v} n0 − #{b not after v} n1|; bin counts from the number of values at or
+//   above each edge.
 // ks = KS / (n0 n1) and auroc = U / (n0 n1) in float64: the same roundings as the analysis code
 // (failatlas/analysis/separation.py), whose integer and half-integer intermediates are exact too.
+// Bins: index = (number of edges <= v) − 1 clamped to [0, B − 1] (NaN: B − 1), as searchsorted + clamp.
 
 #include <cmath>
 #include <cstdint>
@@ -32,10 +39,104 @@ FAILATLAS_HD inline bool is_nan(T x) {
   return x != x;
 }
 
-// x strictly before y in the ascending order with NaNs last.
+// x strictly before y in the ascending order with NaNs last (NaNs equivalent to each other).
 template <typename T>
 FAILATLAS_HD inline bool before(T x, T y) {
   return x < y || (!is_nan(x) && is_nan(y));
+}
+
+// x and y tie in that order.
+template <typename T>
+FAILATLAS_HD inline bool same(T x, T y) {
+  return x == y || (is_nan(x) && is_nan(y));
+}
+
+// ks and auroc from the integers KS = max |c1 n0 − c0 n1| and 2U; NaN when a group is empty.
+FAILATLAS_HD inline void finish(int64_t ks_num, int64_t u2, int64_t n1, int64_t n0, double* ks, double* auroc) {
+  const int64_t pairs = n1 * n0;
+  if (pairs == 0) {
+    *ks = static_cast<double>(NAN);
+    *auroc = static_cast<double>(NAN);
+  } else {
+    *ks = static_cast<double>(ks_num) / static_cast<double>(pairs);
+    *auroc = (0.5 * static_cast<double>(u2)) / static_cast<double>(pairs);
+  }
+}
+
+// First index in [lo, n) of x[i * stride] (sorted) that comes after v: the number of values not after v,
+// when every value before lo is known not to be after v.
+template <typename T>
+FAILATLAS_HD inline int64_t upper(const T* x, int64_t lo, int64_t n, int64_t stride, T v) {
+  int64_t hi = n;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (before(v, x[mid * stride])) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
+// Number of values of x (sorted) before v.
+template <typename T>
+FAILATLAS_HD inline int64_t lower(const T* x, int64_t n, int64_t stride, T v) {
+  int64_t lo = 0, hi = n;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (before(x[mid * stride], v)) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+// Value e of the column (e < n1: a[e], else b[e − n1]): its KS candidate |c1 n0 − c0 n1| at v and its
+// share of 2U (values of a only).
+template <typename T>
+FAILATLAS_HD inline void rank_element(
+    const T* a, int64_t n1, const T* b, int64_t n0, int64_t stride, int64_t e, int64_t* diff, int64_t* u2) {
+  int64_t c1, c0;
+  if (e < n1) {
+    const T v = a[e * stride];
+    c1 = upper(a, e + 1, n1, stride, v);
+    c0 = upper(b, 0, n0, stride, v);
+    *u2 = lower(b, n0, stride, v) + c0;
+  } else {
+    const T v = b[(e - n1) * stride];
+    c0 = upper(b, e - n1 + 1, n0, stride, v);
+    c1 = upper(a, 0, n1, stride, v);
+    *u2 = 0;
+  }
+  const int64_t d = c1 * n0 - c0 * n1;
+  *diff = d < 0 ? -d : d;
+}
+
+// Bin counts of n sorted values x[i * stride] on edges[0 .. bins] (bins >= 1): the count of bin j is the
+// number of values at or above e_j (NaN included) minus that at or above e_{j+1}, with every value in
+// bin 0 or above and none above bin B − 1 (the clamp).
+template <typename T>
+FAILATLAS_HD inline void histogram_sorted(
+    const T* x, int64_t n, int64_t stride, const double* edges, int64_t bins, int64_t* hist) {
+  int64_t at_or_above = n; // values with bin index >= j, for j = 0
+  for (int64_t j = 1; j < bins; ++j) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      const T v = x[mid * stride];
+      if (is_nan(v) || static_cast<double>(v) >= edges[j]) {
+        hi = mid;
+      } else {
+        lo = mid + 1;
+      }
+    }
+    hist[j - 1] = at_or_above - (n - lo);
+    at_or_above = n - lo;
+  }
+  hist[bins - 1] = at_or_above;
 }
 
 // edges: the B + 1 edges of this column (float64, non-decreasing), or unused when bins == 0;
@@ -61,15 +162,11 @@ FAILATLAS_HD inline void merge_column(
     const bool take_a = i < n1 && (k == n0 || !before(b[k * stride], a[i * stride]));
     const T v = take_a ? a[i * stride] : b[k * stride];
     int64_t p = 0, q = 0;
-    if (is_nan(v)) {
-      (take_a ? p : q) = 1;
-    } else {
-      while (i + p < n1 && a[(i + p) * stride] == v) {
-        ++p;
-      }
-      while (k + q < n0 && b[(k + q) * stride] == v) {
-        ++q;
-      }
+    while (i + p < n1 && same(a[(i + p) * stride], v)) {
+      ++p;
+    }
+    while (k + q < n0 && same(b[(k + q) * stride], v)) {
+      ++q;
     }
     u2 += p * (2 * c0 + q);
     c1 += p;
@@ -106,14 +203,7 @@ FAILATLAS_HD inline void merge_column(
     hist_true[bin] += in_true;
     hist_false[bin] += in_false;
   }
-  const int64_t pairs = n1 * n0;
-  if (pairs == 0) {
-    *ks = static_cast<double>(NAN);
-    *auroc = static_cast<double>(NAN);
-  } else {
-    *ks = static_cast<double>(ks_num) / static_cast<double>(pairs);
-    *auroc = (0.5 * static_cast<double>(u2)) / static_cast<double>(pairs);
-  }
+  finish(ks_num, u2, n1, n0, ks, auroc);
 }
 
 } // namespace dim_stats_detail

@@ -28,8 +28,12 @@ def devices() -> list[str]:
 
 def oracle(values, mask, edges=None):
     """Pairwise definitions in float64, one column at a time: KS as the largest ECDF difference at any sample
-    value, AUROC as the mean over (true, false) pairs of [x > y] + ½[x = y], bins from counting edges."""
+    value, AUROC as the mean over (true, false) pairs of [x > y] + ½[x = y], bins from counting edges.
+    NaN is above every number and ties with NaN: here +inf, so a column must not hold both."""
     x = values.detach().cpu().double()
+    nan = x.isnan()
+    assert not (nan.any(dim=0) & (x == math.inf).any(dim=0)).any(), "the oracle cannot order NaN and +inf"
+    x = torch.where(nan, math.inf, x)
     m = mask.cpu()
     N, D = x.shape
     B = 0 if edges is None else edges.shape[1] - 1
@@ -161,15 +165,18 @@ def test_edges_beyond_the_values_float32_edges_and_infinities(native):
 
 
 @pytest.mark.parametrize("device", devices())
-def test_nan_values_do_not_fail(native, device):
-    # NaN statistics are unspecified, but no crash, every value counted, and the other columns unaffected.
-    values, mask, edges = make_inputs(40, 3, 4, seed=9)
-    values[[0, 5, 6, 30], 1] = math.nan
-    out = dim_stats(values.to(device), mask.to(device), edges.to(device))
-    expected = oracle(values[:, [0, 2]], mask, edges[[0, 2]])
-    assert_stats([t[[0, 2]] for t in out], expected)
-    assert int(out.hist_true[1].sum() + out.hist_false[1].sum()) == 40
-    assert int(out.hist_true[1, -1] + out.hist_false[1, -1]) >= 4  # NaN count in the last bin, as searchsorted
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_is_above_every_number_and_ties_with_nan(native, device, dtype):
+    values, mask, edges = make_inputs(60, 4, 5, dtype=dtype, seed=9)
+    values[[0, 5, 6, 30, 31], 1] = math.nan  # both groups
+    values[mask.nonzero()[:3, 0], 2] = math.nan  # one group only
+    values[:, 3] = math.nan  # all
+    values, mask, edges = values.to(device), mask.to(device), edges.to(device)
+    out = dim_stats(values, mask, edges)
+    assert_stats(out, oracle(values, mask, edges))
+    assert_stats(out, reference_dim_stats(values, mask, edges), exact=True)
+    assert out.ks[3] == 0 and out.auroc[3] == 0.5
+    assert int(out.hist_true[3, -1] + out.hist_false[3, -1]) == 60  # NaN: the last bin, as searchsorted
 
 
 def test_large_batch_is_parallel_safe(native):

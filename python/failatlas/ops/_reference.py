@@ -158,7 +158,8 @@ def reference_dim_stats(
     The computation of ``failatlas.analysis.separation`` (``ks_statistic``, ``auroc``, ``histograms``), on
     given edges: each column sorted once; the ECDFs compared after each run of tied values, in integer
     arithmetic; AUROC from the mid-ranks of the tie runs; bins from ``searchsorted`` (clamped). ks and
-    auroc are NaN when a group is empty.
+    auroc are NaN when a group is empty. NaN values come after every number and tie with each other (one
+    run; the analysis code makes each NaN a run of its own, but never passes NaN to the op).
     """
     check_dim_stats_args(values, mask, edges)
     N, D = values.shape
@@ -174,17 +175,18 @@ def reference_dim_stats(
     n1 = int(mask.sum())
     n0 = N - n1
     if n1 and n0:
-        vals, idx = values.detach().sort(dim=0)
+        vals, idx = values.detach().sort(dim=0)  # NaNs last
         pos = mask[idx]  # [N, D]: group of each sorted value
+        differ = (vals[:-1] != vals[1:]) & ~(vals[:-1].isnan() & vals[1:].isnan())  # NaNs tie
         end = torch.ones_like(vals, dtype=torch.bool)  # last position of each run of tied values
-        end[:-1] = vals[:-1] != vals[1:]
+        end[:-1] = differ
         c1 = pos.long().cumsum(dim=0)
         c0 = torch.arange(1, N + 1, device=device).unsqueeze(1) - c1
         diff = (c1 * n0 - c0 * n1).abs() * end  # n0·n1·|F1 − F0|, exact in int64
         ks = diff.max(dim=0).values.to(torch.float64) / (n0 * n1)
         index = torch.arange(N, device=device).unsqueeze(1).expand_as(vals)
         start = torch.ones_like(vals, dtype=torch.bool)
-        start[1:] = vals[1:] != vals[:-1]
+        start[1:] = differ
         first = torch.where(start, index, 0).cummax(dim=0).values
         last = torch.where(end, index, N - 1).flip(0).cummin(dim=0).values.flip(0)
         mid_rank = (first + last).to(torch.float64) / 2 + 1  # average 1-based rank of the run

@@ -1,6 +1,6 @@
 """``dim_stats``: per-dimension KS statistic, AUROC and histograms of two groups (DESIGN §4.2, §5).
 
-The native kernels are in ``csrc/ops/`` (schema ``dim_stats.cpp``, the per-column walk
+The native kernels are in ``csrc/ops/`` (schema ``dim_stats.cpp``, the per-column computations
 ``dim_stats_merge.h``, ``cpu/``, ``cuda/``); this module is their Python face: the wrapper and the
 fake-tensor implementation, registered by :func:`_register` once :func:`failatlas._ext.load` has loaded the
 schema. The statistics are not differentiable (ranks and counts): the op has no autograd formula and the
@@ -52,8 +52,9 @@ def dim_stats(
 
         ks and auroc are NaN for every column when a group is empty. The results equal those of
         ``failatlas.analysis.separation`` (``ks_statistic(values, ~mask)``, ``auroc(values, mask)``,
-        ``histograms`` on the same edges) bit for bit. Columns holding NaN never fail, but their
-        statistics are not specified (the analysis's are not either).
+        ``histograms`` on the same edges) bit for bit. NaN values count as larger than every number
+        (+inf included) and tie with each other; they fall in the last bin. (The analysis code makes
+        each NaN a run of its own; it keeps columns with NaN away from the op.)
 
     All inputs must be on one device; anything else raises ``RuntimeError`` naming the argument.
     """
