@@ -139,47 +139,61 @@ def bench_walks(G, C, ranking, population, n_starts, n_shifts, repeats):
             "walk_max_abs_diff_p_y": diff, "walk_top10_kinds": {k: kinds.count(k) for k in set(kinds)}}
 
 
-def bench_ops(repeats):
+def bench_ops(repeats, device: str = "cpu"):
     """Each native op against its pure-torch reference on one CPU-sized input; for dim_stats also the
-    separation analysis (failatlas.analysis.separation) with its native backend against its torch code."""
+    separation analysis (failatlas.analysis.separation) with its native backend against its torch code.
+    ``device="cuda"`` times the same inputs on the GPU (synchronized), e.g. from a GPU check script:
+    ``python -c "import sys; sys.path.insert(0, 'benchmarks'); import run; print(run.bench_ops(5, 'cuda'))"``."""
     from failatlas import _ext
     from failatlas.analysis.separation import _edges, separation
     from failatlas.ops import bisect_update, dim_stats, walk_styles
 
     if not _ext.available():
         return {op: "native module not built" for op in ("walk_styles", "dim_stats", "bisect_update")}
+    if device != "cpu":
+        def timed_on_device(fn, repeats_):
+            def synced():
+                fn()
+                torch.cuda.synchronize()
+            return timed(synced, repeats_)
+    else:
+        timed_on_device = timed
     g = torch.Generator().manual_seed(0)
     N, D, K, M = 256, 1280, 10, 16
-    args = (torch.randn(N, D, generator=g), torch.randperm(D, generator=g)[:K], torch.linspace(0, 5, M),
-            torch.rand(D, generator=g) + 0.5, torch.ones(K))
-    native = timed(lambda: walk_styles(*args), repeats)
-    ref = timed(lambda: walk_styles(*args, backend="reference"), repeats)
+    args = tuple(t.to(device) for t in (
+        torch.randn(N, D, generator=g), torch.randperm(D, generator=g)[:K], torch.linspace(0, 5, M),
+        torch.rand(D, generator=g) + 0.5, torch.ones(K)))
+    native = timed_on_device(lambda: walk_styles(*args), repeats)
+    ref = timed_on_device(lambda: walk_styles(*args, backend="reference"), repeats)
     out = {"walk_styles": {"speedup_over_reference": ref / native, "native_s": native, "reference_s": ref,
                            "shape": [N, K, M, D]}}
 
     # dim_stats: a population of style vectors (float32), 20 % mis-classified, the analysis's 20 bins.
     N, D = 2048, 1280
-    values = torch.randn(N, D, generator=g)
-    mis = torch.rand(N, generator=g) < 0.2
+    values = torch.randn(N, D, generator=g).to(device)
+    mis = (torch.rand(N, generator=g) < 0.2).to(device)
     edges = _edges(values.double().t(), 20)
-    native = timed(lambda: dim_stats(values, mis, edges), repeats)
-    ref = timed(lambda: dim_stats(values, mis, edges, backend="reference"), repeats)
-    sep_native = timed(lambda: separation(values, ~mis, backend="native"), repeats)
-    sep_ref = timed(lambda: separation(values, ~mis, backend="reference"), repeats)
+    native = timed_on_device(lambda: dim_stats(values, mis, edges), repeats)
+    ref = timed_on_device(lambda: dim_stats(values, mis, edges, backend="reference"), repeats)
     out["dim_stats"] = {"speedup_over_reference": ref / native, "native_s": native, "reference_s": ref,
-                        "shape": [N, D], "bins": 20,
-                        "separation_speedup": sep_ref / sep_native, "separation_native_s": sep_native,
-                        "separation_reference_s": sep_ref}
+                        "shape": [N, D], "bins": 20}
+    if device == "cpu":  # the analysis runs on CPU tensors (its torch code creates CPU tensors)
+        sep_native = timed(lambda: separation(values, ~mis, backend="native"), repeats)
+        sep_ref = timed(lambda: separation(values, ~mis, backend="reference"), repeats)
+        out["dim_stats"].update({"separation_speedup": sep_ref / sep_native, "separation_native_s": sep_native,
+                                 "separation_reference_s": sep_ref})
 
     # bisect_update: one step of the corner search's brackets (grid steps), as many rows as a large search.
     B = 4096
-    lo = torch.zeros(B, dtype=torch.int64)
-    hi = torch.randint(2, 1000, (B,), generator=g)
-    p = torch.rand(B, generator=g)
-    native = timed(lambda: bisect_update(lo, hi, p), max(repeats, 20))
-    ref = timed(lambda: bisect_update(lo, hi, p, backend="reference"), max(repeats, 20))
+    lo = torch.zeros(B, dtype=torch.int64, device=device)
+    hi = torch.randint(2, 1000, (B,), generator=g).to(device)
+    p = torch.rand(B, generator=g).to(device)
+    native = timed_on_device(lambda: bisect_update(lo, hi, p), max(repeats, 20))
+    ref = timed_on_device(lambda: bisect_update(lo, hi, p, backend="reference"), max(repeats, 20))
     out["bisect_update"] = {"speedup_over_reference": ref / native, "native_s": native, "reference_s": ref,
                             "shape": [B]}
+    for v in out.values():
+        v["device"] = device
     return out
 
 
