@@ -1,6 +1,6 @@
 // Registers the CUDA kernel of failatlas::dim_stats (compiled only in CUDA builds, see CMakeLists.txt):
-// checks the inputs, splits each column by group and sorts it with torch's sort (NaNs last, as the
-// kernels expect), then calls the launchers of dim_stats_kernel.cu.
+// checks the inputs, splits the rows by group, sorts each group's columns with torch's sort (NaNs last,
+// as the merge walk expects), then calls the launchers of dim_stats_kernel.cu.
 
 #include "ops/dim_stats.h"
 
@@ -14,23 +14,22 @@
 #include <tuple>
 
 extern "C" int failatlas_dim_stats_cuda_f32(
-    const float*, int64_t, const float*, int64_t, int64_t, const double*, int64_t, int64_t*, double*,
-    double*, int64_t*, int64_t*, void*);
+    const float*, int64_t, const float*, int64_t, int64_t, const double*, int64_t, double*, double*,
+    int64_t*, int64_t*, void*);
 extern "C" int failatlas_dim_stats_cuda_f64(
-    const double*, int64_t, const double*, int64_t, int64_t, const double*, int64_t, int64_t*, double*,
-    double*, int64_t*, int64_t*, void*);
+    const double*, int64_t, const double*, int64_t, int64_t, const double*, int64_t, double*, double*,
+    int64_t*, int64_t*, void*);
 
 namespace failatlas {
 namespace ops {
 
 namespace {
 
-// The values of group `rows` (int64 row indices) column by column, each column sorted ascending:
-// [D, n], contiguous (a sort along the last dimension: one segment per column).
-at::Tensor sorted_columns(const at::Tensor& values, const at::Tensor& rows) {
-  at::Tensor part = values.t().index_select(1, rows);
-  if (part.size(1) > 1) {
-    part = std::get<0>(part.sort(1));
+// The rows of values in group `rows` (int64 indices), each column sorted ascending: [n, D], contiguous.
+at::Tensor sorted_rows(const at::Tensor& values, const at::Tensor& rows) {
+  at::Tensor part = values.index_select(0, rows);
+  if (part.size(0) > 1) {
+    part = std::get<0>(part.sort(0));
   }
   return part.contiguous();
 }
@@ -53,9 +52,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dim_stats_cuda(
   if (D == 0) {
     return {ks, auroc, hist_true, hist_false};
   }
-  const at::Tensor a = sorted_columns(values, mask.nonzero().view({-1}));
-  const at::Tensor b = sorted_columns(values, mask.logical_not().nonzero().view({-1}));
-  at::Tensor scratch = at::zeros({2 * D}, i64); // per column: KS numerator (max), 2U (sum)
+  const at::Tensor a = sorted_rows(values, mask.nonzero().view({-1}));
+  const at::Tensor b = sorted_rows(values, mask.logical_not().nonzero().view({-1}));
   at::Tensor edges_c;
   if (B > 0) {
     edges_c = edges->to(at::kDouble).contiguous();
@@ -65,13 +63,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dim_stats_cuda(
   int status = 0;
   if (values.scalar_type() == at::kFloat) {
     status = failatlas_dim_stats_cuda_f32(
-        a.const_data_ptr<float>(), a.size(1), b.const_data_ptr<float>(), b.size(1), D, edges_ptr, B,
-        scratch.mutable_data_ptr<int64_t>(), ks.mutable_data_ptr<double>(), auroc.mutable_data_ptr<double>(),
+        a.const_data_ptr<float>(), a.size(0), b.const_data_ptr<float>(), b.size(0), D, edges_ptr, B,
+        ks.mutable_data_ptr<double>(), auroc.mutable_data_ptr<double>(),
         hist_true.mutable_data_ptr<int64_t>(), hist_false.mutable_data_ptr<int64_t>(), stream);
   } else {
     status = failatlas_dim_stats_cuda_f64(
-        a.const_data_ptr<double>(), a.size(1), b.const_data_ptr<double>(), b.size(1), D, edges_ptr, B,
-        scratch.mutable_data_ptr<int64_t>(), ks.mutable_data_ptr<double>(), auroc.mutable_data_ptr<double>(),
+        a.const_data_ptr<double>(), a.size(0), b.const_data_ptr<double>(), b.size(0), D, edges_ptr, B,
+        ks.mutable_data_ptr<double>(), auroc.mutable_data_ptr<double>(),
         hist_true.mutable_data_ptr<int64_t>(), hist_false.mutable_data_ptr<int64_t>(), stream);
   }
   TORCH_CHECK(

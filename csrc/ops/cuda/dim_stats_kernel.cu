@@ -1,8 +1,7 @@
-// CUDA kernels of failatlas::dim_stats. No torch headers (the CPU torch wheel's CUDA headers do not
+// CUDA kernel of failatlas::dim_stats. No torch headers (the CPU torch wheel's CUDA headers do not
 // compile with nvcc, and this file must compile in every checkout: tests/test_build.py runs nvcc on it).
-// dim_stats_glue.cpp checks the inputs, splits each column by group and sorts it (torch's sort, NaNs
-// last), then calls the extern "C" launchers below. The per-value and per-column computations are those
-// of ../dim_stats_merge.h (rank_element, histogram_sorted, finish), checked there against the CPU walk.
+// dim_stats_glue.cpp checks the inputs, splits the rows by group and sorts each group's columns (torch's
+// sort), then calls the extern "C" launchers below.
 
 #include "../dim_stats_merge.h"  // relative: nvcc compiles this file alone too (tests/test_build.py)
 
@@ -12,57 +11,10 @@
 
 namespace {
 
-namespace detail = failatlas::ops::dim_stats_detail;
-
-constexpr int kThreads = 256;
-
-// One thread per value: a block holds kThreads values of one column (blocks_per_column blocks per column),
-// reduces their KS candidates (max) and 2U shares (sum) and adds them to the column's integers with one
-// atomic each. a [D, n1] and b [D, n0]: each row sorted.
+// One thread per column d: the sorted groups are row-major [n, D], so the threads of a warp read
+// neighbouring values of one row (coalesced while their walks keep pace).
 template <typename scalar_t>
-__global__ void rank_kernel(
-    const scalar_t* __restrict__ a,
-    int64_t n1,
-    const scalar_t* __restrict__ b,
-    int64_t n0,
-    int64_t blocks_per_column,
-    unsigned long long* __restrict__ ks_num,
-    unsigned long long* __restrict__ u2) {
-  const int64_t d = static_cast<int64_t>(blockIdx.x) / blocks_per_column;
-  const int64_t e = (static_cast<int64_t>(blockIdx.x) % blocks_per_column) * kThreads + threadIdx.x;
-  int64_t diff = 0, share = 0;
-  if (e < n1 + n0) {
-    detail::rank_element<scalar_t>(a + d * n1, n1, b + d * n0, n0, 1, e, &diff, &share);
-  }
-  unsigned long long m = static_cast<unsigned long long>(diff);
-  unsigned long long s = static_cast<unsigned long long>(share);
-  for (int offset = 16; offset > 0; offset /= 2) {
-    const unsigned long long om = __shfl_down_sync(0xffffffffu, m, offset);
-    s += __shfl_down_sync(0xffffffffu, s, offset);
-    m = om > m ? om : m;
-  }
-  __shared__ unsigned long long warp_max[kThreads / 32];
-  __shared__ unsigned long long warp_sum[kThreads / 32];
-  const int lane = threadIdx.x % 32;
-  const int warp = threadIdx.x / 32;
-  if (lane == 0) {
-    warp_max[warp] = m;
-    warp_sum[warp] = s;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < kThreads / 32; ++w) {
-      m = warp_max[w] > m ? warp_max[w] : m;
-      s += warp_sum[w];
-    }
-    atomicMax(ks_num + d, m);
-    atomicAdd(u2 + d, s);
-  }
-}
-
-// One thread per column: ks and auroc from its integers, and both groups' histograms.
-template <typename scalar_t>
-__global__ void finish_kernel(
+__global__ void dim_stats_kernel(
     const scalar_t* __restrict__ a,
     int64_t n1,
     const scalar_t* __restrict__ b,
@@ -70,8 +22,6 @@ __global__ void finish_kernel(
     int64_t D,
     const double* __restrict__ edges,
     int64_t bins,
-    const unsigned long long* __restrict__ ks_num,
-    const unsigned long long* __restrict__ u2,
     double* __restrict__ ks,
     double* __restrict__ auroc,
     int64_t* __restrict__ hist_true,
@@ -80,13 +30,9 @@ __global__ void finish_kernel(
   if (d >= D) {
     return;
   }
-  detail::finish(
-      static_cast<int64_t>(ks_num[d]), static_cast<int64_t>(u2[d]), n1, n0, ks + d, auroc + d);
-  if (bins > 0) {
-    const double* e = edges + d * (bins + 1);
-    detail::histogram_sorted<scalar_t>(a + d * n1, n1, 1, e, bins, hist_true + d * bins);
-    detail::histogram_sorted<scalar_t>(b + d * n0, n0, 1, e, bins, hist_false + d * bins);
-  }
+  failatlas::ops::dim_stats_detail::merge_column<scalar_t>(
+      a + d, n1, b + d, n0, D, bins > 0 ? edges + d * (bins + 1) : nullptr, bins, ks + d, auroc + d,
+      hist_true + d * bins, hist_false + d * bins);
 }
 
 template <typename scalar_t>
@@ -98,44 +44,26 @@ int launch(
     int64_t D,
     const double* edges,
     int64_t bins,
-    int64_t* scratch,
     double* ks,
     double* auroc,
     int64_t* hist_true,
     int64_t* hist_false,
-    void* stream_ptr) {
+    void* stream) {
   if (D == 0) {
     return static_cast<int>(cudaSuccess);
   }
-  const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
-  unsigned long long* ks_num = reinterpret_cast<unsigned long long*>(scratch);
-  unsigned long long* u2 = ks_num + D;
-  const int64_t N = n1 + n0;
-  if (N > 0) {
-    const int64_t blocks_per_column = (N + kThreads - 1) / kThreads;
-    const int64_t blocks = D * blocks_per_column;
-    if (blocks > 2147483647LL) {
-      return static_cast<int>(cudaErrorInvalidConfiguration);
-    }
-    rank_kernel<scalar_t><<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(
-        a, n1, b, n0, blocks_per_column, ks_num, u2);
-    const int status = static_cast<int>(cudaGetLastError());
-    if (status != 0) {
-      return status;
-    }
-  }
   constexpr int threads = 128;
   const unsigned int blocks = static_cast<unsigned int>((D + threads - 1) / threads);
-  finish_kernel<scalar_t><<<blocks, threads, 0, stream>>>(
-      a, n1, b, n0, D, edges, bins, ks_num, u2, ks, auroc, hist_true, hist_false);
+  dim_stats_kernel<scalar_t><<<blocks, threads, 0, static_cast<cudaStream_t>(stream)>>>(
+      a, n1, b, n0, D, edges, bins, ks, auroc, hist_true, hist_false);
   return static_cast<int>(cudaGetLastError());
 }
 
 } // namespace
 
-// Launchers: a [D, n1] and b [D, n0], contiguous, each row (one column of values, one group) sorted
-// ascending with NaNs last; edges [D, bins + 1] float64 (unused when bins == 0); scratch: 2·D int64, zeroed;
-// ks, auroc [D]; hist_true, hist_false [D, bins], zeroed. Returns a cudaError_t as int (0 = success).
+// Launchers: a [n1, D] and b [n0, D], contiguous, each column sorted ascending with NaNs last; edges
+// [D, bins + 1] float64 (unused when bins == 0); ks, auroc [D]; hist_true, hist_false [D, bins], zeroed.
+// Returns a cudaError_t as int (0 = success).
 extern "C" int failatlas_dim_stats_cuda_f32(
     const float* a,
     int64_t n1,
@@ -144,13 +72,12 @@ extern "C" int failatlas_dim_stats_cuda_f32(
     int64_t D,
     const double* edges,
     int64_t bins,
-    int64_t* scratch,
     double* ks,
     double* auroc,
     int64_t* hist_true,
     int64_t* hist_false,
     void* stream) {
-  return launch<float>(a, n1, b, n0, D, edges, bins, scratch, ks, auroc, hist_true, hist_false, stream);
+  return launch<float>(a, n1, b, n0, D, edges, bins, ks, auroc, hist_true, hist_false, stream);
 }
 
 extern "C" int failatlas_dim_stats_cuda_f64(
@@ -161,11 +88,10 @@ extern "C" int failatlas_dim_stats_cuda_f64(
     int64_t D,
     const double* edges,
     int64_t bins,
-    int64_t* scratch,
     double* ks,
     double* auroc,
     int64_t* hist_true,
     int64_t* hist_false,
     void* stream) {
-  return launch<double>(a, n1, b, n0, D, edges, bins, scratch, ks, auroc, hist_true, hist_false, stream);
+  return launch<double>(a, n1, b, n0, D, edges, bins, ks, auroc, hist_true, hist_false, stream);
 }

@@ -50,6 +50,7 @@ class GeneratorQuality:
     inception_fid: float | None = None
     diversity: float = float("nan")
     diversity_per_class: list[float] = field(default_factory=list)
+    generator_sha256: str | None = None  # of generator.safetensors, when judged from a folder
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -264,6 +265,11 @@ def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *,
     from ..models.stylegan2 import load_generator
     from .gan import resolve_device
 
-    G = load_generator(resolve_model(generator), device=resolve_device(device))
-    return evaluate_generator(G, load_classifier(resolve_model(classifier)), **options)
+    from .. import _io
+    from ..models.stylegan2 import GENERATOR_WEIGHTS
+
+    folder = resolve_model(generator)
+    G = load_generator(folder, device=resolve_device(device))
+    q = evaluate_generator(G, load_classifier(resolve_model(classifier)), **options)
+    return dataclasses.replace(q, generator_sha256=_io.sha256(Path(folder) / GENERATOR_WEIGHTS))
 
