@@ -12,8 +12,9 @@
 // values [N, D] float32/float64; mask [N] bool; edges [D, B + 1] float32/float64 (non-decreasing rows)
 // or none (then the histograms are [D, 0]). ks and auroc are float64 [D], NaN when a group is empty;
 // the histograms int64 [D, B]. The schema is defined in dim_stats.cpp; each backend (cpu/, cuda/)
-// registers one kernel; both sort each column's groups and compute from dim_stats_merge.h (CPU: one merge
-// walk per column; CUDA: one thread per value, binary searches, then one thread per column).
+// registers one kernel; both run the merge walk of dim_stats_merge.h over the sorted columns of each group
+// (one thread per column on CUDA: the layout that ran on the H200; a one-thread-per-value kernel was
+// written (commit f449620) but never ran on a GPU, so it is not the one built).
 
 #include <ATen/core/Tensor.h>
 

@@ -4,17 +4,14 @@
 //
 // Order: ascending, NaN after every number (+inf included) and all NaNs equal to each other (one run
 // of ties); the statistics are those of this order. Each group's values are sorted in it: a (mask true,
-// n1 values) and b (mask false, n0 values). Both ways below give the same integers:
+// n1 values) and b (mask false, n0 values), element i at a[i * stride].
 //
-// merge_column (CPU): one walk over the merged order, one run of tied values at a time:
+// merge_column (one task per column on the CPU, one thread per column on CUDA): one walk over the merged
+// order, one run of tied values at a time:
 //   run r with p values of a and q of b, after c1 values of a and c0 of b:
 //     2U += p · (2 c0 + q)          Mann–Whitney U of a over b, ties ½ (so 2U is an integer)
 //     then c1 += p, c0 += q and KS = max |c1 n0 − c0 n1|   (n0 n1 times the ECDF difference, exact)
 //   and the run's values go to the bin of their value (one pointer, moving up: the runs are sorted).
-// rank_element + histogram_sorted (CUDA, one thread per value, then one per column): binary searches
-//   for a value v of a: 2U += #{b before v} + #{b not after v}; for every value v of either group:
-//   KS candidate |#{a not after v} n0 − #{b not after v} n1|; bin counts from the number of values at or
-//   above each edge.
 // ks = KS / (n0 n1) and auroc = U / (n0 n1) in float64: the same roundings as the analysis code
 // (failatlas/analysis/separation.py), whose integer and half-integer intermediates are exact too.
 // Bins: index = (number of edges <= v) − 1 clamped to [0, B − 1] (NaN: B − 1), as searchsorted + clamp.
@@ -61,82 +58,6 @@ FAILATLAS_HD inline void finish(int64_t ks_num, int64_t u2, int64_t n1, int64_t 
     *ks = static_cast<double>(ks_num) / static_cast<double>(pairs);
     *auroc = (0.5 * static_cast<double>(u2)) / static_cast<double>(pairs);
   }
-}
-
-// First index in [lo, n) of x[i * stride] (sorted) that comes after v: the number of values not after v,
-// when every value before lo is known not to be after v.
-template <typename T>
-FAILATLAS_HD inline int64_t upper(const T* x, int64_t lo, int64_t n, int64_t stride, T v) {
-  int64_t hi = n;
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (before(v, x[mid * stride])) {
-      hi = mid;
-    } else {
-      lo = mid + 1;
-    }
-  }
-  return lo;
-}
-
-// Number of values of x (sorted) before v.
-template <typename T>
-FAILATLAS_HD inline int64_t lower(const T* x, int64_t n, int64_t stride, T v) {
-  int64_t lo = 0, hi = n;
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (before(x[mid * stride], v)) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo;
-}
-
-// Value e of the column (e < n1: a[e], else b[e − n1]): its KS candidate |c1 n0 − c0 n1| at v and its
-// share of 2U (values of a only).
-template <typename T>
-FAILATLAS_HD inline void rank_element(
-    const T* a, int64_t n1, const T* b, int64_t n0, int64_t stride, int64_t e, int64_t* diff, int64_t* u2) {
-  int64_t c1, c0;
-  if (e < n1) {
-    const T v = a[e * stride];
-    c1 = upper(a, e + 1, n1, stride, v);
-    c0 = upper(b, 0, n0, stride, v);
-    *u2 = lower(b, n0, stride, v) + c0;
-  } else {
-    const T v = b[(e - n1) * stride];
-    c0 = upper(b, e - n1 + 1, n0, stride, v);
-    c1 = upper(a, 0, n1, stride, v);
-    *u2 = 0;
-  }
-  const int64_t d = c1 * n0 - c0 * n1;
-  *diff = d < 0 ? -d : d;
-}
-
-// Bin counts of n sorted values x[i * stride] on edges[0 .. bins] (bins >= 1): the count of bin j is the
-// number of values at or above e_j (NaN included) minus that at or above e_{j+1}, with every value in
-// bin 0 or above and none above bin B − 1 (the clamp).
-template <typename T>
-FAILATLAS_HD inline void histogram_sorted(
-    const T* x, int64_t n, int64_t stride, const double* edges, int64_t bins, int64_t* hist) {
-  int64_t at_or_above = n; // values with bin index >= j, for j = 0
-  for (int64_t j = 1; j < bins; ++j) {
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-      const int64_t mid = lo + (hi - lo) / 2;
-      const T v = x[mid * stride];
-      if (is_nan(v) || static_cast<double>(v) >= edges[j]) {
-        hi = mid;
-      } else {
-        lo = mid + 1;
-      }
-    }
-    hist[j - 1] = at_or_above - (n - lo);
-    at_or_above = n - lo;
-  }
-  hist[bins - 1] = at_or_above;
 }
 
 // edges: the B + 1 edges of this column (float64, non-decreasing), or unused when bins == 0;

@@ -73,6 +73,15 @@ def make_inputs(N, D, B=None, *, dtype=torch.float64, device="cpu", seed=0, ties
     return values.to(device), mask.to(device), None if edges is None else edges.to(device)
 
 
+def exact_reference(values, mask, edges):
+    """What the op must equal bit for bit: the torch reference on the CPU; on CUDA, the CPU op (the same
+    merge walk). The torch reference run on CUDA matched the float64 oracle but not bit for bit on the
+    H200 (its CUDA kernels round differently)."""
+    if values.device.type == "cpu":
+        return reference_dim_stats(values, mask, edges)
+    return dim_stats(values.cpu(), mask.cpu(), None if edges is None else edges.cpu())
+
+
 def assert_stats(out, expected, *, exact=False):
     ks, au, ht, hf = (t.cpu() for t in out)
     eks, eau, eht, ehf = (t.cpu() for t in expected)  # the oracle may have run on the op's device
@@ -97,7 +106,7 @@ def test_matches_oracle_on_random_shapes(native, device, dtype, ties, seed):
     assert out.hist_true.shape == (D, B) and out.hist_true.dtype == torch.int64
     assert_stats(out, oracle(values, mask, edges))
     # Same integers, same roundings: identical to the reference.
-    assert_stats(out, reference_dim_stats(values, mask, edges), exact=True)
+    assert_stats(out, exact_reference(values, mask, edges), exact=True)
 
 
 @pytest.mark.parametrize("device", devices())
@@ -174,7 +183,7 @@ def test_nan_is_above_every_number_and_ties_with_nan(native, device, dtype):
     values, mask, edges = values.to(device), mask.to(device), edges.to(device)
     out = dim_stats(values, mask, edges)
     assert_stats(out, oracle(values, mask, edges))
-    assert_stats(out, reference_dim_stats(values, mask, edges), exact=True)
+    assert_stats(out, exact_reference(values, mask, edges), exact=True)
     assert out.ks[3] == 0 and out.auroc[3] == 0.5
     assert int(out.hist_true[3, -1] + out.hist_false[3, -1]) == 60  # NaN: the last bin, as searchsorted
 
