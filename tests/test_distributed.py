@@ -222,3 +222,88 @@ def test_analyze_under_torchrun_matches_one_process(models, classifier2, tmp_pat
         assert torch.equal(getattr(pd, k), getattr(ps, k)), k
     md = json.loads((dist_out / "manifest.json").read_text())
     assert md["platform"]["world_size"] == 2 and md["files"] == sorted(p.name for p in dist_out.iterdir())
+
+
+_COMPARE = textwrap.dedent("""
+    import json, sys
+    from failatlas.analysis.compare import run_compare
+    gen, out, dump, *classifiers = sys.argv[1:]
+    run = run_compare(gen, classifiers, out=out, n=200, seed=5, k=3, batch_size=32)
+    print(run.format())
+    if run.comparison is not None:  # rank 0: the rankings, which compare.json only names
+        json.dump({name: {"order": r.order.tolist(), "score": r.score.tolist(), "method": r.method, "n": r.n,
+                          "images": r.images} for name, r in run.comparison.rankings.items()}, open(dump, "w"))
+""")
+
+
+@pytest.fixture(scope="module")
+def onnx_classifier(models):
+    """The first classifier exported to ONNX: no gradients, so it is ranked by the black-box ranking."""
+    pytest.importorskip("onnxruntime")
+    from failatlas.deploy import export_classifier_onnx
+    from failatlas.models.classifier import load_classifier
+
+    return export_classifier_onnx(load_classifier(models[1]).eval(), models[1].parent / "classifier.onnx")
+
+
+def test_compare_under_torchrun_matches_one_process(models, onnx_classifier, tmp_path):
+    from failatlas.analysis.compare import run_compare
+
+    gen, cls = models
+    # a random classifier and its ONNX export (the same predictions, so the corner search has common starts;
+    # two random classifiers agree on too few samples): re-labelling, a gradient and a black-box ranking
+    classifiers = [str(cls), str(onnx_classifier)]
+    script = tmp_path / "compare.py"
+    script.write_text(_COMPARE)
+    # 7 batches of 32: 4 on rank 0, 3 on rank 1; the black-box ranking deals its 272 dims out 136 / 136
+    proc = _torchrun([str(script), str(gen), str(tmp_path / "dist"), str(tmp_path / "rankings.json")] + classifiers,
+                     tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = run_compare(gen, classifiers, out=tmp_path / "single", n=200, seed=5, k=3, batch_size=32,
+                         progress_bar=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compare.py", "dist", "rankings.json", "single"]
+    assert [line for line in proc.stdout.splitlines() if "shard done" in line] == [
+        f"rank 1 of 2: shard done; rank 0 writes the results to {tmp_path / 'dist'}"]
+    dist_out, single_out = tmp_path / "dist", tmp_path / "single"
+    assert sorted(p.name for p in dist_out.iterdir()) == sorted(p.name for p in single_out.iterdir())
+    # the rankings: identical order, scores within 1e-6 (the black-box one by finite differences)
+    dumped = json.loads((tmp_path / "rankings.json").read_text())
+    c = single.comparison
+    assert list(dumped) == list(c.names) == ["classifier", "classifier.onnx"]
+    for name, r in c.rankings.items():
+        d = dumped[name]
+        assert (d["method"], d["n"], d["images"]) == (r.method, r.n, r.images), name
+        assert d["order"] == r.order.tolist(), name
+        assert all(_close(a, b) for a, b in zip(d["score"], r.score.tolist())), name
+    assert dumped["classifier.onnx"]["method"] == "black-box" and dumped["classifier.onnx"]["images"] == 64 * 272 * 2
+    jd, js = (json.loads((d / "compare.json").read_text()) for d in (dist_out, single_out))
+    assert jd.keys() == js.keys()
+
+    def same(a, b, path="compare.json"):
+        if isinstance(a, dict):
+            assert a.keys() == b.keys(), path
+            for key in a:
+                same(a[key], b[key], f"{path}/{key}")
+        elif isinstance(a, list):
+            assert len(a) == len(b), path
+            for i, (x, y) in enumerate(zip(a, b)):
+                same(x, y, f"{path}/{i}")
+        else:
+            assert _close(a, b), (path, a, b)
+
+    same(jd, js)
+    assert js["black_box_agreement"]["classifier.onnx"]["reference"] == "classifier"
+    assert (dist_out / "corner_shifts.csv").read_text() == (single_out / "corner_shifts.csv").read_text()
+
+
+def test_rank_black_box_under_torchrun_matches_one_process(models, onnx_classifier, tmp_path, capsys):
+    gen, _ = models
+    common = ["--generator", str(gen), "--classifier", str(onnx_classifier), "--n", str(N), "--seed", "5",
+              "--batch-size", "32"]  # finite differences on the first 64 samples; 136 of the 272 dims per rank
+    proc = _torchrun(["-m", "failatlas", "--", "rank"] + common + ["--out", str(tmp_path / "dist")], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(["rank"] + common + ["--out", str(tmp_path / "single")]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == FILES
+    assert json.loads((tmp_path / "dist" / "ranking.json").read_text())["method"] == "black-box"
+    _compare(tmp_path / "dist", tmp_path / "single")

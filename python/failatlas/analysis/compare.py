@@ -32,6 +32,9 @@ from .population import Population, check_class_counts, sample_population
 from .ranking import GradientRanking, Ranking, is_differentiable, rank_any, ranking_agreement
 
 
+BLACK_BOX_N = 64  # samples of a black-box ranking (finite differences): rank_any's default
+
+
 @dataclass(frozen=True, eq=False)
 class Comparison:
     """names: the classifiers, first = reference; accuracy: name → accuracy on the population;
@@ -108,38 +111,66 @@ def _finite(x: float) -> float | None:
 
 def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n: int = 2000, seed: int = 0,
                         k: int = 10, curve_k: int = 100, batch_size: int | None = None,
-                        population: Population | None = None, progress_bar: bool | None = None) -> Comparison:
+                        population: Population | None = None, progress_bar: bool | None = None,
+                        distributed: bool = False) -> Comparison | None:
     """Compare ``{name: classifier}`` (at least two; the first is the reference) on one population of
-    ``n`` samples drawn with ``seed`` (or the given ``population``, labelled by the first classifier)."""
+    ``n`` samples drawn with ``seed`` (or the given ``population``, labelled by the first classifier).
+
+    distributed: under ``torchrun`` (after :func:`failatlas.distributed.init`), what is computed per
+    sample is sharded across the ranks: the population and its re-labelling by every other classifier
+    (blocks of whole batches, all-gathered), every classifier's ranking (gradients; a black-box ranking's
+    dimensions) and the gradient ranking the black-box agreement is measured against. Rank 0 alone then
+    computes the curves and the corner searches and returns the :class:`Comparison`; the other ranks
+    return None after the last collective. The result equals one process's. Without an initialized
+    process group it changes nothing."""
     names = tuple(classifiers)
     if len(names) < 2:
         raise FailatlasError(f"compare needs at least two classifiers, got {len(names)}; pass --classifier twice")
     for C in classifiers.values():
         check_class_counts(G, C)
+    if distributed:
+        from .. import distributed as dist
+
+        distributed = dist.sharding()
     first = classifiers[names[0]]
     pop0 = population if population is not None else sample_population(G, first, n, seed=seed,
                                                                         batch_size=batch_size,
-                                                                        progress_bar=progress_bar)
+                                                                        progress_bar=progress_bar,
+                                                                        distributed=distributed)
     pops = {names[0]: pop0}
     for name in names[1:]:
-        pops[name] = with_classifier(pop0, G, classifiers[name], batch_size=batch_size, progress_bar=progress_bar)
+        if distributed:
+            from .pipeline import _relabel
+
+            pops[name] = _relabel(pop0, G, classifiers[name], batch_size, progress_bar, sharded=True)
+        else:
+            pops[name] = with_classifier(pop0, G, classifiers[name], batch_size=batch_size,
+                                         progress_bar=progress_bar)
     accuracy = {name: float(p.well.float().mean()) for name, p in pops.items()}
     agreement = {a: {b: float((pops[a].pred == pops[b].pred).float().mean()) for b in names} for a in names}
 
+    # (sharded: rank 0 gets every ranking, the other ranks None; every rank makes the same collective calls)
     rankings = {name: rank_any(G, classifiers[name], pops[name], seed=seed, batch_size=batch_size,
-                               progress_bar=progress_bar) for name in names}
+                               black_box_n=BLACK_BOX_N, progress_bar=progress_bar, distributed=distributed)
+                for name in names}
     # A black-box ranking (finite differences on its first n samples) against the reference's gradient
     # ranking on the same samples: for an export of the reference, this measures the black-box method.
     black_box_agreement = {}
     if is_differentiable(first):
         for name in names[1:]:
-            r = rankings[name]
-            if r.method == "black-box":
-                sub = pop0.subset(torch.arange(r.n))
-                grad = GradientRanking(G, first, batch_size=batch_size, progress_bar=False).rank(sub)
+            if not is_differentiable(classifiers[name]):  # its ranking is the black-box one
+                n_bb = min(BLACK_BOX_N, pop0.n)
+                sub = pop0.subset(torch.arange(n_bb))
+                grad = GradientRanking(G, first, batch_size=batch_size, progress_bar=False).rank(
+                    sub, distributed=distributed)
+                if grad is None:  # not rank 0
+                    continue
+                r = rankings[name]
                 grad = _with_sigma(grad, r.sigma)
                 black_box_agreement[name] = {"reference": names[0], "n": r.n,
                                              **ranking_agreement(grad, r)}
+    if distributed and not dist.is_main():  # the last collective is done: rank 0 does the rest
+        return None
     curves = {}
     for name in names:
         try:
@@ -262,12 +293,19 @@ def _report(comparison: Comparison, folder: Path) -> str:
 
 @dataclass(frozen=True)
 class CompareRun:
+    """What :func:`run_compare` computed and wrote. Under torchrun, ranks other than 0 get ``comparison``
+    None and no files (rank 0 writes them)."""
+
     out: Path
-    comparison: Comparison
+    comparison: Comparison | None
     files: dict[str, Path]
+    rank: int = 0
+    world_size: int = 1
 
     def format(self) -> str:
         """A short text summary: accuracy, agreement with the reference, mean corner shift, and the files."""
+        if self.comparison is None:
+            return f"rank {self.rank} of {self.world_size}: shard done; rank 0 writes the results to {self.out}"
         c = self.comparison
         ref = c.names[0]
         means = c.mean_shift_by_dim()
@@ -287,19 +325,38 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     """The ``failatlas compare`` job: load the generator and the classifiers (folders, shipped names or
     ``.onnx`` files), compare them and write ``compare.json``, ``corner_shifts.csv``,
     ``corner_shifts.png`` (+ ``.json``), ``accuracy_curves.png`` (+ ``.json``) and a self-contained
-    ``report.html`` into ``out``."""
+    ``report.html`` into ``out``.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) the per-sample work is sharded across the ranks (see
+    :func:`compare_classifiers`, gloo on CPU); rank 0 alone computes the rest, writes the files and gets
+    the full result; the other ranks return with ``comparison`` None."""
     from .._paths import resolve_model
     from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
     from ..report.curves_figures import plot_accuracy_curves
     from .pipeline import _unique_names
 
+    from .. import distributed as dist
+    from .population import _model_dtype_device
+
     out = _io.check_out_folder(out)
+    rank, world_size = dist.world()
+    if rank != 0:
+        progress_bar = False
     G = load_generator(resolve_model(generator))
     paths = [Path(c) if str(c).lower().endswith(".onnx") else resolve_model(c) for c in classifiers]
     models = {name: load_any_classifier(c) for name, c in zip(_unique_names(paths), classifiers)}
+    if world_size > 1:  # every rank checks the same things, so they all fail or all get to init()
+        if len(models) < 2:
+            raise FailatlasError(f"compare needs at least two classifiers, got {len(models)}; pass --classifier "
+                                 "twice")
+        if _model_dtype_device(G)[1].type != "cpu":
+            raise FailatlasError("failatlas under torchrun runs on the CPU (gloo) only for now")
+        dist.init()
     comparison = compare_classifiers(G, models, n=n, seed=seed, k=k, batch_size=batch_size,
-                                     progress_bar=progress_bar)
+                                     progress_bar=progress_bar, distributed=world_size > 1)
+    if comparison is None:  # not rank 0 under torchrun: its shards are done, rank 0 writes
+        return CompareRun(out, None, {}, rank=rank, world_size=world_size)
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": out / "compare.json", "csv": out / "corner_shifts.csv"}
     _io.write_json(files["json"], comparison.to_json())

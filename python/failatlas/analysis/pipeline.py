@@ -463,9 +463,9 @@ def run_analysis(options: AnalysisOptions | None = None,
             for info, C in loaded:
                 if not is_differentiable(C):
                     raise FailatlasError(
-                        f"classifier {info.name} ({info.path}) has no gradients (ONNX): its black-box ranking is "
-                        "not sharded under torchrun; run `failatlas analyze` in one process (python -m failatlas "
-                        "analyze)")
+                        f"classifier {info.name} ({info.path}) has no gradients (ONNX): `failatlas analyze` does "
+                        "not shard its black-box ranking under torchrun (`rank` and `compare` do); run `failatlas "
+                        "analyze` in one process (python -m failatlas analyze)")
             if next(G.parameters()).device.type != "cpu":
                 raise FailatlasError("failatlas under torchrun runs on the CPU (gloo) only for now")
             dist.init()

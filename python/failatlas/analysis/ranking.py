@@ -416,7 +416,18 @@ class BlackBoxRanking:
         self.batch_size = check_batch_size(batch_size, generator)
         self.progress_bar = progress_bar
 
-    def rank(self, population: Population) -> Ranking:
+    def rank(self, population: Population, distributed: bool = False) -> Ranking | None:
+        """Rank every dimension of s over the first ``n`` samples of ``population``.
+
+        distributed: under ``torchrun`` (after :func:`failatlas.distributed.init`; every rank passes the
+        same full population), the *dimensions* are dealt out round-robin (rank r walks dims r, r + P, …:
+        early layers cost more per dimension, so contiguous blocks would be uneven); every rank walks all
+        ``n`` samples in the same chunks as one process, so each finite difference is computed exactly as
+        there. The per-dimension columns are all-gathered and rank 0 sums them over the samples as one
+        process does, so the ranking is bit-identical; rank 0 returns it, the other ranks None. (Sharding
+        the samples instead would leave most ranks idle: the default n = 64 is one walk chunk.) Without an
+        initialized process group it changes nothing.
+        """
         from ..engine.walks import WalkEngine
 
         G = self.generator
@@ -431,17 +442,37 @@ class BlackBoxRanking:
         n = population.n if self.n is None else min(self.n, population.n)
         S = G.style_dim
         dims = torch.arange(S)
+        dist = None
+        if distributed:
+            from .. import distributed as dist
+
+            if dist.sharding():
+                rank, size = dist.world()
+                dims = torch.arange(rank, S, size)
+            else:
+                dist = None
         # σ = 0 dimensions (constant over the population) cannot be walked: their score is 0
         step_sigma = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
         res = WalkEngine(G, self.classifier, batch_size=self.batch_size).walk(
-            population.s[:n], population.y[:n], dims, torch.tensor([-self.h, self.h]), step_sigma, torch.ones(S),
-            progress_bar=self.progress_bar)
-        grads = (res.p_y[:, :, 1] - res.p_y[:, :, 0]) / (2 * self.h * step_sigma)  # [n, S] per raw style unit
+            population.s[:n], population.y[:n], dims, torch.tensor([-self.h, self.h]), step_sigma,
+            torch.ones(dims.numel()), progress_bar=self.progress_bar)
+        p_y, images = res.p_y, res.images
+        if dist is not None:  # [n, K_r, 2] per rank → [n, S, 2] in dimension order
+            cols = dist.all_gather_cat(p_y.permute(1, 0, 2).contiguous())  # [S, n, 2], rank-major
+            images = int(dist.all_reduce_sum(torch.tensor([float(images)])).item())
+            if not dist.is_main():
+                return None
+            size = dist.world()[1]
+            order = torch.cat([torch.arange(r, S, size) for r in range(size)])
+            p_y = torch.empty_like(cols)
+            p_y[order] = cols
+            p_y = p_y.permute(1, 0, 2)
+        grads = (p_y[:, :, 1] - p_y[:, :, 0]) / (2 * self.h * step_sigma)  # [n, S] per raw style unit
         grads = torch.where(sigma > 0, grads, torch.zeros_like(grads))
         if not bool(torch.isfinite(grads).all()):
             raise FailatlasError("the classifier's probabilities contain NaN or infinite values; check its weights")
         ranking = _make_ranking(grads.sum(dim=0), n, sigma, tuple(G.style_layout()), "probability", None, 0, 0, None)
-        return dataclasses.replace(ranking, method="black-box", images=res.images)
+        return dataclasses.replace(ranking, method="black-box", images=images)
 
 
 def is_differentiable(classifier: nn.Module) -> bool:
@@ -451,18 +482,24 @@ def is_differentiable(classifier: nn.Module) -> bool:
 
 def rank_any(G: nn.Module, classifier: nn.Module, population: Population, *, target: str = "probability",
              per_class: bool = False, bootstrap: int = 0, seed: int = 0, batch_size: int | None = None,
-             black_box_n: int | None = 64, progress_bar: bool | None = None) -> Ranking:
+             black_box_n: int | None = 64, progress_bar: bool | None = None,
+             distributed: bool = False) -> Ranking | None:
     """The gradient ranking when the classifier has gradients, else :class:`BlackBoxRanking` on the first
     ``black_box_n`` samples (probability target only; no per-class rankings or bootstrap: those options
-    are then ignored, and the result's ``method`` says "black-box")."""
+    are then ignored, and the result's ``method`` says "black-box").
+
+    distributed: sharded under ``torchrun`` (see :meth:`GradientRanking.rank` and
+    :meth:`BlackBoxRanking.rank`); rank 0 gets the ranking, the other ranks None."""
     if is_differentiable(classifier):
         return GradientRanking(G, classifier, target=target, batch_size=batch_size,
                                progress_bar=progress_bar).rank(population, per_class=per_class,
-                                                               bootstrap=bootstrap, seed=seed)
+                                                               bootstrap=bootstrap, seed=seed,
+                                                               distributed=distributed)
     if target != "probability":
         raise FailatlasError(f"a classifier without gradients (ONNX) is ranked by finite differences of the "
                              f"probability; target {target!r} is not available for it")
-    return BlackBoxRanking(G, classifier, n=black_box_n, progress_bar=progress_bar).rank(population)
+    return BlackBoxRanking(G, classifier, n=black_box_n, progress_bar=progress_bar).rank(population,
+                                                                                     distributed=distributed)
 
 
 def ranking_agreement(reference: Ranking, other: Ranking, k: int = 10, spearman_k: int = 50) -> dict[str, Any]:
@@ -533,7 +570,8 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     ``population.npz``, ``separation.csv`` and ``separation.png`` (+ ``separation.json``, its data) into
     ``out``.
 
-    Under ``torchrun`` (WORLD_SIZE > 1) the population and the gradients are sharded across the ranks
+    Under ``torchrun`` (WORLD_SIZE > 1) the population and the gradients (for a classifier without
+    gradients, the black-box ranking's dimensions) are sharded across the ranks
     (:mod:`failatlas.distributed`, gloo on CPU); rank 0 alone computes the separation, the bootstrap and
     the per-class rankings, writes the files and gets the full result; the other ranks return after the
     last collective call with ``ranking`` None. The ranking equals the single-process one."""
@@ -555,9 +593,6 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     G = load_generator(resolve_model(generator))
     C = load_any_classifier(classifier)
     check_class_counts(G, C)
-    if distributed and not is_differentiable(C):
-        raise FailatlasError("the black-box ranking of a classifier without gradients (ONNX) is not sharded "
-                             "under torchrun; run `failatlas rank` in one process (python -m failatlas rank)")
     if distributed and _model_dtype_device(G)[1].type != "cpu":
         raise FailatlasError("failatlas under torchrun runs on the CPU (gloo) only for now")
     dist.init()  # every rank checks the same things above, so they all fail or all get here
@@ -568,15 +603,11 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     layout = tuple(G.style_layout())
     separation = Separation(pop, layout=layout)  # fails now, before the gradients, if a group is empty
     t0 = time.perf_counter()
-    if distributed:
-        ranking = GradientRanking(G, C, target=target, batch_size=batch_size, progress_bar=progress_bar).rank(
-            pop, per_class=per_class, bootstrap=bootstrap, seed=seed, distributed=True)
-        if ranking is None:  # not rank 0: its part is done
-            return RankRun(out=out, population=pop, ranking=None, separation=None, summary=None, files={},
-                           timings=timings, rank=rank, world_size=world_size)
-    else:
-        ranking = rank_any(G, C, pop, target=target, per_class=per_class, bootstrap=bootstrap, seed=seed,
-                           batch_size=batch_size, progress_bar=progress_bar)
+    ranking = rank_any(G, C, pop, target=target, per_class=per_class, bootstrap=bootstrap, seed=seed,
+                       batch_size=batch_size, progress_bar=progress_bar, distributed=distributed)
+    if ranking is None:  # not rank 0 under torchrun: its part is done
+        return RankRun(out=out, population=pop, ranking=None, separation=None, summary=None, files={},
+                       timings=timings, rank=rank, world_size=world_size)
     timings["ranking"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     sep = separation.compute()
