@@ -307,3 +307,90 @@ def test_rank_black_box_under_torchrun_matches_one_process(models, onnx_classifi
     assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == FILES
     assert json.loads((tmp_path / "dist" / "ranking.json").read_text())["method"] == "black-box"
     _compare(tmp_path / "dist", tmp_path / "single")
+
+
+
+_TRAIN = textwrap.dedent("""
+    import sys, torch
+    from failatlas import distributed as d
+    from failatlas.training import gan
+    out, kimg, dump, resume = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4] == "resume"
+    real = gan._load_training_images
+    def few(cfg):  # 64 real images: the loop is what is tested, not the data
+        x, y, k = real(cfg)
+        return x[:64].clone(), y[:64].clone(), k
+    gan._load_training_images = few
+    held = {}
+    ema_update = gan._ema_update
+    def spy(G_ema, G, beta):  # keeps this rank's G and G_ema for the dump below
+        held.update(G=G, G_ema=G_ema)
+        ema_update(G_ema, G, beta)
+    gan._ema_update = spy
+    cfg = gan.GANTrainConfig(config="tiny", batch=16, kimg=kimg, snapshot_kimg=0.032, sample_kimg=0.032,
+                             log_every=1, seed=3, pl_weight=2.0, pl_interval=2, r1_interval=2)
+    res = gan.train_gan(cfg, out, resume=resume, progress=False)
+    torch.save({"G": held["G"].state_dict(), "G_ema": held["G_ema"].state_dict(), "steps": res.steps,
+                "rng": torch.get_rng_state()}, f"{dump}.{d.world()[0]}.pt")
+""")
+
+
+def _train_cfg(kimg):
+    from failatlas.training.gan import GANTrainConfig
+
+    return GANTrainConfig(config="tiny", batch=16, kimg=kimg, snapshot_kimg=0.032, sample_kimg=0.032, log_every=1,
+                          seed=3, pl_weight=2.0, pl_interval=2, r1_interval=2)
+
+
+def test_train_gan_under_torchrun_then_resume_in_one_process(tmp_path, monkeypatch):
+    from failatlas import load_generator
+    from failatlas.training import gan
+
+    script = tmp_path / "train.py"
+    script.write_text(_TRAIN)
+    # 3 steps of 16 images, 8 per rank (two class groups of 4 each); R1 and path length on steps 0 and 2
+    proc = _torchrun([str(script), str(tmp_path / "run"), "0.048", str(tmp_path / "held"), "new"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "generator.safetensors",
+                                                     "metrics.jsonl", "samples-latest.json", "samples-latest.png"]
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3] and lines[-1]["kimg"] == 0.048  # rank 0 alone wrote
+    assert all(math.isfinite(line["loss_G"]) and math.isfinite(line["loss_D"]) for line in lines)
+    h0, h1 = (torch.load(tmp_path / f"held.{r}.pt", weights_only=True) for r in (0, 1))
+    assert h0["steps"] == h1["steps"] == 3
+    for key in ("G", "G_ema"):  # the same averaged gradients on both ranks: the same weights, w_avg included
+        for name, v in h0[key].items():
+            assert torch.equal(v, h1[key][name]), (key, name)
+    assert not torch.equal(h0["rng"], h1["rng"])  # each rank drew its own part of every batch
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == 3 and ck["nimg"] == 48 and ck["world_size"] == 2
+    assert torch.equal(ck["rng"], h0["rng"]) and torch.equal(ck["rng_ranks"][1], h1["rng"])
+    for name, v in ck["G"].items():
+        assert torch.equal(v, h0["G"][name]), name
+    assert load_generator(run).style_dim == 272
+
+    # resumed in one process (batch 16 all in one): it continues from the checkpoint with rank 0's RNG
+    real = gan._load_training_images
+    monkeypatch.setattr(gan, "_load_training_images",
+                        lambda cfg: tuple(v[:64].clone() if torch.is_tensor(v) else v for v in real(cfg)))
+    res = gan.train_gan(_train_cfg(0.080), run, resume=True, progress=False)
+    assert res.steps == 5 and res.kimg == 0.080
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == 5 and "world_size" not in ck and "rng_ranks" not in ck
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3, 4, 5]
+
+
+def test_train_gan_resume_with_the_same_processes_is_exact(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(_TRAIN)
+    for args in (["full", "0.064", "new"], ["part", "0.032", "new"], ["part", "0.064", "resume"]):
+        out, kimg, mode = args
+        proc = _torchrun([str(script), str(tmp_path / out), kimg, str(tmp_path / f"held-{out}"), mode], tmp_path)
+        assert proc.returncode == 0, (args, proc.stderr[-3000:])
+    a, b = (torch.load(tmp_path / name / "checkpoint.pt", weights_only=True) for name in ("full", "part"))
+    assert a["step"] == b["step"] == 4
+    for key in ("G", "D", "G_ema"):
+        for name, t in a[key].items():
+            assert torch.equal(t, b[key][name]), (key, name)
+    assert all(torch.equal(x, y) for x, y in zip(a["rng_ranks"], b["rng_ranks"]))

@@ -148,7 +148,9 @@ def _eval_classifier_command(p: argparse.ArgumentParser):
 @command("train-gan", "Train a conditional StyleGAN2 on a dataset (resumable).",
          "Train a conditional StyleGAN2 (non-saturating loss, lazy R1, style mixing, EMA). The output folder "
          "holds checkpoint.pt (resume with --resume), the EMA generator (generator.safetensors + "
-         "config.json, usable as --generator), metrics.jsonl and samples-latest.png. Ctrl-C saves and stops.")
+         "config.json, usable as --generator), metrics.jsonl and samples-latest.png. Ctrl-C saves and stops. "
+         "Under torchrun (`torchrun --nproc_per_node=P -m failatlas -- train-gan ...`, CPU/gloo) each process "
+         "draws batch/P of every batch and the gradients are averaged; rank 0 writes.")
 def _train_gan(p: argparse.ArgumentParser):
     from .training.gan import GANTrainConfig
 
@@ -189,9 +191,15 @@ def _train_gan(p: argparse.ArgumentParser):
                              config=a.config, kimg=a.kimg, batch=a.batch, lr=a.lr, pl_weight=a.pl_weight,
                              r1_gamma=a.r1_gamma, class_groups=a.class_groups, cond_ramp_kimg=a.cond_ramp_kimg,
                              snapshot_kimg=a.snapshot_kimg, sample_kimg=a.snapshot_kimg, seed=a.seed)
+        from . import distributed
+
         result = train_gan(cfg, a.out, resume=a.resume, threads=a.threads, device=a.device,
                            max_minutes=a.max_minutes, init_from=a.init_from)
-        _print_json(result.to_json())
+        rank, size = distributed.world()
+        if rank == 0:
+            _print_json(result.to_json())
+        else:  # under torchrun: rank 0 wrote the run and prints its summary
+            print(f"rank {rank} of {size}: done; rank 0 wrote the run to {a.out}")
         return 130 if result.interrupted else 0
 
     return run
@@ -291,6 +299,9 @@ def _analyze(p: argparse.ArgumentParser):
     p.add_argument("--n", type=int, default=None, help="population size (default 10000; 2000 with --quick)")
     p.add_argument("--seed", type=int, default=0, help="seed of the population, bootstrap, random dims and t-SNE")
     p.add_argument("--k", type=int, default=100, help="top-K dimensions of the accuracy-curve distance")
+    p.add_argument("--curve-centre", choices=("class", "global"), default="class",
+                   help="accuracy curve: distance of each sample to the average of its own class (default) or "
+                        "to one average of all classes")
     p.add_argument("--quick", action="store_true",
                    help="a fast pass: N=2000, 500 t-SNE points, grids for 3 classes, no bootstrap")
     p.add_argument("--skip-tsne", action="store_true", help="leave out the t-SNE stage")
@@ -306,7 +317,7 @@ def _analyze(p: argparse.ArgumentParser):
 
         result = run_analysis(AnalysisOptions(
             generator=a.generator, classifiers=tuple(a.classifier) if a.classifier else None, n=a.n, seed=a.seed,
-            k=a.k, quick=a.quick, skip_tsne=a.skip_tsne, batch_size=a.batch_size, threads=a.threads,
+            k=a.k, curve_centre=a.curve_centre, quick=a.quick, skip_tsne=a.skip_tsne, batch_size=a.batch_size, threads=a.threads,
             overwrite=a.overwrite), a.out)
         print(result.format())
         return 0

@@ -19,6 +19,31 @@ from the CPU generator, so both devices see the same batches; only the per-pixel
 mode is drawn on the device (its RNG state is in the checkpoint too). A resumed run continues exactly on
 the device it was saved on. On CUDA, TF32 matrix arithmetic is allowed (5× faster for the ``paper``
 config; the losses are logged in float32 either way).
+
+**Under torchrun** (``torchrun --nproc_per_node=P -m failatlas -- train-gan ...``, gloo, CPU only for now)
+every rank builds the same G and D (from ``seed``), then draws its own part of every batch: ``batch / P``
+fakes and reals (a multiple of D's minibatch-stddev group, so the class-grouped batches stay whole within
+a rank) from its own RNG, seeded from (``seed``, rank). After each backward the gradients are averaged
+over the ranks by one explicit ``all_reduce`` of all of them, flattened (as StyleGAN2-ADA does), not by
+``DistributedDataParallel``: DDP reduces in hooks armed by the wrapped module's ``forward``, expects every
+parameter that requires a gradient to get one in each backward, and does not support the second-order
+``torch.autograd.grad(..., create_graph=True)`` of the lazy R1 and path-length terms, while this loop calls
+G's sub-networks directly, switches ``requires_grad`` between the G and D phases, runs R1 only every
+``r1_interval`` steps and accumulates two backwards (loss and path length) before one G step. With the
+explicit reduction the R1 steps need nothing special (the R1 term is in the same backward), and since
+every rank applies the same averaged gradients with the same Adam, G, D and so the EMA generator (updated
+locally from G) stay identical on every rank. The mapping's running mean w (``w_avg``) and the
+path-length mean are averaged with them, so they follow the global batch too. Losses in
+``metrics.jsonl`` are the ranks' means. Ctrl-C and ``max_minutes`` are agreed on each step (any rank
+stopping stops all at the same step). Rank 0 alone writes the checkpoint, the EMA generator, the metrics
+and the sample grid; every rank reads the checkpoint on ``--resume`` (multi-node: put ``--out`` on a
+shared filesystem).
+
+The checkpoint format is the single-process one: ``rng`` is rank 0's RNG state; a distributed run adds
+``world_size`` and ``rng_ranks`` (every rank's state). A resume with the same number of processes restores
+every rank's state and continues exactly; with another number (including a single process, which reads
+``rng`` as always) rank 0 continues its stream and the other ranks are seeded from (``seed``, rank,
+images shown): the run continues statistically (same options, same global batch), not bit for bit.
 """
 
 from __future__ import annotations
@@ -109,6 +134,66 @@ class GANTrainConfig:
     def resumable_with(self, other: "GANTrainConfig") -> list[str]:
         a, b = dataclasses.asdict(self), dataclasses.asdict(other)
         return [k for k in a if k != "kimg" and a[k] != b[k]]
+
+
+def _rank_seed(seed: int, rank: int, nimg: int | None = None) -> int:
+    """A 63-bit seed for one rank's RNG, a fixed function of the run seed and the rank (and, for ranks that
+    a resume with another number of processes starts afresh, of the images shown)."""
+    import numpy as np
+
+    key = [abs(int(seed)) & 0xFFFFFFFF, abs(int(seed)) >> 32, int(seed < 0), int(rank)]
+    if nimg is not None:
+        key += [int(nimg) & 0xFFFFFFFF, int(nimg) >> 32]
+    a, b = np.random.SeedSequence(key).generate_state(2, dtype=np.uint32)
+    return (int(a) << 31) ^ int(b)
+
+
+class _Ranks:
+    """The collectives of a distributed run (gloo): gradient averaging and the small agreements."""
+
+    def __init__(self, rank: int, size: int) -> None:
+        import torch.distributed as dist
+
+        self.dist, self.rank, self.size = dist, rank, size
+
+    def average_grads(self, module: torch.nn.Module, buffers: tuple[torch.Tensor, ...] = ()) -> None:
+        """Every gradient of ``module`` (and the given buffers) replaced by its mean over the ranks, in one
+        all_reduce of one flat tensor. Every rank must hold gradients for the same parameters."""
+        params = [q for q in module.parameters() if q.grad is not None]
+        parts = [q.grad.reshape(-1) for q in params] + [b.reshape(-1) for b in buffers]
+        flat = torch.cat(parts + [torch.ones(1, dtype=parts[0].dtype if parts else torch.float32)])
+        self.dist.all_reduce(flat)
+        if int(round(float(flat[-1]))) != self.size:  # pragma: no cover - a broken invariant, not user input
+            raise FailatlasError("distributed train-gan: the ranks disagree on the collective")
+        flat /= self.size
+        i = 0
+        for tgt in [q.grad for q in params] + list(buffers):
+            k = tgt.numel()
+            tgt.copy_(flat[i:i + k].view_as(tgt))
+            i += k
+
+    def mean(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64)
+        self.dist.all_reduce(t)
+        return (t / self.size).tolist()
+
+    def any(self, *flags: bool) -> list[bool]:
+        t = torch.tensor([float(bool(f)) for f in flags])
+        self.dist.all_reduce(t)
+        return [bool(v > 0) for v in t.tolist()]
+
+    def first_bad(self, local: int) -> int:
+        """The earliest step any rank saw a non-finite loss (-1: none)."""
+        big = 1 << 62
+        t = torch.tensor([local if local >= 0 else big], dtype=torch.int64)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MIN)
+        return int(t) if int(t) < big else -1
+
+    def rng_states(self) -> list[torch.Tensor]:
+        from .. import distributed as fdist
+
+        every = fdist.all_gather_cat(torch.get_rng_state()[None])
+        return [every[r].clone() for r in range(self.size)]
 
 
 @dataclass(frozen=True)
@@ -283,6 +368,21 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     dev = resolve_device(device)
     out = Path(out)
     ckpt_path = out / CHECKPOINT
+    from .. import distributed as fdist
+
+    rank, world = fdist.world()
+    distributed = world > 1
+    if distributed:
+        if dev.type != "cpu":
+            raise FailatlasError("train-gan under torchrun runs on the CPU (gloo) only for now; use --device cpu, "
+                                 "or one process per GPU run alone")
+        if cfg.batch % (4 * world):
+            raise FailatlasError(f"--batch {cfg.batch} split over {world} processes must leave each a multiple of 4 "
+                                 f"(D's minibatch-stddev group): use a multiple of {4 * world}")
+        fdist.init()  # every rank checked the same things above
+    main = rank == 0
+    if not main:
+        progress = False
     if threads:
         torch.set_num_threads(threads)
     if dev.type == "cuda":
@@ -320,7 +420,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
                                  f"{cfg.config!r}; use --config {src_arch.name}")
         arch, init_name = src_arch, str(src)
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same weights on every rank
     G = Generator(arch).train().to(dev)
     D = Discriminator(arch, unconditional_head=cfg.cond_ramp_kimg > 0).train().to(dev)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -331,6 +431,9 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     step, nimg, pl_mean = 0, 0, torch.zeros([], device=dev)
     if dev.type == "cuda":
         torch.cuda.manual_seed(cfg.seed)
+    ranks = _Ranks(rank, world) if distributed else None
+    if distributed:  # from here on each rank draws its own latents, labels, reals and noise
+        torch.manual_seed(_rank_seed(cfg.seed, rank))
     if state is not None:
         G.load_state_dict(state["G"])
         G_ema.load_state_dict(state["G_ema"])
@@ -340,7 +443,13 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
         if resume:
             D.load_state_dict(state["D"])
             D_opt.load_state_dict(state["D_opt"])
-            torch.set_rng_state(state["rng"])
+            saved_ranks = state.get("rng_ranks") if distributed else None
+            if saved_ranks is not None and len(saved_ranks) == world:  # the same number of processes: exact
+                torch.set_rng_state(saved_ranks[rank])
+            elif main:  # one process, or rank 0 of another number: rank 0's stream
+                torch.set_rng_state(state["rng"])
+            else:  # another number of processes: a fresh stream, continued statistically
+                torch.manual_seed(_rank_seed(cfg.seed, rank, nimg))
             if dev.type == "cuda" and "cuda_rng" in state:
                 torch.cuda.set_rng_state(state["cuda_rng"], dev)
         else:  # warm start: a head the source lacked starts fresh, and so then does D's optimizer
@@ -350,21 +459,28 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
                                      f"architecture (missing {missing}, unexpected {unexpected})")
             if not missing:
                 D_opt.load_state_dict(state["D_opt"])
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     batches = _Batches(labels, num_classes, arch.mbstd_group, cfg.class_groups, arch.z_dim, dev)
     reals, labels = reals.to(dev), labels.to(dev)
 
     gamma = cfg.gamma(arch.resolution)
+    local = cfg.batch // world  # this rank's part of every batch (all of it in one process)
+    w_avg = (G.mapping_network.w_avg,) if hasattr(G.mapping_network, "w_avg") else ()
     total = int(math.ceil(cfg.kimg * 1000))
     next_snapshot = (nimg // int(cfg.snapshot_kimg * 1000) + 1) * int(cfg.snapshot_kimg * 1000)
     next_sample = (nimg // int(cfg.sample_kimg * 1000) + 1) * int(cfg.sample_kimg * 1000)
 
     def save() -> None:
+        rng_ranks = ranks.rng_states() if ranks is not None else None  # a collective: every rank calls save()
+        if not main:
+            return
         _io.save_checkpoint(ckpt_path, {
             "format": "failatlas-gan-checkpoint", "G": G.state_dict(), "D": D.state_dict(),
             "G_ema": G_ema.state_dict(), "G_opt": G_opt.state_dict(), "D_opt": D_opt.state_dict(),
             "step": step, "nimg": nimg, "pl_mean": pl_mean, "rng": torch.get_rng_state(),
             **({"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {}),
+            **({"world_size": world, "rng_ranks": rng_ranks} if rng_ranks is not None else {}),
             "train_config": dataclasses.asdict(cfg), "arch": arch.to_json(),
             **({"init_from": init_name} if init_name else {}),
         })
@@ -385,7 +501,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     first_bad = torch.full([], -1, dtype=torch.long, device=dev)
 
     def check_finite(lg: float, ld: float) -> None:
-        bad = int(first_bad)
+        bad = int(first_bad) if ranks is None else ranks.first_bad(int(first_bad))
         if bad >= 0:
             raise FailatlasError(
                 f"training diverged: loss became non-finite at step {bad} (kimg {nimg / 1000:.1f}; "
@@ -405,36 +521,41 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             cw = cfg.cond_weight(nimg)
             G.requires_grad_(True)
             D.requires_grad_(False)
-            z, y = batches.fake(cfg.batch)
+            z, y = batches.fake(local)
             img = G.synthesis_network(G.styles(mixed_ws(z, y, True, cw)), "random")
             loss_G = F.softplus(-D(img, y, cw)).mean()
             G_opt.zero_grad(set_to_none=True)
             loss_G.backward()
             if cfg.pl_weight > 0 and step % cfg.pl_interval == 0:
-                z, y = batches.fake(max(cfg.batch // 2, 1))
+                z, y = batches.fake(max(local // 2, 1))
                 ws = mixed_ws(z, y, False, cw).detach().requires_grad_(True)
                 img = G.synthesis_network(G.styles(ws), "random")
                 noise = torch.randn_like(img) / arch.resolution
                 (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
                 lengths = grad.square().sum(2).mean(1).sqrt()
-                pl_mean = pl_mean.lerp(lengths.mean().detach(), 0.01)
+                batch_mean = lengths.mean().detach()
+                if ranks is not None:  # the global batch's mean, so pl_mean stays the same on every rank
+                    batch_mean = torch.tensor(ranks.mean([float(batch_mean)])[0], dtype=batch_mean.dtype)
+                pl_mean = pl_mean.lerp(batch_mean, 0.01)
                 (((lengths - pl_mean).square()).mean() * cfg.pl_weight * cfg.pl_interval).backward()
+            if ranks is not None:  # the global batch's gradient (and running mean w)
+                ranks.average_grads(G, w_avg)
             G_opt.step()
 
             # --- D: logistic loss on fakes and reals, lazy R1 ---
             G.requires_grad_(False)
             D.requires_grad_(True)
-            z, y = batches.fake(cfg.batch)
+            z, y = batches.fake(local)
             with torch.no_grad():
                 fake = G.synthesis_network(G.styles(mixed_ws(z, y, False, cw)), "random")
-            idx = batches.real_indices(cfg.batch)
+            idx = batches.real_indices(local)
             real, y_real = reals[idx], labels[idx]
             do_r1 = step % cfg.r1_interval == 0
             real.requires_grad_(do_r1)
             # One D call on fakes and reals; minibatch-stddev groups are consecutive samples, so (batch being
             # a multiple of the group size) no group mixes the two halves.
             scores = D(torch.cat([fake, real]), torch.cat([y, y_real]), cw)
-            score_fake, score_real = scores[: cfg.batch], scores[cfg.batch:]
+            score_fake, score_real = scores[:local], scores[local:]
             loss_D = F.softplus(score_fake).mean() + F.softplus(-score_real).mean()
             r1 = torch.zeros([], device=dev)
             if do_r1:
@@ -443,6 +564,8 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
                 loss_D = loss_D + r1 * (gamma / 2) * cfg.r1_interval
             D_opt.zero_grad(set_to_none=True)
             loss_D.backward()
+            if ranks is not None:  # with the R1 term on R1 steps: it is in the same backward
+                ranks.average_grads(D)
             D_opt.step()
 
             finite = torch.isfinite(loss_G.detach()) & torch.isfinite(loss_D.detach())
@@ -460,14 +583,19 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             if do_r1:
                 r1_last = r1.detach()
             time_up = max_minutes is not None and elapsed >= max_minutes * 60
+            if ranks is not None:  # all ranks stop at the same step
+                flag.stop, time_up = ranks.any(flag.stop, time_up)
             snapshot, sample = nimg >= next_snapshot, nimg >= next_sample
             stopping = flag.stop or time_up or nimg >= total
             if step % cfg.log_every == 0 or snapshot or sample or stopping:
                 lg, ld = float(loss_G.detach()), float(loss_D.detach())
+                r1_log = float(r1_last)
+                if ranks is not None:  # the ranks' means
+                    lg, ld, r1_log = ranks.mean([lg, ld, r1_log])
                 check_finite(lg, ld)
-            if step % cfg.log_every == 0 or stopping:
+            if main and (step % cfg.log_every == 0 or stopping):
                 log.update({"step": step, "kimg": nimg / 1000, "loss_G": lg, "loss_D": ld,
-                            "r1": float(r1_last), "images_per_s": rate, "seconds": elapsed})
+                            "r1": r1_log, "images_per_s": rate, "seconds": elapsed})
                 bar.set_postfix(G=f"{lg:.2f}", D=f"{ld:.2f}", img_s=f"{rate:.0f}")
                 with open(metrics_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(log) + "\n")
@@ -475,20 +603,22 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
                 save()
                 next_snapshot += int(cfg.snapshot_kimg * 1000)
             if sample:
-                _sample_grid(G_ema, out / "samples-latest.png")
+                if main:
+                    _sample_grid(G_ema, out / "samples-latest.png")
                 next_sample += int(cfg.sample_kimg * 1000)
             if flag.stop or time_up:
                 interrupted, time_limited = flag.stop, time_up and not flag.stop
                 break
     save()
-    _sample_grid(G_ema, out / "samples-latest.png")
+    if main:
+        _sample_grid(G_ema, out / "samples-latest.png")
     elapsed = time.perf_counter() - t0
     result = GANTrainResult(str(out), nimg / 1000, step, elapsed, (nimg - start_nimg) / max(elapsed, 1e-9),
                             interrupted, time_limited, str(dev))
-    if time_limited:
+    if time_limited and main:
         print(f"failatlas: stopped after {max_minutes:g} minutes at kimg {nimg / 1000:.1f}; checkpoint saved in "
               f"{out}; continue with --resume", flush=True)
-    if interrupted:
+    if interrupted and main:
         print(f"failatlas: interrupted at kimg {nimg / 1000:.1f}; checkpoint saved in {out}; "
               f"continue with --resume", flush=True)
     return result
