@@ -133,8 +133,20 @@ def test_per_class_curves_use_class_centres():
         u = (d - dw.min()) / (0.7 * (dw - dw.min()).max())
         assert torch.allclose(r.per_class[c].distance, u)
         assert r.per_class[c].label == c and int(r.per_class[c].n_well.sum()) == int(well[sel].sum())
-    # the overall centre lies between the classes, so its distances differ from the per-class ones
-    assert float(r.centre[0]) == pytest.approx(float(s[well, 0].double().mean()))
+    # the overall curve measures each sample from its own class's centre (the default) ...
+    assert r.centre_mode == "class" and r.centre.shape == (2, 2)
+    for c in (0, 1):
+        assert torch.allclose(r.centre[c], r.per_class[c].centre)
+    x = s[:, [0, 1]].double()
+    d = (x - r.centre[y]).norm(dim=1)
+    dw = d[well]
+    assert torch.allclose(r.distance, (d - dw.min()) / (0.7 * (dw - dw.min()).max()))
+    # ... or, with centre="global", from one centre between the classes
+    g = AccuracyCurve(ranking, k=2, centre="global").compute(pop)
+    assert g.centre_mode == "global" and float(g.centre[0]) == pytest.approx(float(s[well, 0].double().mean()))
+    assert not torch.allclose(g.distance, r.distance)
+    with pytest.raises(FailatlasError, match="centre must be one of class, global"):
+        AccuracyCurve(ranking, centre="median")
     # class_dims="class": each class on its own ranking's top-k
     rc = AccuracyCurve(ranking, k=2, class_dims="class").compute(pop)
     assert rc.per_class[0].dims == (3, 2) and rc.per_class[1].dims == (0, 1) and rc.dims == (0, 1)
@@ -169,7 +181,7 @@ def test_json_and_csv(tmp_path, hand_case):
     pop, ranking = hand_case
     y = torch.tensor([0, 0, 1, 1, 0, 1, 0, 1, 0])
     pop = make_population(pop.s, pop.well, y)  # each class: 2 well samples at equal distances → skipped
-    r = AccuracyCurve(ranking, k=1).compute(pop)
+    r = AccuracyCurve(ranking, k=1, centre="global").compute(pop)
     obj = json.loads(json.dumps(r.to_json(), allow_nan=False))
     assert obj["format"] == "failatlas-accuracy-curve" and obj["k"] == 1 and obj["n_mis_total"] == 5
     assert obj["skipped_classes"] == [0, 1] and obj["per_class"] == {}
@@ -208,7 +220,21 @@ def test_classifier_curves_on_a_real_population(G, C, population):
     r = curves["random"]
     assert r.dims == tuple(ranking.order[:10].tolist())
     assert int(r.n_well.sum()) == n_well
-    assert int(r.n_mis.sum()) + r.n_below + r.n_beyond == population.n_mis
+    assert int(r.n_mis.sum()) + r.n_below + r.n_beyond + r.n_without_centre == population.n_mis
+    assert r.to_json()["n_mis_total"] == population.n_mis
+
+
+def test_a_class_without_well_classified_samples_has_no_centre():
+    gen = torch.Generator().manual_seed(3)
+    n = 90
+    y = torch.arange(n) % 3
+    s = torch.randn(n, 3, generator=gen)
+    well = (torch.rand(n, generator=gen) < 0.7) & (y != 2)  # class 2: every sample wrong
+    r = AccuracyCurve(make_ranking([0, 1, 2]), k=2).compute(make_population(s, well, y))
+    assert r.classes_without_centre == (2,) and r.n_without_centre == 30
+    assert torch.isnan(r.centre[2]).all() and len(r.distance) == 60
+    obj = r.to_json()
+    assert obj["classes_without_centre"] == [2] and obj["n_mis_total"] == int((~well).sum())
 
 
 def test_curve_figures_write_png_and_json(tmp_path):

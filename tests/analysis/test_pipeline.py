@@ -192,6 +192,8 @@ def test_cli_rejects_unknown_options_and_bad_values(models, tmp_path, capsys):
     assert rc == 2 and "--k 100000" in err and not (tmp_path / "x").exists()
     with pytest.raises(FailatlasError, match="--n must be"):
         run_analysis(_options(models, n=0), tmp_path / "y")
+    with pytest.raises(FailatlasError, match="--curve-centre must be one of class, global"):
+        run_analysis(_options(models, curve_centre="median"), tmp_path / "y")
     (tmp_path / "file").write_text("")
     with pytest.raises(FailatlasError, match="is a file"):
         run_analysis(_options(models), tmp_path / "file")

@@ -58,7 +58,7 @@ import torch
 from .. import _io, __version__
 from ..errors import FailatlasError
 from .corners import CornerCases, CornerCaseSearch
-from .curves import AccuracyCurve, CurveResult, with_classifier
+from .curves import CENTRES, AccuracyCurve, CurveResult, with_classifier
 from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap
 from .population import Population, check_batch_size, sample_population
@@ -86,7 +86,8 @@ class AnalysisOptions:
     generator: a generator folder or a shipped model's name; classifiers: folders or shipped names, the
     first is the primary (None: both shipped MNIST classifiers, corrupted-trained first). n: population
     size (None: 10,000, or 2,000 with ``quick``); seed: of the population, the bootstrap, the random
-    comparison dimensions and the t-SNE; k: dimensions of the accuracy-curve distance (K). quick: a fast
+    comparison dimensions and the t-SNE; k: dimensions of the accuracy-curve distance (K); curve_centre:
+    "class" (each sample's distance to its own class's well-classified mean) or "global". quick: a fast
     pass (N = 2,000, 500 t-SNE points, grids for 3 classes, no bootstrap); skip_tsne: no t-SNE stage.
     bootstrap / tsne_points / grid_classes: override what ``quick`` chooses (None: its choice).
     batch_size: samples per forward pass (None: 64 on CPU, 512 on an accelerator); threads: torch CPU
@@ -102,6 +103,7 @@ class AnalysisOptions:
     n: int | None = None
     seed: int = 0
     k: int = 100
+    curve_centre: str = "class"
     quick: bool = False
     skip_tsne: bool = False
     bootstrap: int | None = None
@@ -160,6 +162,8 @@ class AnalysisOptions:
         positive("--threads", self.threads, minimum=0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise FailatlasError(f"--seed must be an integer, got {self.seed!r}")
+        if self.curve_centre not in CENTRES:
+            raise FailatlasError(f"--curve-centre must be one of {', '.join(CENTRES)}, got {self.curve_centre!r}")
         if self.classifiers is not None and (isinstance(self.classifiers, str) or not len(self.classifiers)):
             raise FailatlasError("classifiers must be a non-empty list of folders or shipped names "
                                  "(repeat --classifier DIR)")
@@ -626,15 +630,16 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     curves: dict[str, CurveResult] = {}
     with stage("accuracy curves", f"K = {options.k}"):
         for info in infos:
-            curves[info.name] = AccuracyCurve(rankings[info.name], k=options.k, per_class=True).compute(
-                populations[info.name])
+            curves[info.name] = AccuracyCurve(rankings[info.name], k=options.k, per_class=True,
+                                              centre=options.curve_centre).compute(populations[info.name])
         _curves_csv(curves, tmp / "curves.csv")
         _io.write_json(tmp / "curves.json", _jsonable({"format": "failatlas-accuracy-curves", "k": options.k,
                                                        "primary": primary,
                                                        "classifiers": {k: v.to_json() for k, v in curves.items()}}))
         wrote("curves.csv", "curves.json")
         plot_accuracy_curves(curves, tmp / "accuracy_curves.png")
-        figure("accuracy_curves.png", "Accuracy vs distance to the well-classified centre (Fig. 6)",
+        where = "its class's" if options.curve_centre == "class" else "the"
+        figure("accuracy_curves.png", f"Accuracy vs distance to {where} well-classified centre (Fig. 6)",
                f"Top-{options.k} dimensions of each classifier's own ranking; a steeper fall = less resilient.")
         if curves[primary].per_class:
             plot_accuracy_curves_per_class({primary: curves[primary]}, tmp / "accuracy_curves_per_class.png")

@@ -71,7 +71,9 @@ def plot_accuracy_curves(curves: Mapping[str, Any], path: str | Path) -> Path:
     fig = _new_figure(5.2, 3.8)
     ax = fig.subplots()
     _draw_curves(ax, curves, _colours(curves), fontsize=9)
-    ax.set_xlabel("normalized distance to the well-classified centre", fontsize=9)
+    ax.set_xlabel("normalized distance to the well-classified centre"
+                  + (" of the sample's class" if next(iter(curves.values())).centre_mode == "class" else ""),
+                  fontsize=9)
     ax.set_ylabel("accuracy", fontsize=9)
     ax.set_title(f"Accuracy vs distance (top-{'/'.join(map(str, ks))} dimensions)", fontsize=10)
     ax.legend(fontsize=8, frameon=False, loc="lower left")
