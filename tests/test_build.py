@@ -120,9 +120,10 @@ def test_cmake_lists_every_native_source_sorted():
     cmake = (REPO_ROOT / "CMakeLists.txt").read_text()
     lists = {
         name: re.findall(r"^\s+(csrc/\S+)$", body, flags=re.M)
-        for name, body in re.findall(r"set\((FAILATLAS_(?:CUDA_|RUNNER_)?SOURCES)\n(.*?)\)", cmake, flags=re.S)
+        for name, body in re.findall(r"set\((FAILATLAS_(?:CUDA_|RUNNER_|ENGINE_)?SOURCES)\n(.*?)\)", cmake, flags=re.S)
     }
-    assert set(lists) == {"FAILATLAS_SOURCES", "FAILATLAS_CUDA_SOURCES", "FAILATLAS_RUNNER_SOURCES"}
+    assert set(lists) == {"FAILATLAS_SOURCES", "FAILATLAS_CUDA_SOURCES", "FAILATLAS_RUNNER_SOURCES",
+                          "FAILATLAS_ENGINE_SOURCES"}
     for name, files in lists.items():
         assert files == sorted(files), f"{name} is not sorted"
     on_disk = sorted(
@@ -136,6 +137,10 @@ def test_cmake_lists_every_native_source_sorted():
     assert not any("/cuda/" in f for f in lists["FAILATLAS_SOURCES"])
     assert all(f.startswith("csrc/runner/") for f in lists["FAILATLAS_RUNNER_SOURCES"])
     assert not any(f.startswith("csrc/runner/") for f in lists["FAILATLAS_SOURCES"] + lists["FAILATLAS_CUDA_SOURCES"])
+    # the engine (libtorch only, linked into both _C and the runner) only in its own list.
+    assert lists["FAILATLAS_ENGINE_SOURCES"] and all(f.startswith("csrc/engine/") for f in lists["FAILATLAS_ENGINE_SOURCES"])
+    assert not any(f.startswith("csrc/engine/") for name, files in lists.items() if name != "FAILATLAS_ENGINE_SOURCES"
+                   for f in files)
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")

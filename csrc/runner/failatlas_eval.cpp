@@ -19,14 +19,15 @@
 // evaluates one batch holding the next point of every pending (start, dim) row. Walk points are
 // float32(float64(s) + σ·(sign·t)), exactly as the Python search builds them.
 //
+// The model runs in a failatlas::Engine (csrc/engine/engine.h), the same evaluation loop that
+// failatlas._C.Engine exposes to Python: this file parses arguments, reads the inputs, builds walk and
+// search points into the engine's buffer and writes JSON.
+//
 // Every error (bad arguments, unreadable or mismatched inputs, a model that fails to run) prints one line
 // "failatlas-eval: error: ..." on stderr and exits with status 2. Integers reach messages through
 // std::to_string only (streaming them into c10::str/ostreams crashed a CUDA build).
 
-#include <torch/script.h>
-#include <torch/csrc/jit/runtime/graph_executor.h>
-
-#include <ATen/Parallel.h>
+#include <ATen/ATen.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -37,6 +38,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <new>
 #include <set>
 #include <stdexcept>
@@ -45,6 +47,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/engine.h"
 #include "runner/npy.h"
 
 #ifndef FAILATLAS_VERSION
@@ -55,6 +58,11 @@
 #endif
 
 namespace {
+
+using failatlas::Engine;
+using failatlas::EngineError;
+using failatlas::one_line;
+using failatlas::torch_message;
 
 constexpr int kExitError = 2;
 constexpr double kThreshold = 0.5;  // failatlas.analysis.corners.THRESHOLD
@@ -81,42 +89,6 @@ const char* const kUsage =
     "Errors: one line on stderr, exit status 2.\n";
 
 // --- small helpers --------------------------------------------------------------------------------
-
-std::string one_line(std::string s) {
-  for (char& c : s) {
-    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
-  }
-  while (!s.empty() && s.back() == ' ') s.pop_back();
-  return s;
-}
-
-// The informative part of a c10::Error: the interpreter's "RuntimeError: ..." line when there is one,
-// else the first non-empty line.
-std::string torch_message(const c10::Error& e) {
-  std::string text = e.what_without_backtrace();
-  std::vector<std::string> lines;
-  size_t a = 0;
-  while (a <= text.size()) {
-    size_t b = text.find('\n', a);
-    if (b == std::string::npos) b = text.size();
-    std::string line = text.substr(a, b - a);
-    size_t i = line.find_first_not_of(" \t\r");
-    if (i != std::string::npos) lines.push_back(line.substr(i));
-    a = b + 1;
-  }
-  for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
-    for (const char* tag : {"RuntimeError: ", "ValueError: ", "IndexError: ", "TypeError: "}) {
-      size_t p = it->find(tag);
-      if (p != std::string::npos) return one_line(it->substr(p));
-    }
-  }
-  if (lines.empty()) return "unknown torch error";
-  std::string first = lines.front();
-  // torch's zip reader appends a paragraph of speculation to every failure: keep the failure itself.
-  const size_t speculation = first.find(" This is an internal miniz error");
-  if (speculation != std::string::npos) first = first.substr(0, speculation);
-  return one_line(first);
-}
 
 std::string fmt_double(double v) {
   char buf[64];
@@ -146,11 +118,6 @@ std::string json_string(const std::string& s) {
     }
   }
   return out + "\"";
-}
-
-bool is_file(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
 bool is_dir(const std::string& path) {
@@ -249,103 +216,10 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-// --- the fused graph ----------------------------------------------------------------------------------
-
-struct Fused {
-  torch::jit::Module module;
-  int64_t style_dim = 0;
-  int64_t num_classes = 0;
-  std::string path;
-};
-
-int64_t meta_value(torch::jit::Module& m, const char* name, const std::string& path) {
-  if (!m.hasattr(name)) {
-    throw InputError("model " + path + " is TorchScript but not a failatlas fused graph (it has no " + name +
-                     " buffer); write one with failatlas.engine.fused.export_torchscript");
-  }
-  c10::IValue v = m.attr(name);
-  if (!v.isTensor() || v.toTensor().numel() != 1 || v.toTensor().is_floating_point() ||
-      v.toTensor().is_complex() || v.toTensor().scalar_type() == at::kBool) {
-    throw InputError("model " + path + ": " + name + " is not an integer scalar buffer; it is not a failatlas "
-                     "fused graph (write one with failatlas.engine.fused.export_torchscript)");
-  }
-  return v.toTensor().to(at::kLong).item<int64_t>();
-}
-
-Fused load_model(const std::string& path) {
-  if (!is_file(path)) {
-    throw InputError("model not found: " + path + " (write one with failatlas.engine.fused.export_torchscript)");
-  }
-  Fused f;
-  f.path = path;
-  try {
-    f.module = torch::jit::load(path, c10::Device(c10::kCPU));
-  } catch (const c10::Error& e) {
-    throw InputError("model " + path + " is not a readable TorchScript archive (" + torch_message(e) +
-                     "); write it with failatlas.engine.fused.export_torchscript");
-  }
-  f.module.eval();
-  f.style_dim = meta_value(f.module, "meta_style_dim", path);
-  f.num_classes = meta_value(f.module, "meta_num_classes", path);
-  if (f.style_dim <= 0 || f.num_classes <= 0) {
-    throw InputError("model " + path + " records style width " + std::to_string(f.style_dim) + " and " +
-                     std::to_string(f.num_classes) + " classes; it is damaged (export it again)");
-  }
-  return f;
-}
-
-// logits of a batch: s float32 [B, D] → float32 [B, C] (checked).
-at::Tensor run_model(Fused& f, const at::Tensor& s) {
-  c10::IValue out;
-  try {
-    out = f.module.forward({s});
-  } catch (const c10::Error& e) {
-    throw InputError("model " + f.path + " failed on a batch of " + std::to_string(s.size(0)) +
-                     " styles (" + torch_message(e) + ")");
-  }
-  if (!out.isTensor()) {
-    throw InputError("model " + f.path + " returned " + out.tagKind() + ", not a logits tensor; it is not a "
-                     "failatlas fused graph");
-  }
-  at::Tensor logits = out.toTensor();
-  if (logits.dim() != 2 || logits.size(0) != s.size(0) || logits.size(1) != f.num_classes ||
-      !logits.is_floating_point()) {
-    std::string shape;
-    for (int64_t i = 0; i < logits.dim(); ++i) shape += (i ? ", " : "") + std::to_string(logits.size(i));
-    throw InputError("model " + f.path + " returned logits of shape [" + shape + "] for " +
-                     std::to_string(s.size(0)) + " styles; expected [" + std::to_string(s.size(0)) + ", " +
-                     std::to_string(f.num_classes) + "] (its meta_num_classes)");
-  }
-  return logits;
-}
-
-// p_y (float64 softmax of the float32 logits, as the Python evaluators) and the argmax class of every
-// row of `styles` (float32 [P, D], row-major), in batches of `batch` rows.
-void evaluate(Fused& f, const std::vector<float>& styles, const std::vector<int64_t>& labels, int64_t batch,
-              std::vector<double>& p_out, std::vector<int64_t>* pred_out) {
-  const int64_t D = f.style_dim, P = int64_t(labels.size());
-  p_out.resize(size_t(P));
-  if (pred_out) pred_out->resize(size_t(P));
-  for (int64_t a = 0; a < P; a += batch) {
-    const int64_t b = std::min(P, a + batch);
-    // from_blob does not copy; clone so that the model owns its input.
-    at::Tensor s = at::from_blob(const_cast<float*>(styles.data()) + a * D, {b - a, D}, at::kFloat).clone();
-    at::Tensor logits = run_model(f, s);
-    at::Tensor p = at::softmax(logits.to(at::kDouble), 1).contiguous();
-    const double* pp = p.data_ptr<double>();
-    for (int64_t i = a; i < b; ++i) p_out[size_t(i)] = pp[(i - a) * f.num_classes + labels[size_t(i)]];
-    if (pred_out) {
-      at::Tensor c = logits.argmax(1).to(at::kLong).contiguous();
-      const int64_t* cc = c.data_ptr<int64_t>();
-      for (int64_t i = a; i < b; ++i) (*pred_out)[size_t(i)] = cc[i - a];
-    }
-  }
-}
-
 // --- inputs -------------------------------------------------------------------------------------------
 
 struct Inputs {
-  Fused model;
+  std::unique_ptr<Engine> model;
   int64_t N = 0, D = 0, K = 0;
   std::vector<float> styles;  // [N, D]
   std::vector<int64_t> labels;
@@ -377,10 +251,11 @@ Inputs load_inputs(const Args& a) {
     in.batch = parse_int(a.get("--batch-size"), "--batch-size");
     if (in.batch < 1) throw InputError("--batch-size must be at least 1, got " + std::to_string(in.batch));
   }
+  int threads = 0;  // torch's default
   if (a.has("--threads")) {
     int64_t t = parse_int(a.get("--threads"), "--threads");
     if (t < 1 || t > 4096) throw InputError("--threads must be in [1, 4096], got " + std::to_string(t));
-    at::set_num_threads(int(t));
+    threads = int(t);
   }
   const std::string styles_path = a.get("--styles"), labels_path = a.get("--labels"), sigma_path = a.get("--sigma");
   const std::string model_path = a.get("--model");
@@ -422,17 +297,17 @@ Inputs load_inputs(const Args& a) {
     }
   }
 
-  in.model = load_model(model_path);
-  if (in.model.style_dim != in.D) {
-    throw InputError("model " + model_path + " takes styles of width " + std::to_string(in.model.style_dim) +
+  in.model = std::make_unique<Engine>(model_path, in.batch, threads);
+  if (in.model->style_dim() != in.D) {
+    throw InputError("model " + model_path + " takes styles of width " + std::to_string(in.model->style_dim()) +
                      " but " + styles_path + " has width " + std::to_string(in.D) +
                      "; use styles of the generator the graph was exported from");
   }
   for (size_t n = 0; n < in.labels.size(); ++n) {
-    if (in.labels[n] < 0 || in.labels[n] >= in.model.num_classes) {
+    if (in.labels[n] < 0 || in.labels[n] >= in.model->num_classes()) {
       throw InputError("labels file " + labels_path + ": label " + std::to_string(in.labels[n]) + " at row " +
                        std::to_string(n) + " is out of range for a model with " +
-                       std::to_string(in.model.num_classes) + " classes");
+                       std::to_string(in.model->num_classes()) + " classes");
     }
   }
   return in;
@@ -468,39 +343,20 @@ std::string int_str(int64_t v) { return std::to_string(v); }
 // --- walk ---------------------------------------------------------------------------------------------
 
 int run_walk(const Args& a) {
-  const std::vector<double> shifts = parse_double_list(a.get("--shifts"), "--shifts");
+  std::vector<double> shifts = parse_double_list(a.get("--shifts"), "--shifts");
   Inputs in = load_inputs(a);
   const int64_t N = in.N, D = in.D, K = in.K, M = int64_t(shifts.size());
   const int64_t total = N * K * M;
-  std::vector<double> p_y(static_cast<size_t>(total));
-  std::vector<int64_t> pred(static_cast<size_t>(total));
-  // steps[k][m] = shift·sign·σ in float64, then float32, added to the float32 start (WalkEngine).
-  std::vector<float> steps(static_cast<size_t>(K * M));
-  for (int64_t k = 0; k < K; ++k) {
-    for (int64_t m = 0; m < M; ++m) {
-      steps[size_t(k * M + m)] = float(shifts[size_t(m)] * in.sign[size_t(k)] * in.sigma[size_t(in.dims[size_t(k)])]);
-    }
-  }
-  std::vector<float> buf;
-  std::vector<int64_t> y;
-  std::vector<double> p;
-  std::vector<int64_t> c;
-  for (int64_t a0 = 0; a0 < total; a0 += in.batch) {
-    const int64_t b0 = std::min(total, a0 + in.batch);
-    buf.resize(size_t((b0 - a0) * D));
-    y.resize(size_t(b0 - a0));
-    for (int64_t i = a0; i < b0; ++i) {
-      const int64_t n = i / (K * M), k = (i / M) % K, m = i % M;
-      float* row = buf.data() + (i - a0) * D;
-      std::copy(in.styles.begin() + n * D, in.styles.begin() + (n + 1) * D, row);
-      const int64_t d = in.dims[size_t(k)];
-      row[d] = row[d] + steps[size_t(k * M + m)];
-      y[size_t(i - a0)] = in.labels[size_t(n)];
-    }
-    evaluate(in.model, buf, y, in.batch, p, &c);
-    std::copy(p.begin(), p.end(), p_y.begin() + a0);
-    std::copy(c.begin(), c.end(), pred.begin() + a0);
-  }
+  // dimension dims[k] moved by float32(shift·scale[k]) with scale = sign·σ, as WalkEngine
+  std::vector<double> scale(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) scale[size_t(k)] = in.sign[size_t(k)] * in.sigma[size_t(in.dims[size_t(k)])];
+  at::Tensor pred_t;
+  const at::Tensor p_t = in.model->walk(
+      at::from_blob(in.styles.data(), {N, D}, at::kFloat), at::from_blob(in.labels.data(), {N}, at::kLong),
+      at::from_blob(in.dims.data(), {K}, at::kLong), at::from_blob(shifts.data(), {M}, at::kDouble),
+      at::from_blob(scale.data(), {K}, at::kDouble), &pred_t);
+  const double* p_y = p_t.data_ptr<double>();
+  const int64_t* pred = pred_t.data_ptr<int64_t>();
   std::string out = "{\n  \"format\": \"failatlas-eval-walk\",\n";
   out += "  \"version\": " + json_string(FAILATLAS_VERSION) + ",\n";
   out += "  \"model\": " + json_string(a.get("--model")) + ",\n";
@@ -614,10 +470,13 @@ int run_corners(const Args& a) {
   };
 
   int64_t rounds = 0, images = 0;
-  std::vector<double> p;
   // round 0: every start
-  evaluate(in.model, in.styles, in.labels, in.batch, p, nullptr);
-  const std::vector<double> p0 = p;
+  std::vector<double> p0(static_cast<size_t>(N));
+  {
+    const at::Tensor p_start = in.model->probs(at::from_blob(in.styles.data(), {N, D}, at::kFloat),
+                                               at::from_blob(in.labels.data(), {N}, at::kLong));
+    std::copy(p_start.data_ptr<double>(), p_start.data_ptr<double>() + N, p0.begin());
+  }
   ++rounds;
   images += N;
   for (Row& r : rows) {
@@ -630,9 +489,7 @@ int run_corners(const Args& a) {
     }
   }
   std::vector<Row*> pending;
-  std::vector<double> t;
-  std::vector<float> buf;
-  std::vector<int64_t> y;
+  std::vector<double> t, p;
   while (true) {
     pending.clear();
     for (Row& r : rows) {
@@ -649,19 +506,20 @@ int run_corners(const Args& a) {
         t.push_back(r->shift - tol);
       }
     }
-    // walk points: float32(float64(s) + σ·(direction·t)) (_walk_rows through walk_styles in float64)
+    // walk points: float32(float64(s) + σ·(direction·t)) (_walk_rows through walk_styles in float64),
+    // written straight into the engine's batch buffer
     const size_t P = pending.size();
-    buf.resize(P * size_t(D));
-    y.resize(P);
-    for (size_t i = 0; i < P; ++i) {
-      const Row& r = *pending[i];
-      const float* s0 = in.styles.data() + r.start * D;
-      float* row = buf.data() + i * size_t(D);
-      std::copy(s0, s0 + D, row);
-      row[r.dim] = float(double(s0[r.dim]) + r.sigma * (r.direction * t[i]));
-      y[i] = in.labels[size_t(r.start)];
-    }
-    evaluate(in.model, buf, y, in.batch, p, nullptr);
+    p.resize(P);
+    in.model->evaluate_rows(
+        int64_t(P),
+        [&](int64_t i, float* row) {
+          const Row& r = *pending[size_t(i)];
+          const float* s0 = in.styles.data() + r.start * D;
+          std::copy(s0, s0 + D, row);
+          row[r.dim] = float(double(s0[r.dim]) + r.sigma * (r.direction * t[size_t(i)]));
+          return in.labels[size_t(r.start)];
+        },
+        p.data(), nullptr);
     ++rounds;
     images += int64_t(P);
     for (size_t i = 0; i < P; ++i) {
@@ -767,12 +625,10 @@ int main(int argc, char** argv) {
       }
     }
     Args args = parse_args(argc, argv);
-    c10::InferenceMode guard;
-    // Run the graph as traced: no profiling/optimizing passes, so results match eager float32 kernels and
-    // the first batches cost no re-specialization.
-    torch::jit::setGraphExecutorOptimize(false);
     return args.mode == "walk" ? run_walk(args) : run_corners(args);
   } catch (const InputError& e) {
+    return fail(e.what());
+  } catch (const EngineError& e) {
     return fail(e.what());
   } catch (const failatlas::npy::NpyError& e) {
     return fail(e.what());
