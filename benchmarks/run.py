@@ -13,6 +13,8 @@ ratios from one run, never asserted. Prints a markdown table and writes JSON:
 * ``walk_cache_speedup``: walks of the top-10 dimensions with prefix cache and ToRGB linearity vs full
   recomputation (WalkEngine cache=True vs cache=False);
 * ``walk_vs_classifier_ratio``: the cached walk's time over the classifier alone on as many images;
+* ``walk_native_vs_python_full_speedup``: the same walks by the C++ engine (NativeEngine on the fused
+  TorchScript graph, full recomputation, reused buffers) vs WalkEngine's full recomputation (measured only);
 * ``walk_peak_rss_mb``: peak resident memory of a walk of ``--rss-images`` images in a fresh process,
   beside one of a tenth as many (flat in N means the two are close);
 * ``ops``: each native op's speed over its reference's (walk_styles, dim_stats, bisect_update), and the
@@ -136,7 +138,31 @@ def bench_walks(G, C, ranking, population, n_starts, n_shifts, repeats):
     kinds = [ranking.layout[int(d)].kind for d in dims]
     return {"walk_cache_speedup": t_slow / t_fast, "walk_vs_classifier_ratio": t_fast / t_clf,
             "walk_cached_s": t_fast, "walk_full_s": t_slow, "classifier_only_s": t_clf, "walk_images": n_images,
-            "walk_max_abs_diff_p_y": diff, "walk_top10_kinds": {k: kinds.count(k) for k in set(kinds)}}
+            "walk_max_abs_diff_p_y": diff, "walk_top10_kinds": {k: kinds.count(k) for k in set(kinds)},
+            **bench_native_walk(G, C, args, repeats, t_full=t_slow)}
+
+
+def bench_native_walk(G, C, args, repeats, t_full=None):
+    """The C++ engine's walk (NativeEngine: failatlas._C.Engine on the fused TorchScript graph, every point
+    recomputed in full, in chunks of 512 through reused buffers) beside the Python WalkEngine's full
+    recomputation (cache=False; timed here unless ``t_full`` is given) on the same walks ``args`` =
+    (starts, labels, dims, shifts, sigma, sign)."""
+    import tempfile
+
+    from failatlas import _ext
+    from failatlas.engine import NativeEngine, WalkEngine, export_torchscript
+
+    if not _ext.available():
+        return {"walk_native": "native module not built"}
+    full = WalkEngine(G, C, batch_size=512, cache=False)
+    if t_full is None:
+        t_full = timed(lambda: full.walk(*args, progress_bar=False), repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = NativeEngine(export_torchscript(G, C, Path(tmp) / "fused.pt"), batch_size=512)
+        t_native = timed(lambda: engine.walk(*args), repeats)
+        diff = float((engine.walk(*args).p_y - full.walk(*args, progress_bar=False).p_y).abs().max())
+    return {"walk_native_vs_python_full_speedup": t_full / t_native, "walk_native_s": t_native,
+            "walk_python_full_s": t_full, "walk_native_max_abs_diff_p_y": diff}
 
 
 def bench_ops(repeats, device: str = "cpu"):
@@ -290,7 +316,8 @@ def main() -> int:
     result["total_s"] = time.perf_counter() - t0
 
     rows = [("ranking_speedup", "≥ 3×"), ("corner_speedup", "≥ 30×"), ("corner_max_threshold_diff_sigma", "≤ 0.01"),
-            ("walk_cache_speedup", "≥ 2×"), ("walk_vs_classifier_ratio", "≤ 2")]
+            ("walk_cache_speedup", "≥ 2×"), ("walk_vs_classifier_ratio", "≤ 2"),
+            ("walk_native_vs_python_full_speedup", "measured (C++ engine vs WalkEngine cache=False)")]
     print("| figure | value | goal |\n|---|---|---|")
     for key, goal in rows:
         v = result.get(key)
