@@ -19,12 +19,6 @@ BRACKETS = [torch.int64, torch.float32, torch.float64]
 PROBS = [torch.float32, torch.float64]
 
 
-def devices() -> list[str]:
-    out = ["cpu"]
-    if torch.cuda.is_available():
-        out.append("cuda")
-    return out
-
 
 def oracle(lo, hi, p, threshold):
     """The update of corners.py (``mid = (a + b) // 2; if pp <= THRESHOLD: a = mid else: b = mid``) on Python
@@ -61,7 +55,6 @@ def make_inputs(B, *, dtype=torch.int64, p_dtype=torch.float32, device="cpu", se
     return lo.to(device), hi.to(device), p.to(device)
 
 
-@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("dtype", BRACKETS)
 @pytest.mark.parametrize("p_dtype", PROBS)
 @pytest.mark.parametrize("threshold", [THRESHOLD, 0.1, 0.9])
@@ -87,7 +80,6 @@ def test_float32_threshold_compared_in_float64(native):
         assert new_lo.tolist() == [0, 4] and new_hi.tolist() == [4, 8]
 
 
-@pytest.mark.parametrize("device", devices())
 def test_whole_search_equals_corners_bisection(native, device):
     # Rows of corners.py's bisection over m = 0 … mb (a: p ≤ 0.5, b: p > 0.5), each with its own flip
     # point, run to convergence with the op; then the same rows in Python, one at a time.
