@@ -79,7 +79,8 @@ class Engine {
 
   // The loop under probs and walk, for callers that build their own points: row i (0 ≤ i < count) is
   // written by fill(i, row) into the engine's buffer (D floats), which returns its label in [0, C).
-  // p_out[i] = p_y, pred_out[i] = the argmax class (pred_out may be null).
+  // p_out[i] = p_y, pred_out[i] = the argmax class (pred_out may be null). fill runs under the engine's
+  // lock: it must not call this engine.
   using RowFiller = std::function<int64_t(int64_t i, float* row)>;
   void evaluate_rows(int64_t count, const RowFiller& fill, double* p_out, int64_t* pred_out);
 
