@@ -10,8 +10,9 @@ the shards are all-gathered in rank order; rank 0 alone writes the outputs and p
 ``rank`` (population and gradients; for an ONNX classifier, the black-box ranking's dimensions, dealt out
 round-robin), ``analyze`` (population, re-labelling and the gradient rankings; every later stage runs on
 rank 0) and ``compare`` (population, re-labelling, every classifier's ranking, gradient or black-box, and
-the black-box agreement's reference ranking; the curves and corner searches run on rank 0). Not yet:
-``train-gan``; ``analyze`` with a classifier without gradients (ONNX).
+the black-box agreement's reference ranking; the curves and corner searches run on rank 0). ``train-gan``
+splits every batch over the ranks and averages the gradients (:mod:`failatlas.training.gan`). Not yet:
+``analyze`` with a classifier without gradients (ONNX), CUDA/NCCL.
 
 Backend: "gloo" (CPU). NCCL is not used yet: the models run on the CPU under torchrun for now.
 Each collective times out after :data:`DEFAULT_TIMEOUT_S` seconds (10 minutes; override with the
