@@ -19,13 +19,7 @@
 #include <cmath>
 #include <cstdint>
 
-#ifndef FAILATLAS_HD
-#ifdef __CUDACC__
-#define FAILATLAS_HD __host__ __device__
-#else
-#define FAILATLAS_HD
-#endif
-#endif
+#include "host_device.h"  // relative: nvcc compiles the kernels alone too
 
 namespace failatlas {
 namespace ops {
