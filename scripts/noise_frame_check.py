@@ -36,8 +36,8 @@ def main(generator: str = "models/mnist/generator", n: int = 2000) -> None:
         r = real[severity == k]
         print(f"real, noise severity {k}: n {len(r)}, frame level {float(r.mean()):.4f} "
               f"(10-90%: {float(r.quantile(.1)):.4f}-{float(r.quantile(.9)):.4f})")
-    out = generate(load_generator(generator), n, seed=0, noise_mode="const")
-    fake = frame_level(out[0] if isinstance(out, tuple) else out)
+    images, _ = generate(load_generator(generator), n, seed=0, noise_mode="const")
+    fake = frame_level(images)
     print("bins of the frame level:", EDGES)
     print("real share     ", np.round(np.histogram(real.numpy(), EDGES)[0] / len(real), 3))
     print("generated share", np.round(np.histogram(fake.numpy(), EDGES)[0] / len(fake), 3))
