@@ -8,7 +8,7 @@
 #      compare every CUDA op with its CPU reference (tests/ops) plus the model and trainer tests
 #      (a CUDA training run that resumes included);
 #   3. judges both trained generators with eval-gan (n = 10000, generator on the GPU);
-#   4. times generation, the ranking gradient and the native op (benchmarks/gpu_timing.py);
+#   4. times generation, the ranking gradient and every native op (benchmarks/gpu_timing.py);
 #   5. packs the run folder of PACK (default: the first run; "best": the run with the best eval-gan
 #      figures, see below) with its checkpoint.pt, so training can be resumed elsewhere, into
 #      $OUT/run-NAME.tar.part-* (15 MB pieces: cat them | tar -x), and at the end the logs, metrics,

@@ -3,7 +3,7 @@
 Measures, for each generator config (random weights: speed does not depend on them):
 * ``generate_img_s``: z → image (mapping + synthesis), batch 1024, no gradient;
 * ``grad_samples_s``: the ranking pass, s → image → classifier → ∂p_y/∂s per sample, batch 512;
-and for the native op ``walk_styles``: native vs reference time on one large batch.
+and for every native op its speed over its reference (``bench_ops`` of benchmarks/run.py).
 Each figure is the median of 5 timed repeats after 2 warm-ups (CUDA synchronized). Prints JSON.
 
     python benchmarks/gpu_timing.py --device cuda --json out.json
@@ -66,27 +66,18 @@ def generator_figures(config: str, device: torch.device, batch_gen: int, batch_g
 
 
 def op_figures(device: torch.device) -> dict:
-    from failatlas.ops import walk_styles
+    """Every native op against its reference: ``bench_ops`` of benchmarks/run.py on ``device``; a failure is
+    reported in the result instead of stopping the whole check."""
+    import sys
+    from pathlib import Path
 
-    g = torch.Generator().manual_seed(0)
-    N, D, K, M = 256, 1280, 10, 16
-    starts = torch.randn(N, D, generator=g).to(device)
-    dims = torch.randperm(D, generator=g)[:K].to(device)
-    shifts = torch.linspace(0, 5, M).to(device)
-    sigma = torch.rand(D, generator=g).add(0.5).to(device)
-    sign = torch.ones(K).to(device)
-    args = (starts, dims, shifts, sigma, sign)
-    out = {}
-    for backend in ("native", "reference"):
-        try:
-            out[backend + "_s"] = _timed(lambda: walk_styles(*args, backend=backend), device)
-        except Exception as exc:  # the report says what failed instead of stopping the whole check
-            out[backend + "_error"] = f"{type(exc).__name__}: {exc}"
-    if "native_s" in out and "reference_s" in out:
-        out["speedup_native_over_reference"] = out["reference_s"] / out["native_s"]
-        out["max_abs_diff"] = float((walk_styles(*args) - walk_styles(*args, backend="reference")).abs().max())
-    out["shape"] = [N, K, M, D]
-    return out
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import run
+
+    try:
+        return run.bench_ops(5, device.type)
+    except Exception as exc:  # noqa: BLE001 - the GPU check reports what failed and goes on
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def main() -> None:
@@ -105,7 +96,7 @@ def main() -> None:
               "torch": torch.__version__, "configs": {}}
     for config in a.configs.split(","):
         result["configs"][config] = generator_figures(config, device, 64 if small else 1024, 32 if small else 512)
-    result["walk_styles"] = op_figures(device)
+    result["ops"] = op_figures(device)
     text = json.dumps(result, indent=2)
     print(text, flush=True)
     if a.json:
