@@ -25,7 +25,7 @@ import torch
 from .. import _ext
 from ..errors import FailatlasError
 from .fused import PROGRAM_SUFFIX, TORCHSCRIPT_SUFFIX
-from .walks import WalkResult
+from .walks import WalkResult, check_label_range, check_scales
 
 __all__ = ["NativeEngine", "DEFAULT_BATCH_SIZE"]
 
@@ -90,11 +90,8 @@ class NativeEngine:
             raise FailatlasError(f"dims must be style dimensions in [0, {D}), got {int(dims.min())}..{int(dims.max())}")
         shifts = _floats(shifts, "shifts").reshape(-1)
         sigma = torch.ones(D, dtype=torch.float64) if sigma is None else _floats(sigma, "sigma").reshape(-1)
-        if sigma.shape != (D,):
-            raise FailatlasError(f"sigma must have one entry per style dimension ({D}), got {list(sigma.shape)}")
         sign = torch.ones(dims.numel(), dtype=torch.float64) if sign is None else _floats(sign, "sign").reshape(-1)
-        if sign.shape != dims.shape:
-            raise FailatlasError(f"sign needs one entry per walked dimension ({dims.numel()}), got {sign.numel()}")
+        check_scales(D, dims, sigma, sign)
         scale = (sign * sigma[dims]).contiguous()
         p, pred = self._call(self._engine.walk, starts, labels, dims.contiguous(), shifts.contiguous(), scale)
         return WalkResult(p, pred, int(p.numel()))
@@ -133,9 +130,7 @@ class NativeEngine:
         labels = _integers(labels, "labels")
         if labels.shape != (n,):
             raise FailatlasError(f"labels must have shape [{n}] (one class per style), got {list(labels.shape)}")
-        C = self.num_classes
-        if n and (int(labels.min()) < 0 or int(labels.max()) >= C):
-            raise FailatlasError(f"labels must be classes in [0, {C}), got {int(labels.min())}..{int(labels.max())}")
+        check_label_range(labels, self.num_classes)
         return labels.contiguous()
 
 

@@ -44,6 +44,21 @@ class WalkResult:
         return (self.pred == labels[:, None, None]).double().mean(dim=0)
 
 
+def check_label_range(labels: torch.Tensor, num_classes: int) -> None:
+    """Labels must be classes of the model (shared by :class:`WalkEngine` and the native engine)."""
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise FailatlasError(f"labels must be classes in [0, {num_classes}), got "
+                             f"{int(labels.min())}..{int(labels.max())}")
+
+
+def check_scales(style_dim: int, dims: torch.Tensor, sigma: torch.Tensor, sign: torch.Tensor) -> None:
+    """A walk's scales: ``sigma`` one entry per style dimension, ``sign`` one per walked dimension."""
+    if sigma.shape != (style_dim,):
+        raise FailatlasError(f"sigma must have one entry per style dimension ({style_dim}), got {list(sigma.shape)}")
+    if sign.shape != dims.shape:
+        raise FailatlasError(f"sign needs one entry per walked dimension ({dims.numel()}), got {sign.numel()}")
+
+
 class WalkEngine:
     """Evaluate walks with a generator and a classifier.
 
@@ -78,19 +93,14 @@ class WalkEngine:
         labels = torch.as_tensor(labels)
         if labels.shape != (n,) or labels.dtype not in (torch.int64, torch.int32):
             raise FailatlasError(f"labels must be integer Tensor [{n}], got {labels.dtype} {list(labels.shape)}")
-        if n and (int(labels.min()) < 0 or int(labels.max()) >= self.G.num_classes):
-            raise FailatlasError(f"labels must be classes in [0, {self.G.num_classes}), got "
-                                 f"{int(labels.min())}..{int(labels.max())}")
+        check_label_range(labels, self.G.num_classes)
         dims = torch.as_tensor(dims, dtype=torch.long).reshape(-1)
         if dims.numel() and (int(dims.min()) < 0 or int(dims.max()) >= D):
             raise FailatlasError(f"dims must be in [0, {D}), got {int(dims.min())}..{int(dims.max())}")
         shifts = torch.as_tensor(shifts, dtype=torch.float64).reshape(-1)
         sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
-        if sigma.shape != (D,):
-            raise FailatlasError(f"sigma must have one entry per style dimension ({D}), got {list(sigma.shape)}")
         sign = torch.as_tensor(sign, dtype=torch.float64).reshape(-1)
-        if sign.shape != dims.shape:
-            raise FailatlasError(f"sign needs one entry per walked dimension ({dims.numel()}), got {sign.numel()}")
+        check_scales(D, dims, sigma, sign)
         for name, t in (("starts", starts), ("shifts", shifts), ("sigma", sigma), ("sign", sign)):
             if not torch.isfinite(t).all():
                 raise FailatlasError(f"{name} contains NaN or infinite values")
