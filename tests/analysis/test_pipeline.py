@@ -67,7 +67,7 @@ def test_run_writes_every_expected_file(first):
     names = {p.name for p in out.iterdir()}
     classes = sorted({int(c) for c in first.corner_cases.labels.tolist()})[:3]
     expected = {"population.npz", "ranking.csv", "ranking.json", "ranking-cls-a.csv", f"ranking-{first.classifiers[1].name}.csv",
-                "separation.csv", "corner_cases.csv", "corner_cases.json", "curves.csv", "curves.json", "overlap.csv",
+                "separation.csv", f"separation-{first.classifiers[1].name}.csv", "corner_cases.csv", "corner_cases.json", "curves.csv", "curves.json", "overlap.csv",
                 "overlap.json", "tsne.json", "summary.json", "manifest.json", "report.html"}
     figures = {"separation", "tsne", "corner_gallery", "accuracy_curves", "accuracy_curves_per_class", "overlap",
                *(f"manipulation-class{c}" for c in classes)}
@@ -85,6 +85,16 @@ def test_run_writes_every_expected_file(first):
 def test_summary_has_the_required_keys_and_types(first):
     s = json.loads((first.out / "summary.json").read_text())
     assert isinstance(s["separation"]["top10_mean_ks"], float) and isinstance(s["separation"]["random10_mean_ks"], float)
+    by = s["separation"]["by_classifier"]
+    assert list(by) == ["cls-a", "cls-_i_b__q"]  # primary first, each with its own ranking and well/mis split
+    assert {k: v for k, v in by["cls-a"].items()} == {k: v for k, v in s["separation"].items() if k != "by_classifier"}
+    for name, sep in by.items():
+        pop = first.populations[name]
+        assert (sep["n_well"], sep["n_mis"]) == (pop.n_well, pop.n_mis)
+        assert sep["top_dims"] == first.rankings[name].order[:10].tolist()
+        assert sep["best10_mean_ks"] >= max(sep["top10_mean_ks"], sep["random10_mean_ks"], sep["all_mean_ks"])
+    other = (first.out / f"separation-{first.classifiers[1].name}.csv").read_text().splitlines()
+    assert len(other) == 1 + first.populations["cls-_i_b__q"].style_dim
     cc = s["corner_cases"]
     assert all(isinstance(cc[k], int) for k in ("pairs", "found", "verified")) and cc["verified"] <= cc["found"] <= cc["pairs"]
     assert set(s["accuracy_curves"]) == {"cls-a", "cls-_i_b__q"}

@@ -104,7 +104,13 @@ def test_result_fields_summary_and_outputs(G, C, population, tmp_path):
     assert torch.all(result.hist_well.sum(1) == result.n_well) and torch.all(result.hist_mis.sum(1) == result.n_mis)
     ranking = GradientRanking(G, C).rank(population)
     summary = result.summary(ranking, k=10, seed=3)
-    assert set(summary) == {"top10_mean_ks", "random10_mean_ks", "top_dims", "random_dims"}
+    assert set(summary) == {"top10_mean_ks", "random10_mean_ks", "all_mean_ks", "best10_mean_ks", "top_dims",
+                            "random_dims", "best_dims", "n_well", "n_mis"}
+    assert summary["all_mean_ks"] == pytest.approx(float(result.ks.mean()))
+    best = summary["best_dims"]  # the 10 largest KS values, largest first, and none larger left out
+    assert len(set(best)) == 10 and all(result.ks[a] >= result.ks[b] for a, b in zip(best, best[1:]))
+    assert float(result.ks[best[-1]]) >= float(result.ks[[d for d in range(S) if d not in best]].max())
+    assert summary["best10_mean_ks"] >= max(summary["top10_mean_ks"], summary["random10_mean_ks"])
     assert summary["top_dims"] == ranking.order[:10].tolist()
     assert len(set(summary["random_dims"])) == 10 and not set(summary["random_dims"]) & set(summary["top_dims"])
     assert summary == result.summary(ranking, k=10, seed=3)

@@ -9,7 +9,7 @@ Stages (each announced on stderr with its elapsed seconds):
    re-labelled by every other classifier (:func:`~failatlas.analysis.curves.with_classifier`);
 2. ranking: :class:`GradientRanking` per classifier (:class:`BlackBoxRanking` for one without gradients, e.g. ONNX; the primary's per class, with ``bootstrap``
    resamples for 95% intervals unless ``quick``);
-3. separation of the primary's well- vs mis-classified samples (Fig. 4);
+3. separation of well- vs mis-classified samples (Fig. 4: the primary's; the summary: every classifier's);
 4. t-SNE of Z, W and S (Fig. 3; at most ``tsne_points``; skipped with ``skip_tsne``);
 5. corner cases of the primary along its top-10 dimensions, every class, and pairs of the top 3 (gallery);
 6. a manipulation grid (Fig. 5) per class with a start (the first 3 with ``quick``);
@@ -197,7 +197,8 @@ class AnalysisRun:
     """What :func:`run_analysis` computed and wrote (the report is drawn from these objects).
 
     populations / rankings / curves: classifier name → result (insertion order: primary first);
-    separation_summary: mean KS of the top-10 vs 10 random dims; tsne: None when skipped; grids: one
+    separation_summary: the primary's mean KS of the top-10 vs 10 random dims (and every classifier's
+    under ``by_classifier``); tsne: None when skipped; grids: one
     :class:`ManipulationGrid` per class drawn; figures: the PNGs in report order; files: name → final
     path; timings: stage → seconds.
     """
@@ -239,8 +240,13 @@ class AnalysisRun:
                  + ", ".join(f"{name} {p.accuracy:.4f}" for name, p in self.populations.items())]
         lines.append(f"top {TOP} dimensions of {self.primary}:")
         lines.append(self.rankings[self.primary].format(TOP))
-        lines.append(f"separation: mean KS of the top {TOP} {sep[f'top{TOP}_mean_ks']:.3f}, "
-                     f"of {TOP} random others {sep[f'random{TOP}_mean_ks']:.3f}")
+        for name, s in sep.get("by_classifier", {self.primary: sep}).items():
+            if s is None:
+                lines.append(f"separation ({name}): none (no mis-classified or no well-classified sample)")
+                continue
+            lines.append(f"separation ({name}, {s['n_mis']} mis-classified): mean KS of the top {TOP} "
+                         f"{s[f'top{TOP}_mean_ks']:.3f}, of {TOP} random others {s[f'random{TOP}_mean_ks']:.3f}, "
+                         f"of all {s['all_mean_ks']:.3f}, of the best {TOP} {s[f'best{TOP}_mean_ks']:.3f}")
         lines.append(f"corner cases: {cc['found']}/{cc['pairs']} found, {cc['verified']} verified; pairs of "
                      f"dimensions {cc['combinations']['found']}/{cc['combinations']['pairs']}")
         for name, curve in self.curves.items():
@@ -575,11 +581,26 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         return AnalysisShard(out=out, rank=rank, world_size=world_size, timings=dict(stage.timings))
 
     # 3. separation ------------------------------------------------------------------------------------
-    with stage("separation"):
+    with stage("separation", f"{len(infos)} classifier(s)"):
         sep = separation.compute()
         sep_summary = sep.summary(rankings[primary], k=TOP, seed=seed)
         sep.to_csv(tmp / "separation.csv")
         wrote("separation.csv")
+        # every classifier's own well/mis split and ranking: a classifier that rarely fails gives few
+        # mis-classified samples to separate, so its figure alone can hide that the method works
+        by_classifier: dict[str, Any] = {primary: dict(sep_summary)}
+        for info in infos[1:]:
+            pop = populations[info.name]
+            if pop.n_well in (0, pop.n):
+                by_classifier[info.name] = None
+                notes.append(f"no separation for {info.name}: it classifies "
+                             f"{'every' if pop.n_well == pop.n else 'no'} sample of the population correctly")
+                continue
+            other = Separation(pop, layout=layout).compute()
+            by_classifier[info.name] = other.summary(rankings[info.name], k=TOP, seed=seed)
+            other.to_csv(tmp / f"separation-{info.name}.csv")
+            wrote(f"separation-{info.name}.csv")
+        sep_summary = {**sep_summary, "by_classifier": by_classifier}
         plot_separation(sep, rankings[primary], tmp / "separation.png", k=3, seed=seed)
         figure("separation.png", "Separation of well- vs mis-classified samples (Fig. 4)",
                f"Histograms of s_k for the top 3 dimensions of {primary}'s ranking (top row) and 3 random "

@@ -161,13 +161,23 @@ class SeparationResult:
         return pool[torch.randperm(len(pool), generator=gen)[:k]].tolist()
 
     def summary(self, ranking, k: int = 10, seed: int = 0) -> dict[str, Any]:
-        """Mean KS of the top-k dimensions of ``ranking`` vs k random others (seeded):
-        ``{"top{k}_mean_ks", "random{k}_mean_ks", "top_dims", "random_dims"}``."""
+        """Mean KS of the top-k dimensions of ``ranking`` vs k random others (seeded), with two yardsticks:
+        ``all_mean_ks`` (the mean over every dimension: what k random dimensions give on average, without
+        the luck of one draw) and ``best{k}_mean_ks`` (the k dimensions that separate best: the most any
+        ranking's top k can reach on this population). ``{"top{k}_mean_ks", "random{k}_mean_ks",
+        "all_mean_ks", "best{k}_mean_ks", "top_dims", "random_dims", "best_dims", "n_well", "n_mis"}``."""
         self._check_ranking(ranking)
         top = ranking.order[:k].tolist()
         rnd = self.random_dims(top, k, seed)
+        best = self.best_dims(k)
         mean = lambda dims: float(self.ks[dims].mean()) if dims else float("nan")  # noqa: E731
-        return {f"top{k}_mean_ks": mean(top), f"random{k}_mean_ks": mean(rnd), "top_dims": top, "random_dims": rnd}
+        return {f"top{k}_mean_ks": mean(top), f"random{k}_mean_ks": mean(rnd), "all_mean_ks": float(self.ks.mean()),
+                f"best{k}_mean_ks": mean(best), "top_dims": top, "random_dims": rnd, "best_dims": best,
+                "n_well": self.n_well, "n_mis": self.n_mis}
+
+    def best_dims(self, k: int = 10) -> list[int]:
+        """The k dimensions with the largest KS statistic, largest first (ties: the lower index first)."""
+        return torch.sort(self.ks, descending=True, stable=True).indices[:k].tolist()
 
     def dim_info(self, dim: int) -> dict[str, Any]:
         """Everything known about one dimension, JSON-ready (floats exact)."""

@@ -85,10 +85,14 @@ def _header(run) -> str:
 
 def _summary(run) -> str:
     s = run.summary
-    sep = s["separation"]
-    ks = [k for k in sep if k.endswith("_mean_ks")]
     cc = s["corner_cases"]
-    rows = [(k.replace("_", " "), _num(sep[k], ".3f")) for k in ks]
+    rows = []
+    for name, sep in s["separation"].get("by_classifier", {run.primary: s["separation"]}).items():
+        if sep is None:
+            rows.append((f"separation ({name})", "none: one of the two groups is empty"))
+            continue
+        rows += [(f"{k.replace('_', ' ')} ({name}, {sep['n_mis']} mis-classified)", _num(sep[k], ".3f"))
+                 for k in sep if k.endswith("_mean_ks")]
     rows += [("corner cases found / searched (class, dimension)", f"{cc['found']} / {cc['pairs']}"),
              ("corner cases verified", cc["verified"]),
              ("pairs of dimensions found / searched",
