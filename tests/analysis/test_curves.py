@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -187,10 +188,31 @@ def test_json_and_csv(tmp_path, hand_case):
     assert obj["skipped_classes"] == [0, 1] and obj["per_class"] == {}
     assert obj["slope"] == pytest.approx(r.slope)
     lines = r.to_csv(tmp_path / "curve.csv").read_text().splitlines()
-    assert lines[0] == "class,bin,left,right,centre,n_well,n_mis,accuracy,plotted"
+    assert lines[0] == "class,bin,left,right,centre,n_well,n_mis,accuracy,plotted,ci_low,ci_high"
     assert len(lines) == 1 + 20 * (1 + len(r.per_class))
-    assert lines[1].startswith(",0,") and lines[1].endswith(",1.0,true")
-    assert lines[2].split(",")[7] == ""  # an empty bin
+    assert lines[1].startswith(",0,") and ",1.0,true," in lines[1]
+    assert lines[2].split(",")[7] == "" and lines[2].endswith(",,")  # an empty bin: no accuracy, no interval
+    assert obj["max_rise"] == pytest.approx(r.max_rise) and obj["ci_low"][1] is None
+
+
+def test_wilson_intervals_and_max_rise(hand_case):
+    pop, ranking = hand_case
+    r = accuracy_curve(pop, ranking, k=1, per_class=False)
+    assert r.max_rise == pytest.approx(-1.0)  # plotted non-empty bins: accuracy 1 then 0
+    # the textbook case: 8 of 10 → 95% Wilson interval [0.4902, 0.9433]; 0 of 5 → [0, 0.4345]
+    n_well, n_mis = torch.zeros(20, dtype=torch.int64), torch.zeros(20, dtype=torch.int64)
+    n_well[0], n_mis[0], n_mis[3] = 8, 2, 5
+    n_well[5], n_mis[5] = 3, 1
+    acc = torch.full((20,), float("nan"), dtype=torch.float64)
+    acc[0], acc[3], acc[5] = 0.8, 0.0, 0.75
+    c = dataclasses.replace(r, n_well=n_well, n_mis=n_mis, accuracy=acc)
+    low, high = c.interval()
+    assert (float(low[0]), float(high[0])) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert (float(low[3]), float(high[3])) == pytest.approx((0.0, 0.4345), abs=1e-4)
+    assert torch.isnan(low[1]) and torch.isnan(high[1])
+    assert c.max_rise == pytest.approx(0.75)  # 0.8 → 0.0 → 0.75, bins 1, 2, 4 empty
+    wider = c.interval(z=2.576)  # 99%: wider on both sides
+    assert float(wider[0][0]) < float(low[0]) and float(wider[1][0]) > float(high[0])
 
 
 def test_with_classifier_relabels_consistently(G, C, population):

@@ -103,6 +103,11 @@ def test_summary_has_the_required_keys_and_types(first):
         assert len(c["accuracy"]) == int(first.curves[name].plotted.sum()) > 0
         assert all(a is None or 0.0 <= a <= 1.0 for a in c["accuracy"])
         assert c["mean_accuracy"] is None or isinstance(c["mean_accuracy"], float)
+        assert len(c["ci_low"]) == len(c["ci_high"]) == len(c["n"]) == len(c["accuracy"])
+        for a, lo, hi, n in zip(c["accuracy"], c["ci_low"], c["ci_high"], c["n"]):
+            assert (a is None) == (lo is None) == (hi is None) == (n == 0)
+            assert a is None or lo <= a <= hi
+        assert c["max_rise"] is None or isinstance(c["max_rise"], float)
     assert "NaN" not in (first.out / "summary.json").read_text()
 
 

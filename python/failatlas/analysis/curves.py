@@ -66,7 +66,9 @@ BINS = 20
 SCALE = 0.7  # the normalization's fraction of the farthest well-classified distance (DESIGN §4.6)
 DEFAULT_K = 100
 JSON_FORMAT = "failatlas-accuracy-curve"
-CSV_COLUMNS = ("class", "bin", "left", "right", "centre", "n_well", "n_mis", "accuracy", "plotted")
+CSV_COLUMNS = ("class", "bin", "left", "right", "centre", "n_well", "n_mis", "accuracy", "plotted", "ci_low",
+               "ci_high")
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: two-sided 95% intervals
 CLASS_DIMS = ("global", "class")
 CENTRES = ("class", "global")
 
@@ -139,12 +141,36 @@ class CurveResult:
         xc = x - x.mean()
         return float((xc * (y - y.mean())).sum() / (xc * xc).sum())
 
+    def interval(self, z: float = Z95) -> tuple[torch.Tensor, torch.Tensor]:
+        """Wilson score interval of each bin's accuracy (``z`` = 1.96: 95%) → (low, high), float64 Tensor[bins],
+        NaN for an empty bin. A bin of 48 samples at 0.8 spans about ±0.11: rises between sparse bins
+        smaller than that are noise, not a property of the classifier."""
+        n = (self.n_well + self.n_mis).double()
+        p = self.accuracy.double()
+        z2 = z * z
+        centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+        half = z / (1 + z2 / n) * torch.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+        empty = n == 0
+        nan = torch.full_like(p, float("nan"))
+        return (torch.where(empty, nan, (centre - half).clamp(0, 1)),
+                torch.where(empty, nan, (centre + half).clamp(0, 1)))
+
+    @property
+    def max_rise(self) -> float:
+        """The largest rise of accuracy from one plotted non-empty bin to the next (≤ 0 when the curve never
+        rises; NaN with fewer than two such bins): how far the curve is from non-increasing."""
+        acc = self.accuracy[self._used()]
+        return float((acc[1:] - acc[:-1]).max()) if acc.numel() >= 2 else float("nan")
+
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per bin (the columns of :data:`CSV_COLUMNS`, accuracy None when the bin is empty)."""
+        """One dict per bin (the columns of :data:`CSV_COLUMNS`, accuracy and its 95% interval None when
+        the bin is empty)."""
         e = self.bin_edges.tolist()
+        low, high = (x.tolist() for x in self.interval())
         return [{"class": self.label, "bin": j, "left": e[j], "right": e[j + 1],
                  "centre": float(self.bin_centres[j]), "n_well": int(self.n_well[j]), "n_mis": int(self.n_mis[j]),
-                 "accuracy": _nan_to_none(float(self.accuracy[j])), "plotted": bool(self.plotted[j])}
+                 "accuracy": _nan_to_none(float(self.accuracy[j])), "plotted": bool(self.plotted[j]),
+                 "ci_low": _nan_to_none(low[j]), "ci_high": _nan_to_none(high[j])}
                 for j in range(self.bins)]
 
     def to_json(self) -> dict[str, Any]:
@@ -157,8 +183,11 @@ class CurveResult:
             "n_mis_total": int(self.n_mis.sum()) + self.n_below + self.n_beyond + self.n_without_centre,
             "min_well": self.min_well, "scale": self.scale, "n_below": self.n_below, "n_beyond": self.n_beyond,
             "mean_accuracy": _nan_to_none(self.mean_accuracy), "slope": _nan_to_none(self.slope),
+            "max_rise": _nan_to_none(self.max_rise),
             "bin_edges": self.bin_edges.tolist(), "bin_centres": self.bin_centres.tolist(),
             "accuracy": [_nan_to_none(a) for a in self.accuracy.tolist()],
+            "ci_low": [_nan_to_none(a) for a in self.interval()[0].tolist()],
+            "ci_high": [_nan_to_none(a) for a in self.interval()[1].tolist()],
             "n_well": self.n_well.tolist(), "n_mis": self.n_mis.tolist(), "plotted": self.plotted.tolist(),
             "skipped_classes": list(self.skipped_classes),
             "per_class": {str(c): r.to_json() for c, r in sorted(self.per_class.items())},

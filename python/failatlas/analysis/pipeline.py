@@ -251,7 +251,7 @@ class AnalysisRun:
                      f"dimensions {cc['combinations']['found']}/{cc['combinations']['pairs']}")
         for name, curve in self.curves.items():
             lines.append(f"accuracy curve (K={self.k}) {name}: mean {_fmt(curve.mean_accuracy)}, slope "
-                         f"{_fmt(curve.slope)}")
+                         f"{_fmt(curve.slope)}, largest rise between plotted bins {_fmt(curve.max_rise)}")
         lines.extend(f"note: {n}" for n in self.notes)
         total = sum(self.timings.values())
         lines.append(f"wrote {len(self.files)} files to {self.out} in {total:.1f} s "
@@ -436,10 +436,13 @@ def _curves_csv(curves: dict[str, CurveResult], path: Path) -> Path:
 
 def _curve_summary(curve: CurveResult) -> dict[str, Any]:
     keep = curve.plotted.tolist()
-    acc = [None if math.isnan(a) else a for a in curve.accuracy.tolist()]
-    return {"accuracy": [a for a, p in zip(acc, keep) if p],
-            "bin_centres": [c for c, p in zip(curve.bin_centres.tolist(), keep) if p],
-            "mean_accuracy": curve.mean_accuracy, "slope": curve.slope, "k": curve.k}
+    plotted = lambda xs: [None if isinstance(x, float) and math.isnan(x) else x  # noqa: E731
+                          for x, p in zip(xs, keep) if p]
+    low, high = curve.interval()
+    return {"accuracy": plotted(curve.accuracy.tolist()), "bin_centres": plotted(curve.bin_centres.tolist()),
+            "n": plotted((curve.n_well + curve.n_mis).tolist()), "ci_low": plotted(low.tolist()),
+            "ci_high": plotted(high.tolist()), "mean_accuracy": curve.mean_accuracy, "slope": curve.slope,
+            "max_rise": curve.max_rise, "k": curve.k}
 
 
 def run_analysis(options: AnalysisOptions | None = None,

@@ -18,14 +18,18 @@ _WELL, _MIS = "tab:blue", "tab:red"
 
 
 def _plotted_points(curve) -> dict[str, Any]:
-    """The plotted bins of a curve (centre < 1), empty bins as None."""
+    """The plotted bins of a curve (centre < 1) with their 95% (Wilson) intervals, empty bins as None."""
     keep = curve.plotted.tolist()
-    acc = [None if math.isnan(a) else a for a in curve.accuracy.tolist()]
+    plotted = lambda xs: [None if isinstance(x, float) and math.isnan(x) else x  # noqa: E731
+                          for x, p in zip(xs, keep) if p]
+    low, high = curve.interval()
     return {
-        "centres": [c for c, p in zip(curve.bin_centres.tolist(), keep) if p],
-        "accuracy": [a for a, p in zip(acc, keep) if p],
-        "n_well": [n for n, p in zip(curve.n_well.tolist(), keep) if p],
-        "n_mis": [n for n, p in zip(curve.n_mis.tolist(), keep) if p],
+        "centres": plotted(curve.bin_centres.tolist()),
+        "accuracy": plotted(curve.accuracy.tolist()),
+        "ci_low": plotted(low.tolist()),
+        "ci_high": plotted(high.tolist()),
+        "n_well": plotted(curve.n_well.tolist()),
+        "n_mis": plotted(curve.n_mis.tolist()),
     }
 
 
@@ -47,6 +51,10 @@ def _draw_curves(ax, curves: Mapping[str, Any], colours: Mapping[str, str], font
         label = f"{name} (slope {slope:+.2f})" if not math.isnan(slope) else name
         lines[name] = ax.plot(pts["centres"], ys, marker="o", markersize=3, linewidth=1.4, label=label,
                               color=colours[name])[0]
+        nan = float("nan")
+        ax.fill_between(pts["centres"], [nan if a is None else a for a in pts["ci_low"]],
+                        [nan if a is None else a for a in pts["ci_high"]], color=colours[name], alpha=0.15,
+                        linewidth=0)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(0, 1)
     ax.grid(alpha=0.3)
@@ -61,7 +69,7 @@ def _check_curves(curves: Mapping[str, Any]) -> None:
 
 def plot_accuracy_curves(curves: Mapping[str, Any], path: str | Path) -> Path:
     """Fig. 6: accuracy vs normalized distance to the well-classified centre, one line per classifier
-    (plotted bins only; an empty bin is a gap), each labelled with its slope.
+    (plotted bins only; an empty bin is a gap) in its shaded 95% band, each labelled with its slope.
 
     curves: ``{name: CurveResult}``. Writes ``path`` (PNG) and its ``.json`` twin; returns the PNG path.
     """

@@ -99,8 +99,9 @@ def _summary(run) -> str:
               f"{cc['combinations']['found']} / {cc['combinations']['pairs']}")]
     for name, curves in s["accuracy_curves"].items():
         for key, c in curves.items():
-            rows.append((f"accuracy curve {name} ({key}): mean accuracy, slope",
-                         f"{_num(c['mean_accuracy'], '.3f')}, {_num(c['slope'], '+.3f')}"))
+            rows.append((f"accuracy curve {name} ({key}): mean accuracy, slope, largest rise between bins",
+                         f"{_num(c['mean_accuracy'], '.3f')}, {_num(c['slope'], '+.3f')}, "
+                         f"{_num(c.get('max_rise'), '+.3f')}"))
     ov = s["overlap"]
     rows.append((f"mean pairwise Jaccard of the per-class top-{ov['k']}", _num(ov["mean_pairwise_jaccard"], ".3f")))
     out = ["<h2>Summary</h2>", _table(("quantity", "value"), rows, left=(0,))]
