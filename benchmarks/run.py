@@ -17,6 +17,9 @@ ratios from one run, never asserted. Prints a markdown table and writes JSON:
   TorchScript graph, full recomputation, reused buffers) vs WalkEngine's full recomputation (measured only);
 * ``walk_peak_rss_mb``: peak resident memory of a walk of ``--rss-images`` images in a fresh process,
   beside one of a tenth as many (flat in N means the two are close);
+* ``fused_forward_speedup``, ``fused_gradient_speedup``: the generator's fused StyleConv (demodulation,
+  noise, bias and activation in three passes) vs :func:`~failatlas.models.stylegan2.style_conv_reference`
+  (the step-by-step formula, six passes), for a forward and for the ranking's gradients (measured only);
 * ``ops``: each native op's speed over its reference's (walk_styles, dim_stats, bisect_update), and the
   separation analysis with the native dim_stats against its torch code (``separation_speedup``).
 
@@ -85,6 +88,50 @@ def bench_ranking(G, C, population, repeats):
     ours = timed(lambda: GradientRanking(G, C, progress_bar=False).rank(population), repeats)
     theirs = timed(lambda: authors_ranking_gradients(G, C, population), repeats)
     return {"ranking_speedup": theirs / ours, "ranking_s": ours, "authors_ranking_s": theirs, "n": population.n}
+
+
+class _plain_style_convs:
+    """Within the block, every StyleConv runs the step-by-step reference formula instead of the fused one."""
+
+    def __enter__(self):
+        from failatlas.models import stylegan2 as sg
+
+        def plain(layer, x, s, noise_mode="const"):
+            noise = {"const": layer.noise_const, "none": None}.get(noise_mode)
+            if noise_mode == "random":
+                noise = torch.randn(x.shape[0], 1, layer.resolution, layer.resolution, dtype=x.dtype, device=x.device)
+            return sg.style_conv_reference(layer, x, s, noise)
+
+        self._fused, sg.StyleConv.forward = sg.StyleConv.forward, plain
+        return self
+
+    def __exit__(self, *exc):
+        from failatlas.models import stylegan2 as sg
+        sg.StyleConv.forward = self._fused
+
+
+def bench_fused_layers(G, C, population, repeats):
+    """The generator's fused StyleConv (three passes over the activations) vs the step-by-step formula
+    (six), on the same styles: a forward of 512 images and the ranking's per-sample gradients of 256."""
+    from failatlas.analysis.ranking import style_gradients
+
+    s, y = population.s[:512], population.y[:512]
+
+    def forward():
+        with torch.no_grad():
+            return G.synthesis_from_styles(s)
+
+    def gradient():
+        return style_gradients(G, C, s[:256], y[:256])
+
+    fused = {"forward": timed(forward, repeats), "gradient": timed(gradient, repeats)}
+    out = {"forward": forward(), "gradient": gradient()}
+    with _plain_style_convs():
+        plain = {"forward": timed(forward, repeats), "gradient": timed(gradient, repeats)}
+        diff = {k: float((out[k] - f()).abs().max()) for k, f in (("forward", forward), ("gradient", gradient))}
+    return {"fused_forward_speedup": plain["forward"] / fused["forward"],
+            "fused_gradient_speedup": plain["gradient"] / fused["gradient"],
+            "fused_s": fused, "plain_s": plain, "fused_max_abs_diff": diff}
 
 
 def bench_corners(G, C, ranking, population, classes, dims):
@@ -303,6 +350,7 @@ def main() -> int:
               "population": n_pop, "date": time.strftime("%Y-%m-%d")}
     steps = [
         ("ranking", lambda: bench_ranking(G, C, population, a.repeats)),
+        ("fused layers", lambda: bench_fused_layers(G, C, population, a.repeats)),
         ("corners", lambda: bench_corners(G, C, ranking, population, [0, 1] if a.quick else [0, 1, 2, 3], 5)),
         ("walks", lambda: bench_walks(G, C, ranking, population, 16 if a.quick else 64, 8, a.repeats)),
         ("ops", lambda: {"ops": bench_ops(a.repeats)}),
@@ -317,7 +365,9 @@ def main() -> int:
 
     rows = [("ranking_speedup", "≥ 3×"), ("corner_speedup", "≥ 30×"), ("corner_max_threshold_diff_sigma", "≤ 0.01"),
             ("walk_cache_speedup", "≥ 2×"), ("walk_vs_classifier_ratio", "≤ 2"),
-            ("walk_native_vs_python_full_speedup", "measured (C++ engine vs WalkEngine cache=False)")]
+            ("walk_native_vs_python_full_speedup", "measured (C++ engine vs WalkEngine cache=False)"),
+            ("fused_forward_speedup", "measured (fused StyleConv vs the step-by-step formula, 512 images)"),
+            ("fused_gradient_speedup", "measured (the same, ranking gradients of 256 samples)")]
     print("| figure | value | goal |\n|---|---|---|")
     for key, goal in rows:
         v = result.get(key)

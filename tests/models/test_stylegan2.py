@@ -5,7 +5,7 @@ import torch
 
 from failatlas import FailatlasError, load_generator
 from failatlas.models.stylegan2 import (CONFIGS, Discriminator, Generator, StyleGANConfig, minibatch_stddev,
-                                        save_generator)
+                                        save_generator, style_conv_reference)
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,45 @@ def test_noise_modes(G):
     assert not torch.allclose(G.synthesis(w, "none"), G.synthesis(w, "const"))
     with pytest.raises(FailatlasError, match="noise_mode"):
         G.synthesis(w, "loud")
+
+
+@pytest.mark.parametrize("mode", ["const", "random", "none"])
+def test_fused_style_conv_equals_the_plain_formula(G, mode):
+    """The forward fuses demodulation, noise, bias, activation and its √2 gain into three passes; values
+    and style gradients equal the step-by-step formula."""
+    gen = torch.Generator().manual_seed(7)
+    for layer in (layer for layer in G.synthesis_network.layers if layer.kind == "conv"):
+        r_in = layer.resolution // 2 if layer.up else layer.resolution
+        x = torch.randn(3, layer.in_channels, r_in, r_in, generator=gen).contiguous(memory_format=torch.channels_last)
+        s = (torch.randn(3, layer.in_channels, generator=gen) + 1).requires_grad_(True)
+        torch.manual_seed(11)
+        fused = layer(x, s, mode)
+        (g_fused,) = torch.autograd.grad(fused.square().sum(), s)
+        torch.manual_seed(11)
+        noise = {"const": layer.noise_const,
+                 "random": torch.randn(3, 1, layer.resolution, layer.resolution),
+                 "none": None}[mode]
+        plain = style_conv_reference(layer, x, s, noise)
+        (g_plain,) = torch.autograd.grad(plain.square().sum(), s)
+        assert torch.allclose(fused, plain, atol=1e-5, rtol=1e-5)
+        assert torch.allclose(g_fused, g_plain, atol=1e-4, rtol=1e-4)
+        assert fused.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fused_conv_layer_equals_conv_then_activation():
+    import torch.nn.functional as F
+    from failatlas.models.stylegan2 import SQRT2, Conv2dLayer
+    torch.manual_seed(0)
+    for bias, down in ((True, False), (False, True)):
+        layer = Conv2dLayer(4, 6, 3, bias=bias, down=down)
+        if bias:
+            torch.nn.init.normal_(layer.bias)
+        x = torch.randn(2, 4, 8, 8, requires_grad=True)
+        plain_in = F.avg_pool2d(x, 2) if down else x
+        plain = F.leaky_relu(F.conv2d(plain_in, layer.weight * layer.weight_gain, layer.bias, padding=1), 0.2) * SQRT2
+        fused = layer(x)
+        assert torch.allclose(fused, plain, atol=1e-5)
+        assert torch.allclose(torch.autograd.grad(fused.sum(), x)[0], torch.autograd.grad(plain.sum(), x)[0], atol=1e-5)
 
 
 def test_noise_amplitude_is_per_sample_and_can_vanish(G):
