@@ -162,6 +162,19 @@ class CurveResult:
         acc = self.accuracy[self._used()]
         return float((acc[1:] - acc[:-1]).max()) if acc.numel() >= 2 else float("nan")
 
+    def plotted_bins(self) -> dict[str, list]:
+        """The plotted bins (centre < 1), JSON-ready: ``centres``, ``accuracy``, ``ci_low``, ``ci_high``
+        (the 95% interval), ``n_well``, ``n_mis``; None for an empty bin's accuracy and interval."""
+        keep = self.plotted.tolist()
+        low, high = self.interval()
+
+        def plotted(xs: list) -> list:
+            return [None if isinstance(x, float) and math.isnan(x) else x for x, p in zip(xs, keep) if p]
+
+        return {"centres": plotted(self.bin_centres.tolist()), "accuracy": plotted(self.accuracy.tolist()),
+                "ci_low": plotted(low.tolist()), "ci_high": plotted(high.tolist()),
+                "n_well": plotted(self.n_well.tolist()), "n_mis": plotted(self.n_mis.tolist())}
+
     def rows(self) -> list[dict[str, Any]]:
         """One dict per bin (the columns of :data:`CSV_COLUMNS`, accuracy and its 95% interval None when
         the bin is empty)."""

@@ -435,14 +435,10 @@ def _curves_csv(curves: dict[str, CurveResult], path: Path) -> Path:
 
 
 def _curve_summary(curve: CurveResult) -> dict[str, Any]:
-    keep = curve.plotted.tolist()
-    plotted = lambda xs: [None if isinstance(x, float) and math.isnan(x) else x  # noqa: E731
-                          for x, p in zip(xs, keep) if p]
-    low, high = curve.interval()
-    return {"accuracy": plotted(curve.accuracy.tolist()), "bin_centres": plotted(curve.bin_centres.tolist()),
-            "n": plotted((curve.n_well + curve.n_mis).tolist()), "ci_low": plotted(low.tolist()),
-            "ci_high": plotted(high.tolist()), "mean_accuracy": curve.mean_accuracy, "slope": curve.slope,
-            "max_rise": curve.max_rise, "k": curve.k}
+    b = curve.plotted_bins()
+    return {"accuracy": b["accuracy"], "bin_centres": b["centres"],
+            "n": [w + m for w, m in zip(b["n_well"], b["n_mis"])], "ci_low": b["ci_low"], "ci_high": b["ci_high"],
+            "mean_accuracy": curve.mean_accuracy, "slope": curve.slope, "max_rise": curve.max_rise, "k": curve.k}
 
 
 def run_analysis(options: AnalysisOptions | None = None,

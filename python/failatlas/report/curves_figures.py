@@ -19,18 +19,7 @@ _WELL, _MIS = "tab:blue", "tab:red"
 
 def _plotted_points(curve) -> dict[str, Any]:
     """The plotted bins of a curve (centre < 1) with their 95% (Wilson) intervals, empty bins as None."""
-    keep = curve.plotted.tolist()
-    plotted = lambda xs: [None if isinstance(x, float) and math.isnan(x) else x  # noqa: E731
-                          for x, p in zip(xs, keep) if p]
-    low, high = curve.interval()
-    return {
-        "centres": plotted(curve.bin_centres.tolist()),
-        "accuracy": plotted(curve.accuracy.tolist()),
-        "ci_low": plotted(low.tolist()),
-        "ci_high": plotted(high.tolist()),
-        "n_well": plotted(curve.n_well.tolist()),
-        "n_mis": plotted(curve.n_mis.tolist()),
-    }
+    return curve.plotted_bins()
 
 
 def _none(x: float) -> float | None:
