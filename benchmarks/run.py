@@ -1,6 +1,6 @@
 """Side-by-side speed ratios of the engine against straightforward procedures, in one run (issue 5).
 
-    python benchmarks/run.py --json out.json [--quick] [--rss-images 1000000]
+    python benchmarks/run.py --json out.json [--quick] [--rss-images 1000000] [--only ranking,fused,...]
 
 Measured on the shipped models (models/mnist/generator, classifier-corrupted), on whatever this machine is:
 ratios from one run, never asserted. Prints a markdown table and writes JSON:
@@ -326,6 +326,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rss-images", type=int, default=50000,
                     help="images of the memory benchmark's walk (the issue's figure is 1,000,000: slow on 2 cores)")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated steps to run (ranking, fused, corners, walks, ops, rss; default: all)")
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--rss-dims", default="", help=argparse.SUPPRESS)
     ap.add_argument("--rss-signs", default="", help=argparse.SUPPRESS)
@@ -350,13 +352,19 @@ def main() -> int:
               "population": n_pop, "date": time.strftime("%Y-%m-%d")}
     steps = [
         ("ranking", lambda: bench_ranking(G, C, population, a.repeats)),
-        ("fused layers", lambda: bench_fused_layers(G, C, population, a.repeats)),
+        ("fused", lambda: bench_fused_layers(G, C, population, a.repeats)),
         ("corners", lambda: bench_corners(G, C, ranking, population, [0, 1] if a.quick else [0, 1, 2, 3], 5)),
         ("walks", lambda: bench_walks(G, C, ranking, population, 16 if a.quick else 64, 8, a.repeats)),
         ("ops", lambda: {"ops": bench_ops(a.repeats)}),
         ("rss", lambda: bench_rss(a.rss_images // (10 if a.quick else 1), [int(d) for d in ranking.order[:10]],
                                   [float(s) or 1.0 for s in ranking.direction[ranking.order[:10]]])),
     ]
+    if a.only is not None:
+        chosen = [s.strip() for s in a.only.split(",") if s.strip()]
+        unknown = sorted(set(chosen) - {name for name, _ in steps})
+        if unknown:
+            ap.error(f"unknown step(s) {unknown} in --only; choose from {[name for name, _ in steps]}")
+        steps = [(name, fn) for name, fn in steps if name in chosen]
     for name, fn in steps:
         t = time.perf_counter()
         result.update(fn())
@@ -370,12 +378,14 @@ def main() -> int:
             ("fused_gradient_speedup", "measured (the same, ranking gradients of 256 samples)")]
     print("| figure | value | goal |\n|---|---|---|")
     for key, goal in rows:
-        v = result.get(key)
+        if key not in result:
+            continue
+        v = result[key]
         print(f"| {key} | {v:.3g} | {goal} |" if isinstance(v, float) else f"| {key} | {v} | {goal} |")
-    for n, r in result["walk_peak_rss_mb"].items():
+    for n, r in result.get("walk_peak_rss_mb", {}).items():
         print(f"| walk peak RSS, {n} images | {r.get('peak_rss_mb', r)} MB | < 2048, flat in N |")
     for op in ("walk_styles", "dim_stats", "bisect_update"):
-        ops = result["ops"].get(op)
+        ops = result.get("ops", {}).get(op)
         if isinstance(ops, dict):
             print(f"| ops: {op} native / reference speed | {ops['speedup_over_reference']:.3g} | ≥ 1 |")
             if "separation_speedup" in ops:

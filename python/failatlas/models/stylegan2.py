@@ -260,8 +260,9 @@ class StyleConv(nn.Module):
         demod = torch.rsqrt(s.square() @ w.square().sum(dim=(2, 3)).t() + 1e-8)  # [N, C_out]
         # lrelu(x·demod + noise + bias)·√2 with the positive √2 moved inside (lrelu(√2·a) = √2·lrelu(a)) and
         # fused: one addcmul, then the noise and the activation in place on its fresh output (the backward
-        # of addcmul needs its inputs, not its output) — three passes over the activations instead of six;
-        # measured 1.3–1.9× faster forward on 2 CPU cores, the same values to float rounding
+        # of addcmul needs its inputs, not its output) — three passes over the activations instead of six,
+        # the same values to float rounding (style_conv_reference is the step-by-step spec; speed:
+        # `benchmarks/run.py --only fused`, 1.0–1.6× on 2 shared CPU cores, most without tcmalloc)
         x = torch.addcmul((self.bias * SQRT2)[None, :, None, None], x, (demod * SQRT2)[:, :, None, None])
         if noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, dtype=x.dtype, device=x.device)
