@@ -15,17 +15,9 @@ import torch
 
 from failatlas.data.datasets import load_dataset
 from failatlas.models.stylegan2 import load_generator
-from failatlas.training.quality import generate
+from failatlas.training.quality import FRAME_EDGES, frame_level, generate
 
-EDGES = [0, 0.016, 0.04, 0.06, 1]  # between the severities' levels
-
-
-def frame_level(img: torch.Tensor) -> torch.Tensor:
-    """img: [N, 1, 32, 32] in [-1, 1] → mean intensity in [0, 1] of the 2-pixel frame, per image."""
-    v = ((img + 1) / 2).clamp(0, 1)[:, 0]
-    frame = torch.ones(32, 32, dtype=torch.bool)
-    frame[2:30, 2:30] = False
-    return v[:, frame].mean(1)
+EDGES = list(FRAME_EDGES)
 
 
 def main(generator: str = "models/mnist/generator", n: int = 2000) -> None:

@@ -279,3 +279,34 @@ def test_layer_of_dims_matches_the_layout(G):
     names = G.synthesis_network.names
     assert layer_of.shape == (G.style_dim,)
     assert [names[int(i)] for i in layer_of] == [d.name for d in G.style_layout()]
+
+
+def test_noise_threshold_zero_is_the_plain_model_and_silences_small_amplitudes(G, tmp_path):
+    """noise_threshold: a ↦ a − clamp(a, −t, t) per conv layer; t = 0 changes nothing, a sample whose
+    amplitude is within t gets no noise at all, t learns (it has a gradient), and the option round-trips."""
+    import dataclasses
+    cfg = dataclasses.replace(G.cfg, noise_threshold=True)
+    T = Generator(cfg).eval()
+    missing, unexpected = T.load_state_dict(G.state_dict(), strict=False)
+    assert not unexpected and missing and all(m.endswith("noise_threshold") for m in missing)
+    z, y = _zy(G, 4)
+    assert torch.equal(T(z, y), G.eval()(z, y))  # every threshold 0
+    conv = T.synthesis_network.layers[T.synthesis_network.names.index("b32.conv1")]
+    s = torch.randn(4, conv.in_channels)
+    with torch.no_grad():
+        conv.noise_gain.weight.normal_()  # amplitudes that differ between samples
+        a = conv.noise_amplitude(s).flatten()  # threshold still 0
+        t = float(a.abs().median())
+        conv.noise_threshold.fill_(t)
+    amp = conv.noise_amplitude(s).flatten()
+    small = a.abs() <= t
+    assert small.any() and (~small).any()
+    assert torch.all(amp[small] == 0)
+    assert torch.allclose(amp[~small], a[~small] - torch.sign(a[~small]) * t, atol=1e-6)
+    conv.noise_amplitude(s).abs().sum().backward()
+    assert conv.noise_threshold.grad is not None and float(conv.noise_threshold.grad) != 0.0
+    save_generator(T, tmp_path / "thr")
+    back = load_generator(tmp_path / "thr")
+    assert back.cfg.noise_threshold and torch.equal(back(z, y), T(z, y))
+    assert not StyleGANConfig.from_json({k: v for k, v in G.cfg.to_json().items()
+                                         if k != "noise_threshold"}).noise_threshold

@@ -241,3 +241,33 @@ def test_checkpoints_from_before_class_groups_resume(tmp_path):
     assert r.steps == 3
     with pytest.raises(FailatlasError, match=r"\['class_groups'\] differ"):
         train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
+
+
+def test_with_noise_threshold_starts_a_run_with_learned_thresholds(tmp_path):
+    src, mid, dst = tmp_path / "src", tmp_path / "mid", tmp_path / "dst"
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), src, progress=False)
+    gan.with_noise_threshold(src, mid, "b8.conv1", threshold=0.3, gain=2.0)
+    a, b = _states(src), _states(mid)
+    assert json.loads(json.dumps(b["arch"]))["noise_threshold"] is True
+    names = load_generator(src).synthesis_network.names
+    i = names.index("b8.conv1")
+    for key in ("G", "G_ema"):
+        pre = f"synthesis_network.layers.{i}."
+        assert torch.equal(b[key][pre + "noise_strength"], 2 * a[key][pre + "noise_strength"])
+        assert torch.equal(b[key][pre + "noise_gain.weight"], 2 * a[key][pre + "noise_gain.weight"])
+        assert float(b[key][pre + "noise_threshold"]) == pytest.approx(0.3)
+        others = [k for k in b[key] if k.endswith("noise_threshold") and not k.startswith(pre)]
+        assert others and all(float(b[key][k]) == 0.0 for k in others)
+        assert torch.equal(b[key]["synthesis_network.const"], a[key]["synthesis_network.const"])
+    # Adam moments: kept for untouched parameters, fresh for the new and the rescaled ones
+    convs = sum(layer.kind == "conv" for layer in load_generator(src).synthesis_network.layers)
+    assert len(b["G_opt"]["param_groups"][0]["params"]) == len(a["G_opt"]["param_groups"][0]["params"]) + convs
+    assert 0 < len(b["G_opt"]["state"]) < len(b["G_opt"]["param_groups"][0]["params"])
+    r = train_gan(GANTrainConfig(kimg=0.032, **TINY), dst, progress=False, init_from=mid)
+    assert r.steps == 4 and load_generator(dst).cfg.noise_threshold
+    with pytest.raises(FailatlasError, match="already has noise thresholds"):
+        gan.with_noise_threshold(dst, tmp_path / "again", "b8.conv1", 0.1)
+    with pytest.raises(FailatlasError, match="no conv layer 'b8.torgb'"):
+        gan.with_noise_threshold(src, tmp_path / "bad", "b8.torgb", 0.1)
+    with pytest.raises(FailatlasError, match="threshold must be ≥ 0"):
+        gan.with_noise_threshold(src, tmp_path / "bad", "b8.conv1", -1.0)

@@ -118,3 +118,28 @@ def test_within_class_diversity_sees_mode_collapse():
     assert half == pytest.approx([0.5] * 4)
     assert quality.within_class_diversity(real[:1], y[:1], real, y, 4)[0] != quality.within_class_diversity(
         real[:1], y[:1], real, y, 4)[0]  # NaN: too few samples
+
+
+def test_frame_level_and_shares():
+    img = -torch.ones(3, 1, 32, 32)
+    img[1] = 1.0  # all white: frame level 1
+    img[2, :, 2:30, 2:30] = 1.0  # a white digit area, empty frame: level 0
+    level = quality.frame_level(img)
+    assert level.tolist() == [0.0, 1.0, 0.0]
+    shares = quality.frame_shares(img)
+    assert shares.tolist() == pytest.approx([2 / 3, 0, 0, 1 / 3])
+
+
+def test_calibrate_noise_threshold_keeps_the_model_and_never_does_worse(models):
+    G = models[0]
+    z = torch.randn(4, G.z_dim)
+    y = torch.arange(4)
+    before = G(z, y)
+    cal = quality.calibrate_noise_threshold(G, "b32.conv0", n=40, thresholds=(0.0, 0.5), gains=(1.0, 3.0))
+    assert torch.equal(G(z, y), before)  # the search leaves the layer as it was
+    assert len(cal["grid"]) == 4 and cal["grid"][0][:2] == (0.0, 1.0)
+    assert cal["tv"] == min(tv for _, _, tv in cal["grid"]) <= cal["grid"][0][2]
+    assert sum(cal["real"]) == pytest.approx(1.0) and sum(cal["generated"]) == pytest.approx(1.0)
+    assert cal["threshold"] in (0.0, 1.5) and cal["gain"] in (1.0, 3.0)
+    with pytest.raises(FailatlasError, match="no conv layer"):
+        quality.calibrate_noise_threshold(G, "b32.torgb", n=40)

@@ -56,6 +56,10 @@ class StyleGANConfig:
     # With one shared strength per layer every image gets the same noise, yet about half of the corrupted
     # data is clean. Files written before this option existed lack the key and load with it off.
     noise_gain: bool = True
+    # Soft threshold of that amplitude: a ↦ a − clamp(a, −t, t) with a learned t ≥ 0 per conv layer, so a
+    # sample's noise can vanish exactly (clean digits) while others stay noisy. Off in the presets; t = 0
+    # is the model without it. Files without the key load with it off.
+    noise_threshold: bool = False
 
     def __post_init__(self) -> None:
         log2 = math.log2(self.resolution)
@@ -229,7 +233,7 @@ class StyleConv(nn.Module):
     kind = "conv"
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool,
-                 noise_gain: bool = True) -> None:
+                 noise_gain: bool = True, noise_threshold: bool = False) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.resolution, self.up = in_channels, out_channels, resolution, up
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
@@ -245,12 +249,18 @@ class StyleConv(nn.Module):
             self.noise_gain = FullyConnected(in_channels, 1)
             with torch.no_grad():
                 self.noise_gain.weight.zero_()
+        self.noise_threshold = nn.Parameter(torch.zeros([])) if noise_threshold else None
 
     def noise_amplitude(self, s: torch.Tensor) -> torch.Tensor:
         """s: Tensor[N, C_in] → the noise amplitude of each sample, Tensor[N, 1, 1, 1]."""
         if self.noise_gain is None:
-            return self.noise_strength.expand(s.shape[0], 1, 1, 1)
-        return (self.noise_gain(s) + self.noise_strength)[:, :, None, None]
+            a = self.noise_strength.expand(s.shape[0], 1, 1, 1)
+        else:
+            a = (self.noise_gain(s) + self.noise_strength)[:, :, None, None]
+        if self.noise_threshold is not None:  # soft threshold: |a| ≤ t → exactly no noise
+            t = self.noise_threshold.clamp(min=0)
+            a = a - torch.minimum(torch.maximum(a, -t), t)
+        return a
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """x: Tensor[N, C_in, r/2 or r, ...]; s: Tensor[N, C_in] → Tensor[N, C_out, r, r]."""
@@ -332,12 +342,11 @@ class SynthesisNetwork(nn.Module):
         c = cfg.channels_at
         self.const = nn.Parameter(torch.randn(c(4), 4, 4))
         layers: dict[str, nn.Module] = {}
+        noise = dict(noise_gain=cfg.noise_gain, noise_threshold=cfg.noise_threshold)
         for res in cfg.resolutions:
             if res > 4:
-                layers[f"b{res}.conv0"] = StyleConv(c(res // 2), c(res), cfg.w_dim, res, up=True,
-                                                       noise_gain=cfg.noise_gain)
-            layers[f"b{res}.conv1"] = StyleConv(c(res), c(res), cfg.w_dim, res, up=False,
-                                                   noise_gain=cfg.noise_gain)
+                layers[f"b{res}.conv0"] = StyleConv(c(res // 2), c(res), cfg.w_dim, res, up=True, **noise)
+            layers[f"b{res}.conv1"] = StyleConv(c(res), c(res), cfg.w_dim, res, up=False, **noise)
             layers[f"b{res}.torgb"] = ToRGB(c(res), cfg.img_channels, cfg.w_dim, res)
         # ModuleDict keys may not contain dots.
         self.names = list(layers)

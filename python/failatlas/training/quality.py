@@ -273,3 +273,61 @@ def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *,
     q = evaluate_generator(G, load_classifier(resolve_model(classifier)), **options)
     return dataclasses.replace(q, generator_sha256=_io.sha256(Path(folder) / GENERATOR_WEIGHTS))
 
+
+
+# --- noise level of the empty frame ------------------------------------------------------------------
+
+FRAME_EDGES = (0.0, 0.016, 0.04, 0.06, 1.0)  # between the frame levels of noise severity 0, 1, 2, 3
+
+
+def frame_level(images: torch.Tensor) -> torch.Tensor:
+    """images: [N, 1, 32, 32] in [-1, 1] → the mean intensity in [0, 1] of the 2-pixel frame, per image.
+
+    The frame around the 28×28 digit is empty before corruption, so after blur, noise and clipping it
+    holds only the (clipped) noise: about 0, 0.033, 0.049 and 0.073 for real images of noise severity 0–3."""
+    v = ((images + 1) / 2).clamp(0, 1)[:, 0]
+    frame = torch.ones(v.shape[-2:], dtype=torch.bool)
+    frame[2:-2, 2:-2] = False
+    return v[:, frame].mean(1)
+
+
+def frame_shares(images: torch.Tensor) -> torch.Tensor:
+    """The share of images in each bin of :data:`FRAME_EDGES` (float64 Tensor[4])."""
+    level = frame_level(images).double()
+    counts = torch.histogram(level, torch.tensor(FRAME_EDGES, dtype=torch.float64)).hist
+    return counts / max(1, len(level))
+
+
+def calibrate_noise_threshold(G: Generator, layer: str, *, dataset: str = "mnist", idx_dir=None,
+                              blur: str = "paper", n: int = 1000, seed: int = 0,
+                              thresholds: tuple[float, ...] = (0.0, 0.03, 0.05, 0.06, 0.07, 0.08),
+                              gains: tuple[float, ...] = (1.0, 1.3, 1.5, 1.75, 2.0)) -> dict:
+    """The soft threshold t and gain k of ``layer``'s noise amplitude (a ↦ sign(a)·max(k·|a| − t, 0), as
+    :func:`failatlas.training.gan.with_noise_threshold` sets them) whose ``n`` generated images (const
+    noise) fall into the bins of :data:`FRAME_EDGES` most like the **train** split's corrupted images:
+    ``{"threshold", "gain", "tv", "real", "generated", "grid"}`` (tv: total-variation distance of the bin
+    shares; threshold in the scaled units; grid: every (t/k, k, tv) tried). G is left as it was."""
+    from ..data.datasets import load_dataset
+
+    names = G.synthesis_network.names
+    if layer not in names or G.synthesis_network.layers[names.index(layer)].kind != "conv":
+        raise FailatlasError(f"no conv layer {layer!r} in the generator")
+    conv = G.synthesis_network.layers[names.index(layer)]
+    real = frame_shares(load_dataset(dataset, "train", corruption="corrupted", blur=blur, idx_dir=idx_dir,
+                                     seed=seed).generator_input())
+    plain = conv.noise_amplitude
+    grid, best = [], None
+    try:
+        for t in thresholds:
+            for k in gains:
+                conv.noise_amplitude = lambda s, t=t, k=k: torch.sign(a := plain(s)) * torch.relu(k * a.abs() - k * t)
+                shares = frame_shares(generate(G, n, seed, "const")[0])
+                tv = 0.5 * float((shares - real).abs().sum())
+                grid.append((t, k, tv))
+                if best is None or tv < best[2]:
+                    best = (t, k, tv, shares)
+    finally:
+        del conv.noise_amplitude  # the instance attribute hid the method
+    t, k, tv, shares = best
+    return {"layer": layer, "threshold": t * k, "gain": k, "tv": tv, "real": real.tolist(),
+            "generated": shares.tolist(), "grid": grid}
