@@ -15,10 +15,7 @@ import torch
 
 from failatlas.data.datasets import load_dataset
 from failatlas.models.stylegan2 import load_generator
-from failatlas.training.quality import FRAME_EDGES, frame_level, generate
-
-EDGES = list(FRAME_EDGES)
-
+from failatlas.training.quality import FRAME_EDGES, frame_level, frame_shares, generate
 
 def main(generator: str = "models/mnist/generator", n: int = 2000) -> None:
     data = load_dataset("mnist", "test")
@@ -29,10 +26,9 @@ def main(generator: str = "models/mnist/generator", n: int = 2000) -> None:
         print(f"real, noise severity {k}: n {len(r)}, frame level {float(r.mean()):.4f} "
               f"(10-90%: {float(r.quantile(.1)):.4f}-{float(r.quantile(.9)):.4f})")
     images, _ = generate(load_generator(generator), n, seed=0, noise_mode="const")
-    fake = frame_level(images)
-    print("bins of the frame level:", EDGES)
-    print("real share     ", np.round(np.histogram(real.numpy(), EDGES)[0] / len(real), 3))
-    print("generated share", np.round(np.histogram(fake.numpy(), EDGES)[0] / len(fake), 3))
+    print("bins of the frame level:", list(FRAME_EDGES))
+    print("real share     ", np.round(frame_shares(data.generator_input()).numpy(), 3))
+    print("generated share", np.round(frame_shares(images).numpy(), 3))
 
 
 if __name__ == "__main__":

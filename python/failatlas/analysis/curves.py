@@ -188,6 +188,7 @@ class CurveResult:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN written as null): options, normalization, bins, summary, per-class curves."""
+        low, high = self.interval()
         return {
             "format": JSON_FORMAT, "label": self.label, "k": self.k, "dims": list(self.dims),
             "class_dims": self.class_dims, "centre": self.centre_mode,
@@ -199,8 +200,8 @@ class CurveResult:
             "max_rise": _nan_to_none(self.max_rise),
             "bin_edges": self.bin_edges.tolist(), "bin_centres": self.bin_centres.tolist(),
             "accuracy": [_nan_to_none(a) for a in self.accuracy.tolist()],
-            "ci_low": [_nan_to_none(a) for a in self.interval()[0].tolist()],
-            "ci_high": [_nan_to_none(a) for a in self.interval()[1].tolist()],
+            "ci_low": [_nan_to_none(a) for a in low.tolist()],
+            "ci_high": [_nan_to_none(a) for a in high.tolist()],
             "n_well": self.n_well.tolist(), "n_mis": self.n_mis.tolist(), "plotted": self.plotted.tolist(),
             "skipped_classes": list(self.skipped_classes),
             "per_class": {str(c): r.to_json() for c, r in sorted(self.per_class.items())},

@@ -282,7 +282,8 @@ class StyleConv(nn.Module):
         return F.leaky_relu_(x, 0.2)
 
 
-def style_conv_reference(layer: StyleConv, x: torch.Tensor, s: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+def style_conv_reference(layer: StyleConv, x: torch.Tensor, s: torch.Tensor,
+                         noise: torch.Tensor | None) -> torch.Tensor:
     """StyleConv's forward one step at a time, as the StyleGAN2 paper writes it (six passes over the
     activations): the spec of the fused :meth:`StyleConv.forward`, for tests and benchmarks. ``noise``:
     Tensor broadcastable to [N, 1, r, r] (``layer.noise_const`` for 'const'), or None for 'none'."""

@@ -17,11 +17,6 @@ from .figures import _new_figure, _save_png
 _WELL, _MIS = "tab:blue", "tab:red"
 
 
-def _plotted_points(curve) -> dict[str, Any]:
-    """The plotted bins of a curve (centre < 1) with their 95% (Wilson) intervals, empty bins as None."""
-    return curve.plotted_bins()
-
-
 def _none(x: float) -> float | None:
     return None if math.isnan(x) else x
 
@@ -34,7 +29,7 @@ def _colours(names) -> dict[str, str]:
 def _draw_curves(ax, curves: Mapping[str, Any], colours: Mapping[str, str], fontsize: float = 8) -> dict[str, Any]:
     lines = {}
     for name, curve in curves.items():
-        pts = _plotted_points(curve)
+        pts = curve.plotted_bins()
         ys = [float("nan") if a is None else a for a in pts["accuracy"]]
         slope = curve.slope
         label = f"{name} (slope {slope:+.2f})" if not math.isnan(slope) else name
@@ -79,7 +74,7 @@ def plot_accuracy_curves(curves: Mapping[str, Any], path: str | Path) -> Path:
     _io.write_json(path.with_suffix(".json"), {
         "figure": "accuracy_curves", "png": path.name,
         "curves": {name: {"k": c.k, "mean_accuracy": _none(c.mean_accuracy), "slope": _none(c.slope),
-                          **_plotted_points(c)} for name, c in curves.items()},
+                          **c.plotted_bins()} for name, c in curves.items()},
     })
     return path
 
@@ -109,7 +104,7 @@ def plot_accuracy_curves_per_class(curves: Mapping[str, Any], path: str | Path, 
             handles.setdefault(name, line)
         ax.set_title(f"class {c}", fontsize=8)
         data[str(c)] = {name: {"k": r.k, "mean_accuracy": _none(r.mean_accuracy), "slope": _none(r.slope),
-                               **_plotted_points(r)} for name, r in present.items()}
+                               **r.plotted_bins()} for name, r in present.items()}
     names = [name for name in curves if name in handles]  # one legend for the figure, without slopes
     fig.legend([handles[n] for n in names], names, loc="upper center", ncol=min(len(names), 4), fontsize=8,
                frameon=False)

@@ -274,7 +274,6 @@ def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *,
     return dataclasses.replace(q, generator_sha256=_io.sha256(Path(folder) / GENERATOR_WEIGHTS))
 
 
-
 # --- noise level of the empty frame ------------------------------------------------------------------
 
 FRAME_EDGES = (0.0, 0.016, 0.04, 0.06, 1.0)  # between the frame levels of noise severity 0, 1, 2, 3
