@@ -265,8 +265,16 @@ def test_with_noise_threshold_starts_a_run_with_learned_thresholds(tmp_path):
     assert 0 < len(b["G_opt"]["state"]) < len(b["G_opt"]["param_groups"][0]["params"])
     r = train_gan(GANTrainConfig(kimg=0.032, **TINY), dst, progress=False, init_from=mid)
     assert r.steps == 4 and load_generator(dst).cfg.noise_threshold
-    with pytest.raises(FailatlasError, match="already has noise thresholds"):
-        gan.with_noise_threshold(dst, tmp_path / "again", "b8.conv1", 0.1)
+    # a checkpoint with thresholds is recalibrated: the layer rescaled and re-thresholded, the others kept
+    gan.with_noise_threshold(dst, tmp_path / "again", "b8.conv1", 0.1, gain=1.5)
+    c, d = _states(dst), _states(tmp_path / "again")
+    pre = f"synthesis_network.layers.{i}."
+    for key in ("G", "G_ema"):
+        assert torch.allclose(d[key][pre + "noise_strength"], 1.5 * c[key][pre + "noise_strength"])
+        assert float(d[key][pre + "noise_threshold"]) == pytest.approx(0.1)
+        assert all(torch.equal(d[key][k], v) for k, v in c[key].items() if not k.startswith(pre + "noise"))
+    assert len(d["G_opt"]["param_groups"][0]["params"]) == len(c["G_opt"]["param_groups"][0]["params"])
+    assert len(d["G_opt"]["state"]) == len(c["G_opt"]["state"]) - 4  # strength, gain weight+bias, threshold
     with pytest.raises(FailatlasError, match="no conv layer 'b8.torgb'"):
         gan.with_noise_threshold(src, tmp_path / "bad", "b8.torgb", 0.1)
     with pytest.raises(FailatlasError, match="threshold must be ≥ 0"):

@@ -1,3 +1,5 @@
+import copy
+import dataclasses
 import json
 
 import pytest
@@ -128,6 +130,45 @@ def test_frame_level_and_shares():
     assert level.tolist() == [0.0, 1.0, 0.0]
     shares = quality.frame_shares(img)
     assert shares.tolist() == pytest.approx([2 / 3, 0, 0, 1 / 3])
+
+
+def test_calibrate_noise_threshold_composes_with_the_layers_own_threshold(models):
+    """On a generator that already has a threshold t₀, the returned (threshold, gain) rebuild exactly the
+    chosen grid point: threshold = k·(t₀ + t), applied with set_noise_threshold."""
+    from failatlas.training.gan import set_noise_threshold
+
+    G = Generator(dataclasses.replace(models[0].cfg, noise_threshold=True)).eval()
+    G.load_state_dict(models[0].state_dict(), strict=False)
+    conv = G.synthesis_network.layers[G.synthesis_network.names.index("b32.conv0")]
+    with torch.no_grad():
+        conv.noise_strength.fill_(0.5)
+    set_noise_threshold(G, "b32.conv0", 0.1)  # amplitude 0.4
+    cal = quality.calibrate_noise_threshold(G, "b32.conv0", n=40, thresholds=(0.0, 0.2, 0.45), gains=(1.0, 3.0))
+    assert cal["criterion"] == "frame" and len(cal["grid"]) == 6
+    t, k, _ = min(cal["grid"], key=lambda r: r[2])
+    assert (cal["gain"], cal["threshold"]) == (k, pytest.approx(k * (0.1 + t)))
+    H = copy.deepcopy(G)
+    set_noise_threshold(H, "b32.conv0", cal["threshold"], cal["gain"])
+    assert quality.frame_shares(quality.generate(H, 40, 0)[0]).tolist() == pytest.approx(cal["generated"])
+    # t = 0.45 silences the layer (0.4 ≤ 0.45): the same images as a zero noise strength
+    with torch.no_grad():
+        conv.noise_strength.zero_()
+    silent = quality.frame_shares(quality.generate(G, 40, 0)[0]).tolist()
+    assert [tv for t, k, tv in cal["grid"] if t == 0.45] == [pytest.approx(0.5 * sum(
+        abs(a - b) for a, b in zip(silent, cal["real"])))] * 2
+
+
+def test_calibrate_noise_threshold_by_a_judge_and_bad_options(models):
+    cal = quality.calibrate_noise_threshold(models[0], "b32.conv0", criterion="judge", n=40,
+                                            thresholds=(0.0,), gains=(1.0,))
+    assert cal["criterion"] == "judge" and len(cal["real"]) == len(CELLS) == len(cal["generated"])
+    assert sum(cal["real"]) == pytest.approx(1.0) and sum(cal["generated"]) == pytest.approx(1.0)
+    with pytest.raises(FailatlasError, match="criterion must be one of frame, judge"):
+        quality.calibrate_noise_threshold(models[0], "b32.conv0", criterion="fid")
+    from failatlas.training.gan import set_noise_threshold
+
+    with pytest.raises(FailatlasError, match="has no noise thresholds"):
+        set_noise_threshold(models[0], "b32.conv0", 0.1)
 
 
 def test_calibrate_noise_threshold_keeps_the_model_and_never_does_worse(models):

@@ -226,25 +226,45 @@ def _read_checkpoint(path: Path) -> tuple[dict, GANTrainConfig, StyleGANConfig]:
         raise FailatlasError(f"{path} is not a failatlas GAN checkpoint ({exc})") from None
 
 
+def set_noise_threshold(G: Generator, layer: str, threshold: float, gain: float = 1.0) -> set[int]:
+    """In place, on a generator with ``noise_threshold``: scale ``layer``'s noise amplitude (strength and
+    ``noise_gain``) by ``gain`` and set its threshold to ``threshold`` (in the scaled units), so its noise
+    amplitude becomes sign(a)·max(gain·|a| − threshold, 0) of the unthresholded a. Returns the ids of the
+    parameters it changed."""
+    if not G.cfg.noise_threshold:
+        raise FailatlasError("this generator has no noise thresholds (StyleGANConfig.noise_threshold)")
+    if not threshold >= 0 or not gain > 0:
+        raise FailatlasError(f"the threshold must be ≥ 0 and the gain > 0, got {threshold} and {gain}")
+    names = G.synthesis_network.names
+    if layer not in names or G.synthesis_network.layers[names.index(layer)].kind != "conv":
+        raise FailatlasError(f"no conv layer {layer!r}; choose one of "
+                             f"{[n for n, m in zip(names, G.synthesis_network.layers) if m.kind == 'conv']}")
+    conv = G.synthesis_network.layers[names.index(layer)]
+    scaled = [conv.noise_strength] + ([] if conv.noise_gain is None else list(conv.noise_gain.parameters()))
+    with torch.no_grad():
+        for p in scaled:
+            p.mul_(gain)
+        conv.noise_threshold.fill_(threshold)
+    return {id(p) for p in scaled} | {id(conv.noise_threshold)}
+
+
 def with_noise_threshold(src: str | Path, dst: str | Path, layer: str, threshold: float,
                          gain: float = 1.0) -> Path:
     """Write ``dst/checkpoint.pt``: the training checkpoint ``src`` (a train-gan folder or its checkpoint)
     with a learned noise threshold in every conv layer (``StyleGANConfig.noise_threshold``), ready for
-    ``train-gan --init-from dst``.
+    ``train-gan --init-from dst`` or for shipping as it is.
 
-    Every threshold starts at 0 (the same model) except ``layer``'s: its noise amplitude (strength and
-    ``noise_gain``) is first scaled by ``gain``, then thresholded at ``threshold`` (in the scaled units), in
-    G and G_ema alike. D, the image count, the RNG state and the other Adam moments carry over; the new and
-    the rescaled parameters start with fresh Adam moments. Returns the checkpoint path."""
+    ``layer``'s noise amplitude (strength and ``noise_gain``) is scaled by ``gain`` and its threshold set to
+    ``threshold`` (in the scaled units), in G and G_ema alike; every other layer keeps its threshold (0, the
+    same model, when ``src`` had none). So a checkpoint that already has thresholds can be recalibrated: the
+    result of :func:`failatlas.training.quality.calibrate_noise_threshold` on it is expressed in these terms.
+    D, the image count, the RNG state and the other Adam moments carry over; the new and the changed
+    parameters start with fresh Adam moments. Returns the checkpoint path."""
     src = Path(src)
     src = src / CHECKPOINT if src.is_dir() else src
     if not src.is_file():
         raise FailatlasError(f"{src} does not exist; give a train-gan output folder or its {CHECKPOINT}")
     state, _, arch = _read_checkpoint(src)
-    if arch.noise_threshold:
-        raise FailatlasError(f"{src} already has noise thresholds; train it with --resume or --init-from")
-    if not threshold >= 0 or not gain > 0:
-        raise FailatlasError(f"the threshold must be ≥ 0 and the gain > 0, got {threshold} and {gain}")
     new_arch = dataclasses.replace(arch, noise_threshold=True)
     old_names = [n for n, _ in Generator(arch).named_parameters()]
     changed: set[str] = set()
@@ -253,18 +273,9 @@ def with_noise_threshold(src: str | Path, dst: str | Path, layer: str, threshold
         missing, unexpected = g.load_state_dict(state[key], strict=False)
         if unexpected or any(not m.endswith("noise_threshold") for m in missing):
             raise FailatlasError(f"{src}: the generator's weights do not fit its own config ({missing}, {unexpected})")
-        names = g.synthesis_network.names
-        if layer not in names or g.synthesis_network.layers[names.index(layer)].kind != "conv":
-            raise FailatlasError(f"no conv layer {layer!r}; choose one of "
-                                 f"{[n for n, m in zip(names, g.synthesis_network.layers) if m.kind == 'conv']}")
-        conv = g.synthesis_network.layers[names.index(layer)]
-        with torch.no_grad():
-            scaled = [conv.noise_strength] + ([] if conv.noise_gain is None else list(conv.noise_gain.parameters()))
-            for p in scaled:
-                p.mul_(gain)
-            conv.noise_threshold.fill_(threshold)
-        ids = {id(p) for p in scaled}
-        changed |= {n for n, p in g.named_parameters() if id(p) in ids or n.endswith("noise_threshold")}
+        ids = set_noise_threshold(g, layer, threshold, gain)
+        changed |= {n for n, p in g.named_parameters()
+                    if id(p) in ids or (n.endswith("noise_threshold") and not arch.noise_threshold)}
         state[key] = g.state_dict()
     new_names = [n for n, _ in Generator(new_arch).named_parameters()]
     opt = state["G_opt"]

@@ -297,36 +297,67 @@ def frame_shares(images: torch.Tensor) -> torch.Tensor:
     return counts / max(1, len(level))
 
 
-def calibrate_noise_threshold(G: Generator, layer: str, *, dataset: str = "mnist", idx_dir=None,
-                              blur: str = "paper", n: int = 1000, seed: int = 0,
-                              thresholds: tuple[float, ...] = (0.0, 0.03, 0.05, 0.06, 0.07, 0.08),
-                              gains: tuple[float, ...] = (1.0, 1.3, 1.5, 1.75, 2.0)) -> dict:
-    """The soft threshold t and gain k of ``layer``'s noise amplitude (a ↦ sign(a)·max(k·|a| − t, 0), as
-    :func:`failatlas.training.gan.with_noise_threshold` sets them) whose ``n`` generated images (const
-    noise) fall into the bins of :data:`FRAME_EDGES` most like the **train** split's corrupted images:
-    ``{"threshold", "gain", "tv", "real", "generated", "grid"}`` (tv: total-variation distance of the bin
-    shares; threshold in the scaled units; grid: every (t/k, k, tv) tried). G is left as it was."""
+CRITERIA = ("frame", "judge")
+
+
+def calibrate_noise_threshold(G: Generator, layer: str, *, criterion: str = "frame", judge_seed: int = 1,
+                              dataset: str = "mnist", idx_dir=None, blur: str = "paper", n: int = 1000,
+                              seed: int = 0,
+                              thresholds: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
+                              gains: tuple[float, ...] = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5),
+                              progress: bool | None = None) -> dict:
+    """The gain k and soft threshold t of ``layer``'s noise amplitude (a ↦ sign(a)·max(k·|a| − k·t, 0), a
+    as the layer computes it now, its own threshold included) whose ``n`` generated images (const noise)
+    come closest to the **train** split's mix of corruptions, over the grid ``thresholds`` × ``gains``.
+
+    criterion ``"frame"`` (default): the shares of the frame-level bins of :data:`FRAME_EDGES` (the noise of
+    the empty frame; no classifier involved); ``"judge"``: the shares of :data:`CELLS` given by a
+    corruption classifier trained with ``judge_seed`` — not eval-gan's judge (trained with eval-gan's
+    ``--seed``, 0 by default), so the evaluation's own judge stays out of the choice. On the generator of
+    1,238.6 kimg both picked the same point of the grid (t 0.1, k 2.5).
+
+    Returns ``{"layer", "criterion", "threshold", "gain", "tv", "real", "generated", "grid"}``: tv the
+    total-variation distance of the shares (grid: every (t, k, tv) tried); ``threshold`` and ``gain`` are
+    what :func:`failatlas.training.gan.with_noise_threshold` needs to build that model — the layer's own
+    threshold t₀ composes: sign(a)·max(k·max(|a| − t₀, 0) − k·t, 0) = sign(a)·max(k·|a| − k·(t₀ + t), 0),
+    so ``threshold`` = k·(t₀ + t). G is left as it was."""
+    from .._progress import progress as bar
     from ..data.datasets import load_dataset
 
+    if criterion not in CRITERIA:
+        raise FailatlasError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
     names = G.synthesis_network.names
     if layer not in names or G.synthesis_network.layers[names.index(layer)].kind != "conv":
         raise FailatlasError(f"no conv layer {layer!r} in the generator")
     conv = G.synthesis_network.layers[names.index(layer)]
-    real = frame_shares(load_dataset(dataset, "train", corruption="corrupted", blur=blur, idx_dir=idx_dir,
-                                     seed=seed).generator_input())
+    real_images = load_dataset(dataset, "train", corruption="corrupted", blur=blur, idx_dir=idx_dir,
+                               seed=seed).generator_input()
+    if criterion == "judge":
+        judge = train_corruption_classifier(dataset, idx_dir=idx_dir, blur=blur, seed=judge_seed, progress=progress)
+
+        def shares_of(images: torch.Tensor) -> torch.Tensor:
+            cells = _batched(judge, images).argmax(1)
+            return torch.bincount(cells, minlength=len(CELLS)).double() / max(1, len(cells))
+    else:
+        shares_of = frame_shares
+    real = shares_of(real_images)
     plain = conv.noise_amplitude
     grid, best = [], None
     try:
-        for t in thresholds:
-            for k in gains:
-                conv.noise_amplitude = lambda s, t=t, k=k: torch.sign(a := plain(s)) * torch.relu(k * a.abs() - k * t)
-                shares = frame_shares(generate(G, n, seed, "const")[0])
-                tv = 0.5 * float((shares - real).abs().sum())
-                grid.append((t, k, tv))
-                if best is None or tv < best[2]:
-                    best = (t, k, tv, shares)
+        with bar(len(thresholds) * len(gains), desc="noise calibration", unit="point",
+                 disable=None if progress is None else not progress) as b:
+            for t in thresholds:
+                for k in gains:
+                    conv.noise_amplitude = lambda s, t=t, k=k: torch.sign(a := plain(s)) * torch.relu(k * a.abs() - k * t)
+                    shares = shares_of(generate(G, n, seed, "const")[0])
+                    tv = 0.5 * float((shares - real).abs().sum())
+                    grid.append((t, k, tv))
+                    if best is None or tv < best[2]:
+                        best = (t, k, tv, shares)
+                    b.update(1)
     finally:
         del conv.noise_amplitude  # the instance attribute hid the method
     t, k, tv, shares = best
-    return {"layer": layer, "threshold": t * k, "gain": k, "tv": tv, "real": real.tolist(),
-            "generated": shares.tolist(), "grid": grid}
+    t0 = 0.0 if conv.noise_threshold is None else float(conv.noise_threshold.detach().clamp(min=0))
+    return {"layer": layer, "criterion": criterion, "threshold": k * (t0 + t), "gain": k, "tv": tv,
+            "real": real.tolist(), "generated": shares.tolist(), "grid": grid}
