@@ -7,9 +7,11 @@ ratios from one run, never asserted. Prints a markdown table and writes JSON:
 
 * ``ranking_speedup``: GradientRanking (its default batch: 64 on CPU) vs the authors' procedure (batches of 32, eager,
   per-sample gradients read from hooks on the style layers' affine outputs), same population;
-* ``corner_speedup``, ``corner_max_threshold_diff_sigma``: batched bracket-and-bisect (CornerCaseSearch)
-  vs the authors' stepping (5σ steps, then back by 0.01σ, one image at a time) on the same
-  (class, dimension) rows, and the largest difference between the thresholds they find;
+* ``corner_speedup``, ``corner_max_threshold_diff_sigma``: the batched search (CornerCaseSearch, its default
+  secant refinement) vs the authors' stepping (5σ steps, then back by 0.01σ, one image at a time) on the
+  same (class, dimension) rows, and the largest difference between the thresholds they find;
+  ``corner_secant_vs_bisection_speedup``: the default vs ``refine="bisection"`` (measured only), with
+  each one's evaluations and whether they found the same shifts;
 * ``walk_cache_speedup``: walks of the top-10 dimensions with prefix cache and ToRGB linearity vs full
   recomputation (WalkEngine cache=True vs cache=False);
 * ``walk_vs_classifier_ratio``: the cached walk's time over the classifier alone on as many images;
@@ -134,14 +136,19 @@ def bench_fused_layers(G, C, population, repeats):
             "fused_s": fused, "plain_s": plain, "fused_max_abs_diff": diff}
 
 
-def bench_corners(G, C, ranking, population, classes, dims):
+def bench_corners(G, C, ranking, population, classes, dims, repeats):
+    """Our search: median of ``repeats`` after a warm-up, each refinement; the authors': one run (a warm-up
+    would double the benchmark's longest step, and it is one image at a time, so it has little to warm)."""
     from failatlas.analysis import CornerCaseSearch
     from failatlas.analysis.corners import authors_corner_search
 
-    t = time.perf_counter()
-    ours = CornerCaseSearch(G, C, ranking, progress_bar=False).search(population, dims=dims, classes=classes,
-                                                                       pairs=False, verify=False)
-    t_ours = time.perf_counter() - t
+    def search(refine):
+        return CornerCaseSearch(G, C, ranking, progress_bar=False).search(population, dims=dims, classes=classes,
+                                                                          pairs=False, verify=False, refine=refine)
+
+    t_bisected = timed(lambda: search("bisection"), repeats)
+    t_ours = timed(lambda: search("secant"), repeats)
+    bisected, ours = search("bisection"), search("secant")
     t = time.perf_counter()
     theirs = authors_corner_search(G, C, ranking, population, dims=dims, classes=classes, pairs=False)
     t_theirs = time.perf_counter() - t
@@ -154,7 +161,11 @@ def bench_corners(G, C, ranking, population, classes, dims):
     found = sum(r.shift is not None for r in theirs.rows)
     return {"corner_speedup": t_theirs / t_ours, "corner_s": t_ours, "authors_corner_s": t_theirs,
             "corner_rows": len(theirs.rows), "corner_found_by_both": both, "corner_found_by_authors": found,
-            "corner_max_threshold_diff_sigma": max(diffs) if diffs else None}
+            "corner_max_threshold_diff_sigma": max(diffs) if diffs else None,
+            "corner_bisection_s": t_bisected, "corner_secant_vs_bisection_speedup": t_bisected / t_ours,
+            "corner_evaluations": {"secant": ours.evaluations, "bisection": bisected.evaluations,
+                                   "authors": theirs.evaluations},
+            "corner_secant_equals_bisection": all(a.shift == b.shift for a, b in zip(ours.rows, bisected.rows))}
 
 
 def bench_walks(G, C, ranking, population, n_starts, n_shifts, repeats):
@@ -353,7 +364,7 @@ def main() -> int:
     steps = [
         ("ranking", lambda: bench_ranking(G, C, population, a.repeats)),
         ("fused", lambda: bench_fused_layers(G, C, population, a.repeats)),
-        ("corners", lambda: bench_corners(G, C, ranking, population, [0, 1] if a.quick else [0, 1, 2, 3], 5)),
+        ("corners", lambda: bench_corners(G, C, ranking, population, [0, 1] if a.quick else [0, 1, 2, 3], 5, a.repeats)),
         ("walks", lambda: bench_walks(G, C, ranking, population, 16 if a.quick else 64, 8, a.repeats)),
         ("ops", lambda: {"ops": bench_ops(a.repeats)}),
         ("rss", lambda: bench_rss(a.rss_images // (10 if a.quick else 1), [int(d) for d in ranking.order[:10]],
@@ -372,6 +383,7 @@ def main() -> int:
     result["total_s"] = time.perf_counter() - t0
 
     rows = [("ranking_speedup", "≥ 3×"), ("corner_speedup", "≥ 30×"), ("corner_max_threshold_diff_sigma", "≤ 0.01"),
+            ("corner_secant_vs_bisection_speedup", "measured (refine='secant' vs 'bisection')"),
             ("walk_cache_speedup", "≥ 2×"), ("walk_vs_classifier_ratio", "≤ 2"),
             ("walk_native_vs_python_full_speedup", "measured (C++ engine vs WalkEngine cache=False)"),
             ("fused_forward_speedup", "measured (fused StyleConv vs the step-by-step formula, 512 images)"),

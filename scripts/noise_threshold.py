@@ -5,8 +5,8 @@ closest to the train split's mix of corruptions (failatlas.training.quality.cali
 on the run's EMA generator; criterion "frame": the noise of the empty 2-pixel frame, or "judge": a
 corruption classifier trained with another seed than eval-gan's), then writes DST as a run folder:
 checkpoint.pt with those values (failatlas.training.gan.with_noise_threshold; a run that already has
-thresholds is recalibrated on top of them), noise-threshold.json (the calibration), the sample grid of the
-new EMA generator and SRC's metrics.jsonl. DST can be trained on (`failatlas train-gan --init-from DST`) or
+thresholds is recalibrated on top of them), noise-threshold.json (the calibration), the new EMA generator
+(generator.safetensors + config.json, for eval-gan and analyze), its sample grid and SRC's metrics.jsonl. DST can be trained on (`failatlas train-gan --init-from DST`) or
 shipped as it is (`RUN=DST scripts/ship_generator.sh`).
 
 Usage: .venv/bin/python scripts/noise_threshold.py SRC_RUN DST [--layer b32.conv0] [--n 1000]
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from failatlas._io import load_checkpoint, write_json
-from failatlas.models.stylegan2 import Generator, StyleGANConfig
+from failatlas.models.stylegan2 import Generator, StyleGANConfig, save_generator
 from failatlas.training.gan import _sample_grid, with_noise_threshold
 from failatlas.training.quality import CRITERIA, calibrate_noise_threshold
 
@@ -45,7 +45,9 @@ def main() -> None:
     cal = calibrate_noise_threshold(ema_generator(args.src), args.layer, n=args.n, criterion=args.criterion)
     path = with_noise_threshold(args.src, args.dst, args.layer, cal["threshold"], cal["gain"])
     write_json(args.dst / "noise-threshold.json", cal)
-    _sample_grid(ema_generator(args.dst), args.dst / "samples-latest.png")
+    G = ema_generator(args.dst)
+    save_generator(G, args.dst, extra={"noise_calibration": {k: v for k, v in cal.items() if k != "grid"}})
+    _sample_grid(G, args.dst / "samples-latest.png")
     if (args.src / "metrics.jsonl").is_file():
         shutil.copyfile(args.src / "metrics.jsonl", args.dst / "metrics.jsonl")
     print(json.dumps({k: v for k, v in cal.items() if k != "grid"}, indent=1))

@@ -137,10 +137,11 @@ def test_corners_equal_the_python_search(setup, step, max_shift, tol):
     assert result.returncode == 0, result.stderr
     got = json.loads(out.read_text())
     ranking = ranking_for(st["G"], st["dims"], st["sign"], st["sigma"])
-    # backend="reference": every image synthesized from its full style vector, as the fused graph does
+    # backend="reference": every image synthesized from its full style vector, as the fused graph does;
+    # the C++ runner refines by bisection
     cc = CornerCaseSearch(st["G"], st["C"], ranking, progress_bar=False, backend="reference").search(
         starts=st["s"], labels=st["y"], dims=st["dims"], pairs=False, verify=False, step=step,
-        max_shift=max_shift, tol=tol)
+        max_shift=max_shift, tol=tol, refine="bisection")
     K = len(st["dims"])
     assert len(cc.cases) == N * K
     assert got["rounds"] == cc.rounds and got["images"] == cc.evaluations

@@ -72,18 +72,25 @@ def left(hand_built):
                            start=start_with(hb.G, {hb.dim_a: 1.0}))
 
 
-def test_bisection_finds_the_analytic_threshold(left):
+@pytest.mark.parametrize("refine", ["bisection", "secant"])
+def test_search_finds_the_analytic_threshold(left, refine):
     hb = left.hb
     cc = find_corner_cases(hb.G, hb.left, left.ranking, starts=left.start, labels=torch.tensor([0]),
-                           dims=[hb.dim_a], pairs=False)
+                           dims=[hb.dim_a], pairs=False, refine=refine)
     (row,) = cc.cases
     assert row.found and not row.at_start and row.verified
     assert left.t_star - 1e-4 <= row.shift <= left.t_star + 0.01 + 1e-4, (row.shift, left.t_star)
     assert row.p_at_shift <= 0.5 < row.p_before
     assert row.shift_before == pytest.approx(row.shift - 0.01, abs=1e-12)
     assert row.p_verified <= 0.5 < row.p_before_verified
-    # bracket 5σ, 10σ, then at most ⌈log2(500)⌉ = 9 midpoints
-    assert 2 + 8 <= row.evaluations <= 2 + 9
+    if refine == "bisection":  # bracket 5σ, 10σ, then at most ⌈log2(500)⌉ = 9 midpoints
+        assert 2 + 8 <= row.evaluations <= 2 + 9
+    else:  # the same grid point in fewer steps
+        (bisected,) = find_corner_cases(hb.G, hb.left, left.ranking, starts=left.start, labels=torch.tensor([0]),
+                                        dims=[hb.dim_a], pairs=False, refine="bisection").cases
+        assert (row.shift, row.shift_before) == (bisected.shift, bisected.shift_before)
+        assert row.evaluations <= 2 + 5 < bisected.evaluations
+    assert cc.method == f"batched-{refine}"
     assert cc.rounds == 1 + row.evaluations and cc.evaluations == 1 + row.evaluations
     assert (row.layers, row.kinds, row.directions) == (("b32.torgb",), ("torgb",), (-1,))
 
@@ -179,6 +186,12 @@ def test_batched_search_equals_the_authors_procedure(G, sharp):
             assert b.verified
     assert batched.evaluations < authors.evaluations / 3
     assert batched.rounds <= 1 + 30 + 9 < authors.rounds  # start, brackets up to 30σ, 9 halvings
+    bisected = find_corner_cases(G, sharp.C, sharp.ranking, sharp.population, pairs=True, refine="bisection", **kw)
+    refined = [(b, s) for b, s in zip(bisected.rows, batched.rows) if s.found and not s.at_start]
+    assert refined and all(b.shift == s.shift for b, s in refined)  # p_y crosses 0.5 once in each bracket
+    assert sum(s.evaluations for _, s in refined) < sum(b.evaluations for b, _ in refined)
+    with pytest.raises(FailatlasError, match="refine must be one of secant, bisection"):
+        find_corner_cases(G, sharp.C, sharp.ranking, sharp.population, refine="newton", **kw)
 
 
 def test_engine_backend_equals_reference_backend(G, sharp):
@@ -263,7 +276,7 @@ def test_bad_options_and_mismatched_ranking(G, sharp, left):
 def test_rounds_advance_every_row_together(G, sharp):
     """One batch per round whatever the number of rows: rounds stay at about 1 + brackets + 9 while the
     evaluations grow with the rows."""
-    cc = find_corner_cases(G, sharp.C, sharp.ranking, sharp.population, dims=6, n_pairs=3)
+    cc = find_corner_cases(G, sharp.C, sharp.ranking, sharp.population, dims=6, n_pairs=3, refine="bisection")
     rows = [r for r in cc.rows if not r.at_start]
     assert len(cc.rows) == len(cc.labels) * (6 + 3)
     assert cc.evaluations == len(cc.labels) + sum(r.evaluations for r in rows)

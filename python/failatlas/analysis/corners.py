@@ -15,6 +15,12 @@ hi − m·tol, m = 0 … ⌈(hi − lo)/tol⌉ (the last one is lo itself), and 
 neighbours with p ≤ 0.5 at t and p > 0.5 at t − tol. Both probabilities are evaluated, so both conditions
 hold by construction, monotone classifier or not. The authors step back from hi by tol until p > 0.5
 (:func:`authors_corner_search`, up to 500 evaluations per bracket); the binary search needs ⌈log₂ 500⌉ = 9.
+The default refinement is a safeguarded secant search over the same grid (``refine="secant"``): each
+step goes where logit p_y, interpolated linearly between the bracket's ends, crosses 0, and falls back to
+the midpoint after two steps that moved the same end (Illinois); it keeps the same bracket invariant, so
+it ends on the same neighbours as the binary search whenever p_y crosses 0.5 once in the bracket, in
+fewer evaluations (on the shipped models, 20 rows of which 15 flip: 263 evaluations instead of 328, the
+same shifts, 1.15× faster; ``benchmarks/run.py --only corners``).
 
 Batched: every round evaluates one batch holding the next point of every pending (start, dimensions) row,
 whatever its phase (bracket or bisection). Walk points are built by :func:`failatlas.ops.walk_styles` in
@@ -49,6 +55,7 @@ CSV_COLUMNS = ("kind", "start", "cls", "dims", "ranks", "layers", "resolutions",
                "directions", "sigmas", "found", "at_start", "shift", "p_at_shift", "shift_before", "p_before",
                "p_start", "p_last", "verified", "p_verified", "p_before_verified", "evaluations")
 THRESHOLD = 0.5
+REFINE = ("secant", "bisection")
 
 
 # --- result -----------------------------------------------------------------------------------------
@@ -452,6 +459,8 @@ class _Row:
     aligned: bool = True  # hi − mb·tol == lo (then the grid point m = mb is exactly t − tol)
     p_a: float = float("nan")
     p_b: float = float("nan")
+    m: int = 0  # the grid point being evaluated in the bisect phase
+    same: int = 0  # how many refinement steps in a row moved the same end (a: > 0, b: < 0)
     found: bool = False
     at_start: bool = False
     shift: float | None = None
@@ -464,6 +473,32 @@ class _Row:
 
     def t_of(self, m: int, tol: float) -> float:
         return self.lo if m == self.mb else self.hi - m * tol
+
+    def next_m(self, refine: str) -> int:
+        """The next grid point inside (a, b): the midpoint, or for ``"secant"`` where the straight line
+        through (a, logit p_a) and (b, logit p_b) crosses 0 (logit p_y is close to linear in the shift near
+        the flip, where p_y itself is a steep sigmoid); the midpoint again after two steps in a row moved
+        the same end (the Illinois safeguard: at most about twice the bisection's steps)."""
+        mid = (self.a + self.b) // 2
+        if refine != "secant" or self.b - self.a <= 2 or abs(self.same) >= 2:
+            return mid
+        la, lb = _logit(self.p_a), _logit(self.p_b)
+        if not lb > la:
+            return mid
+        x = self.a + (self.b - self.a) * (-la) / (lb - la)
+        return min(max(math.floor(x), self.a + 1), self.b - 1)
+
+    def refined(self, p: float) -> None:
+        """Record p at grid point m: it becomes the new a (p ≤ 0.5) or b (p > 0.5)."""
+        if p <= THRESHOLD:
+            self.a, self.p_a, self.same = self.m, p, max(self.same, 0) + 1
+        else:
+            self.b, self.p_b, self.same = self.m, p, min(self.same, 0) - 1
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-12), 1.0 - 1e-12)
+    return math.log(p / (1.0 - p))
 
 
 class _Setup:
@@ -666,14 +701,21 @@ class CornerCaseSearch:
     def search(self, population: Population | None = None, dims: Sequence[int] | int | None = None,
                classes: Sequence[int] | None = None, starts: torch.Tensor | None = None,
                labels: torch.Tensor | None = None, pairs: bool = True, n_pairs: int = 3, step: float = 5.0,
-               max_shift: float = 100.0, tol: float = 0.01, verify: bool = True) -> CornerCases:
+               max_shift: float = 100.0, tol: float = 0.01, verify: bool = True,
+               refine: str = "secant") -> CornerCases:
         """Search every (start, dimension) row and every pair of the top ``n_pairs`` dims.
 
         population: gives the starts (mean s of each class's well-classified samples; a class without one
         is skipped and named in ``warnings``). dims: the dimensions to walk (None: the ranking's top 10;
         an int k: its top k). classes: restrict to these classes (None: all). starts: Tensor[N, S] to use
         instead, with ``labels`` Tensor[N] (or ``starts=(s, labels)``). step, max_shift, tol: in σ units.
+        refine: how the bracket is narrowed to ``tol`` — ``"secant"`` (default: each step goes where logit
+        p_y crosses 0 on the line through the bracket's ends, with a bisection safeguard) or
+        ``"bisection"``. Both end on two neighbouring grid points with p_y ≤ 0.5 and > 0.5, so where p_y
+        crosses 0.5 once inside the bracket they return the same shift; secant needs fewer evaluations.
         """
+        if refine not in REFINE:
+            raise FailatlasError(f"refine must be one of {', '.join(REFINE)}, got {refine!r}")
         G, C = self.generator, self.classifier
         setup = _Setup(G, C, self.ranking, population, dims, classes, starts, labels, pairs, n_pairs, step,
                        max_shift, tol, self.batch_size)
@@ -710,7 +752,8 @@ class CornerCaseSearch:
                     if r.phase == "bracket":
                         t.append(setup.grid[r.j])
                     elif r.phase == "bisect":
-                        t.append(r.t_of((r.a + r.b) // 2, tol))
+                        r.m = r.next_m(refine)
+                        t.append(r.t_of(r.m, tol))
                     else:  # "before": the grid point below t was not t − tol (unaligned bracket)
                         t.append(r.shift - tol)
                 p = evaluate(pending, t)
@@ -727,11 +770,7 @@ class CornerCaseSearch:
                             if r.j == len(setup.grid):
                                 r.phase = "done"
                     elif r.phase == "bisect":
-                        mid = (r.a + r.b) // 2
-                        if pp <= THRESHOLD:
-                            r.a, r.p_a = mid, pp
-                        else:
-                            r.b, r.p_b = mid, pp
+                        r.refined(pp)
                     else:
                         r.shift_before, r.p_before, r.phase = tt, pp, "done"
                     if r.phase == "bisect" and r.b - r.a == 1:
@@ -742,7 +781,7 @@ class CornerCaseSearch:
                             r.phase = "before"
                     if r.phase == "done":
                         bar.update(1)
-        return setup.finish(G, C, rows, ev, rounds, verify, "batched-bisection")
+        return setup.finish(G, C, rows, ev, rounds, verify, f"batched-{refine}")
 
 
 def find_corner_cases(generator: nn.Module, classifier: nn.Module, ranking: Ranking,
@@ -751,12 +790,12 @@ def find_corner_cases(generator: nn.Module, classifier: nn.Module, ranking: Rank
                       labels: torch.Tensor | None = None, pairs: bool = True, n_pairs: int = 3, step: float = 5.0,
                       max_shift: float = 100.0, tol: float = 0.01, verify: bool = True,
                       batch_size: int | None = None, progress_bar: bool | None = None,
-                      backend: str = "engine") -> CornerCases:
+                      backend: str = "engine", refine: str = "secant") -> CornerCases:
     """Functional form of :meth:`CornerCaseSearch.search`."""
     return CornerCaseSearch(generator, classifier, ranking, batch_size=batch_size,
                             progress_bar=progress_bar, backend=backend).search(
         population, dims=dims, classes=classes, starts=starts, labels=labels, pairs=pairs, n_pairs=n_pairs,
-        step=step, max_shift=max_shift, tol=tol, verify=verify)
+        step=step, max_shift=max_shift, tol=tol, verify=verify, refine=refine)
 
 
 # --- the authors' procedure (reference for tests and benchmarks) ----------------------------------------
