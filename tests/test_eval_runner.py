@@ -124,27 +124,29 @@ def test_walk_equals_the_walk_engine(setup):
 # --- corners -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("step,max_shift,tol", [(5.0, 100.0, 0.01), (5.0, 23.0, 0.03)],
-                         ids=["defaults", "capped-unaligned"])
-def test_corners_equal_the_python_search(setup, step, max_shift, tol):
+@pytest.mark.parametrize("step,max_shift,tol,refine", [(5.0, 100.0, 0.01, "secant"), (5.0, 100.0, 0.01, "bisection"),
+                                                       (5.0, 23.0, 0.03, "secant")],
+                         ids=["defaults", "bisection", "capped-unaligned"])
+def test_corners_equal_the_python_search(setup, step, max_shift, tol, refine):
     """(5, 23, 0.03): the last bracket point is max_shift itself (20 → 23), and no bracket is a whole number
     of tol wide (the bisection grid hi − m·tol does not end on lo)."""
     st = setup
     out = st["folder"] / "corners.json"
     extra = [] if (step, max_shift, tol) == (5.0, 100.0, 0.01) else \
         ["--step", str(step), "--max-shift", str(max_shift), "--tol", str(tol)]
+    extra += [] if refine == "secant" else ["--refine", refine]
     result = run("corners", *common_args(st, **{"--out": out}), *extra)
     assert result.returncode == 0, result.stderr
     got = json.loads(out.read_text())
     ranking = ranking_for(st["G"], st["dims"], st["sign"], st["sigma"])
-    # backend="reference": every image synthesized from its full style vector, as the fused graph does;
-    # the C++ runner refines by bisection
+    # backend="reference": every image synthesized from its full style vector, as the fused graph does
     cc = CornerCaseSearch(st["G"], st["C"], ranking, progress_bar=False, backend="reference").search(
         starts=st["s"], labels=st["y"], dims=st["dims"], pairs=False, verify=False, step=step,
-        max_shift=max_shift, tol=tol, refine="bisection")
+        max_shift=max_shift, tol=tol, refine=refine)
     K = len(st["dims"])
     assert len(cc.cases) == N * K
     assert got["rounds"] == cc.rounds and got["images"] == cc.evaluations
+    assert got["method"] == cc.method == f"batched-{refine}"
     np.testing.assert_allclose(got["p_start"], cc.p_start.numpy(), rtol=0, atol=1e-6)
     kinds = {"at_start": 0, "found": 0, "not_found": 0}
     for row in cc.cases:
@@ -251,6 +253,7 @@ BAD = {
     "walk option in corners": ("corners", {}, ["--shifts", "1"], "unknown option --shifts"),
     "tol above step": ("corners", {}, ["--step", "1", "--tol", "2"], "must not exceed --step"),
     "negative step": ("corners", {}, ["--step", "-5"], "--step must be a positive number"),
+    "unknown refinement": ("corners", {}, ["--refine", "newton"], "--refine must be secant or bisection"),
     "out folder": ("walk", {"--out": "nowhere/result.json"}, [], "its folder does not exist"),
     "unknown mode": ("stroll", {}, [], "unknown mode 'stroll'"),
 }

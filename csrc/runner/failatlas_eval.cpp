@@ -3,7 +3,8 @@
 //   failatlas-eval walk    --model fused.pt --styles s.npy --labels y.npy --dims 3,17 --shifts 0,0.5,1
 //                          --sigma sigma.npy --sign 1,-1 --out result.json
 //   failatlas-eval corners --model fused.pt --styles s.npy --labels y.npy --dims 3,17
-//                          --sigma sigma.npy --sign 1,-1 [--step 5 --max-shift 100 --tol 0.01] --out result.json
+//                          --sigma sigma.npy --sign 1,-1 [--step 5 --max-shift 100 --tol 0.01]
+//                          [--refine secant|bisection] --out result.json
 //
 // The model is a graph written by failatlas.engine.fused.export_torchscript (s: float32 [N, D] → logits
 // [N, C], with the int64 buffers meta_style_dim and meta_num_classes). Styles are float32 [N, D] .npy
@@ -15,7 +16,9 @@
 //
 // corners: failatlas.analysis.CornerCaseSearch.search(starts=styles, labels=labels, dims=dims, pairs=False)
 // with directions sign and σ sigma, reproduced step for step: bracket at step, 2·step, … (max_shift last),
-// then a binary search over the grid hi − m·tol between the last two bracket points; every round
+// then a search over the grid hi − m·tol between the last two bracket points (refine="secant": where logit
+// p_y interpolated between the bracket's ends crosses 0, the midpoint after two steps that moved the same
+// end; refine="bisection": the midpoint); every round
 // evaluates one batch holding the next point of every pending (start, dim) row. Walk points are
 // float32(float64(s) + σ·(sign·t)), exactly as the Python search builds them.
 //
@@ -78,7 +81,8 @@ const char* const kUsage =
     "                           [--batch-size 256] [--threads N]\n"
     "       failatlas-eval corners --model FUSED.pt --styles S.npy --labels Y.npy --dims D1,D2,..\n"
     "                              --sigma SIGMA.npy --sign G1,G2,.. --out RESULT.json\n"
-    "                              [--step 5] [--max-shift 100] [--tol 0.01] [--batch-size 256] [--threads N]\n"
+    "                              [--step 5] [--max-shift 100] [--tol 0.01] [--refine secant|bisection]\n"
+    "                              [--batch-size 256] [--threads N]\n"
     "       failatlas-eval --help | --version\n"
     "\n"
     "FUSED.pt: a fused graph from failatlas.engine.fused.export_torchscript (styles -> logits).\n"
@@ -190,7 +194,7 @@ Args parse_args(int argc, char** argv) {
   static const std::set<std::string> common = {"--model", "--styles", "--labels", "--dims", "--sigma",
                                                "--sign",  "--out",    "--batch-size", "--threads"};
   static const std::set<std::string> walk_only = {"--shifts"};
-  static const std::set<std::string> corners_only = {"--step", "--max-shift", "--tol"};
+  static const std::set<std::string> corners_only = {"--step", "--max-shift", "--tol", "--refine"};
   if (argc < 2) throw InputError("no mode given: use 'failatlas-eval walk ...' or 'failatlas-eval corners ...' "
                                  "(see failatlas-eval --help)");
   Args a;
@@ -401,12 +405,29 @@ struct Row {
   int64_t a = 0, b = 0, mb = 0;
   bool aligned = true;
   double p_a = NAN, p_b = NAN;
+  int64_t m = 0;     // the grid point being evaluated in the refinement
+  int64_t same = 0;  // refinement steps in a row that moved the same end (a: > 0, b: < 0)
   bool found = false, at_start = false;
   bool has_shift = false, has_before = false, has_last = false;
   double shift = NAN, p_at = NAN, shift_before = NAN, p_before = NAN, p_start = NAN, p_last = NAN;
   int64_t evaluations = 0;
 
-  double t_of(int64_t m, double tol) const { return m == mb ? lo : hi - double(m) * tol; }
+  double t_of(int64_t m_, double tol) const { return m_ == mb ? lo : hi - double(m_) * tol; }
+
+  // _Row.next_m of failatlas/analysis/corners.py
+  int64_t next_m(bool secant) const {
+    const int64_t mid = (a + b) / 2;
+    if (!secant || b - a <= 2 || std::llabs(same) >= 2) return mid;
+    const double la = logit(p_a), lb = logit(p_b);
+    if (!(lb > la)) return mid;
+    const double x = double(a) + double(b - a) * (-la) / (lb - la);
+    return std::min(std::max(int64_t(std::floor(x)), a + 1), b - 1);
+  }
+
+  static double logit(double p) {
+    p = std::min(std::max(p, 1e-12), 1.0 - 1e-12);
+    return std::log(p / (1.0 - p));
+  }
 };
 
 double positive_option(const Args& a, const std::string& opt, double fallback) {
@@ -421,6 +442,10 @@ int run_corners(const Args& a) {
   const double max_shift = positive_option(a, "--max-shift", 100.0);
   const double tol = positive_option(a, "--tol", 0.01);
   if (tol > step) throw InputError("--tol (" + a.get("--tol") + ") must not exceed --step (" + fmt_double(step) + ")");
+  const std::string refine = a.has("--refine") ? a.get("--refine") : std::string("secant");
+  if (refine != "secant" && refine != "bisection")
+    throw InputError("--refine must be secant or bisection, got '" + refine + "'");
+  const bool secant = refine == "secant";
   Inputs in = load_inputs(a);
   {
     std::set<int64_t> seen;
@@ -501,7 +526,8 @@ int run_corners(const Args& a) {
       if (r->phase == Phase::Bracket) {
         t.push_back(grid[r->j]);
       } else if (r->phase == Phase::Bisect) {
-        t.push_back(r->t_of((r->a + r->b) / 2, tol));
+        r->m = r->next_m(secant);
+        t.push_back(r->t_of(r->m, tol));
       } else {  // Before: the grid point below the shift was not shift − tol (unaligned bracket)
         t.push_back(r->shift - tol);
       }
@@ -537,13 +563,14 @@ int run_corners(const Args& a) {
           if (r.j == grid.size()) r.phase = Phase::Done;
         }
       } else if (r.phase == Phase::Bisect) {
-        const int64_t mid = (r.a + r.b) / 2;
         if (pp <= kThreshold) {
-          r.a = mid;
+          r.a = r.m;
           r.p_a = pp;
+          r.same = std::max<int64_t>(r.same, 0) + 1;
         } else {
-          r.b = mid;
+          r.b = r.m;
           r.p_b = pp;
+          r.same = std::min<int64_t>(r.same, 0) - 1;
         }
       } else {
         r.shift_before = tt;
@@ -582,7 +609,7 @@ int run_corners(const Args& a) {
   auto opt = [](bool has, double v) { return has ? json_number(v) : std::string("null"); };
   std::string out = "{\n  \"format\": \"failatlas-eval-corners\",\n";
   out += "  \"version\": " + json_string(FAILATLAS_VERSION) + ",\n";
-  out += "  \"method\": \"batched-bisection\",\n";
+  out += "  \"method\": \"batched-" + refine + "\",\n";
   out += "  \"model\": " + json_string(a.get("--model")) + ",\n";
   out += "  \"n\": " + std::to_string(N) + ", \"style_dim\": " + std::to_string(D) + ",\n";
   out += "  \"dims\": " + json_list(in.dims, int_str) + ",\n";
