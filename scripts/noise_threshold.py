@@ -6,8 +6,9 @@ on the run's EMA generator; criterion "frame": the noise of the empty 2-pixel fr
 corruption classifier trained with another seed than eval-gan's), then writes DST as a run folder:
 checkpoint.pt with those values (failatlas.training.gan.with_noise_threshold; a run that already has
 thresholds is recalibrated on top of them), noise-threshold.json (the calibration), the new EMA generator
-(generator.safetensors + config.json, for eval-gan and analyze), its sample grid and SRC's metrics.jsonl. DST can be trained on (`failatlas train-gan --init-from DST`) or
-shipped as it is (`RUN=DST scripts/ship_generator.sh`).
+(generator.safetensors + config.json, for eval-gan and analyze), its sample grid and SRC's metrics.jsonl.
+DST can be trained on (`failatlas train-gan --init-from DST`) or shipped as it is
+(`RUN=DST scripts/ship_generator.sh`).
 
 Usage: .venv/bin/python scripts/noise_threshold.py SRC_RUN DST [--layer b32.conv0] [--n 1000]
        [--criterion frame|judge]
