@@ -10,6 +10,11 @@ prediction) of every moved image. Two facts about the synthesis network make mos
   layer's 1/√C gain, and the skip path only upsamples and adds). Moving ToRGB channel c of layer ℓ by δ
   adds δ · (x_c · gain · w_c), upsampled to the output resolution, to the start's image: one small tensor per
   (start, dimension), then one multiply-add per shift. Only the classifier runs per shift.
+* **Linear modulated convolution.** A conv layer modulates its input (x·s) before a convolution that is
+  linear in it, so moving input channel c by δ adds δ · conv(x_c, w_c) (a one-channel convolution, once
+  per start and dimension) to the start's convolution output; per shift only the demodulation, noise and
+  activation of that layer run, then the layers after it. This skips the walked layer's own convolution,
+  the largest cost when it is the 16→32 upsampling layer.
 
 ``cache=False`` recomputes every image from its full style vector instead (the reference the cached path
 is tested against, ≤ 1e-5). Memory stays bounded whatever N: starts are processed in chunks, and no more
@@ -174,11 +179,16 @@ class WalkEngine:
                     direction = upsample2x(direction)
                 img = (base[:, None] + step[None, :, None, None, None] * direction[:, None]).flatten(0, 1)
             else:
+                c = d - info.start
                 s = s0.repeat_interleave(M, dim=0)
                 s[:, d] += step.repeat(n)
-                x = x_in.repeat_interleave(M, dim=0)
+                w = layer.weight * layer.weight_gain
+                pre = layer.conv(x_in * s0[:, info.start:info.start + info.size, None, None], w)
+                delta = layer.conv(x_in[:, c:c + 1], w[:, c:c + 1])  # ∂(conv output)/∂s_c
+                pre = (pre[:, None] + step[None, :, None, None, None] * delta[:, None]).flatten(0, 1)
+                x = layer.activate(pre, s[:, info.start:info.start + info.size], w, self.noise_mode)
                 im = None if img_in is None else img_in.repeat_interleave(M, dim=0)
-                img = self._net.run_from(li, x, im, s, self.noise_mode)
+                img = self._net.run_from(li + 1, x, im, s, self.noise_mode)
             p, c_ = self._classify(img, yy)
             p_out[:, k] = p.reshape(n, M)
             pred_out[:, k] = c_.reshape(n, M)

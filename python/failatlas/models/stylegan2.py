@@ -265,8 +265,16 @@ class StyleConv(nn.Module):
     def forward(self, x: torch.Tensor, s: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """x: Tensor[N, C_in, r/2 or r, ...]; s: Tensor[N, C_in] → Tensor[N, C_out, r, r]."""
         w = self.weight * self.weight_gain
-        x = x * s[:, :, None, None]
-        x = upconv3x3(x, w, self.fir) if self.up else F.conv2d(x, w, padding=1)
+        return self.activate(self.conv(x * s[:, :, None, None], w), s, w, noise_mode)
+
+    def conv(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The (upsampling) 3×3 convolution of the modulated input x with the scaled weight w — linear in x,
+        so a walk along one input channel c adds shift × ``conv(x[:, c:c+1], w[:, c:c+1])``."""
+        return upconv3x3(x, w, self.fir) if self.up else F.conv2d(x, w, padding=1)
+
+    def activate(self, x: torch.Tensor, s: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """The rest of the layer after :meth:`conv`: demodulation by s, noise, bias and lrelu·√2 (x is
+        left as it is)."""
         demod = torch.rsqrt(s.square() @ w.square().sum(dim=(2, 3)).t() + 1e-8)  # [N, C_out]
         # lrelu(x·demod + noise + bias)·√2 with the positive √2 moved inside (lrelu(√2·a) = √2·lrelu(a)) and
         # fused: one addcmul, then the noise and the activation in place on its fresh output (the backward
