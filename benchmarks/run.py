@@ -142,13 +142,15 @@ def bench_corners(G, C, ranking, population, classes, dims, repeats):
     from failatlas.analysis import CornerCaseSearch
     from failatlas.analysis.corners import authors_corner_search
 
+    results = {}
+
     def search(refine):
-        return CornerCaseSearch(G, C, ranking, progress_bar=False).search(population, dims=dims, classes=classes,
-                                                                          pairs=False, verify=False, refine=refine)
+        results[refine] = CornerCaseSearch(G, C, ranking, progress_bar=False).search(
+            population, dims=dims, classes=classes, pairs=False, verify=False, refine=refine)
 
     t_bisected = timed(lambda: search("bisection"), repeats)
     t_ours = timed(lambda: search("secant"), repeats)
-    bisected, ours = search("bisection"), search("secant")
+    bisected, ours = results["bisection"], results["secant"]
     t = time.perf_counter()
     theirs = authors_corner_search(G, C, ranking, population, dims=dims, classes=classes, pairs=False)
     t_theirs = time.perf_counter() - t

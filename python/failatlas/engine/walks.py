@@ -165,6 +165,7 @@ class WalkEngine:
         base = self._net(s0, self.noise_mode, trace)
         yy = y.repeat_interleave(M)
         R = base.shape[-1]
+        conv_out: dict[int, torch.Tensor] = {}  # layer → the starts' convolution output, shared by its dims
         for k in range(dims.numel()):
             d = int(dims[k])
             li = int(self._layer_of[d])
@@ -183,7 +184,9 @@ class WalkEngine:
                 s = s0.repeat_interleave(M, dim=0)
                 s[:, d] += step.repeat(n)
                 w = layer.weight * layer.weight_gain
-                pre = layer.conv(x_in * s0[:, info.start:info.start + info.size, None, None], w)
+                if li not in conv_out:
+                    conv_out[li] = layer.conv(x_in * s0[:, info.start:info.start + info.size, None, None], w)
+                pre = conv_out[li]
                 delta = layer.conv(x_in[:, c:c + 1], w[:, c:c + 1])  # ∂(conv output)/∂s_c
                 pre = (pre[:, None] + step[None, :, None, None, None] * delta[:, None]).flatten(0, 1)
                 x = layer.activate(pre, s[:, info.start:info.start + info.size], w, self.noise_mode)

@@ -159,6 +159,13 @@ def _batched(fn, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
     return torch.cat([fn(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else fn(x)
 
 
+def cell_shares(judge: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The corruption cell ``judge`` gives each image (int64 Tensor[N]) and the share of each of
+    :data:`CELLS` (float64 Tensor[len(CELLS)])."""
+    cells = _batched(judge, images).argmax(1)
+    return cells, torch.bincount(cells, minlength=len(CELLS)).double() / max(1, len(cells))
+
+
 @torch.no_grad()
 def generate(G: Generator, n: int, seed: int, noise_mode: str = "const", batch: int = 500):
     """n samples with balanced labels (label = index mod classes), z from ``seed``: (images, labels), on
@@ -235,14 +242,12 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
 
     judge = train_corruption_classifier(dataset, idx_dir=idx_dir, blur=blur, seed=seed, limit=n_real,
                                         progress=progress)
-    real_cells = _batched(judge, test.generator_input()).argmax(1)
+    real_cells, p_real = cell_shares(judge, test.generator_input())
     true_cells = corruption_cell(test.corrupted, test.blur, test.noise)
     judge_acc = float((real_cells == true_cells).float().mean())
-    p_real = torch.bincount(real_cells, minlength=len(CELLS)).double() / len(real_cells)
     tv, dist = {}, {"cells": list(CELLS), "real": p_real.tolist()}
     for mode, (imgs, _) in images.items():
-        cells = _batched(judge, imgs).argmax(1)
-        p = torch.bincount(cells, minlength=len(CELLS)).double() / len(cells)
+        p = cell_shares(judge, imgs)[1]
         tv[mode] = 0.5 * float((p - p_real).abs().sum())
         dist[f"generated_{mode}"] = p.tolist()
 
@@ -337,8 +342,7 @@ def calibrate_noise_threshold(G: Generator, layer: str, *, criterion: str = "fra
         judge = train_corruption_classifier(dataset, idx_dir=idx_dir, blur=blur, seed=judge_seed, progress=progress)
 
         def shares_of(images: torch.Tensor) -> torch.Tensor:
-            cells = _batched(judge, images).argmax(1)
-            return torch.bincount(cells, minlength=len(CELLS)).double() / max(1, len(cells))
+            return cell_shares(judge, images)[1]
     else:
         shares_of = frame_shares
     real = shares_of(real_images)
