@@ -172,6 +172,11 @@ def _train_gan(p: argparse.ArgumentParser):
                         "varies too little within a class (default on; off reproduces runs made before it)")
     p.add_argument("--cond-ramp-kimg", type=float, default=d.cond_ramp_kimg, metavar="KIMG",
                    help="transitional conditioning: fade the label in over the first KIMG (0: off)")
+    p.add_argument("--mix-weight", type=float, default=d.mix_weight, metavar="W",
+                   help="add W · KL(data's corruption mix ‖ the batch's) to G's loss, the mixes judged by a "
+                        "corruption classifier trained on the real train split (0: off; see the model card)")
+    p.add_argument("--mix-judge-seed", type=int, default=d.mix_judge_seed, metavar="SEED",
+                   help="seed of that corruption classifier (default 2: not eval-gan's judge, seed 0)")
     p.add_argument("--snapshot-kimg", type=float, default=d.snapshot_kimg, help="checkpoint every this many kimg")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (weights, latents, batches)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -190,7 +195,7 @@ def _train_gan(p: argparse.ArgumentParser):
         cfg = GANTrainConfig(dataset=a.dataset, idx_dir=a.idx_dir, corruption=a.corruption, blur=a.blur,
                              config=a.config, kimg=a.kimg, batch=a.batch, lr=a.lr, pl_weight=a.pl_weight,
                              r1_gamma=a.r1_gamma, class_groups=a.class_groups, cond_ramp_kimg=a.cond_ramp_kimg,
-                             snapshot_kimg=a.snapshot_kimg, sample_kimg=a.snapshot_kimg, seed=a.seed)
+                             mix_weight=a.mix_weight, mix_judge_seed=a.mix_judge_seed, snapshot_kimg=a.snapshot_kimg, sample_kimg=a.snapshot_kimg, seed=a.seed)
         from . import distributed
 
         result = train_gan(cfg, a.out, resume=a.resume, threads=a.threads, device=a.device,

@@ -125,6 +125,9 @@ def test_bad_options():
         GANTrainConfig(batch=1).validate()
     with pytest.raises(FailatlasError, match="multiple of 4"):
         GANTrainConfig(batch=10).validate()
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(FailatlasError, match="--mix-weight"):
+            GANTrainConfig(mix_weight=bad).validate()
 
 
 def test_max_minutes_saves_and_stops_then_resumes(tmp_path):
@@ -234,7 +237,7 @@ def test_checkpoints_from_before_class_groups_resume(tmp_path):
     out = tmp_path / "old"
     train_gan(GANTrainConfig(kimg=0.016, **{**TINY, "class_groups": False}), out, progress=False)
     ck = _states(out)
-    for key in ("class_groups", "cond_ramp_kimg"):
+    for key in ("class_groups", "cond_ramp_kimg", "mix_weight", "mix_judge_seed"):
         del ck["train_config"][key]
     torch.save(ck, out / "checkpoint.pt")
     r = train_gan(GANTrainConfig(kimg=0.024, **{**TINY, "class_groups": False}), out, resume=True, progress=False)
@@ -279,3 +282,50 @@ def test_with_noise_threshold_starts_a_run_with_learned_thresholds(tmp_path):
         gan.with_noise_threshold(src, tmp_path / "bad", "b8.torgb", 0.1)
     with pytest.raises(FailatlasError, match="threshold must be ≥ 0"):
         gan.with_noise_threshold(src, tmp_path / "bad", "b8.conv1", -1.0)
+
+
+def test_mix_kl_is_zero_for_the_datas_mix_and_pulls_the_batch_towards_it():
+    from failatlas.training.quality import CorruptionClassifier
+
+    torch.manual_seed(0)
+    judge = CorruptionClassifier().eval().requires_grad_(False)
+    real = torch.rand(64, 1, 32, 32) * 2 - 1
+    q_real = torch.softmax(judge(real), 1).mean(0)
+    assert float(gan.mix_kl(judge, real, q_real)) == pytest.approx(0.0, abs=1e-6)
+    fake = torch.full((64, 1, 32, 32), -1.0, requires_grad=True)  # blank images: another mix
+    kl = gan.mix_kl(judge, fake, q_real)
+    assert float(kl.detach()) > 1e-4
+    (g,) = torch.autograd.grad(kl, fake)
+    assert float(g.abs().sum()) > 0
+    with torch.no_grad():  # a small step against the gradient lowers the distance
+        assert float(gan.mix_kl(judge, fake - 0.05 * g / g.abs().max(), q_real)) < float(kl.detach())
+
+
+@pytest.fixture()
+def _untrained_mix_judge(monkeypatch):
+    """The mix term's corruption classifier, untrained (seeded): what is tested is the wiring."""
+    from failatlas.training import quality
+
+    def judge(*args, seed=0, **kwargs):
+        torch.manual_seed(seed)  # as the real one does: the training's RNG must not see it
+        return quality.CorruptionClassifier().eval().requires_grad_(False)
+
+    monkeypatch.setattr(quality, "train_corruption_classifier", judge)
+
+
+def test_mix_weight_adds_the_corruption_mix_term_and_resumes_exactly(tmp_path, _untrained_mix_judge):
+    full, part, plain = tmp_path / "full", tmp_path / "part", tmp_path / "plain"
+    train_gan(GANTrainConfig(kimg=0.048, mix_weight=1.0, **TINY), full, progress=False)
+    train_gan(GANTrainConfig(kimg=0.024, mix_weight=1.0, **TINY), part, progress=False)
+    train_gan(GANTrainConfig(kimg=0.048, mix_weight=1.0, **TINY), part, resume=True, progress=False)
+    train_gan(GANTrainConfig(kimg=0.048, **TINY), plain, progress=False)
+    lines = [json.loads(l) for l in (full / "metrics.jsonl").read_text().splitlines()]
+    assert all(l["mix_kl"] >= 0 for l in lines) and len(lines) == 6
+    assert "mix_kl" not in json.loads((plain / "metrics.jsonl").read_text().splitlines()[0])
+    a, b, c = _states(full), _states(part), _states(plain)
+    for name, t in a["G"].items():
+        assert torch.equal(t, b["G"][name]), name
+    assert torch.equal(a["rng"], b["rng"])
+    assert torch.equal(a["rng"], c["rng"])  # training the judge drew nothing from the run's stream
+    assert not torch.equal(a["G"]["synthesis_network.const"], c["G"]["synthesis_network.const"])
+    assert a["train_config"]["mix_weight"] == 1.0

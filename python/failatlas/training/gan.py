@@ -101,6 +101,11 @@ class GANTrainConfig:
     # Transitional conditioning: the label's weight in G's mapping and D's projection rises linearly from
     # 0 to 1 over the first cond_ramp_kimg (D also gets an unconditional head); 0 turns it off.
     cond_ramp_kimg: float = 0.0
+    # Corruption-mix term of G's loss: mix_weight · KL(q_real ‖ q̄_fake), q the mean softmax over the
+    # corruption cells of a corruption classifier trained (seed mix_judge_seed) on the real train split;
+    # q_real over the training images, q̄_fake over each batch of fakes. 0 turns it off. See mix_kl.
+    mix_weight: float = 0.0
+    mix_judge_seed: int = 2
 
     def gamma(self, resolution: int) -> float:
         return self.r1_gamma if self.r1_gamma is not None else 0.0002 * resolution ** 2 / self.batch
@@ -118,6 +123,8 @@ class GANTrainConfig:
             raise FailatlasError(f"--lr must be positive, got {self.lr}")
         if not (self.cond_ramp_kimg >= 0 and math.isfinite(self.cond_ramp_kimg)):
             raise FailatlasError(f"--cond-ramp-kimg must be 0 (off) or a positive number, got {self.cond_ramp_kimg}")
+        if not (self.mix_weight >= 0 and math.isfinite(self.mix_weight)):
+            raise FailatlasError(f"--mix-weight must be 0 (off) or a positive number, got {self.mix_weight}")
         if not 0.0 <= self.style_mixing <= 1.0:
             raise FailatlasError(f"style mixing probability must be in [0, 1], got {self.style_mixing}")
 
@@ -129,7 +136,7 @@ class GANTrainConfig:
     def from_saved(cls, saved: dict) -> "GANTrainConfig":
         """The options saved in a checkpoint; options added later get the value that reproduces runs saved
         before they existed."""
-        return cls(**{"class_groups": False, "cond_ramp_kimg": 0.0, **saved})
+        return cls(**{"class_groups": False, "cond_ramp_kimg": 0.0, "mix_weight": 0.0, "mix_judge_seed": 2, **saved})
 
     def resumable_with(self, other: "GANTrainConfig") -> list[str]:
         a, b = dataclasses.asdict(self), dataclasses.asdict(other)
@@ -404,6 +411,27 @@ class _Batches:
         return self.order[self.offsets[y] + pick].to(self.dev)
 
 
+def mix_kl(judge: torch.nn.Module, fake: torch.Tensor, q_real: torch.Tensor) -> torch.Tensor:
+    """KL(q_real ‖ q̄): q̄ the mean over ``fake`` [N, 1, r, r] of ``judge``'s softmax over the corruption
+    cells, ``q_real`` the same mean over real images (Tensor[cells]). Differentiable in ``fake``; 0 when
+    the batch's mix equals the data's. The shares are clamped at 1e-6 so an empty cell stays finite."""
+    q = torch.softmax(judge(fake), dim=1).mean(dim=0).clamp_min(1e-6)
+    p = q_real.clamp_min(1e-6)
+    return (p * (p.log() - q.log())).sum()
+
+
+def _mix_judge(cfg: GANTrainConfig, reals: torch.Tensor, dev: torch.device, progress: bool | None):
+    """The corruption classifier of the mix term (trained on the train split with its own seed, without
+    touching the training's RNG streams) and its mean softmax over the training images."""
+    from .quality import _batched, train_corruption_classifier
+
+    with torch.random.fork_rng(devices=[]):
+        judge = train_corruption_classifier(cfg.dataset, idx_dir=cfg.idx_dir, blur=cfg.blur,
+                                            seed=cfg.mix_judge_seed, progress=progress)
+    q_real = _batched(lambda x: torch.softmax(judge(x), dim=1), reals).mean(dim=0)
+    return judge.to(dev), q_real.to(dev)
+
+
 def _load_training_images(cfg: GANTrainConfig):
     from ..data.datasets import load_dataset
 
@@ -528,6 +556,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     batches = _Batches(labels, num_classes, arch.mbstd_group, cfg.class_groups, arch.z_dim, dev)
     reals, labels = reals.to(dev), labels.to(dev)
 
+    judge, q_real = _mix_judge(cfg, reals, dev, progress) if cfg.mix_weight > 0 else (None, None)
     gamma = cfg.gamma(arch.resolution)
     local = cfg.batch // world  # this rank's part of every batch (all of it in one process)
     w_avg = (G.mapping_network.w_avg,) if hasattr(G.mapping_network, "w_avg") else ()
@@ -588,6 +617,10 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             z, y = batches.fake(local)
             img = G.synthesis_network(G.styles(mixed_ws(z, y, True, cw)), "random")
             loss_G = F.softplus(-D(img, y, cw)).mean()
+            if judge is not None:
+                kl = mix_kl(judge, img, q_real)
+                loss_G = loss_G + cfg.mix_weight * kl
+                kl_last = kl.detach()
             G_opt.zero_grad(set_to_none=True)
             loss_G.backward()
             if cfg.pl_weight > 0 and step % cfg.pl_interval == 0:
@@ -660,6 +693,8 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             if main and (step % cfg.log_every == 0 or stopping):
                 log.update({"step": step, "kimg": nimg / 1000, "loss_G": lg, "loss_D": ld,
                             "r1": r1_log, "images_per_s": rate, "seconds": elapsed})
+                if judge is not None:  # this rank's last batch
+                    log["mix_kl"] = float(kl_last)
                 bar.set_postfix(G=f"{lg:.2f}", D=f"{ld:.2f}", img_s=f"{rate:.0f}")
                 with open(metrics_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(log) + "\n")
