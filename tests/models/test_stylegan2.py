@@ -104,6 +104,24 @@ def test_torgb_dimension_moves_the_image_exactly_linearly(G, layer):
         assert torch.allclose(G64.synthesis_from_styles(moved), base + t * direction, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+@pytest.mark.parametrize("img_channels", [1, 3])
+def test_torgb_batched_product_equals_the_modulated_1x1_conv(dtype, memory_format, img_channels):
+    from failatlas.models.stylegan2 import ToRGB
+
+    torch.manual_seed(0)
+    layer = ToRGB(16, img_channels, 8, 8).to(dtype)
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(5, 16, 8, 8, dtype=dtype).contiguous(memory_format=memory_format)
+    s = torch.randn(5, 16, dtype=dtype)
+    spec = torch.nn.functional.conv2d(x * (s * layer.weight_gain)[:, :, None, None], layer.weight, layer.bias)
+    out = layer(x, s)
+    assert out.shape == (5, img_channels, 8, 8)
+    assert torch.allclose(out, spec, atol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
 def test_conv_dimension_is_not_linear(G):
     z, y = _zy(G, 3)
     s = G.styles(G.mapping(z, y))
