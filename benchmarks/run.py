@@ -1,9 +1,12 @@
 """Side-by-side speed ratios of the engine against straightforward procedures, in one run (issue 5).
 
     python benchmarks/run.py --json out.json [--quick] [--rss-images 1000000] [--only ranking,fused,...]
+                             [--generator DIR] [--classifier DIR]
 
-Measured on the shipped models (models/mnist/generator, classifier-corrupted), on whatever this machine is:
-ratios from one run, never asserted. Prints a markdown table and writes JSON:
+Measured on the shipped models (models/mnist/generator, classifier-corrupted) unless --generator or
+--classifier name others, on whatever this machine is: ratios from one run, never asserted. The walk and
+corner figures depend on the models as much as on the code: a walk along a dimension of layer ℓ reruns
+layers ℓ, ℓ+1, …, so they follow where the classifier's top dimensions lie. Prints a markdown table and writes JSON:
 
 * ``ranking_speedup``: GradientRanking (its default batch: 64 on CPU) vs the authors' procedure (batches of 32, eager,
   per-sample gradients read from hooks on the style layers' affine outputs), same population;
@@ -196,9 +199,11 @@ def bench_walks(G, C, ranking, population, n_starts, n_shifts, repeats):
 
     t_clf = timed(classify, repeats)
     kinds = [ranking.layout[int(d)].kind for d in dims]
+    layers = [ranking.layout[int(d)].name for d in dims]
     return {"walk_cache_speedup": t_slow / t_fast, "walk_vs_classifier_ratio": t_fast / t_clf,
             "walk_cached_s": t_fast, "walk_full_s": t_slow, "classifier_only_s": t_clf, "walk_images": n_images,
             "walk_max_abs_diff_p_y": diff, "walk_top10_kinds": {k: kinds.count(k) for k in set(kinds)},
+            "walk_top10_layers": {k: layers.count(k) for k in sorted(set(layers))},
             **bench_native_walk(G, C, args, repeats, t_full=t_slow)}
 
 
@@ -283,7 +288,7 @@ def bench_ops(repeats, device: str = "cpu"):
     return out
 
 
-def rss_child(images: int, dims: list[int], signs: list[float]) -> None:
+def rss_child(images: int, dims: list[int], signs: list[float], generator: str, classifier: str) -> None:
     """Run in a fresh process: a walk of about ``images`` images, then print the peak RSS in MB (VmHWM of
     /proc/self/status: getrusage's ru_maxrss keeps the parent's high-water mark across fork + exec)."""
 
@@ -295,13 +300,13 @@ def rss_child(images: int, dims: list[int], signs: list[float]) -> None:
         raise RuntimeError("no VmHWM in /proc/self/status")
 
     from failatlas import load_generator
-    from failatlas._paths import shipped_model
+    from failatlas._paths import resolve_model
     from failatlas.engine import WalkEngine
     from failatlas.models.classifier import load_classifier
 
     torch.set_num_threads(1)
-    G = load_generator(shipped_model("mnist/generator"))
-    C = load_classifier(shipped_model("mnist/classifier-corrupted"))
+    G = load_generator(resolve_model(generator))
+    C = load_classifier(resolve_model(classifier))
     K, M = len(dims), 10
     n = max(1, images // (K * M))
     g = torch.Generator().manual_seed(0)
@@ -318,11 +323,11 @@ def rss_child(images: int, dims: list[int], signs: list[float]) -> None:
                       "rss_before_walk_mb": before, "seconds": time.perf_counter() - t}))
 
 
-def bench_rss(images: int, dims, signs) -> dict:
+def bench_rss(images: int, dims, signs, generator: str, classifier: str) -> dict:
     out = {}
     for n in (images // 10, images):
         cmd = [sys.executable, __file__, "--rss-child", str(n), "--rss-dims=" + ",".join(map(str, dims)),
-               "--rss-signs=" + ",".join(map(str, signs))]
+               "--rss-signs=" + ",".join(map(str, signs)), "--generator", generator, "--classifier", classifier]
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
         if res.returncode != 0:
             out[str(n)] = {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"}
@@ -341,28 +346,34 @@ def main() -> int:
                     help="images of the memory benchmark's walk (the issue's figure is 1,000,000: slow on 2 cores)")
     ap.add_argument("--only", default=None,
                     help="comma-separated steps to run (ranking, fused, corners, walks, ops, rss; default: all)")
+    ap.add_argument("--generator", default="mnist/generator",
+                    help="generator folder or shipped name (default: the shipped mnist/generator)")
+    ap.add_argument("--classifier", default="mnist/classifier-corrupted",
+                    help="classifier folder or shipped name (default: the shipped mnist/classifier-corrupted)")
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--rss-dims", default="", help=argparse.SUPPRESS)
     ap.add_argument("--rss-signs", default="", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.rss_child is not None:
-        rss_child(a.rss_child, [int(d) for d in a.rss_dims.split(",")], [float(s) for s in a.rss_signs.split(",")])
+        rss_child(a.rss_child, [int(d) for d in a.rss_dims.split(",")], [float(s) for s in a.rss_signs.split(",")],
+                  a.generator, a.classifier)
         return 0
 
     from failatlas import load_generator
-    from failatlas._paths import shipped_model
+    from failatlas._paths import resolve_model
     from failatlas.analysis import GradientRanking, sample_population
     from failatlas.models.classifier import load_classifier
 
     torch.set_num_threads(a.threads)
-    G = load_generator(shipped_model("mnist/generator"))
-    C = load_classifier(shipped_model("mnist/classifier-corrupted"))
+    G = load_generator(resolve_model(a.generator))
+    C = load_classifier(resolve_model(a.classifier))
     n_pop = 256 if a.quick else 1024
     t0 = time.perf_counter()
     population = sample_population(G, C, n_pop, seed=0, batch_size=256, progress_bar=False)
     ranking = GradientRanking(G, C, batch_size=256, progress_bar=False).rank(population)
     result = {"machine": {"threads": a.threads, "cpus": os.cpu_count(), "torch": torch.__version__},
-              "population": n_pop, "date": time.strftime("%Y-%m-%d")}
+              "population": n_pop, "date": time.strftime("%Y-%m-%d"),
+              "models": {"generator": a.generator, "classifier": a.classifier}}
     steps = [
         ("ranking", lambda: bench_ranking(G, C, population, a.repeats)),
         ("fused", lambda: bench_fused_layers(G, C, population, a.repeats)),
@@ -370,7 +381,8 @@ def main() -> int:
         ("walks", lambda: bench_walks(G, C, ranking, population, 16 if a.quick else 64, 8, a.repeats)),
         ("ops", lambda: {"ops": bench_ops(a.repeats)}),
         ("rss", lambda: bench_rss(a.rss_images // (10 if a.quick else 1), [int(d) for d in ranking.order[:10]],
-                                  [float(s) or 1.0 for s in ranking.direction[ranking.order[:10]]])),
+                                  [float(s) or 1.0 for s in ranking.direction[ranking.order[:10]]],
+                                  a.generator, a.classifier)),
     ]
     if a.only is not None:
         chosen = [s.strip() for s in a.only.split(",") if s.strip()]
