@@ -195,7 +195,8 @@ def _train_gan(p: argparse.ArgumentParser):
         cfg = GANTrainConfig(dataset=a.dataset, idx_dir=a.idx_dir, corruption=a.corruption, blur=a.blur,
                              config=a.config, kimg=a.kimg, batch=a.batch, lr=a.lr, pl_weight=a.pl_weight,
                              r1_gamma=a.r1_gamma, class_groups=a.class_groups, cond_ramp_kimg=a.cond_ramp_kimg,
-                             mix_weight=a.mix_weight, mix_judge_seed=a.mix_judge_seed, snapshot_kimg=a.snapshot_kimg, sample_kimg=a.snapshot_kimg, seed=a.seed)
+                             mix_weight=a.mix_weight, mix_judge_seed=a.mix_judge_seed,
+                             snapshot_kimg=a.snapshot_kimg, sample_kimg=a.snapshot_kimg, seed=a.seed)
         from . import distributed
 
         result = train_gan(cfg, a.out, resume=a.resume, threads=a.threads, device=a.device,

@@ -1,7 +1,7 @@
 """Training the conditional StyleGAN2 (DESIGN §2).
 
 Non-saturating logistic loss, lazy R1 on reals, style mixing, optional path-length regularization,
-generator EMA, Adam β = (0.0, 0.99). One output folder holds everything:
+an optional corruption-mix term (``mix_weight``, :func:`mix_kl`), generator EMA, Adam β = (0.0, 0.99). One output folder holds everything:
 
 * ``checkpoint.pt``: G, D, G_ema, both optimizers, the step, the RNG state and both configs: ``--resume``
   continues exactly where it stopped (read back with ``weights_only=True``);
@@ -103,7 +103,8 @@ class GANTrainConfig:
     cond_ramp_kimg: float = 0.0
     # Corruption-mix term of G's loss: mix_weight · KL(q_real ‖ q̄_fake), q the mean softmax over the
     # corruption cells of a corruption classifier trained (seed mix_judge_seed) on the real train split;
-    # q_real over the training images, q̄_fake over each batch of fakes. 0 turns it off. See mix_kl.
+    # q_real over the training images, q̄_fake over each batch of fakes (under torchrun: each rank's part
+    # of it, and the ranks' gradients are averaged as usual). 0 turns it off. See mix_kl.
     mix_weight: float = 0.0
     mix_judge_seed: int = 2
 
