@@ -329,3 +329,18 @@ def test_mix_weight_adds_the_corruption_mix_term_and_resumes_exactly(tmp_path, _
     assert torch.equal(a["rng"], c["rng"])  # training the judge drew nothing from the run's stream
     assert not torch.equal(a["G"]["synthesis_network.const"], c["G"]["synthesis_network.const"])
     assert a["train_config"]["mix_weight"] == 1.0
+
+
+def test_cli_mix_weight_reaches_the_run_and_bad_values_give_one_line(tmp_path, capsys, _untrained_mix_judge):
+    out = tmp_path / "run"
+    rc = main(["train-gan", "--config", "tiny", "--batch", "8", "--kimg", "0.016", "--seed", "3",
+               "--mix-weight", "0.5", "--mix-judge-seed", "7", "--out", str(out)])
+    assert rc == 0
+    cfg = _states(out)["train_config"]
+    assert cfg["mix_weight"] == 0.5 and cfg["mix_judge_seed"] == 7
+    capsys.readouterr()
+    rc = main(["train-gan", "--config", "tiny", "--batch", "8", "--kimg", "0.016", "--mix-weight", "-2",
+               "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--mix-weight" in err[0]
+    assert not (tmp_path / "bad").exists()
