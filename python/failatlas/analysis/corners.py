@@ -19,8 +19,8 @@ The default refinement is a safeguarded secant search over the same grid (``refi
 step goes where logit p_y, interpolated linearly between the bracket's ends, crosses 0, and falls back to
 the midpoint after two steps that moved the same end (Illinois); it keeps the same bracket invariant, so
 it ends on the same neighbours as the binary search whenever p_y crosses 0.5 once in the bracket, in
-fewer evaluations (on the shipped models, 20 rows of which 15 flip: 263 evaluations instead of 328, the
-same shifts, 1.15× faster; ``benchmarks/run.py --only corners``).
+fewer evaluations (``benchmarks/run.py --only corners`` compares the two on the shipped models; dated
+figures in ``benchmarks/RESULTS.md``).
 
 Batched: every round evaluates one batch holding the next point of every pending (start, dimensions) row,
 whatever its phase (bracket or bisection). Walk points are built by :func:`failatlas.ops.walk_styles` in
