@@ -10,6 +10,7 @@ layers ℓ, ℓ+1, …, so they follow where the classifier's top dimensions lie
 
 * ``ranking_speedup``: GradientRanking (its default batch: 64 on CPU) vs the authors' procedure (batches of 32, eager,
   per-sample gradients read from hooks on the style layers' affine outputs), same population;
+  ``ranking_flops_per_sample`` (counted) and ``ranking_gflop_per_s`` show that both do the same operations;
 * ``corner_speedup``, ``corner_max_threshold_diff_sigma``: the batched search (CornerCaseSearch, its default
   secant refinement) vs the authors' stepping (5σ steps, then back by 0.01σ, one image at a time) on the
   same (class, dimension) rows, and the largest difference between the thresholds they find;
@@ -90,12 +91,43 @@ def authors_ranking_gradients(G, C, population, batch: int = 32) -> torch.Tensor
     return torch.cat(grads)
 
 
+def gradient_flops(G, C, population, n: int = 8) -> dict:
+    """Floating-point operations per sample (counted by ``torch.utils.flop_counter`` on ``n`` samples) of the
+    ranking's gradients and of the authors' hooks: one forward and one backward each. The ranking's
+    ``style_gradients`` calls ``torch.autograd.grad``, which the counter's module tracking cannot follow, so
+    its forward and backward are counted through ``backward()`` on the same graph."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from failatlas.models.adapter import classifier_view
+
+    sub = population.subset(torch.arange(n))
+
+    def ranking():
+        s = sub.s.clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = C(classifier_view(G.synthesis_from_styles(s, noise_mode="const")))
+            torch.softmax(logits, dim=1).gather(1, sub.y[:, None]).sum().backward()
+
+    counts = {}
+    for name, fn in (("ranking", ranking), ("authors", lambda: authors_ranking_gradients(G, C, sub))):
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        counts[name] = counter.get_total_flops() / n
+    return counts
+
+
 def bench_ranking(G, C, population, repeats):
+    """Timed side by side; also the operations per sample of each (both one forward and one backward, so
+    the ratio can only come from running the same operations faster) and the rate each reached."""
     from failatlas.analysis import GradientRanking
 
     ours = timed(lambda: GradientRanking(G, C, progress_bar=False).rank(population), repeats)
     theirs = timed(lambda: authors_ranking_gradients(G, C, population), repeats)
-    return {"ranking_speedup": theirs / ours, "ranking_s": ours, "authors_ranking_s": theirs, "n": population.n}
+    flops = gradient_flops(G, C, population)
+    return {"ranking_speedup": theirs / ours, "ranking_s": ours, "authors_ranking_s": theirs, "n": population.n,
+            "ranking_flops_per_sample": flops,
+            "ranking_gflop_per_s": {"ranking": flops["ranking"] * population.n / ours / 1e9,
+                                    "authors": flops["authors"] * population.n / theirs / 1e9}}
 
 
 class _plain_style_convs:

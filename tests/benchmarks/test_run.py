@@ -40,3 +40,20 @@ def test_walk_flop_bounds_follow_the_walked_layers(bench, tiny_generator):
     assert (late["walk_vs_classifier_flop_bound"] < both["walk_vs_classifier_flop_bound"]
             < early["walk_vs_classifier_flop_bound"])
     assert len(net.layers) == len(table)
+
+
+def test_ranking_and_authors_gradients_count_the_same_operations(bench, tiny_generator):
+    from failatlas.analysis import sample_population
+    from failatlas.analysis.ranking import style_gradients
+    from failatlas.models.classifier import PaperCNN
+
+    torch.manual_seed(0)
+    G, C = tiny_generator, PaperCNN().eval()
+    population = sample_population(G, C, 8, seed=0, progress_bar=False)
+    counts = bench.gradient_flops(G, C, population, n=4)
+    assert counts["ranking"] > 0
+    assert counts["authors"] == pytest.approx(counts["ranking"], rel=0.01)
+    # and the authors' hooks read the same gradients as the ranking's
+    ours = style_gradients(G, C, population.s, population.y)
+    theirs = bench.authors_ranking_gradients(G, C, population)
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-6)
