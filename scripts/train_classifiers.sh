@@ -12,7 +12,7 @@ export PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}"
 
 for kind in clean corrupted; do
     out="models/mnist/classifier-$kind"
-    "$PY" -m failatlas train-classifier --dataset mnist --train-on "$kind" --epochs 20 --seed 0 --out "$out"
+    "$PY" -m failatlas train-classifier --dataset mnist --train-on "$kind" --epochs 20 --seed 0 --overwrite --out "$out"
     for on in clean corrupted; do
         "$PY" -m failatlas eval-classifier --model "$out" --dataset mnist --on "$on" --json > "$out/.eval-$on.json.tmp"
         mv "$out/.eval-$on.json.tmp" "$out/eval-$on.json"

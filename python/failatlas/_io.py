@@ -48,18 +48,49 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def _check_can_create(path: Path, flag: str) -> None:
+    """``path`` (a file or folder to be written) can be created: its nearest existing ancestor is a folder
+    this process may write in. Checked before any work, so a long run never ends on a failed write."""
+    for parent in path.absolute().parents:
+        if not parent.exists():
+            continue
+        if not parent.is_dir():
+            raise FailatlasError(f"{flag} {path}: {parent} is a file, not a folder; choose a path under a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise FailatlasError(f"{flag} {path}: no permission to write in {parent}; choose a folder you can "
+                                 "write to")
+        return
+
+
 def check_out_folder(out: str | os.PathLike, overwrite: bool | None = None,
-                     replace: str = "to replace it") -> Path:
+                     replace: str = "to replace it", flag: str = "--out") -> Path:
     """The checks every command that writes into ``--out`` makes before any work: ``out`` must not be a
-    file, and (unless ``overwrite`` is None: a command that adds files to a folder) a non-empty folder
+    file, it must be a folder this process can write in or be creatable (no file in its path, permission
+    to write), and (unless ``overwrite`` is None: a command that adds files to a folder) a non-empty folder
     needs ``overwrite``; ``replace`` says what --overwrite does. Returns ``out`` as a Path."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise FailatlasError(f"--out {out} is a file; pass a folder for the results")
-    if overwrite is False and out.is_dir() and any(out.iterdir()):
-        raise FailatlasError(f"--out {out} exists and is not empty; choose a new or empty folder, or pass "
-                             f"--overwrite {replace}")
+        raise FailatlasError(f"{flag} {out} is a file; pass a folder for the results")
+    if out.is_dir():
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise FailatlasError(f"{flag} {out}: no permission to write in it; choose a folder you can write to")
+        if overwrite is False and any(out.iterdir()):
+            raise FailatlasError(f"{flag} {out} exists and is not empty; choose a new or empty folder, or pass "
+                                 f"--overwrite {replace}")
+    else:
+        _check_can_create(out, flag)
     return out
+
+
+def check_out_file(path: str | os.PathLike, flag: str) -> Path:
+    """The same checks for one output file given by option ``flag``: not a folder, and creatable."""
+    path = Path(path)
+    if path.is_dir():
+        raise FailatlasError(f"{flag} {path} is a folder; give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise FailatlasError(f"{flag} {path}: no permission to replace it; choose another file")
+    _check_can_create(path, flag)
+    return path
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

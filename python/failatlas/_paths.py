@@ -67,3 +67,12 @@ def resolve_model(path: str | os.PathLike) -> Path:
     """
     p = Path(path)
     return p if p.exists() or p.is_absolute() else shipped_model(str(path))
+
+
+def find_model(path: str | os.PathLike) -> Path:
+    """:func:`resolve_model` for the Python loaders: a path that is neither on disk nor the name of a shipped
+    model comes back unchanged, so that its loader reports it as a missing folder."""
+    try:
+        return resolve_model(path)
+    except FailatlasError:
+        return Path(path)

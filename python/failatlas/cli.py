@@ -66,8 +66,9 @@ def _data(p: argparse.ArgumentParser):
                    help="mnist (embedded MNIST-10k, or full MNIST with --idx-dir), mnist10k, fashion, "
                    "or any name with --idx-dir for a 28x28 IDX dataset")
     p.add_argument("--idx-dir", default=None, help="folder with train-/t10k- images and labels IDX files (raw or .gz)")
-    p.add_argument("--split", choices=("train", "test"), default="train")
-    p.add_argument("--corruption", choices=("corrupted", "clean"), default="corrupted")
+    p.add_argument("--split", choices=("train", "test"), default="train", help="which split to summarize")
+    p.add_argument("--corruption", choices=("corrupted", "clean"), default="corrupted",
+                   help="the corrupted mix (half blurred and noised, DESIGN §1) or clean images")
     p.add_argument("--blur", choices=("paper", "isotropic"), default="paper",
                    help="paper: vertical-only blur as in the authors' code; isotropic: both axes")
     p.add_argument("--seed", type=int, default=0, help="corruption seed (train uses 2*seed, test 2*seed+1)")
@@ -102,7 +103,10 @@ def _train_classifier_command(p: argparse.ArgumentParser):
     p.add_argument("--translate-px", type=int, default=2, help="random shifts of up to ± this many pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, shuffling and shifts")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
-    p.add_argument("--out", required=True, help="folder to write config.json and model.safetensors to")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train into a non-empty --out, replacing the classifier files there (others stay)")
+    p.add_argument("--out", required=True, help="folder to write config.json, model.safetensors and "
+                   "training.json to (must not exist or be empty, unless --overwrite)")
 
     def run(a: argparse.Namespace) -> int:
         from .training.classifier import TrainClassifierConfig, train_classifier
@@ -110,7 +114,7 @@ def _train_classifier_command(p: argparse.ArgumentParser):
         result = train_classifier(TrainClassifierConfig(
             dataset=a.dataset, train_on=a.train_on, blur=a.blur, idx_dir=a.idx_dir, epochs=a.epochs,
             batch_size=a.batch_size, max_lr=a.max_lr, translate_px=a.translate_px, seed=a.seed,
-            device=a.device), a.out)
+            device=a.device), a.out, overwrite=a.overwrite)
         last = result.history[-1]
         print(f"saved {result.folder} ({result.n_train} images, {len(result.history)} epochs, "
               f"{result.wall_time_s:.1f} s; last epoch loss {last.loss:.4f}, train acc {last.accuracy:.4f})")
@@ -119,12 +123,14 @@ def _train_classifier_command(p: argparse.ArgumentParser):
     return run
 
 
-@command("eval-classifier", "Accuracy of a saved classifier on a test split, per corruption severity.")
+@command("eval-classifier", "Accuracy of a saved classifier on a dataset split (test by default), per corruption "
+         "severity.")
 def _eval_classifier_command(p: argparse.ArgumentParser):
-    p.add_argument("--model", required=True, help="classifier folder (config.json + model.safetensors)")
+    p.add_argument("--model", required=True, help="classifier folder (config.json + model.safetensors), or the "
+                   "name of a shipped one (mnist/classifier-clean, mnist/classifier-corrupted)")
     p.add_argument("--dataset", default="mnist", help="dataset name")
     p.add_argument("--on", default="clean", choices=["clean", "corrupted"], help="clean or corrupted images")
-    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--split", default="test", choices=["train", "test"], help="which split to evaluate on")
     p.add_argument("--blur", default="paper", choices=["paper", "isotropic"], help="blur of the corrupted images")
     p.add_argument("--idx-dir", default=None, help="folder with IDX files (datasets read from IDX files)")
     p.add_argument("--seed", type=int, default=0, help="seed of the corruption draw")
@@ -169,7 +175,7 @@ def _train_gan(p: argparse.ArgumentParser):
                    help="R1 weight (default 0.0002 · resolution² / batch, StyleGAN2-ADA's heuristic)")
     p.add_argument("--class-groups", action=argparse.BooleanOptionalAction, default=d.class_groups,
                    help="each of D's minibatch-stddev groups holds one class, so D sees a generator that "
-                        "varies too little within a class (default on; off reproduces runs made before it)")
+                        "varies too little within a class (off reproduces runs made before it)")
     p.add_argument("--cond-ramp-kimg", type=float, default=d.cond_ramp_kimg, metavar="KIMG",
                    help="transitional conditioning: fade the label in over the first KIMG (0: off)")
     p.add_argument("--mix-weight", type=float, default=d.mix_weight, metavar="W",
@@ -183,7 +189,8 @@ def _train_gan(p: argparse.ArgumentParser):
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA when available)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="save and stop after this much wall time (continue later with --resume)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="run folder (created if needed; one that holds a checkpoint is "
+                   "refused unless --resume continues it)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
     p.add_argument("--init-from", default=None, metavar="DIR",
                    help="warm start: begin from another run's weights, optimizer states and image count "
@@ -278,7 +285,8 @@ def _rank(p: argparse.ArgumentParser):
                    help="bootstrap resamples for 95%% intervals of the scores (0: none)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="samples per forward/backward pass; None: 64 on CPU, 512 on an accelerator")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (created if needed; in an existing one, files of "
+                   "the same names are replaced and other files stay)")
 
     def run(a: argparse.Namespace) -> int:
         from .analysis.ranking import run_rank
@@ -387,7 +395,8 @@ def _compare(p: argparse.ArgumentParser):
     p.add_argument("--k", type=int, default=10, help="number of top dimensions whose corner shifts are compared")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per forward pass; None: 64 on CPU, 512 on an accelerator")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (created if needed; in an existing one, files of "
+                   "the same names are replaced and other files stay)")
 
     def run(a: argparse.Namespace) -> int:
         from .analysis.compare import run_compare
@@ -397,6 +406,18 @@ def _compare(p: argparse.ArgumentParser):
         return 0
 
     return run
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where it tells something: not when the help already states its default,
+    the option is required, or the default is None or False (a flag, or a value chosen at run time)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text.lower() or action.required or action.default is None or action.default is False
+                or action.default is argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -409,14 +430,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_, description, setup in _COMMANDS:
         p = sub.add_parser(name, help=help_, description=description,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        p.set_defaults(_run=setup(p))
+                           formatter_class=_HelpFormatter)
+        p.set_defaults(_run=setup(p), _parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported with the subcommand's usage, not the top level's
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
@@ -428,4 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("failatlas: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the file system refused (disk full, a path changed under the run): one line
+        print(f"failatlas: error: {exc}; check the path, its permissions and the free space, then run again",
+              file=sys.stderr)
+        return 2
     return int(rc or 0)

@@ -57,10 +57,11 @@ def _csv(results: dict[str, Any]) -> str:
 def run_demo(out: str | Path | None = None, seed: int = 0, analysis: bool = True) -> dict[str, Any]:
     """Evaluate the shipped classifiers and print the table; with ``out``, write it as JSON/CSV and, unless
     ``analysis`` is False, run the quick analysis of the shipped models into ``out/analysis``."""
+    if out is not None:
+        out = _io.check_out_folder(out)
     results = evaluate_shipped_classifiers(seed=seed)
     print(format_table(results))
     if out is not None:
-        out = Path(out)
         _io.write_json(out / "classifiers.json", results)
         _io.write_text(out / "classifiers.csv", _csv(results))
         print(f"\nwritten: {out / 'classifiers.json'}, {out / 'classifiers.csv'}")

@@ -80,3 +80,11 @@ def test_cli_compare_needs_two_classifiers(G, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "at least two classifiers" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_classifier_with_other_classes_is_named(G, C, population, one_error):
+    from failatlas.models.classifier import ClassifierConfig, build_classifier
+
+    seven = build_classifier(ClassifierConfig(num_classes=7)).eval()
+    one_error(lambda: compare_classifiers(G, {"ten": C, "seven": seven}, population=population),
+              "the classifier seven has 7 classes", "generator has 10")

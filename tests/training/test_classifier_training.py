@@ -197,3 +197,51 @@ def test_load_dataset_training_path(tmp_path):
                          tmp_path / "m", verbose=False)
     assert r.n_train == 128 and r.config.dataset == "mnist10k" and r.config.num_classes == 10
     assert r.config.class_names is not None and len(r.config.class_names) == 10
+
+
+def test_evaluate_warns_when_the_dataset_has_other_class_names():
+    torch.manual_seed(0)
+    model = build_classifier(ClassifierConfig(class_names=tuple(str(i) for i in range(10)))).eval()
+    same = evaluate_classifier(model, tiny_set(20), on="clean")
+    assert same["warnings"] == [] and "warning" not in format_evaluation(same)
+    other = tiny_set(20)
+    other.class_names = ("T-shirt/top", "Trouser") + tuple(f"c{i}" for i in range(8))
+    res = evaluate_classifier(model, other, on="clean")
+    assert len(res["warnings"]) == 1 and "T-shirt/top" in res["warnings"][0]
+    assert "warning: the classifier was trained on" in format_evaluation(res)
+
+
+def test_train_into_a_non_empty_folder_needs_overwrite(tmp_path, one_error):
+    out = tmp_path / "card"
+    out.mkdir()
+    (out / "README.md").write_text("model card")
+    cfg = TrainClassifierConfig(epochs=1, batch_size=4, limit=8)
+    one_error(lambda: train_classifier(cfg, out, train_set=tiny_set(8), verbose=False), "--out", "not empty",
+              "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == ["README.md"]
+    train_classifier(cfg, out, train_set=tiny_set(8), verbose=False, overwrite=True)
+    assert (out / "README.md").read_text() == "model card"  # other files stay
+    assert load_classifier(out).config.num_classes == 10
+
+
+def test_cli_classifier_commands_refuse_bad_options_before_any_work(tmp_path, capsys):
+    # a bad device, a file in the --out path: one line, exit 2, nothing trained or written
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cases = [
+        (["train-classifier", "--train-on", "clean", "--device", "bogus", "--out", str(tmp_path / "a")], "bogus"),
+        (["train-classifier", "--train-on", "clean", "--out", str(blocker / "sub")], "is a file, not a folder"),
+        (["eval-classifier", "--model", "mnist/classifier-clean", "--device", "bogus"], "bogus"),
+    ]
+    for argv, words in cases:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("failatlas: error:") and words in err and "\n" not in err
+    assert not (tmp_path / "a").exists()
+
+
+def test_cli_eval_classifier_takes_a_shipped_name_from_any_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["eval-classifier", "--model", "mnist/classifier-clean", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 2000 and res["accuracy"] > 0.95 and res["warnings"] == []

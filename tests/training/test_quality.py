@@ -74,6 +74,11 @@ def test_evaluate_generator_figures(models):
     dist = q.corruption_distribution
     assert dist["cells"] == list(CELLS) and sum(dist["real"]) == pytest.approx(1.0)
     assert q.corruption_classifier_accuracy > 0.3  # well above chance (0.1) after one epoch
+    # a judge trained on a few hundred images is weak: its corruption_tv comes with a warning
+    assert bool(q.warnings) == (q.corruption_classifier_accuracy < quality.JUDGE_MIN_ACCURACY)
+    weak = dataclasses.replace(q, corruption_classifier_accuracy=0.5,
+                               warnings=["corruption_tv is not meaningful here"])
+    assert "warning: corruption_tv is not meaningful" in weak.format()
     json.dumps(q.to_json())
 
 

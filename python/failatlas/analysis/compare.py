@@ -126,8 +126,8 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
     names = tuple(classifiers)
     if len(names) < 2:
         raise FailatlasError(f"compare needs at least two classifiers, got {len(names)}; pass --classifier twice")
-    for C in classifiers.values():
-        check_class_counts(G, C)
+    for name, C in classifiers.items():
+        check_class_counts(G, C, name=name)
     if distributed:
         from .. import distributed as dist
 

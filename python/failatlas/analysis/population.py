@@ -203,12 +203,14 @@ def classifier_num_classes(classifier: nn.Module) -> int | None:
     return None if config is None else int(config.num_classes)
 
 
-def check_class_counts(G: nn.Module, classifier: nn.Module, found: int | None = None) -> None:
-    """Raise :class:`FailatlasError` unless the classifier has as many classes as the generator."""
+def check_class_counts(G: nn.Module, classifier: nn.Module, found: int | None = None, name: str | None = None) -> None:
+    """Raise :class:`FailatlasError` unless the classifier (called ``name`` in the message) has as many
+    classes as the generator."""
     got = found if found is not None else classifier_num_classes(classifier)
     if got is not None and got != G.num_classes:
+        which = f"the classifier {name}" if name else "the classifier"
         raise FailatlasError(
-            f"the classifier has {got} classes but the generator has {G.num_classes}; they must describe the "
+            f"{which} has {got} classes but the generator has {G.num_classes}; they must describe the "
             f"same labels: pass a classifier trained on the generator's {G.num_classes} classes (or a "
             f"generator conditioned on {got})")
 

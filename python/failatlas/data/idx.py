@@ -116,7 +116,7 @@ def find_idx_file(folder: str | os.PathLike, split: str, kind: str) -> Path:
     for candidate in idx_candidates(folder, split, kind):
         if candidate.is_file():
             return candidate
-    names = ", ".join(c.name for c in idx_candidates(folder, split, kind)[:2])
+    names = " or ".join(c.name for c in idx_candidates(folder, split, kind) if c.suffix != ".gz")
     raise FailatlasError(
         f"no {split} {kind} file in {folder}: expected {names} (optionally .gz); an IDX folder holds "
         "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"

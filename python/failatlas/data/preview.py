@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .._io import atomic_path, write_json
+from .._io import atomic_path, check_out_file, write_json
 from ..errors import FailatlasError
 from .datasets import ImageSet, load_dataset
 
@@ -89,6 +89,8 @@ def write_preview(imageset: ImageSet, path: str | os.PathLike, columns: int = CO
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise FailatlasError(f"preview path {path} must end in .png (its data goes to {path.with_suffix('.json')})")
+    check_out_file(path, "--preview")
+    check_out_file(path.with_suffix(".json"), "--preview's data file")
     import matplotlib
 
     matplotlib.use("Agg")

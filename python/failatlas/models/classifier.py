@@ -214,7 +214,11 @@ def load_classifier_config(folder: str | Path) -> ClassifierConfig:
     """Read and validate ``folder/config.json``."""
     folder = _classifier_folder(folder)
     path = folder / CONFIG_FILE
-    return ClassifierConfig.from_dict(read_json(path, what="classifier config"), source=f"classifier config {path}")
+    meta = read_json(path, what="classifier config")
+    if isinstance(meta, dict) and meta.get("kind") == "stylegan2-generator":
+        raise FailatlasError(f"{folder} holds a generator, not a classifier; pass a classifier folder here "
+                             "(e.g. mnist/classifier-corrupted) and the generator as --generator")
+    return ClassifierConfig.from_dict(meta, source=f"classifier config {path}")
 
 
 def load_classifier(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:

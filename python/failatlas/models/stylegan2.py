@@ -591,6 +591,9 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     if not path.is_dir():
         raise FailatlasError(f"generator folder not found: {path}; pass --generator DIR with a trained generator")
     meta = _io.read_json(path / CONFIG_FILE, "generator config")
+    if isinstance(meta, dict) and "architecture" in meta and "num_classes" in meta:
+        raise FailatlasError(f"{path} holds a classifier, not a generator; pass a generator folder as --generator "
+                             "(e.g. mnist/generator) and the classifier as --classifier")
     if not isinstance(meta, dict) or meta.get("kind") != "stylegan2-generator" or "config" not in meta:
         raise FailatlasError(f"{path / CONFIG_FILE} is not a failatlas generator config")
     G = Generator(StyleGANConfig.from_json(meta["config"]))

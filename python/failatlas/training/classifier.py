@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .._io import write_json
+from .._device import resolve_device
+from .._io import check_out_folder, write_json
 from .._progress import progress, progress_enabled
 from ..errors import FailatlasError
 from ..models.adapter import PAD
@@ -120,15 +121,6 @@ def _load(name: str, split: str, corruption: str, blur: str, idx_dir, seed: int)
     return load_dataset(name, split, corruption=corruption, blur=blur, idx_dir=idx_dir, seed=seed)
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FailatlasError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return dev
-
-
 def random_crops(images: torch.Tensor, max_shift: int, generator: torch.Generator | None) -> torch.Tensor:
     """uint8 Tensor[B, 32, 32] (padded) → Tensor[B, 28, 28]: each image shifted by up to ±``max_shift`` px.
 
@@ -146,19 +138,19 @@ def random_crops(images: torch.Tensor, max_shift: int, generator: torch.Generato
 
 
 def train_classifier(config: TrainClassifierConfig, out: str | Path, *, train_set=None,
-                     verbose: bool = True) -> TrainClassifierResult:
+                     verbose: bool = True, overwrite: bool = False) -> TrainClassifierResult:
     """Train a classifier with ``config`` and save it to the folder ``out``.
 
     ``out`` receives ``config.json`` and ``model.safetensors`` (see :func:`failatlas.load_classifier`) and
     ``training.json`` (per-epoch loss, accuracy and throughput, wall time, machine). ``train_set``: an
     ImageSet to train on instead of loading ``config.dataset`` (then ``train_on``/``blur`` are not used).
     ``verbose``: without a progress bar (stderr not a terminal), print one line per epoch to stderr.
+    ``overwrite``: ``out`` may be a non-empty folder (a shipped model's, with its model card): the three
+    files are replaced, others stay. Without it a non-empty ``out`` is refused before any training.
     """
     config.validate()
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FailatlasError(f"--out {out} is a file; give a folder to write the classifier to")
-    device = _resolve_device(config.device)
+    out = check_out_folder(out, overwrite, "to replace the classifier files in it (other files stay)")
+    device = resolve_device(config.device)
     if train_set is None:
         train_set = _load(config.dataset, "train", config.train_on, config.blur, config.idx_dir, config.data_seed)
     if config.limit is not None:
@@ -272,23 +264,26 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
                         device: str = "cpu") -> dict[str, Any]:
     """Accuracy of a classifier on a test split, overall and per severity cell.
 
-    ``model_or_folder``: a classifier module (``Tensor[N, 1, 28, 28]`` → logits) or a folder saved by
-    failatlas. ``dataset``: a dataset name for :func:`failatlas.data.load_dataset`, or an ImageSet.
+    ``model_or_folder``: a classifier module (``Tensor[N, 1, 28, 28]`` → logits), a folder saved by
+    failatlas, or the name of a shipped one (``"mnist/classifier-clean"``). ``dataset``: a dataset name for :func:`failatlas.data.load_dataset`, or an ImageSet.
     ``on``: ``"clean"`` or ``"corrupted"`` images (the corrupted split holds clean images too).
 
     Returns ``{"accuracy": float, "n": int, "by_severity": {cell: {"accuracy": float | None, "n": int}},
-    "dataset", "split", "on", "blur"}`` with cells ``"clean"`` and, on corrupted data, every
+    "dataset", "split", "on", "blur", "warnings": [str]}`` (a warning when the classifier's class names
+    differ from the dataset's: it was trained on another dataset) with cells ``"clean"`` and, on corrupted data, every
     ``"blur{b}-noise{n}"`` for b, n ∈ 1..3 (accuracy ``None`` for an empty cell).
     """
     if on not in ("clean", "corrupted"):
         raise FailatlasError(f"--on must be 'clean' or 'corrupted', got {on!r}")
     if batch_size < 1:
         raise FailatlasError(f"batch size must be positive, got {batch_size}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if isinstance(model_or_folder, nn.Module):
         model = model_or_folder
     else:
-        model = load_classifier(model_or_folder, device=dev)
+        from .._paths import resolve_model
+
+        model = load_classifier(resolve_model(model_or_folder), device=dev)
     data = _load(dataset, split, on, blur, idx_dir, seed) if isinstance(dataset, str) else dataset
     config = classifier_config_of(model)
     if config is not None and config.num_classes != int(data.num_classes):
@@ -337,8 +332,19 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
     if counted != n:
         raise FailatlasError(f"{n - counted} images of {data.name!r} have severities outside 1..3; "
                              "the dataset's corruption metadata is inconsistent")
+    warnings = []
+    if config is not None and config.class_names and tuple(config.class_names) != tuple(data.class_names):
+        warnings.append(f"the classifier was trained on {config.dataset or 'another dataset'!r} with classes "
+                        f"{_names(config.class_names)}, but {data.name!r} has classes {_names(data.class_names)}: "
+                        "these accuracies compare unrelated labels; evaluate it on the dataset it was trained for")
     return {"accuracy": int(hits.sum()) / n, "n": n, "by_severity": by_severity,
-            "dataset": str(data.name), "split": str(getattr(data, "split", split)), "on": on, "blur": blur}
+            "dataset": str(data.name), "split": str(getattr(data, "split", split)), "on": on, "blur": blur,
+            "warnings": warnings}
+
+
+def _names(names, shown: int = 3) -> str:
+    names = [str(x) for x in names]
+    return ", ".join(names[:shown]) + (", …" if len(names) > shown else "")
 
 
 def format_evaluation(result: dict[str, Any]) -> str:
@@ -350,4 +356,5 @@ def format_evaluation(result: dict[str, Any]) -> str:
         acc = "-" if cell["accuracy"] is None else f"{cell['accuracy']:.4f}"
         lines.append(f"{name:<16}{cell['n']:>7}{acc:>10}")
     lines.append(f"{'all':<16}{result['n']:>7}{result['accuracy']:>10.4f}")
+    lines += [f"warning: {w}" for w in result.get("warnings", ())]
     return "\n".join(lines)

@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _io
+from .._device import resolve_device
 from ..errors import FailatlasError
 from ..models.stylegan2 import (CONFIGS, Discriminator, Generator, StyleGANConfig, get_config,
                                 save_generator)
@@ -329,25 +330,6 @@ def _ema_update(G_ema: Generator, G: Generator, beta: float) -> None:
             b_ema.copy_(b)
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'auto' (or None) → CUDA when available, else CPU; a device CUDA cannot provide is refused clearly."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise FailatlasError(f"--device {device!r} is not a device ({exc}); use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FailatlasError(f"--device {device} asked for CUDA, but this torch sees no CUDA device; "
-                                 "use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise FailatlasError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif dev.type != "cpu":
-        raise FailatlasError(f"--device {device}: only cpu and cuda are supported")
-    return dev
-
-
 def _sample_grid(G: Generator, path: Path, seed: int = 12345, per_class: int = 10) -> None:
     """Fixed z, one row per class; writes PNG and a JSON of what it shows."""
     import matplotlib
@@ -458,8 +440,10 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     if resume and init_from is not None:
         raise FailatlasError("--init-from starts a new run from another run's weights; it cannot be combined "
                              "with --resume (which continues the run in --out)")
+    if threads is not None and threads < 0:
+        raise FailatlasError(f"--threads must be positive (or 0 for torch's choice), got {threads}")
     dev = resolve_device(device)
-    out = Path(out)
+    out = _io.check_out_folder(out)
     ckpt_path = out / CHECKPOINT
     from .. import distributed as fdist
 

@@ -1,0 +1,86 @@
+"""The command line as a whole: help texts, unknown options, output paths checked before any work, and
+errors from the file system as one line."""
+
+import argparse
+
+import pytest
+
+from failatlas import cli
+
+
+def _subcommands():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+@pytest.mark.parametrize("name", sorted(_subcommands()))
+def test_help_states_each_default_once_and_never_none(name, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([name, "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    for chunk in text.split(" --")[1:]:  # one option's help each
+        assert chunk.lower().count("default") <= 1 or "(default:" not in chunk, chunk
+
+
+def test_unknown_option_is_reported_with_the_subcommands_usage(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["data", "--root", "/tmp/x"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: failatlas data" in err and "unrecognized arguments: --root /tmp/x" in err
+
+
+def _a_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    return blocker
+
+
+@pytest.mark.parametrize("argv", [
+    ["rank", "--n", "64", "--out", "{f}/sub"],
+    ["analyze", "--quick", "--n", "64", "--out", "{f}/sub"],
+    ["compare", "--classifier", "mnist/classifier-clean", "--classifier", "mnist/classifier-corrupted",
+     "--out", "{f}/sub"],
+    ["export", "--out", "{f}/sub"],
+    ["train-gan", "--config", "tiny", "--kimg", "0.01", "--out", "{f}/sub"],
+    ["demo", "--out", "{f}"],
+    ["demo", "--out", "{f}/sub"],
+    ["data", "--preview", "{f}/p.png"],
+])
+def test_an_output_path_through_a_file_is_one_error_before_any_work(argv, tmp_path, capsys):
+    blocker = _a_file(tmp_path)
+    argv = [a.format(f=blocker) for a in argv]
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("failatlas: error:") and "\n" not in err and str(blocker) in err
+    assert captured.out == ""  # refused before any work: the demo printed no table
+    assert blocker.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_train_gan_refuses_negative_threads(tmp_path, capsys):
+    assert cli.main(["train-gan", "--config", "tiny", "--threads", "-2", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--threads must be positive" in err and not (tmp_path / "run").exists()
+
+
+def test_models_passed_in_each_others_place_are_named(capsys):
+    assert cli.main(["eval-classifier", "--model", "mnist/generator"]) == 2
+    assert "holds a generator, not a classifier" in capsys.readouterr().err
+    assert cli.main(["eval-gan", "--generator", "mnist/classifier-clean", "--n", "10"]) == 2
+    assert "holds a classifier, not a generator" in capsys.readouterr().err
+
+
+def test_a_file_system_error_is_one_line(monkeypatch, capsys):
+    import failatlas.data.preview as preview
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", "/some/out.png")
+
+    monkeypatch.setattr(preview, "summarize_dataset", full_disk)
+    assert cli.main(["data"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("failatlas: error:") and "No space left on device" in err and "\n" not in err

@@ -1,0 +1,37 @@
+"""The README's Python API example runs as written (from another working directory, on the shipped models)."""
+
+import re
+
+import pytest
+import torch
+
+
+def test_readme_python_api_example_runs(repo_root, tmp_path, monkeypatch):
+    text = (repo_root / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Python API", 1)[1]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert blocks, "the README's Python API section has no python block"
+    monkeypatch.chdir(tmp_path)  # shipped models by name work from anywhere; files land in tmp_path
+    scope: dict = {}
+    exec(compile(blocks[0], "README.md (Python API)", "exec"), scope)
+
+    G, s, N = scope["G"], scope["s"], scope["s"].shape[0]
+    K, M = scope["dims"].numel(), scope["shifts"].numel()
+    assert scope["img"].shape == (N, 1, 32, 32)
+    assert scope["walked"].shape == (N, K, M, G.style_dim)
+    assert scope["res"].p_y.shape == (N, K, M)
+    assert scope["logits"].shape == (len(scope["test"]), 10)
+    assert (tmp_path / "fused.pt").is_file() and (tmp_path / "classifier.onnx").is_file()
+    # the ONNX classifier agrees with the torch one it was exported from
+    x = scope["test"].classifier_input()[:64]
+    with torch.no_grad():
+        assert (scope["C_onnx"](x).argmax(1) == scope["C"](x).argmax(1)).all()
+
+
+def test_loaders_take_shipped_names_and_report_missing_folders(tmp_path, monkeypatch):
+    import failatlas
+
+    monkeypatch.chdir(tmp_path)
+    assert failatlas.load_classifier("mnist/classifier-clean").config.num_classes == 10
+    with pytest.raises(failatlas.FailatlasError, match="generator folder not found: no/such"):
+        failatlas.load_generator("no/such")
