@@ -88,9 +88,15 @@ def test_figures_write_png_and_json(tmp_path, G, searched):
     png = plot_corner_gallery(cc, G, tmp_path / "gallery.png", max_rows=3)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((tmp_path / "gallery.json").read_text())
-    shown = [r for r in cc.rows if r.found and not r.at_start][:3]
-    assert data["shown"] == len(shown) == 3 and [e["dims"] for e in data["pairs"]] == [list(r.dims) for r in shown]
-    assert [e["shift"] for e in data["pairs"]] == [r.shift for r in shown]
+    found = [r for r in cc.rows if r.found and not r.at_start]
+    assert data["shown"] == 3 and data["available"] == len(found)
+    shown = [(e["cls"], tuple(e["dims"]), e["shift"]) for e in data["pairs"]]
+    assert set(shown) <= {(r.cls, r.dims, r.shift) for r in found}
+    classes = list(dict.fromkeys(r.cls for r in found if r.kind == "single"))[:3]
+    assert [s[0] for s in shown][:len(classes)] == classes  # one case per class first, in order
+    first_dims = {r.dims for r in found if r.kind == "single"}
+    if len(first_dims) >= 3 and all(len({r.dims for r in found if r.cls == c}) >= 3 for c in classes):
+        assert len({s[1] for s in shown}) == 3  # along different directions where each class has them
     assert data["summary"] == json.loads(json.dumps(cc.summary()))
     with pytest.raises(FailatlasError, match="max_rows"):
         plot_corner_gallery(cc, G, tmp_path / "x.png", max_rows=0)
@@ -98,3 +104,14 @@ def test_figures_write_png_and_json(tmp_path, G, searched):
     other = Generator(CONFIGS["cpu-small"]).eval()
     with pytest.raises(FailatlasError, match=f"{cc.style_dim} style dimensions but the generator has {other.style_dim}"):
         plot_corner_gallery(cc, other, tmp_path / "y.png")
+
+
+def test_corner_shifts_are_shown_with_their_direction(searched):
+    import dataclasses
+
+    row = next(r for r in searched.cc.rows if r.found)
+    down = dataclasses.replace(row, directions=(-1,) * len(row.dims), shift=7.466)
+    assert down.signed_shifts() == " / ".join(["-7.47σ"] * len(row.dims))
+    pair = dataclasses.replace(row, dims=(1, 2), directions=(1, -1), shift=3.2)
+    assert pair.signed_shifts() == "+3.20σ / -3.20σ"
+    assert dataclasses.replace(row, shift=None, found=False).signed_shifts() == ""

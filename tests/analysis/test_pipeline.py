@@ -133,8 +133,14 @@ def test_report_is_self_contained_escaped_and_drawn_from_the_results(first):
     pngs = [p for p in first.out.iterdir() if p.suffix == ".png"]
     assert text.count("<img") == len(pngs) == len(first.figures)
     assert ODD not in text and html_escaped(ODD) in text  # the path of the odd folder, escaped
-    for needle in ("Corner cases", "Ranking (top 20)", "Accuracy vs distance", "Shared dimensions", "Manifest"):
+    for needle in ("How to read this report", "Corner cases", "Ranking (top 20)", "Accuracy vs distance",
+                   "Shared dimensions", "Manifest", "top vs random", "unweighted mean of the bins' accuracies"):
         assert needle in text
+    assert "top10 mean ks" not in text  # summary rows in words, not field names
+    # every found corner case with its signed shift and its probabilities to 4 decimals
+    for r in first.corner_cases.rows:
+        if r.found and not r.at_start:
+            assert f"<td>{html_escaped(r.signed_shifts())}</td><td>{r.p_before:.4f}</td><td>{r.p_at_shift:.4f}</td>" in text
     assert render_report(first) == text  # re-rendered from the objects alone: the same page
 
 

@@ -144,6 +144,10 @@ def test_plot_separation_writes_png_and_json(G, C, population, tmp_path):
     assert [p["group"] for p in panels] == ["top"] * 3 + ["random"] * 3
     assert [p["dim"] for p in panels[:3]] == ranking.order[:3].tolist()
     assert not {p["dim"] for p in panels[3:]} & {p["dim"] for p in panels[:3]}
+    # the random panels are dimensions the summary's random-10 mean includes, and none of its top 10
+    summary = result.summary(ranking, k=10, seed=0)
+    assert [p["dim"] for p in panels[3:]] == summary["random_dims"][:3]
+    assert not {p["dim"] for p in panels[3:]} & set(summary["top_dims"])
     p = panels[0]
     assert p["ks"] == float(result.ks[p["dim"]]) and p["hist_well"] == result.hist_well[p["dim"]].tolist()
     assert p["layer"] == G.style_layout()[p["dim"]].name and len(p["edges"]) == 21

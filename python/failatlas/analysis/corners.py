@@ -103,6 +103,13 @@ class CornerCase:
         word = "dim" if len(self.dims) == 1 else "dims"
         return f"{word} {'+'.join(str(d) for d in self.dims)} ({where})"
 
+    def signed_shifts(self) -> str:
+        """The move that reaches the corner case, with its sign (the degrading direction): ``-7.47σ``, or
+        ``+3.20σ / -3.20σ`` for a pair (one per dimension, in the order of ``dims``); "" when not found."""
+        if self.shift is None:
+            return ""
+        return " / ".join(f"{d * self.shift:+.2f}σ" for d in self.directions)
+
 
 @dataclass(frozen=True, eq=False)
 class CornerCases:

@@ -600,10 +600,11 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             other.to_csv(tmp / f"separation-{info.name}.csv")
             wrote(f"separation-{info.name}.csv")
         sep_summary = {**sep_summary, "by_classifier": by_classifier}
-        plot_separation(sep, rankings[primary], tmp / "separation.png", k=3, seed=seed)
+        plot_separation(sep, rankings[primary], tmp / "separation.png", k=3, seed=seed, classifier=primary)
         figure("separation.png", "Separation of well- vs mis-classified samples (Fig. 4)",
-               f"Histograms of s_k for the top 3 dimensions of {primary}'s ranking (top row) and 3 random "
-               "others (bottom row), with KS statistic and AUROC.")
+               f"Histograms of s_k for the top 3 dimensions of {primary}'s ranking (top row) and 3 of the 10 random "
+               "other dimensions the summary compares them with (bottom row), each as a fraction of its group, "
+               "with its rank, KS statistic and AUROC. Every dimension's figures are in separation.csv.")
 
     # 4. t-SNE -----------------------------------------------------------------------------------------
     tsne = None
@@ -613,7 +614,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     else:
         with stage("tsne", f"at most {options.tsne_max_points} points"):
             tsne = LatentTSNE(max_points=options.tsne_max_points, seed=seed).embed(pop0)
-            plot_tsne(tsne, tmp / "tsne.png")
+            plot_tsne(tsne, tmp / "tsne.png", classifier=primary)
             figure("tsne.png", "t-SNE of Z, W and S (Fig. 3)",
                    f"{tsne.n} samples, coloured by {primary}'s verdict: well- (blue) vs mis-classified (red).")
 
@@ -626,10 +627,11 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         wrote("corner_cases.csv", "corner_cases.json")
         with warnings.catch_warnings():  # many long titles in a small grid: matplotlib says so, harmlessly
             warnings.filterwarnings("ignore", message="Tight layout not applied", category=UserWarning)
-            plot_corner_gallery(cc, G, tmp / "corner_gallery.png")
+            plot_corner_gallery(cc, G, tmp / "corner_gallery.png", classifier=primary)
         figure("corner_gallery.png", "Corner cases: start and corner-case images",
-               "The class's average digit (left) and the smallest shift along a degrading direction at which "
-               f"p_y ≤ 0.5 for {primary} (right).")
+               "The class's average digit (left) and, along a failure direction, the smallest signed shift at "
+               f"which p_y ≤ 0.5 for {primary} (right); one case per class first, then pairs of directions. "
+               "Every case is in the corner-case table below and in corner_cases.csv.")
         notes.extend(cc.warnings)
 
     # 6. manipulation grids ----------------------------------------------------------------------------
@@ -642,9 +644,10 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             grid = manipulation_grid(G, C0, cc, c, batch_size=bs)
             grids.append(grid)
             name = f"manipulation-class{c}.png"
-            plot_manipulation_grid(grid, tmp / name)
+            plot_manipulation_grid(grid, tmp / name, classifier=primary)
             figure(name, f"Manipulation grid, class {c} (Fig. 5)",
-                   "Rows: fractions of each column's corner-case shift; p_y of each cell (red when ≤ 0.5).")
+                   "Columns: the top dimensions, each headed by its signed corner-case shift t; rows: fractions of "
+                   f"t; p_y of {primary} in each cell (red when ≤ 0.5).")
 
     # 7. accuracy curves -------------------------------------------------------------------------------
     curves: dict[str, CurveResult] = {}
@@ -660,11 +663,14 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         plot_accuracy_curves(curves, tmp / "accuracy_curves.png")
         where = "its class's" if options.curve_centre == "class" else "the"
         figure("accuracy_curves.png", f"Accuracy vs distance to {where} well-classified centre (Fig. 6)",
-               f"Top-{options.k} dimensions of each classifier's own ranking; a steeper fall = less resilient.")
+               f"Top-{options.k} dimensions of each classifier's own ranking; a steeper fall = less resilient. "
+               "Shaded: each bin's 95% interval; the legend's slope is accuracy per unit of distance; samples "
+               "beyond distance 1 are counted under the plot, not drawn.")
         if curves[primary].per_class:
-            plot_accuracy_curves_per_class({primary: curves[primary]}, tmp / "accuracy_curves_per_class.png")
-            figure("accuracy_curves_per_class.png", f"Accuracy vs distance per class ({primary})",
-                   "Each class with its own centre and normalization.")
+            per_class = {name: c for name, c in curves.items() if c.per_class}
+            plot_accuracy_curves_per_class(per_class, tmp / "accuracy_curves_per_class.png")
+            figure("accuracy_curves_per_class.png", f"Accuracy vs distance per class ({', '.join(per_class)})",
+                   "Each class with its own centre and normalization; shaded: 95% intervals.")
         else:
             notes.append(f"no per-class accuracy curve for {primary}: no class has 2 well-classified samples")
 
@@ -673,7 +679,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         overlap = ClassDirections(k=min(TOP, G.style_dim)).compare(rankings[primary])
         overlap.to_csv(tmp / "overlap.csv")
         wrote("overlap.csv")
-        plot_overlap(overlap, tmp / "overlap.png")  # its .json twin is overlap.json
+        plot_overlap(overlap, tmp / "overlap.png", classifier=primary)  # its .json twin is overlap.json
         figure("overlap.png", "Class-specific vs global directions",
                f"Jaccard overlap of the per-class top-{overlap.k} dimensions of {primary}, and of each class "
                "with the global top.")

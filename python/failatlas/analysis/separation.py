@@ -192,14 +192,16 @@ class SeparationResult:
             "hist_mis": self.hist_mis[dim].tolist(),
         }
 
-    def panels(self, ranking, k: int = 3, seed: int = 0) -> list[dict[str, Any]]:
-        """The data of the Fig. 4 panels: the top-k dimensions of ``ranking`` (group "top"), then k random
-        other dimensions (group "random")."""
+    def panels(self, ranking, k: int = 3, seed: int = 0, summary_k: int = 10) -> list[dict[str, Any]]:
+        """The data of the Fig. 4 panels: the top-k dimensions of ``ranking`` (group "top"), then the first k
+        of the random dimensions that :meth:`summary` (with ``summary_k`` and ``seed``) compares the top
+        ``summary_k`` with (group "random"), so the figure shows dimensions the summary's mean includes."""
         self._check_ranking(ranking)
         top = ranking.order[:k].tolist()
+        pool = max(int(summary_k), k)
+        rnd = self.random_dims(ranking.order[:pool].tolist(), pool, seed)[:k]
         return ([{"group": "top", "rank": i + 1, **self.dim_info(d)} for i, d in enumerate(top)]
-                + [{"group": "random", "rank": int(ranking.rank_of()[d]), **self.dim_info(d)}
-                   for d in self.random_dims(top, k, seed)])
+                + [{"group": "random", "rank": int(ranking.rank_of()[d]), **self.dim_info(d)} for d in rnd])
 
     def to_csv(self, path: str | Path) -> Path:
         """One row per dimension (columns :data:`CSV_COLUMNS`, floats as ``repr``), atomically."""

@@ -57,26 +57,38 @@ def plot_accuracy_curves(curves: Mapping[str, Any], path: str | Path) -> Path:
 
     curves: ``{name: CurveResult}``. Writes ``path`` (PNG) and its ``.json`` twin; returns the PNG path.
     """
+    from matplotlib.patches import Patch
+
     _check_curves(curves)
     path = Path(path)
     ks = sorted({c.k for c in curves.values()})
-    fig = _new_figure(5.2, 3.8)
+    shown = {name: _n_plotted(c) for name, c in curves.items()}
+    fig = _new_figure(5.2, 4.1)
     ax = fig.subplots()
-    _draw_curves(ax, curves, _colours(curves), fontsize=9)
+    lines = _draw_curves(ax, curves, _colours(curves), fontsize=9)
     ax.set_xlabel("normalized distance to the well-classified centre"
                   + (" of the sample's class" if next(iter(curves.values())).centre_mode == "class" else ""),
                   fontsize=9)
-    ax.set_ylabel("accuracy", fontsize=9)
+    ax.set_ylabel("accuracy (fraction of the bin's samples classified as their class)", fontsize=8)
     ax.set_title(f"Accuracy vs distance (top-{'/'.join(map(str, ks))} dimensions)", fontsize=10)
-    ax.legend(fontsize=8, frameon=False, loc="lower left")
-    fig.tight_layout()
+    band = Patch(color="grey", alpha=0.25, linewidth=0, label="95% interval of each bin (Wilson)")
+    ax.legend(handles=[*lines.values(), band], fontsize=7.5, frameon=False, loc="lower left")
+    fig.text(0.01, 0.01, "not plotted (beyond distance 1): " + ", ".join(
+        f"{name} {c.n - shown[name]} of {c.n}" for name, c in curves.items()), fontsize=6.5, color="dimgray")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     _save_png(fig, path)
     _io.write_json(path.with_suffix(".json"), {
         "figure": "accuracy_curves", "png": path.name,
         "curves": {name: {"k": c.k, "mean_accuracy": _none(c.mean_accuracy), "slope": _none(c.slope),
-                          **c.plotted_bins()} for name, c in curves.items()},
+                          "n": c.n, "n_plotted": shown[name], **c.plotted_bins()} for name, c in curves.items()},
     })
     return path
+
+
+def _n_plotted(curve) -> int:
+    """Samples in the plotted bins (the rest lie beyond them, below the first edge, or have no centre)."""
+    bins = curve.plotted_bins()
+    return int(sum(bins["n_well"]) + sum(bins["n_mis"]))
 
 
 def plot_accuracy_curves_per_class(curves: Mapping[str, Any], path: str | Path, cols: int = 5) -> Path:
@@ -106,21 +118,25 @@ def plot_accuracy_curves_per_class(curves: Mapping[str, Any], path: str | Path, 
         data[str(c)] = {name: {"k": r.k, "mean_accuracy": _none(r.mean_accuracy), "slope": _none(r.slope),
                                **r.plotted_bins()} for name, r in present.items()}
     names = [name for name in curves if name in handles]  # one legend for the figure, without slopes
+    ks = "/".join(map(str, sorted({r.k for r in curves.values()})))
     fig.legend([handles[n] for n in names], names, loc="upper center", ncol=min(len(names), 4), fontsize=8,
-               frameon=False)
-    fig.supxlabel("normalized distance", fontsize=8)
+               frameon=False, title=f"Accuracy vs distance per class (top-{ks} dimensions)", title_fontsize=9)
+    fig.supxlabel("normalized distance to the class's well-classified centre (shaded: 95% interval)", fontsize=8)
     fig.supylabel("accuracy", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (2.1 * rows + 0.6)))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.1 * rows + 0.6)))
     _save_png(fig, path)
     _io.write_json(path.with_suffix(".json"), {"figure": "accuracy_curves_per_class", "png": path.name,
                                                "classes": data})
     return path
 
 
-def plot_tsne(result, path: str | Path, size: float = 4.0) -> Path:
+def plot_tsne(result, path: str | Path, size: float = 4.0, classifier: str | None = None) -> Path:
     """Fig. 3: t-SNE maps of Z, W and S side by side, well-classified in blue, mis-classified in red (drawn
-    on top). result: a :class:`~failatlas.analysis.tsne.TSNEResult`. Writes ``path`` and its ``.json`` twin
-    (the result's data)."""
+    on top), each class's cluster labelled at its median point. result: a
+    :class:`~failatlas.analysis.tsne.TSNEResult`; ``classifier`` names whose verdicts colour the points.
+    Writes ``path`` and its ``.json`` twin (the result's data)."""
+    import numpy as np
+
     path = Path(path)
     fig = _new_figure(3 * size, size + 0.4)
     axes = fig.subplots(1, 3, squeeze=False)[0]
@@ -130,22 +146,31 @@ def plot_tsne(result, path: str | Path, size: float = 4.0) -> Path:
         e = result.embedding(space).numpy()
         ax.scatter(e[well, 0], e[well, 1], s=4, c=_WELL, alpha=0.5, linewidths=0, label=f"well ({n_well})")
         ax.scatter(e[~well, 0], e[~well, 1], s=8, c=_MIS, alpha=0.9, linewidths=0, label=f"mis ({n_mis})")
+        if space != "z":  # Z carries no class: its points are mixed
+            labels = result.y.numpy()
+            for c in sorted(set(labels.tolist())):
+                x, y = np.median(e[labels == c], axis=0)
+                ax.text(x, y, str(c), fontsize=8, fontweight="bold", ha="center", va="center",
+                        bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
         pca = result.pca_components[space]
         ax.set_title(f"t-SNE of {space.upper()}" + (f" (PCA {pca})" if pca else ""), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0].legend(fontsize=7, frameon=False, markerscale=2)
-    fig.suptitle(f"{result.n} samples, perplexity {result.perplexity:.3g}, seed {result.seed}", fontsize=9)
+    who = f"coloured by {classifier}'s verdict; " if classifier else ""
+    fig.suptitle(f"{result.n} samples, {who}in W and S each digit marks its class's median point; perplexity "
+                 f"{result.perplexity:.3g}, seed {result.seed}", fontsize=9)
     fig.tight_layout()
     _save_png(fig, path)
     _io.write_json(path.with_suffix(".json"), {"figure": "tsne", "png": path.name, **result.to_json()})
     return path
 
 
-def plot_overlap(result, path: str | Path) -> Path:
+def plot_overlap(result, path: str | Path, classifier: str | None = None) -> Path:
     """Heatmap of the Jaccard overlap of the per-class top-k sets, values written in the cells, with a
     last column for each class vs the global top-k. result: a
-    :class:`~failatlas.analysis.overlap.ClassOverlap`. Writes ``path`` and its ``.json`` twin."""
+    :class:`~failatlas.analysis.overlap.ClassOverlap`; ``classifier``: whose rankings, for the title.
+    Writes ``path`` and its ``.json`` twin."""
     import numpy as np
 
     path = Path(path)
@@ -164,8 +189,11 @@ def plot_overlap(result, path: str | Path) -> Path:
     ax.set_yticks(range(C), [str(c) for c in classes], fontsize=7)
     ax.set_xlabel("class", fontsize=8)
     ax.set_ylabel("class", fontsize=8)
-    ax.set_title(f"Jaccard overlap of the top-{result.k} dimensions", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
+    who = f" ({classifier})" if classifier else ""
+    ax.set_title(f"Jaccard overlap of the per-class top-{result.k} dimensions{who}", fontsize=9)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar.ax.tick_params(labelsize=7)
+    bar.set_label("Jaccard |A ∩ B| / |A ∪ B|", fontsize=7)
     fig.tight_layout()
     _save_png(fig, path)
     _io.write_json(path.with_suffix(".json"), {"figure": "class_overlap", "png": path.name, **result.to_json()})

@@ -28,11 +28,12 @@ def _save_png(fig, path: Path) -> None:
     _io.write_bytes(path, buf.getvalue())
 
 
-def plot_separation(result, ranking, path: str | Path, k: int = 3, seed: int = 0) -> Path:
+def plot_separation(result, ranking, path: str | Path, k: int = 3, seed: int = 0, classifier: str | None = None) -> Path:
     """Fig. 4: histograms of s_k for well- vs mis-classified samples, top-k dimensions of ``ranking`` in
-    the first row, k random other dimensions (seeded) in the second; each panel titled with the dimension,
-    its layer and channel, KS and AUROC. Histograms are shown as fractions of each group (the groups differ
-    in size by ~30×).
+    the first row, k random other dimensions (seeded; the first k of the summary's random 10) in the
+    second; each panel titled with its rank, the dimension, its layer and channel, KS and AUROC. Histograms
+    are shown as fractions of each group (the groups differ in size by ~30×). ``classifier`` names the
+    classifier in the title.
 
     result: a :class:`~failatlas.analysis.separation.SeparationResult`; ranking: a
     :class:`~failatlas.analysis.ranking.Ranking`. Writes ``path`` (PNG) and ``path`` with suffix ``.json``
@@ -57,8 +58,8 @@ def plot_separation(result, ranking, path: str | Path, k: int = 3, seed: int = 0
         ax.stairs([c / nm for c in p["hist_mis"]], p["edges"], fill=True, alpha=0.45, color="tab:red",
                   label=f"mis ({p['n_mis']})")
         where = f"{p['layer']}[{p['channel']}]" if p["layer"] is not None else ""
-        ax.set_title(f"{p['group']} #{p['rank']}: dim {p['dim']} {where}\nKS {p['ks']:.3f}  AUROC {p['auroc']:.3f}",
-                     fontsize=8.5)
+        ax.set_title(f"{p['group']}, rank {p['rank']}: dim {p['dim']} {where}\nKS {p['ks']:.3f}  "
+                     f"AUROC {p['auroc']:.3f}", fontsize=8.5)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("s (style units)", fontsize=7.5)
     for row, label in enumerate(("top dimensions", "random dimensions")):
@@ -67,7 +68,9 @@ def plot_separation(result, ranking, path: str | Path, k: int = 3, seed: int = 0
     first = next((ax for ax in axes.ravel() if ax.get_visible()), None)
     if first is not None:
         first.legend(fontsize=7, frameon=False)
-    fig.suptitle(f"Separation of well- vs mis-classified samples (ranking target: {ranking.target})", fontsize=10)
+    who = f" by {classifier}" if classifier else ""
+    fig.suptitle(f"Style values of samples well- and mis-classified{who}: top-ranked vs random dimensions "
+                 f"(ranking of {ranking.target})", fontsize=9.5)
     fig.tight_layout()
     _save_png(fig, path)
     _io.write_json(path.with_suffix(".json"), {

@@ -17,9 +17,11 @@ from ..errors import FailatlasError
 from .figures import _new_figure, _save_png
 
 
-def plot_manipulation_grid(grid, path: str | Path) -> Path:
+def plot_manipulation_grid(grid, path: str | Path, classifier: str | None = None) -> Path:
     """Fig. 5: rows = fractions of each column's corner shift, columns = dimensions; every cell shows its
     image and p_y (red when ≤ 0.5). Columns without a corner case (walked to max_shift) are marked "∅".
+    Each column's header gives its corner shift with the sign of its degrading direction; ``classifier``
+    names the classifier in the title.
 
     grid: a :class:`~failatlas.analysis.manipulation.ManipulationGrid`. Writes ``path`` (PNG) and
     ``path`` with suffix ``.json`` (the grid's data without the images). Returns the PNG path.
@@ -35,17 +37,18 @@ def plot_manipulation_grid(grid, path: str | Path) -> Path:
             ax.set_xticks([])
             ax.set_yticks([])
             p = float(grid.p_y[i, j])
-            ax.text(0.03, 0.97, f"{p:.2f}", transform=ax.transAxes, va="top", ha="left", fontsize=7,
+            ax.text(0.03, 0.97, f"{p:.3f}", transform=ax.transAxes, va="top", ha="left", fontsize=7,
                     color="white", bbox=dict(boxstyle="square,pad=0.1", fc="tab:red" if p <= 0.5 else "tab:green",
                                              ec="none", alpha=0.8))
             if i == 0:
                 mark = "" if grid.found[j] else " ∅"
                 ax.set_title(f"dim {grid.dims[j]}{mark}\n{grid.layers[j]}[{grid.channels[j]}]\n"
-                             f"t={grid.base_shifts[j]:.2f}σ", fontsize=6.5)
+                             f"t={grid.directions[j] * grid.base_shifts[j]:+.2f}σ", fontsize=6.5)
             if j == 0:
                 ax.set_ylabel(f"×{grid.fractions[i]:g}", fontsize=8)
-    fig.suptitle(f"Class {grid.cls}: shifts along the top dimensions (p_y per cell; ∅ = no corner case, "
-                 f"walked to {grid.max_shift:g}σ)", fontsize=8.5)
+    who = f" ({classifier})" if classifier else ""
+    fig.suptitle(f"Class {grid.cls}{who}: row × the column's corner shift t (signed: the degrading direction); "
+                 f"p_y per cell, red ≤ 0.5; ∅ = no corner case, walked to {grid.max_shift:g}σ", fontsize=8)
     fig.tight_layout()
     _save_png(fig, path)
     _io.write_json(path.with_suffix(".json"), {"figure": "manipulation_grid", "png": path.name, **grid.to_json()})
@@ -53,11 +56,14 @@ def plot_manipulation_grid(grid, path: str | Path) -> Path:
 
 
 def plot_corner_gallery(corner_cases, generator, path: str | Path, max_rows: int = 12,
-                        combinations: bool = True, verified_only: bool = False) -> Path:
-    """Before/after pairs: each found corner case (not the ones already at p_y ≤ 0.5 at the start) as its
-    start image beside its corner-case image, titled with the dimensions, the shift (σ) and p_y before and
-    after. Single dimensions first, then (``combinations=True``) pairs moved together; at most ``max_rows``
-    pairs, two pairs per figure row.
+                        combinations: bool = True, verified_only: bool = False,
+                        classifier: str | None = None) -> Path:
+    """Before/after pairs: found corner cases (not the ones already at p_y ≤ 0.5 at the start) as their
+    start image beside the corner-case image, titled with the dimensions, the signed shift (σ, in the
+    degrading direction) and p_y before and after. At most ``max_rows`` pairs, two per figure row, chosen
+    to cover classes and directions: one single-dimension case per class, each along a dimension not
+    shown for an earlier class where it has one (in ranking order), then (``combinations=True``) pairs of
+    dimensions moved together, then the rest. The title says how many of the found cases are shown; ``classifier`` names the classifier.
 
     corner_cases: a :class:`~failatlas.analysis.corners.CornerCases`; generator: the generator it was
     searched with (to render the images of the stored styles). Writes ``path`` (PNG) and ``path`` with
@@ -76,7 +82,8 @@ def plot_corner_gallery(corner_cases, generator, path: str | Path, max_rows: int
         raise FailatlasError(f"max_rows must be a positive integer, got {max_rows!r}")
     path = Path(path)
     pool = list(corner_cases.cases) + (list(corner_cases.combinations) if combinations else [])
-    chosen = [r for r in pool if r.found and not r.at_start and (r.verified or not verified_only)][:max_rows]
+    chosen = _spread_over_classes(
+        [r for r in pool if r.found and not r.at_start and (r.verified or not verified_only)], max_rows)
     entries: list[dict[str, Any]] = []
     images = []
     if chosen:
@@ -86,7 +93,7 @@ def plot_corner_gallery(corner_cases, generator, path: str | Path, max_rows: int
             images = to_uint8(generator.synthesis_from_styles(s.to(device, dtype), noise_mode="const"))
     per_row = 2
     n_rows = max(1, -(-len(chosen) // per_row))
-    fig = _new_figure(1.25 * 2 * per_row + 0.4, 1.55 * n_rows + 0.6)
+    fig = _new_figure(1.35 * 2 * per_row + 0.4, 1.7 * n_rows + 0.8)
     axes = fig.subplots(n_rows, 2 * per_row, squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
@@ -96,9 +103,11 @@ def plot_corner_gallery(corner_cases, generator, path: str | Path, max_rows: int
         before.imshow(images[2 * i].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         after.imshow(images[2 * i + 1].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         p_after = r.p_verified if r.p_verified is not None else r.p_at_shift
-        before.set_title(f"class {r.cls}, start\np_y={r.p_start:.3f}", fontsize=6.5)
-        after.set_title(f"{r.label()}\n+{r.shift:.2f}σ  p_y={p_after:.3f}{'' if r.verified else ' (unverified)'}",
-                        fontsize=6)
+        before.set_title(f"class {r.cls}, start\n\np_y={r.p_start:.3f}", fontsize=6.5)
+        word = "dim" if len(r.dims) == 1 else "dims"
+        where = "+".join(f"{l}[{c}]" for l, c in zip(r.layers, r.channels))
+        after.set_title(f"{word} {'+'.join(map(str, r.dims))}\n{where}\n{r.signed_shifts()}  p_y={p_after:.3f}"
+                        f"{'' if r.verified else ' (unverified)'}", fontsize=6 if len(r.dims) == 1 else 5)
         entries.append({"start": r.start, "cls": r.cls, "kind": r.kind, "dims": list(r.dims),
                         "layers": list(r.layers), "channels": list(r.channels), "directions": list(r.directions),
                         "shift": r.shift, "p_start": r.p_start, "p_at_shift": r.p_at_shift,
@@ -106,12 +115,31 @@ def plot_corner_gallery(corner_cases, generator, path: str | Path, max_rows: int
     if not chosen:
         axes[0, 0].text(0, 0.5, "no corner case found between the start and max_shift", fontsize=8)
     s = corner_cases.summary()
-    fig.suptitle(f"Corner cases: start (left) and corner case (right); {s['found']}/{s['pairs']} found, "
-                 f"{s['verified']} verified", fontsize=8.5)
+    available = sum(r.found and not r.at_start for r in pool)
+    who = f" of {classifier}" if classifier else ""
+    fig.suptitle(f"Corner cases{who}: start (left), corner case (right)\nshowing {len(chosen)} of {available} "
+                 f"found; single dimensions: {s['found']}/{s['pairs']} found, {s['verified']} verified", fontsize=8)
     fig.tight_layout()
     _save_png(fig, path)
     _io.write_json(path.with_suffix(".json"), {
         "figure": "corner_gallery", "png": path.name, "max_rows": max_rows, "combinations": combinations,
         "verified_only": verified_only, "summary": s, "shown": len(entries),
-        "available": sum(r.found and not r.at_start for r in pool), "pairs": entries})
+        "available": available, "pairs": entries})
     return path
+
+
+def _spread_over_classes(rows: list, limit: int) -> list:
+    """Up to ``limit`` of ``rows``, covering classes and directions first: for each class (in order of
+    appearance) one single case, its first along a dimension no earlier class showed (else its first);
+    then each class's first pair; then the rest in order."""
+    chosen: list = []
+    for kind in ("single", "pair"):
+        shown_dims: set = set()
+        classes = list(dict.fromkeys(r.cls for r in rows if r.kind == kind))
+        for c in classes:
+            own = [r for r in rows if r.kind == kind and r.cls == c]
+            pick = next((r for r in own if r.dims not in shown_dims), own[0])
+            shown_dims.add(pick.dims)
+            chosen.append(pick)
+    chosen += [r for r in rows if not any(r is c for c in chosen)]
+    return chosen[:limit]

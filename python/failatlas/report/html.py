@@ -72,7 +72,8 @@ def _header(run) -> str:
         ("generator", f"{run.generator.name} — {run.generator.path}"),
         *((("primary classifier" if i == 0 else "classifier"), f"{c.name} — {c.path}")
           for i, c in enumerate(run.classifiers)),
-        ("population", f"N = {pop.n}, seed {pop.seed}"),
+        ("population", f"N = {pop.n} generated images (seed {pop.seed}), each labelled with the class the "
+                       "generator was asked for; a classifier is right on one when it predicts that class"),
         ("accuracy on the population", ", ".join(f"{name} {p.accuracy:.4f} ({p.n_mis} mis-classified)"
                                                   for name, p in run.populations.items())),
         ("created", m.get("created", "")),
@@ -80,7 +81,50 @@ def _header(run) -> str:
         ("platform", m.get("platform", {}).get("system", "")),
     ]
     body = "\n".join(f"<tr><th class=\"l\">{_e(k)}</th><td>{_e(val)}</td></tr>" for k, val in rows)
-    return f'<h1>failatlas analysis</h1>\n<table class="meta">\n{body}\n</table>'
+    return f'<h1>failatlas analysis</h1>\n<table class="meta">\n{body}\n</table>\n{_GLOSSARY}'
+
+
+_GLOSSARY = """<h2>How to read this report</h2>
+<ul>
+<li><b>Style dimensions.</b> The generator draws each image from a style vector s (StyleSpace): one number per
+channel of each layer. A dimension is named by its layer and channel, e.g. <code>b32.torgb[31]</code> = the
+32×32 block's ToRGB layer, channel 31 (<code>b8.conv0</code>: the first convolution of the 8×8 block; early
+blocks set shape, late ones texture, noise and blur). σ is a dimension's standard deviation over the
+population; shifts are in σ, signed: the direction that lowers the classifier's confidence.</li>
+<li><b>p_y.</b> The classifier's probability for the image's true class; a prediction flips at p_y ≤ 0.5.
+<b>Well- / mis-classified:</b> the classifier's top class is / is not the true class.</li>
+<li><b>Ranking.</b> Each dimension scored by how much, on average over the population, moving it lowers p_y
+(score = −σ · mean ∂p_y/∂s); the top-ranked dimensions are the failure directions.</li>
+<li><b>Separation (Fig. 4).</b> How differently a dimension's values are distributed among mis-classified
+samples than among well-classified ones: KS = the Kolmogorov–Smirnov statistic (0: the same distribution,
+1: disjoint), AUROC = the chance that a mis-classified sample has a larger value than a well-classified one
+(0.5: no difference). Failure directions should separate clearly better than random dimensions.</li>
+<li><b>t-SNE (Fig. 3).</b> A 2-D map that keeps near neighbours near; PCA to 50 dimensions first for S.</li>
+<li><b>Corner case.</b> From a class's average digit, the smallest shift along one failure direction (in its
+degrading direction only) at which p_y ≤ 0.5, narrowed to 0.01σ and checked by classifying the image again;
+"p_y before" is p_y 0.01σ short of it (> 0.5). Along some directions p_y recovers further on: a corner case
+marks where failure starts, not a region that extends without end.</li>
+<li><b>Accuracy vs distance (Fig. 6).</b> Samples binned by their distance to the average well-classified
+style (over the top-K dimensions), normalized so that 1 is 0.7 × the farthest well-classified sample; the
+accuracy of each bin, with its 95% interval. "Mean accuracy" of a curve is the unweighted mean over its
+plotted bins, not the population accuracy above; a steeper slope (accuracy per unit of distance) = less
+resilient. A rise between two bins inside their intervals is sampling noise.</li>
+<li><b>Jaccard overlap.</b> |A ∩ B| / |A ∪ B| of two classes' top-k sets: 1 = the same failure directions.</li>
+</ul>"""
+
+
+_KS_LABELS = {"all_mean_ks": "mean KS of all dimensions (what random dimensions give on average)"}
+
+
+def _ks_label(key: str) -> str:
+    """summary.json's KS keys in words: top10_mean_ks → "mean KS of its top-10 dimensions"."""
+    if key in _KS_LABELS:
+        return _KS_LABELS[key]
+    for prefix, words in (("top", "its top-{} dimensions"), ("random", "{} random other dimensions"),
+                          ("best", "the {} best-separating dimensions (the most any ranking could reach)")):
+        if key.startswith(prefix) and key.endswith("_mean_ks"):
+            return "mean KS of " + words.format(key[len(prefix):-len("_mean_ks")])
+    return key.replace("_", " ")
 
 
 def _summary(run) -> str:
@@ -91,15 +135,21 @@ def _summary(run) -> str:
         if sep is None:
             rows.append((f"separation ({name})", "none: one of the two groups is empty"))
             continue
-        rows += [(f"{k.replace('_', ' ')} ({name}, {sep['n_mis']} mis-classified)", _num(sep[k], ".3f"))
+        rows += [(f"{_ks_label(k)} ({name}, {sep['n_mis']} mis-classified)", _num(sep[k], ".3f"))
                  for k in sep if k.endswith("_mean_ks")]
+        top = next((k for k in sep if k.startswith("top") and k.endswith("_mean_ks")), None)
+        rnd = next((k for k in sep if k.startswith("random") and k.endswith("_mean_ks")), None)
+        if top and rnd and sep[rnd]:
+            rows.append((f"top vs random: how much better its failure directions separate ({name})",
+                         f"{sep[top] / sep[rnd]:.2f} ×"))
     rows += [("corner cases found / searched (class, dimension)", f"{cc['found']} / {cc['pairs']}"),
              ("corner cases verified", cc["verified"]),
              ("pairs of dimensions found / searched",
               f"{cc['combinations']['found']} / {cc['combinations']['pairs']}")]
     for name, curves in s["accuracy_curves"].items():
         for key, c in curves.items():
-            rows.append((f"accuracy curve {name} ({key}): mean accuracy, slope, largest rise between bins",
+            rows.append((f"accuracy vs distance, {name} ({key}): unweighted mean of the bins' accuracies, slope "
+                         "(per unit of distance), largest rise between consecutive bins",
                          f"{_num(c['mean_accuracy'], '.3f')}, {_num(c['slope'], '+.3f')}, "
                          f"{_num(c.get('max_rise'), '+.3f')}"))
     ov = s["overlap"]
@@ -113,7 +163,8 @@ def _summary(run) -> str:
 def _ranking_tables(run) -> str:
     out = [f"<h2>Ranking (top {TOP_RANKS})</h2>",
            "<p>score = −σ · mean ∂p_y/∂s; direction: the sign of a shift that lowers p_y; σ in raw style "
-           "units (shifts elsewhere are in σ units).</p>"]
+           "units (shifts elsewhere are in σ units). Bootstrap intervals of the scores are computed for the "
+           "primary classifier only (when the run has any).</p>"]
     for name, ranking in run.rankings.items():
         has_ci = ranking.ci_low is not None
         head = ["rank", "dim", "layer", "resolution", "kind", "channel", "score", "direction", "σ"]
@@ -137,15 +188,16 @@ def _corner_table(run) -> str:
     for r in cc.rows:
         where = " + ".join(f"{l}[{c}]" for l, c in zip(r.layers, r.channels))
         status = "at start" if r.at_start else ("" if r.found else f"not found ≤ {cc.max_shift:g}σ")
-        rows.append([r.cls, "+".join(map(str, r.dims)), where, _num(r.shift, ".2f"), _num(r.p_before, ".3f"),
-                     _num(r.p_at_shift, ".3f"), "yes" if r.verified else "no", status])
+        rows.append([r.cls, "+".join(map(str, r.dims)), where, r.signed_shifts() or "–", _num(r.p_before, ".4f"),
+                     _num(r.p_at_shift, ".4f"), "yes" if r.verified else "no", status])
     s = cc.summary()
     return "\n".join([
         "<h2>Corner cases</h2>",
-        f"<p>Start: the average digit of each class; bracket in steps of {cc.step:g}σ up to {cc.max_shift:g}σ, "
-        f"then bisect to {cc.tol:g}σ. {s['found']}/{s['pairs']} found, {s['verified']} verified by "
-        "re-classification.</p>",
-        _table(("class", "dim(s)", "layer[channel]", "shift σ", "p_y before", "p_y at", "verified", "note"), rows,
+        f"<p>Start: the average digit of each class; along each failure direction, in its degrading direction "
+        f"only, bracket in steps of {cc.step:g}σ up to {cc.max_shift:g}σ, then narrow to {cc.tol:g}σ. The shift "
+        f"is signed (the direction moved); \"p_y before\" is p_y {cc.tol:g}σ short of it (> 0.5), \"p_y at\" "
+        f"at it (≤ 0.5). {s['found']}/{s['pairs']} found, {s['verified']} verified by re-classification.</p>",
+        _table(("class", "dim(s)", "layer[channel]", "shift (σ)", "p_y before", "p_y at", "verified", "note"), rows,
                left=(2, 7)),
     ])
 
@@ -155,8 +207,8 @@ def _curve_tables(run) -> str:
     for name, curve in run.curves.items():
         rows = [[f"{row['left']:.3f}–{row['right']:.3f}", _num(row["centre"], ".3f"), row["n_well"], row["n_mis"],
                  _num(row["accuracy"], ".3f")] for row in curve.rows() if row["plotted"]]
-        out.append(f"<h3>{_e(name)}: mean accuracy {_e(_num(curve.mean_accuracy, '.3f'))}, slope "
-                   f"{_e(_num(curve.slope, '+.3f'))}</h3>")
+        out.append(f"<h3>{_e(name)}: unweighted mean of the bins' accuracies {_e(_num(curve.mean_accuracy, '.3f'))}, "
+                   f"slope {_e(_num(curve.slope, '+.3f'))} per unit of distance</h3>")
         out.append(_table(("bin", "centre", "well", "mis", "accuracy"), rows, left=(0,)))
     return "\n".join(out)
 
@@ -178,7 +230,8 @@ def render_report(run, folder: str | Path | None = None) -> str:
     folder = Path(folder) if folder is not None else Path(run.out)
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        f"<title>failatlas analysis — {_e(run.generator.name)}</title>", f"<style>{_CSS}</style>", "</head>",
+        f"<title>failatlas analysis — {_e(run.generator.name)}; "
+        f"{_e(', '.join(c.name for c in run.classifiers))}</title>", f"<style>{_CSS}</style>", "</head>",
         "<body>", _header(run), _summary(run), "<h2>Figures</h2>",
         *(_figure(f, folder) for f in run.figures),
         _ranking_tables(run), _corner_table(run), _curve_tables(run), _overlap_table(run),
