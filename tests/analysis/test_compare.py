@@ -57,6 +57,8 @@ def test_run_compare_torch_against_its_onnx_export(G, tmp_path):
     for f in ("compare.json", "corner_shifts.csv", "corner_shifts.png", "corner_shifts.json", "report.html"):
         assert (tmp_path / "cmp" / f).is_file(), f
     js = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    bars = json.loads((tmp_path / "cmp" / "corner_shifts.json").read_text())
+    assert bars["directions"] == js["directions"] and set(bars["directions"]) <= {-1, 1}
     # the same weights: corner shifts agree to the search's tolerance wherever both found one
     for i in range(len(js["classes"])):
         for j in range(len(js["dims"])):

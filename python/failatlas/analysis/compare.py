@@ -237,8 +237,8 @@ def _csv(rows: Sequence[dict[str, Any]]) -> bytes:
 
 
 def plot_shift_comparison(comparison: Comparison, path: str | Path) -> Path:
-    """Grouped bars: per walked dimension, each classifier's mean corner shift (classes where all found
-    one). Writes ``path`` and its ``.json`` twin."""
+    """Grouped bars: per walked dimension (labelled with the sign of the direction walked), each classifier's
+    mean corner shift (classes where all found one). Writes ``path`` and its ``.json`` twin."""
     from ..report.figures import _new_figure, _save_png
 
     path = Path(path)
@@ -252,14 +252,15 @@ def plot_shift_comparison(comparison: Comparison, path: str | Path) -> Path:
         ys = [v if v is not None else 0.0 for v in means[name]]
         ax.bar(xs, ys, width=width, label=name)
     ax.set_xticks(range(K))
-    ax.set_xticklabels([f"{d}\n{layer}" for d, layer in zip(comparison.dims, comparison.layers)], fontsize=6)
-    ax.set_ylabel("mean corner shift (σ)", fontsize=8)
+    ax.set_xticklabels([f"{d} ({'+' if s > 0 else '−'})\n{layer}"
+                        for d, s, layer in zip(comparison.dims, comparison.directions, comparison.layers)], fontsize=6)
+    ax.set_ylabel("mean corner shift (σ, along the sign shown)", fontsize=8)
     ax.set_title("where each classifier fails: smaller = earlier", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     _save_png(fig, path)
     _io.write_json(path.with_suffix(".json"), {"dims": list(comparison.dims), "layers": list(comparison.layers),
-                                               "mean_shift_by_dim": means,
+                                               "directions": list(comparison.directions), "mean_shift_by_dim": means,
                                                "note": "bars at 0 mark dims with no common corner case"})
     return path
 
