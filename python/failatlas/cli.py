@@ -436,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ._alloc import keep_freed_memory
+
+    keep_freed_memory()  # large tensors reuse freed pages instead of faulting in new ones (see _alloc)
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported with the subcommand's usage, not the top level's

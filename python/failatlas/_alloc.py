@@ -1,0 +1,39 @@
+"""Keep freed memory in the process (glibc), so large tensors stop paying for fresh pages.
+
+By default glibc's malloc serves every allocation above a moving threshold (128 KiB at first) with its own
+``mmap`` and gives it back with ``munmap`` on free, and trims the heap's top whenever 128 KiB are free.
+The analysis allocates and frees tensors of a few MB thousands of times (one batch of activations, then
+its gradients), so each batch starts on fresh pages: millions of page faults. Measured on the shipped
+models, one thread, 2 cores: ranking 1,024 samples 8.2–8.5 s → 7.3 s, minor page faults 0.6–1.0 M →
+0.13 M, the same as preloading tcmalloc (7.3 s); ``failatlas analyze --quick`` 65.1 → 61.2 s, minor page
+faults 2.7 M → 0.17 M, peak RSS 711 → 749 MB. Fixing the mmap threshold at glibc's largest (32 MiB) and
+raising the trim threshold keeps the freed memory for the next batch instead.
+
+``failatlas`` (the command) calls :func:`keep_freed_memory` once at start; ``FAILATLAS_MALLOPT=0`` turns it
+off. Library users who want the same can call it themselves. Elsewhere than glibc it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's maximum on 64-bit systems
+TRIM_THRESHOLD = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Tune glibc's malloc as described above; True when it took effect, False when off or not glibc."""
+    if os.environ.get("FAILATLAS_MALLOPT", "").strip() == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # only glibc has it
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
