@@ -420,6 +420,9 @@ def main() -> int:
     ap.add_argument("--rss-dims", default="", help=argparse.SUPPRESS)
     ap.add_argument("--rss-signs", default="", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    from failatlas._alloc import keep_freed_memory
+
+    keep_freed_memory()  # as the failatlas command does (a no-op where tcmalloc is preloaded)
     if a.rss_child is not None:
         rss_child(a.rss_child, [int(d) for d in a.rss_dims.split(",")], [float(s) for s in a.rss_signs.split(",")],
                   a.generator, a.classifier)
