@@ -84,3 +84,35 @@ def test_a_file_system_error_is_one_line(monkeypatch, capsys):
     assert cli.main(["data"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("failatlas: error:") and "No space left on device" in err and "\n" not in err
+
+
+def test_demo_checks_its_analysis_folder_before_the_table(tmp_path, capsys):
+    (tmp_path / "analysis").write_text("x")
+    assert cli.main(["demo", "--out", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "analysis" in captured.err and captured.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["analysis"]
+
+
+def test_a_dangling_link_as_out_is_refused_before_any_work(tmp_path, capsys):
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "gone")
+    assert cli.main(["rank", "--n", "64", "--out", str(link)]) == 2
+    assert "link to nothing" in capsys.readouterr().err and not (tmp_path / "gone").exists()
+
+
+def test_devices_each_command_takes(one_error):
+    from failatlas._device import resolve_device
+    from failatlas.training.classifier import CLASSIFIER_DEVICES
+
+    one_error(lambda: resolve_device("mps"), "only cpu and cuda")  # the GAN commands
+    import torch
+
+    if not torch.backends.mps.is_available():
+        one_error(lambda: resolve_device("mps", CLASSIFIER_DEVICES), "no MPS device")
+
+
+def test_a_mistyped_classifier_folder_is_reported_as_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["eval-classifier", "--model", "runs/typo"]) == 2
+    assert "classifier folder not found: runs/typo" in capsys.readouterr().err

@@ -69,6 +69,9 @@ def check_out_folder(out: str | os.PathLike, overwrite: bool | None = None,
     to write), and (unless ``overwrite`` is None: a command that adds files to a folder) a non-empty folder
     needs ``overwrite``; ``replace`` says what --overwrite does. Returns ``out`` as a Path."""
     out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise FailatlasError(f"{flag} {out} is a link to nothing ({os.readlink(out)}); remove it or choose another "
+                             "folder")
     if out.exists() and not out.is_dir():
         raise FailatlasError(f"{flag} {out} is a file; pass a folder for the results")
     if out.is_dir():
@@ -87,9 +90,7 @@ def check_out_file(path: str | os.PathLike, flag: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise FailatlasError(f"{flag} {path} is a folder; give a file name")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise FailatlasError(f"{flag} {path}: no permission to replace it; choose another file")
-    _check_can_create(path, flag)
+    _check_can_create(path, flag)  # the file is written beside itself and renamed: the folder must be writable
     return path
 
 

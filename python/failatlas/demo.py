@@ -59,6 +59,8 @@ def run_demo(out: str | Path | None = None, seed: int = 0, analysis: bool = True
     ``analysis`` is False, run the quick analysis of the shipped models into ``out/analysis``."""
     if out is not None:
         out = _io.check_out_folder(out)
+        if analysis:
+            _io.check_out_folder(out / "analysis", overwrite=True)  # replaced on every run
     results = evaluate_shipped_classifiers(seed=seed)
     print(format_table(results))
     if out is not None:

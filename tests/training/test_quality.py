@@ -77,8 +77,10 @@ def test_evaluate_generator_figures(models):
     # a judge trained on a few hundred images is weak: its corruption_tv comes with a warning
     assert bool(q.warnings) == (q.corruption_classifier_accuracy < quality.JUDGE_MIN_ACCURACY)
     weak = dataclasses.replace(q, corruption_classifier_accuracy=0.5,
-                               warnings=["corruption_tv is not meaningful here"])
-    assert "warning: corruption_tv is not meaningful" in weak.format()
+                               warnings=quality.judge_warnings(0.5, torch.tensor([0] * 6 + [4] * 3 + [8] * 3)))
+    assert len(weak.warnings) == 1 and "commonest cell gives 0.50" in weak.warnings[0]  # half the images clean
+    assert "warning: the corruption classifier recognizes only 0.50" in weak.format()
+    assert quality.judge_warnings(0.97, torch.zeros(4, dtype=torch.long)) == []
     json.dumps(q.to_json())
 
 

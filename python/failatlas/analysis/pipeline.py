@@ -665,7 +665,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         figure("accuracy_curves.png", f"Accuracy vs distance to {where} well-classified centre (Fig. 6)",
                f"Top-{options.k} dimensions of each classifier's own ranking; a steeper fall = less resilient. "
                "Shaded: each bin's 95% interval; the legend's slope is accuracy per unit of distance; samples "
-               "beyond distance 1 are counted under the plot, not drawn.")
+               "outside the plotted bins (beyond distance 1) are counted under the plot, not drawn.")
         if curves[primary].per_class:
             per_class = {name: c for name, c in curves.items() if c.per_class}
             plot_accuracy_curves_per_class(per_class, tmp / "accuracy_curves_per_class.png")

@@ -73,7 +73,7 @@ def plot_accuracy_curves(curves: Mapping[str, Any], path: str | Path) -> Path:
     ax.set_title(f"Accuracy vs distance (top-{'/'.join(map(str, ks))} dimensions)", fontsize=10)
     band = Patch(color="grey", alpha=0.25, linewidth=0, label="95% interval of each bin (Wilson)")
     ax.legend(handles=[*lines.values(), band], fontsize=7.5, frameon=False, loc="lower left")
-    fig.text(0.01, 0.01, "not plotted (beyond distance 1): " + ", ".join(
+    fig.text(0.01, 0.01, "samples outside the plotted bins (beyond distance 1, or without a centre): " + ", ".join(
         f"{name} {c.n - shown[name]} of {c.n}" for name, c in curves.items()), fontsize=6.5, color="dimgray")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     _save_png(fig, path)

@@ -39,6 +39,8 @@ from ..models.classifier import (
     save_classifier,
 )
 
+CLASSIFIER_DEVICES = ("cpu", "cuda", "mps")  # the classifier commands also run on Apple GPUs
+
 SIZE = 28          # the classifier's input; the 32×32 images carry a PAD-px zero border (DESIGN §1)
 SEVERITIES = (1, 2, 3)
 TRAINING_LOG_FILE = "training.json"
@@ -150,7 +152,7 @@ def train_classifier(config: TrainClassifierConfig, out: str | Path, *, train_se
     """
     config.validate()
     out = check_out_folder(out, overwrite, "to replace the classifier files in it (other files stay)")
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, CLASSIFIER_DEVICES)
     if train_set is None:
         train_set = _load(config.dataset, "train", config.train_on, config.blur, config.idx_dir, config.data_seed)
     if config.limit is not None:
@@ -277,13 +279,13 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
         raise FailatlasError(f"--on must be 'clean' or 'corrupted', got {on!r}")
     if batch_size < 1:
         raise FailatlasError(f"batch size must be positive, got {batch_size}")
-    dev = resolve_device(device)
+    dev = resolve_device(device, CLASSIFIER_DEVICES)
     if isinstance(model_or_folder, nn.Module):
         model = model_or_folder
     else:
-        from .._paths import resolve_model
+        from .._paths import find_model
 
-        model = load_classifier(resolve_model(model_or_folder), device=dev)
+        model = load_classifier(find_model(model_or_folder), device=dev)
     data = _load(dataset, split, on, blur, idx_dir, seed) if isinstance(dataset, str) else dataset
     config = classifier_config_of(model)
     if config is not None and config.num_classes != int(data.num_classes):

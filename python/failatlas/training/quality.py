@@ -77,6 +77,17 @@ class GeneratorQuality:
         return "\n".join(lines)
 
 
+def judge_warnings(judge_accuracy: float, true_cells: torch.Tensor) -> list[str]:
+    """A warning when the corruption judge recognizes fewer than :data:`JUDGE_MIN_ACCURACY` of the real test
+    images' cells (true_cells: int Tensor[N], indices into :data:`CELLS`): its corruption_tv means nothing."""
+    if judge_accuracy >= JUDGE_MIN_ACCURACY:
+        return []
+    majority = float(torch.bincount(true_cells.long(), minlength=len(CELLS)).max()) / max(len(true_cells), 1)
+    return [f"the corruption classifier recognizes only {judge_accuracy:.2f} of the real test images' corruption "
+            f"cells (below {JUDGE_MIN_ACCURACY}; always answering the commonest cell gives {majority:.2f}): "
+            "corruption_tv is not meaningful here; judge with more real images (a larger --n-real, or none)"]
+
+
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """Fréchet distance between Gaussians fitted to features a: Tensor[N, F] and b: Tensor[M, F]."""
     a, b = a.double(), b.double()
@@ -256,12 +267,7 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
         tv[mode] = 0.5 * float((p - p_real).abs().sum())
         dist[f"generated_{mode}"] = p.tolist()
 
-    warnings = []
-    if judge_acc < JUDGE_MIN_ACCURACY:
-        warnings.append(f"the corruption classifier recognizes only {judge_acc:.2f} of the real test images' "
-                        f"corruption cells (below {JUDGE_MIN_ACCURACY}; the majority cell alone is "
-                        f"{float(p_real.max()):.2f}): corruption_tv is not meaningful here; judge with more "
-                        "real images (a larger --n-real, or none)")
+    warnings = judge_warnings(judge_acc, true_cells)
     fid = None
     if inception_weights is not None:
         fid = frechet_distance(_inception_features(inception_weights, test.generator_input()),
