@@ -7,8 +7,9 @@ its gradients), so each batch starts on fresh pages: millions of page faults. Me
 models, one thread, 2 cores: ranking 1,024 samples 8.2–8.5 s → 7.3 s, minor page faults 0.6–1.0 M →
 0.13 M, the same as preloading tcmalloc (7.3 s); ``failatlas analyze --quick`` 65.1 → 61.2 s, minor page
 faults 2.7 M → 0.17 M, peak RSS 711 → 749 MB; ``failatlas analyze`` with defaults 5 min 4 s → 4 min 15 s,
-faults 21.8 M → 0.24 M, peak RSS 0.82 → 0.88 GB, the same files. ``benchmarks/run.py`` calls it too. Fixing the mmap threshold at glibc's largest (32 MiB) and
-raising the trim threshold keeps the freed memory for the next batch instead.
+faults 21.8 M → 0.24 M, peak RSS 0.82 → 0.88 GB, the same files (``benchmarks/run.py`` calls it too).
+Fixing the mmap threshold at glibc's largest (32 MiB) and raising the trim threshold keeps the freed memory
+for the next batch instead.
 
 ``failatlas`` (the command) calls :func:`keep_freed_memory` once at start; ``FAILATLAS_MALLOPT=0`` turns it
 off. Library users who want the same can call it themselves. Elsewhere than glibc it does nothing.

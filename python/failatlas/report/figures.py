@@ -28,7 +28,8 @@ def _save_png(fig, path: Path) -> None:
     _io.write_bytes(path, buf.getvalue())
 
 
-def plot_separation(result, ranking, path: str | Path, k: int = 3, seed: int = 0, classifier: str | None = None) -> Path:
+def plot_separation(result, ranking, path: str | Path, k: int = 3, seed: int = 0,
+                    classifier: str | None = None) -> Path:
     """Fig. 4: histograms of s_k for well- vs mis-classified samples, top-k dimensions of ``ranking`` in
     the first row, k random other dimensions (seeded; the first k of the summary's random 10) in the
     second; each panel titled with its rank, the dimension, its layer and channel, KS and AUROC. Histograms

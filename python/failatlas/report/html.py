@@ -89,7 +89,7 @@ _GLOSSARY = """<h2>How to read this report</h2>
 <li><b>Style dimensions.</b> The generator draws each image from a style vector s (StyleSpace): one number per
 channel of each layer. A dimension is named by its layer and channel, e.g. <code>b32.torgb[31]</code> = the
 32×32 block's ToRGB layer, channel 31 (<code>b8.conv0</code>: the first convolution of the 8×8 block; early
-blocks set shape, late ones texture, noise and blur). σ is a dimension's standard deviation over the
+blocks tend to set shape, late ones intensity, texture, noise and blur). σ is a dimension's standard deviation over the
 population; shifts are in σ, signed: the direction that lowers the classifier's confidence.</li>
 <li><b>p_y.</b> The classifier's probability for the image's true class; a prediction flips at p_y ≤ 0.5.
 <b>Well- / mis-classified:</b> the classifier's top class is / is not the true class.</li>
@@ -99,7 +99,8 @@ population; shifts are in σ, signed: the direction that lowers the classifier's
 samples than among well-classified ones: KS = the Kolmogorov–Smirnov statistic (0: the same distribution,
 1: disjoint), AUROC = the chance that a mis-classified sample has a larger value than a well-classified one
 (0.5: no difference). Failure directions should separate clearly better than random dimensions.</li>
-<li><b>t-SNE (Fig. 3).</b> A 2-D map that keeps near neighbours near; PCA to 50 dimensions first for S.</li>
+<li><b>t-SNE (Fig. 3).</b> A 2-D map that keeps near neighbours near (each space is first reduced to 50
+dimensions by PCA where it has more).</li>
 <li><b>Corner case.</b> From a class's average digit, the smallest shift along one failure direction (in its
 degrading direction only) at which p_y ≤ 0.5, narrowed to 0.01σ and checked by classifying the image again;
 "p_y before" is p_y 0.01σ short of it (> 0.5). Along some directions p_y recovers further on: a corner case

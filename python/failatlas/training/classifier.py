@@ -267,12 +267,14 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
     """Accuracy of a classifier on a test split, overall and per severity cell.
 
     ``model_or_folder``: a classifier module (``Tensor[N, 1, 28, 28]`` → logits), a folder saved by
-    failatlas, or the name of a shipped one (``"mnist/classifier-clean"``). ``dataset``: a dataset name for :func:`failatlas.data.load_dataset`, or an ImageSet.
+    failatlas, or the name of a shipped one (``"mnist/classifier-clean"``). ``dataset``: a dataset name for
+    :func:`failatlas.data.load_dataset`, or an ImageSet.
     ``on``: ``"clean"`` or ``"corrupted"`` images (the corrupted split holds clean images too).
 
     Returns ``{"accuracy": float, "n": int, "by_severity": {cell: {"accuracy": float | None, "n": int}},
     "dataset", "split", "on", "blur", "warnings": [str]}`` (a warning when the classifier's class names
-    differ from the dataset's: it was trained on another dataset) with cells ``"clean"`` and, on corrupted data, every
+    differ from the dataset's: it was trained on another dataset) with cells ``"clean"`` and, on corrupted
+    data, every
     ``"blur{b}-noise{n}"`` for b, n ∈ 1..3 (accuracy ``None`` for an empty cell).
     """
     if on not in ("clean", "corrupted"):
