@@ -141,5 +141,6 @@ def _spread_over_classes(rows: list, limit: int) -> list:
             pick = next((r for r in own if r.dims not in shown_dims), own[0])
             shown_dims.add(pick.dims)
             chosen.append(pick)
-    chosen += [r for r in rows if not any(r is c for c in chosen)]
+    picked = {id(r) for r in chosen}
+    chosen += [r for r in rows if id(r) not in picked]
     return chosen[:limit]

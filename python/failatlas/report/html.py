@@ -114,15 +114,11 @@ resilient. A rise between two bins inside their intervals is sampling noise.</li
 </ul>"""
 
 
-_KS_LABELS = {"all_mean_ks": "mean KS of all dimensions (what random dimensions give on average)"}
-
-
 def _ks_label(key: str) -> str:
     """summary.json's KS keys in words: top10_mean_ks → "mean KS of its top-10 dimensions"."""
-    if key in _KS_LABELS:
-        return _KS_LABELS[key]
     for prefix, words in (("top", "its top-{} dimensions"), ("random", "{} random other dimensions"),
-                          ("best", "the {} best-separating dimensions (the most any ranking could reach)")):
+                          ("best", "the {} best-separating dimensions (the most any ranking could reach)"),
+                          ("all", "all dimensions (what random dimensions give on average){}")):
         if key.startswith(prefix) and key.endswith("_mean_ks"):
             return "mean KS of " + words.format(key[len(prefix):-len("_mean_ks")])
     return key.replace("_", " ")
