@@ -13,9 +13,11 @@ a terminal, so logs, pipes and tests stay clean. Set ``disable=False`` (or the e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import Iterable
+import time
+from typing import Iterable, Sequence
 
 from tqdm.auto import tqdm
 
@@ -42,3 +44,42 @@ def progress(iterable_or_total: Iterable | int, desc: str = "", unit: str = "it"
     if isinstance(iterable_or_total, int):
         return tqdm(total=iterable_or_total, **options)
     return tqdm(iterable_or_total, **options)
+
+
+class Stages:
+    """Announces the stages of a command on stderr and records their times, whether or not stderr is a
+    terminal (logs of long jobs need them most):
+
+        failatlas rank: [2/3] ranking (no bootstrap) …
+        failatlas rank: [2/3] ranking done in 7.9 s (elapsed 9.2 s)
+
+        stage = Stages("rank", ("population", "ranking", "separation"))
+        with stage("ranking", "no bootstrap"):
+            ...
+        stage.timings   # {"ranking": 7.9}
+
+    ``verbose=False`` keeps it silent (the timings are still recorded)."""
+
+    def __init__(self, command: str, names: Sequence[str], verbose: bool = True) -> None:
+        self.command, self.names, self.verbose = command, tuple(names), verbose
+        self.timings: dict[str, float] = {}
+        self.t0 = time.perf_counter()
+
+    def _say(self, text: str) -> None:
+        if self.verbose:
+            print(f"failatlas {self.command}: {text}", file=sys.stderr, flush=True)
+
+    def _index(self, name: str) -> str:
+        return f"[{self.names.index(name) + 1}/{len(self.names)}]"
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, detail: str = ""):
+        self._say(f"{self._index(name)} {name}{' (' + detail + ')' if detail else ''} …")
+        t = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - t
+        self._say(f"{self._index(name)} {name} done in {self.timings[name]:.1f} s "
+                  f"(elapsed {time.perf_counter() - self.t0:.1f} s)")
+
+    def skip(self, name: str, why: str) -> None:
+        self._say(f"{self._index(name)} {name} skipped ({why})")

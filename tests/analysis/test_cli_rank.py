@@ -26,6 +26,11 @@ def test_rank_command_writes_everything(saved_models, tmp_path, capsys):
     pop = Population.from_npz(out / "population.npz")
     assert pop.n == 40 and pop.seed == 2
     assert (out / "ranking.csv").read_text().splitlines()[1].split(",")[1] == str(int(ranking.order[0]))
+    # stderr is not a terminal here: no bars, but every stage is announced (logs of long runs need them)
+    stages = [line for line in captured.err.splitlines() if line.startswith("failatlas rank: [")]
+    assert [line.split("] ")[1].split(" ")[0] for line in stages if " done in " in line] == \
+        ["population", "ranking", "separation", "files"]
+    assert "bootstrap 20" in captured.err and "per class" in captured.err
 
 
 def test_rank_command_class_mismatch_is_one_line(saved_models, tmp_path, capsys):

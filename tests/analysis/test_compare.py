@@ -35,7 +35,7 @@ def test_compare_same_predictions_different_confidence(G, C, sharp_classifier, p
         compare_classifiers(G, {"one": sharp_classifier}, population=population)
 
 
-def test_run_compare_torch_against_its_onnx_export(G, tmp_path):
+def test_run_compare_torch_against_its_onnx_export(G, tmp_path, capfd):
     from failatlas.deploy import export_classifier_onnx
     from failatlas.models.classifier import ClassifierConfig, build_classifier, save_classifier
     from failatlas.models.stylegan2 import save_generator
@@ -49,6 +49,10 @@ def test_run_compare_torch_against_its_onnx_export(G, tmp_path):
     run = run_compare(tmp_path / "g", [str(tmp_path / "c"), str(onnx)], out=tmp_path / "cmp", n=160, seed=1, k=3)
     names = run.comparison.names
     assert names == ("c", "c.onnx")
+    done = [line for line in capfd.readouterr().err.splitlines()
+            if line.startswith("failatlas compare: [") and " done in " in line]
+    assert [line.split("] ")[1].split(" done")[0] for line in done] == \
+        ["population", "labels", "rankings", "curves", "corner cases"]
     assert run.comparison.agreement["c"]["c.onnx"] == 1.0
     assert run.comparison.rankings["c.onnx"].method == "black-box"
     # the bar for the black-box ranking of a float classifier, on the same samples

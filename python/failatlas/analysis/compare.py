@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .. import _io
+from .._progress import Stages
 from ..errors import FailatlasError
 from .corners import CornerCaseSearch
 from .curves import AccuracyCurve, CurveResult, with_classifier
@@ -112,7 +113,7 @@ def _finite(x: float) -> float | None:
 def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n: int = 2000, seed: int = 0,
                         k: int = 10, curve_k: int = 100, batch_size: int | None = None,
                         population: Population | None = None, progress_bar: bool | None = None,
-                        distributed: bool = False) -> Comparison | None:
+                        distributed: bool = False, verbose: bool = False) -> Comparison | None:
     """Compare ``{name: classifier}`` (at least two; the first is the reference) on one population of
     ``n`` samples drawn with ``seed`` (or the given ``population``, labelled by the first classifier).
 
@@ -122,7 +123,10 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
     dimensions) and the gradient ranking the black-box agreement is measured against. Rank 0 alone then
     computes the curves and the corner searches and returns the :class:`Comparison`; the other ranks
     return None after the last collective. The result equals one process's. Without an initialized
-    process group it changes nothing."""
+    process group it changes nothing.
+
+    verbose: each stage announced on stderr (``failatlas compare: [3/5] rankings …``), on a terminal or
+    not (``run_compare``, the CLI's job, turns it on); progress_bar: tqdm bars (None: only on a terminal)."""
     names = tuple(classifiers)
     if len(names) < 2:
         raise FailatlasError(f"compare needs at least two classifiers, got {len(names)}; pass --classifier twice")
@@ -132,51 +136,57 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
         from .. import distributed as dist
 
         distributed = dist.sharding()
+    stage = Stages("compare", ("population", "labels", "rankings", "curves", "corner cases"), verbose)
     first = classifiers[names[0]]
-    pop0 = population if population is not None else sample_population(G, first, n, seed=seed,
-                                                                        batch_size=batch_size,
-                                                                        progress_bar=progress_bar,
-                                                                        distributed=distributed)
+    with stage("population", f"{population.n} samples given" if population is not None
+               else f"{n} samples, seed {seed}, labelled by {names[0]}"):
+        pop0 = population if population is not None else sample_population(G, first, n, seed=seed,
+                                                                            batch_size=batch_size,
+                                                                            progress_bar=progress_bar,
+                                                                            distributed=distributed)
     pops = {names[0]: pop0}
-    for name in names[1:]:
-        if distributed:
-            from .pipeline import _relabel
+    with stage("labels", f"{len(names) - 1} other classifier(s)"):
+        for name in names[1:]:
+            if distributed:
+                from .pipeline import _relabel
 
-            pops[name] = _relabel(pop0, G, classifiers[name], batch_size, progress_bar, sharded=True)
-        else:
-            pops[name] = with_classifier(pop0, G, classifiers[name], batch_size=batch_size,
-                                         progress_bar=progress_bar)
+                pops[name] = _relabel(pop0, G, classifiers[name], batch_size, progress_bar, sharded=True)
+            else:
+                pops[name] = with_classifier(pop0, G, classifiers[name], batch_size=batch_size,
+                                             progress_bar=progress_bar)
     accuracy = {name: float(p.well.float().mean()) for name, p in pops.items()}
     agreement = {a: {b: float((pops[a].pred == pops[b].pred).float().mean()) for b in names} for a in names}
 
     # (sharded: rank 0 gets every ranking, the other ranks None; every rank makes the same collective calls)
-    rankings = {name: rank_any(G, classifiers[name], pops[name], seed=seed, batch_size=batch_size,
-                               black_box_n=BLACK_BOX_N, progress_bar=progress_bar, distributed=distributed)
-                for name in names}
-    # A black-box ranking (finite differences on its first n samples) against the reference's gradient
-    # ranking on the same samples: for an export of the reference, this measures the black-box method.
-    black_box_agreement = {}
-    if is_differentiable(first):
-        for name in names[1:]:
-            if not is_differentiable(classifiers[name]):  # its ranking is the black-box one
-                n_bb = min(BLACK_BOX_N, pop0.n)
-                sub = pop0.subset(torch.arange(n_bb))
-                grad = GradientRanking(G, first, batch_size=batch_size, progress_bar=False).rank(
-                    sub, distributed=distributed)
-                if grad is None:  # not rank 0
-                    continue
-                r = rankings[name]
-                grad = _with_sigma(grad, r.sigma)
-                black_box_agreement[name] = {"reference": names[0], "n": r.n,
-                                             **ranking_agreement(grad, r)}
+    with stage("rankings", f"{len(names)} classifier(s)"):
+        rankings = {name: rank_any(G, classifiers[name], pops[name], seed=seed, batch_size=batch_size,
+                                   black_box_n=BLACK_BOX_N, progress_bar=progress_bar, distributed=distributed)
+                    for name in names}
+        # A black-box ranking (finite differences on its first n samples) against the reference's gradient
+        # ranking on the same samples: for an export of the reference, this measures the black-box method.
+        black_box_agreement = {}
+        if is_differentiable(first):
+            for name in names[1:]:
+                if not is_differentiable(classifiers[name]):  # its ranking is the black-box one
+                    n_bb = min(BLACK_BOX_N, pop0.n)
+                    sub = pop0.subset(torch.arange(n_bb))
+                    grad = GradientRanking(G, first, batch_size=batch_size, progress_bar=False).rank(
+                        sub, distributed=distributed)
+                    if grad is None:  # not rank 0
+                        continue
+                    r = rankings[name]
+                    grad = _with_sigma(grad, r.sigma)
+                    black_box_agreement[name] = {"reference": names[0], "n": r.n,
+                                                 **ranking_agreement(grad, r)}
     if distributed and not dist.is_main():  # the last collective is done: rank 0 does the rest
         return None
     curves = {}
-    for name in names:
-        try:
-            curves[name] = AccuracyCurve(rankings[name], k=curve_k, per_class=False).compute(pops[name])
-        except FailatlasError:  # e.g. fewer than two well-classified samples: no curve for this one
-            pass
+    with stage("curves", f"K = {curve_k}"):
+        for name in names:
+            try:
+                curves[name] = AccuracyCurve(rankings[name], k=curve_k, per_class=False).compute(pops[name])
+            except FailatlasError:  # e.g. fewer than two well-classified samples: no curve for this one
+                pass
 
     ref = rankings[names[0]]
     dims = [int(d) for d in ref.order[:k]]
@@ -192,15 +202,16 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
                              "for the corner search; use a larger --n")
     s0, labels = torch.stack(starts), torch.tensor(classes, dtype=torch.long)
     shifts, verified = {}, {}
-    for name in names:
-        cc = CornerCaseSearch(G, classifiers[name], ref, batch_size=batch_size, progress_bar=progress_bar).search(
-            starts=s0, labels=labels, dims=dims, pairs=False)
-        shifts[name] = [[None] * len(dims) for _ in classes]
-        verified[name] = [[False] * len(dims) for _ in classes]
-        for row in cc.cases:
-            j = dims.index(row.dims[0])
-            shifts[name][row.start][j] = row.shift
-            verified[name][row.start][j] = bool(row.verified)
+    with stage("corner cases", f"{len(classes)} classes × top {len(dims)} dims of {names[0]}"):
+        for name in names:
+            cc = CornerCaseSearch(G, classifiers[name], ref, batch_size=batch_size,
+                                  progress_bar=progress_bar).search(starts=s0, labels=labels, dims=dims, pairs=False)
+            shifts[name] = [[None] * len(dims) for _ in classes]
+            verified[name] = [[False] * len(dims) for _ in classes]
+            for row in cc.cases:
+                j = dims.index(row.dims[0])
+                shifts[name][row.start][j] = row.shift
+                verified[name][row.start][j] = bool(row.verified)
     layout = ref.layout
     directions = [int(ref.direction[d]) or 1 for d in dims]
     return Comparison(names=names, n=pop0.n, seed=seed, accuracy=accuracy, agreement=agreement, dims=tuple(dims),
@@ -322,9 +333,9 @@ class CompareRun:
 
 def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out: str | Path, n: int = 2000,
                 seed: int = 0, k: int = 10, batch_size: int | None = None,
-                progress_bar: bool | None = None) -> CompareRun:
+                progress_bar: bool | None = None, verbose: bool = True) -> CompareRun:
     """The ``failatlas compare`` job: load the generator and the classifiers (folders, shipped names or
-    ``.onnx`` files), compare them and write ``compare.json``, ``corner_shifts.csv``,
+    ``.onnx`` files), compare them (each stage announced on stderr unless ``verbose`` is False) and write ``compare.json``, ``corner_shifts.csv``,
     ``corner_shifts.png`` (+ ``.json``), ``accuracy_curves.png`` (+ ``.json``) and a self-contained
     ``report.html`` into ``out``.
 
@@ -343,7 +354,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     out = _io.check_out_folder(out)
     rank, world_size = dist.world()
     if rank != 0:
-        progress_bar = False
+        progress_bar, verbose = False, False
     G = load_generator(resolve_model(generator))
     paths = [Path(c) if str(c).lower().endswith(".onnx") else resolve_model(c) for c in classifiers]
     models = {name: load_any_classifier(c) for name, c in zip(_unique_names(paths), classifiers)}
@@ -355,7 +366,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
             raise FailatlasError("failatlas under torchrun runs on the CPU (gloo) only for now")
         dist.init()
     comparison = compare_classifiers(G, models, n=n, seed=seed, k=k, batch_size=batch_size,
-                                     progress_bar=progress_bar, distributed=world_size > 1)
+                                     progress_bar=progress_bar, distributed=world_size > 1, verbose=verbose)
     if comparison is None:  # not rank 0 under torchrun: its shards are done, rank 0 writes
         return CompareRun(out, None, {}, rank=rank, world_size=world_size)
     out.mkdir(parents=True, exist_ok=True)

@@ -44,9 +44,7 @@ import os
 import platform
 import re
 import shutil
-import sys
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +54,7 @@ import numpy as np
 import torch
 
 from .. import _io, __version__
+from .._progress import Stages
 from ..errors import FailatlasError
 from .corners import CornerCases, CornerCaseSearch
 from .curves import CENTRES, AccuracyCurve, CurveResult, with_classifier
@@ -362,33 +361,6 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-class _Stages:
-    """Announces each stage on stderr (``[i/8] name …`` and ``… done in x s``) and records its time."""
-
-    def __init__(self, verbose: bool) -> None:
-        self.verbose = verbose
-        self.timings: dict[str, float] = {}
-        self.t0 = time.perf_counter()
-
-    def _say(self, text: str) -> None:
-        if self.verbose:
-            print(f"failatlas analyze: {text}", file=sys.stderr, flush=True)
-
-    @contextlib.contextmanager
-    def __call__(self, name: str, detail: str = ""):
-        i = STAGES.index(name) + 1
-        self._say(f"[{i}/{len(STAGES)}] {name}{' (' + detail + ')' if detail else ''} …")
-        t = time.perf_counter()
-        yield
-        self.timings[name] = time.perf_counter() - t
-        self._say(f"[{i}/{len(STAGES)}] {name} done in {self.timings[name]:.1f} s "
-                  f"(elapsed {time.perf_counter() - self.t0:.1f} s)")
-
-    def skip(self, name: str, why: str) -> None:
-        i = STAGES.index(name) + 1
-        self._say(f"[{i}/{len(STAGES)}] {name} skipped ({why})")
-
-
 # --- the job ------------------------------------------------------------------------------------------
 
 
@@ -523,7 +495,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     from ..report.html import write_report
 
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    stage = _Stages(options.verbose)
+    stage = Stages("analyze", STAGES, options.verbose)
     seed, bar, bs = int(options.seed), options.progress_bar, options.batch_size
     infos = tuple(info for info, _ in loaded)
     models = {info.name: C for info, C in loaded}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -564,11 +563,13 @@ class RankRun:
 
 def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path = "mnist/classifier-corrupted", *,
              out: str | Path, n: int = 10000, seed: int = 0, target: str = "probability", per_class: bool = False,
-             bootstrap: int = 0, batch_size: int | None = None, progress_bar: bool | None = None) -> RankRun:
+             bootstrap: int = 0, batch_size: int | None = None, progress_bar: bool | None = None,
+             verbose: bool = True) -> RankRun:
     """The ``failatlas rank`` job: load the models (folders or shipped names), sample a population, rank
     the dimensions, measure their separation, and write ``ranking.csv``, ``ranking.json``,
     ``population.npz``, ``separation.csv`` and ``separation.png`` (+ ``separation.json``, its data) into
-    ``out``.
+    ``out``. ``verbose``: each stage announced on stderr (``failatlas rank: [2/4] ranking …``), on a
+    terminal or not; ``progress_bar``: tqdm bars (None: only on a terminal).
 
     Under ``torchrun`` (WORLD_SIZE > 1) the population and the gradients (for a classifier without
     gradients, the black-box ranking's dimensions) are sharded across the ranks
@@ -576,6 +577,7 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     the per-class rankings, writes the files and gets the full result; the other ranks return after the
     last collective call with ``ranking`` None. The ranking equals the single-process one."""
     from .. import distributed as dist
+    from .._progress import Stages
     from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
     from ..report.figures import plot_separation
@@ -585,43 +587,43 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
 
     _check_target(target)
     out = _io.check_out_folder(out)
-    timings: dict[str, float] = {}
     rank, world_size = dist.world()
     distributed = world_size > 1
     if rank != 0:
-        progress_bar = False
+        progress_bar, verbose = False, False
+    stage = Stages("rank", ("population", "ranking", "separation", "files"), verbose)
     G = load_generator(resolve_model(generator))
     C = load_any_classifier(classifier)
     check_class_counts(G, C)
     if distributed and _model_dtype_device(G)[1].type != "cpu":
         raise FailatlasError("failatlas under torchrun runs on the CPU (gloo) only for now")
     dist.init()  # every rank checks the same things above, so they all fail or all get here
-    t0 = time.perf_counter()
-    pop = sample_population(G, C, n, seed=seed, batch_size=batch_size, progress_bar=progress_bar,
-                            distributed=distributed)
-    timings["population"] = time.perf_counter() - t0
+    with stage("population", f"{n} samples, seed {seed}"):
+        pop = sample_population(G, C, n, seed=seed, batch_size=batch_size, progress_bar=progress_bar,
+                                distributed=distributed)
     layout = tuple(G.style_layout())
     separation = Separation(pop, layout=layout)  # fails now, before the gradients, if a group is empty
-    t0 = time.perf_counter()
-    ranking = rank_any(G, C, pop, target=target, per_class=per_class, bootstrap=bootstrap, seed=seed,
-                       batch_size=batch_size, progress_bar=progress_bar, distributed=distributed)
+    detail = ", ".join([target] + (["per class"] if per_class else [])
+                       + ([f"bootstrap {bootstrap}"] if bootstrap else []))
+    with stage("ranking", detail):
+        ranking = rank_any(G, C, pop, target=target, per_class=per_class, bootstrap=bootstrap, seed=seed,
+                           batch_size=batch_size, progress_bar=progress_bar, distributed=distributed)
     if ranking is None:  # not rank 0 under torchrun: its part is done
         return RankRun(out=out, population=pop, ranking=None, separation=None, summary=None, files={},
-                       timings=timings, rank=rank, world_size=world_size)
-    timings["ranking"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sep = separation.compute()
-    summary = sep.summary(ranking, k=10, seed=seed)
-    timings["separation"] = time.perf_counter() - t0
-    files = {
-        "ranking_csv": ranking.to_csv(out / "ranking.csv"),
-        "population": pop.to_npz(out / "population.npz"),
-        "separation_csv": sep.to_csv(out / "separation.csv"),
-        "separation_png": plot_separation(sep, ranking, out / "separation.png", k=3, seed=seed),
-    }
-    files["separation_json"] = out / "separation.json"
-    _io.write_json(out / "ranking.json", {**ranking.to_json(), "summary": summary,
-                                          "generator": str(generator), "classifier": str(classifier)})
-    files["ranking_json"] = out / "ranking.json"
+                       timings=dict(stage.timings), rank=rank, world_size=world_size)
+    with stage("separation", f"{int(pop.well.sum())} well vs {int((~pop.well).sum())} mis-classified"):
+        sep = separation.compute()
+        summary = sep.summary(ranking, k=10, seed=seed)
+    with stage("files", str(out)):
+        files = {
+            "ranking_csv": ranking.to_csv(out / "ranking.csv"),
+            "population": pop.to_npz(out / "population.npz"),
+            "separation_csv": sep.to_csv(out / "separation.csv"),
+            "separation_png": plot_separation(sep, ranking, out / "separation.png", k=3, seed=seed),
+        }
+        files["separation_json"] = out / "separation.json"
+        _io.write_json(out / "ranking.json", {**ranking.to_json(), "summary": summary,
+                                              "generator": str(generator), "classifier": str(classifier)})
+        files["ranking_json"] = out / "ranking.json"
     return RankRun(out=out, population=pop, ranking=ranking, separation=sep, summary=summary, files=files,
-                   timings=timings)
+                   timings=dict(stage.timings))
