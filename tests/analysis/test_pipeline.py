@@ -53,9 +53,9 @@ def _cli(models, out, *extra) -> list[str]:
 
 @pytest.fixture(scope="module")
 def first(tmp_path_factory, models):
-    """One quick run with t-SNE, through the library."""
+    """One quick run with t-SNE and a small bootstrap, through the library."""
     out = tmp_path_factory.mktemp("analyze-run") / "run"
-    return run_analysis(_options(models), out)
+    return run_analysis(_options(models, bootstrap=20), out)
 
 
 def _error_lines(err: str) -> list[str]:
@@ -77,6 +77,12 @@ def test_run_writes_every_expected_file(first):
     assert set(first.files) == names and all(p.parent == out for p in first.files.values())
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging folder left behind
     assert (out / "ranking.csv").read_bytes() == (out / "ranking-cls-a.csv").read_bytes()
+    for info in first.classifiers:  # every classifier with gradients gets bootstrap intervals, not only the first
+        ranking = first.rankings[info.name]
+        assert ranking.bootstrap == 20 and ranking.ci_low is not None
+        assert bool((ranking.ci_low <= ranking.ci_high).all())
+        row = (out / f"ranking-{info.name}.csv").read_text().splitlines()[1].split(",")
+        assert row[-2] and row[-1]  # ci_low, ci_high filled in
     assert len(classes) == len(first.grids) >= 1
     table = (out / "curves.csv").read_text().splitlines()
     assert table[0].startswith("classifier,class,bin") and {r.split(",")[0] for r in table[1:]} == set(first.curves)
@@ -158,7 +164,7 @@ def test_existing_out_is_refused_then_replaced_with_overwrite_same_seed_same_ran
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("failatlas: error: ")
     assert "--overwrite" in err and (out / "old.txt").exists()
-    rc = main(_cli(models, out, "--overwrite"))
+    rc = main(_cli(models, out, "--overwrite", "--bootstrap", "20"))
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert not (out / "old.txt").exists() and not (out / "tsne.png").exists()
@@ -213,6 +219,9 @@ def test_cli_rejects_unknown_options_and_bad_values(models, tmp_path, capsys):
     assert rc == 2 and "--k 100000" in err and not (tmp_path / "x").exists()
     with pytest.raises(FailatlasError, match="--n must be"):
         run_analysis(_options(models, n=0), tmp_path / "y")
+    rc = main(_cli(models, tmp_path / "x", "--bootstrap", "-1"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "--bootstrap must be an integer ≥ 0, got -1" in err and not (tmp_path / "x").exists()
     with pytest.raises(FailatlasError, match="--curve-centre must be one of class, global"):
         run_analysis(_options(models, curve_centre="median"), tmp_path / "y")
     (tmp_path / "file").write_text("")
@@ -246,8 +255,9 @@ def test_an_onnx_classifier_is_analysed_like_a_torch_one(models, tmp_path):
     from failatlas.models.classifier import load_classifier
 
     onnx_path = export_classifier_onnx(load_classifier(models["a"]), tmp_path / "cls-a.onnx")
-    run = run_analysis(_options(models, classifiers=(str(models["a"]), str(onnx_path)), skip_tsne=True),
-                       tmp_path / "run")
+    run = run_analysis(_options(models, classifiers=(str(models["a"]), str(onnx_path)), skip_tsne=True,
+                                bootstrap=10), tmp_path / "run")
+    assert run.rankings["cls-a"].ci_low is not None and run.rankings["cls-a.onnx"].ci_low is None
     summary = json.loads((run.out / "summary.json").read_text())
     acc = summary["population"]["accuracy"]
     assert acc["cls-a"] == acc["cls-a.onnx"]

@@ -7,8 +7,9 @@ Stages (each announced on stderr with its elapsed seconds):
 
 1. population: N samples (seed) classified by the primary classifier (the first one); the same samples
    re-labelled by every other classifier (:func:`~failatlas.analysis.curves.with_classifier`);
-2. ranking: :class:`GradientRanking` per classifier (:class:`BlackBoxRanking` for one without gradients, e.g. ONNX; the primary's per class, with ``bootstrap``
-   resamples for 95% intervals unless ``quick``);
+2. ranking: :class:`GradientRanking` per classifier, with ``bootstrap`` resamples for 95% intervals unless
+   ``quick`` (:class:`BlackBoxRanking`, without intervals, for one without gradients, e.g. ONNX); the
+   primary's also per class;
 3. separation of well- vs mis-classified samples (Fig. 4: the primary's; the summary: every classifier's);
 4. t-SNE of Z, W and S (Fig. 3; at most ``tsne_points``; skipped with ``skip_tsne``);
 5. corner cases of the primary along its top-10 dimensions, every class, and pairs of the top 3 (gallery);
@@ -26,7 +27,7 @@ failure or Ctrl-C never leaves a half-written run folder; an existing non-empty 
 Under ``torchrun`` (WORLD_SIZE > 1; gloo on CPU, :mod:`failatlas.distributed`) the two expensive stages
 are sharded: the population (:func:`sample_population` with ``distributed=True``, and the re-labelling by
 every other classifier, each rank re-labelling its own block of whole batches) and the gradient rankings
-(:meth:`GradientRanking.rank` with ``distributed=True``; the primary's per-class rankings and bootstrap on
+(:meth:`GradientRanking.rank` with ``distributed=True``; the primary's per-class rankings and the bootstraps on
 rank 0). Everything after the rankings (separation, t-SNE, corner cases, grids, curves, overlap, summary,
 manifest, report and the move of the run folder into place) runs on rank 0 alone; the other ranks make
 the same collective calls in the same order, return an :class:`AnalysisShard` after the last one and
@@ -154,7 +155,7 @@ class AnalysisOptions:
 
         positive("--n", self.n)
         positive("--k", self.k, allow_none=False)
-        positive("bootstrap", self.bootstrap, minimum=0)
+        positive("--bootstrap", self.bootstrap, minimum=0)
         positive("tsne_points", self.tsne_points, minimum=5)
         positive("grid_classes", self.grid_classes, minimum=0)
         positive("--batch-size", self.batch_size)
@@ -532,7 +533,8 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     with stage("ranking", f"bootstrap {boot}" if boot else "no bootstrap"):
         for info in infos:
             is_primary = info.name == primary
-            kw = dict(per_class=is_primary, bootstrap=boot if is_primary else 0, seed=seed)
+            # bootstrap for every classifier with gradients (a black-box ranking has none: rank_any ignores it)
+            kw = dict(per_class=is_primary, bootstrap=boot, seed=seed)
             if sharded:  # rank 0 gets the ranking, the others None (their shard is done)
                 ranking = GradientRanking(G, models[info.name], batch_size=bs, progress_bar=bar).rank(
                     populations[info.name], distributed=True, **kw)

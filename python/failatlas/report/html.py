@@ -160,8 +160,9 @@ def _summary(run) -> str:
 def _ranking_tables(run) -> str:
     out = [f"<h2>Ranking (top {TOP_RANKS})</h2>",
            "<p>score = −σ · mean ∂p_y/∂s; direction: the sign of a shift that lowers p_y; σ in raw style "
-           "units (shifts elsewhere are in σ units). Bootstrap intervals of the scores are computed for the "
-           "primary classifier only (when the run has any).</p>"]
+           "units (shifts elsewhere are in σ units). The 95% intervals (when the run has a bootstrap) resample the "
+           "population's samples; a classifier without gradients (ONNX, ranked by finite differences) has none."
+           "</p>"]
     for name, ranking in run.rankings.items():
         has_ci = ranking.ci_low is not None
         head = ["rank", "dim", "layer", "resolution", "kind", "channel", "score", "direction", "σ"]
