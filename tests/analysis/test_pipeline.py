@@ -68,7 +68,7 @@ def test_run_writes_every_expected_file(first):
     classes = sorted({int(c) for c in first.corner_cases.labels.tolist()})[:3]
     expected = {"population.npz", "ranking.csv", "ranking.json", "ranking-cls-a.csv", f"ranking-{first.classifiers[1].name}.csv",
                 "separation.csv", f"separation-{first.classifiers[1].name}.csv", "corner_cases.csv", "corner_cases.json", "curves.csv", "curves.json", "overlap.csv",
-                "overlap.json", "tsne.json", "summary.json", "manifest.json", "report.html"}
+                "overlap.json", "tsne.json", "summary.json", "manifest.json", "report.html", "failure_direction.json"}
     figures = {"separation", "tsne", "corner_gallery", "accuracy_curves", "accuracy_curves_per_class", "overlap",
                *(f"manipulation-class{c}" for c in classes)}
     expected |= {f"{f}.png" for f in figures} | {f"{f}.json" for f in figures}
@@ -99,6 +99,12 @@ def test_summary_has_the_required_keys_and_types(first):
         assert (sep["n_well"], sep["n_mis"]) == (pop.n_well, pop.n_mis)
         assert sep["top_dims"] == first.rankings[name].order[:10].tolist()
         assert sep["best10_mean_ks"] >= max(sep["top10_mean_ks"], sep["random10_mean_ks"], sep["all_mean_ks"])
+        ld = sep["latent_direction"]  # the one-direction-of-W diagnostic, per classifier
+        assert ld["n_fit"] + ld["n_heldout"] == pop.n and 0 <= ld["ks_heldout"] <= 1
+        assert 1 <= ld["dims_for_half"] <= ld["style_dims"] == pop.style_dim
+    directions = json.loads((first.out / "failure_direction.json").read_text())
+    assert set(directions) == {"note", *by} and len(directions["cls-a"]["direction"]) == first.populations["cls-a"].w.shape[1]
+    assert "One direction of W" in (first.out / "report.html").read_text()
     other = (first.out / f"separation-{first.classifiers[1].name}.csv").read_text().splitlines()
     assert len(other) == 1 + first.populations["cls-_i_b__q"].style_dim
     cc = s["corner_cases"]

@@ -10,7 +10,9 @@ Stages (each announced on stderr with its elapsed seconds):
 2. ranking: :class:`GradientRanking` per classifier, with ``bootstrap`` resamples for 95% intervals unless
    ``quick`` (:class:`BlackBoxRanking`, without intervals, for one without gradients, e.g. ONNX); the
    primary's also per class;
-3. separation of well- vs mis-classified samples (Fig. 4: the primary's; the summary: every classifier's);
+3. separation of well- vs mis-classified samples (Fig. 4: the primary's; the summary: every classifier's),
+   and per classifier the one direction of W that separates them best (:mod:`failatlas.analysis.direction`:
+   how much of the per-dimension separation one entangled factor explains; ``failure_direction.json``);
 4. t-SNE of Z, W and S (Fig. 3; at most ``tsne_points``; skipped with ``skip_tsne``);
 5. corner cases of the primary along its top-10 dimensions, every class, and pairs of the top 3 (gallery);
 6. a manipulation grid (Fig. 5) per class with a start (the first 3 with ``quick``);
@@ -58,6 +60,7 @@ from .. import _io, __version__
 from .._progress import Stages
 from ..errors import FailatlasError
 from .corners import CornerCases, CornerCaseSearch
+from .direction import FailureDirection
 from .curves import CENTRES, AccuracyCurve, CurveResult, with_classifier
 from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap
@@ -77,6 +80,11 @@ N_PAIRS = 3  # pairs of the top dimensions moved together
 STAGES = ("population", "ranking", "separation", "tsne", "corner cases", "manipulation", "accuracy curves",
           "overlap")
 MANIFEST_FORMAT = "failatlas-analysis-manifest"
+FAILURE_DIRECTION_NOTE = (
+    "per classifier: the Fisher direction of class-centred w fitted on half of the population, measured on "
+    "the other half (failatlas.analysis.direction): KS/AUROC of the projection, the mean KS of every style "
+    "dimension as it is, with the direction removed and with shuffled labels, share_explained, and the "
+    "number of style dimensions that hold half of its effect (in σ units); direction and style_shift as lists")
 
 
 @dataclass(frozen=True)
@@ -573,7 +581,23 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             by_classifier[info.name] = other.summary(rankings[info.name], k=TOP, seed=seed)
             other.to_csv(tmp / f"separation-{info.name}.csv")
             wrote(f"separation-{info.name}.csv")
-        sep_summary = {**sep_summary, "by_classifier": by_classifier}
+        # a diagnostic beside DESIGN's: does one direction of W explain the separation (entanglement)?
+        directions: dict[str, Any] = {}
+        for info in infos:
+            if by_classifier.get(info.name) is None:
+                continue
+            try:
+                found = FailureDirection(G, populations[info.name], seed=seed).fit()
+            except FailatlasError as e:
+                notes.append(f"no failure direction for {info.name}: {e}")
+                continue
+            directions[info.name] = found.to_json()
+            by_classifier[info.name] = {**by_classifier[info.name], "latent_direction": found.summary()}
+        if directions:
+            _io.write_json(tmp / "failure_direction.json", {"note": FAILURE_DIRECTION_NOTE, **directions})
+            wrote("failure_direction.json")
+        sep_summary = {**sep_summary, "latent_direction": by_classifier[primary].get("latent_direction"),
+                       "by_classifier": by_classifier}
         plot_separation(sep, rankings[primary], tmp / "separation.png", k=3, seed=seed, classifier=primary)
         figure("separation.png", "Separation of well- vs mis-classified samples (Fig. 4)",
                f"Histograms of s_k for the top 3 dimensions of {primary}'s ranking (top row) and 3 of the 10 random "

@@ -99,6 +99,12 @@ population; shifts are in σ, signed: the direction that lowers the classifier's
 samples than among well-classified ones: KS = the Kolmogorov–Smirnov statistic (0: the same distribution,
 1: disjoint), AUROC = the chance that a mis-classified sample has a larger value than a well-classified one
 (0.5: no difference). Failure directions should separate clearly better than random dimensions.</li>
+<li><b>One direction of W.</b> The direction of the mapping network's output W that best separates the
+mis-classified samples (fitted on half of the population, measured on the other half). If removing it
+explains most of the dimensions' separation and half of its effect is spread over many style dimensions,
+one latent factor drives the failures and the generator has not put it in a few channels (it is
+entangled): then every dimension separates a little and the top ones stand out less from random ones.
+A diagnostic of the generator, beside the paper's analysis.</li>
 <li><b>t-SNE (Fig. 3).</b> A 2-D map that keeps near neighbours near (each space is first reduced to 50
 dimensions by PCA where it has more).</li>
 <li><b>Corner case.</b> From a class's average digit, the smallest shift along one failure direction (in its
@@ -139,6 +145,16 @@ def _summary(run) -> str:
         if top and rnd and sep[rnd]:
             rows.append((f"top vs random: how much better its failure directions separate ({name})",
                          f"{sep[top] / sep[rnd]:.2f} ×"))
+        ld = sep.get("latent_direction")
+        if ld:
+            share = ld["share_explained"]
+            rows.append((f"one direction of W ({name}, fitted on half the samples, measured on the other): KS of "
+                         "the projection; mean KS of all dimensions as they are → with it removed (chance level); "
+                         "style dimensions holding half its effect",
+                         f"{_num(ld['ks_heldout'], '.3f')}; {_num(ld['mean_ks_heldout'], '.3f')} → "
+                         f"{_num(ld['mean_ks_removed'], '.3f')} ({_num(ld['mean_ks_shuffled'], '.3f')}), "
+                         f"{'–' if share is None else f'{100 * share:.0f}%'} explained; "
+                         f"{ld['dims_for_half']} of {ld['style_dims']}"))
     rows += [("corner cases found / searched (class, dimension)", f"{cc['found']} / {cc['pairs']}"),
              ("corner cases verified", cc["verified"]),
              ("pairs of dimensions found / searched",

@@ -1,0 +1,91 @@
+"""FailureDirection: the direction of W that separates the mis-classified samples, measured on held-out samples."""
+
+import pytest
+import torch
+from torch import nn
+
+from failatlas import FailatlasError
+from failatlas.analysis.direction import FailureDirection
+from failatlas.analysis.population import Population
+
+
+class AffineStyles(nn.Module):
+    """A stand-in generator: s = A w + b (the real style layers are affine too)."""
+
+    def __init__(self, w_dim: int, style_dim: int, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.lin = nn.Linear(w_dim, style_dim)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.randn(style_dim, w_dim, generator=gen))
+            self.lin.bias.copy_(torch.randn(style_dim, generator=gen))
+
+    def styles(self, w: torch.Tensor) -> torch.Tensor:
+        return self.lin(w)
+
+
+def _population(G: AffineStyles, well: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> Population:
+    n = w.shape[0]
+    with torch.no_grad():
+        s = G.styles(w)
+    logits = torch.zeros(n, 3)
+    logits[torch.arange(n), y] = 1.0
+    pred = torch.where(well, y, (y + 1) % 3)
+    return Population(z=w.clone(), y=y, w=w, s=s, logits=logits, p_y=torch.full((n,), 0.5), pred=pred, well=well)
+
+
+def _draw(n=4000, w_dim=16, style_dim=64, seed=0, factor=True):
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    w = torch.randn(n, w_dim, generator=gen) + 3.0 * y[:, None].float()  # class means far apart
+    u = torch.zeros(w_dim)
+    u[2] = 1.0
+    score = w[:, 2] - 3.0 * y.float() if factor else torch.randn(n, generator=gen)
+    well = score < 1.5  # ~7% mis-classified: the largest values along u (or at random)
+    return AffineStyles(w_dim, style_dim, seed), w, y, well, u
+
+
+def test_one_factor_is_found_and_explains_the_separation():
+    G, w, y, well, u = _draw()
+    r = FailureDirection(G, _population(G, well, w, y), seed=1).fit()
+    assert abs(float(r.direction @ u.double())) > 0.95 and float(r.direction @ u.double()) > 0  # towards the misses
+    assert r.ks_heldout > 0.8 and r.auroc_heldout > 0.95
+    assert r.mean_ks_heldout > r.mean_ks_shuffled + 0.05
+    assert r.share_explained > 0.8  # the only factor: removing it leaves about chance
+    assert r.n_fit + r.n_heldout == 4000 and 0 < r.n_mis_heldout < int((~well).sum())
+    # what is removed is what the style layers make of a vector of W (A·v, no bias), and that v runs along u
+    A = G.lin.weight.detach().double()
+    v = torch.linalg.lstsq(A, r.style_shift[:, None]).solution[:, 0]
+    assert r.style_shift.shape == (64,) and torch.allclose(A @ v, r.style_shift, atol=1e-4)
+    assert abs(float(v @ u.double())) / float(v.norm()) > 0.95
+    summary = r.summary()
+    assert summary["style_dims"] == 64 and 1 <= summary["dims_for_half"] <= 64
+    assert set(r.to_json()) >= set(summary) | {"direction", "style_shift"}
+
+
+def test_random_failures_explain_nothing():
+    G, w, y, well, _ = _draw(factor=False)
+    r = FailureDirection(G, _population(G, well, w, y), seed=1).fit()
+    assert r.ks_heldout < 0.15 and abs(r.auroc_heldout - 0.5) < 0.1
+    assert r.share_explained is None or r.share_explained < 0.5
+
+
+def test_the_same_seed_gives_the_same_figures_and_another_seed_another_split():
+    G, w, y, well, _ = _draw()
+    pop = _population(G, well, w, y)
+    a, b, c = (FailureDirection(G, pop, seed=s).fit() for s in (3, 3, 4))
+    assert a.summary() == b.summary() and torch.equal(a.direction, b.direction)
+    assert a.ks_fit != c.ks_fit
+
+
+def test_bad_inputs_are_one_clear_error():
+    G, w, y, well, _ = _draw(n=200)
+    few = well.clone()
+    few[:] = True
+    few[:6] = False
+    with pytest.raises(FailatlasError, match="at least 10 mis-classified"):
+        FailureDirection(G, _population(G, few, w, y)).fit()
+    with pytest.raises(FailatlasError, match="takes a Population"):
+        FailureDirection(G, w)
+    with pytest.raises(FailatlasError, match="ridge must be a positive number"):
+        FailureDirection(G, _population(G, well, w, y), ridge=float("nan"))
