@@ -89,3 +89,26 @@ def test_bad_inputs_are_one_clear_error():
         FailureDirection(G, w)
     with pytest.raises(FailatlasError, match="ridge must be a positive number"):
         FailureDirection(G, _population(G, well, w, y), ridge=float("nan"))
+
+
+def test_the_walk_renders_each_class_along_the_direction(G, C, population):
+    """On the real (tiny) generator: rows are the classes with a centre, columns the steps; the images are what
+    the generator draws at the class centre moved by step · spread · removal, and p_y is the classifier's."""
+    from failatlas.analysis.direction import walk_failure_direction
+    from failatlas.models.adapter import classifier_view
+
+    if int((~population.well).sum()) < 2 * 10 + 2:
+        pytest.skip("the shared population has too few mis-classified samples")
+    r = FailureDirection(G, population, seed=0).fit()
+    walk = walk_failure_direction(G, C, r, steps=(0.0, 3.0), batch_size=7)
+    assert walk.classes == r.classes and walk.images.shape[:2] == (len(r.classes), 2) == walk.p_y.shape
+    assert walk.images.dtype == torch.uint8
+    c = r.classes[-1]
+    w = (r.centres[c] + 3.0 * r.spread * r.removal).float()[None]
+    with torch.no_grad():
+        img = G.synthesis_from_styles(G.styles(w), noise_mode="const")
+        p = torch.softmax(C(classifier_view(img)).double(), dim=1)[0, c]
+    assert abs(float(p) - float(walk.p_y[-1, 1])) < 1e-5
+    assert walk.to_json()["steps"] == [0.0, 3.0]
+    with pytest.raises(FailatlasError, match="steps must be finite"):
+        walk_failure_direction(G, C, r, steps=(float("nan"),))

@@ -70,6 +70,7 @@ def test_run_writes_every_expected_file(first):
                 "separation.csv", f"separation-{first.classifiers[1].name}.csv", "corner_cases.csv", "corner_cases.json", "curves.csv", "curves.json", "overlap.csv",
                 "overlap.json", "tsne.json", "summary.json", "manifest.json", "report.html", "failure_direction.json"}
     figures = {"separation", "tsne", "corner_gallery", "accuracy_curves", "accuracy_curves_per_class", "overlap",
+               "failure_direction_walk",
                *(f"manipulation-class{c}" for c in classes)}
     expected |= {f"{f}.png" for f in figures} | {f"{f}.json" for f in figures}
     assert names == expected

@@ -13,7 +13,10 @@ channels, every dimension separates a little and the top ones stand out less; th
 3. on the held-out half: the KS statistic and AUROC of the projection p = (w − m_y)·u, the mean KS of every
    style dimension as it is, after removing what p predicts of w (w − p·v, v = Σu / uᵀΣu, mapped through the
    affine style layers: s − p·(styles(v) − styles(0)), exact), and with shuffled labels (the chance level);
-4. the direction's effect on the styles, in σ units: how many dimensions hold half of it.
+4. the direction's effect on the styles, in σ units: how many dimensions hold half of it;
+5. :func:`walk_failure_direction` renders each class's average digit (the style of its mean
+   well-classified w) moved along the direction, in units of the projection's spread among the
+   well-classified samples, with p_y: what the failures have in common, as images.
 
 ``share_explained`` = (mean KS as it is − after removal) / (as it is − chance): near 1, one latent factor
 explains the separation (an entangled generator if it is spread over many dimensions); near 0, the failures
@@ -36,6 +39,7 @@ from .population import Population
 from .separation import auroc, ks_statistic, separation
 
 MIN_MIS = 10  # mis-classified samples needed in each half
+STEPS = (-2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 6.0, 8.0)  # the walk's positions, in units of the projection's spread
 
 
 @dataclass(frozen=True)
@@ -43,11 +47,22 @@ class FailureDirectionResult:
     """The fitted direction and its held-out figures (see the module docstring).
 
     direction: float64 Tensor[w_dim], unit norm, pointing towards the mis-classified samples;
-    style_shift: float64 Tensor[S], the change of s for one unit of the projection (what is removed);
+    removal: float64 Tensor[w_dim], v = Σu / uᵀΣu: moving w by t·v moves the projection by t;
+    style_shift: float64 Tensor[S], styles(v) − styles(0), the change of s per unit of the projection;
+    centres: float64 Tensor[K, w_dim], each class's mean w over the well-classified samples of the fit half
+    (K = the classifier's classes; a class without any there gets the mean of all of them, and is left out of
+    ``classes``, the classes that have their own);
+    spread: the standard deviation of the projection over the well-classified samples of the fit half;
+    mis_position: the held-out mis-classified samples' mean projection, in units of ``spread``;
     dims_for_half: the number of style dimensions that hold half of Σ (style_shift / σ)²."""
 
     direction: torch.Tensor
+    removal: torch.Tensor
     style_shift: torch.Tensor
+    centres: torch.Tensor
+    classes: tuple[int, ...]
+    spread: float
+    mis_position: float
     n_fit: int
     n_heldout: int
     n_mis_heldout: int
@@ -74,10 +89,12 @@ class FailureDirectionResult:
                 "auroc_heldout": self.auroc_heldout, "mean_ks_heldout": self.mean_ks_heldout,
                 "mean_ks_removed": self.mean_ks_removed, "mean_ks_shuffled": self.mean_ks_shuffled,
                 "share_explained": self.share_explained, "dims_for_half": self.dims_for_half,
-                "style_dims": int(self.style_shift.numel())}
+                "style_dims": int(self.style_shift.numel()), "spread": self.spread, "mis_position": self.mis_position}
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.summary(), "direction": self.direction.tolist(), "style_shift": self.style_shift.tolist()}
+        return {**self.summary(), "direction": self.direction.tolist(), "removal": self.removal.tolist(),
+                "style_shift": self.style_shift.tolist(), "centres": self.centres.tolist(),
+                "classes": list(self.classes)}
 
 
 class FailureDirection:
@@ -110,7 +127,7 @@ class FailureDirection:
                 raise FailatlasError(f"the failure direction needs at least {MIN_MIS} mis-classified and 2 "
                                      f"well-classified samples in each half; the {name} half has {n_mis} "
                                      f"mis-classified of {int(part.sum())}; use a larger --n")
-        centre = self._class_centres(w, y, well & fit)
+        centre, own = self._class_centres(w, y, well & fit, pop.num_classes)
         wc = w - centre[y]
         ok = wc[fit & well]
         sigma_w = torch.cov(ok.T) if ok.shape[0] > 1 else torch.zeros(w.shape[1], w.shape[1], dtype=w.dtype)
@@ -135,24 +152,30 @@ class FailureDirection:
         sigma_s = s.std(dim=0).clamp_min(1e-12)
         load = torch.sort((style_shift / sigma_s) ** 2, descending=True).values
         half = int(torch.searchsorted(load.cumsum(0), 0.5 * float(load.sum())).item()) + 1
+        spread = float(p[fit & well].std()) if int((fit & well).sum()) > 1 else 0.0
+        spread = spread if spread > 0 else 1.0
         return FailureDirectionResult(
-            direction=u, style_shift=style_shift, n_fit=int(fit.sum()), n_heldout=int(held.sum()),
+            direction=u, removal=v, style_shift=style_shift, centres=centre, classes=own, spread=spread,
+            mis_position=float(p[held & mis].mean()) / spread, n_fit=int(fit.sum()), n_heldout=int(held.sum()),
             n_mis_heldout=int(mis[held].sum()), seed=self.seed, ks_fit=ks_p(fit), ks_heldout=ks_p(held),
             auroc_heldout=float(auroc(p[held, None], mis[held])[0]),
             mean_ks_heldout=mean_ks(sh, mis[held]), mean_ks_removed=mean_ks(removed[held], mis[held]),
             mean_ks_shuffled=mean_ks(sh, shuffled), dims_for_half=min(half, load.numel()))
 
     @staticmethod
-    def _class_centres(w: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Per class, the mean w of the masked samples (the masked mean of all classes for a class without any)."""
-        k = int(y.max()) + 1
-        overall = w[mask].mean(0)
-        centres = overall.expand(k, -1).clone()
+    def _class_centres(w: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
+                       k: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Per class, the mean w of the masked samples (the masked mean of all classes for a class without any),
+        and the classes that have masked samples of their own."""
+        k = max(k, int(y.max()) + 1)
+        centres = w[mask].mean(0).expand(k, -1).clone()
+        own = []
         for c in range(k):
             m = mask & (y == c)
             if bool(m.any()):
                 centres[c] = w[m].mean(0)
-        return centres
+                own.append(c)
+        return centres, tuple(own)
 
     def _style_shift(self, v: torch.Tensor) -> torch.Tensor:
         """styles(v) − styles(0): the style layers are affine, so this is the change of s per unit of v."""
@@ -161,3 +184,62 @@ class FailureDirection:
         with torch.no_grad():
             out = self.G.styles(pair).to(device="cpu", dtype=torch.float64)
         return out[0] - out[1]
+
+
+@dataclass(frozen=True, eq=False)
+class DirectionWalk:
+    """Each class's average digit moved along the failure direction.
+
+    images: uint8 Tensor[K, T, R, R] (0 = −1, 255 = +1); p_y: float64 Tensor[K, T]; classes: the K classes
+    (rows); steps: the T positions (columns), in units of the projection's ``spread`` (0: the average digit);
+    mis_position: where the mis-classified samples sit on average, in the same units."""
+
+    images: torch.Tensor
+    p_y: torch.Tensor
+    classes: tuple[int, ...]
+    steps: tuple[float, ...]
+    spread: float
+    mis_position: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The data of the figure (no images)."""
+        return {"classes": list(self.classes), "steps": list(self.steps), "spread": self.spread,
+                "mis_position": self.mis_position, "p_y": self.p_y.tolist()}
+
+
+def walk_failure_direction(G: nn.Module, classifier: nn.Module, result: FailureDirectionResult,
+                           steps: tuple[float, ...] = STEPS, batch_size: int | None = None) -> DirectionWalk:
+    """Render every class's average digit (w = its centre) moved by step · spread · v for each step, and
+    classify it: one row per class, one column per step. Const noise, as everywhere in the analysis."""
+    from ..models.adapter import classifier_view
+    from .manipulation import to_uint8
+    from .population import _eval_mode, _model_dtype_device, check_batch_size, check_class_counts
+
+    if not isinstance(result, FailureDirectionResult):
+        raise FailatlasError(f"walk_failure_direction takes a FailureDirectionResult, got {type(result).__name__}")
+    steps = tuple(float(x) for x in steps)
+    if not steps or not all(math.isfinite(x) for x in steps):
+        raise FailatlasError(f"steps must be finite numbers, got {steps!r}")
+    check_class_counts(G, classifier)
+    bs = check_batch_size(batch_size, G)
+    dtype, device = _model_dtype_device(G)
+    cdtype, cdevice = _model_dtype_device(classifier)
+    classes = torch.tensor(result.classes, dtype=torch.long)
+    K, T = len(classes), len(steps)
+    if K == 0:
+        raise FailatlasError("no class has a well-classified sample to start the walk from")
+    offsets = torch.tensor(steps, dtype=torch.float64)[:, None] * result.spread * result.removal[None]
+    w = (result.centres[classes][:, None, :] + offsets[None]).reshape(K * T, -1)
+    labels = classes.repeat_interleave(T)
+    images, probs = [], []
+    with _eval_mode(G, classifier), torch.no_grad():
+        for i in range(0, K * T, bs):
+            img = G.synthesis_from_styles(G.styles(w[i:i + bs].to(device, dtype)), noise_mode="const")
+            logits = classifier(classifier_view(img).to(cdevice, cdtype))
+            yy = labels[i:i + bs].to(logits.device)
+            probs.append(torch.softmax(logits.double(), dim=1).gather(1, yy[:, None]).squeeze(1).cpu())
+            images.append(to_uint8(img))
+    img = torch.cat(images)
+    return DirectionWalk(images=img.reshape(K, T, *img.shape[1:]), p_y=torch.cat(probs).reshape(K, T),
+                         classes=tuple(result.classes), steps=steps, spread=result.spread,
+                         mis_position=result.mis_position)

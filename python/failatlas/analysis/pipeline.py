@@ -60,7 +60,7 @@ from .. import _io, __version__
 from .._progress import Stages
 from ..errors import FailatlasError
 from .corners import CornerCases, CornerCaseSearch
-from .direction import FailureDirection
+from .direction import FailureDirection, walk_failure_direction
 from .curves import CENTRES, AccuracyCurve, CurveResult, with_classifier
 from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap
@@ -500,7 +500,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     from ..report.curves_figures import (plot_accuracy_curves, plot_accuracy_curves_per_class, plot_overlap,
                                          plot_tsne)
     from ..report.figures import plot_separation
-    from ..report.gallery import plot_corner_gallery, plot_manipulation_grid
+    from ..report.gallery import plot_corner_gallery, plot_failure_direction, plot_manipulation_grid
     from ..report.html import write_report
 
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -583,6 +583,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             wrote(f"separation-{info.name}.csv")
         # a diagnostic beside DESIGN's: does one direction of W explain the separation (entanglement)?
         directions: dict[str, Any] = {}
+        directions_found = {}
         for info in infos:
             if by_classifier.get(info.name) is None:
                 continue
@@ -591,7 +592,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             except FailatlasError as e:
                 notes.append(f"no failure direction for {info.name}: {e}")
                 continue
-            directions[info.name] = found.to_json()
+            directions[info.name], directions_found[info.name] = found.to_json(), found
             by_classifier[info.name] = {**by_classifier[info.name], "latent_direction": found.summary()}
         if directions:
             _io.write_json(tmp / "failure_direction.json", {"note": FAILURE_DIRECTION_NOTE, **directions})
@@ -603,6 +604,22 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                f"Histograms of s_k for the top 3 dimensions of {primary}'s ranking (top row) and 3 of the 10 random "
                "other dimensions the summary compares them with (bottom row), each as a fraction of its group, "
                "with its rank, KS statistic and AUROC. Every dimension's figures are in separation.csv.")
+        found = directions_found.get(primary)
+        if found is not None:
+            plot_failure_direction(walk_failure_direction(G, C0, found, batch_size=bs),
+                                   tmp / "failure_direction_walk.png", classifier=primary)
+            ld = found.summary()
+            share = "–" if ld["share_explained"] is None else f"{100 * ld['share_explained']:.0f}%"
+            figure("failure_direction_walk.png", "The failure direction in W",
+                   f"The one direction of W that best separates {primary}'s mis-classified samples (fitted on "
+                   f"half of the population; on the other half its projection has KS "
+                   f"{ld['ks_heldout']:.3f}, and removing it lowers the mean KS of all style dimensions from "
+                   f"{ld['mean_ks_heldout']:.3f} to {ld['mean_ks_removed']:.3f}, chance "
+                   f"{ld['mean_ks_shuffled']:.3f}: {share} of their separation; half of its effect on the "
+                   f"styles is spread over {ld['dims_for_half']} of {ld['style_dims']} dimensions). Rows: "
+                   "each class's average digit; columns: moved along it, in units of the projection's "
+                   "spread among the well-classified samples. What changes along a row is what the "
+                   "failures have in common.")
 
     # 4. t-SNE -----------------------------------------------------------------------------------------
     tsne = None

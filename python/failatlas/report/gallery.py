@@ -55,6 +55,44 @@ def plot_manipulation_grid(grid, path: str | Path, classifier: str | None = None
     return path
 
 
+def plot_failure_direction(walk, path: str | Path, classifier: str | None = None) -> Path:
+    """Each class's average digit (rows) moved along the one direction of W that separates the
+    mis-classified samples (columns: steps in units of the projection's spread among the well-classified
+    samples); p_y on every cell (red ≤ 0.5); the column nearest the mis-classified samples' mean position
+    is marked "◆".
+
+    walk: a :class:`~failatlas.analysis.direction.DirectionWalk`. Writes ``path`` (PNG) and ``path`` with
+    suffix ``.json`` (the walk's data without the images). Returns the PNG path.
+    """
+    path = Path(path)
+    rows, cols = walk.p_y.shape
+    near = min(range(cols), key=lambda j: abs(walk.steps[j] - walk.mis_position))
+    fig = _new_figure(0.95 * cols + 0.9, 0.95 * rows + 1.0)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i in range(rows):
+        for j in range(cols):
+            ax = axes[i, j]
+            ax.imshow(walk.images[i, j].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            p = float(walk.p_y[i, j])
+            ax.text(0.03, 0.97, f"{p:.2f}", transform=ax.transAxes, va="top", ha="left", fontsize=6.5,
+                    color="white", bbox=dict(boxstyle="square,pad=0.1", fc="tab:red" if p <= 0.5 else "tab:green",
+                                             ec="none", alpha=0.8))
+            if i == 0:
+                ax.set_title(f"{walk.steps[j]:+g}{' ◆' if j == near else ''}", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"class {walk.classes[i]}", fontsize=7)
+    who = f" of {classifier}" if classifier else ""
+    fig.suptitle(f"The failure direction{who} in W: each class's average digit moved by the steps shown\n"
+                 f"(× the projection's spread); ◆ nearest the misses' mean ({walk.mis_position:+.2f}); p_y, red ≤ 0.5",
+                 fontsize=7.5)
+    fig.tight_layout()
+    _save_png(fig, path)
+    _io.write_json(path.with_suffix(".json"), {"figure": "failure_direction", "png": path.name, **walk.to_json()})
+    return path
+
+
 def plot_corner_gallery(corner_cases, generator, path: str | Path, max_rows: int = 12,
                         combinations: bool = True, verified_only: bool = False,
                         classifier: str | None = None) -> Path:
