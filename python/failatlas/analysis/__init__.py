@@ -11,11 +11,14 @@ dataclass that serializes to JSON/CSV, and a functional twin.
 * :class:`AccuracyCurve` ``.compute(population)`` → :class:`CurveResult` (twin :func:`accuracy_curve`;
   :func:`with_classifier` re-labels a population, :func:`classifier_curves` does several classifiers);
 * :class:`ClassDirections` ``.compare(ranking)`` → :class:`ClassOverlap` (twin :func:`class_overlap`);
+* :class:`FailureDirection` ``(G, population).fit()`` → :class:`FailureDirectionResult` (beyond DESIGN: the
+  one direction of W that separates the mis-classified samples; :func:`walk_failure_direction` renders it);
 * :func:`run_rank`: the ``failatlas rank`` job; :func:`run_analysis` (:class:`AnalysisOptions` →
   :class:`AnalysisRun`): the ``failatlas analyze`` job, every analysis written to one run folder.
 """
 
 from .corners import CornerCase, CornerCases, CornerCaseSearch, authors_corner_search, find_corner_cases
+from .direction import DirectionWalk, FailureDirection, FailureDirectionResult, walk_failure_direction
 from .curves import AccuracyCurve, CurveResult, accuracy_curve, classifier_curves, with_classifier
 from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap, SharedDim, class_overlap, jaccard
@@ -28,9 +31,11 @@ from .tsne import LatentTSNE, TSNEResult, tsne_embeddings
 __all__ = [
     "AccuracyCurve", "AnalysisOptions", "AnalysisRun", "AnalysisShard", "BlackBoxRanking", "ClassDirections",
     "ClassOverlap", "CornerCase",
-    "CornerCaseSearch", "CornerCases", "CurveResult", "GradientRanking", "LatentTSNE", "ManipulationGrid",
+    "CornerCaseSearch", "CornerCases", "CurveResult", "DirectionWalk", "FailureDirection", "FailureDirectionResult",
+    "GradientRanking", "LatentTSNE", "ManipulationGrid",
     "Population", "RankRun", "RankedDim", "Ranking", "Separation", "SeparationResult", "SharedDim", "TSNEResult",
     "accuracy_curve", "auroc", "authors_corner_search", "class_overlap", "classifier_curves", "find_corner_cases",
     "histograms", "jaccard", "ks_statistic", "manipulation_grid", "rank_dimensions", "run_analysis", "run_rank",
-    "sample_population", "separation", "style_gradients", "tsne_embeddings", "with_classifier",
+    "sample_population", "separation", "style_gradients", "tsne_embeddings", "walk_failure_direction",
+    "with_classifier",
 ]
