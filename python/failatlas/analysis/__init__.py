@@ -18,8 +18,8 @@ dataclass that serializes to JSON/CSV, and a functional twin.
 """
 
 from .corners import CornerCase, CornerCases, CornerCaseSearch, authors_corner_search, find_corner_cases
-from .direction import DirectionWalk, FailureDirection, FailureDirectionResult, walk_failure_direction
 from .curves import AccuracyCurve, CurveResult, accuracy_curve, classifier_curves, with_classifier
+from .direction import DirectionWalk, FailureDirection, FailureDirectionResult, walk_failure_direction
 from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap, SharedDim, class_overlap, jaccard
 from .pipeline import AnalysisOptions, AnalysisRun, AnalysisShard, run_analysis
