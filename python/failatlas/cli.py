@@ -316,6 +316,10 @@ def _analyze(p: argparse.ArgumentParser):
     p.add_argument("--curve-centre", choices=("class", "global"), default="class",
                    help="accuracy curve: distance of each sample to the average of its own class (default) or "
                         "to one average of all classes")
+    p.add_argument("--corner-step", type=float, default=5.0, metavar="SIGMA",
+                   help="the corner search brackets each crossing in steps of this many σ before narrowing it to "
+                        "0.01σ (DESIGN: 5); smaller steps also find dips of p_y narrower than 5σ, at a "
+                        "proportional cost")
     p.add_argument("--quick", action="store_true",
                    help="a fast pass: N=2000, 500 t-SNE points, grids for 3 classes, no bootstrap")
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
@@ -334,7 +338,8 @@ def _analyze(p: argparse.ArgumentParser):
 
         result = run_analysis(AnalysisOptions(
             generator=a.generator, classifiers=tuple(a.classifier) if a.classifier else None, n=a.n, seed=a.seed,
-            k=a.k, curve_centre=a.curve_centre, quick=a.quick, bootstrap=a.bootstrap, skip_tsne=a.skip_tsne,
+            k=a.k, curve_centre=a.curve_centre, corner_step=a.corner_step, quick=a.quick, bootstrap=a.bootstrap,
+            skip_tsne=a.skip_tsne,
             batch_size=a.batch_size, threads=a.threads, overwrite=a.overwrite), a.out)
         print(result.format())
         return 0

@@ -55,7 +55,7 @@ def _cli(models, out, *extra) -> list[str]:
 def first(tmp_path_factory, models):
     """One quick run with t-SNE and a small bootstrap, through the library."""
     out = tmp_path_factory.mktemp("analyze-run") / "run"
-    return run_analysis(_options(models, bootstrap=20), out)
+    return run_analysis(_options(models, bootstrap=20, corner_step=2.5), out)
 
 
 def _error_lines(err: str) -> list[str]:
@@ -78,6 +78,8 @@ def test_run_writes_every_expected_file(first):
     assert set(first.files) == names and all(p.parent == out for p in first.files.values())
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging folder left behind
     assert (out / "ranking.csv").read_bytes() == (out / "ranking-cls-a.csv").read_bytes()
+    assert first.corner_cases.step == 2.5  # --corner-step reaches the search
+    assert json.loads((out / "manifest.json").read_text())["options"]["corner_step"] == 2.5
     for info in first.classifiers:  # every classifier with gradients gets bootstrap intervals, not only the first
         ranking = first.rankings[info.name]
         assert ranking.bootstrap == 20 and ranking.ci_low is not None
@@ -226,6 +228,10 @@ def test_cli_rejects_unknown_options_and_bad_values(models, tmp_path, capsys):
     assert rc == 2 and "--k 100000" in err and not (tmp_path / "x").exists()
     with pytest.raises(FailatlasError, match="--n must be"):
         run_analysis(_options(models, n=0), tmp_path / "y")
+    for bad in ("0", "nan", "1000"):
+        rc = main(_cli(models, tmp_path / "x", "--corner-step", bad))
+        err = capsys.readouterr().err
+        assert rc == 2 and "--corner-step must be a number of σ between 0.01" in err, err
     rc = main(_cli(models, tmp_path / "x", "--bootstrap", "-1"))
     err = capsys.readouterr().err
     assert rc == 2 and "--bootstrap must be an integer ≥ 0, got -1" in err and not (tmp_path / "x").exists()

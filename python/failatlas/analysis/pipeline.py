@@ -95,7 +95,9 @@ class AnalysisOptions:
     first is the primary (None: both shipped MNIST classifiers, corrupted-trained first). n: population
     size (None: 10,000, or 2,000 with ``quick``); seed: of the population, the bootstrap, the random
     comparison dimensions and the t-SNE; k: dimensions of the accuracy-curve distance (K); curve_centre:
-    "class" (each sample's distance to its own class's well-classified mean) or "global". quick: a fast
+    "class" (each sample's distance to its own class's well-classified mean) or "global"; corner_step: the
+    corner search's bracketing step in σ (DESIGN: 5; smaller finds dips of p_y narrower than 5σ, at a
+    proportional cost; at least 0.01, the search's tolerance, at most its 100σ limit). quick: a fast
     pass (N = 2,000, 500 t-SNE points, grids for 3 classes, no bootstrap); skip_tsne: no t-SNE stage.
     bootstrap / tsne_points / grid_classes: override what ``quick`` chooses (None: its choice).
     batch_size: samples per forward pass (None: 64 on CPU, 512 on an accelerator); threads: torch CPU
@@ -112,6 +114,7 @@ class AnalysisOptions:
     seed: int = 0
     k: int = 100
     curve_centre: str = "class"
+    corner_step: float = 5.0
     quick: bool = False
     skip_tsne: bool = False
     bootstrap: int | None = None
@@ -170,6 +173,11 @@ class AnalysisOptions:
         positive("--threads", self.threads, minimum=0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise FailatlasError(f"--seed must be an integer, got {self.seed!r}")
+        step = self.corner_step
+        if isinstance(step, bool) or not isinstance(step, (int, float, np.integer, np.floating)) \
+                or not 0.01 <= float(step) <= 100:
+            raise FailatlasError(f"--corner-step must be a number of σ between 0.01 (the search's tolerance) and "
+                                 f"100 (its limit), got {step!r}")
         if self.curve_centre not in CENTRES:
             raise FailatlasError(f"--curve-centre must be one of {', '.join(CENTRES)}, got {self.curve_centre!r}")
         if self.classifiers is not None and (isinstance(self.classifiers, str) or not len(self.classifiers)):
@@ -634,9 +642,9 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                    f"{tsne.n} samples, coloured by {primary}'s verdict: well- (blue) vs mis-classified (red).")
 
     # 5. corner cases ----------------------------------------------------------------------------------
-    with stage("corner cases", f"top {TOP} dims, pairs of the top {N_PAIRS}"):
+    with stage("corner cases", f"top {TOP} dims, pairs of the top {N_PAIRS}, steps of {options.corner_step:g}σ"):
         cc = CornerCaseSearch(G, C0, rankings[primary], batch_size=bs, progress_bar=bar).search(
-            pop0, dims=TOP, pairs=True, n_pairs=N_PAIRS)
+            pop0, dims=TOP, pairs=True, n_pairs=N_PAIRS, step=float(options.corner_step))
         cc.to_csv(tmp / "corner_cases.csv")
         _io.write_json(tmp / "corner_cases.json", _jsonable(cc.to_json()))
         wrote("corner_cases.csv", "corner_cases.json")
