@@ -119,6 +119,59 @@ def test_truncated_file(tmp_path, exported, which):
         load_fused(path)
 
 
+class _Marker:
+    """Unpickling this creates a file: proof that pickled code ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _rewrite_pt2(src, dst, edit):
+    """A copy of the .pt2 archive src with edit(name, data) → data applied to every entry."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, edit(info.filename, zin.read(info.filename)))
+    return dst
+
+
+@pytest.mark.parametrize("where", ["weight", "sample_inputs"])
+def test_a_pt2_with_pickled_objects_is_refused_without_running_them(tmp_path, exported, where):
+    """torch.export.load unpickles a weight marked use_pickle, and sample inputs (falling back to
+    weights_only=False): a crafted file could run code. load_fused refuses it, and nothing runs."""
+    import io
+    import json
+
+    marker = tmp_path / "ran"
+    buf = io.BytesIO()
+    torch.save(_Marker(marker), buf)
+
+    def edit(name, data):
+        if where == "weight" and name.endswith("weights/model_weights_config.json"):
+            config = json.loads(data)
+            first = next(iter(config["config"]))
+            config["config"][first]["use_pickle"] = True
+            return json.dumps(config).encode()
+        if where == "weight" and name.endswith("weights/weight_0"):
+            return buf.getvalue()
+        if where == "sample_inputs" and "/sample_inputs/" in name:
+            return buf.getvalue()
+        return data
+
+    path = _rewrite_pt2(exported["ep_path"], tmp_path / "evil.pt2", edit)
+    with pytest.raises(FailatlasError, match="holds pickled Python objects"):
+        load_fused(path)
+    assert not marker.exists()
+    assert torch.load is _torch_load and load_fused(exported["ep_path"]).format == "export"  # restored
+
+
+_torch_load = torch.load
+
+
 def test_not_a_fused_graph(tmp_path):
     path = tmp_path / "linear.pt"
     _torchscript.save(_torchscript.trace(torch.nn.Linear(3, 2).eval(), (torch.randn(2, 3),)), path)

@@ -18,8 +18,11 @@ Each file also holds two scalar int64 buffers, ``meta_style_dim`` and ``meta_num
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
+import pickle
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -180,8 +183,12 @@ def load_fused(path: str | Path) -> FusedGraph:
         fmt = "torchscript"
     else:
         try:
-            program = torch.export.load(str(path))
+            with _pickles_refused():
+                program = torch.export.load(str(path))
             module = program.module()
+        except _PickleRefused:
+            raise FailatlasError(f"fused graph {path} holds pickled Python objects, which failatlas never loads "
+                                 "(unpickling can run any code); export it again with export_program") from None
         except Exception as exc:  # zip, pickle, JSON and schema errors alike: the file is not readable
             raise FailatlasError(f"fused graph {path} is not a readable torch.export program "
                                  f"({_first_line(exc)}); export it again with export_program") from None
@@ -195,6 +202,39 @@ def load_fused(path: str | Path) -> FusedGraph:
 
 
 # --- helpers -----------------------------------------------------------------------------------------
+
+
+class _PickleRefused(Exception):
+    pass
+
+
+_UNPICKLING = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pickles_refused():
+    """While ``torch.export.load`` runs: every ``torch.load`` is weights-only (tensors and plain containers,
+    no code) and ``pickle.load(s)`` refuses. A ``.pt2`` archive may mark weights or constants as pickled,
+    hold custom objects, or carry sample inputs that torch unpickles with ``weights_only=False`` when the
+    safe load fails; each of those could run code from the file. Ours hold raw tensors only."""
+    real_load, real_loads, real_pload = torch.load, pickle.loads, pickle.load
+
+    def weights_only_load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        try:
+            return real_load(*args, **kwargs)
+        except pickle.UnpicklingError as exc:
+            raise _PickleRefused(str(exc)) from None
+
+    def refuse(*args, **kwargs):
+        raise _PickleRefused("pickle.load(s)")
+
+    with _UNPICKLING:
+        torch.load, pickle.loads, pickle.load = weights_only_load, refuse, refuse
+        try:
+            yield
+        finally:
+            torch.load, pickle.loads, pickle.load = real_load, real_loads, real_pload
 
 
 def _frozen_copy(module: nn.Module) -> nn.Module:
