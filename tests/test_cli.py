@@ -116,3 +116,31 @@ def test_a_mistyped_classifier_folder_is_reported_as_missing(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     assert cli.main(["eval-classifier", "--model", "runs/typo"]) == 2
     assert "classifier folder not found: runs/typo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "18446744073709551616", "1.5", "x"])
+def test_seeds_outside_what_every_library_takes_are_refused_up_front(seed, tmp_path, capsys):
+    for command in ("rank", "analyze", "export"):
+        with pytest.raises(SystemExit) as info:
+            cli.main([command, "--seed", seed, "--out", str(tmp_path / command)])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and "argument --seed" in err and "Traceback" not in err
+        assert "between 0 and 4294967295" in err or "whole number" in err
+        assert not (tmp_path / command).exists()
+    assert cli._seed("4294967295") == 2**32 - 1 and cli._seed("0") == 0
+
+
+@pytest.mark.parametrize("k", ["0", "-3", "2000"])
+def test_compare_k_is_checked_before_any_work(k, tmp_path, capsys):
+    rc = cli.main(["compare", "--classifier", "mnist/classifier-corrupted", "--classifier", "mnist/classifier-clean",
+                   "--k", k, "--n", "20", "--out", str(tmp_path / "cmp")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--k must be a number of dimensions between 1 and" in err[0], err
+    assert not (tmp_path / "cmp").exists() or not any((tmp_path / "cmp").iterdir())
+
+
+def test_rank_bootstrap_is_checked_before_any_work(tmp_path, capsys):
+    rc = cli.main(["rank", "--bootstrap", "-1", "--n", "20", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--bootstrap must be a non-negative" in err[0], err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())

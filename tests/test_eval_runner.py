@@ -185,6 +185,13 @@ class _Meta(nn.Module):
         return s[:, :3]
 
 
+class _NanLogits(_Meta):
+    """A fused-graph look-alike whose logits are NaN (a broken model, or styles so large they overflow)."""
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.full((s.shape[0], 10), float("nan")) + s[:, :1] * 0
+
+
 @pytest.fixture(scope="module")
 def bad_files(setup):
     st = setup
@@ -217,6 +224,8 @@ def bad_files(setup):
     with quiet_jit():
         torch.jit.script(nn.Linear(D, 10)).save(str(files["no_meta"]))
         torch.jit.script(_Meta(D, 10)).save(str(files["wrong_output"]))
+        files["nan_model"] = folder / "nan_model.pt"
+        torch.jit.script(_NanLogits(D, 10)).save(str(files["nan_model"]))
     files["state_dict"] = folder / "state_dict.pt"
     torch.save(st["C"].state_dict(), files["state_dict"])
     return files
@@ -251,6 +260,12 @@ BAD = {
     "bad number": ("walk", {"--dims": "3,x", "--sign": "1,1"}, [], "'x' is not an integer"),
     "missing shifts": ("walk", {}, [], "--shifts is required"),
     "walk option in corners": ("corners", {}, ["--shifts", "1"], "unknown option --shifts"),
+    "NaN logits, walk": ("walk", {"--model": "@nan_model"}, [], "returned NaN or infinite logits"),
+    "NaN logits, corners": ("corners", {"--model": "@nan_model"}, [], "returned NaN or infinite logits"),
+    "too many brackets": ("corners", {}, ["--step", "1e-3", "--max-shift", "1e4", "--tol", "1e-3"],
+                          "more than 1,000,000 bracket points"),
+    "too fine a grid": ("corners", {}, ["--step", "1e12", "--max-shift", "1e12", "--tol", "1e-9"],
+                        "1e12 grid points per step"),
     "tol above step": ("corners", {}, ["--step", "1", "--tol", "2"], "must not exceed --step"),
     "negative step": ("corners", {}, ["--step", "-5"], "--step must be a positive number"),
     "unknown refinement": ("corners", {}, ["--refine", "newton"], "--refine must be secant or bisection"),

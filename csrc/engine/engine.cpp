@@ -186,6 +186,14 @@ at::Tensor Engine::run(const at::Tensor& s) {
                       std::to_string(s.size(0)) + ", " + std::to_string(num_classes_) +
                       "] float32 (its meta_num_classes)");
   }
+  // NaN p_y would read as "never reaches 0.5" (no corner case) downstream: refuse it here, once for all callers
+  at::Tensor finite = at::isfinite(logits).all(1);
+  if (!finite.all().item<bool>()) {
+    const int64_t row = at::logical_not(finite).nonzero()[0][0].item<int64_t>();
+    throw EngineError("model " + path_ + " returned NaN or infinite logits for row " + std::to_string(row) +
+                      " of a batch of " + std::to_string(s.size(0)) + " styles; check the model's weights, and "
+                      "that the styles and shifts are not so large that the images overflow");
+  }
   return logits;
 }
 

@@ -442,6 +442,11 @@ int run_corners(const Args& a) {
   const double max_shift = positive_option(a, "--max-shift", 100.0);
   const double tol = positive_option(a, "--tol", 0.01);
   if (tol > step) throw InputError("--tol (" + a.get("--tol") + ") must not exceed --step (" + fmt_double(step) + ")");
+  // as the Python search (corners.MAX_BRACKETS, MAX_GRID): counts that stay exact in int64 and double
+  if (max_shift / step > 1e6 || step / tol > 1e12)
+    throw InputError("--step " + fmt_double(step) + ", --max-shift " + fmt_double(max_shift) + " and --tol " +
+                     fmt_double(tol) + " ask for more than 1,000,000 bracket points or 1e12 grid points per step; "
+                     "use a larger --step or --tol, or a smaller --max-shift");
   const std::string refine = a.has("--refine") ? a.get("--refine") : std::string("secant");
   if (refine != "secant" && refine != "bisection")
     throw InputError("--refine must be secant or bisection, got '" + refine + "'");

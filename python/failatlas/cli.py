@@ -11,7 +11,9 @@ subparser, adds its options and returns the function to call with the parsed arg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 from typing import Callable
 
@@ -40,6 +42,20 @@ def _print_result(result, as_json: bool) -> int:
     else:
         print(result.format())
     return 0
+
+
+MAX_SEED = 2**32 - 1  # what every library behind the commands takes (numpy, scikit-learn's t-SNE, torch)
+
+
+def _seed(text: str) -> int:
+    """argparse type of every seed option: an integer in [0, 2³² − 1]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be between 0 and {MAX_SEED}, got {text}")
+    return value
 
 
 def _generator_option(p: argparse.ArgumentParser) -> None:
@@ -71,7 +87,7 @@ def _data(p: argparse.ArgumentParser):
                    help="the corrupted mix (half blurred and noised, DESIGN §1) or clean images")
     p.add_argument("--blur", choices=("paper", "isotropic"), default="paper",
                    help="paper: vertical-only blur as in the authors' code; isotropic: both axes")
-    p.add_argument("--seed", type=int, default=0, help="corruption seed (train uses 2*seed, test 2*seed+1)")
+    p.add_argument("--seed", type=_seed, default=0, help="corruption seed (train uses 2*seed, test 2*seed+1)")
     p.add_argument("--preview", default=None, metavar="OUT.png",
                    help="write a grid of clean and blur x noise images here, with OUT.json beside it")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -101,7 +117,7 @@ def _train_classifier_command(p: argparse.ArgumentParser):
     p.add_argument("--batch-size", type=int, default=64, help="images per Adam step")
     p.add_argument("--max-lr", type=float, default=1e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--translate-px", type=int, default=2, help="random shifts of up to ± this many pixels")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, shuffling and shifts")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights, shuffling and shifts")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--overwrite", action="store_true",
                    help="train into a non-empty --out, replacing the classifier files there (others stay)")
@@ -133,7 +149,7 @@ def _eval_classifier_command(p: argparse.ArgumentParser):
     p.add_argument("--split", default="test", choices=["train", "test"], help="which split to evaluate on")
     p.add_argument("--blur", default="paper", choices=["paper", "isotropic"], help="blur of the corrupted images")
     p.add_argument("--idx-dir", default=None, help="folder with IDX files (datasets read from IDX files)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the corruption draw")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the corruption draw")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -181,10 +197,10 @@ def _train_gan(p: argparse.ArgumentParser):
     p.add_argument("--mix-weight", type=float, default=d.mix_weight, metavar="W",
                    help="add W · KL(data's corruption mix ‖ the batch's) to G's loss, the mixes judged by a "
                         "corruption classifier trained on the real train split (0: off; see the model card)")
-    p.add_argument("--mix-judge-seed", type=int, default=d.mix_judge_seed, metavar="SEED",
+    p.add_argument("--mix-judge-seed", type=_seed, default=d.mix_judge_seed, metavar="SEED",
                    help="seed of that corruption classifier (default 2: not eval-gan's judge, seed 0)")
     p.add_argument("--snapshot-kimg", type=float, default=d.snapshot_kimg, help="checkpoint every this many kimg")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed (weights, latents, batches)")
+    p.add_argument("--seed", type=_seed, default=d.seed, help="random seed (weights, latents, batches)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA when available)")
     p.add_argument("--max-minutes", type=float, default=None,
@@ -233,7 +249,7 @@ def _eval_gan(p: argparse.ArgumentParser):
     p.add_argument("--blur", choices=("paper", "isotropic"), default="paper", help="corruption blur of the real data")
     p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const",
                    help="generator noise inputs for the accuracy and FD figures")
-    p.add_argument("--seed", type=int, default=0, help="seed of the latents and of the corruption classifier")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the latents and of the corruption classifier")
     p.add_argument("--inception-weights", default=None,
                    help="TorchScript file mapping float [N,3,299,299] in [0,255] to features [N,F]")
     p.add_argument("--device", default="cpu", help="where the generator runs: cpu, cuda, cuda:N or auto")
@@ -257,7 +273,7 @@ def _eval_gan(p: argparse.ArgumentParser):
 def _demo(p: argparse.ArgumentParser):
     p.add_argument("--out", default=None, help="write classifiers.json/.csv and the quick analysis of the "
                    "shipped models (out/analysis, replaced each time) into this folder")
-    p.add_argument("--seed", type=int, default=0, help="corruption seed of the test split and analysis seed")
+    p.add_argument("--seed", type=_seed, default=0, help="corruption seed of the test split and analysis seed")
     p.add_argument("--no-analysis", action="store_true", help="only the classifier table")
 
     def run(a: argparse.Namespace) -> int:
@@ -277,7 +293,7 @@ def _demo(p: argparse.ArgumentParser):
 def _rank(p: argparse.ArgumentParser):
     _model_options(p, onnx=True)
     p.add_argument("--n", type=int, default=10000, help="population size")
-    p.add_argument("--seed", type=int, default=0, help="seed of the population, the bootstrap and the random dims")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the population, the bootstrap and the random dims")
     p.add_argument("--target", choices=("probability", "logit"), default="probability",
                    help="differentiate p_y or the logit of y")
     p.add_argument("--per-class", action="store_true", help="also rank within each class (in ranking.json)")
@@ -311,7 +327,7 @@ def _analyze(p: argparse.ArgumentParser):
                    help="classifier folder, shipped name or .onnx file; repeat for several, the first is the "
                    "primary (default: mnist/classifier-corrupted then mnist/classifier-clean)")
     p.add_argument("--n", type=int, default=None, help="population size (default 10000; 2000 with --quick)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the population, bootstrap, random dims and t-SNE")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the population, bootstrap, random dims and t-SNE")
     p.add_argument("--k", type=int, default=100, help="top-K dimensions of the accuracy-curve distance")
     p.add_argument("--curve-centre", choices=("class", "global"), default="class",
                    help="accuracy curve: distance of each sample to the average of its own class (default) or "
@@ -369,7 +385,7 @@ def _export(p: argparse.ArgumentParser):
                    "None: the classifier's dataset")
     p.add_argument("--noise-mode", choices=("const", "none"), default="const",
                    help="the generator's deterministic noise baked into synthesis.onnx and the fused graphs")
-    p.add_argument("--seed", type=int, default=0, help="seed of the styles the graphs are exported and checked with")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the styles the graphs are exported and checked with")
     p.add_argument("--overwrite", action="store_true",
                    help="export into a non-empty --out, replacing the exported files there")
     p.add_argument("--json", action="store_true", help="print export.json (and the folder) as JSON")
@@ -399,7 +415,7 @@ def _compare(p: argparse.ArgumentParser):
                    help="classifier folder, shipped name or .onnx file; give it at least twice, the first is "
                    "the reference (its top dimensions and directions are walked)")
     p.add_argument("--n", type=int, default=2000, help="population size")
-    p.add_argument("--seed", type=int, default=0, help="seed of the population")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the population")
     p.add_argument("--k", type=int, default=10, help="number of top dimensions whose corner shifts are compared")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per forward pass; None: 64 on CPU, 512 on an accelerator")
@@ -443,6 +459,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler) raised as an interrupt, so that every writer's
+    clean-up runs as it does for Ctrl-C: no staging folder or temporary file is left behind."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    def handler(signum, frame):
+        raise _Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ._alloc import keep_freed_memory
 
@@ -455,10 +492,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        rc = args._run(args)
+        with _terminate_as_interrupt():
+            rc = args._run(args)
     except FailatlasError as exc:
         print(f"failatlas: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except _Terminated:
+        print("failatlas: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("failatlas: interrupted", file=sys.stderr)
         return 130

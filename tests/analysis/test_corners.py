@@ -260,6 +260,9 @@ def test_bad_options_and_mismatched_ranking(G, sharp, left):
     for name, value in (("step", 0.0), ("tol", -0.01), ("max_shift", float("nan")), ("step", True)):
         with pytest.raises(FailatlasError, match=name):
             find_corner_cases(hb.G, hb.left, left.ranking, **{**kw, name: value})
+    for extreme in (dict(step=1e-3, max_shift=1e4, tol=1e-3), dict(step=1e12, max_shift=1e12, tol=1e-9)):
+        with pytest.raises(FailatlasError, match="bracket points or 1e"):  # as failatlas-eval refuses them
+            find_corner_cases(hb.G, hb.left, left.ranking, **{**kw, **extreme})
     with pytest.raises(FailatlasError, match="dims"):
         find_corner_cases(hb.G, hb.left, left.ranking, **{**kw, "dims": [hb.G.style_dim]})
     with pytest.raises(FailatlasError, match="labels"):

@@ -198,6 +198,23 @@ def test_a_failure_midway_leaves_no_run_folder(models, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["run"] and (out / "old.txt").read_text() == "old"
 
 
+def test_sigterm_midway_cleans_up_like_ctrl_c(models, tmp_path, monkeypatch, capsys):
+    """`kill` (SIGTERM) during a run: the command says so, exits 143 and leaves no staging folder."""
+    import os
+    import signal
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(pipeline, "manipulation_grid", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    rc = main(_cli(models, tmp_path / "run"))
+    assert rc == 143 and capsys.readouterr().err.strip().endswith("failatlas: terminated")
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the command's only while it runs
+
+
 def test_cli_classifier_with_other_class_count_is_one_line(models, tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["analyze", "--generator", str(models["generator"]), "--classifier", str(models["a"]),

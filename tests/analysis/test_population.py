@@ -73,6 +73,34 @@ def test_nan_styles_rejected(G, C):
         sample_population(bad, C, 4)
 
 
+class _NanOnRow(torch.nn.Module):
+    """Wraps a classifier; the logits of every image whose batch row is ``row`` become NaN."""
+
+    def __init__(self, inner, row):
+        super().__init__()
+        self.inner, self.row = inner, row
+
+    def forward(self, x):
+        out = self.inner(x).clone()
+        if out.shape[0] > self.row:
+            out[self.row] = float("nan")
+        return out
+
+
+def test_nan_logits_stop_every_evaluator_with_the_image(G, C, population, one_error):
+    """A classifier that returns NaN for some images is one clear error, in the population, the re-labelling
+    and the corner search alike (NaN p_y would otherwise read as "never fails")."""
+    from failatlas.analysis import CornerCaseSearch, GradientRanking, with_classifier
+
+    bad = _NanOnRow(C, 3).eval()
+    one_error(lambda: sample_population(G, bad, 8, batch_size=4), "NaN or infinite logits", "image 3")
+    one_error(lambda: with_classifier(population, G, bad, batch_size=4), "NaN or infinite logits")
+    ranking = GradientRanking(G, C).rank(population)
+    starts = population.s[:2]
+    one_error(lambda: CornerCaseSearch(G, bad, ranking, batch_size=64, backend="reference").search(
+        starts=starts, labels=population.y[:2], dims=[0, 1, 2, 3], pairs=False), "NaN or infinite logits")
+
+
 def test_subset(population):
     sub = population.subset(population.well)
     assert sub.n == population.n_well and bool(sub.well.all()) and sub.accuracy == 1.0

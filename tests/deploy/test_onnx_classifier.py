@@ -44,12 +44,15 @@ def onnx_classifier(exported):
     return OnnxClassifier(exported)
 
 
-def _toy_model(path, in_shape, out_classes=10, out_rank=2, metadata=None):
-    """A tiny ONNX 'classifier' (Flatten → MatMul) with the given input shape (None = symbolic batch)."""
+def _toy_model(path, in_shape, out_classes=10, out_rank=2, metadata=None, fill=None):
+    """A tiny ONNX 'classifier' (Flatten → MatMul) with the given input shape (None = symbolic batch);
+    ``fill``: every weight set to this value (e.g. NaN) instead of a ramp."""
     dims = ["batch" if d is None else d for d in in_shape]
     features = int(np.prod([d for d in in_shape[1:]]))
-    weight = helper.make_tensor("W", TensorProto.FLOAT, [features, out_classes],
-                                np.linspace(-1, 1, features * out_classes, dtype=np.float32).tolist())
+    values = np.linspace(-1, 1, features * out_classes, dtype=np.float32)
+    if fill is not None:
+        values[:] = fill
+    weight = helper.make_tensor("W", TensorProto.FLOAT, [features, out_classes], values.tolist())
     nodes = [helper.make_node("Flatten", ["x"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "W"], ["y"])]
     out_dims = [dims[0], out_classes]
     initializers = [weight]
@@ -182,6 +185,12 @@ def test_seven_classes_when_ten_expected(tmp_path, one_error):
     path = _toy_model(tmp_path / "seven.onnx", [None, 1, 28, 28], out_classes=7)
     assert OnnxClassifier(path).num_classes == 7
     one_error(lambda: OnnxClassifier(path, expected_classes=10), "predicts 7 classes but 10")
+
+
+@pytest.mark.parametrize("fill", [float("nan"), float("inf")])
+def test_non_finite_logits_are_refused_at_load(tmp_path, one_error, fill):
+    path = _toy_model(tmp_path / "broken.onnx", [None, 1, 28, 28], fill=fill)
+    one_error(lambda: OnnxClassifier(path), str(path), "NaN or infinite logits", "export it again")
 
 
 def test_output_not_2d(tmp_path, one_error):

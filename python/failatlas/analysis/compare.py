@@ -130,6 +130,7 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
     names = tuple(classifiers)
     if len(names) < 2:
         raise FailatlasError(f"compare needs at least two classifiers, got {len(names)}; pass --classifier twice")
+    _check_k(k, G.style_dim)
     for name, C in classifiers.items():
         check_class_counts(G, C, name=name)
     if distributed:
@@ -219,6 +220,12 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
                       sigmas=tuple(float(ref.sigma[d]) for d in dims), classes=tuple(classes), shifts=shifts,
                       verified=verified, curves=curves, rankings=rankings,
                       black_box_agreement=black_box_agreement)
+
+
+def _check_k(k: Any, style_dim: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= style_dim:
+        raise FailatlasError(f"--k must be a number of dimensions between 1 and the generator's {style_dim}, got {k!r}")
+    return k
 
 
 def _with_sigma(ranking: Ranking, sigma: torch.Tensor) -> Ranking:
@@ -356,6 +363,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     if rank != 0:
         progress_bar, verbose = False, False
     G = load_generator(resolve_model(generator))
+    _check_k(k, G.style_dim)  # before the classifiers are loaded and anything runs
     paths = [Path(c) if str(c).lower().endswith(".onnx") else resolve_model(c) for c in classifiers]
     models = {name: load_any_classifier(c) for name, c in zip(_unique_names(paths), classifiers)}
     if world_size > 1:  # every rank checks the same things, so they all fail or all get to init()

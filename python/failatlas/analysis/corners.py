@@ -47,7 +47,8 @@ from .._progress import progress
 from ..errors import FailatlasError
 from ..models.adapter import classifier_view
 from ..ops import walk_styles
-from .population import Population, _eval_mode, _model_dtype_device, check_batch_size, check_class_counts
+from .population import (Population, _eval_mode, _model_dtype_device, check_batch_size, check_class_counts,
+                         check_logits)
 from .ranking import Ranking
 
 JSON_FORMAT = "failatlas-corner-cases"
@@ -387,10 +388,7 @@ class _Evaluator:
         out = []
         for i in range(0, s.shape[0], self.batch_size):
             img = self.G.synthesis_from_styles(s[i:i + self.batch_size].to(self.device, self.dtype), noise_mode="const")
-            logits = self.C(classifier_view(img).to(self.cdevice, self.cdtype))
-            if logits.ndim != 2 or logits.shape[0] != img.shape[0]:
-                raise FailatlasError(f"the classifier returned shape {list(logits.shape)} for {img.shape[0]} images; "
-                                     "expected logits [N, num_classes]")
+            logits = check_logits(self.C(classifier_view(img).to(self.cdevice, self.cdtype)), img.shape[0], self.C, i)
             yy = y[i:i + self.batch_size].to(logits.device)
             out.append(torch.softmax(logits.double(), dim=1).gather(1, yy[:, None]).squeeze(1).cpu())
         self.images += int(s.shape[0])
@@ -428,7 +426,7 @@ class _CachedEvaluator(_Evaluator):
                 part = idx[i:i + self.batch_size]
                 st = start[part].to(x_in.device)
                 img = self.net.run_from(li, x_in[st], None if img_in is None else img_in[st], s[part], "const")
-                logits = self.C(classifier_view(img).to(self.cdevice, self.cdtype))
+                logits = check_logits(self.C(classifier_view(img).to(self.cdevice, self.cdtype)), len(part), self.C)
                 yy = y[part].to(logits.device)
                 out[part] = torch.softmax(logits.double(), dim=1).gather(1, yy[:, None]).squeeze(1).cpu()
         self.images += len(rows)
@@ -508,6 +506,10 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+MAX_BRACKETS = 1_000_000  # max_shift / step: bracket points per row
+MAX_GRID = 1e12  # step / tol: grid points between two bracket points (exact in float64 and int64)
+
+
 class _Setup:
     def __init__(self, G, classifier, ranking, population, dims, classes, starts, labels, pairs, n_pairs, step,
                  max_shift, tol, batch_size) -> None:
@@ -522,6 +524,10 @@ class _Setup:
         self.tol = _positive("tol", tol)
         if self.tol > self.step:
             raise FailatlasError(f"tol ({self.tol}) must not exceed step ({self.step})")
+        if self.max_shift / self.step > MAX_BRACKETS or self.step / self.tol > MAX_GRID:
+            raise FailatlasError(f"step {self.step:g}, max_shift {self.max_shift:g} and tol {self.tol:g} ask for more "
+                                 f"than {MAX_BRACKETS:,} bracket points or {MAX_GRID:.0e} grid points per step; "
+                                 "use a larger step or tol, or a smaller max_shift")
         self.batch_size = check_batch_size(batch_size, G)
         S = G.style_dim
         self.warnings: list[str] = []

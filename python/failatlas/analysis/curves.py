@@ -59,7 +59,8 @@ from .. import _io
 from .._progress import progress
 from ..errors import FailatlasError
 from ..models.adapter import classifier_view
-from .population import Population, _eval_mode, _model_dtype_device, check_batch_size, check_class_counts
+from .population import (Population, _eval_mode, _model_dtype_device, check_batch_size, check_class_counts,
+                         check_logits)
 from .ranking import Ranking
 
 BINS = 20
@@ -378,10 +379,9 @@ def with_classifier(population: Population, G: nn.Module, classifier: nn.Module,
                      disable=None if progress_bar is None else not progress_bar) as bar:
         for start in range(0, population.n, batch_size):
             s = population.s[start:start + batch_size].to(device, dtype)
-            logits = classifier(classifier_view(G.synthesis_from_styles(s, noise_mode="const")).to(cdevice, cdtype))
-            if logits.ndim != 2 or logits.shape[0] != len(s):
-                raise FailatlasError(f"the classifier returned shape {list(logits.shape)} for {len(s)} images; "
-                                     "expected logits [N, num_classes]")
+            logits = check_logits(
+                classifier(classifier_view(G.synthesis_from_styles(s, noise_mode="const")).to(cdevice, cdtype)),
+                len(s), classifier)
             parts.append(logits.float().cpu())
             bar.update(len(s))
     logits = torch.cat(parts)

@@ -213,7 +213,7 @@ def walk_failure_direction(G: nn.Module, classifier: nn.Module, result: FailureD
     classify it: one row per class, one column per step. Const noise, as everywhere in the analysis."""
     from ..models.adapter import classifier_view
     from .manipulation import to_uint8
-    from .population import _eval_mode, _model_dtype_device, check_batch_size, check_class_counts
+    from .population import _eval_mode, _model_dtype_device, check_batch_size, check_class_counts, check_logits
 
     if not isinstance(result, FailureDirectionResult):
         raise FailatlasError(f"walk_failure_direction takes a FailureDirectionResult, got {type(result).__name__}")
@@ -235,7 +235,7 @@ def walk_failure_direction(G: nn.Module, classifier: nn.Module, result: FailureD
     with _eval_mode(G, classifier), torch.no_grad():
         for i in range(0, K * T, bs):
             img = G.synthesis_from_styles(G.styles(w[i:i + bs].to(device, dtype)), noise_mode="const")
-            logits = classifier(classifier_view(img).to(cdevice, cdtype))
+            logits = check_logits(classifier(classifier_view(img).to(cdevice, cdtype)), img.shape[0], classifier, i)
             yy = labels[i:i + bs].to(logits.device)
             probs.append(torch.softmax(logits.double(), dim=1).gather(1, yy[:, None]).squeeze(1).cpu())
             images.append(to_uint8(img))

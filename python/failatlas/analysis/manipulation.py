@@ -19,7 +19,7 @@ from ..errors import FailatlasError
 from ..models.adapter import classifier_view
 from ..ops import walk_styles
 from .corners import CornerCases, _Evaluator, _walk_backend
-from .population import _eval_mode, check_batch_size, check_class_counts
+from .population import _eval_mode, check_batch_size, check_class_counts, check_logits
 
 FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5)
 JSON_FORMAT = "failatlas-manipulation-grid"
@@ -130,7 +130,7 @@ def manipulation_grid(generator: nn.Module, classifier: nn.Module, corner_cases:
     with _eval_mode(G, classifier), torch.no_grad():
         for i in range(0, M * K, ev.batch_size):
             img = G.synthesis_from_styles(s[i:i + ev.batch_size].to(ev.device, ev.dtype), noise_mode="const")
-            logits = classifier(classifier_view(img).to(ev.cdevice, ev.cdtype))
+            logits = check_logits(classifier(classifier_view(img).to(ev.cdevice, ev.cdtype)), img.shape[0], classifier, i)
             probs.append(torch.softmax(logits.double(), dim=1)[:, cls].cpu())
             images.append(to_uint8(img))
     p = torch.cat(probs)

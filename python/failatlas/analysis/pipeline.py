@@ -171,8 +171,8 @@ class AnalysisOptions:
         positive("grid_classes", self.grid_classes, minimum=0)
         positive("--batch-size", self.batch_size)
         positive("--threads", self.threads, minimum=0)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise FailatlasError(f"--seed must be an integer, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**32:
+            raise FailatlasError(f"--seed must be an integer between 0 and {2**32 - 1}, got {self.seed!r}")
         step = self.corner_step
         if isinstance(step, bool) or not isinstance(step, (int, float, np.integer, np.floating)) \
                 or not 0.01 <= float(step) <= 100:

@@ -203,6 +203,23 @@ def classifier_num_classes(classifier: nn.Module) -> int | None:
     return None if config is None else int(config.num_classes)
 
 
+def check_logits(logits: torch.Tensor, n: int, classifier: nn.Module | None = None, first: int = 0) -> torch.Tensor:
+    """Raise :class:`FailatlasError` unless ``logits`` is [n, C] and finite (images ``first``.. of a batch);
+    the message names an ONNX classifier's file. Returns ``logits``."""
+    where = getattr(classifier, "path", None)
+    who = f"the classifier {where}" if where is not None else "the classifier"
+    if logits.ndim != 2 or logits.shape[0] != n:
+        raise FailatlasError(f"{who} returned shape {list(logits.shape)} for {n} images; expected logits "
+                             "[N, num_classes]")
+    finite = torch.isfinite(logits).all(dim=1)
+    if not bool(finite.all()):
+        i = first + int((~finite).nonzero()[0, 0])
+        raise FailatlasError(f"{who} returned NaN or infinite logits (first for image {i} of the batch starting at "
+                             f"{first}); check its weights (or, for an .onnx file, its graph), and that the "
+                             "styles or shifts are not so large that the images overflow")
+    return logits
+
+
 def check_class_counts(G: nn.Module, classifier: nn.Module, found: int | None = None, name: str | None = None) -> None:
     """Raise :class:`FailatlasError` unless the classifier (called ``name`` in the message) has as many
     classes as the generator."""
@@ -276,10 +293,7 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
                                      f"{start + len(z) - 1}, seed {seed}); its weights are damaged: retrain it "
                                      "or load an earlier checkpoint")
             img = G.synthesis_from_styles(s.to(dtype), noise_mode="const")
-            logits = classifier(classifier_view(img).to(cdevice, cdtype))
-            if logits.ndim != 2 or logits.shape[0] != len(z):
-                raise FailatlasError(f"the classifier returned shape {list(logits.shape)} for {len(z)} images; "
-                                     "expected logits [N, num_classes]")
+            logits = check_logits(classifier(classifier_view(img).to(cdevice, cdtype)), len(z), classifier, start)
             if start == 0:
                 check_class_counts(G, classifier, found=int(logits.shape[1]))
             out["w"].append(w.float().cpu())

@@ -586,6 +586,8 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     from .separation import Separation
 
     _check_target(target)
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+        raise FailatlasError(f"--bootstrap must be a non-negative number of resamples, got {bootstrap!r}")
     out = _io.check_out_folder(out)
     rank, world_size = dist.world()
     distributed = world_size > 1

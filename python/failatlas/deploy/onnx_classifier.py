@@ -376,6 +376,9 @@ class OnnxClassifier(nn.Module):
             raise FailatlasError(f"the ONNX classifier {path} returns shape {list(probe.shape)} for 2 images; "
                                  "it must return logits [N, C] with one row per image (re-export it with a "
                                  "dynamic batch dimension)")
+        if not np.isfinite(probe).all():
+            raise FailatlasError(f"the ONNX classifier {path} returns NaN or infinite logits for two blank images; "
+                                 "its graph or weights are damaged: export it again")
         num_classes = int(probe.shape[1])
         declared = self.metadata.get("num_classes")
         if declared is not None and declared.strip() != str(num_classes):

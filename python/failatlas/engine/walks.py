@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .._progress import progress
-from ..analysis.population import _eval_mode, _model_dtype_device, check_batch_size, check_class_counts
+from ..analysis.population import _eval_mode, _model_dtype_device, check_batch_size, check_class_counts, check_logits
 from ..errors import FailatlasError
 from ..models.adapter import classifier_view
 from ..models.stylegan2 import NOISE_MODES, upsample2x
@@ -114,10 +114,7 @@ class WalkEngine:
     # --- evaluation ---------------------------------------------------------------------------------
 
     def _classify(self, img: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.C(classifier_view(img).to(self.cdevice, self.cdtype))
-        if logits.ndim != 2 or logits.shape[0] != img.shape[0]:
-            raise FailatlasError(f"the classifier returned shape {list(logits.shape)} for {img.shape[0]} images; "
-                                 "expected logits [N, num_classes]")
+        logits = check_logits(self.C(classifier_view(img).to(self.cdevice, self.cdtype)), img.shape[0], self.C)
         p = torch.softmax(logits.double(), dim=1).gather(1, y.to(logits.device)[:, None]).squeeze(1)
         return p.cpu(), logits.argmax(dim=1).cpu()
 
