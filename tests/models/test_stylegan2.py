@@ -292,6 +292,48 @@ def test_load_errors(G, tmp_path):
         load_generator(folder)
 
 
+@pytest.mark.parametrize("key, value, phrase", [
+    ("channels", [32, 32, 16, -16], "channels entry must be a whole number ≥ 1"),
+    ("channels", [32, 32, 16, 0], "channels entry must be a whole number ≥ 1"),
+    ("channels", "abcd", "channels must be a list"),
+    ("num_classes", 0, "num_classes must be a whole number ≥ 1"),
+    ("z_dim", "abc", "z_dim must be a whole number"),
+    ("z_dim", 64.5, "z_dim must be a whole number"),
+    ("resolution", "32", "resolution must be a whole number"),
+    ("w_avg_beta", 2.0, "w_avg_beta must be a number in [0, 1]"),
+    ("noise_gain", "yes", "noise_gain must be true or false"),
+    (None, None, "must be a JSON object"),
+])
+def test_a_damaged_config_is_one_clear_error(G, tmp_path, one_error, key, value, phrase):
+    """config.json edited by hand or damaged: a message naming the field, never a torch traceback."""
+    import json
+
+    folder = tmp_path / "g"
+    save_generator(G, folder)
+    meta = json.loads((folder / "config.json").read_text())
+    if key is None:
+        meta["config"] = None
+    else:
+        meta["config"][key] = value
+    (folder / "config.json").write_text(json.dumps(meta))
+    one_error(lambda: load_generator(folder), phrase)
+
+
+def test_weights_of_the_wrong_kind_are_refused(G, tmp_path, one_error):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "g"
+    save_generator(G, folder)
+    state = load_file(folder / "generator.safetensors")
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    bad = dict(state, **{key: state[key].to(torch.int32)})
+    save_file(bad, folder / "generator.safetensors")
+    one_error(lambda: load_generator(folder), key, "dtype torch.int32")
+    bad = dict(state, **{key: torch.full_like(state[key], float("nan"))})
+    save_file(bad, folder / "generator.safetensors")
+    one_error(lambda: load_generator(folder), key, "NaN or infinite")
+
+
 def test_layer_of_dims_matches_the_layout(G):
     layer_of = G.synthesis_network.layer_of_dims()
     names = G.synthesis_network.names

@@ -19,6 +19,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,12 +63,33 @@ class StyleGANConfig:
     noise_threshold: bool = False
 
     def __post_init__(self) -> None:
+        def whole(name: str, v: Any, minimum: int = 1) -> None:
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise FailatlasError(f"generator config {name} must be a whole number ≥ {minimum}, got {v!r}")
+
+        if not isinstance(self.name, str):
+            raise FailatlasError(f"generator config name must be a string, got {self.name!r}")
+        for name in ("z_dim", "w_dim", "num_classes", "resolution", "img_channels", "mapping_layers", "mbstd_group",
+                     "cmap_dim"):
+            whole(name, getattr(self, name))
+        for name, ok, words in (("mapping_lr_mult", lambda v: v > 0, "a positive number"),
+                                ("w_avg_beta", lambda v: 0 <= v <= 1, "a number in [0, 1]")):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
+                raise FailatlasError(f"generator config {name} must be {words}, got {v!r}")
+        for name in ("noise_gain", "noise_threshold"):
+            if not isinstance(getattr(self, name), bool):
+                raise FailatlasError(f"generator config {name} must be true or false, got {getattr(self, name)!r}")
         log2 = math.log2(self.resolution)
         if self.resolution < 8 or log2 != int(log2):
             raise FailatlasError(f"resolution must be a power of two ≥ 8, got {self.resolution}")
         n = int(log2) - 1
         for what in ("channels", "d_channels"):
             got = getattr(self, what)
+            if isinstance(got, (str, bytes)) or not isinstance(got, (list, tuple)):
+                raise FailatlasError(f"generator config {what} must be a list of channel counts, got {got!r}")
+            for c in got:
+                whole(f"{what} entry", c)
             object.__setattr__(self, what, tuple(int(c) for c in got))
             if len(got) != n:
                 raise FailatlasError(
@@ -92,6 +114,9 @@ class StyleGANConfig:
 
     @classmethod
     def from_json(cls, obj: dict) -> "StyleGANConfig":
+        if not isinstance(obj, dict):
+            raise FailatlasError(f"the generator config must be a JSON object, got {type(obj).__name__}; save the "
+                                 "generator again")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(obj) - known)
         if unknown:
@@ -610,5 +635,11 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
                 f"generator weights {path / GENERATOR_WEIGHTS}: {k} has shape {list(state[k].shape)}, "
                 f"the config expects {list(v.shape)}"
             )
+        if state[k].is_floating_point() != v.is_floating_point() or (
+                v.is_floating_point() and not bool(torch.isfinite(state[k]).all())):
+            what = f"dtype {state[k].dtype}, expected {v.dtype}" if state[k].is_floating_point() != \
+                v.is_floating_point() else "NaN or infinite values"
+            raise FailatlasError(f"generator weights {path / GENERATOR_WEIGHTS}: {k} has {what}; the file is damaged: "
+                                 "save or train the generator again")
     G.load_state_dict(state)
     return G.eval().requires_grad_(False).to(device)
