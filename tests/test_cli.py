@@ -144,3 +144,24 @@ def test_rank_bootstrap_is_checked_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--bootstrap must be a non-negative" in err[0], err
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_export_int8_options_without_int8_are_refused(tmp_path, capsys):
+    for extra in (["--calibration", "5"], ["--dataset", "mnist"]):
+        with pytest.raises(SystemExit) as info:
+            cli.main(["export", *extra, "--out", str(tmp_path / "e")])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and "add --int8" in err and not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("command, name", [("rank", "ranking.csv"), ("compare", "report.html")])
+def test_a_folder_where_a_result_file_goes_is_refused_up_front(command, name, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / name).mkdir(parents=True)
+    argv = [command, "--n", "20", "--out", str(out)]
+    if command == "compare":
+        argv += ["--classifier", "mnist/classifier-corrupted", "--classifier", "mnist/classifier-clean"]
+    rc = cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"holds a folder named {name}" in err[0], err
+    assert [p.name for p in out.iterdir()] == [name]

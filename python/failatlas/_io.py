@@ -63,11 +63,12 @@ def _check_can_create(path: Path, flag: str) -> None:
 
 
 def check_out_folder(out: str | os.PathLike, overwrite: bool | None = None,
-                     replace: str = "to replace it", flag: str = "--out") -> Path:
+                     replace: str = "to replace it", flag: str = "--out", names: tuple[str, ...] = ()) -> Path:
     """The checks every command that writes into ``--out`` makes before any work: ``out`` must not be a
     file, it must be a folder this process can write in or be creatable (no file in its path, permission
     to write), and (unless ``overwrite`` is None: a command that adds files to a folder) a non-empty folder
-    needs ``overwrite``; ``replace`` says what --overwrite does. Returns ``out`` as a Path."""
+    needs ``overwrite``; ``replace`` says what --overwrite does; none of the files ``names`` the command
+    writes may be a folder there. Returns ``out`` as a Path."""
     out = Path(out)
     if out.is_symlink() and not out.exists():
         raise FailatlasError(f"{flag} {out} is a link to nothing ({os.readlink(out)}); remove it or choose another "
@@ -80,6 +81,10 @@ def check_out_folder(out: str | os.PathLike, overwrite: bool | None = None,
         if overwrite is False and any(out.iterdir()):
             raise FailatlasError(f"{flag} {out} exists and is not empty; choose a new or empty folder, or pass "
                                  f"--overwrite {replace}")
+        taken = [name for name in names if (out / name).is_dir()]
+        if taken:
+            raise FailatlasError(f"{flag} {out} holds a folder named {taken[0]}, where a result file goes; move it "
+                                 "or choose another folder")
     else:
         _check_can_create(out, flag)
     return out

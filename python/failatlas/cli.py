@@ -378,8 +378,9 @@ def _export(p: argparse.ArgumentParser):
     p.add_argument("--int8", action="store_true",
                    help="also write classifier-int8.onnx (static int8 QDQ, calibrated on real training images) "
                    "and measure its accuracy next to float32 on the clean and corrupted test splits")
-    p.add_argument("--calibration", type=int, default=1000, metavar="N",
-                   help="with --int8: number of real training images that calibrate the int8 activation ranges")
+    p.add_argument("--calibration", type=int, default=None, metavar="N",
+                   help="with --int8: number of real training images that calibrate the int8 activation ranges "
+                        "(default 1000)")
     p.add_argument("--dataset", default=None,
                    help="with --int8: dataset of the calibration images and the accuracy table; "
                    "None: the classifier's dataset")
@@ -394,8 +395,11 @@ def _export(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         from .deploy.export import export_models
 
+        if not a.int8 and (a.calibration is not None or a.dataset is not None):
+            p.error("--calibration and --dataset set up the int8 export: add --int8, or leave them out")
         result = export_models(a.generator, a.classifier, a.out, int8=a.int8, noise_mode=a.noise_mode,
-                               calibration=a.calibration, dataset=a.dataset, overwrite=a.overwrite, seed=a.seed)
+                               calibration=1000 if a.calibration is None else a.calibration, dataset=a.dataset,
+                               overwrite=a.overwrite, seed=a.seed)
         return _print_result(result, a.json)
 
     return run

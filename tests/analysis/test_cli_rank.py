@@ -17,6 +17,8 @@ def test_rank_command_writes_everything(saved_models, tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert sorted(p.name for p in out.iterdir()) == FILES
+    from failatlas.analysis.ranking import RANK_FILES  # the names checked up front are the ones written
+    assert sorted(RANK_FILES) == FILES
     text = captured.out.splitlines()
     header = next(i for i, line in enumerate(text) if line.lstrip().startswith("rank"))
     assert len([line for line in text[header + 1:] if line[:4].strip().isdigit()]) == 10

@@ -60,6 +60,8 @@ def test_run_compare_torch_against_its_onnx_export(G, tmp_path, capfd):
     assert agree["reference"] == "c" and agree["top_overlap"] >= 8 and agree["spearman"] >= 0.9
     for f in ("compare.json", "corner_shifts.csv", "corner_shifts.png", "corner_shifts.json", "report.html"):
         assert (tmp_path / "cmp" / f).is_file(), f
+    from failatlas.analysis.compare import COMPARE_FILES  # the names checked up front are the ones written
+    assert sorted(COMPARE_FILES) == sorted(p.name for p in (tmp_path / "cmp").iterdir())
     js = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     bars = json.loads((tmp_path / "cmp" / "corner_shifts.json").read_text())
     assert bars["directions"] == js["directions"] and set(bars["directions"]) <= {-1, 1}

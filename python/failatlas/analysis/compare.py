@@ -34,6 +34,8 @@ from .ranking import GradientRanking, Ranking, is_differentiable, rank_any, rank
 
 
 BLACK_BOX_N = 64  # samples of a black-box ranking (finite differences): rank_any's default
+COMPARE_FILES = ("compare.json", "corner_shifts.csv", "corner_shifts.png", "corner_shifts.json", "accuracy_curves.png",
+                 "accuracy_curves.json", "report.html")
 
 
 @dataclass(frozen=True, eq=False)
@@ -342,7 +344,8 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
                 seed: int = 0, k: int = 10, batch_size: int | None = None,
                 progress_bar: bool | None = None, verbose: bool = True) -> CompareRun:
     """The ``failatlas compare`` job: load the generator and the classifiers (folders, shipped names or
-    ``.onnx`` files), compare them (each stage announced on stderr unless ``verbose`` is False) and write ``compare.json``, ``corner_shifts.csv``,
+    ``.onnx`` files), compare them (each stage announced on stderr unless ``verbose`` is False) and write
+    ``compare.json``, ``corner_shifts.csv``,
     ``corner_shifts.png`` (+ ``.json``), ``accuracy_curves.png`` (+ ``.json``) and a self-contained
     ``report.html`` into ``out``.
 
@@ -358,7 +361,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     from .. import distributed as dist
     from .population import _model_dtype_device
 
-    out = _io.check_out_folder(out)
+    out = _io.check_out_folder(out, names=COMPARE_FILES)
     rank, world_size = dist.world()
     if rank != 0:
         progress_bar, verbose = False, False

@@ -35,6 +35,7 @@ TARGETS = ("probability", "logit")
 CSV_COLUMNS = ("rank", "dim", "layer", "resolution", "kind", "channel", "score", "abs_score", "direction",
                "sigma", "mean_grad", "ci_low", "ci_high")
 JSON_FORMAT = "failatlas-ranking"
+RANK_FILES = ("ranking.csv", "ranking.json", "population.npz", "separation.csv", "separation.json", "separation.png")
 
 
 def _check_target(target: str) -> str:
@@ -588,7 +589,7 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     _check_target(target)
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise FailatlasError(f"--bootstrap must be a non-negative number of resamples, got {bootstrap!r}")
-    out = _io.check_out_folder(out)
+    out = _io.check_out_folder(out, names=RANK_FILES)
     rank, world_size = dist.world()
     distributed = world_size > 1
     if rank != 0:
