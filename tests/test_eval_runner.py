@@ -213,6 +213,8 @@ def bad_files(setup):
     save("labels_short", st["y"].numpy()[:-1].astype(np.int64))
     save("labels_range", np.full(N, 10, dtype=np.int64))
     save("styles_nan", np.where(np.arange(D) == 3, np.nan, s).astype(np.float32))
+    files["a_folder"] = folder / "a_folder.npy"
+    files["a_folder"].mkdir()
     files["not_npy"] = folder / "not_npy.npy"
     files["not_npy"].write_text("hello\n")
     files["truncated"] = folder / "truncated.npy"
@@ -270,6 +272,8 @@ BAD = {
     "negative step": ("corners", {}, ["--step", "-5"], "--step must be a positive number"),
     "unknown refinement": ("corners", {}, ["--refine", "newton"], "--refine must be secant or bisection"),
     "out folder": ("walk", {"--out": "nowhere/result.json"}, [], "its folder does not exist"),
+    "out is a folder": ("walk", {"--out": "@a_folder"}, [], "is a folder; give the name of the result file"),
+    "styles is a folder": ("walk", {"--styles": "@a_folder"}, [], "not a regular file"),
     "unknown mode": ("stroll", {}, [], "unknown mode 'stroll'"),
 }
 

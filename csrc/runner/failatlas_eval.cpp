@@ -241,8 +241,10 @@ Inputs load_inputs(const Args& a) {
   {
     size_t slash = in.out.find_last_of('/');
     std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : in.out.substr(0, slash));
-    if (in.out.empty() || in.out.back() == '/' || !is_dir(dir))
-      throw InputError("--out " + in.out + ": its folder does not exist");
+    if (in.out.empty() || in.out.back() == '/')
+      throw InputError("--out " + in.out + ": give the name of the result file (e.g. result.json), not a folder");
+    if (!is_dir(dir)) throw InputError("--out " + in.out + ": its folder does not exist");
+    if (is_dir(in.out)) throw InputError("--out " + in.out + " is a folder; give the name of the result file");
   }
   in.dims = parse_int_list(a.get("--dims"), "--dims");
   in.sign = parse_double_list(a.get("--sign"), "--sign");

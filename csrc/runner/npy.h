@@ -12,6 +12,7 @@
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <sys/stat.h>
 #include <vector>
 
 namespace failatlas::npy {
@@ -162,6 +163,9 @@ inline std::string shape_str(const std::vector<int64_t>& shape) { return detail:
 inline Header read_raw(const std::string& path, const std::string& what, const std::string& want_descr,
                        const std::string& dtype_name, size_t itemsize, std::vector<unsigned char>& data) {
   const std::string where = what + " file " + path;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw NpyError(where + ": not a regular file (a folder or a device); give a .npy file");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw NpyError(where + ": cannot open it (missing or unreadable)");
   std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
