@@ -370,3 +370,13 @@ def test_noise_threshold_zero_is_the_plain_model_and_silences_small_amplitudes(G
     assert back.cfg.noise_threshold and torch.equal(back(z, y), T(z, y))
     assert not StyleGANConfig.from_json({k: v for k, v in G.cfg.to_json().items()
                                          if k != "noise_threshold"}).noise_threshold
+
+
+def test_wrong_widths_and_dtypes_are_one_clear_error(G, one_error):
+    D, W = G.style_dim, G.w_dim
+    one_error(lambda: G.synthesis_from_styles(torch.zeros(2, D, dtype=torch.float64)), "styles must be torch.float32",
+              ".to(torch.float32)")
+    one_error(lambda: G.synthesis_from_styles(torch.zeros(2, D, dtype=torch.int64)), "styles must be torch.float32")
+    one_error(lambda: G.styles(torch.zeros(2, W + 1)), f"w must have shape [N, {W}]")
+    one_error(lambda: G.styles(torch.zeros(2, W, dtype=torch.float64)), "w must be torch.float32")
+    assert G.synthesis_from_styles(G.styles(torch.zeros(2, W))).shape[0] == 2

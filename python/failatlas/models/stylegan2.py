@@ -491,14 +491,25 @@ class Generator(nn.Module):
         self._check_labels(z, y)
         return self.mapping_network(z, y.long(), truncation_psi, update_w_avg)
 
+    def _check_dtype(self, x: torch.Tensor, what: str) -> None:
+        want = next(self.parameters()).dtype
+        if x.dtype != want:
+            raise FailatlasError(f"{what} must be {want} like the generator's weights, got {x.dtype}; convert them "
+                                 f"with .to({want}) (or the generator with .to(dtype))")
+
     def styles(self, w: torch.Tensor) -> torch.Tensor:
         """w: Tensor[N, w_dim] (or Tensor[N, num_ws, w_dim]) → s: Tensor[N, dim S]."""
+        if w.ndim not in (2, 3) or w.shape[-1] != self.w_dim:
+            raise FailatlasError(f"w must have shape [N, {self.w_dim}] (or [N, num_ws, {self.w_dim}]), got "
+                                 f"{list(w.shape)}")
+        self._check_dtype(w, "w")
         return self.synthesis_network.styles(w)
 
     def synthesis_from_styles(self, s: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """s: Tensor[N, dim S] → images Tensor[N, C, R, R] in about [-1, 1]."""
         if s.ndim != 2 or s.shape[1] != self.style_dim:
             raise FailatlasError(f"styles must have shape [N, {self.style_dim}], got {list(s.shape)}")
+        self._check_dtype(s, "styles")
         if noise_mode not in NOISE_MODES:
             raise FailatlasError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         return self.synthesis_network(s, noise_mode)
