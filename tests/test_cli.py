@@ -165,3 +165,18 @@ def test_a_folder_where_a_result_file_goes_is_refused_up_front(command, name, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and f"holds a folder named {name}" in err[0], err
     assert [p.name for p in out.iterdir()] == [name]
+
+
+def test_an_option_that_takes_one_value_given_twice_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["rank", "--classifier", "mnist/classifier-clean", "--classifier=mnist/classifier-corrupted",
+                  "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--classifier is given twice; it takes one value" in err
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(SystemExit):
+        cli.main(["analyze", "--n", "5", "--n", "6", "--out", str(tmp_path / "a")])
+    assert "--n is given twice" in capsys.readouterr().err
+    # collecting options may repeat: compare's --classifier (checked past parsing: it fails on --k)
+    rc = cli.main(["compare", "--classifier", "a", "--classifier", "b", "--k", "0", "--out", str(tmp_path / "c")])
+    assert rc == 2 and "given twice" not in capsys.readouterr().err

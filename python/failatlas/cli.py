@@ -484,6 +484,25 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _refuse_repeated_options(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    """An option that takes one value, given twice (argparse keeps the last silently): `rank --classifier A
+    --classifier B` would rank B alone. Options that collect several values (`--classifier` of analyze and
+    compare) may repeat."""
+    single = {opt: action for action in p._actions if isinstance(action, argparse._StoreAction)
+              for opt in action.option_strings}
+    seen: dict[argparse.Action, str] = {}
+    for token in argv:
+        if token == "--":
+            break
+        action = single.get(token.split("=", 1)[0])
+        if action is None:
+            continue
+        if action in seen:
+            plural = " (analyze and compare take several)" if "--classifier" in action.option_strings else ""
+            p.error(f"{token.split('=', 1)[0]} is given twice; it takes one value{plural}")
+        seen[action] = token
+
+
 def main(argv: list[str] | None = None) -> int:
     from ._alloc import keep_freed_memory
 
@@ -495,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    _refuse_repeated_options(args._parser, sys.argv[1:] if argv is None else argv)
     try:
         with _terminate_as_interrupt():
             rc = args._run(args)
