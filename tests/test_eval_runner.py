@@ -260,6 +260,7 @@ BAD = {
     "sign not ±1": ("corners", {"--dims": "3", "--sign": "0.5"}, [], "direction 1 or -1"),
     "repeated dim": ("corners", {"--dims": "3,3", "--sign": "1,1"}, [], "listed twice"),
     "bad number": ("walk", {"--dims": "3,x", "--sign": "1,1"}, [], "'x' is not an integer"),
+    "number beyond a double": ("corners", {}, ["--step", "1e400"], "'1e400' is out of the range of a double"),
     "missing shifts": ("walk", {}, [], "--shifts is required"),
     "walk option in corners": ("corners", {}, ["--shifts", "1"], "unknown option --shifts"),
     "NaN logits, walk": ("walk", {"--model": "@nan_model"}, [], "returned NaN or infinite logits"),
@@ -296,6 +297,9 @@ def test_bad_input_exits_2_with_one_line(setup, bad_files, name):
 def test_usage_and_version():
     result = run("--help")
     assert result.returncode == 0 and "failatlas-eval walk" in result.stdout
+    for argv in (("corners", "--help"), ("walk", "--dims", "3", "-h")):  # help after the mode too
+        result = run(*argv)
+        assert result.returncode == 0 and "failatlas-eval corners" in result.stdout, result.stderr
     result = run("--version")
     assert result.returncode == 0 and result.stdout.startswith("failatlas-eval ")
     result = run()

@@ -158,8 +158,9 @@ double parse_double(const std::string& s, const std::string& opt) {
   errno = 0;
   char* end = nullptr;
   double v = std::strtod(s.c_str(), &end);
-  if (s.empty() || end != s.c_str() + s.size() || errno == ERANGE)
-    throw InputError(opt + ": '" + s + "' is not a number");
+  if (s.empty() || end != s.c_str() + s.size()) throw InputError(opt + ": '" + s + "' is not a number");
+  if (errno == ERANGE && std::fabs(v) > 1.0)  // overflow; an underflow (1e-320) is a valid tiny number
+    throw InputError(opt + ": '" + s + "' is out of the range of a double");
   if (!std::isfinite(v)) throw InputError(opt + ": '" + s + "' is not a finite number");
   return v;
 }
@@ -649,7 +650,11 @@ int main(int argc, char** argv) {
   try {
     if (argc >= 2) {
       const std::string first = argv[1];
-      if (first == "-h" || first == "--help" || first == "help") {
+      const auto is_help = [](const std::string& s) { return s == "-h" || s == "--help" || s == "help"; };
+      // `failatlas-eval --help`, and `failatlas-eval corners --help` (help anywhere after the mode)
+      bool help = is_help(first);
+      for (int i = 2; i < argc && !help; ++i) help = is_help(argv[i]) && std::string(argv[i]) != "help";
+      if (help) {
         std::cout << kUsage;
         return 0;
       }
