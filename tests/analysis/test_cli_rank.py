@@ -24,7 +24,9 @@ def test_rank_command_writes_everything(saved_models, tmp_path, capsys):
     assert len([line for line in text[header + 1:] if line[:4].strip().isdigit()]) == 10
     ranking = Ranking.read_json(out / "ranking.json")
     assert ranking.n == 40 and ranking.bootstrap == 20 and ranking.per_class
-    assert json.loads((out / "ranking.json").read_text())["summary"]["top_dims"] == ranking.order[:10].tolist()
+    summary = json.loads((out / "ranking.json").read_text())["summary"]
+    assert summary["top_dims"] == ranking.order[:10].tolist()
+    assert "latent_direction" in summary and "failure direction in W" in captured.out  # as analyze reports it
     pop = Population.from_npz(out / "population.npz")
     assert pop.n == 40 and pop.seed == 2
     assert (out / "ranking.csv").read_text().splitlines()[1].split(",")[1] == str(int(ranking.order[0]))

@@ -97,6 +97,18 @@ class FailureDirectionResult:
                 "classes": list(self.classes)}
 
 
+def describe(summary: dict[str, Any] | None) -> str:
+    """One line for the commands' text output, from :meth:`FailureDirectionResult.summary`."""
+    if not summary:
+        return "failure direction in W: none (too few mis-classified samples)"
+    share = summary["share_explained"]
+    explained = "–" if share is None else f"{100 * share:.0f}%"
+    return (f"failure direction in W (held-out half): KS {summary['ks_heldout']:.3f}; removing it lowers the "
+            f"dimensions' mean KS {summary['mean_ks_heldout']:.3f} → {summary['mean_ks_removed']:.3f} (chance "
+            f"{summary['mean_ks_shuffled']:.3f}, {explained} explained); half its effect over "
+            f"{summary['dims_for_half']} of {summary['style_dims']} dims")
+
+
 class FailureDirection:
     """The direction of W that best separates mis- from well-classified samples, fitted on one half of the
     population and measured on the other (see the module docstring).

@@ -61,6 +61,7 @@ from .._progress import Stages
 from ..errors import FailatlasError
 from .corners import CornerCases, CornerCaseSearch
 from .direction import FailureDirection, walk_failure_direction
+from .direction import describe as describe_direction
 from .curves import CENTRES, AccuracyCurve, CurveResult, with_classifier
 from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap
@@ -263,6 +264,7 @@ class AnalysisRun:
             lines.append(f"separation ({name}, {s['n_mis']} mis-classified): mean KS of the top {TOP} "
                          f"{s[f'top{TOP}_mean_ks']:.3f}, of {TOP} random others {s[f'random{TOP}_mean_ks']:.3f}, "
                          f"of all {s['all_mean_ks']:.3f}, of the best {TOP} {s[f'best{TOP}_mean_ks']:.3f}")
+            lines.append(f"  {describe_direction(s.get('latent_direction'))}")
         lines.append(f"corner cases: {cc['found']}/{cc['pairs']} found, {cc['verified']} verified; pairs of "
                      f"dimensions {cc['combinations']['found']}/{cc['combinations']['pairs']}")
         for name, curve in self.curves.items():

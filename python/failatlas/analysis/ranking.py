@@ -548,6 +548,8 @@ class RankRun:
 
     def format(self, k: int = 10) -> str:
         """What ``failatlas rank`` prints: the population, the top k, the separation summary, the files."""
+        from .direction import describe as describe_direction
+
         if self.ranking is None:
             return f"rank {self.rank} of {self.world_size}: shard done; rank 0 writes the results to {self.out}"
         pop, m = self.population, len(self.summary["top_dims"])
@@ -557,6 +559,7 @@ class RankRun:
             self.ranking.format(k),
             f"separation: mean KS of the top {m} dims {self.summary[f'top{m}_mean_ks']:.3f}, "
             f"of {m} random others {self.summary[f'random{m}_mean_ks']:.3f}",
+            describe_direction(self.summary.get("latent_direction")),
             f"wrote {', '.join(sorted(p.name for p in self.files.values()))} to {self.out} "
             f"({', '.join(f'{name} {s:.1f} s' for name, s in self.timings.items())})",
         ])
@@ -584,6 +587,7 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     from ..report.figures import plot_separation
     from .._paths import resolve_model
     from .population import sample_population
+    from .direction import FailureDirection
     from .separation import Separation
 
     _check_target(target)
@@ -617,6 +621,10 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     with stage("separation", f"{int(pop.well.sum())} well vs {int((~pop.well).sum())} mis-classified"):
         sep = separation.compute()
         summary = sep.summary(ranking, k=10, seed=seed)
+        try:  # the check of the generator that analyze also makes (failatlas.analysis.direction)
+            summary["latent_direction"] = FailureDirection(G, pop, seed=seed).fit().summary()
+        except FailatlasError:
+            summary["latent_direction"] = None
     with stage("files", str(out)):
         files = {
             "ranking_csv": ranking.to_csv(out / "ranking.csv"),
