@@ -17,6 +17,16 @@ from ..errors import FailatlasError
 from .figures import _new_figure, _save_png
 
 
+def _image_cell(ax, image: torch.Tensor, p: float, fmt: str, fontsize: float) -> None:
+    """One grid cell: a uint8 image without ticks, its p_y in a corner (red ≤ 0.5, green above)."""
+    ax.imshow(image.numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.text(0.03, 0.97, format(p, fmt), transform=ax.transAxes, va="top", ha="left", fontsize=fontsize,
+            color="white", bbox=dict(boxstyle="square,pad=0.1", fc="tab:red" if p <= 0.5 else "tab:green",
+                                     ec="none", alpha=0.8))
+
+
 def plot_manipulation_grid(grid, path: str | Path, classifier: str | None = None) -> Path:
     """Fig. 5: rows = fractions of each column's corner shift, columns = dimensions; every cell shows its
     image and p_y (red when ≤ 0.5). Columns without a corner case (walked to max_shift) are marked "∅".
@@ -33,13 +43,7 @@ def plot_manipulation_grid(grid, path: str | Path, classifier: str | None = None
     for i in range(rows):
         for j in range(cols):
             ax = axes[i, j]
-            ax.imshow(grid.images[i, j].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            p = float(grid.p_y[i, j])
-            ax.text(0.03, 0.97, f"{p:.3f}", transform=ax.transAxes, va="top", ha="left", fontsize=7,
-                    color="white", bbox=dict(boxstyle="square,pad=0.1", fc="tab:red" if p <= 0.5 else "tab:green",
-                                             ec="none", alpha=0.8))
+            _image_cell(ax, grid.images[i, j], float(grid.p_y[i, j]), ".3f", 7)
             if i == 0:
                 mark = "" if grid.found[j] else " ∅"
                 ax.set_title(f"dim {grid.dims[j]}{mark}\n{grid.layers[j]}[{grid.channels[j]}]\n"
@@ -72,13 +76,7 @@ def plot_failure_direction(walk, path: str | Path, classifier: str | None = None
     for i in range(rows):
         for j in range(cols):
             ax = axes[i, j]
-            ax.imshow(walk.images[i, j].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            p = float(walk.p_y[i, j])
-            ax.text(0.03, 0.97, f"{p:.2f}", transform=ax.transAxes, va="top", ha="left", fontsize=6.5,
-                    color="white", bbox=dict(boxstyle="square,pad=0.1", fc="tab:red" if p <= 0.5 else "tab:green",
-                                             ec="none", alpha=0.8))
+            _image_cell(ax, walk.images[i, j], float(walk.p_y[i, j]), ".2f", 6.5)
             if i == 0:
                 ax.set_title(f"{walk.steps[j]:+g}{' ◆' if j == near else ''}", fontsize=7)
             if j == 0:
