@@ -42,7 +42,7 @@ MIN_MIS = 10  # mis-classified samples needed in each half
 STEPS = (-2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 6.0, 8.0)  # the walk's positions, in units of the projection's spread
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FailureDirectionResult:
     """The fitted direction and its held-out figures (see the module docstring).
 
