@@ -174,6 +174,9 @@ def test_an_option_that_takes_one_value_given_twice_is_refused(tmp_path, capsys)
     err = capsys.readouterr().err
     assert info.value.code == 2 and "--classifier is given twice; it takes one value" in err
     assert not (tmp_path / "r").exists()
+    with pytest.raises(SystemExit):  # argparse takes unambiguous prefixes: so does the check
+        cli.main(["rank", "--classifier", "A", "--classif", "B", "--out", str(tmp_path / "r")])
+    assert "--classifier is given twice" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["analyze", "--n", "5", "--n", "6", "--out", str(tmp_path / "a")])
     assert "--n is given twice" in capsys.readouterr().err

@@ -488,19 +488,22 @@ def _refuse_repeated_options(p: argparse.ArgumentParser, argv: list[str]) -> Non
     """An option that takes one value, given twice (argparse keeps the last silently): `rank --classifier A
     --classifier B` would rank B alone. Options that collect several values (`--classifier` of analyze and
     compare) may repeat."""
-    single = {opt: action for action in p._actions if isinstance(action, argparse._StoreAction)
-              for opt in action.option_strings}
-    seen: dict[argparse.Action, str] = {}
+    actions = {opt: action for action in p._actions for opt in action.option_strings}
+    seen: set[argparse.Action] = set()
     for token in argv:
         if token == "--":
             break
-        action = single.get(token.split("=", 1)[0])
-        if action is None:
+        name = token.split("=", 1)[0]
+        if not name.startswith("--"):
+            continue
+        matches = [name] if name in actions else [o for o in actions if o.startswith(name)]  # argparse's prefixes
+        action = actions[matches[0]] if len(matches) == 1 else None
+        if not isinstance(action, argparse._StoreAction):
             continue
         if action in seen:
             plural = " (analyze and compare take several)" if "--classifier" in action.option_strings else ""
-            p.error(f"{token.split('=', 1)[0]} is given twice; it takes one value{plural}")
-        seen[action] = token
+            p.error(f"{action.option_strings[-1]} is given twice; it takes one value{plural}")
+        seen.add(action)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,17 @@ def test_rank_command_writes_everything(saved_models, tmp_path, capsys):
     assert ranking.n == 40 and ranking.bootstrap == 20 and ranking.per_class
     summary = json.loads((out / "ranking.json").read_text())["summary"]
     assert summary["top_dims"] == ranking.order[:10].tolist()
-    assert "latent_direction" in summary and "failure direction in W" in captured.out  # as analyze reports it
+    # the failure direction, as analyze reports it: the fit's summary, or why there is none
+    from failatlas import FailatlasError, load_generator
+    from failatlas.analysis import FailureDirection
+
+    try:
+        expected, why = FailureDirection(load_generator(saved_models.generator), Population.from_npz(
+            out / "population.npz"), seed=2).fit().summary(), None
+    except FailatlasError as exc:
+        expected, why = None, str(exc)
+    assert summary["latent_direction"] == expected and summary.get("latent_direction_error") == why
+    assert ("failure direction in W: none (" + why if why else "failure direction in W (held-out") in captured.out
     pop = Population.from_npz(out / "population.npz")
     assert pop.n == 40 and pop.seed == 2
     assert (out / "ranking.csv").read_text().splitlines()[1].split(",")[1] == str(int(ranking.order[0]))

@@ -94,7 +94,13 @@ def test_nan_logits_stop_every_evaluator_with_the_image(G, C, population, one_er
 
     bad = _NanOnRow(C, 3).eval()
     one_error(lambda: sample_population(G, bad, 8, batch_size=4), "NaN or infinite logits", "image 3")
-    one_error(lambda: with_classifier(population, G, bad, batch_size=4), "NaN or infinite logits")
+    one_error(lambda: with_classifier(population, G, bad, batch_size=4), "NaN or infinite logits (first for image 3)")
+    late = _NanOnRow(C, 1).eval()
+    late.calls = 0
+    late.register_forward_pre_hook(lambda m, args: setattr(m, "row", 1 if m.calls else 99)
+                                   or setattr(m, "calls", m.calls + 1))
+    # NaN only in the second batch: the message gives the image's index in the population (4 + 1)
+    one_error(lambda: with_classifier(population, G, late, batch_size=4), "first for image 5)")
     ranking = GradientRanking(G, C).rank(population)
     starts = population.s[:2]
     one_error(lambda: CornerCaseSearch(G, bad, ranking, batch_size=64, backend="reference").search(

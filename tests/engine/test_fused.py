@@ -166,10 +166,7 @@ def test_a_pt2_with_pickled_objects_is_refused_without_running_them(tmp_path, ex
     with pytest.raises(FailatlasError, match="holds pickled Python objects"):
         load_fused(path)
     assert not marker.exists()
-    assert torch.load is _torch_load and load_fused(exported["ep_path"]).format == "export"  # restored
-
-
-_torch_load = torch.load
+    assert load_fused(exported["ep_path"]).format == "export"  # the archive torch writes passes the scan
 
 
 def test_not_a_fused_graph(tmp_path):

@@ -378,5 +378,9 @@ def test_wrong_widths_and_dtypes_are_one_clear_error(G, one_error):
               ".to(torch.float32)")
     one_error(lambda: G.synthesis_from_styles(torch.zeros(2, D, dtype=torch.int64)), "styles must be torch.float32")
     one_error(lambda: G.styles(torch.zeros(2, W + 1)), f"w must have shape [N, {W}]")
+    num_ws = G.num_ws
+    for wrong in (3, num_ws + 5):
+        one_error(lambda: G.styles(torch.zeros(2, wrong, W)), f"[N, {num_ws}, {W}], one per style layer")
+    assert G.styles(torch.zeros(2, num_ws, W)).shape == (2, G.style_dim)
     one_error(lambda: G.styles(torch.zeros(2, W, dtype=torch.float64)), "w must be torch.float32")
     assert G.synthesis_from_styles(G.styles(torch.zeros(2, W))).shape[0] == 2

@@ -344,3 +344,28 @@ def test_cli_mix_weight_reaches_the_run_and_bad_values_give_one_line(tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--mix-weight" in err[0]
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_mid_run_saves_a_checkpoint_and_stops(tmp_path, monkeypatch, sig):
+    """Ctrl-C and `kill` (a scheduler's time limit) alike: the step finishes, a checkpoint is saved, the run
+    stops and can be resumed; the handlers in place before the run are back afterwards."""
+    import os
+    import signal
+
+    calls = []
+    real = gan._ema_update
+
+    def ema_then_signal(*args, **kwargs):
+        real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), getattr(signal, sig))
+
+    monkeypatch.setattr(gan, "_ema_update", ema_then_signal)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out = tmp_path / "run"
+    r = train_gan(GANTrainConfig(kimg=0.064, **TINY), out, progress=False)
+    assert r.interrupted and r.steps == 2
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert {s: signal.getsignal(s) for s in before} == before

@@ -388,7 +388,7 @@ class _Evaluator:
         out = []
         for i in range(0, s.shape[0], self.batch_size):
             img = self.G.synthesis_from_styles(s[i:i + self.batch_size].to(self.device, self.dtype), noise_mode="const")
-            logits = check_logits(self.C(classifier_view(img).to(self.cdevice, self.cdtype)), img.shape[0], self.C, i)
+            logits = check_logits(self.C(classifier_view(img).to(self.cdevice, self.cdtype)), img.shape[0], self.C)
             yy = y[i:i + self.batch_size].to(logits.device)
             out.append(torch.softmax(logits.double(), dim=1).gather(1, yy[:, None]).squeeze(1).cpu())
         self.images += int(s.shape[0])

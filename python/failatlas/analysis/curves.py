@@ -381,7 +381,7 @@ def with_classifier(population: Population, G: nn.Module, classifier: nn.Module,
             s = population.s[start:start + batch_size].to(device, dtype)
             logits = check_logits(
                 classifier(classifier_view(G.synthesis_from_styles(s, noise_mode="const")).to(cdevice, cdtype)),
-                len(s), classifier)
+                len(s), classifier, start)
             parts.append(logits.float().cpu())
             bar.update(len(s))
     logits = torch.cat(parts)

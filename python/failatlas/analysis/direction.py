@@ -97,10 +97,11 @@ class FailureDirectionResult:
                 "classes": list(self.classes)}
 
 
-def describe(summary: dict[str, Any] | None) -> str:
-    """One line for the commands' text output, from :meth:`FailureDirectionResult.summary`."""
+def describe(summary: dict[str, Any] | None, why: str | None = None) -> str:
+    """One line for the commands' text output, from :meth:`FailureDirectionResult.summary` (None: not
+    fitted, because of ``why``)."""
     if not summary:
-        return "failure direction in W: none (too few mis-classified samples)"
+        return f"failure direction in W: none ({why or 'not fitted'})"
     share = summary["share_explained"]
     explained = "–" if share is None else f"{100 * share:.0f}%"
     return (f"failure direction in W (held-out half): KS {summary['ks_heldout']:.3f}; removing it lowers the "

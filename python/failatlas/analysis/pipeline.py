@@ -264,7 +264,7 @@ class AnalysisRun:
             lines.append(f"separation ({name}, {s['n_mis']} mis-classified): mean KS of the top {TOP} "
                          f"{s[f'top{TOP}_mean_ks']:.3f}, of {TOP} random others {s[f'random{TOP}_mean_ks']:.3f}, "
                          f"of all {s['all_mean_ks']:.3f}, of the best {TOP} {s[f'best{TOP}_mean_ks']:.3f}")
-            lines.append(f"  {describe_direction(s.get('latent_direction'))}")
+            lines.append(f"  {describe_direction(s.get('latent_direction'), s.get('latent_direction_error'))}")
         lines.append(f"corner cases: {cc['found']}/{cc['pairs']} found, {cc['verified']} verified; pairs of "
                      f"dimensions {cc['combinations']['found']}/{cc['combinations']['pairs']}")
         for name, curve in self.curves.items():
@@ -601,14 +601,15 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                 found = FailureDirection(G, populations[info.name], seed=seed).fit()
             except FailatlasError as e:
                 notes.append(f"no failure direction for {info.name}: {e}")
+                by_classifier[info.name] = {**by_classifier[info.name], "latent_direction": None,
+                                            "latent_direction_error": str(e)}
                 continue
             directions[info.name], directions_found[info.name] = found.to_json(), found
             by_classifier[info.name] = {**by_classifier[info.name], "latent_direction": found.summary()}
         if directions:
             _io.write_json(tmp / "failure_direction.json", {"note": FAILURE_DIRECTION_NOTE, **directions})
             wrote("failure_direction.json")
-        sep_summary = {**sep_summary, "latent_direction": by_classifier[primary].get("latent_direction"),
-                       "by_classifier": by_classifier}
+        sep_summary = {**by_classifier[primary], "by_classifier": by_classifier}  # the primary's at the top
         plot_separation(sep, rankings[primary], tmp / "separation.png", k=3, seed=seed, classifier=primary)
         figure("separation.png", "Separation of well- vs mis-classified samples (Fig. 4)",
                f"Histograms of s_k for the top 3 dimensions of {primary}'s ranking (top row) and 3 of the 10 random "

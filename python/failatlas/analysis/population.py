@@ -203,9 +203,11 @@ def classifier_num_classes(classifier: nn.Module) -> int | None:
     return None if config is None else int(config.num_classes)
 
 
-def check_logits(logits: torch.Tensor, n: int, classifier: nn.Module | None = None, first: int = 0) -> torch.Tensor:
-    """Raise :class:`FailatlasError` unless ``logits`` is [n, C] and finite (images ``first``.. of a batch);
-    the message names an ONNX classifier's file. Returns ``logits``."""
+def check_logits(logits: torch.Tensor, n: int, classifier: nn.Module | None = None,
+                 first: int | None = None) -> torch.Tensor:
+    """Raise :class:`FailatlasError` unless ``logits`` is [n, C] and finite; ``first``: the index of the
+    batch's first image in the population or grid (None: the rows are not numbered that way, e.g. walk
+    rows); the message names an ONNX classifier's file. Returns ``logits``."""
     where = getattr(classifier, "path", None)
     who = f"the classifier {where}" if where is not None else "the classifier"
     if logits.ndim != 2 or logits.shape[0] != n:
@@ -213,10 +215,11 @@ def check_logits(logits: torch.Tensor, n: int, classifier: nn.Module | None = No
                              "[N, num_classes]")
     finite = torch.isfinite(logits).all(dim=1)
     if not bool(finite.all()):
-        i = first + int((~finite).nonzero()[0, 0])
-        raise FailatlasError(f"{who} returned NaN or infinite logits (first for image {i} of the batch starting at "
-                             f"{first}); check its weights (or, for an .onnx file, its graph), and that the "
-                             "styles or shifts are not so large that the images overflow")
+        row = int((~finite).nonzero()[0, 0])
+        where = f"row {row} of a batch of {n}" if first is None else f"image {first + row}"
+        raise FailatlasError(f"{who} returned NaN or infinite logits (first for {where}); check its weights (or, "
+                             "for an .onnx file, its graph), and that the styles or shifts are not so large that "
+                             "the images overflow")
     return logits
 
 

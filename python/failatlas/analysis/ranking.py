@@ -559,7 +559,7 @@ class RankRun:
             self.ranking.format(k),
             f"separation: mean KS of the top {m} dims {self.summary[f'top{m}_mean_ks']:.3f}, "
             f"of {m} random others {self.summary[f'random{m}_mean_ks']:.3f}",
-            describe_direction(self.summary.get("latent_direction")),
+            describe_direction(self.summary.get("latent_direction"), self.summary.get("latent_direction_error")),
             f"wrote {', '.join(sorted(p.name for p in self.files.values()))} to {self.out} "
             f"({', '.join(f'{name} {s:.1f} s' for name, s in self.timings.items())})",
         ])
@@ -623,8 +623,8 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
         summary = sep.summary(ranking, k=10, seed=seed)
         try:  # the check of the generator that analyze also makes (failatlas.analysis.direction)
             summary["latent_direction"] = FailureDirection(G, pop, seed=seed).fit().summary()
-        except FailatlasError:
-            summary["latent_direction"] = None
+        except FailatlasError as exc:
+            summary["latent_direction"], summary["latent_direction_error"] = None, str(exc)
     with stage("files", str(out)):
         files = {
             "ranking_csv": ranking.to_csv(out / "ranking.csv"),

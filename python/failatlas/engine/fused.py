@@ -18,11 +18,8 @@ Each file also holds two scalar int64 buffers, ``meta_style_dim`` and ``meta_num
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import io
-import pickle
-import threading
 from pathlib import Path
 from typing import Callable
 
@@ -183,12 +180,12 @@ def load_fused(path: str | Path) -> FusedGraph:
         fmt = "torchscript"
     else:
         try:
-            with _pickles_refused():
-                program = torch.export.load(str(path))
+            _check_no_pickles(path)
+            program = torch.export.load(str(path))
             module = program.module()
-        except _PickleRefused:
-            raise FailatlasError(f"fused graph {path} holds pickled Python objects, which failatlas never loads "
-                                 "(unpickling can run any code); export it again with export_program") from None
+        except _PickleRefused as exc:
+            raise FailatlasError(f"fused graph {path} holds pickled Python objects ({exc}), which failatlas never "
+                                 "loads (unpickling can run any code); export it again with export_program") from None
         except Exception as exc:  # zip, pickle, JSON and schema errors alike: the file is not readable
             raise FailatlasError(f"fused graph {path} is not a readable torch.export program "
                                  f"({_first_line(exc)}); export it again with export_program") from None
@@ -208,33 +205,42 @@ class _PickleRefused(Exception):
     pass
 
 
-_UNPICKLING = threading.Lock()
+def _check_no_pickles(path: Path) -> None:
+    """Refuse a ``.pt2`` archive that ``torch.export.load`` would unpickle anything from. It unpickles weights
+    or constants whose config says ``use_pickle``, custom and opaque objects among the constants, sample
+    inputs that fail a weights-only load (falling back to ``weights_only=False``), and every file of the
+    older archive format: each could run code from the file. Ours hold raw tensors and plain sample inputs
+    only. The archive is read here before torch sees it (nothing in the process is patched)."""
+    import json
+    import zipfile
 
+    from torch.export.pt2_archive import constants as pt2
 
-@contextlib.contextmanager
-def _pickles_refused():
-    """While ``torch.export.load`` runs: every ``torch.load`` is weights-only (tensors and plain containers,
-    no code) and ``pickle.load(s)`` refuses. A ``.pt2`` archive may mark weights or constants as pickled,
-    hold custom objects, or carry sample inputs that torch unpickles with ``weights_only=False`` when the
-    safe load fails; each of those could run code from the file. Ours hold raw tensors only."""
-    real_load, real_loads, real_pload = torch.load, pickle.loads, pickle.load
-
-    def weights_only_load(*args, **kwargs):
-        kwargs["weights_only"] = True
-        try:
-            return real_load(*args, **kwargs)
-        except pickle.UnpicklingError as exc:
-            raise _PickleRefused(str(exc)) from None
-
-    def refuse(*args, **kwargs):
-        raise _PickleRefused("pickle.load(s)")
-
-    with _UNPICKLING:
-        torch.load, pickle.loads, pickle.load = weights_only_load, refuse, refuse
-        try:
-            yield
-        finally:
-            torch.load, pickle.loads, pickle.load = real_load, real_loads, real_pload
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        roots = [n[: -len(pt2.ARCHIVE_FORMAT_PATH)] for n in names if n.endswith("/" + pt2.ARCHIVE_FORMAT_PATH)]
+        if len(roots) != 1:
+            raise _PickleRefused("not the current torch.export archive format")
+        root = roots[0]
+        for name in names:
+            rel = name[len(root):] if name.startswith(root) else name
+            base = rel.rsplit("/", 1)[-1]
+            if rel.startswith((pt2.WEIGHTS_DIR, pt2.CONSTANTS_DIR)) and base.endswith(".json"):
+                try:
+                    config = json.loads(archive.read(name)).get("config", {})
+                except (ValueError, AttributeError):
+                    raise _PickleRefused(f"{rel} is not a JSON object") from None
+                for key, meta in (config.items() if isinstance(config, dict) else ()):
+                    if not isinstance(meta, dict) or meta.get("use_pickle"):
+                        raise _PickleRefused(f"{key!r} in {rel}")
+            elif rel.startswith(pt2.CONSTANTS_DIR) and base.startswith(
+                    (pt2.CUSTOM_OBJ_FILENAME_PREFIX, getattr(pt2, "OPAQUE_OBJ_FILENAME_PREFIX", pt2.CUSTOM_OBJ_FILENAME_PREFIX))):
+                raise _PickleRefused(rel)
+            elif rel.startswith(pt2.SAMPLE_INPUTS_DIR):
+                try:
+                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+                except Exception:
+                    raise _PickleRefused(rel) from None
 
 
 def _frozen_copy(module: nn.Module) -> nn.Module:

@@ -499,9 +499,10 @@ class Generator(nn.Module):
 
     def styles(self, w: torch.Tensor) -> torch.Tensor:
         """w: Tensor[N, w_dim] (or Tensor[N, num_ws, w_dim]) → s: Tensor[N, dim S]."""
-        if w.ndim not in (2, 3) or w.shape[-1] != self.w_dim:
-            raise FailatlasError(f"w must have shape [N, {self.w_dim}] (or [N, num_ws, {self.w_dim}]), got "
-                                 f"{list(w.shape)}")
+        num_ws = self.num_ws
+        if w.ndim not in (2, 3) or w.shape[-1] != self.w_dim or (w.ndim == 3 and w.shape[1] != num_ws):
+            raise FailatlasError(f"w must have shape [N, {self.w_dim}] (or [N, {num_ws}, {self.w_dim}], one per "
+                                 f"style layer), got {list(w.shape)}")
         self._check_dtype(w, "w")
         return self.synthesis_network.styles(w)
 

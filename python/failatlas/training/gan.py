@@ -300,27 +300,31 @@ def with_noise_threshold(src: str | Path, dst: str | Path, layer: str, threshold
 
 
 class _StopFlag:
-    """Turns SIGINT into a flag checked between steps, so a checkpoint is always a step boundary."""
+    """Turns SIGINT (Ctrl-C) and SIGTERM (``kill``, a batch scheduler's time limit) into a flag checked
+    between steps, so the run saves a checkpoint at a step boundary and stops; a second signal stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.stop = False
-        self._previous = None
+        self._previous: dict = {}
 
     def __enter__(self) -> "_StopFlag":
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: no Ctrl-C handling there
-            self._previous = None
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: no signal handling there
+            pass
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.stop:  # a second Ctrl-C: stop at once
+        if self.stop:  # a second signal: stop at once
             raise KeyboardInterrupt
         self.stop = True
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def _ema_update(G_ema: Generator, G: Generator, beta: float) -> None:
