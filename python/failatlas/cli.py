@@ -355,8 +355,7 @@ def _analyze(p: argparse.ArgumentParser):
         result = run_analysis(AnalysisOptions(
             generator=a.generator, classifiers=tuple(a.classifier) if a.classifier else None, n=a.n, seed=a.seed,
             k=a.k, curve_centre=a.curve_centre, corner_step=a.corner_step, quick=a.quick, bootstrap=a.bootstrap,
-            skip_tsne=a.skip_tsne,
-            batch_size=a.batch_size, threads=a.threads, overwrite=a.overwrite), a.out)
+            skip_tsne=a.skip_tsne, batch_size=a.batch_size, threads=a.threads, overwrite=a.overwrite), a.out)
         print(result.format())
         return 0
 

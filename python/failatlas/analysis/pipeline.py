@@ -619,18 +619,12 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         if found is not None:
             plot_failure_direction(walk_failure_direction(G, C0, found, batch_size=bs),
                                    tmp / "failure_direction_walk.png", classifier=primary)
-            ld = found.summary()
-            share = "–" if ld["share_explained"] is None else f"{100 * ld['share_explained']:.0f}%"
             figure("failure_direction_walk.png", "The failure direction in W",
-                   f"The one direction of W that best separates {primary}'s mis-classified samples (fitted on "
-                   f"half of the population; on the other half its projection has KS "
-                   f"{ld['ks_heldout']:.3f}, and removing it lowers the mean KS of all style dimensions from "
-                   f"{ld['mean_ks_heldout']:.3f} to {ld['mean_ks_removed']:.3f}, chance "
-                   f"{ld['mean_ks_shuffled']:.3f}: {share} of their separation; half of its effect on the "
-                   f"styles is spread over {ld['dims_for_half']} of {ld['style_dims']} dimensions). Rows: "
-                   "each class's average digit; columns: moved along it, in units of the projection's "
-                   "spread among the well-classified samples. What changes along a row is what the "
-                   "failures have in common.")
+                   f"The one direction of W that best separates {primary}'s mis-classified samples, fitted on "
+                   f"half of the population and measured on the other half: {describe_direction(found.summary())}. "
+                   "Rows: each class's average digit; columns: moved along it, in units of the projection's "
+                   "spread among the well-classified samples. What changes along a row is what the failures "
+                   "have in common.")
 
     # 4. t-SNE -----------------------------------------------------------------------------------------
     tsne = None
