@@ -96,3 +96,33 @@ def test_a_classifier_with_other_classes_is_named(G, C, population, one_error):
     seven = build_classifier(ClassifierConfig(num_classes=7)).eval()
     one_error(lambda: compare_classifiers(G, {"ten": C, "seven": seven}, population=population),
               "the classifier seven has 7 classes", "generator has 10")
+
+
+def test_a_curve_figure_left_by_an_earlier_run_is_not_reported(G, C, tmp_path, monkeypatch):
+    """compare writes into an existing folder: when this run has no curve, an older accuracy_curves.png
+    there must neither be embedded in the new report nor stay beside it."""
+    from failatlas.analysis import compare as cmp
+    from failatlas.models.classifier import ClassifierConfig, save_classifier
+    from failatlas.models.stylegan2 import save_generator
+
+    save_generator(G, tmp_path / "g")
+    for name in ("a", "b"):
+        save_classifier(C, ClassifierConfig(), tmp_path / name)
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "accuracy_curves.png").write_bytes(b"old figure")
+    (out / "accuracy_curves.json").write_text("{}")
+
+    class NoCurve:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def compute(self, population):
+            raise FailatlasError("no curve")
+
+    monkeypatch.setattr(cmp, "AccuracyCurve", NoCurve)
+    run = cmp.run_compare(tmp_path / "g", [str(tmp_path / "a"), str(tmp_path / "b")], out=out, n=60, seed=0, k=2,
+                          verbose=False)
+    assert not run.comparison.curves
+    assert not (out / "accuracy_curves.png").exists() and not (out / "accuracy_curves.json").exists()
+    assert "Accuracy against distance" not in (out / "report.html").read_text()

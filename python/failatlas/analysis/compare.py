@@ -298,7 +298,7 @@ def _report(comparison: Comparison, folder: Path) -> str:
              _table(["classifier", "accuracy", *[f"agrees with {b}" for b in names]],
                     [[a, _num(comparison.accuracy[a])] + [_num(comparison.agreement[a][b]) for b in names]
                      for a in names], left=[0])]
-    if (folder / "accuracy_curves.png").exists():
+    if comparison.curves:  # written by this run (not a figure left in the folder by an earlier one)
         parts += ["<h2>Accuracy against distance (K = 100)</h2>", _img(folder / "accuracy_curves.png", "curves")]
     parts += ["<h2>Corner shifts side by side</h2>",
               f"<p>Dimensions and directions: the top {len(comparison.dims)} of {_e(names[0])}; starts: per class, "
@@ -387,6 +387,9 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     files["shifts_png"] = plot_shift_comparison(comparison, out / "corner_shifts.png")
     if comparison.curves:
         files["curves_png"] = plot_accuracy_curves(comparison.curves, out / "accuracy_curves.png")
+    else:  # no curve this time: an earlier run's figure must not pass for this one's
+        for name in ("accuracy_curves.png", "accuracy_curves.json"):
+            (out / name).unlink(missing_ok=True)
     files["report"] = out / "report.html"
     _io.write_bytes(files["report"], _report(comparison, out).encode("utf-8"))
     return CompareRun(out, comparison, files)
