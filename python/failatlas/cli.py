@@ -229,7 +229,7 @@ def _train_gan(p: argparse.ArgumentParser):
             _print_json(result.to_json())
         else:  # under torchrun: rank 0 wrote the run and prints its summary
             print(f"rank {rank} of {size}: done; rank 0 wrote the run to {a.out}")
-        return 130 if result.interrupted else 0
+        return (143 if result.terminated else 130) if result.interrupted else 0
 
     return run
 

@@ -108,8 +108,12 @@ def test_two_step_training_is_deterministic_and_writes_the_model(tmp_path):
 def test_training_limit_and_options_are_checked(tmp_path):
     with pytest.raises(FailatlasError, match="train_on must be 'clean' or 'corrupted'"):
         train_classifier(TrainClassifierConfig(train_on="dirty"), tmp_path / "x", train_set=tiny_set(8))
-    with pytest.raises(FailatlasError, match="translate_px must be between 0 and 2"):
+    with pytest.raises(FailatlasError, match="--translate-px must be between 0 and 2"):
         train_classifier(TrainClassifierConfig(translate_px=3), tmp_path / "x", train_set=tiny_set(8))
+    for lr in (float("inf"), float("nan"), -1.0):  # inf used to train a whole epoch, then fail on saving
+        with pytest.raises(FailatlasError, match=r"--max-lr\) must be a positive number"):
+            train_classifier(TrainClassifierConfig(max_lr=lr), tmp_path / "x", train_set=tiny_set(8))
+    assert not (tmp_path / "x").exists()
     r = train_classifier(TrainClassifierConfig(epochs=1, batch_size=4, limit=9), tmp_path / "y",
                          train_set=tiny_set(40), verbose=False)
     # 9 images in batches of 4: two steps; the single leftover image is skipped (batch norm)
@@ -245,3 +249,14 @@ def test_cli_eval_classifier_takes_a_shipped_name_from_any_directory(tmp_path, m
     assert cli.main(["eval-classifier", "--model", "mnist/classifier-clean", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 2000 and res["accuracy"] > 0.95 and res["warnings"] == []
+
+
+def test_classes_without_a_training_image_are_named_on_stderr(tmp_path, capsys):
+    data = tiny_set(12)
+    data.labels[:] = torch.arange(12) % 3  # only classes 0, 1, 2 (an IDX folder with the wrong labels file)
+    train_classifier(TrainClassifierConfig(epochs=1, batch_size=4), tmp_path / "m", train_set=data, verbose=False)
+    err = capsys.readouterr().err
+    assert "warning: 7 of the 10 classes of tiny have no training image (3, 4, 5, 6, 7, 8, 9)" in err
+    train_classifier(TrainClassifierConfig(epochs=1, batch_size=4), tmp_path / "n", train_set=tiny_set(200),
+                     verbose=False)
+    assert "warning" not in capsys.readouterr().err

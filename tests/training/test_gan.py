@@ -366,6 +366,25 @@ def test_a_signal_mid_run_saves_a_checkpoint_and_stops(tmp_path, monkeypatch, si
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     out = tmp_path / "run"
     r = train_gan(GANTrainConfig(kimg=0.064, **TINY), out, progress=False)
-    assert r.interrupted and r.steps == 2
+    assert r.interrupted and r.steps == 2 and r.terminated == (sig == "SIGTERM")  # the CLI exits 143 or 130
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+@pytest.mark.parametrize("option, value, phrase", [
+    ("snapshot_kimg", 0.0, "--snapshot-kimg must be at least 0.001"),
+    ("snapshot_kimg", 0.0005, "--snapshot-kimg must be at least 0.001"),
+    ("snapshot_kimg", float("nan"), "--snapshot-kimg must be at least 0.001"),
+    ("snapshot_kimg", float("inf"), "--snapshot-kimg must be at least 0.001"),
+    ("snapshot_kimg", -1.0, "--snapshot-kimg must be at least 0.001"),
+    ("r1_gamma", float("nan"), "--r1-gamma must be 0 (off) or a positive number"),
+    ("r1_gamma", -5.0, "--r1-gamma must be 0 (off) or a positive number"),
+    ("pl_weight", -1.0, "--pl-weight must be 0 (off) or a positive number"),
+    ("lr", float("inf"), "--lr must be positive"),
+])
+def test_impossible_options_are_refused_before_the_folder_is_made(tmp_path, option, value, phrase):
+    import re
+
+    with pytest.raises(FailatlasError, match=re.escape(phrase)):
+        train_gan(GANTrainConfig(kimg=0.064, **{**TINY, option: value}), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -13,6 +13,7 @@ Evaluation reports the accuracy overall and per severity cell: ``"clean"`` and e
 from __future__ import annotations
 
 import dataclasses
+import math
 import platform
 import sys
 import time
@@ -83,10 +84,10 @@ class TrainClassifierConfig:
             raise FailatlasError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 2:
             raise FailatlasError(f"batch size must be at least 2 (batch norm needs it), got {self.batch_size}")
-        if not self.max_lr > 0:
-            raise FailatlasError(f"the learning rate must be positive, got {self.max_lr}")
+        if not (self.max_lr > 0 and math.isfinite(self.max_lr)):
+            raise FailatlasError(f"the learning rate (--max-lr) must be a positive number, got {self.max_lr}")
         if not 0 <= self.translate_px <= PAD:
-            raise FailatlasError(f"translate_px must be between 0 and {PAD} (the padding), got {self.translate_px}")
+            raise FailatlasError(f"--translate-px must be between 0 and {PAD} (the padding), got {self.translate_px}")
         if self.limit is not None and self.limit < 2:
             raise FailatlasError(f"limit must be at least 2 images, got {self.limit}")
 
@@ -139,6 +140,18 @@ def random_crops(images: torch.Tensor, max_shift: int, generator: torch.Generato
     return images[torch.arange(b)[:, None, None], rows, cols]
 
 
+def warn_missing_classes(labels: torch.Tensor, num_classes: int, dataset: str) -> list[int]:
+    """Say on stderr which classes have no training image (a model trained so never predicts them: an IDX
+    folder with the wrong labels file, or a --limit too small); returns them."""
+    counts = torch.bincount(labels.long(), minlength=num_classes)
+    missing = [c for c in range(num_classes) if int(counts[c]) == 0]
+    if missing:
+        print(f"failatlas: warning: {len(missing)} of the {num_classes} classes of {dataset} have no training "
+              f"image ({', '.join(map(str, missing[:10]))}{', …' if len(missing) > 10 else ''}); the model will "
+              "not learn them: check the dataset (or --limit)", file=sys.stderr, flush=True)
+    return missing
+
+
 def train_classifier(config: TrainClassifierConfig, out: str | Path, *, train_set=None,
                      verbose: bool = True, overwrite: bool = False) -> TrainClassifierResult:
     """Train a classifier with ``config`` and save it to the folder ``out``.
@@ -166,6 +179,7 @@ def train_classifier(config: TrainClassifierConfig, out: str | Path, *, train_se
     if n < 2:
         raise FailatlasError(f"the training set has {n} images; at least 2 are needed")
 
+    warn_missing_classes(labels, int(train_set.num_classes), str(train_set.name))
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     class_names = tuple(str(c) for c in train_set.class_names) if getattr(train_set, "class_names", None) else None

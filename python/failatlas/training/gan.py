@@ -121,8 +121,14 @@ class GANTrainConfig:
             raise FailatlasError(f"--batch must be a multiple of 4 (the minibatch-stddev group), got {self.batch}")
         if not (self.kimg > 0 and math.isfinite(self.kimg)):
             raise FailatlasError(f"--kimg must be a positive number, got {self.kimg}")
-        if not self.lr > 0:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
             raise FailatlasError(f"--lr must be positive, got {self.lr}")
+        for flag, value in (("--r1-gamma", self.r1_gamma), ("--pl-weight", self.pl_weight)):
+            if value is not None and not (value >= 0 and math.isfinite(value)):
+                raise FailatlasError(f"{flag} must be 0 (off) or a positive number, got {value}")
+        for flag, value in (("--snapshot-kimg", self.snapshot_kimg), ("sample_kimg", self.sample_kimg)):
+            if not (math.isfinite(value) and value >= 0.001):  # counted in whole images: at least one
+                raise FailatlasError(f"{flag} must be at least 0.001 (one image), got {value}")
         if not (self.cond_ramp_kimg >= 0 and math.isfinite(self.cond_ramp_kimg)):
             raise FailatlasError(f"--cond-ramp-kimg must be 0 (off) or a positive number, got {self.cond_ramp_kimg}")
         if not (self.mix_weight >= 0 and math.isfinite(self.mix_weight)):
@@ -215,6 +221,7 @@ class GANTrainResult:
     interrupted: bool
     time_limited: bool = False
     device: str = "cpu"
+    terminated: bool = False  # the interruption was SIGTERM (kill, a scheduler), not Ctrl-C
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -307,6 +314,7 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.stop = False
+        self.signum: int | None = None
         self._previous: dict = {}
 
     def __enter__(self) -> "_StopFlag":
@@ -320,7 +328,7 @@ class _StopFlag:
     def _handle(self, signum, frame) -> None:
         if self.stop:  # a second signal: stop at once
             raise KeyboardInterrupt
-        self.stop = True
+        self.stop, self.signum = True, signum
 
     def __exit__(self, *exc) -> None:
         for sig, previous in self._previous.items():
@@ -422,8 +430,11 @@ def _mix_judge(cfg: GANTrainConfig, reals: torch.Tensor, dev: torch.device, prog
 def _load_training_images(cfg: GANTrainConfig):
     from ..data.datasets import load_dataset
 
+    from .classifier import warn_missing_classes
+
     data = load_dataset(cfg.dataset, "train", corruption=cfg.corruption, blur=cfg.blur,
                         idx_dir=cfg.idx_dir, seed=cfg.data_seed)
+    warn_missing_classes(data.labels, data.num_classes, cfg.dataset)
     return data.generator_input().contiguous(), data.labels.clone(), data.num_classes
 
 
@@ -702,7 +713,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
         _sample_grid(G_ema, out / "samples-latest.png")
     elapsed = time.perf_counter() - t0
     result = GANTrainResult(str(out), nimg / 1000, step, elapsed, (nimg - start_nimg) / max(elapsed, 1e-9),
-                            interrupted, time_limited, str(dev))
+                            interrupted, time_limited, str(dev), terminated=flag.signum == signal.SIGTERM)
     if time_limited and main:
         print(f"failatlas: stopped after {max_minutes:g} minutes at kimg {nimg / 1000:.1f}; checkpoint saved in "
               f"{out}; continue with --resume", flush=True)
