@@ -388,3 +388,13 @@ def test_impossible_options_are_refused_before_the_folder_is_made(tmp_path, opti
     with pytest.raises(FailatlasError, match=re.escape(phrase)):
         train_gan(GANTrainConfig(kimg=0.064, **{**TINY, option: value}), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_past_the_target_trains_nothing_and_rewrites_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    train_gan(GANTrainConfig(kimg=0.064, **TINY), out, progress=False)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    r = train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
+    assert r.steps == 8 and r.kimg == 0.064 and not r.interrupted and r.images_per_second == 0.0
+    assert "already at kimg 0.064 (--kimg 0.032): nothing to train" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before

@@ -601,6 +601,11 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
                 f"G {lg}, D {ld}); the last good checkpoint in {out} was kept. Resume with --resume "
                 "or lower --lr")
 
+    if nimg >= total:  # a --resume past the target: say so, and leave the run's files as they are
+        if main:
+            print(f"failatlas: {out} is already at kimg {nimg / 1000:g} (--kimg {cfg.kimg:g}): nothing to train; "
+                  "pass a larger --kimg to continue", flush=True)
+        return GANTrainResult(str(out), nimg / 1000, step, 0.0, 0.0, False, False, str(dev))
     start_nimg, t0 = nimg, time.perf_counter()
     metrics_path = out / "metrics.jsonl"
     interrupted = time_limited = False
