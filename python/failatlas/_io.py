@@ -167,7 +167,10 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[s
             f"({first}); only load checkpoints written by failatlas"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise FailatlasError(f"{what} {path} is truncated or corrupt ({type(exc).__name__}: {exc}); use an earlier checkpoint") from None
+        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise FailatlasError(f"{what} {path} is truncated or corrupt ({type(exc).__name__}: {detail}); the run keeps "
+                             "one checkpoint, so restore it from a copy, or start the run again (--init-from "
+                             "another run's folder to warm-start)") from None
     if not isinstance(obj, dict):
         raise FailatlasError(f"{what} {path} does not hold a failatlas checkpoint (found {type(obj).__name__})")
     return obj
