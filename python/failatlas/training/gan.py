@@ -532,6 +532,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
         G_opt.load_state_dict(state["G_opt"])
         step, nimg = int(state["step"]), int(state["nimg"])
         pl_mean = state["pl_mean"].to(dev)
+        r1_last = state.get("r1_last", torch.zeros([])).cpu()  # logged until the next lazy R1 step
         if resume:
             D.load_state_dict(state["D"])
             D_opt.load_state_dict(state["D_opt"])
@@ -571,7 +572,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
         _io.save_checkpoint(ckpt_path, {
             "format": "failatlas-gan-checkpoint", "G": G.state_dict(), "D": D.state_dict(),
             "G_ema": G_ema.state_dict(), "G_opt": G_opt.state_dict(), "D_opt": D_opt.state_dict(),
-            "step": step, "nimg": nimg, "pl_mean": pl_mean, "rng": torch.get_rng_state(),
+            "step": step, "nimg": nimg, "pl_mean": pl_mean, "r1_last": r1_last, "rng": torch.get_rng_state(),
             **({"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {}),
             **({"world_size": world, "rng_ranks": rng_ranks} if rng_ranks is not None else {}),
             "train_config": dataclasses.asdict(cfg), "arch": arch.to_json(),
@@ -609,7 +610,8 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     start_nimg, t0 = nimg, time.perf_counter()
     metrics_path = out / "metrics.jsonl"
     interrupted = time_limited = False
-    r1_last = torch.zeros([])
+    if state is None:
+        r1_last = torch.zeros([])
     bar = progress_bar(total, desc="train-gan", unit="img", unit_scale=True, initial=nimg,
                        disable=None if progress is None else not progress)
     log: dict[str, float] = {}
