@@ -7,7 +7,9 @@
 #   2. meanwhile builds failatlas._C with its CUDA kernels (FAILATLAS_CUDA=ON) and runs the tests that
 #      compare every CUDA op with its CPU reference (tests/ops) plus the model and trainer tests
 #      (a CUDA training run that resumes included);
-#   3. judges both trained generators with eval-gan (n = 10000, generator on the GPU);
+#   3. judges both trained generators with eval-gan (n = 10000, generator on the GPU) and, on the CPU,
+#      ranks each cpu-small-sized one with `failatlas rank --n RANK_N` (default 2000; 0: off): issue 4's
+#      KS ratio (top 10 vs 10 random dims) and the failure direction's spread, one line per run;
 #   4. times generation, the ranking gradient and every native op (benchmarks/gpu_timing.py);
 #   5. packs the run folder of PACK (default: the first run; "best": the run with the best eval-gan
 #      figures, see below) with its checkpoint.pt, so training can be resumed elsewhere, into
@@ -24,6 +26,7 @@ TRAIN_MIN=${TRAIN_MIN:-5.5}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 EVAL_N=${EVAL_N:-10000}
+RANK_N=${RANK_N:-2000}
 RUNS=${RUNS:-"cpu-small|--config cpu-small;paper|--config paper"}
 SKIP_TIMING=${SKIP_TIMING:-}
 IFS=';' read -ra RUN_LIST <<<"$RUNS"
@@ -87,6 +90,16 @@ for name in "${NAMES[@]}"; do
   fi
 done
 
+if [ "$RANK_N" -gt 0 ]; then  # the analysis' view of each generator (not the paper config's 5,632 dims)
+  for name in "${NAMES[@]}"; do
+    if [ "$name" != paper ] && [ -f "$W/$name/generator.safetensors" ]; then
+      OMP_NUM_THREADS=$threads PYTHONPATH=python $PY -m failatlas rank --generator "$W/$name" --n "$RANK_N" \
+        --out "$W/rank-$name" >"$W/rank-$name.log" 2>&1 &
+      epids+=($!)
+    fi
+  done
+fi
+
 # 4. timings (while the evaluations run on the CPU)
 if [ -z "$SKIP_TIMING" ]; then
   t=$(date +%s)
@@ -94,6 +107,18 @@ if [ -z "$SKIP_TIMING" ]; then
   log "timing rc=$? in $(( $(date +%s) - t )) s"
 fi
 for p in "${epids[@]}"; do wait "$p"; log "eval $p rc=$?"; done
+for name in "${NAMES[@]}"; do  # issue 4's figures of each ranked generator, one line each
+  [ -f "$W/rank-$name/ranking.json" ] && $PY - "$W/rank-$name/ranking.json" "$name" <<'PYEOF' | tee -a "$W/steps.log"
+import json, sys
+s = json.load(open(sys.argv[1]))["summary"]
+d = s.get("latent_direction")
+where = (f"half its effect over {d['dims_for_half']} dims; dims' mean KS {d['mean_ks_heldout']:.3f} -> "
+         f"{d['mean_ks_removed']:.3f} without it (chance {d['mean_ks_shuffled']:.3f})") if d else \
+    f"none ({s.get('latent_direction_error')})"
+print(f"rank {sys.argv[2]}: top10 KS {s['top10_mean_ks']:.3f} vs random10 {s['random10_mean_ks']:.3f} "
+      f"({s['top10_mean_ks'] / s['random10_mean_ks']:.2f}x, goal 2); failure direction: {where}")
+PYEOF
+done
 cat "$W/timing.json" 2>/dev/null
 # one line per run; the last line names the best: lowest corruption_tv (const noise) plus the shortfall
 # of within-class diversity below 0.8 and of the lowest class accuracy below 0.9 (issue 3's bar)

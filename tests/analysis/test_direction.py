@@ -83,8 +83,9 @@ def test_bad_inputs_are_one_clear_error():
     few = well.clone()
     few[:] = True
     few[:6] = False
-    with pytest.raises(FailatlasError, match="at least 10 mis-classified"):
-        FailureDirection(G, _population(G, few, w, y)).fit()
+    for flags in (few, ~few):  # too few mis-classified, then too few well-classified (a barely trained
+        with pytest.raises(FailatlasError, match="at least 10 well- and 10 mis-classified"):  # generator)
+            FailureDirection(G, _population(G, flags, w, y)).fit()
     with pytest.raises(FailatlasError, match="takes a Population"):
         FailureDirection(G, w)
     with pytest.raises(FailatlasError, match="ridge must be a positive number"):
@@ -97,9 +98,14 @@ def test_the_walk_renders_each_class_along_the_direction(G, C, population):
     from failatlas.analysis.direction import walk_failure_direction
     from failatlas.models.adapter import classifier_view
 
-    if int((~population.well).sum()) < 2 * 10 + 2:
-        pytest.skip("the shared population has too few mis-classified samples")
-    r = FailureDirection(G, population, seed=0).fit()
+    # the shared population's random classifier gets too few right: flag half of it by a factor of w instead
+    flags = population.w[:, 0] < population.w[:, 0].median()
+    pred = torch.where(flags, population.y, (population.y + 1) % 10)
+    logits = torch.nn.functional.one_hot(pred, 10).float() * 4
+    pop = Population(z=population.z, y=population.y, w=population.w, s=population.s, logits=logits,
+                     p_y=torch.softmax(logits, 1).gather(1, population.y[:, None]).squeeze(1), pred=pred,
+                     well=flags)
+    r = FailureDirection(G, pop, seed=0).fit()
     walk = walk_failure_direction(G, C, r, steps=(0.0, 3.0), batch_size=7)
     assert walk.classes == r.classes and walk.images.shape[:2] == (len(r.classes), 2) == walk.p_y.shape
     assert walk.images.dtype == torch.uint8

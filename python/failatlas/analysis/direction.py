@@ -11,8 +11,9 @@ channels, every dimension separates a little and the top ones stand out less; th
    u = (Σ + λI)⁻¹ (mean_mis − mean_well) is fitted (Σ: the within-class covariance of the well-classified
    samples, λ = 10⁻³ · tr Σ / dim W);
 3. on the held-out half: the KS statistic and AUROC of the projection p = (w − m_y)·u, the mean KS of every
-   style dimension as it is, after removing what p predicts of w (w − p·v, v = Σu / uᵀΣu, mapped through the
-   affine style layers: s − p·(styles(v) − styles(0)), exact), and with shuffled labels (the chance level);
+   style dimension as it is, after removing what p predicts of w (w − p·v, v = Σ'u / uᵀΣ'u with
+   Σ' = Σ + λI, mapped through the affine style layers: s − p·(styles(v) − styles(0)), exact), and with
+   shuffled labels (the chance level);
 4. the direction's effect on the styles, in σ units: how many dimensions hold half of it;
 5. :func:`walk_failure_direction` renders each class's average digit (the style of its mean
    well-classified w) moved along the direction, in units of the projection's spread among the
@@ -38,7 +39,7 @@ from ..errors import FailatlasError
 from .population import Population
 from .separation import auroc, ks_statistic, separation
 
-MIN_MIS = 10  # mis-classified samples needed in each half
+MIN_GROUP = 10  # well- and mis-classified samples needed in each half
 STEPS = (-2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 6.0, 8.0)  # the walk's positions, in units of the projection's spread
 
 
@@ -47,7 +48,7 @@ class FailureDirectionResult:
     """The fitted direction and its held-out figures (see the module docstring).
 
     direction: float64 Tensor[w_dim], unit norm, pointing towards the mis-classified samples;
-    removal: float64 Tensor[w_dim], v = Σu / uᵀΣu: moving w by t·v moves the projection by t;
+    removal: float64 Tensor[w_dim], v = Σ'u / uᵀΣ'u: moving w by t·v moves the projection by t;
     style_shift: float64 Tensor[S], styles(v) − styles(0), the change of s per unit of the projection;
     centres: float64 Tensor[K, w_dim], each class's mean w over the well-classified samples of the fit half
     (K = the classifier's classes; a class without any there gets the mean of all of them, and is left out of
@@ -135,19 +136,20 @@ class FailureDirection:
         fit[torch.randperm(pop.n, generator=gen)[: pop.n // 2]] = True
         held = ~fit
         for name, part in (("fit", fit), ("held-out", held)):
-            n_mis = int((part & ~well).sum())
-            if n_mis < MIN_MIS or int((part & well).sum()) < 2:
-                raise FailatlasError(f"the failure direction needs at least {MIN_MIS} mis-classified and 2 "
-                                     f"well-classified samples in each half; the {name} half has {n_mis} "
-                                     f"mis-classified of {int(part.sum())}; use a larger --n")
+            n_mis, n_well = int((part & ~well).sum()), int((part & well).sum())
+            if min(n_mis, n_well) < MIN_GROUP:
+                raise FailatlasError(f"the failure direction needs at least {MIN_GROUP} well- and {MIN_GROUP} "
+                                     f"mis-classified samples in each half; the {name} half has {n_well} and "
+                                     f"{n_mis}; use a larger --n")
         centre, own = self._class_centres(w, y, well & fit, pop.num_classes)
         wc = w - centre[y]
         ok = wc[fit & well]
         sigma_w = torch.cov(ok.T) if ok.shape[0] > 1 else torch.zeros(w.shape[1], w.shape[1], dtype=w.dtype)
         sigma_w = sigma_w.reshape(w.shape[1], w.shape[1])
         lam = self.ridge * float(torch.trace(sigma_w)) / w.shape[1] or self.ridge
+        sigma_w = sigma_w + lam * torch.eye(w.shape[1], dtype=w.dtype)  # Σ' = Σ + λI from here on
         gap = wc[fit & ~well].mean(0) - ok.mean(0)
-        u = torch.linalg.solve(sigma_w + lam * torch.eye(w.shape[1], dtype=w.dtype), gap)
+        u = torch.linalg.solve(sigma_w, gap)
         if not bool(torch.isfinite(u).all()) or float(u.norm()) == 0:
             raise FailatlasError("the failure direction could not be fitted (the well- and mis-classified samples "
                                  "have the same mean in W); nothing to report")
