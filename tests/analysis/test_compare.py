@@ -126,3 +126,27 @@ def test_a_curve_figure_left_by_an_earlier_run_is_not_reported(G, C, tmp_path, m
     assert not run.comparison.curves
     assert not (out / "accuracy_curves.png").exists() and not (out / "accuracy_curves.json").exists()
     assert "Accuracy against distance" not in (out / "report.html").read_text()
+
+
+def test_a_failure_while_writing_leaves_the_folder_as_it_was(G, C, tmp_path, monkeypatch):
+    import failatlas.report.curves_figures as figures
+    from failatlas.analysis import compare as cmp
+    from failatlas.models.classifier import ClassifierConfig, save_classifier
+    from failatlas.models.stylegan2 import save_generator
+
+    save_generator(G, tmp_path / "g")
+    for name in ("a", "b"):
+        save_classifier(C, ClassifierConfig(), tmp_path / name)
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "compare.json").write_text('{"old": true}')
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(figures, "plot_accuracy_curves", broken)
+    with pytest.raises(OSError, match="disk full"):
+        cmp.run_compare(tmp_path / "g", [str(tmp_path / "a"), str(tmp_path / "b")], out=out, n=60, seed=0, k=2,
+                        verbose=False)
+    assert [p.name for p in out.iterdir()] == ["compare.json"]  # no staging folder, nothing half-replaced
+    assert (out / "compare.json").read_text() == '{"old": true}'

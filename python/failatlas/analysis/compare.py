@@ -17,6 +17,9 @@ own ranking, as in ``failatlas analyze``.
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -381,15 +384,25 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     if comparison is None:  # not rank 0 under torchrun: its shards are done, rank 0 writes
         return CompareRun(out, None, {}, rank=rank, world_size=world_size)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"json": out / "compare.json", "csv": out / "corner_shifts.csv"}
-    _io.write_json(files["json"], comparison.to_json())
-    _io.write_bytes(files["csv"], _csv(comparison.shift_rows()))
-    files["shifts_png"] = plot_shift_comparison(comparison, out / "corner_shifts.png")
+    # every file is written into a staging folder inside --out and moved into place at the end, so a
+    # failure part-way leaves the folder as it was, not a mix of this run's files and an earlier run's
+    stage = Path(tempfile.mkdtemp(prefix=".compare-", dir=out))
+    try:
+        _io.write_json(stage / "compare.json", comparison.to_json())
+        _io.write_bytes(stage / "corner_shifts.csv", _csv(comparison.shift_rows()))
+        plot_shift_comparison(comparison, stage / "corner_shifts.png")
+        if comparison.curves:
+            plot_accuracy_curves(comparison.curves, stage / "accuracy_curves.png")
+        _io.write_bytes(stage / "report.html", _report(comparison, stage).encode("utf-8"))
+        if not comparison.curves:  # no curve this time: an earlier run's figure must not pass for this one's
+            for name in ("accuracy_curves.png", "accuracy_curves.json"):
+                (out / name).unlink(missing_ok=True)
+        for written in sorted(stage.iterdir()):
+            os.replace(written, out / written.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    files = {"json": out / "compare.json", "csv": out / "corner_shifts.csv", "shifts_png": out / "corner_shifts.png",
+             "report": out / "report.html"}
     if comparison.curves:
-        files["curves_png"] = plot_accuracy_curves(comparison.curves, out / "accuracy_curves.png")
-    else:  # no curve this time: an earlier run's figure must not pass for this one's
-        for name in ("accuracy_curves.png", "accuracy_curves.json"):
-            (out / name).unlink(missing_ok=True)
-    files["report"] = out / "report.html"
-    _io.write_bytes(files["report"], _report(comparison, out).encode("utf-8"))
+        files["curves_png"] = out / "accuracy_curves.png"
     return CompareRun(out, comparison, files)
