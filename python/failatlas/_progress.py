@@ -50,13 +50,13 @@ class Stages:
     """Announces the stages of a command on stderr and records their times, whether or not stderr is a
     terminal (logs of long jobs need them most):
 
-        failatlas rank: [2/3] ranking (no bootstrap) …
-        failatlas rank: [2/3] ranking done in 7.9 s (elapsed 9.2 s)
+        failatlas rank: [2/4] ranking (probability) …
+        failatlas rank: [2/4] ranking done in 26.6 s (elapsed 36.3 s)
 
-        stage = Stages("rank", ("population", "ranking", "separation"))
-        with stage("ranking", "no bootstrap"):
+        stage = Stages("rank", ("population", "ranking", "separation", "files"))
+        with stage("ranking", "probability"):
             ...
-        stage.timings   # {"ranking": 7.9}
+        stage.timings   # {"ranking": 26.6}
 
     ``verbose=False`` keeps it silent (the timings are still recorded)."""
 

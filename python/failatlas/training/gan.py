@@ -521,6 +521,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     c = cfg.r1_interval / (cfg.r1_interval + 1)
     D_opt = torch.optim.Adam(D.parameters(), lr=cfg.lr * c, betas=(cfg.beta1 ** c, cfg.beta2 ** c), eps=1e-8)
     step, nimg, pl_mean = 0, 0, torch.zeros([], device=dev)
+    r1_last = torch.zeros([])  # the last lazy R1 value, logged until the next R1 step
     if dev.type == "cuda":
         torch.cuda.manual_seed(cfg.seed)
     ranks = _Ranks(rank, world) if distributed else None
@@ -532,7 +533,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
         G_opt.load_state_dict(state["G_opt"])
         step, nimg = int(state["step"]), int(state["nimg"])
         pl_mean = state["pl_mean"].to(dev)
-        r1_last = state.get("r1_last", torch.zeros([])).cpu()  # logged until the next lazy R1 step
+        r1_last = state.get("r1_last", r1_last).cpu()
         if resume:
             D.load_state_dict(state["D"])
             D_opt.load_state_dict(state["D_opt"])
@@ -604,14 +605,12 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
 
     if nimg >= total:  # a --resume past the target: say so, and leave the run's files as they are
         if main:
-            print(f"failatlas: {out} is already at kimg {nimg / 1000:g} (--kimg {cfg.kimg:g}): nothing to train; "
-                  "pass a larger --kimg to continue", flush=True)
+            print(f"failatlas: {init_name if init_from is not None else out} is already at kimg {nimg / 1000:g} "
+                  f"(--kimg {cfg.kimg:g}): nothing to train; pass a larger --kimg to continue", flush=True)
         return GANTrainResult(str(out), nimg / 1000, step, 0.0, 0.0, False, False, str(dev))
     start_nimg, t0 = nimg, time.perf_counter()
     metrics_path = out / "metrics.jsonl"
     interrupted = time_limited = False
-    if state is None:
-        r1_last = torch.zeros([])
     bar = progress_bar(total, desc="train-gan", unit="img", unit_scale=True, initial=nimg,
                        disable=None if progress is None else not progress)
     log: dict[str, float] = {}
