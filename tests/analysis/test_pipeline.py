@@ -42,13 +42,13 @@ def models(tmp_path_factory, G):
 
 def _options(models, **kw) -> AnalysisOptions:
     base = dict(generator=str(models["generator"]), classifiers=(str(models["a"]), str(models["b"])), n=int(N),
-                seed=3, quick=True, threads=1, verbose=False, progress_bar=False)
+                seed=6, quick=True, threads=1, verbose=False, progress_bar=False)
     return AnalysisOptions(**{**base, **kw})
 
 
 def _cli(models, out, *extra) -> list[str]:
     return ["analyze", "--generator", str(models["generator"]), "--classifier", str(models["a"]), "--classifier",
-            str(models["b"]), "--n", N, "--seed", "3", "--quick", "--skip-tsne", "--out", str(out), *extra]
+            str(models["b"]), "--n", N, "--seed", "6", "--quick", "--skip-tsne", "--out", str(out), *extra]
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_summary_has_the_required_keys_and_types(first):
 def test_manifest_has_versions_seeds_checksums_and_timings(first, models):
     m = json.loads((first.out / "manifest.json").read_text())
     assert {"failatlas", "torch", "numpy", "python"} <= set(m["versions"]) and m["versions"]["torch"] == torch.__version__
-    assert m["seeds"]["population"] == 3 and m["options"]["n"] == 200 and m["options"]["quick"] is True
+    assert m["seeds"]["population"] == 6 and m["options"]["n"] == 200 and m["options"]["quick"] is True
     gen = m["models"]["generator"]["sha256"]
     assert gen["generator.safetensors"] == _io.sha256(models["generator"] / "generator.safetensors")
     cls = m["models"]["classifiers"]
@@ -233,7 +233,7 @@ def test_cli_classifier_with_other_class_count_is_one_line(models, tmp_path, cap
 def test_cli_population_too_small_is_one_clear_line(models, tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["analyze", "--generator", str(models["generator"]), "--classifier", str(models["a"]), "--n", "3",
-               "--seed", "3", "--skip-tsne", "--out", str(out)])
+               "--seed", "6", "--skip-tsne", "--out", str(out)])
     err = capsys.readouterr().err
     lines = _error_lines(err)
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("failatlas: error: ")

@@ -145,3 +145,20 @@ def test_npz_corrupt_or_inconsistent(population, tmp_path):
     np.savez(tmp_path / "nos.npz", **arrays)
     with pytest.raises(FailatlasError, match=r"lacks \['s'\]"):
         Population.from_npz(tmp_path / "nos.npz")
+
+
+def test_latents_do_not_reuse_the_stream_that_seeded_the_weights(G, C):
+    """train-gan (and the tiny fixture) draw the generator's weights after torch.manual_seed(seed), and the
+    mapping learns at 1% of the rate, so its weights stay those draws. Latents of the same seed taken from
+    torch.Generator().manual_seed(seed) were the same numbers: some z rows equalled the z-part of a weight row
+    of the mapping's first layer (cosine 1). A population's z must come from a stream of its own."""
+    def max_cosine(z: torch.Tensor) -> float:
+        rows = G.mapping_network.layers[0].weight.detach()[:, :G.z_dim]
+        cos = torch.nn.functional.normalize(z, dim=1) @ torch.nn.functional.normalize(rows, dim=1).T
+        return float(cos.abs().max())
+
+    n = 200
+    old = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(0))
+    assert max_cosine(old) > 0.999  # the collision this guards against (tiny fixture: torch.manual_seed(0))
+    pop = sample_population(G, C, n, seed=0, batch_size=100)
+    assert max_cosine(pop.z) < 0.9  # independent 32-dim directions: |cos| stays well below 1

@@ -23,6 +23,7 @@ from torch import nn
 
 from .. import _io
 from .._progress import progress
+from .._seeding import latent_generator
 from ..errors import FailatlasError
 from ..models.adapter import classifier_view
 
@@ -269,7 +270,7 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
         chosen = tuple(sorted(chosen))
         allowed = torch.tensor(chosen)
 
-    rng = torch.Generator().manual_seed(seed)
+    rng = latent_generator(seed)  # not torch.manual_seed(seed)'s stream: see failatlas._seeding
     z_all = torch.randn(n, G.z_dim, generator=rng)
     y_all = allowed[torch.randint(0, len(allowed), (n,), generator=rng)]
 

@@ -62,6 +62,7 @@ import torch.nn.functional as F
 
 from .. import _io
 from .._device import resolve_device
+from .._seeding import latent_generator
 from ..errors import FailatlasError
 from ..models.stylegan2 import (CONFIGS, Discriminator, Generator, StyleGANConfig, get_config,
                                 save_generator)
@@ -154,13 +155,12 @@ class GANTrainConfig:
 def _rank_seed(seed: int, rank: int, nimg: int | None = None) -> int:
     """A 63-bit seed for one rank's RNG, a fixed function of the run seed and the rank (and, for ranks that
     a resume with another number of processes starts afresh, of the images shown)."""
-    import numpy as np
+    from .._seeding import derive_seed, seed_key
 
-    key = [abs(int(seed)) & 0xFFFFFFFF, abs(int(seed)) >> 32, int(seed < 0), int(rank)]
+    key = seed_key(seed) + [int(rank)]
     if nimg is not None:
         key += [int(nimg) & 0xFFFFFFFF, int(nimg) >> 32]
-    a, b = np.random.SeedSequence(key).generate_state(2, dtype=np.uint32)
-    return (int(a) << 31) ^ int(b)
+    return derive_seed(key)
 
 
 class _Ranks:
@@ -349,7 +349,7 @@ def _sample_grid(G: Generator, path: Path, seed: int = 12345, per_class: int = 1
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    gen = torch.Generator().manual_seed(seed)
+    gen = latent_generator(seed)
     n = G.num_classes * per_class
     device = G.synthesis_network.const.device
     z = torch.randn(n, G.z_dim, generator=gen).to(device)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._paths import resolve_model
+from .._seeding import latent_generator
 from ..errors import FailatlasError
 from ..models.adapter import classifier_view
 from ..models.stylegan2 import NOISE_MODES, Generator
@@ -185,8 +186,9 @@ def cell_shares(judge: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, t
 @torch.no_grad()
 def generate(G: Generator, n: int, seed: int, noise_mode: str = "const", batch: int = 500):
     """n samples with balanced labels (label = index mod classes), z from ``seed``: (images, labels), on
-    the CPU whatever device G is on (z is always drawn on the CPU, so every device sees the same z)."""
-    gen = torch.Generator().manual_seed(seed)
+    the CPU whatever device G is on (z is always drawn on the CPU, so every device sees the same z; from
+    :func:`failatlas._seeding.latent_generator`, not from the stream that seeded the generator's weights)."""
+    gen = latent_generator(seed)
     z = torch.randn(n, G.z_dim, generator=gen)
     y = torch.arange(n) % G.num_classes
     if noise_mode == "random":
