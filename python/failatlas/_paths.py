@@ -69,6 +69,22 @@ def resolve_model(path: str | os.PathLike) -> Path:
     return p if p.exists() or p.is_absolute() else shipped_model(str(path))
 
 
+#: suffix → format of a classifier given as one file (the suffix decides, as for fused graphs)
+CLASSIFIER_FILE_FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".pt2": "torch.export"}
+
+
+def classifier_file_format(path_or_name: str | os.PathLike) -> str | None:
+    """``"onnx"``, ``"torchscript"`` or ``"torch.export"`` for a classifier given as a file (``.onnx``,
+    ``.pt``, ``.pt2``); None for anything else (a classifier folder or a shipped model name)."""
+    return CLASSIFIER_FILE_FORMATS.get(Path(str(path_or_name)).suffix.lower())
+
+
+def resolve_classifier(path_or_name: str | os.PathLike) -> Path:
+    """A classifier file (``.onnx``, ``.pt``, ``.pt2``) as it is, so that its loader reports a missing one;
+    a folder or a shipped model name through :func:`resolve_model`."""
+    return Path(path_or_name) if classifier_file_format(path_or_name) else resolve_model(path_or_name)
+
+
 def find_model(path: str | os.PathLike) -> Path:
     """:func:`resolve_model` for the Python loaders: a path that is neither on disk nor the name of a shipped
     model comes back unchanged, so that its loader reports it as a missing folder."""

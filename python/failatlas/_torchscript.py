@@ -26,18 +26,21 @@ def quiet_jit() -> Iterator[None]:
         yield
 
 
-def load_torchscript(path: str | Path, what: str = "TorchScript file") -> torch.jit.ScriptModule:
+def load_torchscript(path: str | Path, what: str = "TorchScript file",
+                     extra_files: dict[str, str] | None = None) -> torch.jit.ScriptModule:
     """Load a TorchScript archive on the CPU in eval mode; a missing or corrupt file raises
-    :class:`FailatlasError`. (TorchScript archives hold TorchScript code, not pickled Python objects.)"""
+    :class:`FailatlasError`. (TorchScript archives hold TorchScript code, not pickled Python objects.)
+    ``extra_files``: name → "" for each extra file to read; filled in place (bytes, empty when absent)."""
     path = Path(path)
     if not path.is_file():
         raise FailatlasError(f"{what} not found: {path}")
     try:
         with quiet_jit():
-            module = torch.jit.load(str(path), map_location="cpu")
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files or {})
     except (RuntimeError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FailatlasError(f"{what} {path} is not a readable TorchScript archive ({first})") from None
+        raise FailatlasError(f"{what} {path} is not a readable TorchScript archive ({first}); save it again with "
+                             "torch.jit.save") from None
     return module.eval()
 
 
@@ -46,8 +49,9 @@ def trace(module: torch.nn.Module, example: torch.Tensor | tuple, **kwargs) -> t
         return torch.jit.trace(module, example, **kwargs)
 
 
-def save(module: torch.jit.ScriptModule, path: str | Path) -> None:
+def save(module: torch.jit.ScriptModule, path: str | Path, extra_files: dict[str, str] | None = None) -> None:
+    """``torch.jit.save`` atomically; ``extra_files``: name → text stored in the archive beside the code."""
     from ._io import atomic_path
 
     with quiet_jit(), atomic_path(path) as tmp:
-        torch.jit.save(module, str(tmp))
+        torch.jit.save(module, str(tmp), _extra_files=extra_files or {})

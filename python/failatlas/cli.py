@@ -63,13 +63,19 @@ def _generator_option(p: argparse.ArgumentParser) -> None:
                    help="generator folder, or the name of a shipped one (default: the shipped MNIST generator)")
 
 
-def _model_options(p: argparse.ArgumentParser, onnx: bool = False) -> None:
+#: how a classifier may also be given, for the commands that take classifier files
+CLASSIFIER_FILES_HELP = ("or a file of images [N,1,28,28] in [0,1] -> logits: .pt (TorchScript) or .pt2 "
+                         "(torch.export), differentiated like a folder's model, or .onnx (run by ONNX Runtime, "
+                         "ranked by finite differences)")
+
+
+def _model_options(p: argparse.ArgumentParser, files: bool = False) -> None:
     """--generator and --classifier: a folder, or the name of a shipped model (found from any directory);
-    ``onnx``: the command also takes a classifier as an .onnx file."""
+    ``files``: the command also takes a classifier as an .onnx, .pt or .pt2 file."""
     _generator_option(p)
     p.add_argument("--classifier", default="mnist/classifier-corrupted",
                    help="classifier folder, or the name of a shipped one (default: the corrupted-trained one)"
-                   + ("; or an .onnx file (run by ONNX Runtime, ranked by finite differences)" if onnx else ""))
+                   + ("; " + CLASSIFIER_FILES_HELP if files else ""))
 
 
 # --- subcommands -----------------------------------------------------------------------------------
@@ -291,7 +297,7 @@ def _demo(p: argparse.ArgumentParser):
          "Writes ranking.csv, ranking.json, population.npz, separation.csv, separation.png and "
          "separation.json into --out and prints the top 10.")
 def _rank(p: argparse.ArgumentParser):
-    _model_options(p, onnx=True)
+    _model_options(p, files=True)
     p.add_argument("--n", type=int, default=10000, help="population size")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the population, the bootstrap and the random dims")
     p.add_argument("--target", choices=("probability", "logit"), default="probability",
@@ -324,8 +330,8 @@ def _rank(p: argparse.ArgumentParser):
 def _analyze(p: argparse.ArgumentParser):
     _generator_option(p)
     p.add_argument("--classifier", action="append", default=None, metavar="DIR",
-                   help="classifier folder, shipped name or .onnx file; repeat for several, the first is the "
-                   "primary (default: mnist/classifier-corrupted then mnist/classifier-clean)")
+                   help="classifier folder or shipped name, " + CLASSIFIER_FILES_HELP + "; repeat for several, "
+                   "the first is the primary (default: mnist/classifier-corrupted then mnist/classifier-clean)")
     p.add_argument("--n", type=int, default=None, help="population size (default 10000; 2000 with --quick)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the population, bootstrap, random dims and t-SNE")
     p.add_argument("--k", type=int, default=100, help="top-K dimensions of the accuracy-curve distance")
@@ -364,7 +370,8 @@ def _analyze(p: argparse.ArgumentParser):
 
 @command("export", "Export the classifier, the synthesis network and the fused graph to ONNX, TorchScript "
          "and torch.export (one folder, with export.json).",
-         "Write into --out: classifier.onnx (images [N,1,28,28] in [0,1] -> logits), synthesis.onnx (styles "
+         "Write into --out: classifier.onnx (images [N,1,28,28] in [0,1] -> logits) and the same classifier as "
+         "classifier.pt (TorchScript) and classifier.pt2 (torch.export), synthesis.onnx (styles "
          "s [N,dim S] -> images [N,1,32,32]), fused.onnx (s -> logits), fused.pt (TorchScript) and fused.pt2 "
          "(torch.export) of the same fused graph, with --int8 also classifier-int8.onnx, and export.json "
          "(sha256, size, input/output shapes, style_dim, num_classes, parity with eager torch, int8 accuracy). "
@@ -415,8 +422,8 @@ def _export(p: argparse.ArgumentParser):
 def _compare(p: argparse.ArgumentParser):
     _generator_option(p)
     p.add_argument("--classifier", action="append", required=True, metavar="DIR",
-                   help="classifier folder, shipped name or .onnx file; give it at least twice, the first is "
-                   "the reference (its top dimensions and directions are walked)")
+                   help="classifier folder or shipped name, " + CLASSIFIER_FILES_HELP + "; give it at least "
+                   "twice, the first is the reference (its top dimensions and directions are walked)")
     p.add_argument("--n", type=int, default=2000, help="population size")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the population")
     p.add_argument("--k", type=int, default=10, help="number of top dimensions whose corner shifts are compared")

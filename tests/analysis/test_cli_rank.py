@@ -61,3 +61,20 @@ def test_resolve_model(saved_models):
     assert resolve_model(saved_models.generator) == saved_models.generator
     with pytest.raises(FailatlasError, match="shipped model 'no/such-model' not found"):
         resolve_model("no/such-model")
+
+
+def test_rank_a_torchscript_file_as_the_folder_model(saved_models, tmp_path, capsys):
+    """A classifier deployed as TorchScript is ranked by gradients like its folder: the same ranking.csv."""
+    from failatlas.deploy import export_classifier_torchscript
+
+    pt = export_classifier_torchscript(str(saved_models.classifier), tmp_path / "deployed.pt")
+    for name, classifier in (("folder", saved_models.classifier), ("file", pt)):
+        rc = main(["rank", "--generator", str(saved_models.generator), "--classifier", str(classifier), "--n", "40",
+                   "--seed", "2", "--batch-size", "20", "--out", str(tmp_path / name)])
+        assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "file" / "ranking.csv").read_bytes() == (tmp_path / "folder" / "ranking.csv").read_bytes()
+    capsys.readouterr()
+    rc = main(["rank", "--generator", str(saved_models.generator), "--classifier", str(tmp_path / "missing.pt"),
+               "--n", "8", "--out", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "missing.pt" in err and "not found" in err and len(err.strip().splitlines()) == 1

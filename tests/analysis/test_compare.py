@@ -35,8 +35,8 @@ def test_compare_same_predictions_different_confidence(G, C, sharp_classifier, p
         compare_classifiers(G, {"one": sharp_classifier}, population=population)
 
 
-def test_run_compare_torch_against_its_onnx_export(G, tmp_path, capfd):
-    from failatlas.deploy import export_classifier_onnx
+def test_run_compare_torch_against_its_onnx_torchscript_and_torch_export_files(G, tmp_path, capfd):
+    from failatlas.deploy import export_classifier_onnx, export_classifier_program, export_classifier_torchscript
     from failatlas.models.classifier import ClassifierConfig, build_classifier, save_classifier
     from failatlas.models.stylegan2 import save_generator
 
@@ -46,9 +46,14 @@ def test_run_compare_torch_against_its_onnx_export(G, tmp_path, capfd):
     model = build_classifier(cfg).eval()
     save_classifier(model, cfg, tmp_path / "c")
     onnx = export_classifier_onnx(model, tmp_path / "c.onnx")
-    run = run_compare(tmp_path / "g", [str(tmp_path / "c"), str(onnx)], out=tmp_path / "cmp", n=160, seed=1, k=3)
+    files = [export_classifier_torchscript(model, tmp_path / "c.pt"), export_classifier_program(model, tmp_path / "c.pt2")]
+    run = run_compare(tmp_path / "g", [str(tmp_path / "c"), str(onnx), *map(str, files)], out=tmp_path / "cmp", n=160,
+                      seed=1, k=3)
     names = run.comparison.names
-    assert names == ("c", "c.onnx")
+    assert names == ("c", "c.onnx", "c.pt", "c.pt2")
+    for name in ("c.pt", "c.pt2"):  # deployed as TorchScript / torch.export: differentiated like the folder's model
+        assert run.comparison.agreement["c"][name] == 1.0 and run.comparison.rankings[name].method == "gradient"
+        assert torch.allclose(run.comparison.rankings[name].score, run.comparison.rankings["c"].score, rtol=1e-5)
     done = [line for line in capfd.readouterr().err.splitlines()
             if line.startswith("failatlas compare: [") and " done in " in line]
     assert [line.split("] ")[1].split(" done")[0] for line in done] == \

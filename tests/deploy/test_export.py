@@ -25,7 +25,7 @@ from failatlas.models.classifier import ClassifierConfig, PaperCNN, save_classif
 from failatlas.models.stylegan2 import save_generator  # noqa: E402
 
 ONNX_FILES = ("classifier.onnx", "synthesis.onnx", "fused.onnx", "classifier-int8.onnx")
-FP32_FILES = ("classifier.onnx", "synthesis.onnx", "fused.onnx", "fused.pt", "fused.pt2")
+FP32_FILES = ("classifier.onnx", "classifier.pt", "classifier.pt2", "synthesis.onnx", "fused.onnx", "fused.pt", "fused.pt2")
 ALL_FILES = set(FP32_FILES) | {"classifier-int8.onnx", "export.json"}
 BATCHES = (1, 7)  # the exports are traced at batch 5
 TOL = 1e-4
@@ -105,8 +105,9 @@ def test_every_file_is_written_and_described(exported, tiny_generator):
     assert files["synthesis.onnx"]["outputs"][0]["shape"] == ["N", 1, 32, 32]
     for name in ("fused.onnx", "fused.pt", "fused.pt2"):
         assert files[name]["inputs"][0]["shape"] == ["N", 272] and files[name]["outputs"][0]["shape"] == ["N", 10]
-    for name in ("classifier.onnx", "classifier-int8.onnx"):
+    for name in ("classifier.onnx", "classifier.pt", "classifier.pt2", "classifier-int8.onnx"):
         assert files[name]["inputs"][0]["shape"] == ["N", 1, 28, 28] and files[name]["outputs"][0]["shape"] == ["N", 10]
+    assert files["classifier.pt"]["format"] == "torchscript" and files["classifier.pt2"]["format"] == "torch.export"
     for name in FP32_FILES:  # parity measured at other batch sizes than the export's, within tolerance
         parity = files[name]["parity"]
         assert parity["batch_sizes"] == list(BATCHES) and 0 <= parity["max_rel_error"] <= TOL
@@ -148,6 +149,17 @@ def test_torch_files_load_with_load_fused_and_match(exported, eager, tiny_genera
         s = real_styles(tiny_generator, n, seed=200 + n)
         with torch.no_grad():
             _close(graph(s), eager(s))
+
+
+@pytest.mark.parametrize("name", ["classifier.pt", "classifier.pt2"])
+def test_classifier_files_load_and_match(exported, eager, tiny_generator, name, real_styles):
+    from failatlas.deploy import load_any_classifier
+
+    out, _ = exported
+    loaded = load_any_classifier(out / name, expected_classes=10)
+    x = classifier_view(eager.synthesis(real_styles(tiny_generator, 7, seed=300), "const"))
+    with torch.no_grad():
+        _close(loaded(x), eager.classifier(x))
 
 
 def test_int8_file_and_accuracy_table(exported):

@@ -347,7 +347,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
                 seed: int = 0, k: int = 10, batch_size: int | None = None,
                 progress_bar: bool | None = None, verbose: bool = True) -> CompareRun:
     """The ``failatlas compare`` job: load the generator and the classifiers (folders, shipped names or
-    ``.onnx`` files), compare them (each stage announced on stderr unless ``verbose`` is False) and write
+    ``.onnx``, ``.pt`` or ``.pt2`` files), compare them (each stage announced on stderr unless ``verbose`` is False) and write
     ``compare.json``, ``corner_shifts.csv``,
     ``corner_shifts.png`` (+ ``.json``), ``accuracy_curves.png`` (+ ``.json``) and a self-contained
     ``report.html`` into ``out``.
@@ -355,7 +355,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     Under ``torchrun`` (WORLD_SIZE > 1) the per-sample work is sharded across the ranks (see
     :func:`compare_classifiers`, gloo on CPU); rank 0 alone computes the rest, writes the files and gets
     the full result; the other ranks return with ``comparison`` None."""
-    from .._paths import resolve_model
+    from .._paths import resolve_classifier, resolve_model
     from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
     from ..report.curves_figures import plot_accuracy_curves
@@ -370,7 +370,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
         progress_bar, verbose = False, False
     G = load_generator(resolve_model(generator))
     _check_k(k, G.style_dim)  # before the classifiers are loaded and anything runs
-    paths = [Path(c) if str(c).lower().endswith(".onnx") else resolve_model(c) for c in classifiers]
+    paths = [resolve_classifier(c) for c in classifiers]
     models = {name: load_any_classifier(c) for name, c in zip(_unique_names(paths), classifiers)}
     if world_size > 1:  # every rank checks the same things, so they all fail or all get to init()
         if len(models) < 2:

@@ -384,14 +384,14 @@ def _torch_threads(n: int | None):
 
 
 def _load_models(options: AnalysisOptions):
-    from .._paths import resolve_model
+    from .._paths import resolve_classifier, resolve_model
     from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
     from .population import classifier_num_classes
 
     gpath = resolve_model(options.generator)
     G = load_generator(gpath)
-    cpaths = [resolve_model(c) for c in options.classifier_list]
+    cpaths = [resolve_classifier(c) for c in options.classifier_list]
     names = _unique_names(cpaths)
     classifiers = []
     for given, path, name in zip(options.classifier_list, cpaths, names):

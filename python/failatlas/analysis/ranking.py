@@ -569,7 +569,8 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
              out: str | Path, n: int = 10000, seed: int = 0, target: str = "probability", per_class: bool = False,
              bootstrap: int = 0, batch_size: int | None = None, progress_bar: bool | None = None,
              verbose: bool = True) -> RankRun:
-    """The ``failatlas rank`` job: load the models (folders or shipped names), sample a population, rank
+    """The ``failatlas rank`` job: load the models (folders, shipped names, or a classifier file: ``.onnx``,
+    ``.pt``, ``.pt2``), sample a population, rank
     the dimensions, measure their separation, and write ``ranking.csv``, ``ranking.json``,
     ``population.npz``, ``separation.csv`` and ``separation.png`` (+ ``separation.json``, its data) into
     ``out``. ``verbose``: each stage announced on stderr (``failatlas rank: [2/4] ranking …``), on a

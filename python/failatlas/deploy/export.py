@@ -5,6 +5,9 @@
 =========================  ===========================================================================
 ``classifier.onnx``        images float32 ``[N, 1, 28, 28]`` in [0, 1] → ``logits [N, C]``
                            (:func:`~failatlas.deploy.export_classifier_onnx`)
+``classifier.pt``          the same classifier as TorchScript (:func:`~failatlas.deploy.export_classifier_torchscript`)
+``classifier.pt2``         the same classifier as a ``torch.export`` program
+                           (:func:`~failatlas.deploy.export_classifier_program`)
 ``synthesis.onnx``         ``styles [N, dim S]`` → ``images [N, 1, 32, 32]`` in about [-1, 1]
                            (the synthesis network with deterministic ``noise_mode``)
 ``fused.onnx``             ``styles [N, dim S]`` → ``logits [N, C]``
@@ -55,6 +58,8 @@ __all__ = ["EXPORT_FILES", "ExportResult", "INT8_FILE", "MANIFEST_FILE", "PARITY
            "export_models"]
 
 CLASSIFIER_FILE = "classifier.onnx"
+CLASSIFIER_TS_FILE = "classifier.pt"
+CLASSIFIER_EP_FILE = "classifier.pt2"
 SYNTHESIS_FILE = "synthesis.onnx"
 FUSED_ONNX_FILE = "fused.onnx"
 FUSED_TS_FILE = "fused.pt"
@@ -62,7 +67,8 @@ FUSED_EP_FILE = "fused.pt2"
 INT8_FILE = "classifier-int8.onnx"
 MANIFEST_FILE = "export.json"
 #: the files every export writes (besides export.json), in the order they are written
-EXPORT_FILES = (CLASSIFIER_FILE, SYNTHESIS_FILE, FUSED_ONNX_FILE, FUSED_TS_FILE, FUSED_EP_FILE)
+EXPORT_FILES = (CLASSIFIER_FILE, CLASSIFIER_TS_FILE, CLASSIFIER_EP_FILE, SYNTHESIS_FILE, FUSED_ONNX_FILE, FUSED_TS_FILE,
+                FUSED_EP_FILE)
 
 MANIFEST_FORMAT = "failatlas-export"
 MANIFEST_VERSION = 1
@@ -197,6 +203,7 @@ def _build(stage: Path, G: nn.Module, C: nn.Module, num_classes: int, *, noise_m
     from ..engine.fused import FusedModel, export_program, export_torchscript, load_fused
     from ..models.adapter import classifier_view
     from .onnx_classifier import export_classifier_onnx
+    from .torch_classifier import TorchFileClassifier, export_classifier_program, export_classifier_torchscript
 
     fused = FusedModel(G, C, noise_mode)
     synthesis = _SynthesisModule(fused.synthesis, noise_mode)
@@ -215,6 +222,15 @@ def _build(stage: Path, G: nn.Module, C: nn.Module, num_classes: int, *, noise_m
     parity_images = {n: classifier_view(synthesis(s)) for n, s in parity_styles.items()}
     files[CLASSIFIER_FILE] = _onnx_entry(path, "classifier: images [N, 1, 28, 28] in [0, 1] → logits",
                                          _onnx_parity(path, classifier, parity_images, CLASSIFIER_FILE))
+    images_io = {"name": "images", "dtype": "float32", "shape": ["N", 1, 28, 28]}
+    for name, writer, fmt, how in ((CLASSIFIER_TS_FILE, export_classifier_torchscript, "torchscript", "torch.jit.trace"),
+                                   (CLASSIFIER_EP_FILE, export_classifier_program, "torch.export", "torch.export.export")):
+        path = stage / name
+        writer(classifier, path)
+        files[name] = {"format": fmt, "description": "classifier: images [N, 1, 28, 28] in [0, 1] → logits "
+                       "(failatlas.deploy.TorchFileClassifier)", **_file_facts(path), "inputs": [images_io],
+                       "outputs": [logits_io], "exporter": how,
+                       "parity": _parity(TorchFileClassifier(path), classifier, parity_images, name)}
 
     res = int(G.cfg.resolution)
     img = f"[N, {int(G.cfg.img_channels)}, {res}, {res}]"
@@ -366,7 +382,9 @@ def _check_classes(G: nn.Module, C: nn.Module, g_name: str, c_name: str) -> int:
 
 def _real_styles(G: nn.Module, n: int, seed: int) -> torch.Tensor:
     """Styles drawn as real ones are: s = G.styles(G.mapping(z, y)), z ~ N(0, I), y uniform; float32 CPU."""
-    gen = torch.Generator().manual_seed(int(seed))
+    from .._seeding import latent_generator
+
+    gen = latent_generator(int(seed))
     z = torch.randn(n, G.z_dim, generator=gen)
     y = torch.randint(0, G.num_classes, (n,), generator=gen)
     param = next(G.parameters())

@@ -6,7 +6,8 @@
 * :class:`OnnxClassifier` loads any such ONNX classifier (exported here or elsewhere: a quantized one, one
   from another framework) and validates it once, at load time; calling it maps a torch tensor to a torch
   tensor of logits, like a torch classifier.
-* :func:`load_any_classifier`: a ``.onnx`` file → :class:`OnnxClassifier`, anything else → the torch loader.
+* :func:`load_any_classifier`: a ``.onnx`` file → :class:`OnnxClassifier`, a ``.pt``/``.pt2`` file → a
+  :class:`~failatlas.deploy.torch_classifier.TorchFileClassifier`, anything else → the torch loader.
 
 ``onnx``, ``onnxruntime`` and ``torch.onnx`` are imported inside the functions, so importing this module
 is cheap.
@@ -86,14 +87,70 @@ def export_classifier_onnx(classifier: nn.Module | str | os.PathLike, path: str 
     """
     import onnx
 
+    path = _check_out_file(path, ".onnx", "ONNX classifier")
+    model, config, example, reference, num_classes = prepare_export(classifier)
+
+    proto, exporter = None, ""
+    errors: list[str] = []
+    if dynamo:
+        try:
+            proto = _export_dynamo(model, example)
+            exporter = "torch.onnx dynamo"
+        except Exception as exc:  # noqa: BLE001 - fall back to the TorchScript exporter below
+            errors.append(f"dynamo exporter: {_first_line(exc)}")
+    if proto is None:
+        try:
+            proto = _export_torchscript(model, example)
+            exporter = "torch.onnx torchscript"
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"TorchScript exporter: {_first_line(exc)}")
+            raise FailatlasError(f"cannot export the classifier to ONNX ({'; '.join(errors)}); only plain "
+                                 "feed-forward torch modules can be exported") from None
+
+    meta = {FORMAT_KEY: FORMAT_NAME, "failatlas_format_version": FORMAT_VERSION,
+            **classifier_metadata(config, num_classes, exporter)}
+    set_metadata(proto, meta)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:  # noqa: BLE001
+        raise FailatlasError(f"the exported ONNX model fails onnx.checker ({_first_line(exc)}); this is a "
+                             "failatlas bug: please report it") from None
+
+    data = proto.SerializeToString()
+    got = _run_bytes(data, example.numpy())
+    scale = max(1.0, float(reference.abs().max()))
+    err = float(np.abs(got - reference.numpy()).max()) / scale
+    if not np.isfinite(err) or err > EXPORT_RTOL:
+        raise FailatlasError(f"the exported ONNX model's logits differ from the torch classifier's by {err:.3g} "
+                             f"(relative; tolerance {EXPORT_RTOL:g}); the export is wrong, not written")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+
+def _check_out_file(path: str | os.PathLike, suffix: str, what: str) -> Path:
+    """The path an exported classifier is written to: it must end in ``suffix`` and not be a folder."""
+    path = Path(path)
+    if path.suffix.lower() != suffix:
+        raise FailatlasError(f"the {what} path must end in {suffix}, got {str(path)!r}")
+    if path.is_dir():
+        raise FailatlasError(f"cannot write the {what} to {path}: it is a folder; give a file name ending in "
+                             f"{suffix}")
+    return path
+
+
+def prepare_export(classifier: nn.Module | str | os.PathLike) -> tuple[nn.Module, Any, torch.Tensor, torch.Tensor, int]:
+    """What every classifier export starts from: ``(model, config, example, reference, num_classes)``.
+
+    ``model``: a float32 CPU copy of ``classifier`` (a module, a classifier folder or a shipped name) in eval
+    mode without gradients, so the caller's module is left as it was; ``config``: its
+    :class:`~failatlas.models.classifier.ClassifierConfig` or None; ``example``: three seeded images
+    ``[3, 1, 28, 28]`` in [0, 1]; ``reference``: the model's logits on them. A model that fails on such
+    images or does not return ``[N, C]`` logits raises :class:`FailatlasError`.
+    """
     from ..models.classifier import classifier_config_of
 
-    path = Path(path)
-    if path.suffix.lower() != ".onnx":
-        raise FailatlasError(f"the ONNX classifier path must end in .onnx, got {str(path)!r}")
-    if path.is_dir():
-        raise FailatlasError(f"cannot write the ONNX classifier to {path}: it is a folder; give a file name "
-                             "ending in .onnx")
     if not isinstance(classifier, nn.Module):
         from .._paths import resolve_model
         from ..models.classifier import load_classifier
@@ -118,25 +175,14 @@ def export_classifier_onnx(classifier: nn.Module | str | os.PathLike, path: str 
     if config is not None and config.num_classes != num_classes:
         raise FailatlasError(f"the classifier's config says num_classes={config.num_classes} but it returns "
                              f"{num_classes} logits; fix the config or retrain it")
+    return model, config, example, reference, num_classes
 
-    proto, exporter = None, ""
-    errors: list[str] = []
-    if dynamo:
-        try:
-            proto = _export_dynamo(model, example)
-            exporter = "torch.onnx dynamo"
-        except Exception as exc:  # noqa: BLE001 - fall back to the TorchScript exporter below
-            errors.append(f"dynamo exporter: {_first_line(exc)}")
-    if proto is None:
-        try:
-            proto = _export_torchscript(model, example)
-            exporter = "torch.onnx torchscript"
-        except Exception as exc:  # noqa: BLE001
-            errors.append(f"TorchScript exporter: {_first_line(exc)}")
-            raise FailatlasError(f"cannot export the classifier to ONNX ({'; '.join(errors)}); only plain "
-                                 "feed-forward torch modules can be exported") from None
 
-    meta = {FORMAT_KEY: FORMAT_NAME, "failatlas_format_version": FORMAT_VERSION, "num_classes": str(num_classes),
+def classifier_metadata(config: Any, num_classes: int, exporter: str) -> dict[str, str]:
+    """The string metadata an exported classifier file carries (ONNX ``metadata_props``, or the JSON extra
+    file of a TorchScript / torch.export file): input and output conventions, ``num_classes``, ``exporter``,
+    the torch version and, for failatlas classifiers, ``architecture``, ``dataset`` and ``class_names`` (JSON)."""
+    meta = {"num_classes": str(num_classes),
             "input": f"{INPUT_NAME}: float32 [N, 1, 28, 28], intensities in [0, 1]",
             "output": f"{OUTPUT_NAME}: float32 [N, {num_classes}]", "exporter": exporter,
             "torch_version": torch.__version__}
@@ -144,23 +190,27 @@ def export_classifier_onnx(classifier: nn.Module | str | os.PathLike, path: str 
         meta.update(architecture=config.architecture, dataset=config.dataset)
         if config.class_names is not None:
             meta["class_names"] = json.dumps(list(config.class_names))
-    set_metadata(proto, meta)
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except Exception as exc:  # noqa: BLE001
-        raise FailatlasError(f"the exported ONNX model fails onnx.checker ({_first_line(exc)}); this is a "
-                             "failatlas bug: please report it") from None
+    return meta
 
-    data = proto.SerializeToString()
-    got = _run_bytes(data, example.numpy())
-    scale = max(1.0, float(reference.abs().max()))
-    err = float(np.abs(got - reference.numpy()).max()) / scale
-    if not np.isfinite(err) or err > EXPORT_RTOL:
-        raise FailatlasError(f"the exported ONNX model's logits differ from the torch classifier's by {err:.3g} "
-                             f"(relative; tolerance {EXPORT_RTOL:g}); the export is wrong, not written")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return path
+
+def check_images(x: Any, who: str) -> None:
+    """Raise :class:`FailatlasError` unless ``x`` is a floating-point ``Tensor[N, 1, 28, 28]`` (the input of
+    every file classifier), with a hint for the usual mistakes; ``who`` names the classifier."""
+    if not isinstance(x, torch.Tensor):
+        raise FailatlasError(f"{who} takes a torch.Tensor [N, 1, 28, 28], got {type(x).__name__}")
+    if x.dim() != 4 or tuple(x.shape[1:]) != IN_SHAPE:
+        hint = ""
+        if x.dim() == 4 and tuple(x.shape[-2:]) == (32, 32):
+            hint = (" (generator images are 32×32 in [-1, 1]: pass them through "
+                    "failatlas.models.adapter.classifier_view)")
+        elif tuple(x.shape) == IN_SHAPE:
+            hint = " (add the batch dimension, e.g. x.unsqueeze(0))"
+        elif x.dim() == 3 and tuple(x.shape[1:]) == IN_SHAPE[1:]:
+            hint = " (add the channel dimension, e.g. x.unsqueeze(1))"
+        raise FailatlasError(f"{who}'s input has shape {list(x.shape)}, expected [N, 1, 28, 28]{hint}")
+    if not x.is_floating_point():
+        raise FailatlasError(f"{who}'s input has dtype {x.dtype}; expected floating-point intensities in [0, 1] "
+                             "(convert uint8 images with x.float() / 255)")
 
 
 def _export_dynamo(model: nn.Module, example: torch.Tensor) -> Any:
@@ -419,22 +469,7 @@ class OnnxClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Float ``Tensor[N, 1, 28, 28]`` in [0, 1] → float32 logits ``Tensor[N, C]`` on ``x``'s device."""
-        if not isinstance(x, torch.Tensor):
-            raise FailatlasError(f"the ONNX classifier takes a torch.Tensor [N, 1, 28, 28], got {type(x).__name__}")
-        if x.dim() != 4 or tuple(x.shape[1:]) != IN_SHAPE:
-            hint = ""
-            if x.dim() == 4 and tuple(x.shape[-2:]) == (32, 32):
-                hint = (" (generator images are 32×32 in [-1, 1]: pass them through "
-                        "failatlas.models.adapter.classifier_view)")
-            elif tuple(x.shape) == IN_SHAPE:
-                hint = " (add the batch dimension, e.g. x.unsqueeze(0))"
-            elif x.dim() == 3 and tuple(x.shape[1:]) == IN_SHAPE[1:]:
-                hint = " (add the channel dimension, e.g. x.unsqueeze(1))"
-            raise FailatlasError(f"the ONNX classifier's input has shape {list(x.shape)}, expected "
-                                 f"[N, 1, 28, 28]{hint}")
-        if not x.is_floating_point():
-            raise FailatlasError(f"the ONNX classifier's input has dtype {x.dtype}; expected floating-point "
-                                 "intensities in [0, 1] (convert uint8 images with x.float() / 255)")
+        check_images(x, "the ONNX classifier")
         if x.requires_grad and torch.is_grad_enabled():
             raise FailatlasError("the ONNX classifier is not differentiable (ONNX Runtime computes no gradients): "
                                  "use the black-box ranking instead of gradients, or call it under "
@@ -469,17 +504,23 @@ class OnnxClassifier(nn.Module):
 
 def load_any_classifier(path_or_name: str | os.PathLike, *, providers: Sequence[Any] | None = None,
                         expected_classes: int | None = None, device: str | torch.device = "cpu") -> nn.Module:
-    """A ``.onnx`` file → :class:`OnnxClassifier`; anything else (a classifier folder or a shipped model
-    name such as ``"mnist/classifier-clean"``) → :func:`failatlas.models.classifier.load_classifier`.
+    """A classifier from a file or a folder, by the name's suffix: ``.onnx`` → :class:`OnnxClassifier`
+    (ONNX Runtime), ``.pt`` (TorchScript) or ``.pt2`` (``torch.export``) →
+    :class:`~failatlas.deploy.torch_classifier.TorchFileClassifier`; anything else (a classifier folder or a
+    shipped model name such as ``"mnist/classifier-clean"``) → :func:`failatlas.models.classifier.load_classifier`.
 
-    ``providers`` apply to ONNX files only, ``device`` to torch classifiers only. ``expected_classes`` is
-    checked for both.
+    ``providers`` apply to ONNX files only, ``device`` to torch classifiers (folders and .pt/.pt2 files).
+    ``expected_classes`` is checked for all.
     """
     from .._paths import resolve_model
     from ..models.classifier import load_classifier
+    from .torch_classifier import TorchFileClassifier, classifier_file_format
 
-    if str(path_or_name).lower().endswith(".onnx"):
+    fmt = classifier_file_format(path_or_name)
+    if fmt == "onnx":
         return OnnxClassifier(path_or_name, providers=providers, expected_classes=expected_classes)
+    if fmt is not None:
+        return TorchFileClassifier(path_or_name, expected_classes=expected_classes).to(device)
     model = load_classifier(resolve_model(path_or_name), device=device)
     if expected_classes is not None and model.config.num_classes != int(expected_classes):
         raise FailatlasError(f"the classifier {path_or_name} predicts {model.config.num_classes} classes but "
