@@ -35,3 +35,23 @@ def test_loaders_take_shipped_names_and_report_missing_folders(tmp_path, monkeyp
     assert failatlas.load_classifier("mnist/classifier-clean").config.num_classes == 10
     with pytest.raises(failatlas.FailatlasError, match="generator folder not found: no/such"):
         failatlas.load_generator("no/such")
+
+
+def test_readme_wrapper_example_saves_a_classifier_failatlas_loads(repo_root, tmp_path, monkeypatch):
+    """The 'Your own classifier' wrapper, run as written around a model that expects normalized input."""
+    from failatlas.deploy import load_any_classifier
+    from failatlas.models.classifier import ClassifierConfig, build_classifier
+
+    text = (repo_root / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Your own classifier", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    model = build_classifier(ClassifierConfig()).eval()
+    scope: dict = {"model": model}
+    exec(compile(blocks[0], "README.md (Your own classifier)", "exec"), scope)
+    loaded = load_any_classifier(tmp_path / "model.pt2", expected_classes=10)
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model((x - 0.1307) / 0.3081), atol=1e-5)

@@ -148,8 +148,10 @@ def _train_classifier_command(p: argparse.ArgumentParser):
 @command("eval-classifier", "Accuracy of a saved classifier on a dataset split (test by default), per corruption "
          "severity.")
 def _eval_classifier_command(p: argparse.ArgumentParser):
-    p.add_argument("--model", required=True, help="classifier folder (config.json + model.safetensors), or the "
-                   "name of a shipped one (mnist/classifier-clean, mnist/classifier-corrupted)")
+    p.add_argument("--model", required=True, help="classifier folder (config.json + model.safetensors), the "
+                   "name of a shipped one (mnist/classifier-clean, mnist/classifier-corrupted), or a file of images "
+                   "[N,1,28,28] in [0,1] -> logits (.pt TorchScript, .pt2 torch.export, .onnx): the check that a "
+                   "model of your own reads the images failatlas gives it")
     p.add_argument("--dataset", default="mnist", help="dataset name")
     p.add_argument("--on", default="clean", choices=["clean", "corrupted"], help="clean or corrupted images")
     p.add_argument("--split", default="test", choices=["train", "test"], help="which split to evaluate on")
@@ -160,10 +162,11 @@ def _eval_classifier_command(p: argparse.ArgumentParser):
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     def run(a: argparse.Namespace) -> int:
-        from .training.classifier import evaluate_classifier, format_evaluation
+        from .deploy import evaluate_any_classifier
+        from .training.classifier import format_evaluation
 
-        result = evaluate_classifier(a.model, dataset=a.dataset, on=a.on, idx_dir=a.idx_dir, blur=a.blur,
-                                     seed=a.seed, split=a.split, device=a.device)
+        result = evaluate_any_classifier(a.model, dataset=a.dataset, on=a.on, idx_dir=a.idx_dir, blur=a.blur,
+                                         seed=a.seed, split=a.split, device=a.device)
         if a.json:
             _print_json(result)
         else:

@@ -283,13 +283,18 @@ def test_report_renders_in_headless_chromium(first, tmp_path):
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_an_onnx_classifier_is_analysed_like_a_torch_one(models, tmp_path):
-    """An .onnx classifier (here the export of classifier a) goes through the whole job: same labels as its
-    torch original, a black-box ranking that agrees with the gradient one at the top, its own curve."""
+@pytest.fixture(scope="module")
+def onnx_path(models, tmp_path_factory):
+    """The export of classifier a as an .onnx file."""
     from failatlas.deploy import export_classifier_onnx
     from failatlas.models.classifier import load_classifier
 
-    onnx_path = export_classifier_onnx(load_classifier(models["a"]), tmp_path / "cls-a.onnx")
+    return export_classifier_onnx(load_classifier(models["a"]), tmp_path_factory.mktemp("onnx") / "cls-a.onnx")
+
+
+def test_an_onnx_classifier_is_analysed_like_a_torch_one(models, onnx_path, tmp_path):
+    """An .onnx classifier (here the export of classifier a) goes through the whole job: same labels as its
+    torch original, a black-box ranking that agrees with the gradient one at the top, its own curve."""
     run = run_analysis(_options(models, classifiers=(str(models["a"]), str(onnx_path)), skip_tsne=True,
                                 bootstrap=10), tmp_path / "run")
     assert run.rankings["cls-a"].ci_low is not None and run.rankings["cls-a.onnx"].ci_low is None
@@ -301,3 +306,15 @@ def test_an_onnx_classifier_is_analysed_like_a_torch_one(models, tmp_path):
     top = lambda rows: {r.split(",")[1] for r in rows}  # noqa: E731  (column 2: dim)
     assert len(top(grad) & top(box)) >= 6  # black-box on 64 samples vs gradients on all 200
     assert "cls-a.onnx" in summary["accuracy_curves"]
+
+
+def test_an_onnx_classifier_alone_gets_a_run_without_the_class_overlap(models, onnx_path, tmp_path):
+    """The class overlap needs per-class rankings, which a finite-difference ranking of 64 samples cannot give:
+    the stage is skipped and said so (it used to fail after the ranking, advising an option analyze lacks)."""
+    run = run_analysis(_options(models, classifiers=(str(onnx_path),), skip_tsne=True), tmp_path / "run")
+    summary = json.loads((run.out / "summary.json").read_text())
+    assert run.overlap is None and summary["overlap"] is None
+    assert any(n.startswith("no class overlap: cls-a.onnx has no per-class rankings") for n in run.notes)
+    assert not (run.out / "overlap.csv").exists() and not (run.out / "overlap.png").exists()
+    html = (run.out / "report.html").read_text()
+    assert "no class overlap" in html and "Shared dimensions across classes" not in html

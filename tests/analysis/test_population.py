@@ -162,3 +162,28 @@ def test_latents_do_not_reuse_the_stream_that_seeded_the_weights(G, C):
     assert max_cosine(old) > 0.999  # the collision this guards against (tiny fixture: torch.manual_seed(0))
     pop = sample_population(G, C, n, seed=0, batch_size=100)
     assert max_cosine(pop.z) < 0.9  # independent 32-dim directions: |cos| stays well below 1
+
+
+class _Softmaxed(torch.nn.Module):
+    """A user's model that ends in a softmax (or, with log=True, a log_softmax, which is fine)."""
+
+    def __init__(self, log: bool = False) -> None:
+        super().__init__()
+        self.fc, self.log = torch.nn.Linear(784, 10), log
+
+    def forward(self, x):
+        z = self.fc(x.flatten(1))
+        return torch.log_softmax(z, 1) if self.log else torch.softmax(z, 1)
+
+
+def test_a_model_that_returns_probabilities_is_refused(G, one_error):
+    """softmax(probabilities) keeps p_y below e/(e + 9) = 0.23: every corner case would sit at the start."""
+    torch.manual_seed(0)
+    one_error(lambda: sample_population(G, _Softmaxed().eval(), 8, seed=0), "returns probabilities", "log_softmax")
+    pop = sample_population(G, _Softmaxed(log=True).eval(), 8, seed=0)  # log-probabilities are logits
+    assert pop.p_y.max() > 0.0 and torch.isfinite(pop.logits).all()
+
+
+def test_a_model_for_other_input_gets_one_error_naming_the_input(G, one_error):
+    flat = torch.nn.Sequential(torch.nn.Linear(784, 10)).eval()  # takes [N, 784]
+    one_error(lambda: sample_population(G, flat, 8, seed=0), "[N, 1, 28, 28]", "[0, 1]", "x.flatten(1)")

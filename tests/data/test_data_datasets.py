@@ -177,3 +177,10 @@ def test_fashion_from_debian_package():
     test = load_dataset("fashion", "test", corruption="clean")
     assert test.name == "fashion" and len(test) == 10000 and test.class_names[9] == "Ankle boot"
     assert torch.bincount(test.labels).tolist() == [1000] * 10
+
+
+def test_repr_is_one_line():
+    from failatlas.data import load_dataset
+
+    text = repr(load_dataset("mnist", "test", corruption="corrupted"))
+    assert text == "ImageSet('mnist10k', split='test', n=2000, classes=10, corrupted=985)"

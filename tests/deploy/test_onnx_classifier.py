@@ -227,3 +227,29 @@ def test_export_refuses_bad_targets(model, tmp_path, one_error):
             return x.flatten(1)[:, :, None]
     one_error(lambda: export_classifier_onnx(NotAClassifier(), tmp_path / "bad.onnx"), "[N, num_classes]")
     assert not (tmp_path / "bad.onnx").exists()
+
+
+class _Softmaxed(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+
+    def forward(self, x):
+        return torch.softmax(self.fc(x.flatten(1)), 1)
+
+
+def test_a_model_that_returns_probabilities_is_refused(tmp_path, one_error):
+    torch.manual_seed(0)
+    path = export_classifier_onnx(_Softmaxed().eval(), tmp_path / "softmax.onnx")
+    one_error(lambda: OnnxClassifier(path), "returns probabilities", "softmax.onnx", "log_softmax")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_float64_export_is_named_as_such(tmp_path, one_error):
+    """ONNX Runtime has no float64 Conv: without the check its error pointed at the opset."""
+    torch.manual_seed(0)
+    model = build_classifier(ClassifierConfig()).eval().double()
+    path = tmp_path / "double.onnx"
+    torch.onnx.export(model, (torch.rand(2, 1, 28, 28, dtype=torch.float64),), str(path), dynamo=False,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    one_error(lambda: OnnxClassifier(path), "double input", "float32", "model.float()")

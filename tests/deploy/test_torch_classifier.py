@@ -254,3 +254,23 @@ def test_export_refuses_bad_targets(model, tmp_path, one_error):
     one_error(lambda: export_classifier_program(model, tmp_path / "dir.pt2"), "is a folder")
     one_error(lambda: export_classifier_torchscript(_Pair().eval(), tmp_path / "pair.pt"), "logits")
     assert not (tmp_path / "pair.pt").exists()
+
+
+def test_a_model_that_returns_probabilities_is_refused(tmp_path, one_error):
+    class Softmaxed(_Scaled):
+        def forward(self, x):
+            return torch.softmax(super().forward(x), 1)
+
+    path = _traced(Softmaxed().eval(), tmp_path / "softmax.pt")
+    one_error(lambda: TorchFileClassifier(path), "returns probabilities", "softmax.pt", "log_softmax")
+
+
+def test_eval_classifier_takes_the_files(model, files, capsys):
+    """`failatlas eval-classifier --model FILE`: how a user checks that the model reads failatlas's images."""
+    from failatlas.cli import main
+    from failatlas.training.classifier import evaluate_classifier
+
+    want = evaluate_classifier(model, on="corrupted")["accuracy"]
+    for path in files.values():
+        assert main(["eval-classifier", "--model", str(path), "--on", "corrupted", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(want, abs=1e-9)

@@ -232,7 +232,7 @@ class AnalysisRun:
     corner_cases: CornerCases
     grids: tuple[ManipulationGrid, ...]
     curves: dict[str, CurveResult]
-    overlap: ClassOverlap
+    overlap: ClassOverlap | None  # None when the primary has no per-class rankings (no gradients)
     summary: dict[str, Any]
     manifest: dict[str, Any]
     figures: tuple[Figure, ...]
@@ -695,14 +695,21 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             notes.append(f"no per-class accuracy curve for {primary}: no class has 2 well-classified samples")
 
     # 8. class overlap ---------------------------------------------------------------------------------
-    with stage("overlap", f"top {TOP} per class"):
-        overlap = ClassDirections(k=min(TOP, G.style_dim)).compare(rankings[primary])
-        overlap.to_csv(tmp / "overlap.csv")
-        wrote("overlap.csv")
-        plot_overlap(overlap, tmp / "overlap.png", classifier=primary)  # its .json twin is overlap.json
-        figure("overlap.png", "Class-specific vs global directions",
-               f"Jaccard overlap of the per-class top-{overlap.k} dimensions of {primary}, and of each class "
-               "with the global top.")
+    overlap = None
+    if not rankings[primary].per_class:  # a classifier without gradients: its finite differences are too few
+        why = (f"{primary} has no per-class rankings: it has no gradients and its finite-difference ranking "
+               f"uses {rankings[primary].n} samples, too few per class")
+        stage.skip("overlap", why)
+        notes.append(f"no class overlap: {why}")
+    else:
+        with stage("overlap", f"top {TOP} per class"):
+            overlap = ClassDirections(k=min(TOP, G.style_dim)).compare(rankings[primary])
+            overlap.to_csv(tmp / "overlap.csv")
+            wrote("overlap.csv")
+            plot_overlap(overlap, tmp / "overlap.png", classifier=primary)  # its .json twin is overlap.json
+            figure("overlap.png", "Class-specific vs global directions",
+                   f"Jaccard overlap of the per-class top-{overlap.k} dimensions of {primary}, and of each class "
+                   "with the global top.")
 
     # summary, manifest, report ------------------------------------------------------------------------
     summary = _jsonable({
@@ -714,8 +721,8 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         "separation": sep_summary,
         "corner_cases": cc.summary(),
         "accuracy_curves": {name: {f"K{options.k}": _curve_summary(c)} for name, c in curves.items()},
-        "overlap": {"k": overlap.k, "mean_pairwise_jaccard": overlap.mean_pairwise,
-                    "shared_dims": [d.dim for d in overlap.shared]},
+        "overlap": None if overlap is None else {"k": overlap.k, "mean_pairwise_jaccard": overlap.mean_pairwise,
+                                                 "shared_dims": [d.dim for d in overlap.shared]},
         "tsne": None if tsne is None else {"n": tsne.n, "perplexity": tsne.perplexity,
                                            "kl_divergence": tsne.kl_divergence},
     })

@@ -15,7 +15,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -204,13 +204,35 @@ def classifier_num_classes(classifier: nn.Module) -> int | None:
     return None if config is None else int(config.num_classes)
 
 
+def _who(classifier: nn.Module | None) -> str:
+    """'the classifier' and, for one loaded from a file, its path: how messages name a classifier."""
+    where = getattr(classifier, "path", None)
+    return f"the classifier {where}" if where is not None else "the classifier"
+
+
+def classify(classifier: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``classifier(images)`` for images ``[N, 1, 28, 28]`` in [0, 1]; a model that fails on them (a user's
+    model made for other input) raises one :class:`FailatlasError` naming the input and the usual wrappers."""
+    try:
+        return classifier(images)
+    except FailatlasError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a user's module can fail in any way
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise FailatlasError(
+            f"{_who(classifier)} fails on the generator's images, given as float [N, 1, 28, 28] with intensities in "
+            f"[0, 1] ({first}); wrap the model so that it takes them: e.g. x.flatten(1) for [N, 784] input, "
+            "torch.nn.functional.pad(x, (2, 2, 2, 2)) for 32×32, its normalization inside (README: your "
+            "classifier)") from None
+
+
 def check_logits(logits: torch.Tensor, n: int, classifier: nn.Module | None = None,
                  first: int | None = None) -> torch.Tensor:
     """Raise :class:`FailatlasError` unless ``logits`` is [n, C] and finite; ``first``: the index of the
     batch's first image in the population or grid (None: the rows are not numbered that way, e.g. walk
     rows); the message names an ONNX classifier's file. Returns ``logits``."""
-    where = getattr(classifier, "path", None)
-    who = f"the classifier {where}" if where is not None else "the classifier"
+    who = _who(classifier)
     if logits.ndim != 2 or logits.shape[0] != n:
         raise FailatlasError(f"{who} returned shape {list(logits.shape)} for {n} images; expected logits "
                              "[N, num_classes]")
@@ -224,12 +246,24 @@ def check_logits(logits: torch.Tensor, n: int, classifier: nn.Module | None = No
     return logits
 
 
+def check_not_probabilities(logits: Any, who: str) -> None:
+    """Raise :class:`FailatlasError` when every row of ``logits`` (an array or tensor ``[N, C]``, N ≥ 2) is
+    non-negative and sums to 1: the model returns probabilities, which failatlas would softmax a second time
+    (p_y could never exceed e/(e + C − 1) and every corner case would be found at the start)."""
+    x = np.asarray(logits.detach().cpu().double() if isinstance(logits, torch.Tensor) else logits, dtype=np.float64)
+    if x.ndim == 2 and x.shape[0] >= 2 and x.shape[1] >= 2 and np.all(x >= 0) \
+            and np.allclose(x.sum(axis=1), 1.0, rtol=0, atol=1e-3):
+        raise FailatlasError(f"{who} returns probabilities (every row is non-negative and sums to 1), not logits; "
+                             "failatlas applies the softmax itself: return the logits (drop the final softmax) or "
+                             "log-probabilities (torch.log_softmax)")
+
+
 def check_class_counts(G: nn.Module, classifier: nn.Module, found: int | None = None, name: str | None = None) -> None:
     """Raise :class:`FailatlasError` unless the classifier (called ``name`` in the message) has as many
     classes as the generator."""
     got = found if found is not None else classifier_num_classes(classifier)
     if got is not None and got != G.num_classes:
-        which = f"the classifier {name}" if name else "the classifier"
+        which = f"the classifier {name}" if name else _who(classifier)
         raise FailatlasError(
             f"{which} has {got} classes but the generator has {G.num_classes}; they must describe the "
             f"same labels: pass a classifier trained on the generator's {G.num_classes} classes (or a "
@@ -297,9 +331,11 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
                                      f"{start + len(z) - 1}, seed {seed}); its weights are damaged: retrain it "
                                      "or load an earlier checkpoint")
             img = G.synthesis_from_styles(s.to(dtype), noise_mode="const")
-            logits = check_logits(classifier(classifier_view(img).to(cdevice, cdtype)), len(z), classifier, start)
+            logits = check_logits(classify(classifier, classifier_view(img).to(cdevice, cdtype)), len(z), classifier,
+                                  start)
             if start == 0:
                 check_class_counts(G, classifier, found=int(logits.shape[1]))
+                check_not_probabilities(logits, _who(classifier))
             out["w"].append(w.float().cpu())
             out["s"].append(s.cpu())
             out["logits"].append(logits.float().cpu())

@@ -86,6 +86,10 @@ class ImageSet:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def __repr__(self) -> str:  # one line, not every tensor
+        return (f"ImageSet({self.name!r}, split={self.split!r}, n={len(self)}, classes={self.num_classes}, "
+                f"corrupted={int(self.corrupted.sum())})")
+
     def __len__(self) -> int:
         return self.images.shape[0]
 

@@ -16,7 +16,8 @@ Importing this package is cheap: ``onnx`` and ``onnxruntime`` are imported when 
 """
 
 from .export import ExportResult, export_models
-from .onnx_classifier import FORMAT_NAME, OnnxClassifier, export_classifier_onnx, load_any_classifier, read_metadata
+from .onnx_classifier import (FORMAT_NAME, OnnxClassifier, evaluate_any_classifier, export_classifier_onnx,
+                              load_any_classifier, read_metadata)
 from .torch_classifier import (TorchFileClassifier, classifier_file_format, export_classifier_program,
                                export_classifier_torchscript)
 from .quantize import calibration_images, compare_accuracy, file_size, quantize_classifier_int8, time_classifier
@@ -24,6 +25,6 @@ from .quantize import calibration_images, compare_accuracy, file_size, quantize_
 __all__ = [
     "ExportResult", "FORMAT_NAME", "OnnxClassifier", "calibration_images", "compare_accuracy",
     "export_classifier_onnx", "export_models", "file_size", "load_any_classifier", "quantize_classifier_int8",
-    "read_metadata", "time_classifier", "TorchFileClassifier", "classifier_file_format",
+    "read_metadata", "time_classifier", "TorchFileClassifier", "evaluate_any_classifier", "classifier_file_format",
     "export_classifier_program", "export_classifier_torchscript",
 ]

@@ -193,6 +193,7 @@ def classifier_metadata(config: Any, num_classes: int, exporter: str) -> dict[st
     return meta
 
 
+
 def check_images(x: Any, who: str) -> None:
     """Raise :class:`FailatlasError` unless ``x`` is a floating-point ``Tensor[N, 1, 28, 28]`` (the input of
     every file classifier), with a hint for the usual mistakes; ``who`` names the classifier."""
@@ -301,6 +302,16 @@ def _validate_file(path: Path) -> dict[str, str]:
     except Exception as exc:  # noqa: BLE001 - ValidationError, or a parse error from the C++ side
         raise FailatlasError(f"{path} is not a valid ONNX model: it is corrupt, truncated or malformed "
                              f"({_first_line(exc)}); re-export it with failatlas.deploy.export_classifier_onnx") from None
+    # the input type, from the file: ONNX Runtime may not even open a float64 graph (no double kernels for
+    # Conv), and then its message would point at the opset instead of the dtype
+    weights = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in weights]
+    if len(inputs) == 1 and inputs[0].type.HasField("tensor_type"):
+        elem = inputs[0].type.tensor_type.elem_type
+        if elem != onnx.TensorProto.FLOAT:
+            name = onnx.TensorProto.DataType.Name(elem).lower()
+            raise FailatlasError(f"the ONNX classifier {path} takes {name} input {inputs[0].name!r}; failatlas feeds "
+                                 "float32 images: re-export it in float32 (model.float() before torch.onnx.export)")
     return {p.key: p.value for p in proto.metadata_props}
 
 
@@ -429,6 +440,10 @@ class OnnxClassifier(nn.Module):
         if not np.isfinite(probe).all():
             raise FailatlasError(f"the ONNX classifier {path} returns NaN or infinite logits for two blank images; "
                                  "its graph or weights are damaged: export it again")
+        from ..analysis.population import check_not_probabilities
+
+        check_not_probabilities(self._run(np.random.default_rng(0).random((4, *IN_SHAPE), dtype=np.float32)),
+                                f"the ONNX classifier {path}")
         num_classes = int(probe.shape[1])
         declared = self.metadata.get("num_classes")
         if declared is not None and declared.strip() != str(num_classes):
@@ -527,3 +542,14 @@ def load_any_classifier(path_or_name: str | os.PathLike, *, providers: Sequence[
                              f"{expected_classes} are expected (the generator's or dataset's classes); use a "
                              f"classifier trained on those {expected_classes} classes")
     return model
+
+
+def evaluate_any_classifier(path_or_name: str | os.PathLike, *, device: str = "cpu", **kwargs: Any) -> dict[str, Any]:
+    """:func:`failatlas.training.classifier.evaluate_classifier` (accuracy on a real test split, per corruption
+    cell) for a classifier given as a folder, a shipped name or a file (``.onnx``, ``.pt``, ``.pt2``): the
+    check that a model of your own reads failatlas's images (float ``[N, 1, 28, 28]`` in [0, 1]) as it should."""
+    from .._paths import classifier_file_format
+    from ..training.classifier import evaluate_classifier
+
+    model = load_any_classifier(path_or_name, device=device) if classifier_file_format(path_or_name) else path_or_name
+    return evaluate_classifier(model, device=device, **kwargs)

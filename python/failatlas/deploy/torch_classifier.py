@@ -34,6 +34,7 @@ from .. import _torchscript
 from .._paths import classifier_file_format
 from .._io import write_bytes
 from ..errors import FailatlasError
+from ..analysis.population import check_not_probabilities
 from .onnx_classifier import IN_SHAPE, _first_line, _quiet_exporter, check_images, classifier_metadata, prepare_export
 from .onnx_classifier import _check_out_file
 
@@ -256,6 +257,7 @@ class TorchFileClassifier(nn.Module):
         if not bool(torch.isfinite(together).all()):
             raise FailatlasError(f"the classifier {self.path} returns NaN or infinite logits for images in [0, 1]; "
                                  "its weights are damaged: save it again")
+        check_not_probabilities(together, f"the classifier {self.path}")
         tol = _PROBE_RTOL * max(1.0, float(together.abs().max()))
         if float((together - alone).abs().max()) > tol or float((together - again).abs().max()) > tol:
             raise FailatlasError(f"the classifier {self.path} gives an image other logits depending on the rest of "

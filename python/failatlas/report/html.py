@@ -166,7 +166,8 @@ def _summary(run) -> str:
                          f"{_num(c['mean_accuracy'], '.3f')}, {_num(c['slope'], '+.3f')}, "
                          f"{_num(c.get('max_rise'), '+.3f')}"))
     ov = s["overlap"]
-    rows.append((f"mean pairwise Jaccard of the per-class top-{ov['k']}", _num(ov["mean_pairwise_jaccard"], ".3f")))
+    if ov is not None:
+        rows.append((f"mean pairwise Jaccard of the per-class top-{ov['k']}", _num(ov["mean_pairwise_jaccard"], ".3f")))
     out = ["<h2>Summary</h2>", _table(("quantity", "value"), rows, left=(0,))]
     if run.notes:
         out.append("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in run.notes) + "</ul>")
@@ -229,6 +230,8 @@ def _curve_tables(run) -> str:
 
 def _overlap_table(run) -> str:
     ov = run.overlap
+    if ov is None:
+        return ""
     rows = [[d.dim, f"{d.layer}[{d.channel}]", d.count, ", ".join(map(str, d.classes)), d.global_rank,
              "yes" if d.in_global_top else "no"] for d in ov.shared]
     text = (f"<p>Dimensions in the top-{ov.k} of at least {ov.threshold} of the {len(ov.classes)} classes "
