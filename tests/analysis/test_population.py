@@ -187,3 +187,22 @@ def test_a_model_that_returns_probabilities_is_refused(G, one_error):
 def test_a_model_for_other_input_gets_one_error_naming_the_input(G, one_error):
     flat = torch.nn.Sequential(torch.nn.Linear(784, 10)).eval()  # takes [N, 784]
     one_error(lambda: sample_population(G, flat, 8, seed=0), "[N, 1, 28, 28]", "[0, 1]", "x.flatten(1)")
+
+
+def test_a_second_classifier_is_checked_like_the_first(G, C, population, one_error):
+    """compare and analyze re-classify one population with every further classifier (with_classifier)."""
+    from failatlas.analysis.curves import with_classifier
+
+    torch.manual_seed(0)
+    one_error(lambda: with_classifier(population, G, _Softmaxed().eval()), "returns probabilities")
+    flat = torch.nn.Sequential(torch.nn.Linear(784, 10)).eval()
+    one_error(lambda: with_classifier(population, G, flat), "[N, 1, 28, 28]", "x.flatten(1)")
+
+
+def test_out_of_memory_is_not_reported_as_a_wrong_input(G):
+    class Hungry(torch.nn.Module):
+        def forward(self, x):
+            raise torch.OutOfMemoryError("out of memory")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        sample_population(G, Hungry(), 4, seed=0)

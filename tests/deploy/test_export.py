@@ -209,6 +209,7 @@ def test_classifier_with_other_classes(folders, tmp_path, one_error):
 def test_onnx_classifier_is_refused(folders, tmp_path, one_error):
     out = tmp_path / "out"
     one_error(lambda: export_models(folders[0], tmp_path / "model.onnx", out), "ONNX file", "torch classifier")
+    one_error(lambda: export_models(folders[0], tmp_path / "model.pt2", out), "torch.export file", "torch classifier")
     _nothing_written(out)
 
 

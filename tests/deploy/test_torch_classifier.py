@@ -274,3 +274,48 @@ def test_eval_classifier_takes_the_files(model, files, capsys):
     for path in files.values():
         assert main(["eval-classifier", "--model", str(path), "--on", "corrupted", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(want, abs=1e-9)
+
+
+def test_files_under_the_other_suffix_and_legacy_pickles(files, tmp_path, one_error):
+    (tmp_path / "ts.pt2").write_bytes(files[".pt"].read_bytes())
+    one_error(lambda: TorchFileClassifier(tmp_path / "ts.pt2"), "a TorchScript file", "rename it to ts.pt")
+    (tmp_path / "ep.pt").write_bytes(files[".pt2"].read_bytes())
+    one_error(lambda: TorchFileClassifier(tmp_path / "ep.pt"), "a torch.export program", "rename it to ep.pt2")
+    marker = tmp_path / "ran"
+    torch.save({"m": _Marker(marker)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    one_error(lambda: TorchFileClassifier(tmp_path / "legacy.pt"), "torch.save file", "never unpickles")
+    assert not marker.exists()
+
+
+def test_a_fixed_batch_program_is_named_as_such(tmp_path, one_error):
+    torch.manual_seed(7)
+    program = torch.export.export(_Scaled().eval(), (torch.rand(2, 1, 28, 28),))  # the batch of 2 baked in
+    torch.export.save(program, tmp_path / "static.pt2")
+    one_error(lambda: TorchFileClassifier(tmp_path / "static.pt2"), "batch of 2 images only", "Dim('batch')")
+
+
+class _Double(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(784, 10).double()
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+class _Reshapes(nn.Module):
+    def forward(self, x):
+        return x.view(-1, 3, 32, 32).flatten(1)[:, :10]
+
+
+def test_a_float64_model_runs_and_script_errors_show_their_cause(tmp_path, one_error):
+    torch.manual_seed(8)
+    model = _Double().eval()
+    with _torchscript.quiet_jit():
+        torch.jit.save(torch.jit.script(model), str(tmp_path / "double.pt"))
+        torch.jit.save(torch.jit.script(_Reshapes()), str(tmp_path / "reshapes.pt"))
+    x = torch.rand(3, 1, 28, 28)
+    loaded = TorchFileClassifier(tmp_path / "double.pt")
+    assert loaded(x).dtype == torch.float32 and torch.allclose(loaded(x), model(x.double()).float(), atol=1e-6)
+    message = one_error(lambda: TorchFileClassifier(tmp_path / "reshapes.pt"), "is invalid for input of size")
+    assert "TorchScript interpreter" not in message

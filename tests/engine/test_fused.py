@@ -169,6 +169,39 @@ def test_a_pt2_with_pickled_objects_is_refused_without_running_them(tmp_path, ex
     assert load_fused(exported["ep_path"]).format == "export"  # the archive torch writes passes the scan
 
 
+def test_a_pt2_with_the_older_formats_files_is_refused_without_unpickling_them(tmp_path, exported):
+    """torch.export.load falls back to the 2.7 archive format when the current reader fails (top-level entries
+    make it fail), and that loader unpickles serialized_state_dict.pt with weights_only=False."""
+    import io
+    import zipfile
+
+    marker = tmp_path / "ran"
+    buf = io.BytesIO()
+    torch.save({"a": _Marker(marker)}, buf)
+    path = tmp_path / "legacy.pt2"
+    with zipfile.ZipFile(exported["ep_path"]) as zin, zipfile.ZipFile(path, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, zin.read(info.filename))
+        zout.writestr("version", "8.0")
+        zout.writestr("serialized_exported_program.json", b"{}")
+        zout.writestr("serialized_state_dict.pt", buf.getvalue())
+    with pytest.raises(FailatlasError, match="holds pickled Python objects or compiled code.*outside"):
+        load_fused(path)
+    assert not marker.exists()
+
+
+def test_a_pt2_with_a_compiled_library_is_refused(tmp_path, exported):
+    """An AOTInductor entry would be dlopen-ed (its constructors run) by torch's loader."""
+    path = _rewrite_pt2(exported["ep_path"], tmp_path / "aoti.pt2", lambda name, data: data)
+    import zipfile
+
+    with zipfile.ZipFile(path, "a") as z:
+        root = z.namelist()[0].split("/", 1)[0]
+        z.writestr(f"{root}/data/aotinductor/model/model.wrapper.so", b"\x7fELF not really")
+    with pytest.raises(FailatlasError, match="unexpected entry data/aotinductor/"):
+        load_fused(path)
+
+
 def test_not_a_fused_graph(tmp_path):
     path = tmp_path / "linear.pt"
     _torchscript.save(_torchscript.trace(torch.nn.Linear(3, 2).eval(), (torch.randn(2, 3),)), path)

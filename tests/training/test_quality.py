@@ -191,3 +191,10 @@ def test_calibrate_noise_threshold_keeps_the_model_and_never_does_worse(models):
     assert cal["threshold"] in (0.0, 1.5) and cal["gain"] in (1.0, 3.0)
     with pytest.raises(FailatlasError, match="no conv layer"):
         quality.calibrate_noise_threshold(G, "b32.torgb", n=40)
+
+
+def test_eval_gan_names_a_classifier_file_it_cannot_judge_with(tmp_path, one_error):
+    from failatlas.training.quality import evaluate_generator_folders
+
+    one_error(lambda: evaluate_generator_folders("mnist/generator", tmp_path / "model.pt", n=10),
+              "classifier folder", "penultimate features", "model.pt")

@@ -59,8 +59,8 @@ from .. import _io
 from .._progress import progress
 from ..errors import FailatlasError
 from ..models.adapter import classifier_view
-from .population import (Population, _eval_mode, _model_dtype_device, check_batch_size, check_class_counts,
-                         check_logits)
+from .population import (Population, _eval_mode, _model_dtype_device, _who, check_batch_size, check_class_counts,
+                         check_logits, check_not_probabilities, classify)
 from .ranking import Ranking
 
 BINS = 20
@@ -380,8 +380,10 @@ def with_classifier(population: Population, G: nn.Module, classifier: nn.Module,
         for start in range(0, population.n, batch_size):
             s = population.s[start:start + batch_size].to(device, dtype)
             logits = check_logits(
-                classifier(classifier_view(G.synthesis_from_styles(s, noise_mode="const")).to(cdevice, cdtype)),
+                classify(classifier, classifier_view(G.synthesis_from_styles(s, noise_mode="const")).to(cdevice, cdtype)),
                 len(s), classifier, start)
+            if start == 0:
+                check_not_probabilities(logits, _who(classifier))
             parts.append(logits.float().cpu())
             bar.update(len(s))
     logits = torch.cat(parts)

@@ -215,7 +215,7 @@ def classify(classifier: nn.Module, images: torch.Tensor) -> torch.Tensor:
     model made for other input) raises one :class:`FailatlasError` naming the input and the usual wrappers."""
     try:
         return classifier(images)
-    except FailatlasError:
+    except (FailatlasError, MemoryError, torch.OutOfMemoryError):  # out of memory is no input problem
         raise
     except Exception as exc:  # noqa: BLE001 - a user's module can fail in any way
         text = str(exc).strip()
@@ -333,7 +333,7 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
             img = G.synthesis_from_styles(s.to(dtype), noise_mode="const")
             logits = check_logits(classify(classifier, classifier_view(img).to(cdevice, cdtype)), len(z), classifier,
                                   start)
-            if start == 0:
+            if start == part.start:  # every rank checks its first batch (one that raised alone would hang the rest)
                 check_class_counts(G, classifier, found=int(logits.shape[1]))
                 check_not_probabilities(logits, _who(classifier))
             out["w"].append(w.float().cpu())

@@ -348,10 +348,14 @@ def _load_classifier(classifier: Any) -> tuple[nn.Module, str]:
             raise FailatlasError(f"export needs a torch classifier with weights, got {type(classifier).__name__} "
                                  "(an ONNX classifier cannot be fused); pass the classifier folder")
         return classifier, type(classifier).__name__
-    if str(classifier).lower().endswith(".onnx"):
-        raise FailatlasError(f"--classifier {classifier} is an ONNX file, but export needs the torch classifier "
-                             "(the fused graphs run it in torch); pass its folder or a shipped name such as "
-                             "mnist/classifier-corrupted")
+    from .._paths import classifier_file_format
+
+    if classifier_file_format(classifier):
+        kind = {"onnx": "an ONNX", "torchscript": "a TorchScript", "torch.export": "a torch.export"}[
+            classifier_file_format(classifier)]
+        raise FailatlasError(f"--classifier {classifier} is {kind} file, but export "
+                             "needs the torch classifier it came from (it writes every format from it); pass its "
+                             "folder or a shipped name such as mnist/classifier-corrupted")
     return load_classifier(resolve_model(classifier)), str(classifier)
 
 

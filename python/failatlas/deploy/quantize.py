@@ -236,7 +236,7 @@ def compare_accuracy(models: Mapping[str, nn.Module | str | os.PathLike], datase
                      idx_dir: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
     """Accuracy of each classifier on the clean and the corrupted TEST split of ``dataset``.
 
-    ``models``: name → a classifier module, a ``.onnx`` file, a classifier folder or a shipped model name
+    ``models``: name → a classifier module, a ``.onnx``, ``.pt`` or ``.pt2`` file, a classifier folder or a shipped model name
     (paths are loaded with :func:`load_any_classifier`). Returns ``{name: {"clean": acc, "corrupted": acc,
     "n": images per split}}``, plus ``"bytes"`` (:func:`file_size`) for models given as paths and, with
     ``time_repeats`` > 0, ``"seconds"``: the median time to classify the clean test split in batches of

@@ -11,9 +11,11 @@ What a file must be: one input, float images ``[N, 1, 28, 28]`` with intensities
 normalization happens inside the model), a dynamic batch, and one output, logits ``[N, C]``; saved in eval
 mode (a model whose output for one image depends on the other images of the batch, as BatchNorm in training
 mode does, is refused). Loading never unpickles Python objects: a TorchScript archive holds TorchScript code
-and tensors only, and a ``.pt2`` archive is read first and refused if anything in it would be unpickled. A
-``torch.save`` file (a pickled model or state dict, often also named ``.pt``) is refused with the ways to
-save the model instead.
+and tensors only, and a ``.pt2`` archive is read first and refused if anything in it would be unpickled or
+loaded as compiled code (:func:`failatlas.engine.fused.read_program`). A ``torch.save`` file (a pickled model
+or state dict, often also named ``.pt``) is refused with the ways to save the model instead. Either format is
+still a program whose operations run when it is called (an op can read or write a file): load only files
+you trust; ONNX is the format to take from strangers.
 """
 
 from __future__ import annotations
@@ -115,25 +117,50 @@ def _verify(model: nn.Module, graph: Callable[[torch.Tensor], torch.Tensor], wha
 
 # ---------------------------------------------------------------------------------------------- loading
 
-def _is_torch_save(path: Path) -> bool:
-    """True for a ``torch.save`` zip archive (a pickled object), which is not TorchScript: TorchScript
-    archives also hold ``constants.pkl`` and ``code/``."""
+def _zip_names(path: Path) -> set[str] | None:
+    """The entry names of a zip archive without their top folder, or None for a file that is not a zip."""
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            return {n.split("/", 1)[1] if "/" in n else n for n in archive.namelist()}
     except (zipfile.BadZipFile, OSError):
-        return False
-    rels = {n.split("/", 1)[1] if "/" in n else n for n in names}
-    return "data.pkl" in rels and "constants.pkl" not in rels
+        return None
+
+
+def _kind(path: Path) -> str | None:
+    """What a model file really is, whatever its suffix: ``"torch.save"`` (a pickle: a zip with ``data.pkl``
+    and no ``constants.pkl``, or the legacy format, which starts with pickle's PROTO opcode),
+    ``"torchscript"`` (``constants.pkl`` and ``code/``), ``"torch.export"`` (``archive_format``), or None."""
+    names = _zip_names(path)
+    if names is None:
+        with open(path, "rb") as f:
+            return "torch.save" if f.read(1) == b"\x80" else None
+    if "archive_format" in names:
+        return "torch.export"
+    if "constants.pkl" in names and any(n.startswith("code/") for n in names):
+        return "torchscript"
+    return "torch.save" if "data.pkl" in names else None
+
+
+def _check_kind(path: Path, want: str) -> None:
+    """Refuse a torch.save pickle unread, and name a TorchScript / torch.export file saved under the other's
+    suffix (the suffix decides how a file is loaded)."""
+    kind = _kind(path)
+    names = {"torchscript": "TorchScript", "torch.export": "a torch.export program"}
+    if kind == "torch.save":
+        raise FailatlasError(
+            f"{path} is a torch.save file (a pickled Python object), not {names[want]}; failatlas never unpickles files "
+            "(that can run any code). Save the model as TorchScript (torch.jit.save(torch.jit.script(model) or "
+            "torch.jit.trace(model, images), 'model.pt')), as a torch.export program (.pt2) or as ONNX (.onnx), "
+            "in eval mode")
+    if kind is not None and kind != want:
+        suffix = ".pt" if kind == "torchscript" else ".pt2"
+        raise FailatlasError(f"{path} is {names[kind].replace('TorchScript', 'a TorchScript file')} saved under the "
+                             f"suffix {path.suffix}; rename it to "
+                             f"{path.with_suffix(suffix).name} (the suffix decides how failatlas loads it)")
 
 
 def _load_torchscript(path: Path) -> tuple[nn.Module, dict[str, str]]:
-    if _is_torch_save(path):
-        raise FailatlasError(
-            f"{path} is a torch.save file (a pickled Python object), not TorchScript; failatlas never unpickles "
-            "files (that can run any code). Save the model as TorchScript (torch.jit.save(torch.jit.script(model) "
-            "or torch.jit.trace(model, images), 'model.pt')), as a torch.export program (.pt2) or as ONNX "
-            "(.onnx), in eval mode")
+    _check_kind(path, "torchscript")
     extra = {META_FILE: ""}
     module = _torchscript.load_torchscript(path, "TorchScript classifier", extra_files=extra)
     if hasattr(module, "meta_style_dim"):
@@ -142,23 +169,32 @@ def _load_torchscript(path: Path) -> tuple[nn.Module, dict[str, str]]:
 
 
 def _load_program(path: Path) -> tuple[nn.Module, dict[str, str]]:
-    from ..engine.fused import _check_no_pickles, _PickleRefused
+    from ..engine.fused import _PickleRefused, read_program
 
-    extra = {META_FILE: ""}
+    _check_kind(path, "torch.export")
     try:
-        _check_no_pickles(path)
-        program = torch.export.load(str(path), extra_files=extra)
+        program, extra = read_program(path)
         module = program.module()
     except _PickleRefused as exc:
-        raise FailatlasError(f"{path} holds pickled Python objects ({exc}), which failatlas never loads "
-                             "(unpickling can run any code); save the classifier again with torch.export.save "
+        raise FailatlasError(f"{path} holds pickled Python objects or compiled code ({exc}), which failatlas never "
+                             "loads (either can run any code); save the classifier again with torch.export.save "
                              "(weights as tensors), or as TorchScript or ONNX") from None
     except Exception as exc:  # noqa: BLE001 - zip, JSON and schema errors alike: the file is not readable
         raise FailatlasError(f"{path} is not a readable torch.export program ({_first_line(exc)}); save the "
                              "classifier again with torch.export.save (or export it with failatlas export)") from None
     if "meta_style_dim" in {**program.state_dict, **program.constants}:
         raise _fused_graph(path)
-    return module, _parse_meta(extra[META_FILE], path)
+    return module, _parse_meta(extra.get(META_FILE, ""), path)
+
+
+def _error_text(exc: BaseException) -> str:
+    """The line of an error that says what went wrong: TorchScript's interpreter puts its own banner first and
+    the cause last."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    line = lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
+    return line if len(line) <= 240 else line[:239] + "…"
 
 
 def _fused_graph(path: Path) -> FailatlasError:
@@ -232,11 +268,15 @@ class TorchFileClassifier(nn.Module):
             raise FailatlasError(f"{self.path} is empty, not a {what} file; save the classifier again")
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """The model on ``x`` (cast to its parameters' dtype and device), with the output checked."""
+        p = next(iter(self.model.parameters()), None)
+        if p is not None:
+            x = x.to(device=p.device, dtype=p.dtype)
         try:
             out = self.model(x)
         except Exception as exc:  # noqa: BLE001 - a user's graph can fail in any way
             raise FailatlasError(f"the classifier {self.path} fails on a batch of {list(x.shape)} images "
-                                 f"({_first_line(exc)}); failatlas feeds float32 images [N, 1, 28, 28] with "
+                                 f"({_error_text(exc)}); failatlas feeds float32 images [N, 1, 28, 28] with "
                                  "intensities in [0, 1]: save a model that takes them (reshape or normalize "
                                  "inside it)") from None
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0] or out.shape[1] < 1:
@@ -251,7 +291,11 @@ class TorchFileClassifier(nn.Module):
         """Run the model on seeded images once: shape, finiteness, batch independence, class count."""
         x = torch.rand(3, *IN_SHAPE, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            together = self._run(x).float()
+            try:
+                together = self._run(x).float()
+            except FailatlasError:
+                self._check_fixed_batch(x)
+                raise
             alone = torch.cat([self._run(x[i:i + 1]).float() for i in range(3)])
             again = self._run(x).float()
         if not bool(torch.isfinite(together).all()):
@@ -274,6 +318,22 @@ class TorchFileClassifier(nn.Module):
                                  f"those {expected} classes")
         return num_classes
 
+    def _check_fixed_batch(self, x: torch.Tensor) -> None:
+        """After a failure at batch 3: a model that runs at another batch size was saved with a fixed one."""
+        p = next(iter(self.model.parameters()), None)
+        dtype = p.dtype if p is not None else x.dtype
+        for n in (1, 2, 4, 8, 16, 32, 64):
+            try:
+                out = self.model(torch.zeros(n, *IN_SHAPE, dtype=dtype))
+            except Exception:  # noqa: BLE001 - only a success tells something here
+                continue
+            if not (isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == n):
+                continue
+            raise FailatlasError(f"the classifier {self.path} runs on a batch of {n} images only; save it with a "
+                                 "dynamic batch (torch.export: dynamic_shapes=({0: torch.export.Dim('batch')},); "
+                                 "TorchScript: torch.jit.script, or a trace that does not bake the batch size in)"
+                                 ) from None
+
     def _make_config(self) -> Any:
         from ..models.classifier import ClassifierConfig
 
@@ -294,10 +354,7 @@ class TorchFileClassifier(nn.Module):
         check_images(x, f"the classifier {self.path.name}")
         if x.shape[0] == 0:  # an exported program's batch dimension starts at 1
             return torch.zeros(0, self.num_classes, dtype=torch.float32, device=x.device)
-        p = next(iter(self.model.parameters()), None)
-        dtype, device = (p.dtype, p.device) if p is not None else (torch.float32, torch.device("cpu"))
-        out = self._run(x.to(device=device, dtype=dtype))
-        return out.to(device=x.device, dtype=torch.float32)
+        return self._run(x).to(device=x.device, dtype=torch.float32)
 
     def train(self, mode: bool = True) -> "TorchFileClassifier":
         """Always eval mode (the file is an inference graph; an exported program cannot switch modes)."""

@@ -180,12 +180,12 @@ def load_fused(path: str | Path) -> FusedGraph:
         fmt = "torchscript"
     else:
         try:
-            _check_no_pickles(path)
-            program = torch.export.load(str(path))
+            program, _ = read_program(path)
             module = program.module()
         except _PickleRefused as exc:
-            raise FailatlasError(f"fused graph {path} holds pickled Python objects ({exc}), which failatlas never "
-                                 "loads (unpickling can run any code); export it again with export_program") from None
+            raise FailatlasError(f"fused graph {path} holds pickled Python objects or compiled code ({exc}), which "
+                                 "failatlas never loads (either can run any code); export it again with "
+                                 "export_program") from None
         except Exception as exc:  # zip, pickle, JSON and schema errors alike: the file is not readable
             raise FailatlasError(f"fused graph {path} is not a readable torch.export program "
                                  f"({_first_line(exc)}); export it again with export_program") from None
@@ -205,12 +205,21 @@ class _PickleRefused(Exception):
     pass
 
 
+#: what a ``.pt2`` archive may hold, relative to its root folder: the program (JSON), raw tensors, sample
+#: inputs, extra files and the format markers. Anything else (AOTInductor libraries, other formats) is refused.
+_PT2_FILES = ("archive_format", "archive_version", "byteorder")
+_PT2_FOLDERS = (".data/", "models/", "data/weights/", "data/constants/", "data/sample_inputs/", "extra/")
+
+
 def _check_no_pickles(path: Path) -> None:
-    """Refuse a ``.pt2`` archive that ``torch.export.load`` would unpickle anything from. It unpickles weights
-    or constants whose config says ``use_pickle``, custom and opaque objects among the constants, sample
-    inputs that fail a weights-only load (falling back to ``weights_only=False``), and every file of the
-    older archive format: each could run code from the file. Ours hold raw tensors and plain sample inputs
-    only. The archive is read here before torch sees it (nothing in the process is patched)."""
+    """Refuse a ``.pt2`` archive that torch's loader would unpickle anything from, or run code from. It unpickles
+    weights or constants whose config says ``use_pickle``, custom and opaque objects among the constants,
+    sample inputs that fail a weights-only load (falling back to ``weights_only=False``), and the files of the
+    older archive format; it loads AOTInductor shared libraries. Ours hold a JSON program, raw tensors and
+    plain sample inputs only, so every entry must sit under the one root folder in one of the places listed
+    in ``_PT2_FILES`` / ``_PT2_FOLDERS``. The archive is read here before torch sees it (nothing in the
+    process is patched); :func:`read_program` then calls the current-format reader directly, never the
+    fallback to the older format."""
     import json
     import zipfile
 
@@ -223,8 +232,13 @@ def _check_no_pickles(path: Path) -> None:
             raise _PickleRefused("not the current torch.export archive format")
         root = roots[0]
         for name in names:
-            rel = name[len(root):] if name.startswith(root) else name
+            if not name.startswith(root):
+                raise _PickleRefused(f"{name} lies outside the archive's folder {root}")
+            rel = name[len(root):]
             base = rel.rsplit("/", 1)[-1]
+            if not (rel in _PT2_FILES or rel.startswith(_PT2_FOLDERS)) or (rel.startswith("models/")
+                                                                           and not rel.endswith(".json")):
+                raise _PickleRefused(f"unexpected entry {rel}")
             if rel.startswith((pt2.WEIGHTS_DIR, pt2.CONSTANTS_DIR)) and base.endswith(".json"):
                 try:
                     config = json.loads(archive.read(name)).get("config", {})
@@ -241,6 +255,20 @@ def _check_no_pickles(path: Path) -> None:
                     torch.load(io.BytesIO(archive.read(name)), weights_only=True)
                 except Exception:
                     raise _PickleRefused(rel) from None
+
+
+def read_program(path: Path) -> tuple["torch.export.ExportedProgram", dict[str, str]]:
+    """The exported program of a ``.pt2`` file and its extra files, after :func:`_check_no_pickles` (which
+    raises ``_PickleRefused``); other failures raise what torch raises. Unlike ``torch.export.load`` this
+    never falls back to the older archive format, whose loader unpickles with ``weights_only=False``."""
+    from torch.export.pt2_archive._package import load_pt2
+
+    _check_no_pickles(path)
+    contents = load_pt2(str(path))
+    if "model" not in contents.exported_programs:
+        raise ValueError("the archive holds no exported program named 'model'")
+    extra = {str(k): (v.decode("utf-8") if isinstance(v, bytes) else str(v)) for k, v in contents.extra_files.items()}
+    return contents.exported_programs["model"], extra
 
 
 def _frozen_copy(module: nn.Module) -> nn.Module:

@@ -286,12 +286,15 @@ def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *,
                                **options) -> GeneratorQuality:
     """:func:`evaluate_generator` on saved models (folders, or names of shipped models). ``device`` is
     where the generator runs ("cpu", "cuda", "auto"); the classifiers run on the CPU."""
-    from ..models.classifier import load_classifier
-    from ..models.stylegan2 import load_generator
-    from .._device import resolve_device
-
     from .. import _io
-    from ..models.stylegan2 import GENERATOR_WEIGHTS
+    from .._device import resolve_device
+    from .._paths import classifier_file_format
+    from ..models.classifier import load_classifier
+    from ..models.stylegan2 import GENERATOR_WEIGHTS, load_generator
+
+    if classifier_file_format(classifier):
+        raise FailatlasError(f"eval-gan judges with a classifier folder (its penultimate features give the FD), not "
+                             f"a file: {classifier} has none; pass the folder, e.g. mnist/classifier-corrupted")
 
     folder = resolve_model(generator)
     G = load_generator(folder, device=resolve_device(device))
