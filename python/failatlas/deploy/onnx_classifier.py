@@ -194,6 +194,24 @@ def classifier_metadata(config: Any, num_classes: int, exporter: str) -> dict[st
 
 
 
+def file_classifier_config(metadata: dict[str, str], num_classes: int, architecture: str, path: Path) -> Any:
+    """The :class:`~failatlas.models.classifier.ClassifierConfig` of a classifier loaded from a file: its class
+    count, and the dataset and class names its export metadata names (ignored when they do not fit)."""
+    from ..models.classifier import ClassifierConfig
+
+    names = None
+    if "class_names" in metadata:
+        try:
+            parsed = json.loads(metadata["class_names"])
+            if isinstance(parsed, list) and len(parsed) == num_classes:
+                names = tuple(str(n) for n in parsed)
+        except ValueError:
+            names = None
+    return ClassifierConfig(architecture=architecture, num_classes=num_classes, in_shape=IN_SHAPE,
+                            dataset=metadata.get("dataset", ""), class_names=names,
+                            training={f"{architecture}_file": str(path)})
+
+
 def check_images(x: Any, who: str) -> None:
     """Raise :class:`FailatlasError` unless ``x`` is a floating-point ``Tensor[N, 1, 28, 28]`` (the input of
     every file classifier), with a hint for the usual mistakes; ``who`` names the classifier."""
@@ -457,19 +475,7 @@ class OnnxClassifier(nn.Module):
         self.config = self._make_config()
 
     def _make_config(self) -> Any:
-        from ..models.classifier import ClassifierConfig
-
-        names = None
-        if "class_names" in self.metadata:
-            try:
-                parsed = json.loads(self.metadata["class_names"])
-                if isinstance(parsed, list) and len(parsed) == self.num_classes:
-                    names = tuple(str(n) for n in parsed)
-            except ValueError:
-                names = None
-        return ClassifierConfig(architecture="onnx", num_classes=self.num_classes, in_shape=IN_SHAPE,
-                                dataset=self.metadata.get("dataset", ""), class_names=names,
-                                training={"onnx_file": str(self.path)})
+        return file_classifier_config(self.metadata, self.num_classes, "onnx", self.path)
 
     # -- running ------------------------------------------------------------------------------------------
 

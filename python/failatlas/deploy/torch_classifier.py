@@ -37,7 +37,8 @@ from .._paths import classifier_file_format
 from .._io import write_bytes
 from ..errors import FailatlasError
 from ..analysis.population import check_not_probabilities
-from .onnx_classifier import IN_SHAPE, _first_line, _quiet_exporter, check_images, classifier_metadata, prepare_export
+from .onnx_classifier import (IN_SHAPE, _first_line, _quiet_exporter, check_images, classifier_metadata,
+                              file_classifier_config, prepare_export)
 from .onnx_classifier import _check_out_file
 
 __all__ = ["TorchFileClassifier", "export_classifier_program", "export_classifier_torchscript", "META_FILE",
@@ -335,19 +336,7 @@ class TorchFileClassifier(nn.Module):
                                  ) from None
 
     def _make_config(self) -> Any:
-        from ..models.classifier import ClassifierConfig
-
-        names = None
-        if "class_names" in self.metadata:
-            try:
-                parsed = json.loads(self.metadata["class_names"])
-                if isinstance(parsed, list) and len(parsed) == self.num_classes:
-                    names = tuple(str(n) for n in parsed)
-            except ValueError:
-                names = None
-        return ClassifierConfig(architecture=self.format, num_classes=self.num_classes, in_shape=IN_SHAPE,
-                                dataset=self.metadata.get("dataset", ""), class_names=names,
-                                training={f"{self.format}_file": str(self.path)})
+        return file_classifier_config(self.metadata, self.num_classes, self.format, self.path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Float ``Tensor[N, 1, 28, 28]`` in [0, 1] → float32 logits ``Tensor[N, C]`` on ``x``'s device."""
