@@ -69,6 +69,12 @@ CLASSIFIER_FILES_HELP = ("or a file of images [N,1,28,28] in [0,1] -> logits: .p
                          "ranked by finite differences)")
 
 
+def _black_box_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--black-box-n", type=int, default=64, metavar="N",
+                   help="samples a classifier without gradients (.onnx) is ranked on by finite differences; it "
+                   "classifies 2 x N x (style dims) images, and more samples stand better for the population")
+
+
 def _model_options(p: argparse.ArgumentParser, files: bool = False) -> None:
     """--generator and --classifier: a folder, or the name of a shipped model (found from any directory);
     ``files``: the command also takes a classifier as an .onnx, .pt or .pt2 file."""
@@ -310,6 +316,7 @@ def _rank(p: argparse.ArgumentParser):
                    help="bootstrap resamples for 95%% intervals of the scores (0: none)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="samples per forward/backward pass; None: 64 on CPU, 512 on an accelerator")
+    _black_box_option(p)
     p.add_argument("--out", required=True, help="output folder (created if needed; in an existing one, files of "
                    "the same names are replaced and other files stay)")
 
@@ -317,7 +324,8 @@ def _rank(p: argparse.ArgumentParser):
         from .analysis.ranking import run_rank
 
         result = run_rank(a.generator, a.classifier, out=a.out, n=a.n, seed=a.seed, target=a.target,
-                          per_class=a.per_class, bootstrap=a.bootstrap, batch_size=a.batch_size)
+                          per_class=a.per_class, bootstrap=a.bootstrap, batch_size=a.batch_size,
+                          black_box_n=a.black_box_n)
         print(result.format(10))
         return 0
 
@@ -345,6 +353,7 @@ def _analyze(p: argparse.ArgumentParser):
                    help="the corner search brackets each crossing in steps of this many σ before narrowing it to "
                         "0.01σ (DESIGN: 5); smaller steps also find dips of p_y narrower than 5σ, at a "
                         "proportional cost")
+    _black_box_option(p)
     p.add_argument("--quick", action="store_true",
                    help="a fast pass: N=2000, 500 t-SNE points, grids for 3 classes, no bootstrap")
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
@@ -363,8 +372,9 @@ def _analyze(p: argparse.ArgumentParser):
 
         result = run_analysis(AnalysisOptions(
             generator=a.generator, classifiers=tuple(a.classifier) if a.classifier else None, n=a.n, seed=a.seed,
-            k=a.k, curve_centre=a.curve_centre, corner_step=a.corner_step, quick=a.quick, bootstrap=a.bootstrap,
-            skip_tsne=a.skip_tsne, batch_size=a.batch_size, threads=a.threads, overwrite=a.overwrite), a.out)
+            k=a.k, curve_centre=a.curve_centre, corner_step=a.corner_step, black_box_n=a.black_box_n, quick=a.quick,
+            bootstrap=a.bootstrap, skip_tsne=a.skip_tsne, batch_size=a.batch_size, threads=a.threads,
+            overwrite=a.overwrite), a.out)
         print(result.format())
         return 0
 
@@ -430,6 +440,7 @@ def _compare(p: argparse.ArgumentParser):
     p.add_argument("--n", type=int, default=2000, help="population size")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the population")
     p.add_argument("--k", type=int, default=10, help="number of top dimensions whose corner shifts are compared")
+    _black_box_option(p)
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per forward pass; None: 64 on CPU, 512 on an accelerator")
     p.add_argument("--out", required=True, help="output folder (created if needed; in an existing one, files of "
@@ -439,7 +450,7 @@ def _compare(p: argparse.ArgumentParser):
         from .analysis.compare import run_compare
 
         print(run_compare(a.generator, a.classifier, out=a.out, n=a.n, seed=a.seed, k=a.k,
-                          batch_size=a.batch_size).format())
+                          batch_size=a.batch_size, black_box_n=a.black_box_n).format())
         return 0
 
     return run

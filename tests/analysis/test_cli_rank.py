@@ -78,3 +78,17 @@ def test_rank_a_torchscript_file_as_the_folder_model(saved_models, tmp_path, cap
                "--n", "8", "--out", str(tmp_path / "none")])
     err = capsys.readouterr().err
     assert rc == 2 and "missing.pt" in err and "not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_black_box_n_sets_the_samples_of_a_finite_difference_ranking(saved_models, tmp_path, capsys):
+    from failatlas.deploy import export_classifier_onnx
+
+    onnx = export_classifier_onnx(str(saved_models.classifier), tmp_path / "c.onnx")
+    rc = main(["rank", "--generator", str(saved_models.generator), "--classifier", str(onnx), "--n", "40",
+               "--black-box-n", "8", "--out", str(tmp_path / "run")])
+    assert rc == 0, capsys.readouterr().err
+    ranking = Ranking.read_json(tmp_path / "run" / "ranking.json")
+    assert ranking.method == "black-box" and ranking.n == 8
+    capsys.readouterr()
+    assert main(["rank", "--classifier", str(onnx), "--black-box-n", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--black-box-n must be a positive number" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -185,6 +185,16 @@ def test_black_box_ranking_agrees_with_the_gradient_ranking(G, C, population):
     assert (torch.sign(box.score[top50]) == torch.sign(ref_score[top50])).all()
 
 
+def test_black_box_step_is_larger_for_a_quantized_classifier(G, C):
+    """An int8 model's p_y moves in rounding steps: differences over 0.1σ measure those, 1σ the slope."""
+    from failatlas.analysis import BlackBoxRanking
+
+    assert BlackBoxRanking(G, C).h == 0.1
+    quantized = copy.deepcopy(C)
+    quantized.quantized = True
+    assert BlackBoxRanking(G, quantized).h == 1.0 and BlackBoxRanking(G, quantized, h=0.2).h == 0.2
+
+
 def test_black_box_ranking_bad_options(G, C, population):
     from failatlas.analysis import BlackBoxRanking
 

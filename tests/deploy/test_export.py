@@ -167,6 +167,7 @@ def test_int8_file_and_accuracy_table(exported):
     int8 = OnnxClassifier(out / "classifier-int8.onnx", expected_classes=10)
     ops = {node.op_type for node in onnx.load(str(out / "classifier-int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and int8.num_classes == 10
+    assert int8.quantized and not OnnxClassifier(out / "classifier.onnx").quantized  # its black-box step: 1σ
     assert read_metadata(out / "classifier-int8.onnx")["calibration_images"] == "100"
     manifest = json.loads((out / "export.json").read_text())
     info = manifest["int8"]

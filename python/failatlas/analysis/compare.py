@@ -33,10 +33,10 @@ from ..errors import FailatlasError
 from .corners import CornerCaseSearch
 from .curves import AccuracyCurve, CurveResult, with_classifier
 from .population import Population, check_class_counts, sample_population
-from .ranking import GradientRanking, Ranking, is_differentiable, rank_any, ranking_agreement
+from .ranking import (BLACK_BOX_N, GradientRanking, Ranking, check_black_box_n, is_differentiable, rank_any,
+                      ranking_agreement)
 
 
-BLACK_BOX_N = 64  # samples of a black-box ranking (finite differences): rank_any's default
 COMPARE_FILES = ("compare.json", "corner_shifts.csv", "corner_shifts.png", "corner_shifts.json", "accuracy_curves.png",
                  "accuracy_curves.json", "report.html")
 
@@ -117,8 +117,9 @@ def _finite(x: float) -> float | None:
 
 def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n: int = 2000, seed: int = 0,
                         k: int = 10, curve_k: int = 100, batch_size: int | None = None,
-                        population: Population | None = None, progress_bar: bool | None = None,
-                        distributed: bool = False, verbose: bool = False) -> Comparison | None:
+                        population: Population | None = None, black_box_n: int = BLACK_BOX_N,
+                        progress_bar: bool | None = None, distributed: bool = False,
+                        verbose: bool = False) -> Comparison | None:
     """Compare ``{name: classifier}`` (at least two; the first is the reference) on one population of
     ``n`` samples drawn with ``seed`` (or the given ``population``, labelled by the first classifier).
 
@@ -166,15 +167,15 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
     # (sharded: rank 0 gets every ranking, the other ranks None; every rank makes the same collective calls)
     with stage("rankings", f"{len(names)} classifier(s)"):
         rankings = {name: rank_any(G, classifiers[name], pops[name], seed=seed, batch_size=batch_size,
-                                   black_box_n=BLACK_BOX_N, progress_bar=progress_bar, distributed=distributed)
+                                   black_box_n=black_box_n, progress_bar=progress_bar, distributed=distributed)
                     for name in names}
         # A black-box ranking (finite differences on its first n samples) against the reference's gradient
-        # ranking on the same samples: for an export of the reference, this measures the black-box method.
+        # ranking on the population: for an export of the reference, this measures the black-box method.
         black_box_agreement = {}
         if is_differentiable(first):
             for name in names[1:]:
                 if not is_differentiable(classifiers[name]):  # its ranking is the black-box one
-                    n_bb = min(BLACK_BOX_N, pop0.n)
+                    n_bb = min(black_box_n, pop0.n)
                     sub = pop0.subset(torch.arange(n_bb))
                     grad = GradientRanking(G, first, batch_size=batch_size, progress_bar=False).rank(
                         sub, distributed=distributed)
@@ -344,7 +345,7 @@ class CompareRun:
 
 
 def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out: str | Path, n: int = 2000,
-                seed: int = 0, k: int = 10, batch_size: int | None = None,
+                seed: int = 0, k: int = 10, batch_size: int | None = None, black_box_n: int = BLACK_BOX_N,
                 progress_bar: bool | None = None, verbose: bool = True) -> CompareRun:
     """The ``failatlas compare`` job: load the generator and the classifiers (folders, shipped names or
     ``.onnx``, ``.pt`` or ``.pt2`` files), compare them (each stage announced on stderr unless ``verbose`` is False) and write
@@ -370,6 +371,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
         progress_bar, verbose = False, False
     G = load_generator(resolve_model(generator))
     _check_k(k, G.style_dim)  # before the classifiers are loaded and anything runs
+    black_box_n = check_black_box_n(black_box_n)
     paths = [resolve_classifier(c) for c in classifiers]
     models = {name: load_any_classifier(c) for name, c in zip(_unique_names(paths), classifiers)}
     if world_size > 1:  # every rank checks the same things, so they all fail or all get to init()
@@ -379,7 +381,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
         if _model_dtype_device(G)[1].type != "cpu":
             raise FailatlasError("failatlas under torchrun runs on the CPU (gloo) only for now")
         dist.init()
-    comparison = compare_classifiers(G, models, n=n, seed=seed, k=k, batch_size=batch_size,
+    comparison = compare_classifiers(G, models, n=n, seed=seed, k=k, batch_size=batch_size, black_box_n=black_box_n,
                                      progress_bar=progress_bar, distributed=world_size > 1, verbose=verbose)
     if comparison is None:  # not rank 0 under torchrun: its shards are done, rank 0 writes
         return CompareRun(out, None, {}, rank=rank, world_size=world_size)

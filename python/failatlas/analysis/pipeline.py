@@ -66,7 +66,7 @@ from .curves import CENTRES, AccuracyCurve, CurveResult, with_classifier
 from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap
 from .population import Population, check_batch_size, sample_population
-from .ranking import GradientRanking, Ranking, is_differentiable, rank_any
+from .ranking import BLACK_BOX_N, GradientRanking, Ranking, check_black_box_n, is_differentiable, rank_any
 from .separation import Separation, SeparationResult
 from .tsne import LatentTSNE, TSNEResult
 
@@ -98,7 +98,8 @@ class AnalysisOptions:
     comparison dimensions and the t-SNE; k: dimensions of the accuracy-curve distance (K); curve_centre:
     "class" (each sample's distance to its own class's well-classified mean) or "global"; corner_step: the
     corner search's bracketing step in σ (DESIGN: 5; smaller finds dips of p_y narrower than 5σ, at a
-    proportional cost; at least 0.01, the search's tolerance, at most its 100σ limit). quick: a fast
+    proportional cost; at least 0.01, the search's tolerance, at most its 100σ limit); black_box_n: the
+    samples a classifier without gradients (ONNX) is ranked on by finite differences. quick: a fast
     pass (N = 2,000, 500 t-SNE points, grids for 3 classes, no bootstrap); skip_tsne: no t-SNE stage.
     bootstrap / tsne_points / grid_classes: override what ``quick`` chooses (None: its choice).
     batch_size: samples per forward pass (None: 64 on CPU, 512 on an accelerator); threads: torch CPU
@@ -116,6 +117,7 @@ class AnalysisOptions:
     k: int = 100
     curve_centre: str = "class"
     corner_step: float = 5.0
+    black_box_n: int = BLACK_BOX_N
     quick: bool = False
     skip_tsne: bool = False
     bootstrap: int | None = None
@@ -172,6 +174,7 @@ class AnalysisOptions:
         positive("grid_classes", self.grid_classes, minimum=0)
         positive("--batch-size", self.batch_size)
         positive("--threads", self.threads, minimum=0)
+        check_black_box_n(self.black_box_n)
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**32:
             raise FailatlasError(f"--seed must be an integer between 0 and {2**32 - 1}, got {self.seed!r}")
         step = self.corner_step
@@ -558,7 +561,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                     populations[info.name], distributed=True, **kw)
             else:
                 ranking = rank_any(G, models[info.name], populations[info.name], batch_size=bs, progress_bar=bar,
-                                   **kw)
+                                   black_box_n=options.black_box_n, **kw)
             if tmp is None:
                 continue
             rankings[info.name] = ranking

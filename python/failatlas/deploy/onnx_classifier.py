@@ -333,6 +333,16 @@ def _validate_file(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
+#: operators of a quantized ONNX graph (QDQ or QOperator format)
+_QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                  "ConvInteger", "MatMulInteger")
+
+
+def _is_quantized(path: Path) -> bool:
+    """True when the graph holds quantization operators (its outputs move in rounding steps)."""
+    return any(node.op_type in _QUANTIZED_OPS for node in _parse(path).graph.node)
+
+
 def _dim_text(dim: Any) -> str:
     return "N" if dim is None or isinstance(dim, str) else str(dim)
 
@@ -360,6 +370,7 @@ class OnnxClassifier(nn.Module):
     (gradient-free) ranking, or wrap the call in ``torch.no_grad()`` when only the logits are needed.
 
     Attributes: ``path``, ``num_classes``, ``input_name``, ``output_name``, ``providers`` (those in use),
+    ``quantized`` (the graph holds quantization operators: the black-box ranking then steps 1σ, not 0.1σ),
     ``metadata`` (the file's ``metadata_props``), ``config`` (a :class:`ClassifierConfig` with architecture
     ``"onnx"``, so the class-count checks of the analyses apply). The module holds no parameters, only a
     zero-size float32 CPU buffer, so the helpers that look for a dtype/device see float32 on the CPU. It is
@@ -382,6 +393,7 @@ class OnnxClassifier(nn.Module):
             raise FailatlasError(f"expected_classes must be a positive integer, got {expected_classes!r}")
         self._expected_classes = None if expected_classes is None else int(expected_classes)
         self.metadata = _validate_file(self.path)
+        self.quantized = _is_quantized(self.path)
         self._session = self._open_session()
         self._inspect()
         super().train(False)
