@@ -204,3 +204,11 @@ def test_black_box_ranking_bad_options(G, C, population):
         BlackBoxRanking(G, C, n=0)
     with pytest.raises(FailatlasError, match="takes a Population"):
         BlackBoxRanking(G, C).rank(population.s)
+
+
+def test_black_box_n_may_be_a_numpy_integer(G, C, population):
+    import numpy as np
+
+    from failatlas.analysis import BlackBoxRanking
+
+    assert BlackBoxRanking(G, C, n=np.int64(4)).n == 4

@@ -253,3 +253,11 @@ def test_a_float64_export_is_named_as_such(tmp_path, one_error):
     torch.onnx.export(model, (torch.rand(2, 1, 28, 28, dtype=torch.float64),), str(path), dynamo=False,
                       input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
     one_error(lambda: OnnxClassifier(path), "double input", "float32", "model.float()")
+
+
+def test_a_dynamically_quantized_file_is_seen_as_quantized(exported, tmp_path):
+    """Its black-box ranking then steps 1σ (onnxruntime's quantize_dynamic writes integer ops)."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    quantize_dynamic(str(exported), str(tmp_path / "dynamic.onnx"))
+    assert OnnxClassifier(tmp_path / "dynamic.onnx").quantized and not OnnxClassifier(exported).quantized

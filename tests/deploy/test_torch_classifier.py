@@ -319,3 +319,23 @@ def test_a_float64_model_runs_and_script_errors_show_their_cause(tmp_path, one_e
     assert loaded(x).dtype == torch.float32 and torch.allclose(loaded(x), model(x.double()).float(), atol=1e-6)
     message = one_error(lambda: TorchFileClassifier(tmp_path / "reshapes.pt"), "is invalid for input of size")
     assert "TorchScript interpreter" not in message
+
+
+def test_out_of_memory_passes_through_and_frozen_models_take_their_buffers_dtype(files, tmp_path):
+    loaded = TorchFileClassifier(files[".pt"])
+
+    class Hungry(nn.Module):
+        def forward(self, x):
+            raise torch.OutOfMemoryError("out of memory")
+
+    loaded.model = Hungry()
+    with pytest.raises(torch.OutOfMemoryError):
+        loaded(torch.rand(2, 1, 28, 28))
+    torch.manual_seed(9)
+    model = _Scaled().eval().to(torch.bfloat16)
+    with _torchscript.quiet_jit():
+        frozen = torch.jit.freeze(torch.jit.script(model))
+        torch.jit.save(frozen, str(tmp_path / "frozen.pt"))
+    x = torch.rand(3, 1, 28, 28)
+    got = TorchFileClassifier(tmp_path / "frozen.pt")(x)
+    assert got.dtype == torch.float32 and torch.allclose(got, model(x.bfloat16()).float(), atol=1e-2)

@@ -202,6 +202,43 @@ def test_a_pt2_with_a_compiled_library_is_refused(tmp_path, exported):
         load_fused(path)
 
 
+def test_a_pt2_with_a_pickled_weights_file_or_a_twin_entry_is_refused(tmp_path, exported):
+    """torch's reader prefers data/weights/model.pt (unpickled, weights_only falling back to False) to the raw
+    weight files; and of two entries with one name it reads the first where Python's zipfile reads the last."""
+    import io
+    import json
+    import zipfile
+
+    marker = tmp_path / "ran"
+    buf = io.BytesIO()
+    torch.save({"w": _Marker(marker)}, buf)
+    with zipfile.ZipFile(exported["ep_path"]) as z:
+        root = z.namelist()[0].split("/", 1)[0]
+        config_name = f"{root}/data/weights/model_weights_config.json"
+        config = json.loads(z.read(config_name))
+    path = _rewrite_pt2(exported["ep_path"], tmp_path / "pt-weights.pt2", lambda name, data: data)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr(f"{root}/data/weights/model.pt", buf.getvalue())
+    with pytest.raises(FailatlasError, match="unexpected entry data/weights/model.pt"):
+        load_fused(path)
+    first = next(iter(config["config"]))
+    evil = json.loads(json.dumps(config))
+    evil["config"][first]["use_pickle"] = True
+    path = tmp_path / "twin.pt2"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name it is asked to write
+        with zipfile.ZipFile(exported["ep_path"]) as zin, zipfile.ZipFile(path, "w") as zout:
+            for info in zin.infolist():
+                if info.filename == config_name:
+                    zout.writestr(info.filename, json.dumps(evil))  # the one torch would read
+                zout.writestr(info, zin.read(info.filename))
+    with pytest.raises(FailatlasError, match="entries with the same name"):
+        load_fused(path)
+    assert not marker.exists()
+
+
 def test_not_a_fused_graph(tmp_path):
     path = tmp_path / "linear.pt"
     _torchscript.save(_torchscript.trace(torch.nn.Linear(3, 2).eval(), (torch.randn(2, 3),)), path)

@@ -137,6 +137,7 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
     if len(names) < 2:
         raise FailatlasError(f"compare needs at least two classifiers, got {len(names)}; pass --classifier twice")
     _check_k(k, G.style_dim)
+    black_box_n = check_black_box_n(black_box_n)
     for name, C in classifiers.items():
         check_class_counts(G, C, name=name)
     if distributed:

@@ -333,7 +333,7 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
             img = G.synthesis_from_styles(s.to(dtype), noise_mode="const")
             logits = check_logits(classify(classifier, classifier_view(img).to(cdevice, cdtype)), len(z), classifier,
                                   start)
-            if start == part.start:  # every rank checks its first batch (one that raised alone would hang the rest)
+            if start == 0 and not distributed:  # sharded: after the gather (a rank raising alone hangs the rest)
                 check_class_counts(G, classifier, found=int(logits.shape[1]))
                 check_not_probabilities(logits, _who(classifier))
             out["w"].append(w.float().cpu())
@@ -344,6 +344,9 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
         empty = {"w": (0, G.w_dim), "s": (0, G.style_dim), "logits": (0, num_classes)}  # a rank with no batch
         out = {k: [dist.all_gather_cat(torch.cat(v) if v else torch.zeros(empty[k]))] for k, v in out.items()}
     logits = torch.cat(out["logits"])
+    if distributed:  # every rank has every sample now, so all of them reach the same verdict
+        check_class_counts(G, classifier, found=int(logits.shape[1]))
+        check_not_probabilities(logits[:batch_size], _who(classifier))
     p_y = torch.softmax(logits.double(), dim=1).gather(1, y_all[:, None]).squeeze(1).float()
     pred = logits.argmax(dim=1)
     return Population(z=z_all, y=y_all, w=torch.cat(out["w"]), s=torch.cat(out["s"]), logits=logits, p_y=p_y,

@@ -419,7 +419,7 @@ class BlackBoxRanking:
 
     def __init__(self, generator: nn.Module, classifier: nn.Module, n: int | None = 64, h: float | None = None,
                  batch_size: int | None = 512, progress_bar: bool | None = None) -> None:
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
             raise FailatlasError(f"n (samples used) must be a positive integer or None (all), got {n!r}")
         if h is None:
             h = self.H_QUANTIZED if getattr(classifier, "quantized", False) else self.H_FLOAT
@@ -427,7 +427,7 @@ class BlackBoxRanking:
             raise FailatlasError(f"h (the finite-difference step, in σ) must be in (0, 1], got {h!r}")
         check_class_counts(generator, classifier)
         self.generator, self.classifier = generator, classifier
-        self.n, self.h = n, float(h)
+        self.n, self.h = (None if n is None else int(n)), float(h)
         self.batch_size = check_batch_size(batch_size, generator)
         self.progress_bar = progress_bar
 

@@ -333,14 +333,14 @@ def _validate_file(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
-#: operators of a quantized ONNX graph (QDQ or QOperator format)
-_QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-                  "ConvInteger", "MatMulInteger")
-
-
 def _is_quantized(path: Path) -> bool:
-    """True when the graph holds quantization operators (its outputs move in rounding steps)."""
-    return any(node.op_type in _QUANTIZED_OPS for node in _parse(path).graph.node)
+    """True when the graph holds quantization operators (its outputs move in rounding steps): QDQ pairs,
+    QOperator ops (QLinear*, QGemm, ...), integer ops (ConvInteger, MatMulInteger, MatMulIntegerToFloat) and
+    ONNX Runtime's fused ones (DynamicQuantizeMatMul, ...), in the graph or a subgraph's functions."""
+    proto = _parse(path)
+    ops = [node.op_type for node in proto.graph.node] + [n.op_type for f in proto.functions for n in f.node]
+    return any("Quantize" in op or "Integer" in op or op.startswith(("QLinear", "QGemm", "QAttention"))
+               for op in ops)
 
 
 def _dim_text(dim: Any) -> str:

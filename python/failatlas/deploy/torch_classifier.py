@@ -254,6 +254,7 @@ class TorchFileClassifier(nn.Module):
         for sub in module.modules():  # an exported program refuses eval() but its graph is fixed: flag only
             sub.training = False
         self.model = module
+        self._input_dtype: torch.dtype | None = None  # set by the probe for a model with no floating tensor
         self.training = False  # an exported program cannot switch modes; train() below never recurses
         self.num_classes = self._probe(expected_classes)
         self.config = self._make_config()
@@ -270,11 +271,15 @@ class TorchFileClassifier(nn.Module):
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """The model on ``x`` (cast to its parameters' dtype and device), with the output checked."""
-        p = next(iter(self.model.parameters()), None)
-        if p is not None:
-            x = x.to(device=p.device, dtype=p.dtype)
+        ref = self._reference_tensor()
+        if ref is not None:
+            x = x.to(device=ref.device, dtype=ref.dtype)
+        elif self._input_dtype is not None:
+            x = x.to(dtype=self._input_dtype)
         try:
             out = self.model(x)
+        except (MemoryError, torch.OutOfMemoryError):  # out of memory is no input problem
+            raise
         except Exception as exc:  # noqa: BLE001 - a user's graph can fail in any way
             raise FailatlasError(f"the classifier {self.path} fails on a batch of {list(x.shape)} images "
                                  f"({_error_text(exc)}); failatlas feeds float32 images [N, 1, 28, 28] with "
@@ -292,11 +297,15 @@ class TorchFileClassifier(nn.Module):
         """Run the model on seeded images once: shape, finiteness, batch independence, class count."""
         x = torch.rand(3, *IN_SHAPE, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
+            together = None
             try:
                 together = self._run(x).float()
             except FailatlasError:
-                self._check_fixed_batch(x)
-                raise
+                if not self._find_input_dtype(x):
+                    self._check_fixed_batch(x)
+                    raise
+            if together is None:  # it wants another float dtype: run it again (outside the handler above)
+                together = self._run(x).float()
             alone = torch.cat([self._run(x[i:i + 1]).float() for i in range(3)])
             again = self._run(x).float()
         if not bool(torch.isfinite(together).all()):
@@ -319,10 +328,33 @@ class TorchFileClassifier(nn.Module):
                                  f"those {expected} classes")
         return num_classes
 
+    def _find_input_dtype(self, x: torch.Tensor) -> bool:
+        """A model without floating parameters or buffers (a frozen TorchScript module keeps its weights as
+        graph constants) may want another float dtype than float32: find it by running it once."""
+        if self._reference_tensor() is not None:
+            return False
+        for dtype in (torch.float64, torch.bfloat16, torch.float16):
+            try:
+                out = self.model(x.to(dtype))
+            except Exception:  # noqa: BLE001 - only a success tells something here
+                continue
+            if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == x.shape[0]:
+                self._input_dtype = dtype
+                return True
+        return False
+
+    def _reference_tensor(self) -> torch.Tensor | None:
+        """The first floating parameter or buffer (a frozen TorchScript module keeps its weights as buffers or
+        constants): the model's dtype and device, which inputs are cast to."""
+        for tensor in (*self.model.parameters(), *self.model.buffers()):
+            if tensor.is_floating_point():
+                return tensor
+        return None
+
     def _check_fixed_batch(self, x: torch.Tensor) -> None:
         """After a failure at batch 3: a model that runs at another batch size was saved with a fixed one."""
-        p = next(iter(self.model.parameters()), None)
-        dtype = p.dtype if p is not None else x.dtype
+        ref = self._reference_tensor()
+        dtype = ref.dtype if ref is not None else x.dtype
         for n in (1, 2, 4, 8, 16, 32, 64):
             try:
                 out = self.model(torch.zeros(n, *IN_SHAPE, dtype=dtype))

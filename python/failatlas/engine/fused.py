@@ -221,12 +221,15 @@ def _check_no_pickles(path: Path) -> None:
     process is patched); :func:`read_program` then calls the current-format reader directly, never the
     fallback to the older format."""
     import json
+    import re
     import zipfile
 
     from torch.export.pt2_archive import constants as pt2
 
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
+        if len(set(names)) != len(names):  # this reader takes the last of two equal names, torch's the first
+            raise _PickleRefused("entries with the same name")
         roots = [n[: -len(pt2.ARCHIVE_FORMAT_PATH)] for n in names if n.endswith("/" + pt2.ARCHIVE_FORMAT_PATH)]
         if len(roots) != 1:
             raise _PickleRefused("not the current torch.export archive format")
@@ -238,6 +241,13 @@ def _check_no_pickles(path: Path) -> None:
             base = rel.rsplit("/", 1)[-1]
             if not (rel in _PT2_FILES or rel.startswith(_PT2_FOLDERS)) or (rel.startswith("models/")
                                                                            and not rel.endswith(".json")):
+                raise _PickleRefused(f"unexpected entry {rel}")
+            # weights and constants: raw tensors (weight_<n>, tensor_<n>) and their JSON configs; torch's
+            # reader would prefer a <model>.pt there, which it unpickles
+            if rel.startswith((pt2.WEIGHTS_DIR, pt2.CONSTANTS_DIR)) and not (
+                    base.endswith(".json") or re.fullmatch(r"(weight|tensor)_\d+", base)
+                    or base.startswith((pt2.CUSTOM_OBJ_FILENAME_PREFIX,
+                                        getattr(pt2, "OPAQUE_OBJ_FILENAME_PREFIX", pt2.CUSTOM_OBJ_FILENAME_PREFIX)))):
                 raise _PickleRefused(f"unexpected entry {rel}")
             if rel.startswith((pt2.WEIGHTS_DIR, pt2.CONSTANTS_DIR)) and base.endswith(".json"):
                 try:
