@@ -70,7 +70,7 @@ CLASSIFIER_FILES_HELP = ("or a file of images [N,1,28,28] in [0,1] -> logits: .p
 
 
 def _black_box_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--black-box-n", type=int, default=64, metavar="N",
+    p.add_argument("--black-box-n", type=int, default=64, metavar="N",  # failatlas.analysis.ranking.BLACK_BOX_N
                    help="samples a classifier without gradients (.onnx) is ranked on by finite differences; it "
                    "classifies 2 x N x (style dims) images, and more samples stand better for the population")
 

@@ -5,8 +5,9 @@ N samples with labels y drawn uniformly over the classes (or over a chosen subse
 softmax probability of the conditioning label), the prediction, and whether it is well classified
 (argmax = y).
 
-Everything random comes from one ``torch.Generator`` seeded with ``seed`` and is drawn up front, so the
-population depends on the seed only: not on the batch size, the device or the global RNG.
+Everything random comes from one ``torch.Generator`` keyed by ``seed`` (:func:`failatlas._seeding.latent_generator`,
+a stream of its own, not the one ``torch.manual_seed(seed)`` gives, which seeded the generator's weights) and is
+drawn up front, so the population depends on the seed only: not on the batch size, the device or the global RNG.
 """
 
 from __future__ import annotations
@@ -275,8 +276,8 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
                       progress_bar: bool | None = None, distributed: bool = False) -> Population:
     """Sample ``n`` labelled generator samples and classify them (DESIGN §4).
 
-    y is uniform over ``classes`` (default: all of the generator's classes), z ~ N(0, I), both from a
-    ``torch.Generator`` seeded with ``seed``; w = mapping(z, y) with ψ = 1, s = styles(w), the image is
+    y is uniform over ``classes`` (default: all of the generator's classes), z ~ N(0, I), both from
+    ``latent_generator(seed)``; w = mapping(z, y) with ψ = 1, s = styles(w), the image is
     synthesized from s with 'const' noise and classified through the adapter. Runs under
     ``torch.no_grad`` in batches of ``batch_size`` (None: :func:`default_batch_size`) on the generator's
     device, with the models in eval mode

@@ -33,13 +33,12 @@ import torch
 from torch import nn
 
 from .. import _torchscript
-from .._paths import classifier_file_format
 from .._io import write_bytes
-from ..errors import FailatlasError
+from .._paths import classifier_file_format
 from ..analysis.population import check_not_probabilities
-from .onnx_classifier import (IN_SHAPE, _first_line, _quiet_exporter, check_images, classifier_metadata,
-                              file_classifier_config, prepare_export)
-from .onnx_classifier import _check_out_file
+from ..errors import FailatlasError
+from .onnx_classifier import (IN_SHAPE, _check_out_file, _first_line, _quiet_exporter, check_images,
+                              classifier_metadata, file_classifier_config, prepare_export)
 
 __all__ = ["TorchFileClassifier", "export_classifier_program", "export_classifier_torchscript", "META_FILE",
            "classifier_file_format"]
