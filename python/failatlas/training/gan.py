@@ -366,7 +366,8 @@ def _sample_grid(G: Generator, path: Path, seed: int = 12345, per_class: int = 1
     with _io.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
-    _io.write_json(path.with_suffix(".json"), {"z_seed": seed, "rows": "classes 0..%d" % (G.num_classes - 1),
+    _io.write_json(path.with_suffix(".json"), {"z_seed": seed, "z_stream": "failatlas._seeding.latent_generator(z_seed)",
+                                               "rows": "classes 0..%d" % (G.num_classes - 1),
                                                "per_class": per_class, "noise_mode": "const", "truncation_psi": 1.0})
 
 
