@@ -169,19 +169,11 @@ def _load_torchscript(path: Path) -> tuple[nn.Module, dict[str, str]]:
 
 
 def _load_program(path: Path) -> tuple[nn.Module, dict[str, str]]:
-    from ..engine.fused import _PickleRefused, read_program
+    from ..engine.fused import load_program
 
     _check_kind(path, "torch.export")
-    try:
-        program, extra = read_program(path)
-        module = program.module()
-    except _PickleRefused as exc:
-        raise FailatlasError(f"{path} holds pickled Python objects or compiled code ({exc}), which failatlas never "
-                             "loads (either can run any code); save the classifier again with torch.export.save "
-                             "(weights as tensors), or as TorchScript or ONNX") from None
-    except Exception as exc:  # noqa: BLE001 - zip, JSON and schema errors alike: the file is not readable
-        raise FailatlasError(f"{path} is not a readable torch.export program ({_first_line(exc)}); save the "
-                             "classifier again with torch.export.save (or export it with failatlas export)") from None
+    program, module, extra = load_program(path, "torch.export classifier", "save the classifier again with "
+                                          "torch.export.save (weights as tensors), as TorchScript or as ONNX")
     if "meta_style_dim" in {**program.state_dict, **program.constants}:
         raise _fused_graph(path)
     return module, _parse_meta(extra.get(META_FILE, ""), path)

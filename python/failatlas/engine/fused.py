@@ -179,16 +179,7 @@ def load_fused(path: str | Path) -> FusedGraph:
         meta = {name: getattr(module, name, None) for name in ("meta_style_dim", "meta_num_classes")}
         fmt = "torchscript"
     else:
-        try:
-            program, _ = read_program(path)
-            module = program.module()
-        except _PickleRefused as exc:
-            raise FailatlasError(f"fused graph {path} holds pickled Python objects or compiled code ({exc}), which "
-                                 "failatlas never loads (either can run any code); export it again with "
-                                 "export_program") from None
-        except Exception as exc:  # zip, pickle, JSON and schema errors alike: the file is not readable
-            raise FailatlasError(f"fused graph {path} is not a readable torch.export program "
-                                 f"({_first_line(exc)}); export it again with export_program") from None
+        program, module, _ = load_program(path, "fused graph", "export it again with export_program")
         state = {**program.state_dict, **program.constants}
         meta = {name: state.get(name) for name in ("meta_style_dim", "meta_num_classes")}
         fmt = "export"
@@ -265,6 +256,20 @@ def _check_no_pickles(path: Path) -> None:
                     torch.load(io.BytesIO(archive.read(name)), weights_only=True)
                 except Exception:
                     raise _PickleRefused(rel) from None
+
+
+def load_program(path: Path, what: str, fix: str) -> tuple["torch.export.ExportedProgram", nn.Module, dict[str, str]]:
+    """:func:`read_program` and the program's module, or one :class:`FailatlasError` naming ``what`` the file
+    was to be (e.g. "fused graph") and ``fix``, the way to get a good file."""
+    try:
+        program, extra = read_program(path)
+        return program, program.module(), extra
+    except _PickleRefused as exc:
+        raise FailatlasError(f"{what} {path} holds pickled Python objects or compiled code ({exc}), which failatlas "
+                             f"never loads (either can run any code); {fix}") from None
+    except Exception as exc:  # zip, pickle, JSON and schema errors alike: the file is not readable
+        raise FailatlasError(f"{what} {path} is not a readable torch.export program ({_first_line(exc)}); "
+                             f"{fix}") from None
 
 
 def read_program(path: Path) -> tuple["torch.export.ExportedProgram", dict[str, str]]:
