@@ -321,3 +321,36 @@ def test_an_onnx_classifier_alone_gets_a_run_without_the_class_overlap(models, o
     assert not (run.out / "overlap.csv").exists() and not (run.out / "overlap.png").exists()
     html = (run.out / "report.html").read_text()
     assert "no class overlap" in html and "Shared dimensions across classes" not in html
+
+
+def test_real_accuracy_of_each_classifier_gives_the_context_and_flags_a_misread_input(models, tmp_path):
+    """analyze measures each classifier on the real test split of the generator's training data (its
+    config.json → training); a classifier that gets under half of the real clean images right is named."""
+    import shutil
+
+    from failatlas.analysis.pipeline import real_accuracy
+    from failatlas.models.classifier import load_classifier
+    from failatlas.training.classifier import evaluate_classifier
+
+    folder = tmp_path / "g"
+    shutil.copytree(models["generator"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["training"] = {"dataset": "mnist", "blur": "paper"}
+    (folder / "config.json").write_text(json.dumps(config))
+    C = load_classifier(models["a"])
+    real, notes = real_accuracy(folder, {"cls-a": C})
+    want = evaluate_classifier(C, dataset="mnist", on="corrupted")["accuracy"]
+    assert real["dataset"] == "mnist" and real["classifiers"]["cls-a"]["corrupted"] == want
+    assert real["classifiers"]["cls-a"]["clean"] < 0.5  # a random CNN: named as probably misreading its input
+    assert len(notes) == 1 and notes[0].startswith("cls-a gets") and "README: your own classifier" in notes[0]
+    config["training"] = {}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert real_accuracy(folder, {"cls-a": C}) == (
+        None, ["no accuracy on real test images: the generator's config.json names no training dataset"])
+
+
+def test_a_generator_without_its_training_data_is_said_so(first):
+    """The test generator is saved without a training record: no real accuracy, and the run says why."""
+    assert first.summary["real_accuracy"] is None
+    assert "no accuracy on real test images: the generator's config.json names no training dataset" in first.notes
+    assert "accuracy on the real test images" not in (first.out / "report.html").read_text()

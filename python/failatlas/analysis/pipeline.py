@@ -258,6 +258,10 @@ class AnalysisRun:
         cc = self.summary["corner_cases"]
         lines = [f"population: {pop.n} samples (seed {pop.seed}); accuracy "
                  + ", ".join(f"{name} {p.accuracy:.4f}" for name, p in self.populations.items())]
+        real = self.summary.get("real_accuracy")
+        if real:
+            lines.append(f"real {real['dataset']} test images (clean / corrupted): " + ", ".join(
+                f"{name} {r['clean']:.4f} / {r['corrupted']:.4f}" for name, r in real["classifiers"].items()))
         lines.append(f"top {TOP} dimensions of {self.primary}:")
         lines.append(self.rankings[self.primary].format(TOP))
         for name, s in sep.get("by_classifier", {self.primary: sep}).items():
@@ -428,6 +432,45 @@ def _curves_csv(curves: dict[str, CurveResult], path: Path) -> Path:
     return path
 
 
+#: below this accuracy on real clean test images a classifier probably does not read failatlas's input
+REAL_ACCURACY_WARNING = 0.5
+
+
+def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module]) -> tuple[dict[str, Any] | None, list[str]]:
+    """Each classifier's accuracy on the real clean and corrupted test split of the data the generator was
+    trained on (its ``config.json`` → ``training``: dataset, blur, IDX folder), the context for what the
+    analysis finds on generated images, and a check that a classifier of one's own reads failatlas's input.
+    Returns ``({"dataset", "blur", "classifiers": {name: {"clean", "corrupted"}}} or None, notes)``: None (with a
+    note saying why) when the config names no dataset or the data cannot be loaded here."""
+    import json
+
+    from ..training.classifier import evaluate_classifier
+
+    try:
+        training = json.loads((Path(generator_folder) / "config.json").read_text()).get("training") or {}
+    except (OSError, ValueError, AttributeError):
+        training = {}
+    dataset = training.get("dataset") if isinstance(training, dict) else None
+    if not isinstance(dataset, str) or not dataset:
+        return None, ["no accuracy on real test images: the generator's config.json names no training dataset"]
+    blur = training.get("blur") if training.get("blur") in ("paper", "isotropic") else "paper"
+    idx_dir = training.get("idx_dir") if isinstance(training.get("idx_dir"), str) else None
+    result: dict[str, Any] = {"dataset": dataset, "blur": blur, "split": "test", "classifiers": {}}
+    notes = []
+    try:
+        for name, model in models.items():
+            row = {on: evaluate_classifier(model, dataset=dataset, on=on, blur=blur, idx_dir=idx_dir)["accuracy"]
+                   for on in ("clean", "corrupted")}
+            result["classifiers"][name] = row
+            if row["clean"] < REAL_ACCURACY_WARNING:
+                notes.append(f"{name} gets {row['clean']:.3f} of the real clean test images of {dataset} right: "
+                             "check that it takes failatlas's input (float [N, 1, 28, 28] in [0, 1], logits out; "
+                             "README: your own classifier)")
+    except FailatlasError as exc:
+        return None, [f"no accuracy on real test images of {dataset}: {exc}"]
+    return result, notes
+
+
 def _curve_summary(curve: CurveResult) -> dict[str, Any]:
     b = curve.plotted_bins()
     return {"accuracy": b["accuracy"], "bin_centres": b["centres"],
@@ -537,6 +580,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
 
     # 1. population ------------------------------------------------------------------------------------
     n = options.population_size
+    real = None  # each classifier's accuracy on the real test split (rank 0)
     with stage("population", f"{n} samples, seed {seed}, {len(infos)} classifier(s)"):
         pop0 = sample_population(G, C0, n, seed=seed, batch_size=bs, progress_bar=bar, distributed=sharded)
         populations = {primary: pop0}
@@ -545,6 +589,8 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         if tmp is not None:
             pop0.to_npz(tmp / "population.npz")
             wrote("population.npz")
+            real, real_notes = real_accuracy(gen_info.path, models)  # a few seconds: 2 × 2,000 real images each
+            notes.extend(real_notes)
     # fails here, before the gradients, if a group is empty (on every rank alike: they hold the same population)
     separation = Separation(pop0, layout=layout)
 
@@ -720,6 +766,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         "population": {"n": pop0.n, "seed": seed,
                        "accuracy": {name: p.accuracy for name, p in populations.items()},
                        "n_mis": {name: p.n_mis for name, p in populations.items()}},
+        "real_accuracy": real,
         "top_dims": {name: r.order[:TOP].tolist() for name, r in rankings.items()},
         "separation": sep_summary,
         "corner_cases": cc.summary(),

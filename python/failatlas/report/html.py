@@ -76,6 +76,10 @@ def _header(run) -> str:
                        "generator was asked for; a classifier is right on one when it predicts that class"),
         ("accuracy on the population", ", ".join(f"{name} {p.accuracy:.4f} ({p.n_mis} mis-classified)"
                                                   for name, p in run.populations.items())),
+        *((("accuracy on the real test images (clean / corrupted)",
+            f"{real['dataset']}: " + ", ".join(f"{name} {r['clean']:.4f} / {r['corrupted']:.4f}"
+                                               for name, r in real["classifiers"].items())),)
+          if (real := run.summary.get("real_accuracy")) else ()),
         ("created", m.get("created", "")),
         ("versions", ", ".join(f"{k} {val}" for k, val in v.items())),
         ("platform", m.get("platform", {}).get("system", "")),
