@@ -41,6 +41,8 @@ def test_run_compare_torch_against_its_onnx_torchscript_and_torch_export_files(G
     from failatlas.models.stylegan2 import save_generator
 
     save_generator(G, tmp_path / "g")
+    config = json.loads((tmp_path / "g" / "config.json").read_text())  # as train-gan records its data
+    (tmp_path / "g" / "config.json").write_text(json.dumps({**config, "training": {"dataset": "mnist"}}))
     torch.manual_seed(5)
     cfg = ClassifierConfig()
     model = build_classifier(cfg).eval()
@@ -68,6 +70,11 @@ def test_run_compare_torch_against_its_onnx_torchscript_and_torch_export_files(G
     from failatlas.analysis.compare import COMPARE_FILES  # the names checked up front are the ones written
     assert sorted(COMPARE_FILES) == sorted(p.name for p in (tmp_path / "cmp").iterdir())
     js = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    # every deployed form on the real test split: the same weights, the same accuracy (a random CNN: named)
+    real = js["real_accuracy"]["classifiers"]
+    assert real == run.real_accuracy["classifiers"] and len({json.dumps(r) for r in real.values()}) == 1
+    assert js["notes"][0].startswith("c gets") and "real mnist test, clean / corrupted" in \
+        (tmp_path / "cmp" / "report.html").read_text()
     bars = json.loads((tmp_path / "cmp" / "corner_shifts.json").read_text())
     assert bars["directions"] == js["directions"] and set(bars["directions"]) <= {-1, 1}
     # the same weights: corner shifts agree to the search's tolerance wherever both found one

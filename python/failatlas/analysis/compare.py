@@ -290,19 +290,25 @@ def plot_shift_comparison(comparison: Comparison, path: str | Path) -> Path:
     return path
 
 
-def _report(comparison: Comparison, folder: Path) -> str:
+def _report(comparison: Comparison, folder: Path, real: dict[str, Any] | None = None,
+            notes: Sequence[str] = ()) -> str:
     from ..report.html import _e, _img, _num, _table
 
     names = comparison.names
+    real_rows = (real or {}).get("classifiers", {})
+    real_head = [f"real {real['dataset']} test, clean / corrupted"] if real else []
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>failatlas compare</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td,th{padding:2px 6px;"
              "text-align:right}.l{text-align:left}table{border-collapse:collapse}</style></head><body>",
              f"<h1>Comparison of {len(names)} classifiers</h1>",
              f"<p>One population of {comparison.n} samples (seed {comparison.seed}), labelled by each.</p>",
              "<h2>Accuracy and agreement</h2>",
-             _table(["classifier", "accuracy", *[f"agrees with {b}" for b in names]],
+             _table(["classifier", "accuracy", *[f"agrees with {b}" for b in names], *real_head],
                     [[a, _num(comparison.accuracy[a])] + [_num(comparison.agreement[a][b]) for b in names]
+                     + ([f"{real_rows[a]['clean']:.4f} / {real_rows[a]['corrupted']:.4f}"] if real else [])
                      for a in names], left=[0])]
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
     if comparison.curves:  # written by this run (not a figure left in the folder by an earlier one)
         parts += ["<h2>Accuracy against distance (K = 100)</h2>", _img(folder / "accuracy_curves.png", "curves")]
     parts += ["<h2>Corner shifts side by side</h2>",
@@ -327,6 +333,8 @@ class CompareRun:
     files: dict[str, Path]
     rank: int = 0
     world_size: int = 1
+    real_accuracy: dict[str, Any] | None = None  # each classifier on the real test split (pipeline.real_accuracy)
+    notes: tuple[str, ...] = ()
 
     def format(self) -> str:
         """A short text summary: accuracy, agreement with the reference, mean corner shift, and the files."""
@@ -340,6 +348,11 @@ class CompareRun:
             vals = [v for v in means[name] if v is not None]
             mean = f"{sum(vals) / len(vals):.2f}" if vals else "–"
             lines.append(f"{name:<28} {c.accuracy[name]:>8.4f} {c.agreement[ref][name]:>7.4f} {mean:>15}")
+        if self.real_accuracy:
+            lines.append(f"real {self.real_accuracy['dataset']} test images (clean / corrupted): " + ", ".join(
+                f"{name} {r['clean']:.4f} / {r['corrupted']:.4f}"
+                for name, r in self.real_accuracy["classifiers"].items()))
+        lines.extend(f"note: {n}" for n in self.notes)
         lines.append(f"corner shifts over {len(c.classes)} classes × {len(c.dims)} dims of {ref}; "
                      f"report: {self.files['report']}")
         return "\n".join(lines)
@@ -361,7 +374,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
     from ..report.curves_figures import plot_accuracy_curves
-    from .pipeline import _unique_names
+    from .pipeline import _unique_names, real_accuracy
 
     from .. import distributed as dist
     from .population import _model_dtype_device
@@ -370,7 +383,8 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     rank, world_size = dist.world()
     if rank != 0:
         progress_bar, verbose = False, False
-    G = load_generator(resolve_model(generator))
+    gpath = resolve_model(generator)
+    G = load_generator(gpath)
     _check_k(k, G.style_dim)  # before the classifiers are loaded and anything runs
     black_box_n = check_black_box_n(black_box_n)
     paths = [resolve_classifier(c) for c in classifiers]
@@ -386,17 +400,18 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
                                      progress_bar=progress_bar, distributed=world_size > 1, verbose=verbose)
     if comparison is None:  # not rank 0 under torchrun: its shards are done, rank 0 writes
         return CompareRun(out, None, {}, rank=rank, world_size=world_size)
+    real, notes = real_accuracy(gpath, models)  # a few seconds: each classifier on the real test split
     out.mkdir(parents=True, exist_ok=True)
     # every file is written into a staging folder inside --out and moved into place at the end, so a
     # failure part-way leaves the folder as it was, not a mix of this run's files and an earlier run's
     stage = Path(tempfile.mkdtemp(prefix=".compare-", dir=out))
     try:
-        _io.write_json(stage / "compare.json", comparison.to_json())
+        _io.write_json(stage / "compare.json", {**comparison.to_json(), "real_accuracy": real, "notes": notes})
         _io.write_bytes(stage / "corner_shifts.csv", _csv(comparison.shift_rows()))
         plot_shift_comparison(comparison, stage / "corner_shifts.png")
         if comparison.curves:
             plot_accuracy_curves(comparison.curves, stage / "accuracy_curves.png")
-        _io.write_bytes(stage / "report.html", _report(comparison, stage).encode("utf-8"))
+        _io.write_bytes(stage / "report.html", _report(comparison, stage, real, notes).encode("utf-8"))
         if not comparison.curves:  # no curve this time: an earlier run's figure must not pass for this one's
             for name in ("accuracy_curves.png", "accuracy_curves.json"):
                 (out / name).unlink(missing_ok=True)
@@ -408,4 +423,4 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
              "report": out / "report.html"}
     if comparison.curves:
         files["curves_png"] = out / "accuracy_curves.png"
-    return CompareRun(out, comparison, files)
+    return CompareRun(out, comparison, files, real_accuracy=real, notes=tuple(notes))
