@@ -18,3 +18,14 @@ def require(condition: bool, message: str) -> None:
     """Raise :class:`FailatlasError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise FailatlasError(message)
+
+
+def error_line(exc: BaseException, limit: int = 240) -> str:
+    """The one line of a caught exception that says what went wrong, for a :class:`FailatlasError` message:
+    its first line, or its last when TorchScript's interpreter put its banner first (the cause comes last),
+    cut to ``limit`` characters; the exception's type name when it has no text."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    line = lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
+    return line if len(line) <= limit else line[:limit - 1] + "…"

@@ -25,7 +25,7 @@ from torch import nn
 from .. import _io
 from .._progress import progress
 from .._seeding import latent_generator
-from ..errors import FailatlasError
+from ..errors import FailatlasError, error_line
 from ..models.adapter import classifier_view
 
 NPZ_FORMAT = "failatlas-population"
@@ -219,11 +219,9 @@ def classify(classifier: nn.Module, images: torch.Tensor) -> torch.Tensor:
     except (FailatlasError, MemoryError, torch.OutOfMemoryError):  # out of memory is no input problem
         raise
     except Exception as exc:  # noqa: BLE001 - a user's module can fail in any way
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
         raise FailatlasError(
             f"{_who(classifier)} fails on the generator's images, given as float [N, 1, 28, 28] with intensities in "
-            f"[0, 1] ({first}); wrap the model so that it takes them: e.g. x.flatten(1) for [N, 784] input, "
+            f"[0, 1] ({error_line(exc)}); wrap the model so that it takes them: e.g. x.flatten(1) for [N, 784] input, "
             "torch.nn.functional.pad(x, (2, 2, 2, 2)) for 32×32, its normalization inside (README: your "
             "classifier)") from None
 

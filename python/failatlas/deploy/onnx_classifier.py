@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_path
-from ..errors import FailatlasError
+from ..errors import FailatlasError, error_line
 
 #: ``metadata_props`` key → value naming files written by :func:`export_classifier_onnx`.
 FORMAT_KEY = "failatlas_format"
@@ -43,10 +43,7 @@ FALLBACK_OPSET = 17
 EXPORT_RTOL = 1e-4
 
 
-def _first_line(exc: BaseException, limit: int = 240) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0].strip() if text else type(exc).__name__
-    return line if len(line) <= limit else line[:limit - 1] + "…"
+_first_line = error_line  # the name the deploy modules use
 
 
 @contextlib.contextmanager
@@ -302,8 +299,9 @@ def _parse(path: Path) -> Any:
                              f"({_first_line(exc)}); re-export it with failatlas.deploy.export_classifier_onnx") from None
 
 
-def _validate_file(path: Path) -> dict[str, str]:
-    """Parse and check an ONNX file; returns its metadata. One FailatlasError per problem."""
+def _validate_file(path: Path) -> tuple[dict[str, str], bool]:
+    """Parse and check an ONNX file; returns its metadata and whether it is quantized. One FailatlasError per
+    problem."""
     import onnx
     from onnx.external_data_helper import uses_external_data
 
@@ -330,14 +328,13 @@ def _validate_file(path: Path) -> dict[str, str]:
             name = onnx.TensorProto.DataType.Name(elem).lower()
             raise FailatlasError(f"the ONNX classifier {path} takes {name} input {inputs[0].name!r}; failatlas feeds "
                                  "float32 images: re-export it in float32 (model.float() before torch.onnx.export)")
-    return {p.key: p.value for p in proto.metadata_props}
+    return {p.key: p.value for p in proto.metadata_props}, _is_quantized(proto)
 
 
-def _is_quantized(path: Path) -> bool:
+def _is_quantized(proto: Any) -> bool:
     """True when the graph holds quantization operators (its outputs move in rounding steps): QDQ pairs,
     QOperator ops (QLinear*, QGemm, ...), integer ops (ConvInteger, MatMulInteger, MatMulIntegerToFloat) and
     ONNX Runtime's fused ones (DynamicQuantizeMatMul, ...), in the graph or a subgraph's functions."""
-    proto = _parse(path)
     ops = [node.op_type for node in proto.graph.node] + [n.op_type for f in proto.functions for n in f.node]
     return any("Quantize" in op or "Integer" in op or op.startswith(("QLinear", "QGemm", "QAttention"))
                for op in ops)
@@ -392,8 +389,7 @@ class OnnxClassifier(nn.Module):
                                              or expected_classes < 1):
             raise FailatlasError(f"expected_classes must be a positive integer, got {expected_classes!r}")
         self._expected_classes = None if expected_classes is None else int(expected_classes)
-        self.metadata = _validate_file(self.path)
-        self.quantized = _is_quantized(self.path)
+        self.metadata, self.quantized = _validate_file(self.path)
         self._session = self._open_session()
         self._inspect()
         super().train(False)

@@ -89,14 +89,6 @@ def _check_images(images: Any) -> torch.Tensor:
     return x.detach().to("cpu", torch.float32).contiguous()
 
 
-def _is_quantized(path: Path) -> bool:
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul")
-               for node in proto.graph.node)
-
-
 def quantize_classifier_int8(fp32_onnx_path: str | os.PathLike, out_path: str | os.PathLike,
                              calibration_images: torch.Tensor, per_channel: bool = True, *,
                              activation_type: str = "int8", calibrate_method: str = "minmax",
@@ -132,7 +124,7 @@ def quantize_classifier_int8(fp32_onnx_path: str | os.PathLike, out_path: str | 
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise FailatlasError(f"batch_size must be a positive integer, got {batch_size!r}")
     fp32 = OnnxClassifier(src)          # validates the file: shape, dynamic batch, classes
-    if _is_quantized(src):
+    if fp32.quantized:
         raise FailatlasError(f"{src} is already quantized; quantize the float32 model it was made from")
     images = _check_images(calibration_images)
     input_name, metadata = fp32.input_name, dict(fp32.metadata)

@@ -36,7 +36,7 @@ from .. import _torchscript
 from .._io import write_bytes
 from .._paths import classifier_file_format
 from ..analysis.population import check_not_probabilities
-from ..errors import FailatlasError
+from ..errors import FailatlasError, error_line
 from .onnx_classifier import (IN_SHAPE, _check_out_file, _first_line, _quiet_exporter, check_images,
                               classifier_metadata, file_classifier_config, prepare_export)
 
@@ -179,16 +179,6 @@ def _load_program(path: Path) -> tuple[nn.Module, dict[str, str]]:
     return module, _parse_meta(extra.get(META_FILE, ""), path)
 
 
-def _error_text(exc: BaseException) -> str:
-    """The line of an error that says what went wrong: TorchScript's interpreter puts its own banner first and
-    the cause last."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    line = lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
-    return line if len(line) <= 240 else line[:239] + "…"
-
-
 def _fused_graph(path: Path) -> FailatlasError:
     return FailatlasError(f"{path} is a failatlas fused graph (styles → logits), not a classifier of images; "
                           f"pass the classifier file of the same export folder (classifier{path.suffix}), or run "
@@ -273,7 +263,7 @@ class TorchFileClassifier(nn.Module):
             raise
         except Exception as exc:  # noqa: BLE001 - a user's graph can fail in any way
             raise FailatlasError(f"the classifier {self.path} fails on a batch of {list(x.shape)} images "
-                                 f"({_error_text(exc)}); failatlas feeds float32 images [N, 1, 28, 28] with "
+                                 f"({error_line(exc)}); failatlas feeds float32 images [N, 1, 28, 28] with "
                                  "intensities in [0, 1]: save a model that takes them (reshape or normalize "
                                  "inside it)") from None
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0] or out.shape[1] < 1:

@@ -28,7 +28,7 @@ from torch import nn
 
 from .. import _torchscript
 from .._io import write_bytes
-from ..errors import FailatlasError
+from ..errors import FailatlasError, error_line
 from ..models.adapter import classifier_view
 
 __all__ = ["FusedModel", "FusedGraph", "export_torchscript", "export_program", "load_fused",
@@ -293,9 +293,7 @@ def _frozen_copy(module: nn.Module) -> nn.Module:
     return module
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+_first_line = error_line
 
 
 def _check_suffix(path: str | Path, suffix: str, what: str) -> Path:
