@@ -70,6 +70,7 @@ def test_run_compare_torch_against_its_onnx_torchscript_and_torch_export_files(G
     from failatlas.analysis.compare import COMPARE_FILES  # the names checked up front are the ones written
     assert sorted(COMPARE_FILES) == sorted(p.name for p in (tmp_path / "cmp").iterdir())
     js = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert {c["centre"] for c in js["curves"].values()} == {"class"}  # the reading every curve used
     # every deployed form on the real test split: the same weights, the same accuracy (a random CNN: named)
     real = js["real_accuracy"]["classifiers"]
     assert real == run.real_accuracy["classifiers"] and len({json.dumps(r) for r in real.values()}) == 1

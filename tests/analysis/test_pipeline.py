@@ -128,6 +128,7 @@ def test_summary_has_the_required_keys_and_types(first):
             assert (a is None) == (lo is None) == (hi is None) == (n == 0)
             assert a is None or lo <= a <= hi
         assert c["max_rise"] is None or isinstance(c["max_rise"], float)
+        assert c["centre"] == first.curves[name].centre_mode == "class"  # the reading the curve used
     assert "NaN" not in (first.out / "summary.json").read_text()
 
 

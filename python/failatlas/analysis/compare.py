@@ -104,7 +104,8 @@ class Comparison:
             "layers": list(self.layers), "directions": list(self.directions), "sigmas": list(self.sigmas),
             "classes": list(self.classes), "shifts": self.shifts, "verified": self.verified,
             "mean_shift_by_dim": self.mean_shift_by_dim(),
-            "curves": {name: {"mean_accuracy": _finite(c.mean_accuracy), "slope": _finite(c.slope)}
+            "curves": {name: {"mean_accuracy": _finite(c.mean_accuracy), "slope": _finite(c.slope),
+                              "centre": c.centre_mode}
                        for name, c in self.curves.items()},
             "ranking_method": {name: r.method for name, r in self.rankings.items()},
             "black_box_agreement": self.black_box_agreement,

@@ -22,7 +22,10 @@ Decisions:
   bins before falling (the mean of all digits is no digit: samples near it are ambiguous between
   classes), and fell monotonically from 1.00 with class centres. ``centre="global"`` keeps the other
   reading. A class without any well-classified sample has no centre: its samples are left out of the
-  overall curve and listed in ``classes_without_centre``.
+  overall curve and listed in ``classes_without_centre``. With class centres the overall curve still has
+  one normalization: min_well and the scale are taken over the well-classified distances of all classes
+  together, so a bin is the same distance from its own class's centre for every class. ``summary.json``
+  names the centre each curve used (``centre``).
 * Mis-classified samples outside the edges (closer to the centre than every well-classified sample, or
   farther than all of them) are *dropped* from the bins, as ``np.histogram`` does with explicit edges, and
   counted in ``n_below`` / ``n_beyond``. Clipping them into the end bins would distort the first bin (which

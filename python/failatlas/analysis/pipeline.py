@@ -475,7 +475,8 @@ def _curve_summary(curve: CurveResult) -> dict[str, Any]:
     b = curve.plotted_bins()
     return {"accuracy": b["accuracy"], "bin_centres": b["centres"],
             "n": [w + m for w, m in zip(b["n_well"], b["n_mis"])], "ci_low": b["ci_low"], "ci_high": b["ci_high"],
-            "mean_accuracy": curve.mean_accuracy, "slope": curve.slope, "max_rise": curve.max_rise, "k": curve.k}
+            "mean_accuracy": curve.mean_accuracy, "slope": curve.slope, "max_rise": curve.max_rise, "k": curve.k,
+            "centre": curve.centre_mode}
 
 
 def run_analysis(options: AnalysisOptions | None = None,
