@@ -14,8 +14,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMPS := $(VENV)/.stamps
 
-# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
+# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build. Where pip's own index has
+# no CPU build of it (PyPI's Linux torch wheels are CUDA builds), name PyTorch's CPU index:
+#   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_VERSION := 2.13.0
+TORCH_INDEX ?=
 DEPS := numpy onnx onnxruntime onnxscript pybind11 scikit-build-core matplotlib pytest tqdm \
         safetensors scikit-learn
 NATIVE_INPUTS := pyproject.toml CMakeLists.txt $(sort $(shell find csrc -type f 2>/dev/null))
@@ -34,7 +37,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMPS)/torch: | $(PY)
-	$(PIP) install "torch==$(TORCH_VERSION)"
+	$(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "torch==$(TORCH_VERSION)"
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/deps: $(STAMPS)/torch Makefile

@@ -183,3 +183,42 @@ def test_an_option_that_takes_one_value_given_twice_is_refused(tmp_path, capsys)
     # collecting options may repeat: compare's --classifier (checked past parsing: it fails on --k)
     rc = cli.main(["compare", "--classifier", "a", "--classifier", "b", "--k", "0", "--out", str(tmp_path / "c")])
     assert rc == 2 and "given twice" not in capsys.readouterr().err
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path):
+    """`failatlas data --json | head -1`: the reader goes away before the output is written; no error line
+    and no traceback, exit status 141 as for a process that SIGPIPE ended."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "class Closed:\n"
+            "    def write(self, s): raise BrokenPipeError(32, 'Broken pipe')\n"
+            "    def flush(self): pass\n"
+            "    def fileno(self): return sys.__stdout__.fileno()\n"
+            "sys.stdout = Closed()\n"
+            "from failatlas.cli import main\n"
+            "sys.exit(main(['data', '--json']))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 141 and result.stderr == "", result.stderr
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_file_system_that_refuses_new_entries_is_named_before_any_work(existing, tmp_path, monkeypatch, capsys):
+    """Permissions can say yes where the file system says no (a read-only mount, /proc as root): the folder
+    is probed by creating an entry in it, and the error names --out, not a staging folder."""
+    import tempfile
+
+    out = tmp_path / "run"
+    if existing:
+        out.mkdir()
+
+    def refuse(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    assert cli.main(["rank", "--n", "50", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith(f"failatlas: error: --out {out}: nothing can be created in") and "Read-only" in err
+    assert "\n" not in err and "population" not in captured.err and captured.out == ""

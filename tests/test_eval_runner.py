@@ -242,6 +242,8 @@ BAD = {
     "wrong model output": ("corners", {"--model": "@wrong_output"}, [], "returned logits of shape [6, 3]"),
     "style width": ("walk", {"--styles": "@styles_narrow", "--sigma": "@sigma_narrow", "--dims": "3",
                              "--sign": "1"}, [], "takes styles of width 272"),
+    "style width, sigma of the model's": ("walk", {"--styles": "@styles_narrow", "--dims": "3", "--sign": "1"}, [],
+                                          "takes styles of width 272"),
     "float64 styles": ("walk", {"--styles": "@styles_f64"}, [], "dtype '<f8', expected little-endian float32"),
     "big-endian styles": ("walk", {"--styles": "@styles_big_endian"}, [], "dtype '>f4'"),
     "1-D styles": ("walk", {"--styles": "@styles_1d"}, [], "expected [N, D]"),

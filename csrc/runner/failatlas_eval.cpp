@@ -287,6 +287,14 @@ Inputs load_inputs(const Args& a) {
   }
   in.labels = std::move(labels.values);
 
+  // The model before sigma: styles of the wrong width are named as such, not as a sigma of the wrong length.
+  in.model = std::make_unique<Engine>(model_path, in.batch, threads);
+  if (in.model->style_dim() != in.D) {
+    throw InputError("model " + model_path + " takes styles of width " + std::to_string(in.model->style_dim()) +
+                     " but " + styles_path + " has width " + std::to_string(in.D) +
+                     "; use styles of the generator the graph was exported from");
+  }
+
   auto sigma = failatlas::npy::read_float32(sigma_path, "sigma");
   if (sigma.shape.size() != 1 || sigma.shape[0] != in.D) {
     throw InputError("sigma file " + sigma_path + ": shape " + failatlas::npy::shape_str(sigma.shape) +
@@ -304,12 +312,6 @@ Inputs load_inputs(const Args& a) {
     }
   }
 
-  in.model = std::make_unique<Engine>(model_path, in.batch, threads);
-  if (in.model->style_dim() != in.D) {
-    throw InputError("model " + model_path + " takes styles of width " + std::to_string(in.model->style_dim()) +
-                     " but " + styles_path + " has width " + std::to_string(in.D) +
-                     "; use styles of the generator the graph was exported from");
-  }
   for (size_t n = 0; n < in.labels.size(); ++n) {
     if (in.labels[n] < 0 || in.labels[n] >= in.model->num_classes()) {
       throw InputError("labels file " + labels_path + ": label " + std::to_string(in.labels[n]) + " at row " +

@@ -59,7 +59,20 @@ def _check_can_create(path: Path, flag: str) -> None:
         if not os.access(parent, os.W_OK | os.X_OK):
             raise FailatlasError(f"{flag} {path}: no permission to write in {parent}; choose a folder you can "
                                  "write to")
+        _probe_folder(parent, path, flag)
         return
+
+
+def _probe_folder(folder: Path, path: Path, flag: str) -> None:
+    """Create and remove an empty folder in ``folder``: permissions alone do not show a file system that
+    refuses new entries (read-only, /proc, a full disk's inodes)."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".failatlas-probe-", dir=folder))
+    except OSError as exc:
+        raise FailatlasError(f"{flag} {path}: nothing can be created in {folder} ({exc.strerror or exc}); choose "
+                             "another folder") from None
 
 
 def check_out_folder(out: str | os.PathLike, overwrite: bool | None = None,
@@ -78,6 +91,7 @@ def check_out_folder(out: str | os.PathLike, overwrite: bool | None = None,
     if out.is_dir():
         if not os.access(out, os.W_OK | os.X_OK):
             raise FailatlasError(f"{flag} {out}: no permission to write in it; choose a folder you can write to")
+        _probe_folder(out, out, flag)
         if overwrite is False and any(out.iterdir()):
             raise FailatlasError(f"{flag} {out} exists and is not empty; choose a new or empty folder, or pass "
                                  f"--overwrite {replace}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 from typing import Callable
@@ -526,6 +527,15 @@ def _refuse_repeated_options(p: argparse.ArgumentParser, argv: list[str]) -> Non
         seen.add(action)
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail on a closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor behind stdout (e.g. captured): nothing to flush there
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     from ._alloc import keep_freed_memory
 
@@ -550,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("failatlas: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`failatlas data --json | head`): stop quietly
+        _silence_stdout()
+        return 141  # as a process that SIGPIPE ended, which pipelines treat as normal
     except OSError as exc:  # the file system refused (disk full, a path changed under the run): one line
         print(f"failatlas: error: {exc}; check the path, its permissions and the free space, then run again",
               file=sys.stderr)

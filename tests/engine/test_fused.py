@@ -239,6 +239,19 @@ def test_a_pt2_with_a_pickled_weights_file_or_a_twin_entry_is_refused(tmp_path, 
     assert not marker.exists()
 
 
+def test_a_pt2_with_a_binary_extra_file_is_named(tmp_path, exported):
+    """torch.export.save writes extra files as text; a binary one (a pickle, say) gets a message that names it."""
+    import pickle
+    import zipfile
+
+    path = _rewrite_pt2(exported["ep_path"], tmp_path / "binary-extra.pt2", lambda name, data: data)
+    with zipfile.ZipFile(path, "a") as z:
+        root = z.namelist()[0].split("/", 1)[0]
+        z.writestr(f"{root}/extra/notes.pkl", pickle.dumps({"a": 1}))
+    with pytest.raises(FailatlasError, match="the extra file extra/notes.pkl is not text"):
+        load_fused(path)
+
+
 def test_not_a_fused_graph(tmp_path):
     path = tmp_path / "linear.pt"
     _torchscript.save(_torchscript.trace(torch.nn.Linear(3, 2).eval(), (torch.randn(2, 3),)), path)

@@ -22,7 +22,7 @@ from .curves import AccuracyCurve, CurveResult, accuracy_curve, classifier_curve
 from .direction import DirectionWalk, FailureDirection, FailureDirectionResult, walk_failure_direction
 from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap, SharedDim, class_overlap, jaccard
-from .pipeline import AnalysisOptions, AnalysisRun, AnalysisShard, run_analysis
+from .pipeline import AnalysisOptions, AnalysisRun, AnalysisShard, real_accuracy, run_analysis
 from .population import Population, sample_population
 from .ranking import BlackBoxRanking, GradientRanking, RankedDim, Ranking, RankRun, rank_dimensions, run_rank, style_gradients
 from .separation import Separation, SeparationResult, auroc, histograms, ks_statistic, separation
@@ -35,7 +35,8 @@ __all__ = [
     "GradientRanking", "LatentTSNE", "ManipulationGrid",
     "Population", "RankRun", "RankedDim", "Ranking", "Separation", "SeparationResult", "SharedDim", "TSNEResult",
     "accuracy_curve", "auroc", "authors_corner_search", "class_overlap", "classifier_curves", "find_corner_cases",
-    "histograms", "jaccard", "ks_statistic", "manipulation_grid", "rank_dimensions", "run_analysis", "run_rank",
+    "histograms", "jaccard", "ks_statistic", "manipulation_grid", "rank_dimensions", "real_accuracy",
+    "run_analysis", "run_rank",
     "sample_population", "separation", "style_gradients", "tsne_embeddings", "walk_failure_direction",
     "with_classifier",
 ]

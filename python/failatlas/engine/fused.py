@@ -251,6 +251,12 @@ def _check_no_pickles(path: Path) -> None:
             elif rel.startswith(pt2.CONSTANTS_DIR) and base.startswith(
                     (pt2.CUSTOM_OBJ_FILENAME_PREFIX, getattr(pt2, "OPAQUE_OBJ_FILENAME_PREFIX", pt2.CUSTOM_OBJ_FILENAME_PREFIX))):
                 raise _PickleRefused(rel)
+            elif rel.startswith("extra/"):  # torch keeps extra files as text and would fail to decode
+                try:
+                    archive.read(name).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ValueError(f"the extra file {rel} is not text (torch.export writes extra files as "
+                                     "UTF-8 text), so this file was not written by torch.export.save") from None
             elif rel.startswith(pt2.SAMPLE_INPUTS_DIR):
                 try:
                     torch.load(io.BytesIO(archive.read(name)), weights_only=True)
