@@ -163,3 +163,28 @@ def test_a_failure_while_writing_leaves_the_folder_as_it_was(G, C, tmp_path, mon
                         verbose=False)
     assert [p.name for p in out.iterdir()] == ["compare.json"]  # no staging folder, nothing half-replaced
     assert (out / "compare.json").read_text() == '{"old": true}'
+
+
+def test_ties_and_starts_that_already_fail_are_not_credited():
+    """A start one classifier already gets wrong has shift 0 on every dimension; where every classifier is at
+    0 nothing is compared (left out of the mean shifts), and equal shifts name no classifier as failing first."""
+    from failatlas.analysis.compare import Comparison
+
+    names = ("a", "b")
+    shifts = {"a": [[0.0, 0.0], [2.0, 5.0], [0.0, 0.0]],   # class 0: a's start fails; class 2: both fail at start
+              "b": [[3.0, None], [2.0, 4.0], [0.0, 0.0]]}
+    c = Comparison(names=names, n=10, seed=0, accuracy={"a": 1.0, "b": 1.0},
+                   agreement={"a": {"a": 1.0, "b": 1.0}, "b": {"a": 1.0, "b": 1.0}}, dims=(7, 9),
+                   layers=("l", "l"), directions=(1, -1), sigmas=(1.0, 1.0), classes=(0, 1, 2), shifts=shifts,
+                   verified={k: [[True, True]] * 3 for k in names})
+    rows = {(r["class"], r["dim"]): r for r in c.shift_rows()}
+    assert rows[0, 7]["fails_first"] == "a" and rows[0, 7]["tied"] == ""
+    assert rows[1, 7]["fails_first"] is None and rows[1, 7]["tied"] == "a b"
+    assert rows[1, 9]["fails_first"] == "b"
+    assert rows[2, 7]["fails_first"] is None and rows[2, 7]["tied"] == "a b"
+    assert c.failing_starts() == {"a": [0, 2], "b": [2]}
+    means = c.mean_shift_by_dim()  # dim 7: classes 0 and 1 (class 2 all zero); dim 9: class 1 only
+    assert means["a"] == [1.0, 5.0] and means["b"] == [2.5, 4.0]
+    notes = c.notes()
+    assert any(n.startswith("a already gets the common start of classes 0, 2 wrong") for n in notes)
+    assert any(n.startswith("3 (class, dimension) rows are ties") for n in notes)

@@ -77,8 +77,10 @@ class Comparison:
                     row[f"shift[{name}]"] = v
                     if v is not None:
                         found[name] = v
-                first = min(found, key=found.get) if found else None
-                row["fails_first"] = first
+                least = min(found.values()) if found else None
+                firsts = [name for name, v in found.items() if v == least]
+                row["fails_first"] = firsts[0] if len(firsts) == 1 else None  # a tie has no first
+                row["tied"] = " ".join(firsts) if len(firsts) > 1 else ""  # the classifiers that tie for first
                 ref = self.shifts[self.names[0]][i][j]
                 for name in self.names[1:]:
                     v = self.shifts[name][i][j]
@@ -87,14 +89,33 @@ class Comparison:
         return rows
 
     def mean_shift_by_dim(self) -> dict[str, list[float | None]]:
-        """name → per dimension, the mean shift over the classes where every classifier found one."""
+        """name → per dimension, the mean shift over the classes where every classifier found one, leaving
+        out the classes whose start every classifier already gets wrong (all shifts 0: nothing compared)."""
         out: dict[str, list[float | None]] = {name: [] for name in self.names}
         for j in range(len(self.dims)):
             common = [i for i in range(len(self.classes))
-                      if all(self.shifts[name][i][j] is not None for name in self.names)]
+                      if all(self.shifts[name][i][j] is not None for name in self.names)
+                      and any(self.shifts[name][i][j] != 0 for name in self.names)]
             for name in self.names:
                 vals = [self.shifts[name][i][j] for i in common]
                 out[name].append(sum(vals) / len(vals) if vals else None)
+        return out
+
+    def failing_starts(self) -> dict[str, list[int]]:
+        """name → the classes whose common start that classifier already gets wrong (p_y ≤ 0.5 at shift 0
+        along every dimension)."""
+        return {name: [c for i, c in enumerate(self.classes)
+                       if self.shifts[name][i] and all(v == 0 for v in self.shifts[name][i])] for name in self.names}
+
+    def notes(self) -> list[str]:
+        """What the shift table does not say by itself: starts that already fail, and ties."""
+        out = [f"{name} already gets the common start of class{'es' if len(cs) > 1 else ''} "
+               f"{', '.join(map(str, cs))} wrong (p_y ≤ 0.5 at shift 0): those shifts are 0, and where every "
+               "classifier is at 0 the class is left out of the mean shifts"
+               for name, cs in self.failing_starts().items() if cs]
+        ties = sum(1 for r in self.shift_rows() if r["tied"])
+        if ties:
+            out.append(f"{ties} (class, dimension) rows are ties (equal shifts): no classifier fails first there")
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -319,7 +340,7 @@ def _report(comparison: Comparison, folder: Path, real: dict[str, Any] | None = 
     rows = comparison.shift_rows()
     head = ["class", "dim", "layer"] + [f"shift {n}" for n in names] + ["fails first"]
     parts.append(_table(head, [[r["class"], r["dim"], r["layer"], *[_num(r[f"shift[{n}]"]) for n in names],
-                                r["fails_first"] or "–"] for r in rows], left=[2]))
+                                r["fails_first"] or ("tie" if r["tied"] else "–")] for r in rows], left=[2]))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -354,7 +375,8 @@ class CompareRun:
                 f"{name} {r['clean']:.4f} / {r['corrupted']:.4f}"
                 for name, r in self.real_accuracy["classifiers"].items()))
         lines.extend(f"note: {n}" for n in self.notes)
-        lines.append(f"corner shifts over {len(c.classes)} classes × {len(c.dims)} dims of {ref}; "
+        lines.append(f"corner shifts over {len(c.classes)} class{'' if len(c.classes) == 1 else 'es'} × "
+                     f"{len(c.dims)} dims of {ref}; "
                      f"report: {self.files['report']}")
         return "\n".join(lines)
 
@@ -402,6 +424,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     if comparison is None:  # not rank 0 under torchrun: its shards are done, rank 0 writes
         return CompareRun(out, None, {}, rank=rank, world_size=world_size)
     real, notes = real_accuracy(gpath, models)  # a few seconds: each classifier on the real test split
+    notes = [*notes, *comparison.notes()]
     out.mkdir(parents=True, exist_ok=True)
     # every file is written into a staging folder inside --out and moved into place at the end, so a
     # failure part-way leaves the folder as it was, not a mix of this run's files and an earlier run's

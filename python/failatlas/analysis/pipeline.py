@@ -272,8 +272,10 @@ class AnalysisRun:
                          f"{s[f'top{TOP}_mean_ks']:.3f}, of {TOP} random others {s[f'random{TOP}_mean_ks']:.3f}, "
                          f"of all {s['all_mean_ks']:.3f}, of the best {TOP} {s[f'best{TOP}_mean_ks']:.3f}")
             lines.append(f"  {describe_direction(s.get('latent_direction'), s.get('latent_direction_error'))}")
+        at_start = (f"; {cc['at_start']} start at p_y ≤ 0.5 already (not counted as found)"
+                    if cc.get("at_start") else "")
         lines.append(f"corner cases: {cc['found']}/{cc['pairs']} found, {cc['verified']} verified; pairs of "
-                     f"dimensions {cc['combinations']['found']}/{cc['combinations']['pairs']}")
+                     f"dimensions {cc['combinations']['found']}/{cc['combinations']['pairs']}{at_start}")
         for name, curve in self.curves.items():
             lines.append(f"accuracy curve (K={self.k}) {name}: mean {_fmt(curve.mean_accuracy)}, slope "
                          f"{_fmt(curve.slope)}, largest rise between plotted bins {_fmt(curve.max_rise)}")
@@ -703,11 +705,19 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                f"which p_y ≤ 0.5 for {primary} (right); one case per class first, then pairs of directions. "
                "Every case is in the corner-case table below and in corner_cases.csv.")
         notes.extend(cc.warnings)
+        failing_starts = sorted({r.cls for r in cc.cases if r.at_start})
+        if failing_starts:
+            notes.append(f"class{'es' if len(failing_starts) > 1 else ''} {', '.join(map(str, failing_starts))}: "
+                         f"the average of the well-classified samples already has p_y ≤ 0.5 for {primary} (the "
+                         "average image is ambiguous), so there is no corner case to find from it; those pairs "
+                         "are counted as 'at start', not as found")
 
     # 6. manipulation grids ----------------------------------------------------------------------------
     classes = sorted({int(c) for c in cc.labels.tolist()})
+    failing = {r.cls for r in cc.cases if r.at_start}  # their start already fails: a grid of one image
     limit = options.grid_class_limit
-    grid_classes = classes if limit is None else classes[:limit]
+    grid_classes = classes if limit is None else ([c for c in classes if c not in failing]
+                                                  + [c for c in classes if c in failing])[:limit]
     grids: list[ManipulationGrid] = []
     with stage("manipulation", f"classes {', '.join(map(str, grid_classes)) or 'none'}"):
         for c in grid_classes:

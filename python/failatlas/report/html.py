@@ -215,7 +215,9 @@ def _corner_table(run) -> str:
         f"<p>Start: the average digit of each class; along each failure direction, in its degrading direction "
         f"only, bracket in steps of {cc.step:g}σ up to {cc.max_shift:g}σ, then narrow to {cc.tol:g}σ. The shift "
         f"is signed (the direction moved); \"p_y before\" is p_y {cc.tol:g}σ short of it (> 0.5), \"p_y at\" "
-        f"at it (≤ 0.5). {s['found']}/{s['pairs']} found, {s['verified']} verified by re-classification.</p>",
+        f"at it (≤ 0.5). {s['found']}/{s['pairs']} found, {s['verified']} verified by re-classification"
+        + (f"; in {s['at_start']} more the start itself already has p_y ≤ 0.5 (\"at start\": nothing to find)"
+           if s["at_start"] else "") + ".</p>",
         _table(("class", "dim(s)", "layer[channel]", "shift (σ)", "p_y before", "p_y at", "verified", "note"), rows,
                left=(2, 7)),
     ])
