@@ -147,7 +147,7 @@ def test_rank_bootstrap_is_checked_before_any_work(tmp_path, capsys):
 
 
 def test_export_int8_options_without_int8_are_refused(tmp_path, capsys):
-    for extra in (["--calibration", "5"], ["--dataset", "mnist"]):
+    for extra in (["--calibration", "5"], ["--dataset", "mnist"], ["--idx-dir", "data"]):
         with pytest.raises(SystemExit) as info:
             cli.main(["export", *extra, "--out", str(tmp_path / "e")])
         err = capsys.readouterr().err

@@ -92,3 +92,32 @@ def find_model(path: str | os.PathLike) -> Path:
         return resolve_model(path)
     except FailatlasError:
         return Path(path)
+
+
+def training_data(training: object) -> dict[str, object] | None:
+    """``{"dataset", "idx_dir", "blur"}`` of the data a model was trained on, from the ``training`` record
+    of its config.json (as train-gan and train-classifier write it); None when it names no dataset."""
+    if not isinstance(training, dict):
+        return None
+    dataset = training.get("dataset")
+    if not isinstance(dataset, str) or not dataset:
+        return None
+    idx_dir = training.get("idx_dir")
+    blur = training.get("blur")
+    return {"dataset": dataset, "idx_dir": idx_dir if isinstance(idx_dir, str) and idx_dir else None,
+            "blur": blur if blur in ("paper", "isotropic") else "paper"}
+
+
+def recorded_data(folder_or_name: str | os.PathLike) -> dict[str, object] | None:
+    """:func:`training_data` of a saved model folder (or a shipped model's name): the data to judge it on
+    when the user names none. None for a classifier file, a folder without a readable config.json, or a
+    config.json that records no dataset."""
+    import json
+
+    if classifier_file_format(folder_or_name):
+        return None
+    try:
+        config = json.loads((resolve_model(folder_or_name) / "config.json").read_text())
+    except (OSError, ValueError, FailatlasError):
+        return None
+    return training_data(config.get("training")) if isinstance(config, dict) else None

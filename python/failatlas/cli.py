@@ -159,10 +159,12 @@ def _eval_classifier_command(p: argparse.ArgumentParser):
                    "name of a shipped one (mnist/classifier-clean, mnist/classifier-corrupted), or a file of images "
                    "[N,1,28,28] in [0,1] -> logits (.pt TorchScript, .pt2 torch.export, .onnx): the check that a "
                    "model of your own reads the images failatlas gives it")
-    p.add_argument("--dataset", default="mnist", help="dataset name")
+    p.add_argument("--dataset", default=None, help="dataset name (default: the one the classifier folder's "
+                   "config.json records it was trained on, with its IDX folder and blur; else mnist)")
     p.add_argument("--on", default="clean", choices=["clean", "corrupted"], help="clean or corrupted images")
     p.add_argument("--split", default="test", choices=["train", "test"], help="which split to evaluate on")
-    p.add_argument("--blur", default="paper", choices=["paper", "isotropic"], help="blur of the corrupted images")
+    p.add_argument("--blur", default=None, choices=["paper", "isotropic"],
+                   help="blur of the corrupted images (default: the recorded one, else paper)")
     p.add_argument("--idx-dir", default=None, help="folder with IDX files (datasets read from IDX files)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the corruption draw")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
@@ -260,9 +262,11 @@ def _eval_gan(p: argparse.ArgumentParser):
     _model_options(p)
     p.add_argument("--n", type=int, default=10000, help="number of generated samples (balanced over classes)")
     p.add_argument("--n-real", type=int, default=None, help="use at most this many real images per split (quick checks)")
-    p.add_argument("--dataset", default="mnist", help="the real data the generator was trained on")
+    p.add_argument("--dataset", default=None, help="the real data to judge against (default: the dataset the "
+                   "generator's config.json records it was trained on, with its IDX folder and blur; else mnist)")
     p.add_argument("--idx-dir", default=None, help="folder with MNIST-format IDX files")
-    p.add_argument("--blur", choices=("paper", "isotropic"), default="paper", help="corruption blur of the real data")
+    p.add_argument("--blur", choices=("paper", "isotropic"), default=None,
+                   help="corruption blur of the real data (default: the recorded one, else paper)")
     p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const",
                    help="generator noise inputs for the accuracy and FD figures")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the latents and of the corruption classifier")
@@ -402,8 +406,9 @@ def _export(p: argparse.ArgumentParser):
                    help="with --int8: number of real training images that calibrate the int8 activation ranges "
                         "(default 1000)")
     p.add_argument("--dataset", default=None,
-                   help="with --int8: dataset of the calibration images and the accuracy table; "
-                   "None: the classifier's dataset")
+                   help="with --int8: dataset of the calibration images and the accuracy table (default: the one "
+                        "the classifier records it was trained on, with its IDX folder)")
+    p.add_argument("--idx-dir", default=None, help="with --int8 and --dataset: that dataset's folder of IDX files")
     p.add_argument("--noise-mode", choices=("const", "none"), default="const",
                    help="the generator's deterministic noise baked into synthesis.onnx and the fused graphs")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the styles the graphs are exported and checked with")
@@ -415,11 +420,11 @@ def _export(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         from .deploy.export import export_models
 
-        if not a.int8 and (a.calibration is not None or a.dataset is not None):
-            p.error("--calibration and --dataset set up the int8 export: add --int8, or leave them out")
+        if not a.int8 and (a.calibration is not None or a.dataset is not None or a.idx_dir is not None):
+            p.error("--calibration, --dataset and --idx-dir set up the int8 export: add --int8, or leave them out")
         result = export_models(a.generator, a.classifier, a.out, int8=a.int8, noise_mode=a.noise_mode,
                                calibration=1000 if a.calibration is None else a.calibration, dataset=a.dataset,
-                               overwrite=a.overwrite, seed=a.seed)
+                               idx_dir=a.idx_dir, overwrite=a.overwrite, seed=a.seed)
         return _print_result(result, a.json)
 
     return run

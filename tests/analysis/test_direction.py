@@ -118,3 +118,11 @@ def test_the_walk_renders_each_class_along_the_direction(G, C, population):
     assert walk.to_json()["steps"] == [0.0, 3.0]
     with pytest.raises(FailatlasError, match="steps must be finite"):
         walk_failure_direction(G, C, r, steps=(float("nan"),))
+
+
+def test_describe_says_none_explained_when_removing_the_direction_raises_the_separation():
+    from failatlas.analysis.direction import describe
+
+    summary = {"ks_heldout": 0.3, "mean_ks_heldout": 0.317, "mean_ks_removed": 0.386, "mean_ks_shuffled": 0.14,
+               "share_explained": -0.39, "dims_for_half": 12, "style_dims": 100}
+    assert "chance 0.140, none explained" in describe(summary)

@@ -355,3 +355,19 @@ def test_a_generator_without_its_training_data_is_said_so(first):
     assert first.summary["real_accuracy"] is None
     assert "no accuracy on real test images: the generator's config.json names no training dataset" in first.notes
     assert "accuracy on the real test images" not in (first.out / "report.html").read_text()
+
+
+def test_a_classifier_trained_on_other_data_than_the_generator_is_noted(tmp_path):
+    """Both models record their training data: a pair from different datasets gets a note (and the note
+    stays when the generator's data cannot be loaded here)."""
+    from failatlas.analysis import real_accuracy
+    from failatlas.models.classifier import ClassifierConfig, build_classifier
+
+    (tmp_path / "config.json").write_text(json.dumps({"training": {"dataset": "toy", "idx_dir": "/nowhere"}}))
+    mnist = build_classifier(ClassifierConfig(training={"dataset": "mnist", "idx_dir": None})).eval()
+    same = build_classifier(ClassifierConfig(training={"dataset": "toy", "idx_dir": "/nowhere"})).eval()
+    result, notes = real_accuracy(tmp_path, {"m": mnist, "t": same})
+    assert result is None and len(notes) == 2
+    assert notes[0] == ("m was trained on mnist but the generator on toy (/nowhere): the analysis judges it on "
+                        "images of data it was not trained for")
+    assert notes[1].startswith("no accuracy on real test images of toy")

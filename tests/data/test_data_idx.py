@@ -90,6 +90,9 @@ def test_non_ubyte_type_and_swapped_files(tmp_path, idx_tools):
         read_idx(idx_tools.write_idx(tmp_path / "f", images, magic=0x00000D03))
     with pytest.raises(FailatlasError, match="swapped"):
         read_idx(idx_tools.write_idx(tmp_path / "l", labels), ndim=3)
+    colour = np.zeros((2, 28, 28, 3), np.uint8)  # RGB images: named as such, with the fix
+    with pytest.raises(FailatlasError, match=r"colour images.*convert them to grayscale"):
+        read_idx(idx_tools.write_idx(tmp_path / "rgb", colour), ndim=3)
 
 
 def test_count_mismatch_names_both_files(idx_folder, idx_tools):

@@ -403,3 +403,12 @@ def test_resume_past_the_target_trains_nothing_and_rewrites_nothing(tmp_path, ca
     assert r.steps == 8 and r.kimg == 0.064 and not r.interrupted and r.images_per_second == 0.0
     assert "already at kimg 0.064 (--kimg 0.032): nothing to train" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_a_run_saved_with_a_relative_idx_folder_resumes_with_the_absolute_one(tmp_path, monkeypatch):
+    """train-gan records the IDX folder absolute; a checkpoint saved before (relative) still resumes."""
+    monkeypatch.chdir(tmp_path)
+    old = GANTrainConfig(dataset="toy", idx_dir="data")
+    new = GANTrainConfig(dataset="toy", idx_dir=str(tmp_path / "data"))
+    assert old.resumable_with(new) == [] and new.resumable_with(old) == []
+    assert GANTrainConfig(dataset="toy", idx_dir="other").resumable_with(new) == ["idx_dir"]

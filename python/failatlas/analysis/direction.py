@@ -104,7 +104,7 @@ def describe(summary: dict[str, Any] | None, why: str | None = None) -> str:
     if not summary:
         return f"failure direction in W: none ({why or 'not fitted'})"
     share = summary["share_explained"]
-    explained = "–" if share is None else f"{100 * share:.0f}%"
+    explained = "–" if share is None else "none" if share <= 0 else f"{100 * share:.0f}%"
     return (f"failure direction in W (held-out half): KS {summary['ks_heldout']:.3f}; removing it lowers the "
             f"dimensions' mean KS {summary['mean_ks_heldout']:.3f} → {summary['mean_ks_removed']:.3f} (chance "
             f"{summary['mean_ks_shuffled']:.3f}, {explained} explained); half its effect over "

@@ -444,21 +444,24 @@ def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module]) ->
     analysis finds on generated images, and a check that a classifier of one's own reads failatlas's input.
     Returns ``({"dataset", "blur", "classifiers": {name: {"clean", "corrupted"}}} or None, notes)``: None (with a
     note saying why) when the config names no dataset or the data cannot be loaded here."""
-    import json
-
+    from .._paths import recorded_data, training_data
     from ..training.classifier import evaluate_classifier
 
-    try:
-        training = json.loads((Path(generator_folder) / "config.json").read_text()).get("training") or {}
-    except (OSError, ValueError, AttributeError):
-        training = {}
-    dataset = training.get("dataset") if isinstance(training, dict) else None
-    if not isinstance(dataset, str) or not dataset:
+    data = recorded_data(generator_folder)
+    if data is None:
         return None, ["no accuracy on real test images: the generator's config.json names no training dataset"]
-    blur = training.get("blur") if training.get("blur") in ("paper", "isotropic") else "paper"
-    idx_dir = training.get("idx_dir") if isinstance(training.get("idx_dir"), str) else None
+    dataset, blur, idx_dir = data["dataset"], data["blur"], data["idx_dir"]
     result: dict[str, Any] = {"dataset": dataset, "blur": blur, "split": "test", "classifiers": {}}
     notes = []
+    from ..models.classifier import classifier_config_of
+
+    for name, model in models.items():  # a classifier recorded as trained on other data than the generator
+        config = classifier_config_of(model)
+        own = training_data(config.training) if config is not None else None
+        if own is not None and (own["dataset"], own["idx_dir"]) != (dataset, idx_dir):
+            where = lambda d: d["dataset"] + (f" ({d['idx_dir']})" if d["idx_dir"] else "")  # noqa: E731
+            notes.append(f"{name} was trained on {where(own)} but the generator on {where(data)}: the analysis "
+                         f"judges it on images of data it was not trained for")
     try:
         for name, model in models.items():
             row = {on: evaluate_classifier(model, dataset=dataset, on=on, blur=blur, idx_dir=idx_dir)["accuracy"]
@@ -469,7 +472,7 @@ def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module]) ->
                              "check that it takes failatlas's input (float [N, 1, 28, 28] in [0, 1], logits out; "
                              "README: your own classifier)")
     except FailatlasError as exc:
-        return None, [f"no accuracy on real test images of {dataset}: {exc}"]
+        return None, [*notes, f"no accuracy on real test images of {dataset}: {exc}"]
     return result, notes
 
 

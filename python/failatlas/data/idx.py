@@ -83,6 +83,10 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
     if ndim is not None and dims_n != ndim:
         want = UBYTE << 8 | ndim
         what = "images" if ndim == 3 else "labels" if ndim == 1 else f"{ndim}-D data"
+        if ndim == 3 and dims_n == 4:
+            raise FailatlasError(f"{path} holds 4-D data (magic number 0x{magic:08X}), e.g. colour images "
+                                 "[N, H, W, 3]; failatlas takes 28×28 grayscale images [N, 28, 28]: convert them "
+                                 "to grayscale and write a 3-D IDX file")
         raise FailatlasError(
             f"{path} has magic number 0x{magic:08X} ({dims_n}-D) but {what} need 0x{want:08X}; "
             "are the images and labels files swapped?"

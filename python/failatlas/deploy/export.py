@@ -135,8 +135,8 @@ def _shape_text(shape: list[Any]) -> str:
 
 def export_models(generator: nn.Module | str | os.PathLike, classifier: nn.Module | str | os.PathLike,
                   out: str | os.PathLike, *, int8: bool = False, noise_mode: str = "const",
-                  calibration: int = 1000, dataset: str | None = None, overwrite: bool = False,
-                  seed: int = 0) -> ExportResult:
+                  calibration: int = 1000, dataset: str | None = None, idx_dir: str | os.PathLike | None = None,
+                  overwrite: bool = False, seed: int = 0) -> ExportResult:
     """Export ``generator`` + ``classifier`` into the folder ``out`` (see the module doc for the files).
 
     ``generator``: a failatlas StyleGAN2 :class:`~failatlas.models.stylegan2.Generator`, its folder, or a
@@ -145,7 +145,8 @@ def export_models(generator: nn.Module | str | os.PathLike, classifier: nn.Modul
     ``noise_mode``: the generator's deterministic noise, ``"const"`` (default) or ``"none"``; ``"random"``
     is refused (an exported graph must give the same output for the same styles).
     ``int8``: also write ``classifier-int8.onnx``, calibrated on ``calibration`` real training images of
-    ``dataset`` (default: the classifier's dataset, else ``"mnist"``), and measure the accuracy table.
+    ``dataset`` (default: the dataset the classifier records it was trained on, with its IDX folder and blur;
+    else ``"mnist"``; ``idx_dir``: the IDX folder of a ``dataset`` given here), and measure the accuracy table.
     ``out`` must not exist or be empty, unless ``overwrite``: then the files named above are replaced (and
     a ``classifier-int8.onnx`` of an earlier export is removed when ``int8`` is off), others are left alone.
     ``seed``: seed of the styles the graphs are exported and checked with.
@@ -168,12 +169,20 @@ def export_models(generator: nn.Module | str | os.PathLike, classifier: nn.Modul
     from ..models.classifier import classifier_config_of
 
     config = classifier_config_of(C)
-    images = None
+    images, data = None, None
     if int8:
         from .quantize import calibration_images
 
-        dataset = dataset or (config.dataset if config is not None and config.dataset else "mnist")
-        images = calibration_images(dataset, n=int(calibration), seed=seed)
+        from .._paths import training_data
+
+        recorded = training_data(config.training) if config is not None else None
+        if dataset is None:
+            dataset = recorded["dataset"] if recorded else (config.dataset if config is not None and config.dataset
+                                                            else "mnist")
+            idx_dir = idx_dir if idx_dir is not None else (recorded["idx_dir"] if recorded else None)
+        data = {"dataset": dataset, "idx_dir": None if idx_dir is None else str(idx_dir),
+                "blur": recorded["blur"] if recorded else "paper"}
+        images = calibration_images(dataset, n=int(calibration), seed=seed, blur=data["blur"], idx_dir=idx_dir)
 
     target = out.resolve()  # "." or "a/.." have no usable name and parent
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +190,7 @@ def export_models(generator: nn.Module | str | os.PathLike, classifier: nn.Modul
     try:
         with torch.no_grad():
             manifest = _build(stage, G, C, num_classes, noise_mode=noise_mode, seed=seed, images=images,
-                              dataset=dataset)
+                              data=data)
         manifest.update(generator=str(generator) if not isinstance(generator, nn.Module) else g_name,
                         classifier=str(classifier) if not isinstance(classifier, nn.Module) else c_name,
                         class_names=None if config is None or config.class_names is None
@@ -198,7 +207,7 @@ def export_models(generator: nn.Module | str | os.PathLike, classifier: nn.Modul
 
 
 def _build(stage: Path, G: nn.Module, C: nn.Module, num_classes: int, *, noise_mode: str, seed: int,
-           images: torch.Tensor | None, dataset: str | None) -> dict[str, Any]:
+           images: torch.Tensor | None, data: dict[str, Any] | None) -> dict[str, Any]:
     """Write every file into ``stage``; returns the manifest (without the file-independent extras)."""
     from ..engine.fused import FusedModel, export_program, export_torchscript, load_fused
     from ..models.adapter import classifier_view
@@ -269,7 +278,7 @@ def _build(stage: Path, G: nn.Module, C: nn.Module, num_classes: int, *, noise_m
 
     int8_info = None
     if images is not None:
-        int8_info = _int8(stage, classifier, synthesis, G, images, dataset, seed, files)
+        int8_info = _int8(stage, classifier, synthesis, G, images, data, seed, files)
 
     return {"format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "style_dim": style_dim,
             "num_classes": num_classes, "noise_mode": noise_mode,
@@ -283,7 +292,7 @@ def _build(stage: Path, G: nn.Module, C: nn.Module, num_classes: int, *, noise_m
 
 
 def _int8(stage: Path, classifier: nn.Module, synthesis: nn.Module, G: nn.Module, images: torch.Tensor,
-          dataset: str | None, seed: int, files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+          data: dict[str, Any], seed: int, files: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from ..models.adapter import classifier_view
     from .onnx_classifier import OnnxClassifier
     from .quantize import compare_accuracy, quantize_classifier_int8
@@ -299,12 +308,13 @@ def _int8(stage: Path, classifier: nn.Module, synthesis: nn.Module, G: nn.Module
     files[INT8_FILE] = _onnx_entry(int8_path, "classifier, static int8 QDQ: images [N, 1, 28, 28] → logits",
                                    agreement, "onnxruntime.quantization.quantize_static of " + CLASSIFIER_FILE)
     table = compare_accuracy({"torch fp32": classifier, "onnx fp32": fp32, "onnx int8": q},
-                             dataset=dataset or "mnist")
+                             dataset=data["dataset"], idx_dir=data["idx_dir"], blur=data["blur"])
     n = next(iter(table.values()))["n"]
     sizes = {"torch fp32": None, "onnx fp32": files[CLASSIFIER_FILE]["bytes"], "onnx int8": files[INT8_FILE]["bytes"]}
     accuracy = {name: {"clean": row["clean"], "corrupted": row["corrupted"], "bytes": sizes[name]}
                 for name, row in table.items()}
-    return {"file": INT8_FILE, "dataset": dataset, "calibration_images": int(len(images)),
+    return {"file": INT8_FILE, "dataset": data["dataset"], "idx_dir": data["idx_dir"],
+            "calibration_images": int(len(images)),
             "calibration": "class-balanced real TRAIN images (failatlas.deploy.calibration_images)",
             "accuracy_n": n, "accuracy": accuracy}
 

@@ -142,9 +142,15 @@ def random_crops(images: torch.Tensor, max_shift: int, generator: torch.Generato
 
 def warn_missing_classes(labels: torch.Tensor, num_classes: int, dataset: str) -> list[int]:
     """Say on stderr which classes have no training image (a model trained so never predicts them: an IDX
-    folder with the wrong labels file, or a --limit too small); returns them."""
+    folder with the wrong labels file, or a --limit too small); returns them. Fewer than 2 classes with
+    images is refused (:class:`FailatlasError`)."""
     counts = torch.bincount(labels.long(), minlength=num_classes)
     missing = [c for c in range(num_classes) if int(counts[c]) == 0]
+    present = [c for c in range(num_classes) if int(counts[c]) > 0]
+    if len(present) < 2:  # nothing to tell apart: every later step would report a perfect or empty model
+        raise FailatlasError(f"the training images of {dataset} hold {len(present)} class"
+                             f"{'' if len(present) == 1 else 'es'} ({', '.join(map(str, present)) or 'none'}); a "
+                             "classifier or a conditional generator needs at least 2: check the labels file")
     if missing:
         print(f"failatlas: warning: {len(missing)} of the {num_classes} classes of {dataset} have no training "
               f"image ({', '.join(map(str, missing[:10]))}{', …' if len(missing) > 10 else ''}); the model will "
@@ -164,6 +170,8 @@ def train_classifier(config: TrainClassifierConfig, out: str | Path, *, train_se
     files are replaced, others stay. Without it a non-empty ``out`` is refused before any training.
     """
     config.validate()
+    if config.idx_dir is not None:  # recorded absolute, so that the model finds its data from anywhere
+        config = dataclasses.replace(config, idx_dir=str(Path(config.idx_dir).absolute()))
     out = check_out_folder(out, overwrite, "to replace the classifier files in it (other files stay)")
     device = resolve_device(config.device, CLASSIFIER_DEVICES)
     if train_set is None:

@@ -56,6 +56,8 @@ class GeneratorQuality:
     diversity_per_class: list[float] = field(default_factory=list)
     generator_sha256: str | None = None  # of generator.safetensors, when judged from a folder
     warnings: list[str] = field(default_factory=list)
+    dataset: str | None = None  # the real data judged against (name, and IDX folder when there is one)
+    idx_dir: str | None = None
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -63,7 +65,9 @@ class GeneratorQuality:
     def format(self) -> str:
         """A readable summary (the CLI's output without --json)."""
         q = self
-        lines = [f"conditional accuracy   {q.conditional_accuracy:.4f}   (n = {q.n}, noise {q.noise_mode})",
+        lines = ([f"real data              {q.dataset}" + (f" ({q.idx_dir})" if q.idx_dir else "")]
+                 if q.dataset else [])
+        lines += [f"conditional accuracy   {q.conditional_accuracy:.4f}   (n = {q.n}, noise {q.noise_mode})",
                  "per class              " + " ".join(f"{a:.2f}" for a in q.per_class_accuracy),
                  f"FD                     {q.fd:.3f}   (real vs real: {q.fd_real_vs_real:.3f}, "
                  f"ratio {q.fd / max(q.fd_real_vs_real, 1e-12):.2f})",
@@ -288,7 +292,7 @@ def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *,
     where the generator runs ("cpu", "cuda", "auto"); the classifiers run on the CPU."""
     from .. import _io
     from .._device import resolve_device
-    from .._paths import classifier_file_format
+    from .._paths import classifier_file_format, recorded_data
     from ..models.classifier import load_classifier
     from ..models.stylegan2 import GENERATOR_WEIGHTS, load_generator
 
@@ -298,8 +302,16 @@ def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *,
 
     folder = resolve_model(generator)
     G = load_generator(folder, device=resolve_device(device))
+    if options.get("dataset") is None:  # the data the generator records it was trained on, else MNIST
+        recorded = recorded_data(folder) or {}
+        options["dataset"] = recorded.get("dataset", "mnist")
+        for key in ("idx_dir", "blur"):
+            if options.get(key) is None and recorded.get(key) is not None:
+                options[key] = recorded[key]
+    options["blur"] = options.get("blur") or "paper"
     q = evaluate_generator(G, load_classifier(resolve_model(classifier)), **options)
-    return dataclasses.replace(q, generator_sha256=_io.sha256(Path(folder) / GENERATOR_WEIGHTS))
+    return dataclasses.replace(q, generator_sha256=_io.sha256(Path(folder) / GENERATOR_WEIGHTS),
+                               dataset=options["dataset"], idx_dir=options.get("idx_dir"))
 
 
 # --- noise level of the empty frame ------------------------------------------------------------------
