@@ -149,6 +149,16 @@ def test_idx_backed_datasets(idx_folder):
     assert fashion.class_names == FASHION_CLASSES
 
 
+def test_both_splits_of_an_idx_folder_have_the_classes_of_either(idx_folder, idx_tools):
+    """A class only the test split holds is a class of the train split too (it has no image there), so a
+    model trained on it has the test split's classes."""
+    folder, arrays = idx_folder(gz=False, classes=4)
+    images, labels = arrays["train"]
+    idx_tools.write_idx(folder / "train-labels-idx1-ubyte", labels % 3)  # classes 0..2 only
+    train, test = load_dataset("toy", "train", idx_dir=folder), load_dataset("toy", "test", idx_dir=folder)
+    assert train.num_classes == test.num_classes == 4
+
+
 def test_labels_out_of_range_for_named_dataset(tmp_path, idx_tools):
     images, _ = idx_tools.toy_arrays(3)
     idx_tools.write_idx(tmp_path / "train-images-idx3-ubyte", images)

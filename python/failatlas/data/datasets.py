@@ -226,12 +226,13 @@ def load_dataset(name: str = "mnist", split: str = "train", *, corruption: str =
             )
     else:
         # the class count of a generic set comes from both splits where possible, so train and test agree
+        # (a class that only the test split holds is still a class: the training warns that it has no image)
         top = int(labels.max())
-        if split == "test":
-            try:
-                top = max(top, int(read_idx(find_idx_file(idx_dir, "train", "labels"), ndim=1).max(initial=0)))
-            except FailatlasError:
-                pass
+        other = "train" if split == "test" else "test"
+        try:
+            top = max(top, int(read_idx(find_idx_file(idx_dir, other, "labels"), ndim=1).max(initial=0)))
+        except FailatlasError:
+            pass
         class_names = tuple(str(i) for i in range(top + 1))
     return make_imageset(images, labels, name=key if key in NAMES else name, split=split, class_names=class_names,
                          corruption=corruption, blur=blur, seed=seed)
