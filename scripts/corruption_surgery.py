@@ -5,8 +5,8 @@ It edits a generator's style layers (no training) so that only the KEEP style di
 with each corruption factor still vary linearly with it: for every other dimension k the affine row a_k
 loses its component in span(Cov(w, blur), Cov(w, noise)) (the bias is moved so that the mean of s_k stays),
 which makes Cov(s_k, c) = a_k · Cov(w, c) zero for both factors. The factors are the expected blur and
-noise levels of a corruption classifier trained on the real train split (seed JUDGE, as `train-gan
---mix-weight` uses). Then rank the edited generator like the shipped one:
+noise levels of a corruption classifier trained on the real train split of MNIST-10k (seed JUDGE, as
+`train-gan --mix-weight` uses): the script is for MNIST generators. Then rank the edited generator like the shipped one:
 
     .venv/bin/python scripts/corruption_surgery.py models/mnist/generator runs/surgery --keep 10
     failatlas rank --generator runs/surgery --n 10000 --out runs/surgery-rank

@@ -222,3 +222,25 @@ def test_a_file_system_that_refuses_new_entries_is_named_before_any_work(existin
     err = captured.err.strip()
     assert err.startswith(f"failatlas: error: --out {out}: nothing can be created in") and "Read-only" in err
     assert "\n" not in err and "population" not in captured.err and captured.out == ""
+
+
+def test_another_processs_probe_does_not_make_an_empty_out_non_empty(tmp_path, monkeypatch):
+    """torchrun ranks check --out at the same moment: one rank's probe folder is not content."""
+    import os
+
+    from failatlas import _io
+    from failatlas.errors import FailatlasError
+
+    out = tmp_path / "run"
+    (out / f"{_io.PROBE_PREFIX}other-rank").mkdir(parents=True)
+    assert _io.check_out_folder(out, overwrite=False) == out
+    (out / "result.json").write_text("{}")
+    with pytest.raises(FailatlasError, match="exists and is not empty"):
+        _io.check_out_folder(out, overwrite=False)
+
+    def cannot_remove(path):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "rmdir", cannot_remove)
+    with pytest.raises(FailatlasError, match="can be created in .* but not removed or replaced"):
+        _io.check_out_folder(tmp_path / "fresh")

@@ -287,16 +287,8 @@ Inputs load_inputs(const Args& a) {
   }
   in.labels = std::move(labels.values);
 
-  // The model before sigma: styles of the wrong width are named as such, not as a sigma of the wrong length.
-  in.model = std::make_unique<Engine>(model_path, in.batch, threads);
-  if (in.model->style_dim() != in.D) {
-    throw InputError("model " + model_path + " takes styles of width " + std::to_string(in.model->style_dim()) +
-                     " but " + styles_path + " has width " + std::to_string(in.D) +
-                     "; use styles of the generator the graph was exported from");
-  }
-
   auto sigma = failatlas::npy::read_float32(sigma_path, "sigma");
-  if (sigma.shape.size() != 1 || sigma.shape[0] != in.D) {
+  if (sigma.shape.size() != 1) {
     throw InputError("sigma file " + sigma_path + ": shape " + failatlas::npy::shape_str(sigma.shape) +
                      ", expected (" + std::to_string(in.D) + ",): one float32 sigma per style dimension");
   }
@@ -310,6 +302,19 @@ Inputs load_inputs(const Args& a) {
       throw InputError("--dims: dimension " + std::to_string(in.dims[k]) + " is out of range for styles with D = " +
                        std::to_string(in.D) + " (valid: 0.." + std::to_string(in.D - 1) + ")");
     }
+  }
+
+  // The model before sigma's length: styles of the wrong width are named as such, not as a sigma of the
+  // wrong length.
+  in.model = std::make_unique<Engine>(model_path, in.batch, threads);
+  if (in.model->style_dim() != in.D) {
+    throw InputError("model " + model_path + " takes styles of width " + std::to_string(in.model->style_dim()) +
+                     " but " + styles_path + " has width " + std::to_string(in.D) +
+                     "; use styles of the generator the graph was exported from");
+  }
+  if (sigma.shape[0] != in.D) {
+    throw InputError("sigma file " + sigma_path + ": shape " + failatlas::npy::shape_str(sigma.shape) +
+                     ", expected (" + std::to_string(in.D) + ",): one float32 sigma per style dimension");
   }
 
   for (size_t n = 0; n < in.labels.size(); ++n) {

@@ -63,15 +63,24 @@ def _check_can_create(path: Path, flag: str) -> None:
         return
 
 
+PROBE_PREFIX = ".failatlas-probe-"  # another process's probe (torchrun ranks) does not make a folder non-empty
+
+
 def _probe_folder(folder: Path, path: Path, flag: str) -> None:
     """Create and remove an empty folder in ``folder``: permissions alone do not show a file system that
     refuses new entries (read-only, /proc, a full disk's inodes)."""
     import tempfile
 
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=".failatlas-probe-", dir=folder))
+        probe = tempfile.mkdtemp(prefix=PROBE_PREFIX, dir=folder)
     except OSError as exc:
         raise FailatlasError(f"{flag} {path}: nothing can be created in {folder} ({exc.strerror or exc}); choose "
+                             "another folder") from None
+    try:
+        os.rmdir(probe)
+    except OSError as exc:  # results are moved into place by renames, which such a folder refuses too
+        raise FailatlasError(f"{flag} {path}: entries can be created in {folder} but not removed or replaced "
+                             f"({exc.strerror or exc}; the empty folder {Path(probe).name} is left there); choose "
                              "another folder") from None
 
 
@@ -91,14 +100,14 @@ def check_out_folder(out: str | os.PathLike, overwrite: bool | None = None,
     if out.is_dir():
         if not os.access(out, os.W_OK | os.X_OK):
             raise FailatlasError(f"{flag} {out}: no permission to write in it; choose a folder you can write to")
-        _probe_folder(out, out, flag)
-        if overwrite is False and any(out.iterdir()):
+        if overwrite is False and any(not p.name.startswith(PROBE_PREFIX) for p in out.iterdir()):
             raise FailatlasError(f"{flag} {out} exists and is not empty; choose a new or empty folder, or pass "
                                  f"--overwrite {replace}")
         taken = [name for name in names if (out / name).is_dir()]
         if taken:
             raise FailatlasError(f"{flag} {out} holds a folder named {taken[0]}, where a result file goes; move it "
                                  "or choose another folder")
+        _probe_folder(out, out, flag)
     else:
         _check_can_create(out, flag)
     return out

@@ -121,3 +121,49 @@ def recorded_data(folder_or_name: str | os.PathLike) -> dict[str, object] | None
     except (OSError, ValueError, FailatlasError):
         return None
     return training_data(config.get("training")) if isinstance(config, dict) else None
+
+
+def data_to_judge(source: object, dataset: str | None = None, idx_dir: str | os.PathLike | None = None,
+                  blur: str | None = None, *, training: object = None) -> dict[str, object]:
+    """The data to judge the saved model ``source`` on: what the user named (``dataset``, with ``idx_dir`` and
+    ``blur``) or, without a ``dataset``, what ``source`` records it was trained on (:func:`recorded_data`;
+    ``idx_dir`` and ``blur`` given here override the recorded ones), else MNIST. Returns ``{"dataset",
+    "idx_dir", "blur", "recorded"}`` (``recorded``: True when the dataset came from the record). ``training``:
+    the record itself (a loaded model's ``config.training``) instead of ``source``'s config.json. A recorded
+    IDX folder that is not there (a model moved from another machine, or saved with a relative path) is one
+    :class:`FailatlasError` that names the record and the options that override it."""
+    if dataset is not None:
+        return {"dataset": dataset, "idx_dir": None if idx_dir is None else str(idx_dir),
+                "blur": blur or "paper", "recorded": False}
+    recorded = training_data(training) if training is not None else recorded_data(source)
+    if recorded is None:
+        return {"dataset": "mnist", "idx_dir": None if idx_dir is None else str(idx_dir), "blur": blur or "paper",
+                "recorded": False}
+    name = str(recorded["dataset"])
+    folder = str(idx_dir) if idx_dir is not None else recorded["idx_dir"]
+    if folder is not None and name == "mnist10k":  # the embedded subset takes no folder: MNIST from that folder
+        name = "mnist"
+    if idx_dir is None and folder is not None and not Path(str(folder)).is_dir():
+        raise FailatlasError(f"{source} records that it was trained on {name} from the IDX folder {folder}, which "
+                             "is not there; pass --idx-dir with that data's folder, or --dataset (and --idx-dir) "
+                             "to judge it on other data")
+    return {"dataset": name, "idx_dir": folder, "blur": blur or str(recorded["blur"]), "recorded": True}
+
+
+def same_data(a: dict[str, object], b: dict[str, object]) -> bool:
+    """Whether two ``{"dataset", "idx_dir"}`` records name the same images: the embedded MNIST-10k under
+    either name, a named dataset's default folder written out, and folders compared resolved."""
+    from .data.datasets import FASHION_DIR
+
+    def key(d: dict[str, object]) -> tuple[str, str | None]:
+        name, folder = str(d["dataset"]).lower(), d.get("idx_dir")
+        if folder is None:
+            if name == "mnist":
+                name = "mnist10k"
+            elif name == "fashion":
+                folder = FASHION_DIR
+        if folder is not None and name == "mnist10k":
+            name = "mnist"
+        return name, None if folder is None else str(Path(str(folder)).resolve())
+
+    return key(a) == key(b)

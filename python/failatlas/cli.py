@@ -164,7 +164,7 @@ def _eval_classifier_command(p: argparse.ArgumentParser):
     p.add_argument("--on", default="clean", choices=["clean", "corrupted"], help="clean or corrupted images")
     p.add_argument("--split", default="test", choices=["train", "test"], help="which split to evaluate on")
     p.add_argument("--blur", default=None, choices=["paper", "isotropic"],
-                   help="blur of the corrupted images (default: the recorded one, else paper)")
+                   help="blur of the corrupted images (default: the recorded one unless --dataset is given; else paper)")
     p.add_argument("--idx-dir", default=None, help="folder with IDX files (datasets read from IDX files)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the corruption draw")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
@@ -266,7 +266,7 @@ def _eval_gan(p: argparse.ArgumentParser):
                    "generator's config.json records it was trained on, with its IDX folder and blur; else mnist)")
     p.add_argument("--idx-dir", default=None, help="folder with MNIST-format IDX files")
     p.add_argument("--blur", choices=("paper", "isotropic"), default=None,
-                   help="corruption blur of the real data (default: the recorded one, else paper)")
+                   help="corruption blur of the real data (default: the recorded one unless --dataset is given; else paper)")
     p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const",
                    help="generator noise inputs for the accuracy and FD figures")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the latents and of the corruption classifier")

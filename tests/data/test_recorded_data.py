@@ -41,3 +41,43 @@ def test_training_data_with_one_class_is_refused_before_training(idx_folder, tmp
     with pytest.raises(FailatlasError, match=r"hold 1 class \(0\).*needs at least 2"):
         train_classifier(cfg, tmp_path / "clf", verbose=False)
     assert not (tmp_path / "clf" / "model.safetensors").exists()
+
+
+def _folder_with_record(tmp_path, training, name="model"):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"training": training}))
+    return folder
+
+
+def test_data_to_judge_takes_the_record_unless_told_otherwise(tmp_path):
+    import pytest
+
+    from failatlas._paths import data_to_judge
+    from failatlas.errors import FailatlasError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    model = _folder_with_record(tmp_path, {"dataset": "toy", "idx_dir": str(data), "blur": "isotropic"})
+    assert data_to_judge(model) == {"dataset": "toy", "idx_dir": str(data), "blur": "isotropic", "recorded": True}
+    assert data_to_judge(model, blur="paper")["blur"] == "paper"  # an option given overrides the record's
+    assert data_to_judge(model, "fashion") == {"dataset": "fashion", "idx_dir": None, "blur": "paper",
+                                               "recorded": False}  # a named dataset: the record is not used
+    moved = _folder_with_record(tmp_path, {"dataset": "toy", "idx_dir": "gone/data"}, "moved")
+    with pytest.raises(FailatlasError, match=r"records that it was trained on toy from the IDX folder gone/data, "
+                                             r"which is not there; pass --idx-dir"):
+        data_to_judge(moved)
+    assert data_to_judge(moved, idx_dir=data)["idx_dir"] == str(data)  # the folder given instead
+    embedded = _folder_with_record(tmp_path, {"dataset": "mnist10k"}, "embedded")
+    assert data_to_judge(embedded, idx_dir=data)["dataset"] == "mnist"  # full MNIST from that folder
+    assert data_to_judge(tmp_path / "nothing")["dataset"] == "mnist"
+
+
+def test_same_data_compares_the_images_not_the_spelling(tmp_path, monkeypatch):
+    from failatlas._paths import same_data
+
+    monkeypatch.chdir(tmp_path)
+    assert same_data({"dataset": "mnist", "idx_dir": None}, {"dataset": "mnist10k", "idx_dir": None})
+    assert same_data({"dataset": "toy", "idx_dir": "d"}, {"dataset": "toy", "idx_dir": str(tmp_path / "d")})
+    assert not same_data({"dataset": "toy", "idx_dir": "d"}, {"dataset": "toy", "idx_dir": "e"})
+    assert not same_data({"dataset": "mnist", "idx_dir": None}, {"dataset": "fashion", "idx_dir": None})

@@ -444,7 +444,7 @@ def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module]) ->
     analysis finds on generated images, and a check that a classifier of one's own reads failatlas's input.
     Returns ``({"dataset", "blur", "classifiers": {name: {"clean", "corrupted"}}} or None, notes)``: None (with a
     note saying why) when the config names no dataset or the data cannot be loaded here."""
-    from .._paths import recorded_data, training_data
+    from .._paths import recorded_data, same_data, training_data
     from ..training.classifier import evaluate_classifier
 
     data = recorded_data(generator_folder)
@@ -458,7 +458,7 @@ def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module]) ->
     for name, model in models.items():  # a classifier recorded as trained on other data than the generator
         config = classifier_config_of(model)
         own = training_data(config.training) if config is not None else None
-        if own is not None and (own["dataset"], own["idx_dir"]) != (dataset, idx_dir):
+        if own is not None and not same_data(own, data):
             where = lambda d: d["dataset"] + (f" ({d['idx_dir']})" if d["idx_dir"] else "")  # noqa: E731
             notes.append(f"{name} was trained on {where(own)} but the generator on {where(data)}: the analysis "
                          f"judges it on images of data it was not trained for")
@@ -719,8 +719,8 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     classes = sorted({int(c) for c in cc.labels.tolist()})
     failing = {r.cls for r in cc.cases if r.at_start}  # their start already fails: a grid of one image
     limit = options.grid_class_limit
-    grid_classes = classes if limit is None else ([c for c in classes if c not in failing]
-                                                  + [c for c in classes if c in failing])[:limit]
+    grid_classes = classes if limit is None else sorted(([c for c in classes if c not in failing]
+                                                         + [c for c in classes if c in failing])[:limit])
     grids: list[ManipulationGrid] = []
     with stage("manipulation", f"classes {', '.join(map(str, grid_classes)) or 'none'}"):
         for c in grid_classes:

@@ -173,16 +173,14 @@ def export_models(generator: nn.Module | str | os.PathLike, classifier: nn.Modul
     if int8:
         from .quantize import calibration_images
 
-        from .._paths import training_data
+        from .._paths import data_to_judge
 
-        recorded = training_data(config.training) if config is not None else None
-        if dataset is None:
-            dataset = recorded["dataset"] if recorded else (config.dataset if config is not None and config.dataset
-                                                            else "mnist")
-            idx_dir = idx_dir if idx_dir is not None else (recorded["idx_dir"] if recorded else None)
-        data = {"dataset": dataset, "idx_dir": None if idx_dir is None else str(idx_dir),
-                "blur": recorded["blur"] if recorded else "paper"}
-        images = calibration_images(dataset, n=int(calibration), seed=seed, blur=data["blur"], idx_dir=idx_dir)
+        data = data_to_judge(c_name, dataset, idx_dir,  # the classifier's recorded data unless named
+                             training=config.training if config is not None and config.training else None)
+        if not data["recorded"] and dataset is None and config is not None and config.dataset:
+            data["dataset"] = config.dataset  # a classifier module without a record: the dataset it names
+        images = calibration_images(data["dataset"], n=int(calibration), seed=seed, blur=data["blur"],
+                                    idx_dir=data["idx_dir"])
 
     target = out.resolve()  # "." or "a/.." have no usable name and parent
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -313,7 +311,7 @@ def _int8(stage: Path, classifier: nn.Module, synthesis: nn.Module, G: nn.Module
     sizes = {"torch fp32": None, "onnx fp32": files[CLASSIFIER_FILE]["bytes"], "onnx int8": files[INT8_FILE]["bytes"]}
     accuracy = {name: {"clean": row["clean"], "corrupted": row["corrupted"], "bytes": sizes[name]}
                 for name, row in table.items()}
-    return {"file": INT8_FILE, "dataset": data["dataset"], "idx_dir": data["idx_dir"],
+    return {"file": INT8_FILE, "dataset": data["dataset"], "idx_dir": data["idx_dir"], "blur": data["blur"],
             "calibration_images": int(len(images)),
             "calibration": "class-balanced real TRAIN images (failatlas.deploy.calibration_images)",
             "accuracy_n": n, "accuracy": accuracy}

@@ -562,15 +562,11 @@ def evaluate_any_classifier(path_or_name: str | os.PathLike, *, device: str = "c
     """:func:`failatlas.training.classifier.evaluate_classifier` (accuracy on a real test split, per corruption
     cell) for a classifier given as a folder, a shipped name or a file (``.onnx``, ``.pt``, ``.pt2``): the
     check that a model of your own reads failatlas's images (float ``[N, 1, 28, 28]`` in [0, 1]) as it should."""
-    from .._paths import classifier_file_format, recorded_data
+    from .._paths import classifier_file_format, data_to_judge
     from ..training.classifier import evaluate_classifier
 
-    if kwargs.get("dataset") is None:  # the data the classifier folder records it was trained on, else MNIST
-        recorded = recorded_data(path_or_name) or {}
-        kwargs["dataset"] = recorded.get("dataset", "mnist")
-        for key in ("idx_dir", "blur"):
-            if kwargs.get(key) is None and recorded.get(key) is not None:
-                kwargs[key] = recorded[key]
-    kwargs["blur"] = kwargs.get("blur") or "paper"
+    data = data_to_judge(path_or_name, kwargs.pop("dataset", None), kwargs.pop("idx_dir", None),
+                         kwargs.pop("blur", None))
+    kwargs.update(dataset=data["dataset"], idx_dir=data["idx_dir"], blur=data["blur"])
     model = load_any_classifier(path_or_name, device=device) if classifier_file_format(path_or_name) else path_or_name
     return evaluate_classifier(model, device=device, **kwargs)

@@ -150,7 +150,8 @@ def warn_missing_classes(labels: torch.Tensor, num_classes: int, dataset: str) -
     if len(present) < 2:  # nothing to tell apart: every later step would report a perfect or empty model
         raise FailatlasError(f"the training images of {dataset} hold {len(present)} class"
                              f"{'' if len(present) == 1 else 'es'} ({', '.join(map(str, present)) or 'none'}); a "
-                             "classifier or a conditional generator needs at least 2: check the labels file")
+                             "classifier or a conditional generator needs at least 2: check the labels file (or a "
+                             "--limit that keeps too few images)")
     if missing:
         print(f"failatlas: warning: {len(missing)} of the {num_classes} classes of {dataset} have no training "
               f"image ({', '.join(map(str, missing[:10]))}{', …' if len(missing) > 10 else ''}); the model will "

@@ -292,7 +292,7 @@ def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *,
     where the generator runs ("cpu", "cuda", "auto"); the classifiers run on the CPU."""
     from .. import _io
     from .._device import resolve_device
-    from .._paths import classifier_file_format, recorded_data
+    from .._paths import classifier_file_format, data_to_judge
     from ..models.classifier import load_classifier
     from ..models.stylegan2 import GENERATOR_WEIGHTS, load_generator
 
@@ -302,13 +302,9 @@ def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *,
 
     folder = resolve_model(generator)
     G = load_generator(folder, device=resolve_device(device))
-    if options.get("dataset") is None:  # the data the generator records it was trained on, else MNIST
-        recorded = recorded_data(folder) or {}
-        options["dataset"] = recorded.get("dataset", "mnist")
-        for key in ("idx_dir", "blur"):
-            if options.get(key) is None and recorded.get(key) is not None:
-                options[key] = recorded[key]
-    options["blur"] = options.get("blur") or "paper"
+    data = data_to_judge(folder, options.pop("dataset", None), options.pop("idx_dir", None),
+                         options.pop("blur", None))  # the data the generator records, unless named
+    options.update(dataset=data["dataset"], idx_dir=data["idx_dir"], blur=data["blur"])
     q = evaluate_generator(G, load_classifier(resolve_model(classifier)), **options)
     return dataclasses.replace(q, generator_sha256=_io.sha256(Path(folder) / GENERATOR_WEIGHTS),
                                dataset=options["dataset"], idx_dir=options.get("idx_dir"))
