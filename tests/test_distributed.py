@@ -317,8 +317,8 @@ _TRAIN = textwrap.dedent("""
     out, kimg, dump, resume = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4] == "resume"
     real = gan._load_training_images
     def few(cfg):  # 64 real images: the loop is what is tested, not the data
-        x, y, k = real(cfg)
-        return x[:64].clone(), y[:64].clone(), k
+        x, y, k, missing = real(cfg)
+        return x[:64].clone(), y[:64].clone(), k, missing
     gan._load_training_images = few
     held = {}
     ema_update = gan._ema_update

@@ -108,19 +108,26 @@ def training_data(training: object) -> dict[str, object] | None:
             "blur": blur if blur in ("paper", "isotropic") else "paper"}
 
 
-def recorded_data(folder_or_name: str | os.PathLike) -> dict[str, object] | None:
-    """:func:`training_data` of a saved model folder (or a shipped model's name): the data to judge it on
-    when the user names none. None for a classifier file, a folder without a readable config.json, or a
-    config.json that records no dataset."""
+def recorded_training(folder_or_name: object) -> dict:
+    """The ``training`` record of a saved model folder's config.json (or a shipped model's name); {} for a
+    classifier file or a folder without a readable record."""
     import json
 
-    if classifier_file_format(folder_or_name):
-        return None
+    if not isinstance(folder_or_name, (str, os.PathLike)) or classifier_file_format(folder_or_name):
+        return {}
     try:
         config = json.loads((resolve_model(folder_or_name) / "config.json").read_text())
     except (OSError, ValueError, FailatlasError):
-        return None
-    return training_data(config.get("training")) if isinstance(config, dict) else None
+        return {}
+    training = config.get("training") if isinstance(config, dict) else None
+    return training if isinstance(training, dict) else {}
+
+
+def recorded_data(folder_or_name: object) -> dict[str, object] | None:
+    """:func:`training_data` of a saved model folder (or a shipped model's name): the data to judge it on
+    when the user names none. None for a classifier file, a folder without a readable config.json, or a
+    config.json that records no dataset."""
+    return training_data(recorded_training(folder_or_name))
 
 
 def data_to_judge(source: object, dataset: str | None = None, idx_dir: str | os.PathLike | None = None,

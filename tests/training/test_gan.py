@@ -21,8 +21,8 @@ def _few_reals(monkeypatch):
     real = gan._load_training_images
 
     def few(cfg):
-        x, y, k = real(cfg)
-        return x[:64].clone(), y[:64].clone(), k
+        x, y, k, missing = real(cfg)
+        return x[:64].clone(), y[:64].clone(), k, missing
 
     monkeypatch.setattr(gan, "_load_training_images", few)
 
@@ -412,3 +412,17 @@ def test_a_run_saved_with_a_relative_idx_folder_resumes_with_the_absolute_one(tm
     new = GANTrainConfig(dataset="toy", idx_dir=str(tmp_path / "data"))
     assert old.resumable_with(new) == [] and new.resumable_with(old) == []
     assert GANTrainConfig(dataset="toy", idx_dir="other").resumable_with(new) == ["idx_dir"]
+
+
+def test_classes_without_training_images_are_recorded_and_noted(tmp_path, monkeypatch):
+    """train-gan warns about them; the generator's config.json keeps them, and analyze/compare say so."""
+    from failatlas.analysis import real_accuracy
+
+    loader = gan._load_training_images
+    monkeypatch.setattr(gan, "_load_training_images", lambda cfg: (*loader(cfg)[:3], [3, 7]))
+    out = tmp_path / "run"
+    train_gan(GANTrainConfig(kimg=0.008, **TINY), out, progress=False)
+    training = json.loads((out / "config.json").read_text())["training"]
+    assert training["classes_without_data"] == [3, 7]
+    _, notes = real_accuracy(out, {})
+    assert notes[0].startswith("the generator's training images held no image of classes 3, 7")

@@ -229,11 +229,14 @@ class GANTrainResult:
         return dataclasses.asdict(self)
 
 
-def training_record(cfg: GANTrainConfig, nimg: int, step: int, init_from: str | None = None) -> dict:
+def training_record(cfg: GANTrainConfig, nimg: int, step: int, init_from: str | None = None,
+                    classes_without_data: list[int] | None = None) -> dict:
     """What a generator's config.json says about its training: the options, and how far it got
-    (``init_from``: the run it was warm-started from, whose options held before)."""
+    (``init_from``: the run it was warm-started from, whose options held before; ``classes_without_data``:
+    classes the training images held none of, which the generator draws without having learnt them)."""
     return {**dataclasses.asdict(cfg), "kimg_target": cfg.kimg, "kimg": nimg / 1000, "step": step,
-            **({"init_from": init_from} if init_from else {})}
+            **({"init_from": init_from} if init_from else {}),
+            **({"classes_without_data": list(classes_without_data)} if classes_without_data else {})}
 
 
 def _read_checkpoint(path: Path) -> tuple[dict, GANTrainConfig, StyleGANConfig]:
@@ -437,8 +440,8 @@ def _load_training_images(cfg: GANTrainConfig):
 
     data = load_dataset(cfg.dataset, "train", corruption=cfg.corruption, blur=cfg.blur,
                         idx_dir=cfg.idx_dir, seed=cfg.data_seed)
-    warn_missing_classes(data.labels, data.num_classes, cfg.dataset)
-    return data.generator_input().contiguous(), data.labels.clone(), data.num_classes
+    missing = warn_missing_classes(data.labels, data.num_classes, cfg.dataset)
+    return data.generator_input().contiguous(), data.labels.clone(), data.num_classes, missing
 
 
 def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None,
@@ -487,7 +490,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
 
-    reals, labels, num_classes = _load_training_images(cfg)
+    reals, labels, num_classes, empty_classes = _load_training_images(cfg)
     arch = dataclasses.replace(get_config(cfg.config), num_classes=num_classes)
     if reals.shape[-1] != arch.resolution:
         raise FailatlasError(f"dataset images are {reals.shape[-1]}px but config {cfg.config} makes {arch.resolution}px")
@@ -584,7 +587,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             "train_config": dataclasses.asdict(cfg), "arch": arch.to_json(),
             **({"init_from": init_name} if init_name else {}),
         })
-        save_generator(G_ema, out, extra={"training": training_record(cfg, nimg, step, init_name)})
+        save_generator(G_ema, out, extra={"training": training_record(cfg, nimg, step, init_name, empty_classes)})
 
     # The labels come from the data, so the mapping's input checks (which would wait for the device) are
     # skipped by calling the mapping network directly.
