@@ -174,3 +174,25 @@ def same_data(a: dict[str, object], b: dict[str, object]) -> bool:
         return name, None if folder is None else str(Path(str(folder)).resolve())
 
     return key(a) == key(b)
+
+
+def data_notes(generator: object, classifiers: dict[str, object]) -> list[str]:
+    """Notes about the data behind a generator (a folder or shipped name) and the classifiers judged on its
+    images (name → a loaded model, whose ``config.training`` is its record): classes the generator had no
+    training images of, and a classifier recorded as trained on other data than the generator."""
+    training = recorded_training(generator)
+    empty = training.get("classes_without_data") or []
+    notes = ([f"the generator's training images held no image of class{'es' if len(empty) > 1 else ''} "
+              f"{', '.join(map(str, empty))} (train-gan warned): it draws them without having learnt them, so "
+              "read their rows, curves and corner cases with care"] if empty else [])
+    data = training_data(training)
+    if data is None:
+        return notes
+    where = lambda d: str(d["dataset"]) + (f" ({d['idx_dir']})" if d["idx_dir"] else "")  # noqa: E731
+    for name, model in classifiers.items():
+        config = getattr(model, "config", None)
+        own = training_data(getattr(config, "training", None))
+        if own is not None and not same_data(own, data):
+            notes.append(f"{name} was trained on {where(own)} but the generator on {where(data)}: it is judged on "
+                         "images of data it was not trained for")
+    return notes

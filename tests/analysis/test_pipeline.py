@@ -368,6 +368,6 @@ def test_a_classifier_trained_on_other_data_than_the_generator_is_noted(tmp_path
     same = build_classifier(ClassifierConfig(training={"dataset": "toy", "idx_dir": "/nowhere"})).eval()
     result, notes = real_accuracy(tmp_path, {"m": mnist, "t": same})
     assert result is None and len(notes) == 2
-    assert notes[0] == ("m was trained on mnist but the generator on toy (/nowhere): the analysis judges it on "
-                        "images of data it was not trained for")
+    assert notes[0] == ("m was trained on mnist but the generator on toy (/nowhere): it is judged on images of "
+                        "data it was not trained for")
     assert notes[1].startswith("no accuracy on real test images of toy")

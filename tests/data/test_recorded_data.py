@@ -81,3 +81,19 @@ def test_same_data_compares_the_images_not_the_spelling(tmp_path, monkeypatch):
     assert same_data({"dataset": "toy", "idx_dir": "d"}, {"dataset": "toy", "idx_dir": str(tmp_path / "d")})
     assert not same_data({"dataset": "toy", "idx_dir": "d"}, {"dataset": "toy", "idx_dir": "e"})
     assert not same_data({"dataset": "mnist", "idx_dir": None}, {"dataset": "fashion", "idx_dir": None})
+
+
+def test_data_notes_name_empty_classes_and_models_of_other_data(tmp_path):
+    from types import SimpleNamespace
+
+    from failatlas._paths import data_notes
+
+    gen = _folder_with_record(tmp_path, {"dataset": "toy", "idx_dir": str(tmp_path), "classes_without_data": [4]})
+    same = SimpleNamespace(config=SimpleNamespace(training={"dataset": "toy", "idx_dir": str(tmp_path)}))
+    other = SimpleNamespace(config=SimpleNamespace(training={"dataset": "mnist"}))
+    unknown = SimpleNamespace()  # a file or module without a record: nothing to compare
+    notes = data_notes(gen, {"same": same, "other": other, "unknown": unknown})
+    assert len(notes) == 2
+    assert notes[0].startswith("the generator's training images held no image of class 4 ")
+    assert notes[1].startswith(f"other was trained on mnist but the generator on toy ({tmp_path})")
+    assert data_notes("mnist/generator", {"c": other}) == []  # the shipped pair: same data, no empty class

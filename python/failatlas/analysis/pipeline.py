@@ -444,29 +444,16 @@ def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module]) ->
     analysis finds on generated images, and a check that a classifier of one's own reads failatlas's input.
     Returns ``({"dataset", "blur", "classifiers": {name: {"clean", "corrupted"}}} or None, notes)``: None (with a
     note saying why) when the config names no dataset or the data cannot be loaded here."""
-    from .._paths import recorded_data, recorded_training, same_data, training_data
+    from .._paths import data_notes, recorded_data
     from ..training.classifier import evaluate_classifier
 
-    empty = recorded_training(generator_folder).get("classes_without_data") or []
-    empty_note = ([f"the generator's training images held no image of class{'es' if len(empty) > 1 else ''} "
-                   f"{', '.join(map(str, empty))} (train-gan warned): it draws them without having learnt them, "
-                   "so read their rows, curves and corner cases with care"] if empty else [])
+    notes = data_notes(generator_folder, models)
     data = recorded_data(generator_folder)
     if data is None:
-        return None, [*empty_note, "no accuracy on real test images: the generator's config.json names no "
-                      "training dataset"]
+        return None, [*notes, "no accuracy on real test images: the generator's config.json names no training "
+                      "dataset"]
     dataset, blur, idx_dir = data["dataset"], data["blur"], data["idx_dir"]
     result: dict[str, Any] = {"dataset": dataset, "blur": blur, "split": "test", "classifiers": {}}
-    notes = list(empty_note)
-    from ..models.classifier import classifier_config_of
-
-    for name, model in models.items():  # a classifier recorded as trained on other data than the generator
-        config = classifier_config_of(model)
-        own = training_data(config.training) if config is not None else None
-        if own is not None and not same_data(own, data):
-            where = lambda d: d["dataset"] + (f" ({d['idx_dir']})" if d["idx_dir"] else "")  # noqa: E731
-            notes.append(f"{name} was trained on {where(own)} but the generator on {where(data)}: the analysis "
-                         f"judges it on images of data it was not trained for")
     try:
         for name, model in models.items():
             row = {on: evaluate_classifier(model, dataset=dataset, on=on, blur=blur, idx_dir=idx_dir)["accuracy"]

@@ -571,9 +571,11 @@ class RankRun:
     timings: dict[str, float]
     rank: int = 0
     world_size: int = 1
+    notes: tuple[str, ...] = ()  # about the models' data (failatlas._paths.data_notes)
 
     def format(self, k: int = 10) -> str:
-        """What ``failatlas rank`` prints: the population, the top k, the separation summary, the files."""
+        """What ``failatlas rank`` prints: the population, the top k, the separation summary, the notes, the
+        files."""
         from .direction import describe as describe_direction
 
         if self.ranking is None:
@@ -586,6 +588,7 @@ class RankRun:
             f"separation: mean KS of the top {m} dims {self.summary[f'top{m}_mean_ks']:.3f}, "
             f"of {m} random others {self.summary[f'random{m}_mean_ks']:.3f}",
             describe_direction(self.summary.get("latent_direction"), self.summary.get("latent_direction_error")),
+            *(f"note: {n}" for n in self.notes),
             f"wrote {', '.join(sorted(p.name for p in self.files.values()))} to {self.out} "
             f"({', '.join(f'{name} {s:.1f} s' for name, s in self.timings.items())})",
         ])
@@ -610,6 +613,7 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     last collective call with ``ranking`` None. The ranking equals the single-process one."""
     from .. import distributed as dist
     from .._progress import Stages
+    from .._paths import data_notes
     from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
     from ..report.figures import plot_separation
@@ -663,8 +667,9 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
             "separation_png": plot_separation(sep, ranking, out / "separation.png", k=3, seed=seed),
         }
         files["separation_json"] = out / "separation.json"
-        _io.write_json(out / "ranking.json", {**ranking.to_json(), "summary": summary,
+        notes = data_notes(generator, {Path(str(classifier)).name: C})
+        _io.write_json(out / "ranking.json", {**ranking.to_json(), "summary": summary, "notes": notes,
                                               "generator": str(generator), "classifier": str(classifier)})
         files["ranking_json"] = out / "ranking.json"
     return RankRun(out=out, population=pop, ranking=ranking, separation=sep, summary=summary, files=files,
-                   timings=dict(stage.timings))
+                   timings=dict(stage.timings), notes=tuple(notes))

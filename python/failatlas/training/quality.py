@@ -292,7 +292,7 @@ def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *,
     where the generator runs ("cpu", "cuda", "auto"); the classifiers run on the CPU."""
     from .. import _io
     from .._device import resolve_device
-    from .._paths import classifier_file_format, data_to_judge, recorded_training
+    from .._paths import classifier_file_format, data_notes, data_to_judge
     from ..models.classifier import load_classifier
     from ..models.stylegan2 import GENERATOR_WEIGHTS, load_generator
 
@@ -305,11 +305,9 @@ def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *,
     data = data_to_judge(folder, options.pop("dataset", None), options.pop("idx_dir", None),
                          options.pop("blur", None))  # the data the generator records, unless named
     options.update(dataset=data["dataset"], idx_dir=data["idx_dir"], blur=data["blur"])
-    q = evaluate_generator(G, load_classifier(resolve_model(classifier)), **options)
-    empty = recorded_training(folder).get("classes_without_data") or []
-    if empty:
-        q.warnings.append(f"the generator's training images held no image of class{'es' if len(empty) > 1 else ''} "
-                          f"{', '.join(map(str, empty))}: their figures judge classes it never learnt")
+    judge = load_classifier(resolve_model(classifier))
+    q = evaluate_generator(G, judge, **options)
+    q.warnings.extend(data_notes(folder, {f"the judge {Path(str(classifier)).name}": judge}))
     return dataclasses.replace(q, generator_sha256=_io.sha256(Path(folder) / GENERATOR_WEIGHTS),
                                dataset=options["dataset"], idx_dir=options.get("idx_dir"))
 
