@@ -190,14 +190,21 @@ def test_a_pt2_with_the_older_formats_files_is_refused_without_unpickling_them(t
     assert not marker.exists()
 
 
-def test_a_pt2_with_a_compiled_library_is_refused(tmp_path, exported):
-    """An AOTInductor entry would be dlopen-ed (its constructors run) by torch's loader."""
-    path = _rewrite_pt2(exported["ep_path"], tmp_path / "aoti.pt2", lambda name, data: data)
+def _with_entry(exported, path, rel, data):
+    """A copy of the exported .pt2 at ``path`` with one more entry ``rel`` (relative to its root folder)."""
     import zipfile
 
+    path = _rewrite_pt2(exported["ep_path"], path, lambda name, data: data)
     with zipfile.ZipFile(path, "a") as z:
         root = z.namelist()[0].split("/", 1)[0]
-        z.writestr(f"{root}/data/aotinductor/model/model.wrapper.so", b"\x7fELF not really")
+        z.writestr(f"{root}/{rel}", data)
+    return path
+
+
+def test_a_pt2_with_a_compiled_library_is_refused(tmp_path, exported):
+    """An AOTInductor entry would be dlopen-ed (its constructors run) by torch's loader."""
+    path = _with_entry(exported, tmp_path / "aoti.pt2", "data/aotinductor/model/model.wrapper.so",
+                       b"\x7fELF not really")
     with pytest.raises(FailatlasError, match="unexpected entry data/aotinductor/"):
         load_fused(path)
 
@@ -242,12 +249,8 @@ def test_a_pt2_with_a_pickled_weights_file_or_a_twin_entry_is_refused(tmp_path, 
 def test_a_pt2_with_a_binary_extra_file_is_named(tmp_path, exported):
     """torch.export.save writes extra files as text; a binary one (a pickle, say) gets a message that names it."""
     import pickle
-    import zipfile
 
-    path = _rewrite_pt2(exported["ep_path"], tmp_path / "binary-extra.pt2", lambda name, data: data)
-    with zipfile.ZipFile(path, "a") as z:
-        root = z.namelist()[0].split("/", 1)[0]
-        z.writestr(f"{root}/extra/notes.pkl", pickle.dumps({"a": 1}))
+    path = _with_entry(exported, tmp_path / "binary-extra.pt2", "extra/notes.pkl", pickle.dumps({"a": 1}))
     with pytest.raises(FailatlasError, match="the extra file extra/notes.pkl is not text"):
         load_fused(path)
 
