@@ -94,6 +94,11 @@ def find_model(path: str | os.PathLike) -> Path:
         return Path(path)
 
 
+def absolute_folder(folder: str | os.PathLike | None) -> str | None:
+    """A data folder as recorded in a model's config.json: absolute, so the record holds from anywhere."""
+    return None if folder is None else str(Path(folder).absolute())
+
+
 def training_data(training: object) -> dict[str, object] | None:
     """``{"dataset", "idx_dir", "blur"}`` of the data a model was trained on, from the ``training`` record
     of its config.json (as train-gan and train-classifier write it); None when it names no dataset."""

@@ -709,10 +709,9 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
 
     # 6. manipulation grids ----------------------------------------------------------------------------
     classes = sorted({int(c) for c in cc.labels.tolist()})
-    failing = {r.cls for r in cc.cases if r.at_start}  # their start already fails: a grid of one image
-    limit = options.grid_class_limit
-    grid_classes = classes if limit is None else sorted(([c for c in classes if c not in failing]
-                                                         + [c for c in classes if c in failing])[:limit])
+    limit = options.grid_class_limit  # a class whose start already fails makes a grid of one image: last
+    grid_classes = classes if limit is None else sorted(([c for c in classes if c not in failing_starts]
+                                                         + [c for c in classes if c in failing_starts])[:limit])
     grids: list[ManipulationGrid] = []
     with stage("manipulation", f"classes {', '.join(map(str, grid_classes)) or 'none'}"):
         for c in grid_classes:

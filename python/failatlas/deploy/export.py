@@ -175,8 +175,8 @@ def export_models(generator: nn.Module | str | os.PathLike, classifier: nn.Modul
 
         from .._paths import data_to_judge
 
-        data = data_to_judge(c_name, dataset, idx_dir,  # the classifier's recorded data unless named
-                             training=config.training if config is not None and config.training else None)
+        data = data_to_judge(None if isinstance(classifier, nn.Module) else classifier, dataset, idx_dir,
+                             training=config.training if config is not None else None)  # recorded, unless named
         if not data["recorded"] and dataset is None and config is not None and config.dataset:
             data["dataset"] = config.dataset  # a classifier module without a record: the dataset it names
         images = calibration_images(data["dataset"], n=int(calibration), seed=seed, blur=data["blur"],

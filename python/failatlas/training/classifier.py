@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from .._device import resolve_device
 from .._io import check_out_folder, write_json
+from .._paths import absolute_folder
 from .._progress import progress, progress_enabled
 from ..errors import FailatlasError
 from ..models.adapter import PAD
@@ -171,8 +172,7 @@ def train_classifier(config: TrainClassifierConfig, out: str | Path, *, train_se
     files are replaced, others stay. Without it a non-empty ``out`` is refused before any training.
     """
     config.validate()
-    if config.idx_dir is not None:  # recorded absolute, so that the model finds its data from anywhere
-        config = dataclasses.replace(config, idx_dir=str(Path(config.idx_dir).absolute()))
+    config = dataclasses.replace(config, idx_dir=absolute_folder(config.idx_dir))
     out = check_out_folder(out, overwrite, "to replace the classifier files in it (other files stay)")
     device = resolve_device(config.device, CLASSIFIER_DEVICES)
     if train_set is None:

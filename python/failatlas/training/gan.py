@@ -62,6 +62,7 @@ import torch.nn.functional as F
 
 from .. import _io
 from .._device import resolve_device
+from .._paths import absolute_folder
 from .._seeding import latent_generator
 from ..errors import FailatlasError
 from ..models.stylegan2 import (CONFIGS, Discriminator, Generator, StyleGANConfig, get_config,
@@ -150,7 +151,7 @@ class GANTrainConfig:
     def resumable_with(self, other: "GANTrainConfig") -> list[str]:
         a, b = dataclasses.asdict(self), dataclasses.asdict(other)
         for d in (a, b):  # runs saved before IDX folders were recorded absolute
-            d["idx_dir"] = None if d["idx_dir"] is None else str(Path(d["idx_dir"]).absolute())
+            d["idx_dir"] = absolute_folder(d["idx_dir"])
         return [k for k in a if k != "kimg" and a[k] != b[k]]
 
 
@@ -456,8 +457,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     from .._progress import progress as progress_bar
 
     cfg.validate()
-    if cfg.idx_dir is not None:  # recorded absolute, so that the generator finds its data from anywhere
-        cfg = dataclasses.replace(cfg, idx_dir=str(Path(cfg.idx_dir).absolute()))
+    cfg = dataclasses.replace(cfg, idx_dir=absolute_folder(cfg.idx_dir))
     if max_minutes is not None and not max_minutes > 0:
         raise FailatlasError(f"--max-minutes must be positive, got {max_minutes}")
     if resume and init_from is not None:
