@@ -194,3 +194,17 @@ def test_repr_is_one_line():
 
     text = repr(load_dataset("mnist", "test", corruption="corrupted"))
     assert text == "ImageSet('mnist10k', split='test', n=2000, classes=10, corrupted=985)"
+
+
+def test_labels_that_leave_most_classes_empty_are_refused(idx_folder, idx_tools):
+    """Labels {0, 200} are two classes to the user, 201 to a class-index reading: refused with the fix;
+    a few missing classes (half or more present) still load."""
+    folder, arrays = idx_folder(gz=False, classes=4)
+    _, labels = arrays["train"]
+    idx_tools.write_idx(folder / "train-labels-idx1-ubyte", np.where(labels % 2 == 0, 0, 200).astype(np.uint8))
+    idx_tools.write_idx(folder / "t10k-labels-idx1-ubyte", np.zeros(10, np.uint8))
+    with pytest.raises(FailatlasError, match=r"take 2 values \(0, 200\).*201 classes, 199 of them.*renumber the "
+                                             r"labels 0\.\.1"):
+        load_dataset("toy", "test", idx_dir=folder)
+    idx_tools.write_idx(folder / "train-labels-idx1-ubyte", (labels % 4 * (labels % 4 != 2)).astype(np.uint8))
+    assert load_dataset("toy", "train", idx_dir=folder).num_classes == 4  # 0, 1, 3 present: 3 of 4

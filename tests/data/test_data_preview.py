@@ -69,3 +69,19 @@ def test_preview_of_clean_set_has_empty_severity_rows(tmp_path):
     clean = load_dataset("mnist", "test", corruption="clean").subset(slice(0, 50))
     rows = write_preview(clean, tmp_path / "c.png")["rows"]
     assert len(rows[0]["indices"]) == 10 and all(r["indices"] == [] for r in rows[1:])
+
+
+def test_preview_shows_every_class_up_to_the_column_cap(tmp_path):
+    """With more than 10 classes the clean row still holds one image of each (it held classes 0..9 only)."""
+    import numpy as np
+
+    from failatlas.data.datasets import make_imageset
+    from failatlas.data.preview import MAX_COLUMNS
+
+    rng = np.random.default_rng(0)
+    for classes, columns in ((12, 12), (MAX_COLUMNS + 5, MAX_COLUMNS)):
+        labels = np.arange(3 * classes) % classes
+        data = make_imageset(rng.integers(0, 256, (len(labels), 28, 28), dtype=np.uint8), labels, name="many",
+                             corruption="clean")
+        got = write_preview(data, tmp_path / f"p{classes}.png")
+        assert got["columns"] == columns and got["rows"][0]["labels"] == [str(c) for c in range(columns)]

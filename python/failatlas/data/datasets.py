@@ -227,12 +227,19 @@ def load_dataset(name: str = "mnist", split: str = "train", *, corruption: str =
     else:
         # the class count of a generic set comes from both splits where possible, so train and test agree
         # (a class that only the test split holds is still a class: the training warns that it has no image)
-        top = int(labels.max())
+        used = set(np.unique(labels).tolist())
         other = "train" if split == "test" else "test"
         try:
-            top = max(top, int(read_idx(find_idx_file(idx_dir, other, "labels"), ndim=1).max(initial=0)))
+            used |= set(np.unique(read_idx(find_idx_file(idx_dir, other, "labels"), ndim=1)).tolist())
         except FailatlasError:
             pass
+        top = max(used, default=0)
+        if used and 2 * len(used) < top + 1:  # e.g. labels {0, 200}: 201 classes, 199 of them never seen
+            shown = ", ".join(map(str, sorted(used)[:10])) + (", …" if len(used) > 10 else "")
+            raise FailatlasError(
+                f"the labels of {idx_dir} take {len(used)} values ({shown}) but a label is a class index, so "
+                f"they would make {top + 1} classes, {top + 1 - len(used)} of them without any image; renumber "
+                f"the labels 0..{len(used) - 1} (same order) and write the labels files again")
         class_names = tuple(str(i) for i in range(top + 1))
     return make_imageset(images, labels, name=key if key in NAMES else name, split=split, class_names=class_names,
                          corruption=corruption, blur=blur, seed=seed)

@@ -18,7 +18,8 @@ from ..errors import FailatlasError
 from .datasets import ImageSet, load_dataset
 
 SEVERITIES = (1, 2, 3)
-COLUMNS = 10
+COLUMNS = 10       # at least this many images per row
+MAX_COLUMNS = 50   # and one per class up to this many classes (the first MAX_COLUMNS classes beyond it)
 
 
 def describe_dataset(imageset: ImageSet) -> dict[str, Any]:
@@ -71,8 +72,16 @@ def _pick(imageset: ImageSet, mask: torch.Tensor, count: int) -> list[int]:
     return sorted(picked + rest, key=lambda i: (labels[i], i))
 
 
-def preview_cells(imageset: ImageSet, columns: int = COLUMNS) -> list[dict[str, Any]]:
-    """The grid's rows: clean, then blur b × noise s for b, s in 1..3; each with the sample indices it shows."""
+def preview_columns(imageset: ImageSet) -> int:
+    """Images per row: one per class where the classes fit (so no class is left out), never fewer than
+    :data:`COLUMNS` nor more than :data:`MAX_COLUMNS`."""
+    return min(max(COLUMNS, imageset.num_classes), MAX_COLUMNS)
+
+
+def preview_cells(imageset: ImageSet, columns: int | None = None) -> list[dict[str, Any]]:
+    """The grid's rows: clean, then blur b × noise s for b, s in 1..3; each with the sample indices it shows.
+    columns: images per row (None: :func:`preview_columns`)."""
+    columns = preview_columns(imageset) if columns is None else columns
     rows = [("clean", ~imageset.corrupted, 0, 0)]
     rows += [(f"blur {b} / noise {s}", imageset.corrupted & (imageset.blur == b) & (imageset.noise == s), b, s)
              for b in SEVERITIES for s in SEVERITIES]
@@ -84,8 +93,9 @@ def preview_cells(imageset: ImageSet, columns: int = COLUMNS) -> list[dict[str, 
     return cells
 
 
-def write_preview(imageset: ImageSet, path: str | os.PathLike, columns: int = COLUMNS) -> dict[str, Any]:
-    """Write the preview grid to ``path`` (.png) and its data to the same name with .json; return the data."""
+def write_preview(imageset: ImageSet, path: str | os.PathLike, columns: int | None = None) -> dict[str, Any]:
+    """Write the preview grid to ``path`` (.png) and its data to the same name with .json; return the data.
+    columns: images per row (None: :func:`preview_columns`, one per class up to :data:`MAX_COLUMNS`)."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise FailatlasError(f"preview path {path} must end in .png (its data goes to {path.with_suffix('.json')})")
@@ -96,6 +106,7 @@ def write_preview(imageset: ImageSet, path: str | os.PathLike, columns: int = CO
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    columns = preview_columns(imageset) if columns is None else columns
     cells = preview_cells(imageset, columns)
     # one mosaic drawn with a single imshow: ~20× faster than a grid of 100 axes
     tile = imageset.images.shape[-1] + 2
@@ -109,14 +120,15 @@ def write_preview(imageset: ImageSet, path: str | os.PathLike, columns: int = CO
     ax.set_yticks([(r + 0.5) * tile for r in range(len(cells))])
     ax.set_yticklabels([cell["row"] if cell["indices"] else f"{cell['row']} (none)" for cell in cells], fontsize=8)
     ax.tick_params(length=0)
-    ax.set_title(f"{imageset.name} ({imageset.split}), {len(imageset)} images", fontsize=9)
+    shown = "" if imageset.num_classes <= columns else f"; the first {columns} of {imageset.num_classes} classes"
+    ax.set_title(f"{imageset.name} ({imageset.split}), {len(imageset)} images{shown}", fontsize=9)
     fig.tight_layout()
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
     finally:
         plt.close(fig)
-    data = {"image": path.name, "dataset": describe_dataset(imageset), "rows": cells}
+    data = {"image": path.name, "columns": columns, "dataset": describe_dataset(imageset), "rows": cells}
     write_json(path.with_suffix(".json"), data)
     return data
 

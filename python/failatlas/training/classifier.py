@@ -141,22 +141,22 @@ def random_crops(images: torch.Tensor, max_shift: int, generator: torch.Generato
     return images[torch.arange(b)[:, None, None], rows, cols]
 
 
-def warn_missing_classes(labels: torch.Tensor, num_classes: int, dataset: str) -> list[int]:
+def warn_missing_classes(labels: torch.Tensor, num_classes: int, dataset: str, limit: bool = False) -> list[int]:
     """Say on stderr which classes have no training image (a model trained so never predicts them: an IDX
-    folder with the wrong labels file, or a --limit too small); returns them. Fewer than 2 classes with
-    images is refused (:class:`FailatlasError`)."""
+    folder with the wrong labels file, or, where the command has ``--limit``, one too small); returns them.
+    Fewer than 2 classes with images is refused (:class:`FailatlasError`)."""
+    or_limit = " (or a --limit that keeps too few images)" if limit else ""
     counts = torch.bincount(labels.long(), minlength=num_classes)
     missing = [c for c in range(num_classes) if int(counts[c]) == 0]
     present = [c for c in range(num_classes) if int(counts[c]) > 0]
     if len(present) < 2:  # nothing to tell apart: every later step would report a perfect or empty model
         raise FailatlasError(f"the training images of {dataset} hold {len(present)} class"
                              f"{'' if len(present) == 1 else 'es'} ({', '.join(map(str, present)) or 'none'}); a "
-                             "classifier or a conditional generator needs at least 2: check the labels file (or a "
-                             "--limit that keeps too few images)")
+                             f"classifier or a conditional generator needs at least 2: check the labels file{or_limit}")
     if missing:
         print(f"failatlas: warning: {len(missing)} of the {num_classes} classes of {dataset} have no training "
               f"image ({', '.join(map(str, missing[:10]))}{', …' if len(missing) > 10 else ''}); the model will "
-              "not learn them: check the dataset (or --limit)", file=sys.stderr, flush=True)
+              f"not learn them: check the dataset{or_limit}", file=sys.stderr, flush=True)
     return missing
 
 
@@ -188,7 +188,7 @@ def train_classifier(config: TrainClassifierConfig, out: str | Path, *, train_se
     if n < 2:
         raise FailatlasError(f"the training set has {n} images; at least 2 are needed")
 
-    warn_missing_classes(labels, int(train_set.num_classes), str(train_set.name))
+    warn_missing_classes(labels, int(train_set.num_classes), str(train_set.name), limit=True)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     class_names = tuple(str(c) for c in train_set.class_names) if getattr(train_set, "class_names", None) else None
