@@ -189,7 +189,8 @@ def data_notes(generator: object, classifiers: dict[str, object]) -> list[str]:
     empty = training.get("classes_without_data") or []
     notes = ([f"the generator's training images held no image of class{'es' if len(empty) > 1 else ''} "
               f"{', '.join(map(str, empty))} (train-gan warned): it draws them without having learnt them, so "
-              "read their rows, curves and corner cases with care"] if empty else [])
+              "read their rows, curves and corner cases with care, or leave them out (--classes with the other "
+              "classes, in rank, analyze and compare)"] if empty else [])
     data = training_data(training)
     if data is None:
         return notes

@@ -76,6 +76,13 @@ def _black_box_option(p: argparse.ArgumentParser) -> None:
                    "classifies 2 x N x (style dims) images, and more samples stand better for the population")
 
 
+def _classes_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--classes", type=int, nargs="+", default=None, metavar="C",
+                   help="draw the population from these classes only (e.g. --classes 3 8: the failure "
+                        "conditions of those classes; classes the generator had no training image of); default: "
+                        "every class, uniformly")
+
+
 def _model_options(p: argparse.ArgumentParser, files: bool = False) -> None:
     """--generator and --classifier: a folder, or the name of a shipped model (found from any directory);
     ``files``: the command also takes a classifier as an .onnx, .pt or .pt2 file."""
@@ -313,6 +320,7 @@ def _demo(p: argparse.ArgumentParser):
 def _rank(p: argparse.ArgumentParser):
     _model_options(p, files=True)
     p.add_argument("--n", type=int, default=10000, help="population size")
+    _classes_option(p)
     p.add_argument("--seed", type=_seed, default=0, help="seed of the population, the bootstrap and the random dims")
     p.add_argument("--target", choices=("probability", "logit"), default="probability",
                    help="differentiate p_y or the logit of y")
@@ -330,7 +338,7 @@ def _rank(p: argparse.ArgumentParser):
 
         result = run_rank(a.generator, a.classifier, out=a.out, n=a.n, seed=a.seed, target=a.target,
                           per_class=a.per_class, bootstrap=a.bootstrap, batch_size=a.batch_size,
-                          black_box_n=a.black_box_n)
+                          black_box_n=a.black_box_n, classes=a.classes)
         print(result.format(10))
         return 0
 
@@ -349,6 +357,7 @@ def _analyze(p: argparse.ArgumentParser):
                    help="classifier folder or shipped name, " + CLASSIFIER_FILES_HELP + "; repeat for several, "
                    "the first is the primary (default: mnist/classifier-corrupted then mnist/classifier-clean)")
     p.add_argument("--n", type=int, default=None, help="population size (default 10000; 2000 with --quick)")
+    _classes_option(p)
     p.add_argument("--seed", type=_seed, default=0, help="seed of the population, bootstrap, random dims and t-SNE")
     p.add_argument("--k", type=int, default=100, help="top-K dimensions of the accuracy-curve distance")
     p.add_argument("--curve-centre", choices=("class", "global"), default="class",
@@ -376,7 +385,8 @@ def _analyze(p: argparse.ArgumentParser):
         from .analysis.pipeline import AnalysisOptions, run_analysis
 
         result = run_analysis(AnalysisOptions(
-            generator=a.generator, classifiers=tuple(a.classifier) if a.classifier else None, n=a.n, seed=a.seed,
+            generator=a.generator, classifiers=tuple(a.classifier) if a.classifier else None,
+            classes=tuple(a.classes) if a.classes else None, n=a.n, seed=a.seed,
             k=a.k, curve_centre=a.curve_centre, corner_step=a.corner_step, black_box_n=a.black_box_n, quick=a.quick,
             bootstrap=a.bootstrap, skip_tsne=a.skip_tsne, batch_size=a.batch_size, threads=a.threads,
             overwrite=a.overwrite), a.out)
@@ -444,6 +454,7 @@ def _compare(p: argparse.ArgumentParser):
                    help="classifier folder or shipped name, " + CLASSIFIER_FILES_HELP + "; give it at least "
                    "twice, the first is the reference (its top dimensions and directions are walked)")
     p.add_argument("--n", type=int, default=2000, help="population size")
+    _classes_option(p)
     p.add_argument("--seed", type=_seed, default=0, help="seed of the population")
     p.add_argument("--k", type=int, default=10, help="number of top dimensions whose corner shifts are compared")
     _black_box_option(p)
@@ -456,7 +467,7 @@ def _compare(p: argparse.ArgumentParser):
         from .analysis.compare import run_compare
 
         print(run_compare(a.generator, a.classifier, out=a.out, n=a.n, seed=a.seed, k=a.k,
-                          batch_size=a.batch_size, black_box_n=a.black_box_n).format())
+                          batch_size=a.batch_size, black_box_n=a.black_box_n, classes=a.classes).format())
         return 0
 
     return run

@@ -92,3 +92,14 @@ def test_black_box_n_sets_the_samples_of_a_finite_difference_ranking(saved_model
     capsys.readouterr()
     assert main(["rank", "--classifier", str(onnx), "--black-box-n", "0", "--out", str(tmp_path / "x")]) == 2
     assert "--black-box-n must be a positive number" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_rank_command_draws_from_the_chosen_classes(saved_models, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["rank", "--generator", str(saved_models.generator), "--classifier", str(saved_models.classifier),
+               "--n", "30", "--classes", "4", "--per-class", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    pop = Population.from_npz(out / "population.npz")
+    assert pop.classes == (4,) and set(pop.y.tolist()) == {4} and "class 4" in captured.err
+    assert sorted(Ranking.read_json(out / "ranking.json").per_class) == [4]

@@ -188,3 +188,29 @@ def test_ties_and_starts_that_already_fail_are_not_credited():
     notes = c.notes()
     assert any(n.startswith("a already gets the common start of classes 0, 2 wrong") for n in notes)
     assert any(n.startswith("3 (class, dimension) rows are ties") for n in notes)
+
+
+def test_compare_draws_its_population_from_the_chosen_classes(G, C, tmp_path, capsys):
+    from failatlas.cli import main
+    from failatlas.models.classifier import ClassifierConfig, save_classifier
+    from failatlas.models.stylegan2 import save_generator
+
+    from failatlas.analysis.population import sample_population
+
+    save_generator(G, tmp_path / "g")
+    for name in ("a", "b"):
+        save_classifier(C, ClassifierConfig(), tmp_path / name)
+    pop = sample_population(G, C, 200, seed=0)  # the random-weight classifier gets few classes right: use those
+    right = torch.bincount(pop.y[pop.well], minlength=10)
+    chosen = sorted(torch.argsort(right, descending=True, stable=True)[:2].tolist())
+    rc = main(["compare", "--generator", str(tmp_path / "g"), "--classifier", str(tmp_path / "a"), "--classifier",
+               str(tmp_path / "b"), "--n", "60", "--k", "2", "--classes", *map(str, chosen[::-1]),
+               "--out", str(tmp_path / "cmp")])
+    assert rc == 0, capsys.readouterr().err
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert saved["population_classes"] == chosen and set(saved["classes"]) <= set(chosen)
+    rc = main(["compare", "--generator", str(tmp_path / "g"), "--classifier", str(tmp_path / "a"), "--classifier",
+               str(tmp_path / "b"), "--n", "60", "--classes", "12", "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--classes must be distinct class labels in [0, 10), got [12]" in err
+    assert not (tmp_path / "bad").exists()

@@ -371,3 +371,35 @@ def test_a_classifier_trained_on_other_data_than_the_generator_is_noted(tmp_path
     assert notes[0] == ("m was trained on mnist but the generator on toy (/nowhere): it is judged on images of "
                         "data it was not trained for")
     assert notes[1].startswith("no accuracy on real test images of toy")
+
+
+def test_classes_restrict_the_population_and_everything_per_class(models, tmp_path, capsys):
+    """--classes 2 5: every sample, corner start, grid, per-class curve and per-class ranking is of those
+    classes, and the summary, the report and the printed line say so."""
+    out = tmp_path / "run"
+    rc = main(_cli(models, out, "--classes", "5", "2"))
+    printed = capsys.readouterr().out
+    assert rc == 0 and "(seed 6, classes 2, 5)" in printed
+    import numpy as np
+
+    with np.load(out / "population.npz") as z:
+        assert set(np.unique(z["y"]).tolist()) == {2, 5}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["population"]["classes"] == [2, 5]
+    corners = json.loads((out / "corner_cases.json").read_text())
+    assert {r["cls"] for r in corners["cases"]} | set(corners["skipped_classes"]) == {2, 5}  # no other class
+    assert json.loads((out / "overlap.json").read_text())["classes"] == [2, 5]
+    assert {p.name for p in out.glob("manipulation-class*.png")} <= {"manipulation-class2.png",
+                                                                     "manipulation-class5.png"}
+    assert json.loads((out / "manifest.json").read_text())["options"]["classes"] == [2, 5]
+    assert "only classes 2, 5" in (out / "report.html").read_text()
+
+
+def test_bad_classes_are_one_line_before_any_work(models, tmp_path, capsys):
+    for bad in (["10"], ["3", "3"], ["-1"]):
+        rc = main(_cli(models, tmp_path / "x", "--classes", *bad))
+        lines = _error_lines(capsys.readouterr().err)
+        assert rc == 2 and len(lines) == 1 and "--classes must be distinct class labels" in lines[0], lines
+        assert not (tmp_path / "x").exists()
+    with pytest.raises(FailatlasError, match=r"--classes must be distinct class labels, got \[\]"):
+        run_analysis(_options(models, classes=()), tmp_path / "y")

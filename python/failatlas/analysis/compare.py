@@ -32,7 +32,7 @@ from .._progress import Stages
 from ..errors import FailatlasError
 from .corners import CornerCaseSearch
 from .curves import AccuracyCurve, CurveResult, with_classifier
-from .population import Population, check_class_counts, sample_population
+from .population import Population, check_class_counts, check_classes, describe_classes, sample_population
 from .ranking import (BLACK_BOX_N, GradientRanking, Ranking, check_black_box_n, is_differentiable, rank_any,
                       ranking_agreement)
 
@@ -47,7 +47,8 @@ class Comparison:
     agreement: name → name → fraction of equal predictions; dims/directions/sigmas: the walked
     dimensions (the first classifier's top-k); classes: the classes with a common start; shifts:
     name → [class][dim] corner shift in σ (None: not found within the search range); verified likewise;
-    curves: name → its accuracy curve; rankings: name → its ranking."""
+    curves: name → its accuracy curve; rankings: name → its ranking; population_classes: the classes the
+    population was drawn from (None: all)."""
 
     names: tuple[str, ...]
     n: int
@@ -64,6 +65,7 @@ class Comparison:
     curves: dict[str, CurveResult] = field(default_factory=dict)
     rankings: dict[str, Ranking] = field(default_factory=dict)
     black_box_agreement: dict[str, dict[str, Any]] = field(default_factory=dict)
+    population_classes: tuple[int, ...] | None = None
 
     def shift_rows(self) -> list[dict[str, Any]]:
         """One row per (class, dimension): each classifier's shift, and which fails first (smallest shift)."""
@@ -121,6 +123,7 @@ class Comparison:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": "failatlas-comparison", "names": list(self.names), "n": self.n, "seed": self.seed,
+            "population_classes": None if self.population_classes is None else list(self.population_classes),
             "accuracy": self.accuracy, "agreement": self.agreement, "dims": list(self.dims),
             "layers": list(self.layers), "directions": list(self.directions), "sigmas": list(self.sigmas),
             "classes": list(self.classes), "shifts": self.shifts, "verified": self.verified,
@@ -140,10 +143,11 @@ def _finite(x: float) -> float | None:
 def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n: int = 2000, seed: int = 0,
                         k: int = 10, curve_k: int = 100, batch_size: int | None = None,
                         population: Population | None = None, black_box_n: int = BLACK_BOX_N,
-                        progress_bar: bool | None = None, distributed: bool = False,
-                        verbose: bool = False) -> Comparison | None:
+                        classes: Sequence[int] | None = None, progress_bar: bool | None = None,
+                        distributed: bool = False, verbose: bool = False) -> Comparison | None:
     """Compare ``{name: classifier}`` (at least two; the first is the reference) on one population of
-    ``n`` samples drawn with ``seed`` (or the given ``population``, labelled by the first classifier).
+    ``n`` samples drawn with ``seed`` from ``classes`` (None: all), or on the given ``population``, labelled
+    by the first classifier.
 
     distributed: under ``torchrun`` (after :func:`failatlas.distributed.init`), what is computed per
     sample is sharded across the ranks: the population and its re-labelling by every other classifier
@@ -169,9 +173,9 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
     stage = Stages("compare", ("population", "labels", "rankings", "curves", "corner cases"), verbose)
     first = classifiers[names[0]]
     with stage("population", f"{population.n} samples given" if population is not None
-               else f"{n} samples, seed {seed}, labelled by {names[0]}"):
+               else f"{n} samples, seed {seed}{describe_classes(classes)}, labelled by {names[0]}"):
         pop0 = population if population is not None else sample_population(G, first, n, seed=seed,
-                                                                            batch_size=batch_size,
+                                                                            classes=classes, batch_size=batch_size,
                                                                             progress_bar=progress_bar,
                                                                             distributed=distributed)
     pops = {names[0]: pop0}
@@ -248,7 +252,7 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
                       layers=tuple(layout[d].name for d in dims), directions=tuple(directions),
                       sigmas=tuple(float(ref.sigma[d]) for d in dims), classes=tuple(classes), shifts=shifts,
                       verified=verified, curves=curves, rankings=rankings,
-                      black_box_agreement=black_box_agreement)
+                      black_box_agreement=black_box_agreement, population_classes=pop0.classes)
 
 
 def _check_k(k: Any, style_dim: int) -> int:
@@ -383,7 +387,8 @@ class CompareRun:
 
 def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out: str | Path, n: int = 2000,
                 seed: int = 0, k: int = 10, batch_size: int | None = None, black_box_n: int = BLACK_BOX_N,
-                progress_bar: bool | None = None, verbose: bool = True) -> CompareRun:
+                classes: Sequence[int] | None = None, progress_bar: bool | None = None,
+                verbose: bool = True) -> CompareRun:
     """The ``failatlas compare`` job: load the generator and the classifiers (folders, shipped names or
     ``.onnx``, ``.pt`` or ``.pt2`` files), compare them (each stage announced on stderr unless ``verbose`` is False) and write
     ``compare.json``, ``corner_shifts.csv``,
@@ -402,6 +407,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     from .. import distributed as dist
     from .population import _model_dtype_device
 
+    classes = check_classes(classes)
     out = _io.check_out_folder(out, names=COMPARE_FILES)
     rank, world_size = dist.world()
     if rank != 0:
@@ -420,7 +426,8 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
             raise FailatlasError("failatlas under torchrun runs on the CPU (gloo) only for now")
         dist.init()
     comparison = compare_classifiers(G, models, n=n, seed=seed, k=k, batch_size=batch_size, black_box_n=black_box_n,
-                                     progress_bar=progress_bar, distributed=world_size > 1, verbose=verbose)
+                                     classes=classes, progress_bar=progress_bar, distributed=world_size > 1,
+                                     verbose=verbose)
     if comparison is None:  # not rank 0 under torchrun: its shards are done, rank 0 writes
         return CompareRun(out, None, {}, rank=rank, world_size=world_size)
     real, notes = real_accuracy(gpath, models)  # a few seconds: each classifier on the real test split

@@ -65,7 +65,7 @@ from .direction import describe as describe_direction
 from .curves import CENTRES, AccuracyCurve, CurveResult, with_classifier
 from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap
-from .population import Population, check_batch_size, sample_population
+from .population import Population, check_batch_size, check_classes, describe_classes, sample_population
 from .ranking import BLACK_BOX_N, GradientRanking, Ranking, check_black_box_n, is_differentiable, rank_any
 from .separation import Separation, SeparationResult
 from .tsne import LatentTSNE, TSNEResult
@@ -93,8 +93,9 @@ class AnalysisOptions:
     """What :func:`run_analysis` does.
 
     generator: a generator folder or a shipped model's name; classifiers: folders or shipped names, the
-    first is the primary (None: both shipped MNIST classifiers, corrupted-trained first). n: population
-    size (None: 10,000, or 2,000 with ``quick``); seed: of the population, the bootstrap, the random
+    first is the primary (None: both shipped MNIST classifiers, corrupted-trained first). classes: the
+    classes the population is drawn from (None: all; the corner cases, grids and per-class curves follow
+    it). n: population size (None: 10,000, or 2,000 with ``quick``); seed: of the population, the bootstrap, the random
     comparison dimensions and the t-SNE; k: dimensions of the accuracy-curve distance (K); curve_centre:
     "class" (each sample's distance to its own class's well-classified mean) or "global"; corner_step: the
     corner search's bracketing step in σ (DESIGN: 5; smaller finds dips of p_y narrower than 5σ, at a
@@ -112,6 +113,7 @@ class AnalysisOptions:
 
     generator: str = DEFAULT_GENERATOR
     classifiers: tuple[str, ...] | None = None
+    classes: tuple[int, ...] | None = None
     n: int | None = None
     seed: int = 0
     k: int = 100
@@ -155,6 +157,7 @@ class AnalysisOptions:
         """Every option as given, plus the values chosen for the ones left to defaults (JSON-ready)."""
         return {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()},
                 "classifiers": list(self.classifier_list), "n": self.population_size,
+                "classes": None if self.classes is None else list(check_classes(self.classes)),
                 "bootstrap": self.bootstrap_resamples, "tsne_points": self.tsne_max_points,
                 "grid_classes": self.grid_class_limit, "corner_dims": TOP, "corner_pairs_of_top": N_PAIRS,
                 "overlap_k": TOP}
@@ -168,6 +171,7 @@ class AnalysisOptions:
                 raise FailatlasError(f"{name} must be an integer ≥ {minimum}, got {v!r}")
 
         positive("--n", self.n)
+        check_classes(self.classes)
         positive("--k", self.k, allow_none=False)
         positive("--bootstrap", self.bootstrap, minimum=0)
         positive("tsne_points", self.tsne_points, minimum=5)
@@ -256,7 +260,7 @@ class AnalysisRun:
         pop = self.populations[self.primary]
         sep = self.summary["separation"]
         cc = self.summary["corner_cases"]
-        lines = [f"population: {pop.n} samples (seed {pop.seed}); accuracy "
+        lines = [f"population: {pop.n} samples (seed {pop.seed}{describe_classes(pop.classes)}); accuracy "
                  + ", ".join(f"{name} {p.accuracy:.4f}" for name, p in self.populations.items())]
         real = self.summary.get("real_accuracy")
         if real:
@@ -579,8 +583,10 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     # 1. population ------------------------------------------------------------------------------------
     n = options.population_size
     real = None  # each classifier's accuracy on the real test split (rank 0)
-    with stage("population", f"{n} samples, seed {seed}, {len(infos)} classifier(s)"):
-        pop0 = sample_population(G, C0, n, seed=seed, batch_size=bs, progress_bar=bar, distributed=sharded)
+    with stage("population", f"{n} samples, seed {seed}{describe_classes(options.classes)}, "
+                             f"{len(infos)} classifier(s)"):
+        pop0 = sample_population(G, C0, n, seed=seed, classes=options.classes, batch_size=bs, progress_bar=bar,
+                                 distributed=sharded)
         populations = {primary: pop0}
         for info in infos[1:]:
             populations[info.name] = _relabel(pop0, G, models[info.name], bs, bar, sharded)
@@ -688,7 +694,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     # 5. corner cases ----------------------------------------------------------------------------------
     with stage("corner cases", f"top {TOP} dims, pairs of the top {N_PAIRS}, steps of {options.corner_step:g}σ"):
         cc = CornerCaseSearch(G, C0, rankings[primary], batch_size=bs, progress_bar=bar).search(
-            pop0, dims=TOP, pairs=True, n_pairs=N_PAIRS, step=float(options.corner_step))
+            pop0, dims=TOP, pairs=True, n_pairs=N_PAIRS, step=float(options.corner_step), classes=pop0.classes)
         cc.to_csv(tmp / "corner_cases.csv")
         _io.write_json(tmp / "corner_cases.json", _jsonable(cc.to_json()))
         wrote("corner_cases.csv", "corner_cases.json")
@@ -768,7 +774,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     # summary, manifest, report ------------------------------------------------------------------------
     summary = _jsonable({
         "primary": primary,
-        "population": {"n": pop0.n, "seed": seed,
+        "population": {"n": pop0.n, "seed": seed, "classes": None if pop0.classes is None else list(pop0.classes),
                        "accuracy": {name: p.accuracy for name, p in populations.items()},
                        "n_mis": {name: p.n_mis for name, p in populations.items()}},
         "real_accuracy": real,

@@ -269,6 +269,29 @@ def check_class_counts(G: nn.Module, classifier: nn.Module, found: int | None = 
             f"generator conditioned on {got})")
 
 
+def check_classes(classes: Sequence[int] | None, num_classes: int | None = None) -> tuple[int, ...] | None:
+    """``classes`` as a sorted tuple of distinct labels (None stays None: every class), or a
+    :class:`FailatlasError` naming ``--classes``; with ``num_classes`` each must lie in [0, num_classes)."""
+    if classes is None:
+        return None
+    bad = FailatlasError(f"--classes must be distinct class labels{'' if num_classes is None else f' in [0, {num_classes})'}"
+                         f", got {list(classes) if isinstance(classes, (list, tuple)) else classes!r} (e.g. --classes 3 8)")
+    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
+        raise bad
+    chosen = list(classes)
+    if not chosen or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) for c in chosen):
+        raise bad
+    chosen = [int(c) for c in chosen]
+    if len(set(chosen)) != len(chosen) or min(chosen) < 0 or (num_classes is not None and max(chosen) >= num_classes):
+        raise bad
+    return tuple(sorted(chosen))
+
+
+def describe_classes(classes: Sequence[int] | None) -> str:
+    """", classes 3, 8" for a chosen subset, "" for every class (stage lines)."""
+    return "" if classes is None else f", class{'es' if len(classes) > 1 else ''} {', '.join(map(str, classes))}"
+
+
 def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0,
                       classes: Sequence[int] | None = None, batch_size: int | None = None,
                       progress_bar: bool | None = None, distributed: bool = False) -> Population:
@@ -297,10 +320,7 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
         allowed = torch.arange(num_classes)
         chosen = None
     else:
-        chosen = tuple(int(c) for c in classes)
-        if not chosen or len(set(chosen)) != len(chosen) or min(chosen) < 0 or max(chosen) >= num_classes:
-            raise FailatlasError(f"classes must be distinct labels in [0, {num_classes}), got {list(classes)}")
-        chosen = tuple(sorted(chosen))
+        chosen = check_classes(classes, num_classes)
         allowed = torch.tensor(chosen)
 
     rng = latent_generator(seed)  # not torch.manual_seed(seed)'s stream: see failatlas._seeding

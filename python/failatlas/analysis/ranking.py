@@ -18,7 +18,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +29,8 @@ from .._progress import progress
 from ..errors import FailatlasError
 from ..models.adapter import classifier_view
 from ..models.stylegan2 import StyleDim
-from .population import Population, _eval_mode, _model_dtype_device, check_batch_size, check_class_counts
+from .population import (Population, _eval_mode, _model_dtype_device, check_batch_size, check_class_counts,
+                         check_classes, describe_classes)
 
 TARGETS = ("probability", "logit")
 CSV_COLUMNS = ("rank", "dim", "layer", "resolution", "kind", "channel", "score", "abs_score", "direction",
@@ -597,7 +598,8 @@ class RankRun:
 def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path = "mnist/classifier-corrupted", *,
              out: str | Path, n: int = 10000, seed: int = 0, target: str = "probability", per_class: bool = False,
              bootstrap: int = 0, batch_size: int | None = None, black_box_n: int = BLACK_BOX_N,
-             progress_bar: bool | None = None, verbose: bool = True) -> RankRun:
+             classes: Sequence[int] | None = None, progress_bar: bool | None = None,
+             verbose: bool = True) -> RankRun:
     """The ``failatlas rank`` job: load the models (folders, shipped names, or a classifier file: ``.onnx``,
     ``.pt``, ``.pt2``), sample a population, rank
     the dimensions, measure their separation, and write ``ranking.csv``, ``ranking.json``,
@@ -605,6 +607,7 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     ``out``. ``verbose``: each stage announced on stderr (``failatlas rank: [2/4] ranking …``), on a
     terminal or not; ``progress_bar``: tqdm bars (None: only on a terminal). ``black_box_n``: the samples
     a classifier without gradients is ranked on by finite differences (:class:`BlackBoxRanking`).
+    ``classes``: draw the population from these classes only (None: all of the generator's classes).
 
     Under ``torchrun`` (WORLD_SIZE > 1) the population and the gradients (for a classifier without
     gradients, the black-box ranking's dimensions) are sharded across the ranks
@@ -626,6 +629,7 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise FailatlasError(f"--bootstrap must be a non-negative number of resamples, got {bootstrap!r}")
     black_box_n = check_black_box_n(black_box_n)
+    classes = check_classes(classes)
     out = _io.check_out_folder(out, names=RANK_FILES)
     rank, world_size = dist.world()
     distributed = world_size > 1
@@ -638,9 +642,9 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     if distributed and _model_dtype_device(G)[1].type != "cpu":
         raise FailatlasError("failatlas under torchrun runs on the CPU (gloo) only for now")
     dist.init()  # every rank checks the same things above, so they all fail or all get here
-    with stage("population", f"{n} samples, seed {seed}"):
-        pop = sample_population(G, C, n, seed=seed, batch_size=batch_size, progress_bar=progress_bar,
-                                distributed=distributed)
+    with stage("population", f"{n} samples, seed {seed}{describe_classes(classes)}"):
+        pop = sample_population(G, C, n, seed=seed, classes=classes, batch_size=batch_size,
+                                progress_bar=progress_bar, distributed=distributed)
     layout = tuple(G.style_layout())
     separation = Separation(pop, layout=layout)  # fails now, before the gradients, if a group is empty
     detail = ", ".join([target] + (["per class"] if per_class else [])

@@ -72,8 +72,11 @@ def _header(run) -> str:
         ("generator", f"{run.generator.name} — {run.generator.path}"),
         *((("primary classifier" if i == 0 else "classifier"), f"{c.name} — {c.path}")
           for i, c in enumerate(run.classifiers)),
-        ("population", f"N = {pop.n} generated images (seed {pop.seed}), each labelled with the class the "
-                       "generator was asked for; a classifier is right on one when it predicts that class"),
+        ("population", f"N = {pop.n} generated images (seed {pop.seed}"
+                       + ("" if pop.classes is None else f"; only class{'es' if len(pop.classes) > 1 else ''} "
+                          f"{', '.join(map(str, pop.classes))}")
+                       + "), each labelled with the class the generator was asked for; a classifier is right on "
+                         "one when it predicts that class"),
         ("accuracy on the population", ", ".join(f"{name} {p.accuracy:.4f} ({p.n_mis} mis-classified)"
                                                   for name, p in run.populations.items())),
         *((("accuracy on the real test images (clean / corrupted)",
