@@ -2,6 +2,7 @@
 // into c10::str/ostreams crashed a CUDA build).
 
 #include "engine/engine.h"
+#include "ops/checks.h"  // dtype names as torch's Python prints them ("float64", not "Double")
 
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -24,8 +25,9 @@ std::string one_line(std::string s) {
   return s;
 }
 
-std::string torch_message(const c10::Error& e) {
-  std::string text = e.what_without_backtrace();
+namespace {
+
+std::string informative_line(const std::string& text) {
   std::vector<std::string> lines;
   size_t a = 0;
   while (a <= text.size()) {
@@ -50,6 +52,15 @@ std::string torch_message(const c10::Error& e) {
   return one_line(first);
 }
 
+}  // namespace
+
+std::string torch_message(const c10::Error& e) { return informative_line(e.what_without_backtrace()); }
+
+std::string torch_message(const std::exception& e) {
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) return torch_message(*c10_error);
+  return informative_line(e.what());
+}
+
 namespace {
 
 const char* const kExportHint = "write one with failatlas.engine.fused.export_torchscript";
@@ -65,7 +76,7 @@ std::string shape_str(const at::Tensor& t) {
   return out + "]";
 }
 
-std::string dtype_str(const at::Tensor& t) { return std::string(c10::toString(t.scalar_type())); }
+std::string dtype_str(const at::Tensor& t) { return ops::checks::dtype_name(t.scalar_type()); }
 
 int64_t meta_value(torch::jit::Module& m, const char* name, const std::string& path) {
   if (!m.hasattr(name)) {
@@ -101,6 +112,22 @@ class ThreadsGuard {
   bool changed_ = false;
 };
 
+// Runs `fn`, turning torch's errors (c10::Error, and the std::runtime_error the TorchScript interpreter
+// throws for an exception raised inside a graph) into EngineError; `context` prefixes the message.
+// EngineError and std::bad_alloc pass through.
+template <typename F>
+auto as_engine_error(const std::string& context, F&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const EngineError&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw EngineError(context + torch_message(e));
+  }
+}
+
 // Runs `fn` with the engine's settings (threads, the graph as traced), turning torch's errors into
 // EngineError.
 template <typename F>
@@ -109,10 +136,17 @@ auto guarded(int threads, F&& fn) -> decltype(fn()) {
   // Run the graph as traced: no profiling/optimizing passes, so results match eager float32 kernels and
   // the first batches cost no re-specialization. (The flag is thread-local; the guard restores it.)
   torch::jit::GraphOptimizerEnabledGuard optimize(false);
+  return as_engine_error("", std::forward<F>(fn));
+}
+
+// Allocates with `fn`; a failure (too large for memory or for a tensor) becomes an EngineError naming
+// what was allocated and how to make it smaller.
+template <typename F>
+auto allocating(const std::string& what, F&& fn) -> decltype(fn()) {
   try {
     return fn();
-  } catch (const c10::Error& e) {
-    throw EngineError(torch_message(e));
+  } catch (const std::exception& e) {
+    throw EngineError("cannot allocate " + what + " (" + torch_message(e) + ")");
   }
 }
 
@@ -127,7 +161,7 @@ at::Tensor check_1d(const at::Tensor& t, const char* what, at::ScalarType dtype,
   if (!t.defined()) throw EngineError(std::string(what) + " is missing (an undefined tensor)");
   if (!t.device().is_cpu()) throw EngineError(std::string(what) + " must be a CPU tensor, got one on " + t.device().str());
   if (t.scalar_type() != dtype) {
-    throw EngineError(std::string(what) + " must be " + c10::toString(dtype) + ", got " + dtype_str(t));
+    throw EngineError(std::string(what) + " must be " + ops::checks::dtype_name(dtype) + ", got " + dtype_str(t));
   }
   if (t.dim() != 1 || (size >= 0 && t.size(0) != size)) {
     throw EngineError(std::string(what) + " must have shape [" + (size >= 0 ? std::to_string(size) : "K") +
@@ -161,16 +195,23 @@ Engine::Engine(const std::string& path, int64_t batch, int threads) : path_(path
     throw EngineError("model " + path + " records style width " + std::to_string(style_dim_) + " and " +
                       std::to_string(num_classes_) + " classes; it is damaged (export it again)");
   }
-  styles_buf_ = at::zeros({batch_, style_dim_}, at::kFloat);
-  logits_buf_ = at::empty({batch_, num_classes_}, at::kDouble);
-  probs_buf_ = at::empty({batch_, num_classes_}, at::kDouble);
+  allocating("the engine's buffers for batches of " + std::to_string(batch_) + " styles of width " +
+                 std::to_string(style_dim_) + " and " + std::to_string(num_classes_) + " classes; use a smaller "
+                 "batch size",
+             [&] {
+               styles_buf_ = at::zeros({batch_, style_dim_}, at::kFloat);
+               logits_buf_ = at::empty({batch_, num_classes_}, at::kDouble);
+               probs_buf_ = at::empty({batch_, num_classes_}, at::kDouble);
+             });
 }
 
 at::Tensor Engine::run(const at::Tensor& s) {
   c10::IValue out;
   try {
     out = module_.forward({s});
-  } catch (const c10::Error& e) {
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {  // c10::Error, or the interpreter's error for one raised in the graph
     throw EngineError("model " + path_ + " failed on a batch of " + std::to_string(s.size(0)) + " styles (" +
                       torch_message(e) + ")");
   }
@@ -267,8 +308,10 @@ at::Tensor Engine::probs(const at::Tensor& s_in, const at::Tensor& labels_in, at
     y = check_labels(labels_in, s.size(0));
   });
   const int64_t N = s.size(0), D = style_dim_;
-  at::Tensor p = at::empty({N}, at::kDouble);
-  if (pred) *pred = at::empty({N}, at::kLong);
+  at::Tensor p = allocating("the results of " + std::to_string(N) + " styles", [&] {
+    if (pred) *pred = at::empty({N}, at::kLong);
+    return at::empty({N}, at::kDouble);
+  });
   const float* ss = s.data_ptr<float>();
   const int64_t* yy = y.data_ptr<int64_t>();
   evaluate_rows_locked(
@@ -300,10 +343,15 @@ at::Tensor Engine::walk(const at::Tensor& starts_in, const at::Tensor& labels_in
                                : at::ones({K}, at::kDouble);
   });
   const int64_t N = starts.size(0), K = dims.size(0), M = shifts.size(0);
-  at::Tensor p = at::empty({N, K, M}, at::kDouble);
-  if (pred) *pred = at::empty({N, K, M}, at::kLong);
+  std::vector<float> steps;
+  at::Tensor p = allocating("the results of a walk of " + std::to_string(N) + " starts × " + std::to_string(K) +
+                                " dims × " + std::to_string(M) + " shifts; walk fewer at a time",
+                            [&] {
+                              steps.resize(size_t(K * M));
+                              if (pred) *pred = at::empty({N, K, M}, at::kLong);
+                              return at::empty({N, K, M}, at::kDouble);
+                            });
   // steps[k][m] = float32(shift·scale) computed in float64, added to the float32 start (WalkEngine).
-  std::vector<float> steps(size_t(K * M));
   const double* sh = shifts.data_ptr<double>();
   const double* sc = scale.data_ptr<double>();
   for (int64_t k = 0; k < K; ++k) {

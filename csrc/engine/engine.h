@@ -47,8 +47,10 @@ struct EngineError : std::runtime_error {
 // `s` with line breaks and tabs turned into spaces and trailing spaces removed.
 std::string one_line(std::string s);
 // The informative part of a c10::Error: the interpreter's "RuntimeError: ..." line when there is one,
-// else the first non-empty line, on one line.
+// else the first non-empty line, on one line. The std::exception form does the same for the errors the
+// TorchScript interpreter throws for an exception raised inside a graph (and for any other what()).
 std::string torch_message(const c10::Error& e);
+std::string torch_message(const std::exception& e);
 
 class Engine {
  public:

@@ -10,9 +10,10 @@ namespace failatlas {
 namespace ops {
 namespace bisect_detail {
 
-// Floor of (lo + hi) / 2, as Python's (lo + hi) // 2 (C++ division truncates towards zero).
+// Floor of (lo + hi) / 2, as Python's (lo + hi) // 2 (C++ division truncates towards zero). The sum wraps
+// as torch's int64 addition does, computed in unsigned arithmetic (signed overflow is undefined in C++).
 FAILATLAS_HD inline int64_t midpoint(int64_t lo, int64_t hi) {
-  const int64_t s = lo + hi;
+  const int64_t s = static_cast<int64_t>(static_cast<uint64_t>(lo) + static_cast<uint64_t>(hi));
   const int64_t q = s / 2;
   return (s % 2 != 0 && s < 0) ? q - 1 : q;
 }

@@ -34,6 +34,16 @@ inline std::string dtype_name(c10::ScalarType t) {
       return "int32";
     case c10::ScalarType::Bool:
       return "bool";
+    case c10::ScalarType::Byte:
+      return "uint8";
+    case c10::ScalarType::Char:
+      return "int8";
+    case c10::ScalarType::Short:
+      return "int16";
+    case c10::ScalarType::ComplexFloat:
+      return "complex64";
+    case c10::ScalarType::ComplexDouble:
+      return "complex128";
     default:
       return c10::toString(t);
   }

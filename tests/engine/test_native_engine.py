@@ -193,7 +193,7 @@ def test_bad_model_file(bad_models, one_error, name, words):
 
 def test_model_with_wrong_output(setup, bad_models, one_error):
     engine = NativeEngine(bad_models["wrong_output"])
-    one_error(lambda: engine.probs(setup["s"][:4], setup["y"][:4]), "returned logits of shape [4, 1] (Double)")
+    one_error(lambda: engine.probs(setup["s"][:4], setup["y"][:4]), "returned logits of shape [4, 1] (float64)")
     one_error(lambda: engine.grad(setup["s"][:4], setup["y"][:4]), "returned logits of shape [4, 1]")
 
 
@@ -203,8 +203,19 @@ def _nan_styles(st):
     return s
 
 
+def _beyond_float32(st):
+    s = st["s"].double()
+    s[1, 2] = 1e300
+    return s
+
+
 # name: (call(st, engine), words the message must hold)
 BAD_CALLS = {
+    "meta styles": (lambda st, e: e.probs(st["s"].to("meta"), st["y"]), ["styles are on the 'meta' device"]),
+    "styles beyond float32": (lambda st, e: e.probs(_beyond_float32(st), st["y"]), ["beyond float32's range"]),
+    "walk too large": (lambda st, e: e.walk(st["s"], st["y"], torch.zeros(10**5, dtype=torch.long),
+                                            torch.zeros(10**5)),
+                       ["cannot allocate the results of a walk of 13 starts × 100000 dims × 100000 shifts"]),
     "styles 1-D": (lambda st, e: e.probs(st["s"][0], st["y"][:1]), ["styles must have shape [N, 272]"]),
     "styles width": (lambda st, e: e.grad(st["s"][:, :10], st["y"]), ["styles must have shape [N, 272]", "[13, 10]"]),
     "integer styles": (lambda st, e: e.probs(st["s"].long(), st["y"]), ["styles must be floating point"]),
@@ -237,10 +248,42 @@ def test_bad_input_raises_one_line(setup, one_error, name):
 @pytest.mark.parametrize("kwargs, words", [
     ({"batch_size": 0}, ["batch_size must be a positive integer"]),
     ({"batch_size": 2.5}, ["batch_size must be a positive integer"]),
-    ({"threads": 0}, ["threads must be a positive integer or None"]),
+    ({"threads": 0}, ["threads must be an integer in [1, 4096] or None"]),
+    ({"threads": 2**31}, ["threads must be an integer in [1, 4096] or None"]),
+    ({"batch_size": 2**40}, ["cannot allocate the engine's buffers for batches of 1099511627776", "smaller batch"]),
 ])
 def test_bad_options(setup, one_error, kwargs, words):
     one_error(lambda: NativeEngine(setup["path"], **kwargs), *words)
+
+
+class _Raises(nn.Module):
+    """A graph that raises inside TorchScript (the interpreter throws a std::runtime_error, not a c10::Error)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.register_buffer("meta_style_dim", torch.tensor(width))
+        self.register_buffer("meta_num_classes", torch.tensor(3))
+        self.linear = nn.Linear(width, 3)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        if bool((s > 100).any()):
+            raise ValueError("styles out of the model's range")
+        return self.linear(s)
+
+
+def test_an_error_raised_inside_the_graph_is_one_line(tmp_path, one_error, native):
+    path = tmp_path / "raises.pt"
+    with quiet_jit():
+        torch.jit.script(_Raises(8)).save(str(path))
+    engine = NativeEngine(path)
+    s = torch.zeros(2, 8)
+    assert engine.probs(s, torch.tensor([0, 1])).shape == (2,)
+    s[1, 0] = 1000.0
+    for call in (lambda: engine.probs(s, torch.tensor([0, 1])), lambda: engine.grad(s, torch.tensor([0, 1])),
+                 lambda: engine.walk(s[:1], [0], [0], [0.0, 200.0])):
+        one_error(call, "failed on a batch of", "styles out of the model's range")
+    with pytest.raises(native.EngineError, match="styles out of the model's range"):  # the raw engine too
+        native.Engine(str(path)).probs(s, torch.tensor([0, 1]))
 
 
 def test_the_raw_engine_checks_its_input(setup, native):
@@ -251,16 +294,16 @@ def test_the_raw_engine_checks_its_input(setup, native):
     s, y = st["s"], st["y"]
     dims, shifts = torch.tensor([3, 40]), torch.tensor([0.0, 1.0], dtype=torch.float64)
     bad = [
-        (lambda: engine.probs(s.double(), y), "styles must be float32, got Double"),
+        (lambda: engine.probs(s.double(), y), "styles must be float32, got float64"),
         (lambda: engine.probs(s[:, :5], y), "styles must have shape [N, 272]"),
         (lambda: engine.probs(s[0], y), "styles must have shape [N, 272]"),
-        (lambda: engine.probs(s, y.int()), "labels must be Long, got Int"),
+        (lambda: engine.probs(s, y.int()), "labels must be int64, got int32"),
         (lambda: engine.probs(s, y[:3]), "labels must have shape [13]"),
         (lambda: engine.grad(s, torch.full((N,), 12)), "labels must be classes in [0, 10)"),
         (lambda: engine.grad(torch.full((2, st["G"].style_dim), float("inf")), y[:2]), "NaN or infinite"),
-        (lambda: engine.walk(s, y, dims.int(), shifts), "dims must be Long"),
+        (lambda: engine.walk(s, y, dims.int(), shifts), "dims must be int64"),
         (lambda: engine.walk(s, y, torch.tensor([-1]), shifts), "dims must be style dimensions"),
-        (lambda: engine.walk(s, y, dims, shifts.float()), "shifts must be Double"),
+        (lambda: engine.walk(s, y, dims, shifts.float()), "shifts must be float64"),
         (lambda: engine.walk(s, y, dims, shifts, torch.ones(3, dtype=torch.float64)), "scale must have shape [2]"),
     ]
     for call, words in bad:

@@ -203,3 +203,8 @@ def test_native_op_itself_raises_clear_errors(native, change, message):
 def test_unknown_backend():
     with pytest.raises(ValueError, match="backend must be 'native' or 'reference'"):
         bisect_update(*make_inputs(2), backend="cuda")
+
+
+def test_arguments_that_are_not_tensors_are_named(native):
+    with pytest.raises(TypeError, match="bisect_update: p must be a Tensor, got float"):
+        bisect_update(torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.long), 0.3, 0.5)

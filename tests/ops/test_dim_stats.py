@@ -281,3 +281,27 @@ def test_edge_values_in_messages_round_trip(native):
 def test_unknown_backend():
     with pytest.raises(ValueError, match="backend must be 'native' or 'reference'"):
         dim_stats(*make_inputs(3, 2), backend="cuda")
+
+
+def test_a_mask_whose_true_bytes_are_not_one(native):
+    """A bool tensor viewed from other bytes (uint8.view(bool), numpy's view) holds 2..255 for True; torch
+    reads them as True. The kernel summed the bytes: wrong statistics, or a write past its buffer."""
+    import numpy as np
+
+    values = torch.randn(1000, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    raw = (np.arange(1000, dtype=np.uint8) % 5)
+    mask = torch.from_numpy(raw.view(np.bool_))
+    clean = torch.from_numpy(raw != 0)
+    assert torch.equal(mask, clean) and int(mask.view(torch.uint8).max()) == 4
+    edges = torch.stack([torch.linspace(-4, 4, 6, dtype=torch.float64)] * 4)
+    assert_stats(dim_stats(values, mask, edges), dim_stats(values, clean, edges), exact=True)
+    assert_stats(dim_stats(values, mask, edges), oracle(values, clean, edges))
+
+
+@pytest.mark.parametrize("call", [
+    lambda: dim_stats([[1.0]], torch.tensor([True])),
+    lambda: dim_stats(torch.ones(1, 1), [True]),
+])
+def test_arguments_that_are_not_tensors_are_named(native, call):
+    with pytest.raises(TypeError, match=r"dim_stats: (values|mask) must be a Tensor, got list"):
+        call()

@@ -197,3 +197,9 @@ def test_native_op_itself_raises_clear_errors(native, change, message):
 def test_unknown_backend():
     with pytest.raises(ValueError, match="backend must be 'native' or 'reference'"):
         walk_styles(*make_inputs(1, 2, 1, 1), backend="cuda")
+
+
+def test_arguments_that_are_not_tensors_are_named(native):
+    one = torch.ones(1, dtype=torch.float64)
+    with pytest.raises(TypeError, match="walk_styles: dims must be a Tensor, got list"):
+        walk_styles(torch.ones(1, 1), [0], one, one, one)

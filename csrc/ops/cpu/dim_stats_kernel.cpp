@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <tuple>
 #include <vector>
 
@@ -30,7 +31,7 @@ void sort_nan_last(scalar_t* begin, scalar_t* end) {
 template <typename scalar_t>
 void dim_stats_cpu_impl(
     const scalar_t* columns, // [D, N], column d at columns + d * N
-    const bool* mask,
+    const uint8_t* mask,
     const double* edges, // [D, B + 1] or null
     double* ks,
     double* auroc,
@@ -51,7 +52,7 @@ void dim_stats_cpu_impl(
       const scalar_t* column = columns + d * N;
       int64_t ia = 0, ib = 0;
       for (int64_t n = 0; n < N; ++n) {
-        if (mask[n]) {
+        if (mask[n] != 0) {
           a[ia++] = column[n];
         } else {
           b[ib++] = column[n];
@@ -86,11 +87,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dim_stats_cpu(
   }
   // Columns as contiguous rows (one transposed copy unless values already is column-major).
   const at::Tensor columns = values.t().contiguous();
+  // The mask's bytes are read as uint8 and tested against 0: a bool tensor viewed from other bytes
+  // (uint8.view(bool), numpy's view, torch.empty) may hold 2..255 for True, and reading those as bool
+  // is undefined (the compiler added the byte to n1, and the partition then overran its buffer).
   const at::Tensor mask_c = mask.contiguous();
-  const bool* mask_ptr = mask_c.const_data_ptr<bool>();
+  const uint8_t* mask_ptr = reinterpret_cast<const uint8_t*>(mask_c.const_data_ptr<bool>());
   int64_t n1 = 0;
   for (int64_t n = 0; n < N; ++n) {
-    n1 += mask_ptr[n] ? 1 : 0;
+    n1 += mask_ptr[n] != 0 ? 1 : 0;
   }
   at::Tensor edges_c;
   if (B > 0) {

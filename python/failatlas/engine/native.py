@@ -30,6 +30,7 @@ from .walks import WalkResult, check_label_range, check_scales
 __all__ = ["NativeEngine", "DEFAULT_BATCH_SIZE"]
 
 DEFAULT_BATCH_SIZE = 256
+MAX_THREADS = 4096  # as failatlas-eval's --threads
 
 
 class NativeEngine:
@@ -48,8 +49,9 @@ class NativeEngine:
             raise FailatlasError(f"fused graph not found: {path}; write one with export_torchscript")
         if not _is_int(batch_size) or batch_size < 1:
             raise FailatlasError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if threads is not None and (not _is_int(threads) or threads < 1):
-            raise FailatlasError(f"threads must be a positive integer or None (torch's setting), got {threads!r}")
+        if threads is not None and (not _is_int(threads) or not 1 <= threads <= MAX_THREADS):
+            raise FailatlasError(f"threads must be an integer in [1, {MAX_THREADS}] or None (torch's setting), got "
+                                 f"{threads!r}")
         native = _ext.load()
         self._error = native.EngineError
         try:
@@ -116,14 +118,19 @@ class NativeEngine:
             s = torch.from_numpy(s)
         if not isinstance(s, torch.Tensor):
             raise FailatlasError(f"{what} must be a Tensor [N, {D}] of style vectors, got {type(s).__name__}")
+        if s.device.type == "meta":
+            raise FailatlasError(f"{what} are on the 'meta' device (shapes without values); pass real tensors")
         if not s.dtype.is_floating_point:
             raise FailatlasError(f"{what} must be floating point, got {s.dtype}")
         if s.ndim != 2 or s.shape[1] != D:
             raise FailatlasError(f"{what} must have shape [N, {D}] (the style width of {self.path.name}), got "
                                  f"{list(s.shape)}; use styles of the generator the graph was exported from")
-        s = s.detach().to(device="cpu", dtype=torch.float32).contiguous()
+        s = s.detach().to(device="cpu")
         if not bool(torch.isfinite(s).all()):
             raise FailatlasError(f"{what} contain NaN or infinite values")
+        s = s.to(torch.float32).contiguous()
+        if not bool(torch.isfinite(s).all()):
+            raise FailatlasError(f"{what} hold values beyond float32's range (±3.4e38), which the graph runs in")
         return s
 
     def _labels(self, labels, n: int) -> torch.Tensor:

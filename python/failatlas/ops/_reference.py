@@ -15,12 +15,21 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def _tensors(op: str, **args) -> None:
+    """TypeError naming the first argument that is not a Tensor (torch's ops would fail on it deep
+    inside, with an AttributeError)."""
+    for name, t in args.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+
+
 def check_walk_styles_args(starts, dims, shifts, sigma, sign, *, values: bool = True) -> None:
     """The checks of ``csrc/ops/walk_styles.cpp``, with the same messages (RuntimeError).
 
     ``values=False`` skips the data-dependent check that every ``dims`` entry is in [0, D), so that it
     can run on fake tensors.
     """
+    _tensors("walk_styles", starts=starts, dims=dims, shifts=shifts, sigma=sigma, sign=sign)
     torch._check(
         starts.dim() == 2,
         lambda: f"walk_styles: starts must be 2-D [N, D], got a {starts.dim()}-D tensor of shape "
@@ -95,6 +104,7 @@ def check_dim_stats_args(values, mask, edges=None, *, data: bool = True) -> None
     ``data=False`` skips the data-dependent check that every ``edges`` row is non-decreasing and free of
     NaN, so that it can run on fake tensors.
     """
+    _tensors("dim_stats", values=values, mask=mask, **({} if edges is None else {"edges": edges}))
     torch._check(
         values.dim() == 2,
         lambda: f"dim_stats: values must be 2-D [N, D], got a {values.dim()}-D tensor of shape {list(values.shape)}",
@@ -203,6 +213,7 @@ def reference_dim_stats(
 
 def check_bisect_update_args(lo, hi, p) -> None:
     """The checks of ``csrc/ops/bisect_update.cpp``, with the same messages (RuntimeError)."""
+    _tensors("bisect_update", lo=lo, hi=hi, p=p)
     for t, name in ((lo, "lo"), (hi, "hi"), (p, "p")):
         torch._check(
             t.dim() == 1,
