@@ -37,3 +37,8 @@ def test_demo_table_json_and_csv(fake_shipped, tmp_path, capsys):
     # the table's numbers are the results'
     line = next(l for l in text.splitlines() if l.startswith("classifier-corrupted"))
     assert f"{results['classifier-corrupted']['corrupted']['accuracy']:.4f}" in line
+    # each cell's count is printed under it, and the mix's clean half is named
+    n_line = next(l for l in text.splitlines() if l.startswith("n "))
+    by = results["classifier-corrupted"]["corrupted"]["by_severity"]
+    assert n_line.split()[1:] == ["2000", "2000", *(str(by[c]["n"]) for c in by if c != "clean")]
+    assert f"({by['clean']['n']} of its digits left clean" in text

@@ -1,4 +1,4 @@
-"""Corner cases: the smallest shift along a degrading StyleSpace direction that flips a class (DESIGN §4.4).
+"""Corner cases: the smallest shift along a degrading StyleSpace direction at which p_y ≤ 0.5 (DESIGN §4.4).
 
 From a start s₀ (by default the "average digit" of a class: the mean s of its well-classified samples),
 each searched dimension k is moved in its degrading direction ``ranking.direction[k]``::
@@ -54,7 +54,7 @@ from .ranking import Ranking
 JSON_FORMAT = "failatlas-corner-cases"
 CSV_COLUMNS = ("kind", "start", "cls", "dims", "ranks", "layers", "resolutions", "kinds", "channels",
                "directions", "sigmas", "found", "at_start", "shift", "p_at_shift", "shift_before", "p_before",
-               "p_start", "p_last", "verified", "p_verified", "p_before_verified", "evaluations")
+               "p_start", "p_last", "verified", "p_verified", "p_before_verified", "evaluations", "pred_verified")
 THRESHOLD = 0.5
 REFINE = ("secant", "bisection")
 
@@ -71,7 +71,10 @@ class CornerCase:
     at t = 0; at_start: p_start ≤ 0.5 already (then shift = 0 and there is no "before"); p_last: p_y at
     the last bracket point examined (at max_shift when not found). verified: a fresh re-classification
     gives p_y ≤ 0.5 at shift and > 0.5 at shift_before (p_verified, p_before_verified). evaluations:
-    images classified for this row (the shared evaluation of its start not included).
+    images classified for this row (the shared evaluation of its start not included). pred_verified: the
+    class the re-classification predicts at the shift (None when not verified): p_y ≤ 0.5 is where the
+    classifier stops being sure of the true class; with more than two classes the true class can still be
+    the most likely one there (:attr:`flipped`).
     """
 
     kind: str
@@ -97,6 +100,12 @@ class CornerCase:
     p_verified: float | None
     p_before_verified: float | None
     evaluations: int
+    pred_verified: int | None = None
+
+    @property
+    def flipped(self) -> bool:
+        """The re-classified corner-case image is predicted as another class than the true one."""
+        return self.pred_verified is not None and self.pred_verified != self.cls
 
     def label(self) -> str:
         """e.g. ``dim 12 (b8.conv0[3])`` or ``dims 12+40 (b8.conv0[3] + b16.torgb[7])``."""
@@ -153,11 +162,12 @@ class CornerCases:
     def summary(self) -> dict[str, Any]:
         """Counts for the single-dimension rows (``pairs`` = (class, dimension) pairs searched), the
         combinations separately, and the evaluation counts. ``found`` and ``verified`` count corner cases
-        reached by a shift; a pair whose start already has p_y ≤ 0.5 is counted in ``at_start`` only (its
+        reached by a shift, ``flipped`` those of them whose image is predicted as another class; a pair whose start already has p_y ≤ 0.5 is counted in ``at_start`` only (its
         row has ``found`` and shift 0, but there is nothing to find: the start itself fails)."""
         def counts(rows):
             return {"pairs": len(rows), "found": sum(r.found and not r.at_start for r in rows),
                     "verified": sum(r.found and not r.at_start and r.verified for r in rows),
+                    "flipped": sum(r.found and not r.at_start and r.verified and r.flipped for r in rows),
                     "at_start": sum(r.at_start for r in rows)}
         return {**counts(self.cases), "combinations": counts(self.combinations), "evaluations": self.evaluations,
                 "rounds": self.rounds, "verify_evaluations": self.verify_evaluations,
@@ -202,11 +212,12 @@ class CornerCases:
         if not path.is_file():
             raise FailatlasError(f"corner-case table not found: {path}")
         lines = path.read_text(encoding="utf-8").splitlines()
-        if not lines or tuple(lines[0].split(",")) != CSV_COLUMNS:
+        if not lines or tuple(lines[0].split(",")) not in (CSV_COLUMNS, CSV_COLUMNS[:-1]):  # [:-1]: older files
             raise FailatlasError(f"{path} is not a failatlas corner-case table (its header differs); write it "
                                  "again with CornerCases.to_csv")
         try:
-            return tuple(_row_from_cells(dict(zip(CSV_COLUMNS, line.split(",")))) for line in lines[1:] if line)
+            header = tuple(lines[0].split(","))
+            return tuple(_row_from_cells(dict(zip(header, line.split(",")))) for line in lines[1:] if line)
         except (ValueError, KeyError) as exc:
             raise FailatlasError(f"corner-case table {path} is damaged ({exc})") from None
 
@@ -256,16 +267,18 @@ class CornerCases:
 
     def format(self) -> str:
         """A short text table of the single-dimension rows and the combinations."""
-        lines = [f"{'start':>5} {'cls':>3}  {'dims':<28} {'shift σ':>8} {'p_y':>7} {'p_before':>8}  verified"]
+        lines = [f"{'start':>5} {'cls':>3}  {'dims':<28} {'shift σ':>8} {'p_y':>7} {'p_before':>8} {'pred':>4}  verified"]
         for r in self.rows:
             shift = "-" if r.shift is None else f"{r.shift:.2f}"
             p = "-" if r.p_at_shift is None else f"{r.p_at_shift:.3f}"
             pb = "-" if r.p_before is None else f"{r.p_before:.3f}"
             note = "at start" if r.at_start else ("" if r.found else "not found")
-            lines.append(f"{r.start:>5} {r.cls:>3}  {r.label():<28.28} {shift:>8} {p:>7} {pb:>8}  "
-                         f"{'yes' if r.verified else 'no':<3} {note}")
+            pred = "-" if r.pred_verified is None else str(r.pred_verified)
+            lines.append(f"{r.start:>5} {r.cls:>3}  {r.label():<28.28} {shift:>8} {p:>7} {pb:>8} {pred:>4}  "
+                         f"{('yes' if r.verified else 'no') if r.found else '-':<3} {note}")
         s = self.summary()
-        lines.append(f"{s['found']}/{s['pairs']} found, {s['verified']} verified; combinations "
+        lines.append(f"{s['found']}/{s['pairs']} found, {s['verified']} verified ({s['flipped']} predicted as "
+                     f"another class); combinations "
                      f"{s['combinations']['found']}/{s['combinations']['pairs']}; {self.evaluations} evaluations")
         lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
@@ -303,7 +316,8 @@ def _row_from_cells(c: dict[str, str]) -> CornerCase:
         **{k: tuple(c[k].split(";")) for k in _STR_TUPLES},
         sigmas=tuple(float(x) for x in c["sigmas"].split(";")),
         found=flag(c["found"]), at_start=flag(c["at_start"]), verified=flag(c["verified"]),
-        **{k: opt(c[k]) for k in _OPT_FLOATS}, p_start=float(c["p_start"]), evaluations=int(c["evaluations"]))
+        **{k: opt(c[k]) for k in _OPT_FLOATS}, p_start=float(c["p_start"]), evaluations=int(c["evaluations"]),
+        pred_verified=None if c.get("pred_verified", "") == "" else int(c["pred_verified"]))
 
 
 def _row_json(r: CornerCase) -> dict[str, Any]:
@@ -312,10 +326,10 @@ def _row_json(r: CornerCase) -> dict[str, Any]:
 
 def _row_from_json(d: dict[str, Any]) -> CornerCase:
     fields = {f.name for f in dataclasses.fields(CornerCase)}
-    missing = sorted(fields - set(d))
+    missing = sorted(fields - set(d) - {"pred_verified"})  # files written before it was recorded lack it
     if missing:
         raise KeyError(f"row lacks {missing}")
-    return CornerCase(**{k: tuple(d[k]) if isinstance(d[k], list) else d[k] for k in fields})
+    return CornerCase(**{k: tuple(d[k]) if isinstance(d[k], list) else d[k] for k in fields if k in d})
 
 
 # --- walks and evaluation -----------------------------------------------------------------------------
@@ -385,17 +399,20 @@ class _Evaluator:
         self.calls = 0
 
     @torch.no_grad()
-    def __call__(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """s: Tensor[P, S], y: int Tensor[P] → float64 Tensor[P] (CPU), softmax probability of y."""
-        out = []
+    def __call__(self, s: torch.Tensor, y: torch.Tensor, with_pred: bool = False):
+        """s: Tensor[P, S], y: int Tensor[P] → float64 Tensor[P] (CPU), softmax probability of y; with_pred:
+        also the predicted classes, int64 Tensor[P]."""
+        out, preds = [], []
         for i in range(0, s.shape[0], self.batch_size):
             img = self.G.synthesis_from_styles(s[i:i + self.batch_size].to(self.device, self.dtype), noise_mode="const")
             logits = check_logits(self.C(classifier_view(img).to(self.cdevice, self.cdtype)), img.shape[0], self.C)
             yy = y[i:i + self.batch_size].to(logits.device)
             out.append(torch.softmax(logits.double(), dim=1).gather(1, yy[:, None]).squeeze(1).cpu())
+            preds.append(logits.argmax(dim=1).cpu())
         self.images += int(s.shape[0])
         self.calls += 1
-        return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
+        p = torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
+        return (p, torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)) if with_pred else p
 
 
 class _CachedEvaluator(_Evaluator):
@@ -647,22 +664,23 @@ class _Setup:
         starts64 = self.starts.to(torch.float64)
         found = [r for r in rows if r.found]
         checker = _Evaluator(G, classifier, self.batch_size)
-        verified: dict[int, tuple[bool, float | None, float | None]] = {}
+        verified: dict[int, tuple[bool, float | None, float | None, int | None]] = {}
         if verify and found:
             t = torch.tensor([r.shift for r in found], dtype=torch.float64)
             before = [r for r in found if not r.at_start]
             with _eval_mode(G, classifier):
-                p_at = checker(_walk_rows(starts64, found, t), self.labels[[r.start for r in found]])
+                p_at, pred_at = checker(_walk_rows(starts64, found, t), self.labels[[r.start for r in found]],
+                                        with_pred=True)
                 tb = torch.tensor([r.shift_before for r in before], dtype=torch.float64)
                 p_bef = checker(_walk_rows(starts64, before, tb), self.labels[[r.start for r in before]])
             pb = dict(zip(map(id, before), p_bef.tolist()))
-            for r, p in zip(found, p_at.tolist()):
+            for r, p, c in zip(found, p_at.tolist(), pred_at.tolist()):
                 q = pb.get(id(r))
                 ok = p <= THRESHOLD and (r.at_start or (q is not None and q > THRESHOLD))
-                verified[id(r)] = (ok, p, q)
+                verified[id(r)] = (ok, p, q, int(c))
         out = []
         for r in rows:
-            ok, pv, pbv = verified.get(id(r), (False, None, None))
+            ok, pv, pbv, pred = verified.get(id(r), (False, None, None, None))
             info = [self.info[d] for d in r.dims]
             out.append(CornerCase(
                 kind=r.kind, start=r.start, cls=r.cls, dims=r.dims, ranks=tuple(i["rank"] for i in info),
@@ -671,7 +689,7 @@ class _Setup:
                 directions=r.directions, sigmas=r.sigmas, found=r.found, at_start=r.at_start,
                 shift=r.shift, p_at_shift=r.p_at, shift_before=r.shift_before, p_before=r.p_before,
                 p_start=r.p_start, p_last=r.p_last, verified=ok, p_verified=pv, p_before_verified=pbv,
-                evaluations=r.evaluations))
+                evaluations=r.evaluations, pred_verified=pred))
         p_start = torch.tensor([next((r.p_start for r in rows if r.start == n), float("nan"))
                                 for n in range(self.starts.shape[0])], dtype=torch.float64)
         return CornerCases(

@@ -159,6 +159,16 @@ class CurveResult:
         return (torch.where(empty, nan, (centre - half).clamp(0, 1)),
                 torch.where(empty, nan, (centre + half).clamp(0, 1)))
 
+    def not_plotted(self) -> dict[str, Any]:
+        """The samples the plot leaves out (DESIGN §4.6 draws bins with centre < 1): those in the other bins,
+        and the mis-classified ones beyond the last bin's edge (``n_beyond``) or below the first
+        (``n_below``). ``{"n_well", "n_mis", "accuracy"}`` (accuracy None when there are none). Often where
+        a classifier fails most: a report should show them beside the curve."""
+        rest = ~self.plotted
+        well = int(self.n_well[rest].sum())
+        mis = int(self.n_mis[rest].sum()) + self.n_below + self.n_beyond
+        return {"n_well": well, "n_mis": mis, "accuracy": well / (well + mis) if well + mis else None}
+
     @property
     def max_rise(self) -> float:
         """The largest rise of accuracy from one plotted non-empty bin to the next (≤ 0 when the curve never
@@ -200,6 +210,7 @@ class CurveResult:
             "n": self.n, "n_well_total": int(self.n_well.sum()),
             "n_mis_total": int(self.n_mis.sum()) + self.n_below + self.n_beyond + self.n_without_centre,
             "min_well": self.min_well, "scale": self.scale, "n_below": self.n_below, "n_beyond": self.n_beyond,
+            "not_plotted": self.not_plotted(),
             "mean_accuracy": _nan_to_none(self.mean_accuracy), "slope": _nan_to_none(self.slope),
             "max_rise": _nan_to_none(self.max_rise),
             "bin_edges": self.bin_edges.tolist(), "bin_centres": self.bin_centres.tolist(),
@@ -343,9 +354,10 @@ class AccuracyCurve:
                 else:
                     cdims = dims
                 try:
+                    # one class's samples from that class's centre: "class", whatever the overall curve used
                     classes[c] = dataclasses.replace(
                         _curve(population.s[mask], population.well[mask], cdims, self.bins, c),
-                        class_dims=self.class_dims)
+                        class_dims=self.class_dims, centre_mode="class")
                 except FailatlasError:  # too few well-classified samples in this class
                     skipped.append(c)
         return dataclasses.replace(overall, per_class=classes, skipped_classes=tuple(skipped),

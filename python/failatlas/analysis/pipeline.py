@@ -274,11 +274,13 @@ class AnalysisRun:
                 continue
             lines.append(f"separation ({name}, {s['n_mis']} mis-classified): mean KS of the top {TOP} "
                          f"{s[f'top{TOP}_mean_ks']:.3f}, of {TOP} random others {s[f'random{TOP}_mean_ks']:.3f}, "
-                         f"of all {s['all_mean_ks']:.3f}, of the best {TOP} {s[f'best{TOP}_mean_ks']:.3f}")
+                         f"of all {s['all_mean_ks']:.3f}, of the best {TOP} {s[f'best{TOP}_mean_ks']:.3f}; "
+                         f"by chance {s['chance_mean_ks']:.3f}")
             lines.append(f"  {describe_direction(s.get('latent_direction'), s.get('latent_direction_error'))}")
         at_start = (f"; {cc['at_start']} start at p_y ≤ 0.5 already (not counted as found)"
                     if cc.get("at_start") else "")
-        lines.append(f"corner cases: {cc['found']}/{cc['pairs']} found, {cc['verified']} verified; pairs of "
+        lines.append(f"corner cases: {cc['found']}/{cc['pairs']} found, {cc['verified']} verified ({cc['flipped']} "
+                     f"predicted as another class at the shift); pairs of "
                      f"dimensions {cc['combinations']['found']}/{cc['combinations']['pairs']}{at_start}")
         for name, curve in self.curves.items():
             lines.append(f"accuracy curve (K={self.k}) {name}: mean {_fmt(curve.mean_accuracy)}, slope "
@@ -703,8 +705,10 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             plot_corner_gallery(cc, G, tmp / "corner_gallery.png", classifier=primary)
         figure("corner_gallery.png", "Corner cases: start and corner-case images",
                "The class's average digit (left) and, along a failure direction, the smallest signed shift at "
-               f"which p_y ≤ 0.5 for {primary} (right); one case per class first, then pairs of directions. "
-               "Every case is in the corner-case table below and in corner_cases.csv.")
+               f"which p_y ≤ 0.5 for {primary} (right), with the class it predicts there. Chosen to show many "
+               "directions: one case per class, each along a dimension not shown for an earlier class where it "
+               "has one (so not always the class's smallest shift), then pairs of directions. Every case is in "
+               "the corner-case table below and in corner_cases.csv.")
         notes.extend(cc.warnings)
         failing_starts = sorted({r.cls for r in cc.cases if r.at_start})
         if failing_starts:

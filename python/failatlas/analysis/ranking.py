@@ -587,7 +587,8 @@ class RankRun:
             f"target {self.ranking.target}",
             self.ranking.format(k),
             f"separation: mean KS of the top {m} dims {self.summary[f'top{m}_mean_ks']:.3f}, "
-            f"of {m} random others {self.summary[f'random{m}_mean_ks']:.3f}",
+            f"of {m} random others {self.summary[f'random{m}_mean_ks']:.3f}; by chance "
+            f"{self.summary['chance_mean_ks']:.3f}",
             describe_direction(self.summary.get("latent_direction"), self.summary.get("latent_direction_error")),
             *(f"note: {n}" for n in self.notes),
             f"wrote {', '.join(sorted(p.name for p in self.files.values()))} to {self.out} "

@@ -13,6 +13,19 @@ from typing import Any
 from .. import _io
 
 
+def format_p(p: float | None, digits: int = 3) -> str:
+    """p_y with ``digits`` decimals, or more where rounding would show 0.5 for a p_y that is not exactly
+    0.5 (0.49996 → "0.49996", not "0.500": every cell must read on the side of 0.5 it lies on); "–" for
+    None or NaN."""
+    if p is None or p != p:
+        return "–"
+    for d in range(digits, 10):
+        text = f"{p:.{d}f}"
+        if float(text) != 0.5 or p == 0.5:
+            return text
+    return f"{p:.10f}"
+
+
 def _new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -54,10 +67,11 @@ def plot_separation(result, ranking, path: str | Path, k: int = 3, seed: int = 0
         col_next[p["group"]] += 1
         ax.set_visible(True)
         nw, nm = max(p["n_well"], 1), max(p["n_mis"], 1)
-        ax.stairs([c / nw for c in p["hist_well"]], p["edges"], fill=True, alpha=0.45, color="tab:blue",
-                  label=f"well ({p['n_well']})")
-        ax.stairs([c / nm for c in p["hist_mis"]], p["edges"], fill=True, alpha=0.45, color="tab:red",
-                  label=f"mis ({p['n_mis']})")
+        # well-classified filled, mis-classified as an outline on top: two colours, no blend to explain
+        ax.stairs([c / nw for c in p["hist_well"]], p["edges"], fill=True, alpha=0.35, color="tab:blue",
+                  label=f"well-classified ({p['n_well']})")
+        ax.stairs([c / nm for c in p["hist_mis"]], p["edges"], fill=False, linewidth=1.6, color="tab:red",
+                  label=f"mis-classified ({p['n_mis']})")
         where = f"{p['layer']}[{p['channel']}]" if p["layer"] is not None else ""
         ax.set_title(f"{p['group']}, rank {p['rank']}: dim {p['dim']} {where}\nKS {p['ks']:.3f}  "
                      f"AUROC {p['auroc']:.3f}", fontsize=8.5)
@@ -70,8 +84,9 @@ def plot_separation(result, ranking, path: str | Path, k: int = 3, seed: int = 0
     if first is not None:
         first.legend(fontsize=7, frameon=False)
     who = f" by {classifier}" if classifier else ""
+    target = "p_y" if ranking.target == "probability" else "the logit of y"
     fig.suptitle(f"Style values of samples well- and mis-classified{who}: top-ranked vs random dimensions "
-                 f"(ranking of {ranking.target})", fontsize=9.5)
+                 f"(ranked by the gradient of {target})", fontsize=9.5)
     fig.tight_layout()
     _save_png(fig, path)
     _io.write_json(path.with_suffix(".json"), {

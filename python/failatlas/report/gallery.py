@@ -14,15 +14,15 @@ import torch
 
 from .. import _io
 from ..errors import FailatlasError
-from .figures import _new_figure, _save_png
+from .figures import _new_figure, _save_png, format_p
 
 
-def _image_cell(ax, image: torch.Tensor, p: float, fmt: str, fontsize: float) -> None:
+def _image_cell(ax, image: torch.Tensor, p: float, digits: int, fontsize: float) -> None:
     """One grid cell: a uint8 image without ticks, its p_y in a corner (red ≤ 0.5, green above)."""
     ax.imshow(image.numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.text(0.03, 0.97, format(p, fmt), transform=ax.transAxes, va="top", ha="left", fontsize=fontsize,
+    ax.text(0.03, 0.97, format_p(p, digits), transform=ax.transAxes, va="top", ha="left", fontsize=fontsize,
             color="white", bbox=dict(boxstyle="square,pad=0.1", fc="tab:red" if p <= 0.5 else "tab:green",
                                      ec="none", alpha=0.8))
 
@@ -43,7 +43,7 @@ def plot_manipulation_grid(grid, path: str | Path, classifier: str | None = None
     for i in range(rows):
         for j in range(cols):
             ax = axes[i, j]
-            _image_cell(ax, grid.images[i, j], float(grid.p_y[i, j]), ".3f", 7)
+            _image_cell(ax, grid.images[i, j], float(grid.p_y[i, j]), 3, 7)
             if i == 0:
                 mark = "" if grid.found[j] else " ∅"
                 ax.set_title(f"dim {grid.dims[j]}{mark}\n{grid.layers[j]}[{grid.channels[j]}]\n"
@@ -76,7 +76,7 @@ def plot_failure_direction(walk, path: str | Path, classifier: str | None = None
     for i in range(rows):
         for j in range(cols):
             ax = axes[i, j]
-            _image_cell(ax, walk.images[i, j], float(walk.p_y[i, j]), ".2f", 6.5)
+            _image_cell(ax, walk.images[i, j], float(walk.p_y[i, j]), 2, 6.5)
             if i == 0:
                 ax.set_title(f"{walk.steps[j]:+g}{' ◆' if j == near else ''}", fontsize=7)
             if j == 0:
@@ -129,7 +129,7 @@ def plot_corner_gallery(corner_cases, generator, path: str | Path, max_rows: int
             images = to_uint8(generator.synthesis_from_styles(s.to(device, dtype), noise_mode="const"))
     per_row = 2
     n_rows = max(1, -(-len(chosen) // per_row))
-    fig = _new_figure(1.35 * 2 * per_row + 0.4, 1.7 * n_rows + 0.8)
+    fig = _new_figure(1.45 * 2 * per_row + 0.4, 1.85 * n_rows + 0.9)
     axes = fig.subplots(n_rows, 2 * per_row, squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
@@ -139,22 +139,25 @@ def plot_corner_gallery(corner_cases, generator, path: str | Path, max_rows: int
         before.imshow(images[2 * i].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         after.imshow(images[2 * i + 1].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         p_after = r.p_verified if r.p_verified is not None else r.p_at_shift
-        before.set_title(f"class {r.cls}, start\n\np_y={r.p_start:.3f}", fontsize=6.5)
+        before.set_title(f"class {r.cls}, start\n\n\np_y={format_p(r.p_start)}", fontsize=6)
         word = "dim" if len(r.dims) == 1 else "dims"
         where = "+".join(f"{l}[{c}]" for l, c in zip(r.layers, r.channels))
-        after.set_title(f"{word} {'+'.join(map(str, r.dims))}\n{where}\n{r.signed_shifts()}  p_y={p_after:.3f}"
-                        f"{'' if r.verified else ' (unverified)'}", fontsize=6 if len(r.dims) == 1 else 5)
+        pred = "" if r.pred_verified is None else f", predicted {r.pred_verified}"
+        after.set_title(f"{word} {'+'.join(map(str, r.dims))}\n{where}\n{r.signed_shifts()}{pred}\n"
+                        f"p_y={format_p(p_after)}{'' if r.verified else ' (unverified)'}", fontsize=6)
         entries.append({"start": r.start, "cls": r.cls, "kind": r.kind, "dims": list(r.dims),
                         "layers": list(r.layers), "channels": list(r.channels), "directions": list(r.directions),
                         "shift": r.shift, "p_start": r.p_start, "p_at_shift": r.p_at_shift,
-                        "p_verified": r.p_verified, "verified": r.verified})
+                        "p_verified": r.p_verified, "verified": r.verified, "pred_verified": r.pred_verified})
     if not chosen:
         axes[0, 0].text(0, 0.5, "no corner case found between the start and max_shift", fontsize=8)
     s = corner_cases.summary()
     available = sum(r.found and not r.at_start for r in pool)
     who = f" of {classifier}" if classifier else ""
-    fig.suptitle(f"Corner cases{who}: start (left), corner case (right)\nshowing {len(chosen)} of {available} "
-                 f"found; single dimensions: {s['found']}/{s['pairs']} found, {s['verified']} verified", fontsize=8)
+    fig.suptitle(f"Corner cases{who}: start (left), first shift with p_y ≤ 0.5 (right)\nshowing {len(chosen)} of "
+                 f"{available} found ({s['found']} along one dimension, {available - s['found']} along pairs)\n"
+                 f"single dimensions: {s['found']}/{s['pairs']} found, {s['verified']} verified, {s['flipped']} "
+                 "predicted as another class\nshifts in σ (each dimension's spread over the population)", fontsize=8)
     fig.tight_layout()
     _save_png(fig, path)
     _io.write_json(path.with_suffix(".json"), {

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .. import _io
+from .figures import format_p
 
 TOP_RANKS = 20
 
@@ -64,6 +65,19 @@ def _figure(fig, folder: Path) -> str:
             f"<figcaption>{_e(fig.caption)} ({_e(fig.file)})</figcaption>\n</figure>")
 
 
+def _quick_run(run) -> str:
+    """What --quick changed, for the report's header: a reader comparing with a full run must know."""
+    from ..analysis.pipeline import DEFAULT_N
+
+    o, pop = run.options, run.populations[run.primary]
+    boot = o.bootstrap_resamples
+    grids = o.grid_class_limit
+    return (f"quick (--quick): N = {pop.n:,} (default {DEFAULT_N:,}), "
+            + (f"{boot} bootstrap resamples" if boot else "no bootstrap intervals")
+            + ("" if grids is None else f", manipulation grids for {grids} classes")
+            + "; figures from fewer samples are noisier than a full run's")
+
+
 def _header(run) -> str:
     m = run.manifest
     v = m.get("versions", {})
@@ -83,6 +97,7 @@ def _header(run) -> str:
             f"{real['dataset']}: " + ", ".join(f"{name} {r['clean']:.4f} / {r['corrupted']:.4f}"
                                                for name, r in real["classifiers"].items())),)
           if (real := run.summary.get("real_accuracy")) else ()),
+        *((("run", _quick_run(run)),) if run.options.quick else ()),
         ("created", m.get("created", "")),
         ("versions", ", ".join(f"{k} {val}" for k, val in v.items())),
         ("platform", m.get("platform", {}).get("system", "")),
@@ -98,10 +113,13 @@ channel of each layer. A dimension is named by its layer and channel, e.g. <code
 32×32 block's ToRGB layer, channel 31 (<code>b8.conv0</code>: the first convolution of the 8×8 block; early
 blocks tend to set shape, late ones intensity, texture, noise and blur). σ is a dimension's standard deviation over the
 population; shifts are in σ, signed: the direction that lowers the classifier's confidence.</li>
-<li><b>p_y.</b> The classifier's probability for the image's true class; a prediction flips at p_y ≤ 0.5.
-<b>Well- / mis-classified:</b> the classifier's top class is / is not the true class.</li>
-<li><b>Ranking.</b> Each dimension scored by how much, on average over the population, moving it lowers p_y
-(score = −σ · mean ∂p_y/∂s); the top-ranked dimensions are the failure directions.</li>
+<li><b>p_y.</b> The classifier's probability for the image's true class. <b>Well- / mis-classified:</b> the
+classifier's top class is / is not the true class. At p_y ≤ 0.5 the classifier is no longer more sure of the
+true class than of all others together; with ten classes the true class can still be its top class there
+(the corner-case table's "predicted" column says which class it predicts).</li>
+<li><b>Ranking.</b> Each dimension scored by how much, on average over the population, a move along it
+changes p_y (score = −σ · mean ∂p_y/∂s) and ranked by the size of its score, |score|; the sign of the score
+is the direction that lowers p_y. The top-ranked dimensions are the failure directions.</li>
 <li><b>Separation (Fig. 4).</b> How differently a dimension's values are distributed among mis-classified
 samples than among well-classified ones: KS = the Kolmogorov–Smirnov statistic (0: the same distribution,
 1: disjoint), AUROC = the chance that a mis-classified sample has a larger value than a well-classified one
@@ -115,12 +133,14 @@ A diagnostic of the generator, beside the paper's analysis.</li>
 <li><b>t-SNE (Fig. 3).</b> A 2-D map that keeps near neighbours near (each space is first reduced to 50
 dimensions by PCA where it has more).</li>
 <li><b>Corner case.</b> From a class's average digit, the smallest shift along one failure direction (in its
-degrading direction only) at which p_y ≤ 0.5, narrowed to 0.01σ and checked by classifying the image again;
+degrading direction only) at which p_y ≤ 0.5 (DESIGN §4.4: where the classifier stops being sure, not
+necessarily where its prediction changes), narrowed to 0.01σ and checked by classifying the image again;
 "p_y before" is p_y 0.01σ short of it (> 0.5). Along some directions p_y recovers further on: a corner case
 marks where failure starts, not a region that extends without end.</li>
 <li><b>Accuracy vs distance (Fig. 6).</b> Samples binned by their distance to the average well-classified
-style (over the top-K dimensions), normalized so that 1 is 0.7 × the farthest well-classified sample; the
-accuracy of each bin, with its 95% interval. "Mean accuracy" of a curve is the unweighted mean over its
+style (over the top-K dimensions), normalized so that 0 is the nearest well-classified sample and 1 is 0.7 ×
+the farthest one's distance beyond that; the accuracy of each bin, with its 95% interval. Bins from 1 on are
+not drawn (DESIGN §4.6, the paper's "too high distance values"); the tables below count what they hold. "Mean accuracy" of a curve is the unweighted mean over its
 plotted bins, not the population accuracy above; a steeper slope (accuracy per unit of distance) = less
 resilient. A rise between two bins inside their intervals is sampling noise.</li>
 <li><b>Jaccard overlap.</b> |A ∩ B| / |A ∪ B| of two classes' top-k sets: 1 = the same failure directions.</li>
@@ -131,7 +151,9 @@ def _ks_label(key: str) -> str:
     """summary.json's KS keys in words: top10_mean_ks → "mean KS of its top-10 dimensions"."""
     for prefix, words in (("top", "its top-{} dimensions"), ("random", "{} random other dimensions"),
                           ("best", "the {} best-separating dimensions (the most any ranking could reach)"),
-                          ("all", "all dimensions (what random dimensions give on average){}")):
+                          ("all", "all dimensions (what random dimensions give on average){}"),
+                          ("chance", "a dimension that does not separate at all{} (from the group sizes: "
+                                     "values near it say nothing)")):
         if key.startswith(prefix) and key.endswith("_mean_ks"):
             return "mean KS of " + words.format(key[len(prefix):-len("_mean_ks")])
     return key.replace("_", " ")
@@ -155,15 +177,20 @@ def _summary(run) -> str:
         ld = sep.get("latent_direction")
         if ld:
             share = ld["share_explained"]
-            rows.append((f"one direction of W ({name}, fitted on half the samples, measured on the other): KS of "
-                         "the projection; mean KS of all dimensions as they are → with it removed (chance level); "
-                         "style dimensions holding half its effect",
-                         f"{_num(ld['ks_heldout'], '.3f')}; {_num(ld['mean_ks_heldout'], '.3f')} → "
-                         f"{_num(ld['mean_ks_removed'], '.3f')} ({_num(ld['mean_ks_shuffled'], '.3f')}), "
-                         f"{'–' if share is None else f'{100 * share:.0f}%'} explained; "
-                         f"{ld['dims_for_half']} of {ld['style_dims']}"))
+            w = f"one direction of W ({name}; fitted on half the samples, measured on the other half)"
+            rows += [(f"{w}: KS of the projection on it", _num(ld["ks_heldout"], ".3f")),
+                     (f"{w}: mean KS of all dimensions on the held-out half, as they are → with the direction "
+                      "removed (→ with shuffled labels: chance)",
+                      f"{_num(ld['mean_ks_heldout'], '.3f')} → {_num(ld['mean_ks_removed'], '.3f')} "
+                      f"({_num(ld['mean_ks_shuffled'], '.3f')})"),
+                     (f"{w}: share of the separation above chance that it explains",
+                      "–" if share is None else f"{100 * share:.0f}%"),
+                     (f"{w}: style dimensions holding half its effect",
+                      f"{ld['dims_for_half']} of {ld['style_dims']}")]
     rows += [("corner cases found / searched (class, dimension)", f"{cc['found']} / {cc['pairs']}"),
              ("corner cases verified", cc["verified"]),
+             ("verified corner cases whose image is predicted as another class (the rest: p_y ≤ 0.5, but the true "
+              "class is still the top one)", cc["flipped"]),
              ("pairs of dimensions found / searched",
               f"{cc['combinations']['found']} / {cc['combinations']['pairs']}")]
     for name, curves in s["accuracy_curves"].items():
@@ -183,8 +210,8 @@ def _summary(run) -> str:
 
 def _ranking_tables(run) -> str:
     out = [f"<h2>Ranking (top {TOP_RANKS})</h2>",
-           "<p>score = −σ · mean ∂p_y/∂s; direction: the sign of a shift that lowers p_y; σ in raw style "
-           "units (shifts elsewhere are in σ units). The 95% intervals (when the run has a bootstrap) resample the "
+           "<p>score = −σ · mean ∂p_y/∂s, ranked by |score|; direction: the sign of a shift that lowers p_y; "
+           "σ in raw style units (shifts elsewhere are in σ units). The 95% intervals (when the run has a bootstrap) resample the "
            "population's samples; a classifier without gradients (ONNX, ranked by finite differences) has none."
            "</p>"]
     for name, ranking in run.rankings.items():
@@ -210,19 +237,24 @@ def _corner_table(run) -> str:
     for r in cc.rows:
         where = " + ".join(f"{l}[{c}]" for l, c in zip(r.layers, r.channels))
         status = "at start" if r.at_start else ("" if r.found else f"not found ≤ {cc.max_shift:g}σ")
-        rows.append([r.cls, "+".join(map(str, r.dims)), where, r.signed_shifts() or "–", _num(r.p_before, ".4f"),
-                     _num(r.p_at_shift, ".4f"), "yes" if r.verified else "no", status])
+        rows.append([r.cls, "+".join(map(str, r.dims)), where, r.signed_shifts() or "–", format_p(r.p_before, 4),
+                     format_p(r.p_at_shift, 4), "–" if r.pred_verified is None else r.pred_verified,
+                     ("yes" if r.verified else "no") if r.found else "–", status])
     s = cc.summary()
     return "\n".join([
         "<h2>Corner cases</h2>",
         f"<p>Start: the average digit of each class; along each failure direction, in its degrading direction "
         f"only, bracket in steps of {cc.step:g}σ up to {cc.max_shift:g}σ, then narrow to {cc.tol:g}σ. The shift "
         f"is signed (the direction moved); \"p_y before\" is p_y {cc.tol:g}σ short of it (> 0.5), \"p_y at\" "
-        f"at it (≤ 0.5). {s['found']}/{s['pairs']} found, {s['verified']} verified by re-classification"
+        f"at it (≤ 0.5), \"predicted\" the class the re-classified image is given there. "
+        f"{s['found']}/{s['pairs']} found, {s['verified']} verified by re-classification, {s['flipped']} of them "
+        "predicted as another class"
         + (f"; in {s['at_start']} more the start itself already has p_y ≤ 0.5 (\"at start\": nothing to find)"
-           if s["at_start"] else "") + ".</p>",
-        _table(("class", "dim(s)", "layer[channel]", "shift (σ)", "p_y before", "p_y at", "verified", "note"), rows,
-               left=(2, 7)),
+           if s["at_start"] else "") + ". A shift of many σ takes the image far outside what the generator draws "
+        "(a normal variable lies beyond 3σ in 0.3% of samples): such a case shows how the classifier "
+        "extrapolates, not a failure met in practice.</p>",
+        _table(("class", "dim(s)", "layer[channel]", "shift (σ)", "p_y before", "p_y at", "predicted", "verified",
+                "note"), rows, left=(2, 8)),
     ])
 
 
@@ -231,6 +263,10 @@ def _curve_tables(run) -> str:
     for name, curve in run.curves.items():
         rows = [[f"{row['left']:.3f}–{row['right']:.3f}", _num(row["centre"], ".3f"), row["n_well"], row["n_mis"],
                  _num(row["accuracy"], ".3f")] for row in curve.rows() if row["plotted"]]
+        rest = curve.not_plotted()
+        if rest["n_well"] + rest["n_mis"]:
+            rows.append(["1 and beyond (not plotted)", "", rest["n_well"], rest["n_mis"],
+                         _num(rest["accuracy"], ".3f")])
         out.append(f"<h3>{_e(name)}: unweighted mean of the bins' accuracies {_e(_num(curve.mean_accuracy, '.3f'))}, "
                    f"slope {_e(_num(curve.slope, '+.3f'))} per unit of distance</h3>")
         out.append(_table(("bin", "centre", "well", "mis", "accuracy"), rows, left=(0,)))
