@@ -209,6 +209,7 @@ def bad_files(setup):
     save("styles_big_endian", s.astype(">f4"))
     save("styles_narrow", s[:, :10])
     save("sigma_narrow", st["sigma"].numpy()[:10])
+    save("sigma_negative", -st["sigma"].numpy())
     save("labels_i32", st["y"].numpy().astype(np.int32))
     save("labels_short", st["y"].numpy()[:-1].astype(np.int64))
     save("labels_range", np.full(N, 10, dtype=np.int64))
@@ -260,6 +261,9 @@ BAD = {
     "negative dim": ("corners", {"--dims": "-1", "--sign": "1"}, [], "dimension -1 is out of range"),
     "sign/dims count": ("walk", {"--sign": "1,-1"}, [], "--sign has 2 entries but --dims has 11"),
     "sign not ±1": ("corners", {"--dims": "3", "--sign": "0.5"}, [], "direction 1 or -1"),
+    "sign not ±1, walk": ("walk", {"--dims": "3,4", "--sign": "0,2"}, [], "entry 0 is 0; each dimension is walked"),
+    "negative sigma": ("walk", {"--sigma": "@sigma_negative"}, [], "contains a negative value"),
+    "tol above its default step": ("corners", {}, ["--step", "0.001"], "--tol (0.01, its default) must not exceed"),
     "repeated dim": ("corners", {"--dims": "3,3", "--sign": "1,1"}, [], "listed twice"),
     "bad number": ("walk", {"--dims": "3,x", "--sign": "1,1"}, [], "'x' is not an integer"),
     "number beyond a double": ("corners", {}, ["--step", "1e400"], "'1e400' is out of the range of a double"),

@@ -253,6 +253,12 @@ Inputs load_inputs(const Args& a) {
     throw InputError("--sign has " + std::to_string(in.sign.size()) + " entries but --dims has " +
                      std::to_string(in.dims.size()) + "; give one direction per dimension");
   }
+  for (size_t k = 0; k < in.sign.size(); ++k) {
+    if (in.sign[k] != 1.0 && in.sign[k] != -1.0) {
+      throw InputError("--sign: entry " + std::to_string(k) + " is " + fmt_double(in.sign[k]) +
+                       "; each dimension is walked in a direction 1 or -1 (the size of a step is --shifts or --step)");
+    }
+  }
   in.K = int64_t(in.dims.size());
   if (a.has("--batch-size")) {
     in.batch = parse_int(a.get("--batch-size"), "--batch-size");
@@ -294,6 +300,10 @@ Inputs load_inputs(const Args& a) {
   }
   for (float v : sigma.values) {
     if (!std::isfinite(v)) throw InputError("sigma file " + sigma_path + " contains NaN or infinite values");
+    if (v < 0) {
+      throw InputError("sigma file " + sigma_path + " contains a negative value (" + fmt_double(v) +
+                       "): sigma is a standard deviation; the direction of a walk is --sign");
+    }
     in.sigma.push_back(double(v));
   }
 
@@ -451,7 +461,10 @@ int run_corners(const Args& a) {
   const double step = positive_option(a, "--step", 5.0);
   const double max_shift = positive_option(a, "--max-shift", 100.0);
   const double tol = positive_option(a, "--tol", 0.01);
-  if (tol > step) throw InputError("--tol (" + a.get("--tol") + ") must not exceed --step (" + fmt_double(step) + ")");
+  if (tol > step) {
+    throw InputError("--tol (" + fmt_double(tol) + (a.has("--tol") ? "" : ", its default") + ") must not exceed --step (" +
+                     fmt_double(step) + ")");
+  }
   // as the Python search (corners.MAX_BRACKETS, MAX_GRID): counts that stay exact in int64 and double
   if (max_shift / step > 1e6 || step / tol > 1e12)
     throw InputError("--step " + fmt_double(step) + ", --max-shift " + fmt_double(max_shift) + " and --tol " +
@@ -468,11 +481,7 @@ int run_corners(const Args& a) {
       if (!seen.insert(d).second) throw InputError("--dims: dimension " + std::to_string(d) + " is listed twice");
     }
   }
-  for (size_t k = 0; k < in.sign.size(); ++k) {
-    if (in.sign[k] != 1.0 && in.sign[k] != -1.0) {
-      throw InputError("--sign: entry " + std::to_string(k) + " is " + fmt_double(in.sign[k]) +
-                       "; corners walks each dimension in a direction 1 or -1");
-    }
+  for (size_t k = 0; k < in.sign.size(); ++k) {  // --sign is ±1 (load_inputs)
     const double sg = in.sigma[size_t(in.dims[k])];
     if (!(sg > 0)) {
       throw InputError("sigma of dimension " + std::to_string(in.dims[k]) + " is " + fmt_double(sg) +

@@ -39,8 +39,10 @@ def load_torchscript(path: str | Path, what: str = "TorchScript file",
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files or {})
     except (RuntimeError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch's zip reader appends a paragraph of speculation to every failure: keep the failure itself
+        first = first.split(" This is an internal miniz error")[0]
         raise FailatlasError(f"{what} {path} is not a readable TorchScript archive ({first}); save it again with "
-                             "torch.jit.save") from None
+                             "torch.jit.save (an ONNX file must be named .onnx, a torch.export program .pt2)") from None
     return module.eval()
 
 

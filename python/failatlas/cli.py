@@ -72,8 +72,9 @@ CLASSIFIER_FILES_HELP = ("or a file of images [N,1,28,28] in [0,1] -> logits: .p
 
 def _black_box_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--black-box-n", type=int, default=64, metavar="N",  # failatlas.analysis.ranking.BLACK_BOX_N
-                   help="samples a classifier without gradients (.onnx) is ranked on by finite differences; it "
-                   "classifies 2 x N x (style dims) images, and more samples stand better for the population")
+                   help="samples (at least 2) a classifier without gradients (.onnx) is ranked on by finite "
+                   "differences; it classifies 2 x N x (style dims) images, and more samples stand better for the "
+                   "population")
 
 
 def _classes_option(p: argparse.ArgumentParser) -> None:
@@ -430,11 +431,9 @@ def _export(p: argparse.ArgumentParser):
     def run(a: argparse.Namespace) -> int:
         from .deploy.export import export_models
 
-        if not a.int8 and (a.calibration is not None or a.dataset is not None or a.idx_dir is not None):
-            p.error("--calibration, --dataset and --idx-dir set up the int8 export: add --int8, or leave them out")
         result = export_models(a.generator, a.classifier, a.out, int8=a.int8, noise_mode=a.noise_mode,
-                               calibration=1000 if a.calibration is None else a.calibration, dataset=a.dataset,
-                               idx_dir=a.idx_dir, overwrite=a.overwrite, seed=a.seed)
+                               calibration=a.calibration, dataset=a.dataset, idx_dir=a.idx_dir,
+                               overwrite=a.overwrite, seed=a.seed)
         return _print_result(result, a.json)
 
     return run
@@ -457,6 +456,10 @@ def _compare(p: argparse.ArgumentParser):
     _classes_option(p)
     p.add_argument("--seed", type=_seed, default=0, help="seed of the population")
     p.add_argument("--k", type=int, default=10, help="number of top dimensions whose corner shifts are compared")
+    p.add_argument("--curve-dims", choices=("reference", "own"), default="reference",
+                   help="the accuracy curves measure distance along the top-100 dimensions of the first "
+                        "classifier (reference, default: curves then differ only by the models, e.g. an export "
+                        "and its original) or of each classifier's own ranking (own, as analyze does)")
     _black_box_option(p)
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per forward pass; None: 64 on CPU, 512 on an accelerator")
@@ -467,7 +470,8 @@ def _compare(p: argparse.ArgumentParser):
         from .analysis.compare import run_compare
 
         print(run_compare(a.generator, a.classifier, out=a.out, n=a.n, seed=a.seed, k=a.k,
-                          batch_size=a.batch_size, black_box_n=a.black_box_n, classes=a.classes).format())
+                          batch_size=a.batch_size, black_box_n=a.black_box_n, classes=a.classes,
+                          curve_dims=a.curve_dims).format())
         return 0
 
     return run

@@ -90,8 +90,8 @@ def test_black_box_n_sets_the_samples_of_a_finite_difference_ranking(saved_model
     ranking = Ranking.read_json(tmp_path / "run" / "ranking.json")
     assert ranking.method == "black-box" and ranking.n == 8
     capsys.readouterr()
-    assert main(["rank", "--classifier", str(onnx), "--black-box-n", "0", "--out", str(tmp_path / "x")]) == 2
-    assert "--black-box-n must be a positive number" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(["rank", "--classifier", str(onnx), "--black-box-n", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "--black-box-n must be a number of samples of at least 2" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_rank_command_draws_from_the_chosen_classes(saved_models, tmp_path, capsys):

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from failatlas import FailatlasError
+from failatlas import FailatlasError, _io
 from failatlas.analysis.compare import compare_classifiers, run_compare
 
 
@@ -86,6 +86,33 @@ def test_run_compare_torch_against_its_onnx_torchscript_and_torch_export_files(G
                 assert abs(a - b) <= 0.01 + 1e-9
     html = (tmp_path / "cmp" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 1 and "Corner shifts side by side" in html
+    # every curve along the reference's dimensions (the ONNX file's own, black-box ranking differs): the
+    # same weights give the same curve
+    curves = run.comparison.curves
+    assert js["curve_dims"] == "reference" and all(c.dims == curves["c"].dims for c in curves.values())
+    assert torch.equal(curves["c.onnx"].accuracy.nan_to_num(-1), curves["c"].accuracy.nan_to_num(-1))
+    assert "along the top 100 dimensions of c&#x27;s ranking" in html
+    # which files were compared, with their checksums (two exports may share a file name)
+    models = js["models"]["classifiers"]
+    assert [m["name"] for m in models] == list(names) and models[1]["path"] == str(onnx.resolve())
+    assert models[1]["sha256"] == {"c.onnx": _io.sha256(onnx)} and js["models"]["generator"]["sha256"]
+    assert _io.sha256(onnx)[:16] in html
+
+
+def test_compare_curves_along_each_ones_own_dimensions(G, C, tmp_path):
+    from failatlas.analysis.population import sample_population
+
+    import copy
+
+    pop = sample_population(G, C, 120, seed=0)
+    other = copy.deepcopy(C)  # nearly the same predictions (common starts), another ranking
+    with torch.no_grad():
+        other.fc2.weight.add_(0.05 * torch.randn(other.fc2.weight.shape, generator=torch.Generator().manual_seed(1)))
+    cmp = compare_classifiers(G, {"a": C, "b": other}, population=pop, k=2, curve_dims="own")
+    assert cmp.curve_dims == "own" and cmp.to_json()["curve_dims"] == "own"
+    assert cmp.curves["b"].dims == tuple(cmp.rankings["b"].order[:100].tolist()) != cmp.curves["a"].dims
+    with pytest.raises(FailatlasError, match="--curve-dims must be 'reference'"):
+        compare_classifiers(G, {"a": C, "b": other}, population=pop, k=2, curve_dims="mine")
 
 
 def test_cli_compare_needs_two_classifiers(G, tmp_path, capsys):

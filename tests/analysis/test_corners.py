@@ -126,7 +126,9 @@ def test_pair_moved_together_and_a_dimension_that_never_flips(hand_built):
     assert float(s[hb.dim_a]) == pytest.approx(1.0 - 0.5 * pair.shift) and float(s[hb.dim_b]) == pytest.approx(4.0 * pair.shift)
     summary = cc.summary()
     assert (summary["pairs"], summary["found"], summary["verified"]) == (2, 1, 1)
-    assert summary["combinations"] == {"pairs": 1, "found": 1, "verified": 1, "at_start": 0}
+    assert summary["combinations"] == {"pairs": 1, "found": 1, "verified": 1, "flipped": 0, "at_start": 0}
+    # logits [8v, 0, …, 0]: at p_0 = 0.5 class 0 is still the top class (p_0 ≤ 0.5 is not a change of class)
+    assert pair.pred_verified == 0 and not pair.flipped and never.pred_verified is None
 
 
 def test_not_found_beyond_max_shift_and_t_zero(left):

@@ -262,7 +262,7 @@ def test_cli_rejects_unknown_options_and_bad_values(models, tmp_path, capsys):
         run_analysis(_options(models, curve_centre="median"), tmp_path / "y")
     rc = main(_cli(models, tmp_path / "x", "--black-box-n", "0"))
     err = capsys.readouterr().err
-    assert rc == 2 and "--black-box-n must be a positive number of samples, got 0" in err
+    assert rc == 2 and "--black-box-n must be a number of samples of at least 2, got 0" in err
     (tmp_path / "file").write_text("")
     with pytest.raises(FailatlasError, match="is a file"):
         run_analysis(_options(models), tmp_path / "file")

@@ -104,8 +104,11 @@ def test_result_fields_summary_and_outputs(G, C, population, tmp_path):
     assert torch.all(result.hist_well.sum(1) == result.n_well) and torch.all(result.hist_mis.sum(1) == result.n_mis)
     ranking = GradientRanking(G, C).rank(population)
     summary = result.summary(ranking, k=10, seed=3)
-    assert set(summary) == {"top10_mean_ks", "random10_mean_ks", "all_mean_ks", "best10_mean_ks", "top_dims",
-                            "random_dims", "best_dims", "n_well", "n_mis"}
+    assert set(summary) == {"top10_mean_ks", "random10_mean_ks", "all_mean_ks", "best10_mean_ks", "chance_mean_ks",
+                            "top_dims", "random_dims", "best_dims", "n_well", "n_mis"}
+    from failatlas.analysis.separation import chance_ks
+
+    assert summary["chance_mean_ks"] == chance_ks(population.n_well, population.n_mis)
     assert summary["all_mean_ks"] == pytest.approx(float(result.ks.mean()))
     best = summary["best_dims"]  # the 10 largest KS values, largest first, and none larger left out
     assert len(set(best)) == 10 and all(result.ks[a] >= result.ks[b] for a, b in zip(best, best[1:]))
@@ -152,3 +155,14 @@ def test_plot_separation_writes_png_and_json(G, C, population, tmp_path):
     assert p["ks"] == float(result.ks[p["dim"]]) and p["hist_well"] == result.hist_well[p["dim"]].tolist()
     assert p["layer"] == G.style_layout()[p["dim"]].name and len(p["edges"]) == 21
     assert sorted(x.name for x in (tmp_path / "fig").iterdir()) == ["separation.json", "separation.png"]
+
+
+def test_chance_ks_is_the_mean_ks_of_dimensions_that_do_not_separate():
+    from failatlas.analysis.separation import chance_ks
+
+    g = torch.Generator().manual_seed(0)
+    for n1, n2 in ((88, 1912), (412, 9588)):
+        x = torch.randn(n1 + n2, 300, generator=g, dtype=torch.float64)
+        well = torch.arange(n1 + n2) >= n1
+        assert abs(ks_statistic(x, well).mean().item() - chance_ks(n1, n2)) < 0.03 * chance_ks(n1, n2)
+    assert chance_ks(0, 5) != chance_ks(0, 5)  # NaN: a group is empty

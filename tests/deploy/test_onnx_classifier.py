@@ -261,3 +261,15 @@ def test_a_dynamically_quantized_file_is_seen_as_quantized(exported, tmp_path):
 
     quantize_dynamic(str(exported), str(tmp_path / "dynamic.onnx"))
     assert OnnxClassifier(tmp_path / "dynamic.onnx").quantized and not OnnxClassifier(exported).quantized
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_batchnorm_exported_in_training_mode_is_refused(tmp_path, one_error):
+    """Its logits for an image depend on the rest of the batch (a torch file like it was refused already)."""
+    torch.manual_seed(0)
+    model = build_classifier(ClassifierConfig()).train()
+    path = tmp_path / "bntrain.onnx"
+    torch.onnx.export(model, (torch.rand(4, 1, 28, 28),), str(path), dynamo=False,
+                      training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    one_error(lambda: OnnxClassifier(path), "other logits depending on the rest of the batch", "model.eval()")

@@ -125,7 +125,12 @@ def test_missing_empty_garbage_and_truncated_files(files, tmp_path, one_error):
     (tmp_path / "empty.pt2").write_bytes(b"")
     one_error(lambda: TorchFileClassifier(tmp_path / "empty.pt2"), "is empty")
     (tmp_path / "garbage.pt").write_bytes(b"not a model at all")
-    one_error(lambda: TorchFileClassifier(tmp_path / "garbage.pt"), "not a readable TorchScript")
+    message = one_error(lambda: TorchFileClassifier(tmp_path / "garbage.pt"), "not a readable TorchScript",
+                        "an ONNX file must be named .onnx")
+    assert "internal miniz error" not in message  # torch's speculation about the file is left out
+    (tmp_path / "weights.bin").write_bytes(b"state dict")  # a suffix failatlas does not read
+    one_error(lambda: load_any_classifier(tmp_path / "weights.bin"), "is a file but not a classifier",
+              ".onnx (ONNX), .pt (TorchScript) or .pt2 (torch.export)")
     for suffix, path in files.items():
         data = path.read_bytes()
         cut = tmp_path / f"cut{suffix}"

@@ -93,6 +93,9 @@ def test_empty_and_bad_inputs(models):
         ((s, y, [0], [1.0], sigma[:3], [1.0]), "sigma must have one entry per style dimension"),
         ((s, y, [0, 1], [1.0], sigma, [1.0]), "sign needs one entry per walked dimension"),
         ((s, y, [0], [float("nan")], sigma, [1.0]), "shifts contains NaN"),
+        ((s, y, [0], [1.0], -sigma, [1.0]), "sigma holds a negative value"),
+        ((s, y, [0, 1], [1.0], sigma, [1.0, 2.0]), "sign must be \\+1 or -1 for each walked dimension, got 2"),
+        ((s, y, [0], [1.0], sigma, [0.0]), "sign must be \\+1 or -1 for each walked dimension, got 0"),
     ]
     for args, message in bad:
         with pytest.raises(FailatlasError, match=message):

@@ -272,3 +272,24 @@ def test_missing_class_messages_name_limit_only_where_the_command_has_it(capsys)
     assert "check the dataset (or a --limit that keeps too few images)" in capsys.readouterr().err
     with pytest.raises(FailatlasError, match=r"needs at least 2: check the labels file$"):
         warn_missing_classes(torch.zeros(4, dtype=torch.long), 3, "toy")
+
+
+def test_evaluate_refuses_nan_logits_on_some_real_images():
+    """A model finite on blank and random probes but NaN on some digits: its argmax counted them as class 0
+    and the accuracy looked plausible."""
+    class NanOnBright(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(784, 10)
+
+        def forward(self, x):
+            logits = self.linear(x.flatten(1))
+            bright = x.flatten(1).mean(1, keepdim=True) > 0.378
+            return torch.where(bright, torch.full_like(logits, float("nan")), logits)
+
+    data = tiny_set(20)
+    mean = data.classifier_input().flatten(1).mean(1)
+    assert not bool((mean[:8] > 0.378).any()) and bool((mean[8:16] > 0.378).any())
+    with pytest.raises(FailatlasError, match=r"NaN or infinite logits for \d+ of the 8 images 8\.\.15 of 'tiny'"
+                                             r".*accuracy would be meaningless"):
+        evaluate_classifier(NanOnBright(), data, on="clean", batch_size=8)

@@ -48,7 +48,8 @@ class Comparison:
     dimensions (the first classifier's top-k); classes: the classes with a common start; shifts:
     name → [class][dim] corner shift in σ (None: not found within the search range); verified likewise;
     curves: name → its accuracy curve; rankings: name → its ranking; population_classes: the classes the
-    population was drawn from (None: all)."""
+    population was drawn from (None: all); curve_dims: "reference" (every curve along the first
+    classifier's top dimensions) or "own" (each along its own)."""
 
     names: tuple[str, ...]
     n: int
@@ -66,6 +67,7 @@ class Comparison:
     rankings: dict[str, Ranking] = field(default_factory=dict)
     black_box_agreement: dict[str, dict[str, Any]] = field(default_factory=dict)
     population_classes: tuple[int, ...] | None = None
+    curve_dims: str = "reference"
 
     def shift_rows(self) -> list[dict[str, Any]]:
         """One row per (class, dimension): each classifier's shift, and which fails first (smallest shift)."""
@@ -131,6 +133,7 @@ class Comparison:
             "curves": {name: {"mean_accuracy": _finite(c.mean_accuracy), "slope": _finite(c.slope),
                               "centre": c.centre_mode}
                        for name, c in self.curves.items()},
+            "curve_dims": self.curve_dims,
             "ranking_method": {name: r.method for name, r in self.rankings.items()},
             "black_box_agreement": self.black_box_agreement,
         }
@@ -143,11 +146,18 @@ def _finite(x: float) -> float | None:
 def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n: int = 2000, seed: int = 0,
                         k: int = 10, curve_k: int = 100, batch_size: int | None = None,
                         population: Population | None = None, black_box_n: int = BLACK_BOX_N,
-                        classes: Sequence[int] | None = None, progress_bar: bool | None = None,
-                        distributed: bool = False, verbose: bool = False) -> Comparison | None:
+                        classes: Sequence[int] | None = None, curve_dims: str = "reference",
+                        progress_bar: bool | None = None, distributed: bool = False,
+                        verbose: bool = False) -> Comparison | None:
     """Compare ``{name: classifier}`` (at least two; the first is the reference) on one population of
     ``n`` samples drawn with ``seed`` from ``classes`` (None: all), or on the given ``population``, labelled
     by the first classifier.
+
+    curve_dims: the dimensions each accuracy curve measures distance along: ``"reference"`` (default: the
+    first classifier's top ``curve_k`` for every curve, as the corner shifts use its top ``k``, so two
+    curves differ only by the models: an ONNX or int8 export, ranked by finite differences on
+    ``black_box_n`` samples, is otherwise drawn along a noisier estimate of its dimensions) or ``"own"``
+    (each classifier's own ranking, as ``analyze`` and DESIGN §4.6 do).
 
     distributed: under ``torchrun`` (after :func:`failatlas.distributed.init`), what is computed per
     sample is sharded across the ranks: the population and its re-labelling by every other classifier
@@ -163,6 +173,7 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
     if len(names) < 2:
         raise FailatlasError(f"compare needs at least two classifiers, got {len(names)}; pass --classifier twice")
     _check_k(k, G.style_dim)
+    _check_curve_dims(curve_dims)
     black_box_n = check_black_box_n(black_box_n)
     for name, C in classifiers.items():
         check_class_counts(G, C, name=name)
@@ -215,10 +226,12 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
     if distributed and not dist.is_main():  # the last collective is done: rank 0 does the rest
         return None
     curves = {}
-    with stage("curves", f"K = {curve_k}"):
+    along_what = f"the dimensions of {names[0]}" if curve_dims == "reference" else "each one's own dimensions"
+    with stage("curves", f"K = {curve_k}, along {along_what}"):
         for name in names:
+            along = rankings[names[0]] if curve_dims == "reference" else rankings[name]
             try:
-                curves[name] = AccuracyCurve(rankings[name], k=curve_k, per_class=False).compute(pops[name])
+                curves[name] = AccuracyCurve(along, k=curve_k, per_class=False).compute(pops[name])
             except FailatlasError:  # e.g. fewer than two well-classified samples: no curve for this one
                 pass
 
@@ -252,7 +265,8 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
                       layers=tuple(layout[d].name for d in dims), directions=tuple(directions),
                       sigmas=tuple(float(ref.sigma[d]) for d in dims), classes=tuple(classes), shifts=shifts,
                       verified=verified, curves=curves, rankings=rankings,
-                      black_box_agreement=black_box_agreement, population_classes=pop0.classes)
+                      black_box_agreement=black_box_agreement, population_classes=pop0.classes,
+                      curve_dims=curve_dims)
 
 
 def _check_k(k: Any, style_dim: int) -> int:
@@ -317,7 +331,7 @@ def plot_shift_comparison(comparison: Comparison, path: str | Path) -> Path:
 
 
 def _report(comparison: Comparison, folder: Path, real: dict[str, Any] | None = None,
-            notes: Sequence[str] = ()) -> str:
+            notes: Sequence[str] = (), models: dict[str, Any] | None = None) -> str:
     from ..report.html import _e, _img, _num, _table
 
     names = comparison.names
@@ -327,7 +341,15 @@ def _report(comparison: Comparison, folder: Path, real: dict[str, Any] | None = 
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td,th{padding:2px 6px;"
              "text-align:right}.l{text-align:left}table{border-collapse:collapse}</style></head><body>",
              f"<h1>Comparison of {len(names)} classifiers</h1>",
-             f"<p>One population of {comparison.n} samples (seed {comparison.seed}), labelled by each.</p>",
+             f"<p>One population of {comparison.n} samples (seed {comparison.seed}"
+             + ("" if comparison.population_classes is None else
+                f"; classes {', '.join(map(str, comparison.population_classes))}") + "), labelled by each.</p>",
+             *(["<h2>Models</h2>", _table(["model", "path", "sha256 (first 16 hex digits)"],
+                                          [[m["name"], m["path"], "; ".join(f"{f} {h[:16]}" for f, h in
+                                                                           m["sha256"].items())]
+                                           for m in [{**models["generator"], "name": "generator"},
+                                                     *models["classifiers"]]], left=[0, 1, 2])]
+               if models else []),
              "<h2>Accuracy and agreement</h2>",
              _table(["classifier", "accuracy", *[f"agrees with {b}" for b in names], *real_head],
                     [[a, _num(comparison.accuracy[a])] + [_num(comparison.agreement[a][b]) for b in names]
@@ -336,7 +358,18 @@ def _report(comparison: Comparison, folder: Path, real: dict[str, Any] | None = 
     if notes:
         parts.append("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
     if comparison.curves:  # written by this run (not a figure left in the folder by an earlier one)
-        parts += ["<h2>Accuracy against distance (K = 100)</h2>", _img(folder / "accuracy_curves.png", "curves")]
+        k = next(iter(comparison.curves.values())).k
+        along = (f"every curve along the top {k} dimensions of {names[0]}'s ranking, so that curves differ only by "
+                 "the models" if comparison.curve_dims == "reference" else
+                 f"each curve along the top {k} dimensions of its own classifier's ranking")
+        how = "; ".join(f"{n}: {m}" for n, m in ((n, comparison.rankings[n].method) for n in names)
+                        if n in comparison.rankings)
+        bb = "".join(f" The black-box ranking of {_e(n)} shares {a['top_overlap']} of its top {a['k']} with the "
+                     f"gradient ranking of {_e(a['reference'])} on the same {a['n']} samples."
+                     for n, a in comparison.black_box_agreement.items() if "top_overlap" in a)
+        parts += [f"<h2>Accuracy against distance (K = {k})</h2>",
+                  f"<p>Distance {_e(along)} (--curve-dims). Rankings: {_e(how)}.{bb}</p>",
+                  _img(folder / "accuracy_curves.png", "curves")]
     parts += ["<h2>Corner shifts side by side</h2>",
               f"<p>Dimensions and directions: the top {len(comparison.dims)} of {_e(names[0])}; starts: per class, "
               "the mean of the samples every classifier gets right.</p>",
@@ -385,10 +418,19 @@ class CompareRun:
         return "\n".join(lines)
 
 
+CURVE_DIMS = ("reference", "own")
+
+
+def _check_curve_dims(curve_dims: str) -> None:
+    if curve_dims not in CURVE_DIMS:
+        raise FailatlasError(f"--curve-dims must be 'reference' (every curve along the first classifier's top "
+                             f"dimensions) or 'own' (each classifier's own), got {curve_dims!r}")
+
+
 def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out: str | Path, n: int = 2000,
                 seed: int = 0, k: int = 10, batch_size: int | None = None, black_box_n: int = BLACK_BOX_N,
-                classes: Sequence[int] | None = None, progress_bar: bool | None = None,
-                verbose: bool = True) -> CompareRun:
+                classes: Sequence[int] | None = None, curve_dims: str = "reference",
+                progress_bar: bool | None = None, verbose: bool = True) -> CompareRun:
     """The ``failatlas compare`` job: load the generator and the classifiers (folders, shipped names or
     ``.onnx``, ``.pt`` or ``.pt2`` files), compare them (each stage announced on stderr unless ``verbose`` is False) and write
     ``compare.json``, ``corner_shifts.csv``,
@@ -402,12 +444,13 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
     from ..report.curves_figures import plot_accuracy_curves
-    from .pipeline import _unique_names, real_accuracy
+    from .pipeline import _unique_names, model_info, real_accuracy
 
     from .. import distributed as dist
     from .population import _model_dtype_device
 
     classes = check_classes(classes)
+    _check_curve_dims(curve_dims)
     out = _io.check_out_folder(out, names=COMPARE_FILES)
     rank, world_size = dist.world()
     if rank != 0:
@@ -418,6 +461,10 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     black_box_n = check_black_box_n(black_box_n)
     paths = [resolve_classifier(c) for c in classifiers]
     models = {name: load_any_classifier(c) for name, c in zip(_unique_names(paths), classifiers)}
+    # which files were compared, for the record (two exports can share a file name: classifier.pt, -2)
+    infos = {"generator": model_info(generator, gpath, gpath.resolve().name).to_json(),
+             "classifiers": [model_info(given, path, name).to_json()
+                             for given, path, name in zip(classifiers, paths, models)]}
     if world_size > 1:  # every rank checks the same things, so they all fail or all get to init()
         if len(models) < 2:
             raise FailatlasError(f"compare needs at least two classifiers, got {len(models)}; pass --classifier "
@@ -426,8 +473,8 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
             raise FailatlasError("failatlas under torchrun runs on the CPU (gloo) only for now")
         dist.init()
     comparison = compare_classifiers(G, models, n=n, seed=seed, k=k, batch_size=batch_size, black_box_n=black_box_n,
-                                     classes=classes, progress_bar=progress_bar, distributed=world_size > 1,
-                                     verbose=verbose)
+                                     classes=classes, curve_dims=curve_dims, progress_bar=progress_bar,
+                                     distributed=world_size > 1, verbose=verbose)
     if comparison is None:  # not rank 0 under torchrun: its shards are done, rank 0 writes
         return CompareRun(out, None, {}, rank=rank, world_size=world_size)
     real, notes = real_accuracy(gpath, models)  # a few seconds: each classifier on the real test split
@@ -437,12 +484,13 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     # failure part-way leaves the folder as it was, not a mix of this run's files and an earlier run's
     stage = Path(tempfile.mkdtemp(prefix=".compare-", dir=out))
     try:
-        _io.write_json(stage / "compare.json", {**comparison.to_json(), "real_accuracy": real, "notes": notes})
+        _io.write_json(stage / "compare.json", {**comparison.to_json(), "models": infos, "real_accuracy": real,
+                                                "notes": notes})
         _io.write_bytes(stage / "corner_shifts.csv", _csv(comparison.shift_rows()))
         plot_shift_comparison(comparison, stage / "corner_shifts.png")
         if comparison.curves:
             plot_accuracy_curves(comparison.curves, stage / "accuracy_curves.png")
-        _io.write_bytes(stage / "report.html", _report(comparison, stage, real, notes).encode("utf-8"))
+        _io.write_bytes(stage / "report.html", _report(comparison, stage, real, notes, infos).encode("utf-8"))
         if not comparison.curves:  # no curve this time: an earlier run's figure must not pass for this one's
             for name in ("accuracy_curves.png", "accuracy_curves.json"):
                 (out / name).unlink(missing_ok=True)

@@ -416,11 +416,16 @@ def _load_models(options: AnalysisOptions):
             raise FailatlasError(
                 f"classifier {name} ({path}) has {got} classes but generator {gpath.name} ({gpath}) has "
                 f"{G.num_classes}; every classifier must describe the generator's {G.num_classes} labels")
-        files = {path.name: _io.sha256(path)} if path.is_file() else _model_files(path)
-        classifiers.append((ModelInfo(str(given), path.resolve(), name, files), C))
-    gen_info = ModelInfo(str(options.generator), gpath.resolve(), _safe_name(gpath.resolve().name),
-                         _model_files(gpath if gpath.is_dir() else gpath.parent))
+        classifiers.append((model_info(given, path, name), C))
+    gen_info = model_info(options.generator, gpath, _safe_name(gpath.resolve().name))
     return G, gen_info, classifiers
+
+
+def model_info(given: object, path: Path, name: str) -> ModelInfo:
+    """What a run records of a model: the name given, the resolved path, the display name and the sha256 of
+    its file (a classifier file) or of its folder's weights and config."""
+    files = {path.name: _io.sha256(path)} if path.is_file() else _model_files(path)
+    return ModelInfo(str(given), path.resolve(), name, files)
 
 
 def _curves_csv(curves: dict[str, CurveResult], path: Path) -> Path:

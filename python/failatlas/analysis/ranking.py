@@ -501,9 +501,10 @@ BLACK_BOX_N = 64
 
 
 def check_black_box_n(n: Any) -> int:
-    """``--black-box-n``: a positive number of samples, else one :class:`FailatlasError`."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise FailatlasError(f"--black-box-n must be a positive number of samples, got {n!r}")
+    """``--black-box-n``: a number of samples ≥ 2 (the gradient ranking it is checked against, in
+    ``compare``, needs two to measure σ), else one :class:`FailatlasError`."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise FailatlasError(f"--black-box-n must be a number of samples of at least 2, got {n!r}")
     return int(n)
 
 

@@ -133,9 +133,13 @@ def _shape_text(shape: list[Any]) -> str:
 # --------------------------------------------------------------------------------------------- export
 
 
+DEFAULT_CALIBRATION = 1000  # real training images that calibrate the int8 activation ranges
+
+
 def export_models(generator: nn.Module | str | os.PathLike, classifier: nn.Module | str | os.PathLike,
                   out: str | os.PathLike, *, int8: bool = False, noise_mode: str = "const",
-                  calibration: int = 1000, dataset: str | None = None, idx_dir: str | os.PathLike | None = None,
+                  calibration: int | None = None, dataset: str | None = None,
+                  idx_dir: str | os.PathLike | None = None,
                   overwrite: bool = False, seed: int = 0) -> ExportResult:
     """Export ``generator`` + ``classifier`` into the folder ``out`` (see the module doc for the files).
 
@@ -144,7 +148,8 @@ def export_models(generator: nn.Module | str | os.PathLike, classifier: nn.Modul
     its folder or a shipped name (``"mnist/classifier-corrupted"``); it must predict the generator's classes.
     ``noise_mode``: the generator's deterministic noise, ``"const"`` (default) or ``"none"``; ``"random"``
     is refused (an exported graph must give the same output for the same styles).
-    ``int8``: also write ``classifier-int8.onnx``, calibrated on ``calibration`` real training images of
+    ``int8``: also write ``classifier-int8.onnx``, calibrated on ``calibration`` (None: 1,000) real training
+    images of
     ``dataset`` (default: the dataset the classifier records it was trained on, with its IDX folder and blur;
     else ``"mnist"``; ``idx_dir``: the IDX folder of a ``dataset`` given here), and measure the accuracy table.
     ``out`` must not exist or be empty, unless ``overwrite``: then the files named above are replaced (and
@@ -160,6 +165,10 @@ def export_models(generator: nn.Module | str | os.PathLike, classifier: nn.Modul
         raise FailatlasError(f"an exported graph must be deterministic: noise_mode must be one of "
                              f"{', '.join(EXPORT_NOISE_MODES)}, got {noise_mode!r} (random noise differs on "
                              "every call)")
+    if not int8 and (calibration is not None or dataset is not None or idx_dir is not None):
+        raise FailatlasError("--calibration, --dataset and --idx-dir set up the int8 export: add --int8, or leave "
+                             "them out")
+    calibration = DEFAULT_CALIBRATION if calibration is None else calibration
     if isinstance(calibration, bool) or not isinstance(calibration, (int, np.integer)) or calibration < 1:
         raise FailatlasError(f"the number of calibration images must be a positive integer, got {calibration!r}")
     check_out_folder(out, overwrite, "to replace the exported files in it")

@@ -41,6 +41,10 @@ IN_SHAPE = (1, 28, 28)
 FALLBACK_OPSET = 17
 #: an exported model must reproduce the torch logits within this, relative to max(1, |largest logit|)
 EXPORT_RTOL = 1e-4
+# batch-independence probe at load time, relative to max(1, |largest logit|): looser than a torch file's
+# 1e-4, so that a dynamically quantized graph (its activations requantized per batch) still loads; BatchNorm
+# exported in training mode moved logits by more than 1.
+_BATCH_RTOL = 1e-2
 
 
 _first_line = error_line  # the name the deploy modules use
@@ -468,8 +472,15 @@ class OnnxClassifier(nn.Module):
                                  "its graph or weights are damaged: export it again")
         from ..analysis.population import check_not_probabilities
 
-        check_not_probabilities(self._run(np.random.default_rng(0).random((4, *IN_SHAPE), dtype=np.float32)),
-                                f"the ONNX classifier {path}")
+        x = np.random.default_rng(0).random((4, *IN_SHAPE), dtype=np.float32)
+        together = self._run(x).astype(np.float64)
+        check_not_probabilities(together, f"the ONNX classifier {path}")
+        alone = np.concatenate([self._run(x[i:i + 1]) for i in range(len(x))]).astype(np.float64)
+        if together.shape == alone.shape and np.isfinite(together).all() and \
+                np.abs(together - alone).max() > _BATCH_RTOL * max(1.0, float(np.abs(together).max())):
+            raise FailatlasError(f"the ONNX classifier {path} gives an image other logits depending on the rest of "
+                                 "the batch (exported with BatchNorm or dropout in training mode?); export it from "
+                                 "a model in eval mode (model.eval() before torch.onnx.export)")
         num_classes = int(probe.shape[1])
         declared = self.metadata.get("num_classes")
         if declared is not None and declared.strip() != str(num_classes):

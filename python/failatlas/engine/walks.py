@@ -57,11 +57,19 @@ def check_label_range(labels: torch.Tensor, num_classes: int) -> None:
 
 
 def check_scales(style_dim: int, dims: torch.Tensor, sigma: torch.Tensor, sign: torch.Tensor) -> None:
-    """A walk's scales: ``sigma`` one entry per style dimension, ``sign`` one per walked dimension."""
+    """A walk's scales: ``sigma`` one entry ≥ 0 per style dimension (a standard deviation), ``sign`` one
+    direction, +1 or -1, per walked dimension."""
     if sigma.shape != (style_dim,):
         raise FailatlasError(f"sigma must have one entry per style dimension ({style_dim}), got {list(sigma.shape)}")
     if sign.shape != dims.shape:
         raise FailatlasError(f"sign needs one entry per walked dimension ({dims.numel()}), got {sign.numel()}")
+    if bool((sigma < 0).any()):
+        raise FailatlasError(f"sigma holds a negative value ({float(sigma.min()):g}); it is a standard deviation "
+                             "(the direction of a walk is sign)")
+    if not bool(((sign == 1) | (sign == -1)).all()):
+        bad = sign[(sign != 1) & (sign != -1)][0]
+        raise FailatlasError(f"sign must be +1 or -1 for each walked dimension, got {float(bad):g} (the size of a "
+                             "step is its shift)")
 
 
 class WalkEngine:

@@ -254,8 +254,9 @@ def _classifier_folder(folder: str | Path) -> Path:
                              f"train-classifier --out {folder}` or pass the folder holding {CONFIG_FILE} "
                              f"and {WEIGHTS_FILE}")
     if not folder.is_dir():
-        raise FailatlasError(f"{folder} is not a classifier folder; pass the folder holding {CONFIG_FILE} "
-                             f"and {WEIGHTS_FILE}")
+        raise FailatlasError(f"{folder} is a file but not a classifier file or folder; a classifier is a folder "
+                             f"holding {CONFIG_FILE} and {WEIGHTS_FILE}, or a file named .onnx (ONNX), .pt "
+                             "(TorchScript) or .pt2 (torch.export)")
     return folder
 
 

@@ -314,9 +314,10 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
     data = _load(dataset, split, on, blur, idx_dir, seed) if isinstance(dataset, str) else dataset
     config = classifier_config_of(model)
     if config is not None and config.num_classes != int(data.num_classes):
+        trained = f" ({config.dataset})" if config.dataset else ""
         raise FailatlasError(f"the classifier has {config.num_classes} classes but dataset {data.name!r} has "
-                             f"{data.num_classes}; evaluate it on the dataset it was trained for "
-                             f"({config.dataset or 'unknown'}) or retrain it on {data.name!r}")
+                             f"{data.num_classes}; evaluate it on the dataset it was trained for{trained} or "
+                             f"retrain it on {data.name!r}")
     x_all = data.classifier_input()
     check_classifier_input(x_all, tuple(config.in_shape) if config else (1, SIZE, SIZE))
     labels = torch.as_tensor(data.labels, dtype=torch.int64)
@@ -337,6 +338,14 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
                     raise FailatlasError(f"the classifier returns logits of shape {list(logits.shape)} but "
                                          f"dataset {data.name!r} has {data.num_classes} classes; evaluate "
                                          "it on the dataset it was trained for or retrain it")
+                finite = torch.isfinite(logits).all(dim=1)
+                if not bool(finite.all()):  # argmax of NaN rows would count them as class 0, silently
+                    bad = int((~finite).sum())
+                    raise FailatlasError(
+                        f"the classifier returned NaN or infinite logits for {bad} of the {len(finite)} images "
+                        f"{start}..{start + len(finite) - 1} of {data.name!r} ({split}, {on}), first for image "
+                        f"{start + int((~finite).nonzero()[0, 0])}; its accuracy would be meaningless: check its "
+                        "weights (or, for an .onnx file, its graph)")
                 hits[start:start + batch_size] = (logits.argmax(1).cpu() == labels[start:start + batch_size])
     finally:
         model.train(was_training)
