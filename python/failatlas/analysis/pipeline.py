@@ -810,7 +810,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         "options": options.effective(),
         "models": {"generator": gen_info.to_json(), "classifiers": [i.to_json() for i in infos],
                    "primary": primary},
-        "timings": timings,
+        "timings": {stage_name: round(seconds, 3) for stage_name, seconds in timings.items()},
         "files": sorted(written),
         "notes": notes,
     })

@@ -83,8 +83,8 @@ def plot_failure_direction(walk, path: str | Path, classifier: str | None = None
                 ax.set_ylabel(f"class {walk.classes[i]}", fontsize=7)
     who = f" of {classifier}" if classifier else ""
     fig.suptitle(f"The failure direction{who} in W: each class's average digit moved by the steps shown\n"
-                 f"(× the projection's spread); ◆ nearest the misses' mean ({walk.mis_position:+.2f}); p_y, red ≤ 0.5",
-                 fontsize=7.5)
+                 "(in standard deviations of the well-classified samples along it); "
+                 f"◆ nearest the misses' mean ({walk.mis_position:+.2f}); p_y, red ≤ 0.5", fontsize=7.5)
     fig.tight_layout()
     _save_png(fig, path)
     _io.write_json(path.with_suffix(".json"), {"figure": "failure_direction", "png": path.name, **walk.to_json()})

@@ -195,7 +195,8 @@ def _summary(run) -> str:
               f"{cc['combinations']['found']} / {cc['combinations']['pairs']}")]
     for name, curves in s["accuracy_curves"].items():
         for key, c in curves.items():
-            rows.append((f"accuracy vs distance, {name} ({key}): unweighted mean of the bins' accuracies, slope "
+            k_dims = f"K = {key[1:]} dimensions" if key.startswith("K") else key
+            rows.append((f"accuracy vs distance, {name} ({k_dims}): unweighted mean of the bins' accuracies, slope "
                          "(per unit of distance), largest rise between consecutive bins",
                          f"{_num(c['mean_accuracy'], '.3f')}, {_num(c['slope'], '+.3f')}, "
                          f"{_num(c.get('max_rise'), '+.3f')}"))
