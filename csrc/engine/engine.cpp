@@ -347,9 +347,12 @@ at::Tensor Engine::walk(const at::Tensor& starts_in, const at::Tensor& labels_in
   at::Tensor p = allocating("the results of a walk of " + std::to_string(N) + " starts × " + std::to_string(K) +
                                 " dims × " + std::to_string(M) + " shifts; walk fewer at a time",
                             [&] {
-                              steps.resize(size_t(K * M));
+                              // the largest first (p: N·K·M doubles), so a walk too large for memory fails
+                              // before anything is written (a resized vector is filled with zeros)
+                              at::Tensor out = at::empty({N, K, M}, at::kDouble);
                               if (pred) *pred = at::empty({N, K, M}, at::kLong);
-                              return at::empty({N, K, M}, at::kDouble);
+                              steps.resize(size_t(K * M));
+                              return out;
                             });
   // steps[k][m] = float32(shift·scale) computed in float64, added to the float32 start (WalkEngine).
   const double* sh = shifts.data_ptr<double>();

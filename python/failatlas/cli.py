@@ -80,8 +80,8 @@ def _black_box_option(p: argparse.ArgumentParser) -> None:
 def _classes_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=int, nargs="+", default=None, metavar="C",
                    help="draw the population from these classes only (e.g. --classes 3 8: the failure "
-                        "conditions of those classes; classes the generator had no training image of); default: "
-                        "every class, uniformly")
+                        "conditions of those classes; or every class but those the generator had no training "
+                        "image of); default: every class, uniformly")
 
 
 def _model_options(p: argparse.ArgumentParser, files: bool = False) -> None:

@@ -103,3 +103,5 @@ def test_rank_command_draws_from_the_chosen_classes(saved_models, tmp_path, caps
     pop = Population.from_npz(out / "population.npz")
     assert pop.classes == (4,) and set(pop.y.tolist()) == {4} and "class 4" in captured.err
     assert sorted(Ranking.read_json(out / "ranking.json").per_class) == [4]
+    assert json.loads((out / "ranking.json").read_text())["population_classes"] == [4]
+    assert "population: 30 samples, class 4, accuracy" in captured.out

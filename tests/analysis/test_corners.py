@@ -255,6 +255,17 @@ def test_csv_and_json_round_trip(tmp_path, hand_built, left):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(FailatlasError, match="not a failatlas corner-case table"):
         CornerCases.read_csv(tmp_path / "bad.csv")
+    # files written before the predicted class was recorded still load; what they lack is not counted as 0
+    assert cc.summary()["flipped"] == sum(r.flipped for r in cc.cases if r.found and not r.at_start and r.verified)
+    old = cc.to_json()
+    for row in old["cases"] + old["combinations"]:
+        del row["pred_verified"]
+    legacy = CornerCases.from_json(old)
+    assert all(r.pred_verified is None for r in legacy.rows) and legacy.summary()["flipped"] is None
+    assert "the predicted class not recorded" in legacy.format()
+    lines = (tmp_path / "corners.csv").read_text().splitlines()
+    (tmp_path / "old.csv").write_text("\n".join(",".join(line.split(",")[:-1]) for line in lines) + "\n")
+    assert [r.pred_verified for r in CornerCases.read_csv(tmp_path / "old.csv")] == [None] * len(lines[1:])
 
 
 def test_bad_options_and_mismatched_ranking(G, sharp, left):

@@ -257,6 +257,15 @@ def test_a_class_without_well_classified_samples_has_no_centre():
     assert torch.isnan(r.centre[2]).all() and len(r.distance) == 60
     obj = r.to_json()
     assert obj["classes_without_centre"] == [2] and obj["n_mis_total"] == int((~well).sum())
+    # what the plot leaves out: the bins from 1 on, and the 30 samples that have no distance
+    rest = r.not_plotted()
+    off = ~r.plotted
+    assert rest["n_without_centre"] == 30 and rest["n_well"] == int(r.n_well[off].sum())
+    assert rest["n_mis"] == int(r.n_mis[off].sum()) + r.n_below + r.n_beyond + 30
+    assert rest["accuracy"] == pytest.approx(rest["n_well"] / (rest["n_well"] + rest["n_mis"]))
+    assert obj["not_plotted"] == rest
+    # every sample is either in a plotted bin or counted as not plotted
+    assert int(r.n_well[r.plotted].sum() + r.n_mis[r.plotted].sum()) + rest["n_well"] + rest["n_mis"] == n
 
 
 def test_curve_figures_write_png_and_json(tmp_path):
@@ -275,6 +284,9 @@ def test_curve_figures_write_png_and_json(tmp_path):
     data = json.loads((tmp_path / "accuracy.json").read_text())
     assert set(data["curves"]) == {"clean", "corrupted"}
     assert len(data["curves"]["clean"]["centres"]) == int(curves["clean"].plotted.sum())
+    for name, c in curves.items():  # what the figure leaves out is counted beside it
+        rest = data["curves"][name]["not_plotted"]
+        assert rest == c.not_plotted() and data["curves"][name]["n_plotted"] + rest["n_well"] + rest["n_mis"] == n
     png = plot_accuracy_curves_per_class(curves, tmp_path / "per_class.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     data = json.loads((tmp_path / "per_class.json").read_text())

@@ -158,10 +158,17 @@ def test_report_is_self_contained_escaped_and_drawn_from_the_results(first):
                    "Shared dimensions", "Manifest", "top vs random", "unweighted mean of the bins' accuracies"):
         assert needle in text
     assert "top10 mean ks" not in text  # summary rows in words, not field names
-    # every found corner case with its signed shift and its probabilities to 4 decimals
+    # every found corner case with its signed shift, its probabilities to 4 decimals (more where 4 would
+    # read 0.5000) and the class predicted there
+    from failatlas.report.figures import format_p
+
     for r in first.corner_cases.rows:
         if r.found and not r.at_start:
-            assert f"<td>{html_escaped(r.signed_shifts())}</td><td>{r.p_before:.4f}</td><td>{r.p_at_shift:.4f}</td>" in text
+            assert (f"<td>{html_escaped(r.signed_shifts())}</td><td>{format_p(r.p_before, 4)}</td>"
+                    f"<td>{format_p(r.p_at_shift, 4)}</td><td>{r.pred_verified}</td>") in text
+    assert "mean KS of a dimension that does not separate at all" in text and "predicted as another class" in text
+    if any(sum(c.not_plotted()[k] for k in ("n_well", "n_mis")) for c in first.curves.values()):
+        assert "not plotted: 1 and beyond, or below 0" in text
     assert render_report(first) == text  # re-rendered from the objects alone: the same page
 
 
@@ -399,7 +406,15 @@ def test_bad_classes_are_one_line_before_any_work(models, tmp_path, capsys):
     for bad in (["10"], ["3", "3"], ["-1"]):
         rc = main(_cli(models, tmp_path / "x", "--classes", *bad))
         lines = _error_lines(capsys.readouterr().err)
-        assert rc == 2 and len(lines) == 1 and "--classes must be distinct class labels" in lines[0], lines
+        assert rc == 2 and len(lines) == 1 and "the classes (--classes) must be distinct class labels" in lines[0], lines
         assert not (tmp_path / "x").exists()
-    with pytest.raises(FailatlasError, match=r"--classes must be distinct class labels, got \[\]"):
+    with pytest.raises(FailatlasError, match=r"the classes \(--classes\) must be distinct class labels, got \[\]"):
         run_analysis(_options(models, classes=()), tmp_path / "y")
+
+
+def test_p_y_never_rounds_to_one_half_on_the_wrong_side():
+    from failatlas.report.figures import format_p
+
+    assert format_p(0.49996) == "0.49996" and format_p(0.500004, 4) == "0.500004"
+    assert format_p(0.5) == "0.500" and format_p(0.4321) == "0.432" and format_p(None) == "–"
+    assert format_p(float("nan")) == "–"

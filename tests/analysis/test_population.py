@@ -51,8 +51,9 @@ def test_class_subset(G, C):
         sample_population(G, C, 5, classes=[3, 10])
     with pytest.raises(FailatlasError, match="distinct"):
         sample_population(G, C, 5, classes=[])
-    for bad in ("37", [1.5], [True], 3, [2, 2]):
-        with pytest.raises(FailatlasError, match="--classes must be distinct class labels"):
+    assert sample_population(G, C, 4, seed=2, classes=torch.tensor([7, 2])).classes == (2, 7)  # a tensor of labels
+    for bad in ("37", [1.5], [True], 3, [2, 2], torch.tensor([1.0, 2.0])):
+        with pytest.raises(FailatlasError, match=r"the classes \(--classes\) must be distinct class labels"):
             sample_population(G, C, 5, classes=bad)
 
 

@@ -260,10 +260,16 @@ def test_a_dynamically_quantized_file_is_seen_as_quantized(exported, tmp_path):
     from onnxruntime.quantization import quantize_dynamic
 
     quantize_dynamic(str(exported), str(tmp_path / "dynamic.onnx"))
-    assert OnnxClassifier(tmp_path / "dynamic.onnx").quantized and not OnnxClassifier(exported).quantized
+    dynamic = OnnxClassifier(tmp_path / "dynamic.onnx")
+    assert dynamic.quantized and not OnnxClassifier(exported).quantized
+    # its activations are requantized per batch, by design: not probed for batch independence (which a
+    # probe batch could fail by chance: 0.5%–1.4% of the largest logit on three seeds)
+    assert dynamic._dynamic and not OnnxClassifier(exported)._dynamic
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:ONNX Preprocess - Removing mutation:UserWarning")  # the exporter, on purpose here
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_batchnorm_exported_in_training_mode_is_refused(tmp_path, one_error):
     """Its logits for an image depend on the rest of the batch (a torch file like it was refused already)."""
     torch.manual_seed(0)

@@ -188,3 +188,13 @@ def test_input_validation():
         check_classifier_input(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
     with pytest.raises(FailatlasError, match="torch.Tensor"):
         check_classifier_input([[0.0]])
+
+
+def test_a_classifier_file_given_to_the_folder_loader_is_named(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    with pytest.raises(FailatlasError, match="is a classifier file, not a folder: load it with "
+                                             "failatlas.deploy.load_any_classifier"):
+        load_classifier(tmp_path / "model.onnx")
+    (tmp_path / "model.bin").write_bytes(b"x")
+    with pytest.raises(FailatlasError, match=r"is a file but not a classifier file or folder"):
+        load_classifier(tmp_path / "model.bin")

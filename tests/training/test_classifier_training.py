@@ -262,14 +262,14 @@ def test_classes_without_a_training_image_are_named_on_stderr(tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
-def test_missing_class_messages_name_limit_only_where_the_command_has_it(capsys):
+def test_missing_class_messages_name_limit_only_where_one_was_set(capsys):
     from failatlas.training.classifier import warn_missing_classes
 
     labels = torch.tensor([0, 1, 1, 0])
-    assert warn_missing_classes(labels, 3, "toy") == [2]  # train-gan: no --limit option
+    assert warn_missing_classes(labels, 3, "toy") == [2]  # the CLI commands have no --limit option
     assert "check the dataset\n" in capsys.readouterr().err
-    warn_missing_classes(labels, 3, "toy", limit=True)  # train-classifier
-    assert "check the dataset (or a --limit that keeps too few images)" in capsys.readouterr().err
+    warn_missing_classes(labels, 3, "toy", limit=True)  # TrainClassifierConfig(limit=...) in the library
+    assert "check the dataset (or a `limit` that keeps too few images)" in capsys.readouterr().err
     with pytest.raises(FailatlasError, match=r"needs at least 2: check the labels file$"):
         warn_missing_classes(torch.zeros(4, dtype=torch.long), 3, "toy")
 

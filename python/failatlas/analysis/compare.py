@@ -174,6 +174,7 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
         raise FailatlasError(f"compare needs at least two classifiers, got {len(names)}; pass --classifier twice")
     _check_k(k, G.style_dim)
     _check_curve_dims(curve_dims)
+    classes = check_classes(classes)
     black_box_n = check_black_box_n(black_box_n)
     for name, C in classifiers.items():
         check_class_counts(G, C, name=name)
@@ -462,7 +463,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     paths = [resolve_classifier(c) for c in classifiers]
     models = {name: load_any_classifier(c) for name, c in zip(_unique_names(paths), classifiers)}
     # which files were compared, for the record (two exports can share a file name: classifier.pt, -2)
-    infos = {"generator": model_info(generator, gpath, gpath.resolve().name).to_json(),
+    infos = {"generator": model_info(generator, gpath, gpath.resolve().name, folder=True).to_json(),
              "classifiers": [model_info(given, path, name).to_json()
                              for given, path, name in zip(classifiers, paths, models)]}
     if world_size > 1:  # every rank checks the same things, so they all fail or all get to init()

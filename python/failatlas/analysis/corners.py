@@ -72,7 +72,8 @@ class CornerCase:
     the last bracket point examined (at max_shift when not found). verified: a fresh re-classification
     gives p_y ≤ 0.5 at shift and > 0.5 at shift_before (p_verified, p_before_verified). evaluations:
     images classified for this row (the shared evaluation of its start not included). pred_verified: the
-    class the re-classification predicts at the shift (None when not verified): p_y ≤ 0.5 is where the
+    class the re-classification predicts at the shift (None when the row was not found, or not
+    re-classified: ``verify=False``, or a file written before it was recorded): p_y ≤ 0.5 is where the
     classifier stops being sure of the true class; with more than two classes the true class can still be
     the most likely one there (:attr:`flipped`).
     """
@@ -162,12 +163,16 @@ class CornerCases:
     def summary(self) -> dict[str, Any]:
         """Counts for the single-dimension rows (``pairs`` = (class, dimension) pairs searched), the
         combinations separately, and the evaluation counts. ``found`` and ``verified`` count corner cases
-        reached by a shift, ``flipped`` those of them whose image is predicted as another class; a pair whose start already has p_y ≤ 0.5 is counted in ``at_start`` only (its
+        reached by a shift, ``flipped`` the verified ones whose image is predicted as another class (None
+        for rows read from a file written before that was recorded); a pair whose start already has p_y ≤ 0.5 is counted in ``at_start`` only (its
         row has ``found`` and shift 0, but there is nothing to find: the start itself fails)."""
         def counts(rows):
+            verified = [r for r in rows if r.found and not r.at_start and r.verified]
             return {"pairs": len(rows), "found": sum(r.found and not r.at_start for r in rows),
-                    "verified": sum(r.found and not r.at_start and r.verified for r in rows),
-                    "flipped": sum(r.found and not r.at_start and r.verified and r.flipped for r in rows),
+                    "verified": len(verified),
+                    # None: a file written before the predicted class was recorded
+                    "flipped": None if any(r.pred_verified is None for r in verified)
+                    else sum(r.flipped for r in verified),
                     "at_start": sum(r.at_start for r in rows)}
         return {**counts(self.cases), "combinations": counts(self.combinations), "evaluations": self.evaluations,
                 "rounds": self.rounds, "verify_evaluations": self.verify_evaluations,
@@ -277,8 +282,9 @@ class CornerCases:
             lines.append(f"{r.start:>5} {r.cls:>3}  {r.label():<28.28} {shift:>8} {p:>7} {pb:>8} {pred:>4}  "
                          f"{('yes' if r.verified else 'no') if r.found else '-':<3} {note}")
         s = self.summary()
-        lines.append(f"{s['found']}/{s['pairs']} found, {s['verified']} verified ({s['flipped']} predicted as "
-                     f"another class); combinations "
+        flipped = "the predicted class not recorded" if s["flipped"] is None else \
+            f"{s['flipped']} predicted as another class"
+        lines.append(f"{s['found']}/{s['pairs']} found, {s['verified']} verified ({flipped}); combinations "
                      f"{s['combinations']['found']}/{s['combinations']['pairs']}; {self.evaluations} evaluations")
         lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)

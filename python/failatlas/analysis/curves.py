@@ -161,13 +161,16 @@ class CurveResult:
 
     def not_plotted(self) -> dict[str, Any]:
         """The samples the plot leaves out (DESIGN §4.6 draws bins with centre < 1): those in the other bins,
-        and the mis-classified ones beyond the last bin's edge (``n_beyond``) or below the first
-        (``n_below``). ``{"n_well", "n_mis", "accuracy"}`` (accuracy None when there are none). Often where
-        a classifier fails most: a report should show them beside the curve."""
+        the mis-classified ones beyond the last bin's edge (``n_beyond``) or below the first (``n_below``),
+        and, with class centres, the samples of classes without a well-classified sample (no centre, no
+        distance: ``n_without_centre``, all mis-classified). ``{"n_well", "n_mis", "accuracy",
+        "n_without_centre"}`` (accuracy None when there are none; n_mis includes n_without_centre). Often
+        where a classifier fails most: a report should show them beside the curve."""
         rest = ~self.plotted
         well = int(self.n_well[rest].sum())
-        mis = int(self.n_mis[rest].sum()) + self.n_below + self.n_beyond
-        return {"n_well": well, "n_mis": mis, "accuracy": well / (well + mis) if well + mis else None}
+        mis = int(self.n_mis[rest].sum()) + self.n_below + self.n_beyond + self.n_without_centre
+        return {"n_well": well, "n_mis": mis, "accuracy": well / (well + mis) if well + mis else None,
+                "n_without_centre": self.n_without_centre}
 
     @property
     def max_rise(self) -> float:

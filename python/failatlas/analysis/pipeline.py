@@ -417,13 +417,16 @@ def _load_models(options: AnalysisOptions):
                 f"classifier {name} ({path}) has {got} classes but generator {gpath.name} ({gpath}) has "
                 f"{G.num_classes}; every classifier must describe the generator's {G.num_classes} labels")
         classifiers.append((model_info(given, path, name), C))
-    gen_info = model_info(options.generator, gpath, _safe_name(gpath.resolve().name))
+    gen_info = model_info(options.generator, gpath, _safe_name(gpath.resolve().name), folder=True)
     return G, gen_info, classifiers
 
 
-def model_info(given: object, path: Path, name: str) -> ModelInfo:
+def model_info(given: object, path: Path, name: str, folder: bool = False) -> ModelInfo:
     """What a run records of a model: the name given, the resolved path, the display name and the sha256 of
-    its file (a classifier file) or of its folder's weights and config."""
+    its file (a classifier file) or of its folder's weights and config. ``folder``: a model that is always a
+    folder (a generator given as one of its files, config.json say, is recorded as its folder)."""
+    if folder and path.is_file():
+        path = path.parent
     files = {path.name: _io.sha256(path)} if path.is_file() else _model_files(path)
     return ModelInfo(str(given), path.resolve(), name, files)
 
@@ -590,7 +593,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     # 1. population ------------------------------------------------------------------------------------
     n = options.population_size
     real = None  # each classifier's accuracy on the real test split (rank 0)
-    with stage("population", f"{n} samples, seed {seed}{describe_classes(options.classes)}, "
+    with stage("population", f"{n} samples, seed {seed}{describe_classes(check_classes(options.classes))}, "
                              f"{len(infos)} classifier(s)"):
         pop0 = sample_population(G, C0, n, seed=seed, classes=options.classes, batch_size=bs, progress_bar=bar,
                                  distributed=sharded)

@@ -274,8 +274,14 @@ def check_classes(classes: Sequence[int] | None, num_classes: int | None = None)
     :class:`FailatlasError` naming ``--classes``; with ``num_classes`` each must lie in [0, num_classes)."""
     if classes is None:
         return None
-    bad = FailatlasError(f"--classes must be distinct class labels{'' if num_classes is None else f' in [0, {num_classes})'}"
-                         f", got {list(classes) if isinstance(classes, (list, tuple)) else classes!r} (e.g. --classes 3 8)")
+    if isinstance(classes, (torch.Tensor, np.ndarray)) and classes.ndim == 1 and \
+            not (classes.dtype.is_floating_point if isinstance(classes, torch.Tensor)
+                 else np.issubdtype(classes.dtype, np.floating)):
+        classes = classes.tolist()  # a tensor or array of labels, from a library caller
+    shown = list(classes) if isinstance(classes, (list, tuple)) else classes
+    bad = FailatlasError(f"the classes (--classes) must be distinct class labels"
+                         f"{'' if num_classes is None else f' in [0, {num_classes})'}, got {shown!r} "
+                         "(e.g. --classes 3 8)")
     if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
         raise bad
     chosen = list(classes)

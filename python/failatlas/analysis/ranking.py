@@ -584,7 +584,8 @@ class RankRun:
             return f"rank {self.rank} of {self.world_size}: shard done; rank 0 writes the results to {self.out}"
         pop, m = self.population, len(self.summary["top_dims"])
         return "\n".join([
-            f"population: {pop.n} samples, accuracy {pop.accuracy:.4f} ({pop.n_mis} mis-classified); "
+            f"population: {pop.n} samples{describe_classes(pop.classes)}, accuracy {pop.accuracy:.4f} "
+            f"({pop.n_mis} mis-classified); "
             f"target {self.ranking.target}",
             self.ranking.format(k),
             f"separation: mean KS of the top {m} dims {self.summary[f'top{m}_mean_ks']:.3f}, "
@@ -675,7 +676,8 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
         files["separation_json"] = out / "separation.json"
         notes = data_notes(generator, {Path(str(classifier)).name: C})
         _io.write_json(out / "ranking.json", {**ranking.to_json(), "summary": summary, "notes": notes,
-                                              "generator": str(generator), "classifier": str(classifier)})
+                                              "generator": str(generator), "classifier": str(classifier),
+                                              "population_classes": None if classes is None else list(classes)})
         files["ranking_json"] = out / "ranking.json"
     return RankRun(out=out, population=pop, ranking=ranking, separation=sep, summary=summary, files=files,
                    timings=dict(stage.timings), notes=tuple(notes))

@@ -253,6 +253,9 @@ def _classifier_folder(folder: str | Path) -> Path:
         raise FailatlasError(f"classifier folder not found: {folder}; train one with `failatlas "
                              f"train-classifier --out {folder}` or pass the folder holding {CONFIG_FILE} "
                              f"and {WEIGHTS_FILE}")
+    if not folder.is_dir() and folder.suffix in (".onnx", ".pt", ".pt2"):
+        raise FailatlasError(f"{folder} is a classifier file, not a folder: load it with "
+                             "failatlas.deploy.load_any_classifier (the commands take it as it is)")
     if not folder.is_dir():
         raise FailatlasError(f"{folder} is a file but not a classifier file or folder; a classifier is a folder "
                              f"holding {CONFIG_FILE} and {WEIGHTS_FILE}, or a file named .onnx (ONNX), .pt "

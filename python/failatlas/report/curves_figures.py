@@ -73,8 +73,8 @@ def plot_accuracy_curves(curves: Mapping[str, Any], path: str | Path) -> Path:
     ax.set_title(f"Accuracy vs distance (top-{'/'.join(map(str, ks))} dimensions)", fontsize=10)
     band = Patch(color="grey", alpha=0.25, linewidth=0, label="95% interval of each bin (Wilson)")
     ax.legend(handles=[*lines.values(), band], fontsize=8, frameon=False, loc="lower left")
-    notes = ["not plotted (distance 1 and beyond, DESIGN §4.6):"] + [_not_plotted_line(name, c)
-                                                                      for name, c in curves.items()]
+    notes = ["not plotted (distance 1 and beyond, DESIGN §4.6, or no distance: a class without a "
+             "well-classified sample):"] + [_not_plotted_line(name, c) for name, c in curves.items()]
     fig.text(0.01, 0.01, "\n".join(notes), fontsize=7.5, color="dimgray", va="bottom")
     fig.tight_layout(rect=(0, 0.035 * len(notes), 1, 1))
     _save_png(fig, path)
@@ -92,7 +92,8 @@ def _not_plotted_line(name: str, curve) -> str:
     rest = curve.not_plotted()
     n = rest["n_well"] + rest["n_mis"]
     acc = "" if rest["accuracy"] is None else f" (accuracy {rest['accuracy']:.3f})"
-    return f"  {name}: {n} of {curve.n} samples, {rest['n_mis']} mis-classified{acc}"
+    none = f", {rest['n_without_centre']} of them without a centre" if rest["n_without_centre"] else ""
+    return f"  {name}: {n} of {curve.n + curve.n_without_centre} samples, {rest['n_mis']} mis-classified{acc}{none}"
 
 
 def _n_plotted(curve) -> int:

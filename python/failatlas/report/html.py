@@ -266,7 +266,8 @@ def _curve_tables(run) -> str:
                  _num(row["accuracy"], ".3f")] for row in curve.rows() if row["plotted"]]
         rest = curve.not_plotted()
         if rest["n_well"] + rest["n_mis"]:
-            rows.append(["1 and beyond (not plotted)", "", rest["n_well"], rest["n_mis"],
+            without = f"; {rest['n_without_centre']} without a centre" if rest["n_without_centre"] else ""
+            rows.append([f"not plotted: 1 and beyond, or below 0{without}", "", rest["n_well"], rest["n_mis"],
                          _num(rest["accuracy"], ".3f")])
         out.append(f"<h3>{_e(name)}: unweighted mean of the bins' accuracies {_e(_num(curve.mean_accuracy, '.3f'))}, "
                    f"slope {_e(_num(curve.slope, '+.3f'))} per unit of distance</h3>")

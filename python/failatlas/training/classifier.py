@@ -143,9 +143,9 @@ def random_crops(images: torch.Tensor, max_shift: int, generator: torch.Generato
 
 def warn_missing_classes(labels: torch.Tensor, num_classes: int, dataset: str, limit: bool = False) -> list[int]:
     """Say on stderr which classes have no training image (a model trained so never predicts them: an IDX
-    folder with the wrong labels file, or, where the command has ``--limit``, one too small); returns them.
+    folder with the wrong labels file, or, when the caller set one, a ``limit`` too small); returns them.
     Fewer than 2 classes with images is refused (:class:`FailatlasError`)."""
-    or_limit = " (or a --limit that keeps too few images)" if limit else ""
+    or_limit = " (or a `limit` that keeps too few images)" if limit else ""
     counts = torch.bincount(labels.long(), minlength=num_classes)
     missing = [c for c in range(num_classes) if int(counts[c]) == 0]
     present = [c for c in range(num_classes) if int(counts[c]) > 0]
@@ -188,7 +188,7 @@ def train_classifier(config: TrainClassifierConfig, out: str | Path, *, train_se
     if n < 2:
         raise FailatlasError(f"the training set has {n} images; at least 2 are needed")
 
-    warn_missing_classes(labels, int(train_set.num_classes), str(train_set.name), limit=True)
+    warn_missing_classes(labels, int(train_set.num_classes), str(train_set.name), limit=config.limit is not None)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     class_names = tuple(str(c) for c in train_set.class_names) if getattr(train_set, "class_names", None) else None
