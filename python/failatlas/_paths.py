@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePosixPath
+from typing import Sequence
 
 from .errors import FailatlasError
 
@@ -181,12 +182,14 @@ def same_data(a: dict[str, object], b: dict[str, object]) -> bool:
     return key(a) == key(b)
 
 
-def data_notes(generator: object, classifiers: dict[str, object]) -> list[str]:
+def data_notes(generator: object, classifiers: dict[str, object],
+               classes: Sequence[int] | None = None) -> list[str]:
     """Notes about the data behind a generator (a folder or shipped name) and the classifiers judged on its
     images (name → a loaded model, whose ``config.training`` is its record): classes the generator had no
-    training images of, and a classifier recorded as trained on other data than the generator."""
+    training images of (only those among ``classes``, the population's, when given), and a classifier
+    recorded as trained on other data than the generator."""
     training = recorded_training(generator)
-    empty = training.get("classes_without_data") or []
+    empty = [c for c in training.get("classes_without_data") or [] if classes is None or c in classes]
     notes = ([f"the generator's training images held no image of class{'es' if len(empty) > 1 else ''} "
               f"{', '.join(map(str, empty))} (train-gan warned): it draws them without having learnt them, so "
               "read their rows, curves and corner cases with care, or leave them out (--classes with the other "

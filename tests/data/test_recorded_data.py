@@ -97,3 +97,6 @@ def test_data_notes_name_empty_classes_and_models_of_other_data(tmp_path):
     assert notes[0].startswith("the generator's training images held no image of class 4 ")
     assert notes[1].startswith(f"other was trained on mnist but the generator on toy ({tmp_path})")
     assert data_notes("mnist/generator", {"c": other}) == []  # the shipped pair: same data, no empty class
+    # a population without class 4 (--classes 0 1 2 3) has nothing to say about it
+    assert data_notes(gen, {"same": same}, classes=(0, 1, 2, 3)) == []
+    assert data_notes(gen, {"same": same}, classes=(3, 4))[0].startswith("the generator's training images held")

@@ -452,16 +452,18 @@ def _curves_csv(curves: dict[str, CurveResult], path: Path) -> Path:
 REAL_ACCURACY_WARNING = 0.5
 
 
-def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module]) -> tuple[dict[str, Any] | None, list[str]]:
+def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module],
+                  classes: Sequence[int] | None = None) -> tuple[dict[str, Any] | None, list[str]]:
     """Each classifier's accuracy on the real clean and corrupted test split of the data the generator was
     trained on (its ``config.json`` → ``training``: dataset, blur, IDX folder), the context for what the
     analysis finds on generated images, and a check that a classifier of one's own reads failatlas's input.
     Returns ``({"dataset", "blur", "classifiers": {name: {"clean", "corrupted"}}} or None, notes)``: None (with a
-    note saying why) when the config names no dataset or the data cannot be loaded here."""
+    note saying why) when the config names no dataset or the data cannot be loaded here. ``classes``: the
+    population's classes (None: all), so that the notes name only classes it holds."""
     from .._paths import data_notes, recorded_data
     from ..training.classifier import evaluate_classifier
 
-    notes = data_notes(generator_folder, models)
+    notes = data_notes(generator_folder, models, classes)
     data = recorded_data(generator_folder)
     if data is None:
         return None, [*notes, "no accuracy on real test images: the generator's config.json names no training "
@@ -603,7 +605,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         if tmp is not None:
             pop0.to_npz(tmp / "population.npz")
             wrote("population.npz")
-            real, real_notes = real_accuracy(gen_info.path, models)  # a few seconds: 2 × 2,000 real images each
+            real, real_notes = real_accuracy(gen_info.path, models, pop0.classes)  # a few seconds: 2 × 2,000 real images each
             notes.extend(real_notes)
     # fails here, before the gradients, if a group is empty (on every rank alike: they hold the same population)
     separation = Separation(pop0, layout=layout)

@@ -674,7 +674,7 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
             "separation_png": plot_separation(sep, ranking, out / "separation.png", k=3, seed=seed),
         }
         files["separation_json"] = out / "separation.json"
-        notes = data_notes(generator, {Path(str(classifier)).name: C})
+        notes = data_notes(generator, {Path(str(classifier)).name: C}, classes)
         _io.write_json(out / "ranking.json", {**ranking.to_json(), "summary": summary, "notes": notes,
                                               "generator": str(generator), "classifier": str(classifier),
                                               "population_classes": None if classes is None else list(classes)})
