@@ -241,3 +241,24 @@ def test_compare_draws_its_population_from_the_chosen_classes(G, C, tmp_path, ca
     err = capsys.readouterr().err
     assert rc == 2 and "the classes (--classes) must be distinct class labels in [0, 10), got [12]" in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_given_population_is_relabelled_by_the_reference(G, C, tmp_path):
+    """A population labelled by another classifier must not lend its verdicts to the reference."""
+    import copy
+
+    from failatlas.analysis.curves import with_classifier
+    from failatlas.analysis.population import sample_population
+
+    pop = sample_population(G, C, 80, seed=0)
+    third = copy.deepcopy(C)
+    with torch.no_grad():
+        third.fc2.weight.mul_(-1.0)  # other verdicts
+    mislabelled = with_classifier(pop, G, third)
+    assert not torch.equal(mislabelled.well, pop.well)
+    cmp = compare_classifiers(G, {"a": C, "b": copy.deepcopy(C)}, population=mislabelled, k=2)
+    assert cmp.accuracy["a"] == cmp.accuracy["b"] == pop.accuracy != mislabelled.accuracy
+    with pytest.raises(FailatlasError, match="pass classes or a population, not both"):
+        compare_classifiers(G, {"a": C, "b": third}, population=pop, classes=[1])
+    with pytest.raises(FailatlasError, match="curve_k must be a number of dimensions"):
+        compare_classifiers(G, {"a": C, "b": third}, population=pop, curve_k=0)

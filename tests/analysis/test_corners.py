@@ -323,3 +323,22 @@ def test_unaligned_grid_still_brackets_the_threshold(left):
     assert not row.found and row.evaluations == 2  # 4σ, then 6σ (max_shift) and no further
     (same,) = CornerCaseSearch(hb.G, hb.left, left.ranking).search(None, step=4.0, max_shift=6.0, **kw).cases
     assert same == row
+
+
+def test_a_population_of_some_classes_and_rows_of_another_result(G, sharp):
+    """The search follows the classes a population was drawn from (it warned about the 8 others as
+    'use a larger population'); styles() refuses a row of another result (it rebuilt it from the wrong
+    start, or failed with an IndexError)."""
+    import dataclasses
+
+    pop = sharp.population
+    have = sorted({int(c) for c in pop.y[pop.well].tolist()})[:2]
+    some = dataclasses.replace(pop, classes=tuple(have))
+    some = some.subset(torch.isin(pop.y, torch.tensor(have)))
+    cc = CornerCaseSearch(G, sharp.C, sharp.ranking).search(some, dims=1, pairs=False)
+    assert cc.labels.tolist() == have and cc.skipped_classes == () and not cc.warnings
+    other = CornerCaseSearch(G, sharp.C, sharp.ranking).search(pop, dims=2, pairs=False)
+    foreign = next(r for r in other.rows if r.start >= len(cc.labels) or r.dims != cc.rows[0].dims)
+    with pytest.raises(FailatlasError, match="is not a row of this corner-case result"):
+        cc.styles(foreign)
+    assert cc.styles(cc.rows[0], "start").shape == (G.style_dim,)

@@ -210,3 +210,14 @@ def test_out_of_memory_is_not_reported_as_a_wrong_input(G):
 
     with pytest.raises(torch.OutOfMemoryError):
         sample_population(G, Hungry(), 4, seed=0)
+
+
+def test_models_of_the_wrong_kind_are_named(G, C):
+    with pytest.raises(FailatlasError, match="the seed must be a non-negative integer, got None"):
+        sample_population(G, C, 4, seed=None)
+    with pytest.raises(FailatlasError, match="the generator must be a failatlas Generator.*generator first"):
+        sample_population(C, G, 4)  # swapped
+    with pytest.raises(FailatlasError, match="load a generator with failatlas.load_generator"):
+        sample_population("mnist/generator", C, 4)
+    with pytest.raises(FailatlasError, match="the classifier must be a loaded model, got str"):
+        sample_population(G, "mnist/classifier-corrupted", 4)

@@ -167,6 +167,9 @@ def test_black_box_ranking_agrees_with_the_gradient_ranking(G, C, population):
     grad = GradientRanking(G, C, batch_size=16).rank(population)
     box = BlackBoxRanking(G, C, n=n, h=0.05).rank(population)
     assert box.method == "black-box" and box.images == 2 * n * G.style_dim and box.n == n
+    from failatlas.analysis import Ranking
+
+    assert Ranking.from_json(box.to_json()).images == box.images  # the cost survives a round trip
     assert torch.equal(box.sigma, grad.sigma)
     # the gradient ranking on the same n samples (σ from the whole population, as the black box does)
     g_sum = torch.zeros(G.style_dim, dtype=torch.float64)

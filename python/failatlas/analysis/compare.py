@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -150,8 +151,8 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
                         progress_bar: bool | None = None, distributed: bool = False,
                         verbose: bool = False) -> Comparison | None:
     """Compare ``{name: classifier}`` (at least two; the first is the reference) on one population of
-    ``n`` samples drawn with ``seed`` from ``classes`` (None: all), or on the given ``population``, labelled
-    by the first classifier.
+    ``n`` samples drawn with ``seed`` from ``classes`` (None: all), or on the given ``population`` (whoever
+    labelled it, it is labelled again by the first classifier: its verdicts are the reference).
 
     curve_dims: the dimensions each accuracy curve measures distance along: ``"reference"`` (default: the
     first classifier's top ``curve_k`` for every curve, as the corner shifts use its top ``k``, so two
@@ -173,8 +174,12 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
     if len(names) < 2:
         raise FailatlasError(f"compare needs at least two classifiers, got {len(names)}; pass --classifier twice")
     _check_k(k, G.style_dim)
+    _check_k(curve_k, G.style_dim, "curve_k")
     _check_curve_dims(curve_dims)
     classes = check_classes(classes)
+    if population is not None and classes is not None:
+        raise FailatlasError("pass classes or a population, not both: a given population keeps the classes it "
+                             "was drawn from (sample it with classes=...)")
     black_box_n = check_black_box_n(black_box_n)
     for name, C in classifiers.items():
         check_class_counts(G, C, name=name)
@@ -184,12 +189,13 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
         distributed = dist.sharding()
     stage = Stages("compare", ("population", "labels", "rankings", "curves", "corner cases"), verbose)
     first = classifiers[names[0]]
-    with stage("population", f"{population.n} samples given" if population is not None
+    with stage("population", f"{population.n} samples given, labelled by {names[0]}" if population is not None
                else f"{n} samples, seed {seed}{describe_classes(classes)}, labelled by {names[0]}"):
-        pop0 = population if population is not None else sample_population(G, first, n, seed=seed,
-                                                                            classes=classes, batch_size=batch_size,
-                                                                            progress_bar=progress_bar,
-                                                                            distributed=distributed)
+        if population is not None:  # whoever labelled it: the reference's verdicts are what is compared
+            pop0 = with_classifier(population, G, first, batch_size=batch_size, progress_bar=progress_bar)
+        else:
+            pop0 = sample_population(G, first, n, seed=seed, classes=classes, batch_size=batch_size,
+                                     progress_bar=progress_bar, distributed=distributed)
     pops = {names[0]: pop0}
     with stage("labels", f"{len(names) - 1} other classifier(s)"):
         for name in names[1:]:
@@ -200,8 +206,8 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
             else:
                 pops[name] = with_classifier(pop0, G, classifiers[name], batch_size=batch_size,
                                              progress_bar=progress_bar)
-    accuracy = {name: float(p.well.float().mean()) for name, p in pops.items()}
-    agreement = {a: {b: float((pops[a].pred == pops[b].pred).float().mean()) for b in names} for a in names}
+    accuracy = {name: float(p.well.double().mean()) for name, p in pops.items()}
+    agreement = {a: {b: float((pops[a].pred == pops[b].pred).double().mean()) for b in names} for a in names}
 
     # (sharded: rank 0 gets every ranking, the other ranks None; every rank makes the same collective calls)
     with stage("rankings", f"{len(names)} classifier(s)"):
@@ -270,10 +276,11 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
                       curve_dims=curve_dims)
 
 
-def _check_k(k: Any, style_dim: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= style_dim:
-        raise FailatlasError(f"--k must be a number of dimensions between 1 and the generator's {style_dim}, got {k!r}")
-    return k
+def _check_k(k: Any, style_dim: int, what: str = "--k") -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= style_dim:
+        raise FailatlasError(f"{what} must be a number of dimensions between 1 and the generator's {style_dim}, "
+                             f"got {k!r}")
+    return int(k)
 
 
 def _with_sigma(ranking: Ranking, sigma: torch.Tensor) -> Ranking:

@@ -188,7 +188,12 @@ class CornerCases:
 
     def styles(self, row: CornerCase, which: str = "shift") -> torch.Tensor:
         """float64 Tensor[S]: the styles of ``row`` at its corner shift (``"shift"``), at the grid point
-        before it (``"before"``) or at its start (``"start"``), rebuilt exactly as the search built them."""
+        before it (``"before"``) or at its start (``"start"``), rebuilt exactly as the search built them.
+        ``row`` must be one of this result's rows (a row of another search would be rebuilt from the wrong
+        start)."""
+        if not any(row is r or row == r for r in self.rows):
+            raise FailatlasError(f"{row.label()} from start {row.start} (class {row.cls}) is not a row of this "
+                                 "corner-case result; rebuild its styles with the result it came from")
         if which == "start":
             return self.starts[row.start].to(torch.float64)
         t = row.shift if which == "shift" else row.shift_before if which == "before" else "?"
@@ -196,7 +201,8 @@ class CornerCases:
             raise FailatlasError(f"which must be 'shift', 'before' or 'start', got {which!r}")
         if t is None:
             raise FailatlasError(f"{row.label()} from start {row.start} has no corner case ({which}); "
-                                 "it was not found within max_shift")
+                                 + ("its start already has p_y ≤ 0.5, so there is no point before it" if row.at_start
+                                    else "it was not found within max_shift"))
         return _walk_rows(self.starts.to(torch.float64), [row], torch.tensor([float(t)], dtype=torch.float64))[0]
 
     def to_csv(self, path: str | Path) -> Path:
@@ -618,6 +624,8 @@ class _Setup:
                 raise FailatlasError(f"the population has {population.style_dim} style dimensions but the "
                                      f"generator has {S}; sample the population with this generator")
             rows_s, rows_y = [], []
+            if classes is None and population.classes is not None:  # a population of some classes: those
+                classes = sorted(population.classes)
             for c in (classes if classes is not None else range(C)):
                 mask = (population.y == c) & population.well
                 if not bool(mask.any()):
@@ -746,8 +754,9 @@ class CornerCaseSearch:
 
         population: gives the starts (mean s of each class's well-classified samples; a class without one
         is skipped and named in ``warnings``). dims: the dimensions to walk (None: the ranking's top 10;
-        an int k: its top k). classes: restrict to these classes (None: all). starts: Tensor[N, S] to use
-        instead, with ``labels`` Tensor[N] (or ``starts=(s, labels)``). step, max_shift, tol: in σ units.
+        an int k: its top k). classes: restrict to these classes (None: all, or the population's classes
+        when it was drawn from some). starts: Tensor[N, S] to use instead, with ``labels`` Tensor[N] (or
+        ``starts=(s, labels)``). step, max_shift, tol: in σ units.
         refine: how the bracket is narrowed to ``tol`` — ``"secant"`` (default: each step goes where logit
         p_y crosses 0 on the line through the bracket's ends, with a bisection safeguard) or
         ``"bisection"``. Both end on two neighbouring grid points with p_y ≤ 0.5 and > 0.5, so where p_y

@@ -461,6 +461,10 @@ def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module],
     note saying why) when the config names no dataset or the data cannot be loaded here. ``classes``: the
     population's classes (None: all), so that the notes name only classes it holds."""
     from .._paths import data_notes, recorded_data
+
+    if isinstance(generator_folder, torch.nn.Module):
+        raise FailatlasError("real_accuracy reads the generator's record from its folder: pass the folder or "
+                             "shipped name (e.g. 'mnist/generator'), not a loaded Generator")
     from ..training.classifier import evaluate_classifier
 
     notes = data_notes(generator_folder, models, classes)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -175,6 +176,10 @@ def _check_fields(t: dict[str, torch.Tensor], source: str, fix: str = "build it 
 
 
 def _model_dtype_device(module: nn.Module) -> tuple[torch.dtype, torch.device]:
+    if not isinstance(module, nn.Module):
+        raise FailatlasError(f"expected a loaded model (torch.nn.Module), got {type(module).__name__} {module!r:.60}; "
+                             "load a generator with failatlas.load_generator and a classifier with "
+                             "failatlas.deploy.load_any_classifier (both take a folder or a shipped name)")
     p = next(iter(module.parameters()), None)
     return (p.dtype, p.device) if p is not None else (torch.float32, torch.device("cpu"))
 
@@ -259,7 +264,13 @@ def check_not_probabilities(logits: Any, who: str) -> None:
 
 def check_class_counts(G: nn.Module, classifier: nn.Module, found: int | None = None, name: str | None = None) -> None:
     """Raise :class:`FailatlasError` unless the classifier (called ``name`` in the message) has as many
-    classes as the generator."""
+    classes as the generator (and unless G is a failatlas generator and the classifier a model)."""
+    if not (isinstance(G, nn.Module) and hasattr(G, "synthesis_from_styles") and hasattr(G, "num_classes")):
+        raise FailatlasError(f"the generator must be a failatlas Generator (failatlas.load_generator(folder or "
+                             f"shipped name)), got {type(G).__name__}; pass the generator first, then the classifier")
+    if not callable(classifier) or isinstance(classifier, (str, os.PathLike)):
+        raise FailatlasError(f"the classifier must be a loaded model, got {type(classifier).__name__}; load it "
+                             "with failatlas.deploy.load_any_classifier (a folder, a shipped name or a file)")
     got = found if found is not None else classifier_num_classes(classifier)
     if got is not None and got != G.num_classes:
         which = f"the classifier {name}" if name else _who(classifier)
@@ -318,6 +329,9 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise FailatlasError(f"the population size must be a positive integer, got {n!r} (use e.g. --n 10000)")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise FailatlasError(f"the seed must be a non-negative integer, got {seed!r}")
+    check_class_counts(G, classifier)
     batch_size = check_batch_size(batch_size, G)
     n, seed = int(n), int(seed)
     check_class_counts(G, classifier)

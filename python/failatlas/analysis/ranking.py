@@ -166,7 +166,7 @@ class Ranking:
         return {
             "format": JSON_FORMAT, "target": self.target, "n": self.n, "style_dim": self.style_dim,
             "bootstrap": self.bootstrap, "seed": self.seed, "label": self.label, "method": self.method,
-            "dims": [dataclasses.asdict(r) for r in self.rows()],
+            "images": self.images, "dims": [dataclasses.asdict(r) for r in self.rows()],
             "per_class": {str(c): r.to_json() for c, r in sorted(self.per_class.items())},
         }
 
@@ -192,7 +192,7 @@ class Ranking:
                 target=_check_target(obj["target"]), n=int(obj["n"]),
                 ci_low=col("ci_low") if has_ci else None, ci_high=col("ci_high") if has_ci else None,
                 bootstrap=int(obj.get("bootstrap", 0)), seed=int(obj.get("seed", 0)), label=obj.get("label"),
-                method=str(obj.get("method", "gradient")),
+                method=str(obj.get("method", "gradient")), images=int(obj.get("images", 0)),
                 per_class={int(c): cls.from_json(r, source) for c, r in obj.get("per_class", {}).items()})
         except FailatlasError:
             raise
