@@ -217,7 +217,7 @@ def test_models_of_the_wrong_kind_are_named(G, C):
         sample_population(G, C, 4, seed=None)
     with pytest.raises(FailatlasError, match="the generator must be a failatlas Generator.*generator first"):
         sample_population(C, G, 4)  # swapped
-    with pytest.raises(FailatlasError, match="load a generator with failatlas.load_generator"):
+    with pytest.raises(FailatlasError, match=r"the generator must be a failatlas Generator \(failatlas.load_generator.*got str"):
         sample_population("mnist/generator", C, 4)
     with pytest.raises(FailatlasError, match="the classifier must be a loaded model, got str"):
         sample_population(G, "mnist/classifier-corrupted", 4)
