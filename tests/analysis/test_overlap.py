@@ -78,3 +78,11 @@ def test_overlap_json_csv_and_figure(tmp_path, ranking):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((tmp_path / "overlap.json").read_text())
     assert data["figure"] == "class_overlap" and data["jaccard"] == r.jaccard.tolist()
+
+
+def test_numpy_integers_are_integers():
+    import numpy as np
+
+    from failatlas.analysis import ClassDirections
+
+    assert ClassDirections(k=np.int64(5)).k == 5 and type(ClassDirections(k=np.int64(5)).k) is int

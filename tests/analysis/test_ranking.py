@@ -215,3 +215,14 @@ def test_black_box_n_may_be_a_numpy_integer(G, C, population):
     from failatlas.analysis import BlackBoxRanking
 
     assert BlackBoxRanking(G, C, n=np.int64(4)).n == 4
+
+
+def test_bad_bootstrap_or_seed_are_refused_before_the_gradients(G, C, population):
+    import numpy as np
+
+    ranker = GradientRanking(G, C, batch_size=16)
+    with pytest.raises(FailatlasError, match="seed must be a non-negative integer, got 'x'"):
+        ranker.rank(population, bootstrap=2, seed="x")
+    with pytest.raises(FailatlasError, match="bootstrap must be a non-negative number of resamples"):
+        ranker.rank(population, bootstrap=-1)
+    assert ranker.rank(population, bootstrap=np.int64(2), seed=np.int64(1)).bootstrap == 2

@@ -15,6 +15,7 @@ others' has class-specific ones.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,9 @@ class ClassDirections:
     """
 
     def __init__(self, k: int = DEFAULT_K) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:  # numpy integers too
             raise FailatlasError(f"k must be a positive number of dimensions, got {k!r}")
-        self.k = k
+        self.k = int(k)
 
     def compare(self, ranking: Ranking) -> ClassOverlap:
         if not isinstance(ranking, Ranking):

@@ -319,8 +319,11 @@ class GradientRanking:
         if population.n < 2:
             raise FailatlasError(f"ranking needs at least 2 samples to measure σ, the population has {population.n}; "
                                  "use a larger --n")
-        if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+        if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
             raise FailatlasError(f"bootstrap must be a non-negative number of resamples, got {bootstrap!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:  # before the gradients
+            raise FailatlasError(f"seed must be a non-negative integer, got {seed!r}")
+        bootstrap = int(bootstrap)
         n, S = population.n, population.style_dim
         layout = tuple(G.style_layout())
         sigma = population.s.to(torch.float64).std(dim=0)

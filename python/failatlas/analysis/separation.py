@@ -16,6 +16,7 @@ edges are not finite (a NaN or infinite s) always takes the torch code.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -263,11 +264,11 @@ class Separation:
         if layout is not None and len(layout) != population.style_dim:
             raise FailatlasError(f"the layout has {len(layout)} dimensions but the population has "
                                  f"{population.style_dim}; pass the layout of the generator that sampled it")
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 1:  # numpy integers too
             raise FailatlasError(f"bins must be a positive integer, got {bins!r}")
         self.population = population
         self.layout = None if layout is None else tuple(layout)
-        self.bins = bins
+        self.bins = int(bins)
         self.chunk = max(1, int(chunk))
         self.backend = _check_backend(backend)
 
