@@ -74,6 +74,11 @@ def test_grid_options_and_errors(G, searched):
         manipulation_grid(G, searched.C, cc, cls, dims=[unsearched])
     with pytest.raises(FailatlasError, match="fractions"):
         manipulation_grid(G, searched.C, cc, cls, fractions=(-0.5, 1.0))
+    with pytest.raises(FailatlasError, match="finite non-negative"):  # it drew a cell at an infinite shift
+        manipulation_grid(G, searched.C, cc, cls, fractions=(0.0, float("inf")))
+    # an int: the first k searched dimensions (as CornerCaseSearch takes dims=k); one fraction alone
+    one = manipulation_grid(G, searched.C, cc, cls, dims=1, fractions=0.5)
+    assert one.to_json()["dims"] == list(cc.dims[:1]) and one.images.shape[:2] == (1, 1)
 
 
 def test_figures_write_png_and_json(tmp_path, G, searched):

@@ -226,3 +226,9 @@ def test_bad_bootstrap_or_seed_are_refused_before_the_gradients(G, C, population
     with pytest.raises(FailatlasError, match="bootstrap must be a non-negative number of resamples"):
         ranker.rank(population, bootstrap=-1)
     assert ranker.rank(population, bootstrap=np.int64(2), seed=np.int64(1)).bootstrap == 2
+
+
+def test_a_row_out_of_range_is_named(G, C, population):
+    ranking = GradientRanking(G, C, batch_size=16).rank(population)
+    with pytest.raises(FailatlasError, match=rf"dim must be a style dimension in \[0, {G.style_dim}\), got 5000"):
+        ranking.row(5000)

@@ -9,9 +9,11 @@ dimension without a corner case (none within ``max_shift``) uses ``max_shift`` i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -94,16 +96,17 @@ def manipulation_grid(generator: nn.Module, classifier: nn.Module, corner_cases:
         raise FailatlasError(f"the corner cases have no start of class {cls}{why}; classes with a start: {have}")
     start = starts[0]
     rows = {r.dims[0]: r for r in corner_cases.cases if r.start == start}
-    if dims is None:
-        dims = [d for d in corner_cases.dims if d in rows][:10]
-    dims = [int(d) for d in dims]
+    if dims is None or isinstance(dims, (int, np.integer)):  # an int k: the first k searched, as the search
+        dims = [d for d in corner_cases.dims if d in rows][:10 if dims is None else int(dims)]
+    dims = [int(d) for d in (dims.tolist() if isinstance(dims, torch.Tensor) else dims)]
     missing = [d for d in dims if d not in rows]
     if not dims or missing:
         raise FailatlasError(f"dimensions {missing or dims} were not searched for class {cls}; searched: "
                              f"{sorted(rows)}")
-    fr = [float(f) for f in fractions]
-    if not fr or any(not (f >= 0) for f in fr):
-        raise FailatlasError(f"fractions must be non-negative numbers, got {list(fractions)}")
+    fr = [float(f) for f in (fractions.tolist() if isinstance(fractions, torch.Tensor) else
+                             [fractions] if isinstance(fractions, (int, float)) else fractions)]
+    if not fr or any(not (0 <= f < math.inf) for f in fr):
+        raise FailatlasError(f"fractions must be finite non-negative numbers, got {fr}")
     cases = [rows[d] for d in dims]
     base, notes = [], []
     for c in cases:

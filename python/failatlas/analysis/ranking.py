@@ -134,6 +134,8 @@ class Ranking:
         return r
 
     def row(self, dim: int, rank: int | None = None) -> RankedDim:
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 0 <= dim < self.style_dim:
+            raise FailatlasError(f"dim must be a style dimension in [0, {self.style_dim}), got {dim!r}")
         d = self.layout[dim]
         has_ci = self.ci_low is not None
         return RankedDim(
