@@ -315,7 +315,8 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
     """Sample ``n`` labelled generator samples and classify them (DESIGN §4).
 
     y is uniform over ``classes`` (default: all of the generator's classes), z ~ N(0, I), both from
-    ``latent_generator(seed)``; w = mapping(z, y) with ψ = 1, s = styles(w), the image is
+    ``latent_generator(seed)`` (all n z first, then all n y: with one seed, a smaller population's z are
+    the first rows of a larger one's, but its labels are not); w = mapping(z, y) with ψ = 1, s = styles(w), the image is
     synthesized from s with 'const' noise and classified through the adapter. Runs under
     ``torch.no_grad`` in batches of ``batch_size`` (None: :func:`default_batch_size`) on the generator's
     device, with the models in eval mode
