@@ -13,10 +13,14 @@ dataclass that serializes to JSON/CSV, and a functional twin.
 * :class:`ClassDirections` ``.compare(ranking)`` → :class:`ClassOverlap` (twin :func:`class_overlap`);
 * :class:`FailureDirection` ``(G, population).fit()`` → :class:`FailureDirectionResult` (beyond DESIGN: the
   one direction of W that separates the mis-classified samples; :func:`walk_failure_direction` renders it);
+* :func:`compare_classifiers` → :class:`Comparison` (several classifiers on one population; :func:`run_compare`
+  is the ``failatlas compare`` job); :func:`rank_any`: the gradient ranking, or the black-box one for a
+  classifier without gradients;
 * :func:`run_rank`: the ``failatlas rank`` job; :func:`run_analysis` (:class:`AnalysisOptions` →
   :class:`AnalysisRun`): the ``failatlas analyze`` job, every analysis written to one run folder.
 """
 
+from .compare import Comparison, compare_classifiers, run_compare
 from .corners import CornerCase, CornerCases, CornerCaseSearch, authors_corner_search, find_corner_cases
 from .curves import AccuracyCurve, CurveResult, accuracy_curve, classifier_curves, with_classifier
 from .direction import DirectionWalk, FailureDirection, FailureDirectionResult, walk_failure_direction
@@ -24,19 +28,20 @@ from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap, SharedDim, class_overlap, jaccard
 from .pipeline import AnalysisOptions, AnalysisRun, AnalysisShard, real_accuracy, run_analysis
 from .population import Population, sample_population
-from .ranking import BlackBoxRanking, GradientRanking, RankedDim, Ranking, RankRun, rank_dimensions, run_rank, style_gradients
+from .ranking import (BlackBoxRanking, GradientRanking, RankedDim, Ranking, RankRun, rank_any, rank_dimensions, run_rank,
+                      style_gradients)
 from .separation import Separation, SeparationResult, auroc, histograms, ks_statistic, separation
 from .tsne import LatentTSNE, TSNEResult, tsne_embeddings
 
 __all__ = [
     "AccuracyCurve", "AnalysisOptions", "AnalysisRun", "AnalysisShard", "BlackBoxRanking", "ClassDirections",
-    "ClassOverlap", "CornerCase",
+    "ClassOverlap", "Comparison", "CornerCase",
     "CornerCaseSearch", "CornerCases", "CurveResult", "DirectionWalk", "FailureDirection", "FailureDirectionResult",
     "GradientRanking", "LatentTSNE", "ManipulationGrid",
     "Population", "RankRun", "RankedDim", "Ranking", "Separation", "SeparationResult", "SharedDim", "TSNEResult",
-    "accuracy_curve", "auroc", "authors_corner_search", "class_overlap", "classifier_curves", "find_corner_cases",
-    "histograms", "jaccard", "ks_statistic", "manipulation_grid", "rank_dimensions", "real_accuracy",
-    "run_analysis", "run_rank",
+    "accuracy_curve", "auroc", "authors_corner_search", "class_overlap", "classifier_curves",
+    "compare_classifiers", "find_corner_cases", "histograms", "jaccard", "ks_statistic", "manipulation_grid",
+    "rank_any", "rank_dimensions", "real_accuracy", "run_analysis", "run_compare", "run_rank",
     "sample_population", "separation", "style_gradients", "tsne_embeddings", "walk_failure_direction",
     "with_classifier",
 ]
