@@ -265,7 +265,7 @@ def check_not_probabilities(logits: Any, who: str) -> None:
 def check_class_counts(G: nn.Module, classifier: nn.Module, found: int | None = None, name: str | None = None) -> None:
     """Raise :class:`FailatlasError` unless the classifier (called ``name`` in the message) has as many
     classes as the generator (and unless G is a failatlas generator and the classifier a model)."""
-    if not (isinstance(G, nn.Module) and hasattr(G, "synthesis_from_styles") and hasattr(G, "num_classes")):
+    if isinstance(G, (str, os.PathLike)) or not hasattr(G, "num_classes"):
         raise FailatlasError(f"the generator must be a failatlas Generator (failatlas.load_generator(folder or "
                              f"shipped name)), got {type(G).__name__}; pass the generator first, then the classifier")
     if not callable(classifier) or isinstance(classifier, (str, os.PathLike)):
