@@ -112,11 +112,15 @@ class ThreadsGuard {
   bool changed_ = false;
 };
 
-// Runs `fn`, turning torch's errors (c10::Error, and the std::runtime_error the TorchScript interpreter
-// throws for an exception raised inside a graph) into EngineError; `context` prefixes the message.
-// EngineError and std::bad_alloc pass through.
+// Runs `fn` with the engine's settings (threads, the graph as traced), turning torch's errors (c10::Error,
+// and the std::runtime_error the TorchScript interpreter throws for an exception raised inside a graph)
+// into EngineError; EngineError and std::bad_alloc pass through.
 template <typename F>
-auto as_engine_error(const std::string& context, F&& fn) -> decltype(fn()) {
+auto guarded(int threads, F&& fn) -> decltype(fn()) {
+  ThreadsGuard threads_guard(threads);
+  // Run the graph as traced: no profiling/optimizing passes, so results match eager float32 kernels and
+  // the first batches cost no re-specialization. (The flag is thread-local; the guard restores it.)
+  torch::jit::GraphOptimizerEnabledGuard optimize(false);
   try {
     return fn();
   } catch (const EngineError&) {
@@ -124,19 +128,8 @@ auto as_engine_error(const std::string& context, F&& fn) -> decltype(fn()) {
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
-    throw EngineError(context + torch_message(e));
+    throw EngineError(torch_message(e));
   }
-}
-
-// Runs `fn` with the engine's settings (threads, the graph as traced), turning torch's errors into
-// EngineError.
-template <typename F>
-auto guarded(int threads, F&& fn) -> decltype(fn()) {
-  ThreadsGuard threads_guard(threads);
-  // Run the graph as traced: no profiling/optimizing passes, so results match eager float32 kernels and
-  // the first batches cost no re-specialization. (The flag is thread-local; the guard restores it.)
-  torch::jit::GraphOptimizerEnabledGuard optimize(false);
-  return as_engine_error("", std::forward<F>(fn));
 }
 
 // Allocates with `fn`; a failure (too large for memory or for a tensor) becomes an EngineError naming

@@ -20,6 +20,15 @@ import torch
 _LATENT_TAG = 0x4C41544E
 
 
+def check_seed(seed: object) -> int:
+    """``seed`` as an int, or a FailatlasError for anything but a non-negative integer (numpy's included)."""
+    from .errors import FailatlasError
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise FailatlasError(f"the seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
 def derive_seed(key: list[int]) -> int:
     """A 63-bit seed, a fixed function of a list of 32-bit integers (``numpy.random.SeedSequence``)."""
     a, b = np.random.SeedSequence([int(k) for k in key]).generate_state(2, dtype=np.uint32)

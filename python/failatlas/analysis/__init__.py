@@ -28,8 +28,8 @@ from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap, SharedDim, class_overlap, jaccard
 from .pipeline import AnalysisOptions, AnalysisRun, AnalysisShard, real_accuracy, run_analysis
 from .population import Population, sample_population
-from .ranking import (BlackBoxRanking, GradientRanking, RankedDim, Ranking, RankRun, rank_any, rank_dimensions, run_rank,
-                      style_gradients)
+from .ranking import (BlackBoxRanking, GradientRanking, RankedDim, Ranking, RankRun, rank_any, rank_dimensions,
+                      run_rank, style_gradients)
 from .separation import Separation, SeparationResult, auroc, histograms, ks_statistic, separation
 from .tsne import LatentTSNE, TSNEResult, tsne_embeddings
 

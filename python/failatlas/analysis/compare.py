@@ -485,7 +485,8 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
                                      distributed=world_size > 1, verbose=verbose)
     if comparison is None:  # not rank 0 under torchrun: its shards are done, rank 0 writes
         return CompareRun(out, None, {}, rank=rank, world_size=world_size)
-    real, notes = real_accuracy(gpath, models, comparison.population_classes)  # a few seconds: each classifier on the real test split
+    # a few seconds: each classifier on the real test split
+    real, notes = real_accuracy(gpath, models, comparison.population_classes)
     notes = [*notes, *comparison.notes()]
     out.mkdir(parents=True, exist_ok=True)
     # every file is written into a staging folder inside --out and moved into place at the end, so a

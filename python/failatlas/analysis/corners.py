@@ -164,8 +164,9 @@ class CornerCases:
         """Counts for the single-dimension rows (``pairs`` = (class, dimension) pairs searched), the
         combinations separately, and the evaluation counts. ``found`` and ``verified`` count corner cases
         reached by a shift, ``flipped`` the verified ones whose image is predicted as another class (None
-        for rows read from a file written before that was recorded); a pair whose start already has p_y ≤ 0.5 is counted in ``at_start`` only (its
-        row has ``found`` and shift 0, but there is nothing to find: the start itself fails)."""
+        for rows read from a file written before that was recorded); a pair whose start already has
+        p_y ≤ 0.5 is counted in ``at_start`` only (its row has ``found`` and shift 0, but there is nothing to
+        find: the start itself fails)."""
         def counts(rows):
             verified = [r for r in rows if r.found and not r.at_start and r.verified]
             return {"pairs": len(rows), "found": sum(r.found and not r.at_start for r in rows),
@@ -278,7 +279,8 @@ class CornerCases:
 
     def format(self) -> str:
         """A short text table of the single-dimension rows and the combinations."""
-        lines = [f"{'start':>5} {'cls':>3}  {'dims':<28} {'shift σ':>8} {'p_y':>7} {'p_before':>8} {'pred':>4}  verified"]
+        lines = [f"{'start':>5} {'cls':>3}  {'dims':<28} {'shift σ':>8} {'p_y':>7} {'p_before':>8} {'pred':>4}  "
+                 "verified"]
         for r in self.rows:
             shift = "-" if r.shift is None else f"{r.shift:.2f}"
             p = "-" if r.p_at_shift is None else f"{r.p_at_shift:.3f}"

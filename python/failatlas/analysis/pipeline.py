@@ -599,9 +599,9 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     # 1. population ------------------------------------------------------------------------------------
     n = options.population_size
     real = None  # each classifier's accuracy on the real test split (rank 0)
-    with stage("population", f"{n} samples, seed {seed}{describe_classes(check_classes(options.classes))}, "
-                             f"{len(infos)} classifier(s)"):
-        pop0 = sample_population(G, C0, n, seed=seed, classes=options.classes, batch_size=bs, progress_bar=bar,
+    drawn_from = check_classes(options.classes)
+    with stage("population", f"{n} samples, seed {seed}{describe_classes(drawn_from)}, {len(infos)} classifier(s)"):
+        pop0 = sample_population(G, C0, n, seed=seed, classes=drawn_from, batch_size=bs, progress_bar=bar,
                                  distributed=sharded)
         populations = {primary: pop0}
         for info in infos[1:]:
@@ -609,7 +609,8 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         if tmp is not None:
             pop0.to_npz(tmp / "population.npz")
             wrote("population.npz")
-            real, real_notes = real_accuracy(gen_info.path, models, pop0.classes)  # a few seconds: 2 × 2,000 real images each
+            # a few seconds: 2 × 2,000 real images each
+            real, real_notes = real_accuracy(gen_info.path, models, pop0.classes)
             notes.extend(real_notes)
     # fails here, before the gradients, if a group is empty (on every rank alike: they hold the same population)
     separation = Separation(pop0, layout=layout)

@@ -25,7 +25,7 @@ from torch import nn
 
 from .. import _io
 from .._progress import progress
-from .._seeding import latent_generator
+from .._seeding import check_seed, latent_generator
 from ..errors import FailatlasError, error_line
 from ..models.adapter import classifier_view
 
@@ -316,8 +316,8 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
 
     y is uniform over ``classes`` (default: all of the generator's classes), z ~ N(0, I), both from
     ``latent_generator(seed)`` (all n z first, then all n y: with one seed, a smaller population's z are
-    the first rows of a larger one's, but its labels are not); w = mapping(z, y) with ψ = 1, s = styles(w), the image is
-    synthesized from s with 'const' noise and classified through the adapter. Runs under
+    the first rows of a larger one's, but its labels are not); w = mapping(z, y) with ψ = 1,
+    s = styles(w), the image is synthesized from s with 'const' noise and classified through the adapter. Runs under
     ``torch.no_grad`` in batches of ``batch_size`` (None: :func:`default_batch_size`) on the generator's
     device, with the models in eval mode
     (their modes are restored afterwards). Returns CPU tensors (floats as float32; images are synthesized
@@ -330,12 +330,10 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise FailatlasError(f"the population size must be a positive integer, got {n!r} (use e.g. --n 10000)")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise FailatlasError(f"the seed must be a non-negative integer, got {seed!r}")
-    check_class_counts(G, classifier)
+    seed = check_seed(seed)
+    check_class_counts(G, classifier)  # first: it names a path or a swapped model given for one
     batch_size = check_batch_size(batch_size, G)
-    n, seed = int(n), int(seed)
-    check_class_counts(G, classifier)
+    n = int(n)
     num_classes = G.num_classes
     if classes is None:
         allowed = torch.arange(num_classes)

@@ -26,6 +26,7 @@ from torch import nn
 
 from .. import _io
 from .._progress import progress
+from .._seeding import check_seed
 from ..errors import FailatlasError
 from ..models.adapter import classifier_view
 from ..models.stylegan2 import StyleDim
@@ -323,8 +324,7 @@ class GradientRanking:
                                  "use a larger --n")
         if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
             raise FailatlasError(f"bootstrap must be a non-negative number of resamples, got {bootstrap!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:  # before the gradients
-            raise FailatlasError(f"seed must be a non-negative integer, got {seed!r}")
+        seed = check_seed(seed)  # before the gradients
         bootstrap = int(bootstrap)
         n, S = population.n, population.style_dim
         layout = tuple(G.style_layout())

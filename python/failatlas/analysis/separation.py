@@ -127,7 +127,8 @@ def chance_ks(n1: int, n2: int) -> float:
     distribution: the Kolmogorov distribution's mean over √n_e + 0.12 + 0.11/√n_e (Stephens' finite-sample
     scaling, n_e = n1·n2/(n1 + n2)). 0.0934 for 88 and 1,912 samples, 0.0434 for 412 and 9,588 (the
     mean over 400 simulated normal dimensions: 0.0938 and 0.0437); approximate for groups of a few samples
-    (0.88 for 1 and 1, where the KS is always 1); NaN when a group is empty. A dimension's KS near it says nothing about that dimension."""
+    (0.88 for 1 and 1, where the KS is always 1); NaN when a group is empty. A dimension's KS near it
+    says nothing about that dimension."""
     if n1 <= 0 or n2 <= 0:
         return float("nan")
     root = math.sqrt(n1 * n2 / (n1 + n2))
@@ -191,7 +192,8 @@ class SeparationResult:
         best = self.best_dims(k)
         mean = lambda dims: float(self.ks[dims].mean()) if dims else float("nan")  # noqa: E731
         return {f"top{k}_mean_ks": mean(top), f"random{k}_mean_ks": mean(rnd), "all_mean_ks": float(self.ks.mean()),
-                f"best{k}_mean_ks": mean(best), "chance_mean_ks": chance_ks(self.n_well, self.n_mis), "top_dims": top, "random_dims": rnd, "best_dims": best,
+                f"best{k}_mean_ks": mean(best), "chance_mean_ks": chance_ks(self.n_well, self.n_mis),
+                "top_dims": top, "random_dims": rnd, "best_dims": best,
                 "n_well": self.n_well, "n_mis": self.n_mis}
 
     def best_dims(self, k: int = 10) -> list[int]:

@@ -140,8 +140,8 @@ marks where failure starts, not a region that extends without end.</li>
 <li><b>Accuracy vs distance (Fig. 6).</b> Samples binned by their distance to the average well-classified
 style (over the top-K dimensions), normalized so that 0 is the nearest well-classified sample and 1 is 0.7 ×
 the farthest one's distance beyond that; the accuracy of each bin, with its 95% interval. Bins from 1 on are
-not drawn (DESIGN §4.6, the paper's "too high distance values"); the tables below count what they hold. "Mean accuracy" of a curve is the unweighted mean over its
-plotted bins, not the population accuracy above; a steeper slope (accuracy per unit of distance) = less
+not drawn (DESIGN §4.6, the paper's "too high distance values"); the tables below count what they hold.
+"Mean accuracy" of a curve is the unweighted mean over its plotted bins, not the population accuracy above; a steeper slope (accuracy per unit of distance) = less
 resilient. A rise between two bins inside their intervals is sampling noise.</li>
 <li><b>Jaccard overlap.</b> |A ∩ B| / |A ∪ B| of two classes' top-k sets: 1 = the same failure directions.</li>
 </ul>"""
@@ -212,8 +212,8 @@ def _summary(run) -> str:
 def _ranking_tables(run) -> str:
     out = [f"<h2>Ranking (top {TOP_RANKS})</h2>",
            "<p>score = −σ · mean ∂p_y/∂s, ranked by |score|; direction: the sign of a shift that lowers p_y; "
-           "σ in raw style units (shifts elsewhere are in σ units). The 95% intervals (when the run has a bootstrap) resample the "
-           "population's samples; a classifier without gradients (ONNX, ranked by finite differences) has none."
+           "σ in raw style units (shifts elsewhere are in σ units). The 95% intervals (when the run has a "
+           "bootstrap) resample the population's samples; a classifier without gradients (ONNX, ranked by finite differences) has none."
            "</p>"]
     for name, ranking in run.rankings.items():
         has_ci = ranking.ci_low is not None
