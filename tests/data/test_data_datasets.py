@@ -184,11 +184,20 @@ def test_make_imageset_validates_arrays():
         make_imageset(np.full((1, 28, 28), 2.0), [0], name="f")
 
 
-@pytest.mark.skipif(not datasets.FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist not installed")
+# Debian's package installed, or (what `make test` does, without root) unpacked under .venv/downloads
+FASHION_UNPACKED = (Path(__file__).resolve().parents[2] / ".venv" / "downloads" / "fashion-mnist"
+                    / "usr" / "share" / "datasets" / "fashion-mnist")
+
+
+@pytest.mark.skipif(not (datasets.FASHION_DIR.is_dir() or FASHION_UNPACKED.is_dir()),
+                    reason="Debian's dataset-fashion-mnist neither installed nor unpacked (make test does it)")
 def test_fashion_from_debian_package():
-    test = load_dataset("fashion", "test", corruption="clean")
+    where = None if datasets.FASHION_DIR.is_dir() else FASHION_UNPACKED
+    test = load_dataset("fashion", "test", corruption="clean", idx_dir=where)
     assert test.name == "fashion" and len(test) == 10000 and test.class_names[9] == "Ankle boot"
     assert torch.bincount(test.labels).tolist() == [1000] * 10
+    train = load_dataset("fashion", "train", idx_dir=where)  # the full 60,000, corrupted mix by default
+    assert len(train) == 60000 and torch.bincount(train.labels).tolist() == [6000] * 10
 
 
 def test_repr_is_one_line():

@@ -208,7 +208,9 @@ def load_dataset(name: str = "mnist", split: str = "train", *, corruption: str =
         if not FASHION_DIR.is_dir():
             raise FailatlasError(
                 f"Fashion-MNIST IDX files not found in {FASHION_DIR}; install the Debian package "
-                "dataset-fashion-mnist or pass idx_dir (--idx-dir) pointing at the four IDX files"
+                "dataset-fashion-mnist, or pass idx_dir (--idx-dir) pointing at the four IDX files (without root: "
+                "`apt-get download dataset-fashion-mnist && dpkg-deb -x dataset-fashion-mnist_*.deb DIR`, then "
+                "--idx-dir DIR/usr/share/datasets/fashion-mnist)"
             )
         idx_dir = FASHION_DIR
     if idx_dir is None:
