@@ -153,6 +153,8 @@ def test_report_is_self_contained_escaped_and_drawn_from_the_results(first):
     assert not re.search(r"<(script|link|iframe|object|embed)\b", text) and "url(" not in text
     pngs = [p for p in first.out.iterdir() if p.suffix == ".png"]
     assert text.count("<img") == len(pngs) == len(first.figures)
+    files = [f.file for f in first.figures]  # the paper's order: Fig. 3 (t-SNE) before Fig. 4 (separation)
+    assert files[:2] == ["tsne.png", "separation.png"] and text.index("(Fig. 3)") < text.index("(Fig. 4)")
     assert ODD not in text and html_escaped(ODD) in text  # the path of the odd folder, escaped
     for needle in ("How to read this report", "Corner cases", "Ranking (top 20)", "Accuracy vs distance",
                    "Shared dimensions", "Manifest", "top vs random", "unweighted mean of the bins' accuracies"):
@@ -348,7 +350,7 @@ def test_real_accuracy_of_each_classifier_gives_the_context_and_flags_a_misread_
     C = load_classifier(models["a"])
     real, notes = real_accuracy(folder, {"cls-a": C})
     want = evaluate_classifier(C, dataset="mnist", on="corrupted")["accuracy"]
-    assert real["dataset"] == "mnist" and real["classifiers"]["cls-a"]["corrupted"] == want
+    assert real["dataset"] == "mnist10k" and real["classifiers"]["cls-a"]["corrupted"] == want
     assert real["classifiers"]["cls-a"]["clean"] < 0.5  # a random CNN: named as probably misreading its input
     assert len(notes) == 1 and notes[0].startswith("cls-a gets") and "README: your own classifier" in notes[0]
     config["training"] = {}

@@ -476,8 +476,10 @@ def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module],
     result: dict[str, Any] = {"dataset": dataset, "blur": blur, "split": "test", "classifiers": {}}
     try:
         for name, model in models.items():
-            row = {on: evaluate_classifier(model, dataset=dataset, on=on, blur=blur, idx_dir=idx_dir)["accuracy"]
-                   for on in ("clean", "corrupted")}
+            evaluated = {on: evaluate_classifier(model, dataset=dataset, on=on, blur=blur, idx_dir=idx_dir)
+                         for on in ("clean", "corrupted")}
+            row = {on: e["accuracy"] for on, e in evaluated.items()}
+            result["dataset"] = evaluated["clean"]["dataset"]  # the name it loads as ("mnist" → "mnist10k")
             result["classifiers"][name] = row
             if row["clean"] < REAL_ACCURACY_WARNING:
                 notes.append(f"{name} gets {row['clean']:.3f} of the real clean test images of {dataset} right: "
@@ -486,6 +488,12 @@ def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module],
     except FailatlasError as exc:
         return None, [*notes, f"no accuracy on real test images of {dataset}: {exc}"]
     return result, notes
+
+
+def _report_order(figures: list[Figure]) -> tuple[Figure, ...]:
+    """The figures in the paper's order: the t-SNE maps (Fig. 3) before the separation (Fig. 4), which the
+    analysis computes first; the others in the order they were made."""
+    return tuple(sorted(figures, key=lambda f: f.file != "tsne.png"))
 
 
 def _curve_summary(curve: CurveResult) -> dict[str, Any]:
@@ -828,7 +836,8 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     run = AnalysisRun(out=out, options=options, generator=gen_info, classifiers=infos, populations=populations,
                       rankings=rankings, separation=sep, separation_summary=sep_summary, tsne=tsne,
                       corner_cases=cc, grids=tuple(grids), curves=curves, overlap=overlap, summary=summary,
-                      manifest=manifest, figures=tuple(figures), files=files, timings=timings, notes=tuple(notes))
+                      manifest=manifest, figures=_report_order(figures), files=files, timings=timings,
+                      notes=tuple(notes))
     write_report(run, tmp / "report.html")
     _io.write_json(tmp / "manifest.json", manifest)
     missing = sorted(name for name in written if not (tmp / name).is_file())

@@ -120,6 +120,8 @@ true class than of all others together; with ten classes the true class can stil
 <li><b>Ranking.</b> Each dimension scored by how much, on average over the population, a move along it
 changes p_y (score = −σ · mean ∂p_y/∂s) and ranked by the size of its score, |score|; the sign of the score
 is the direction that lowers p_y. The top-ranked dimensions are the failure directions.</li>
+<li><b>t-SNE (Fig. 3).</b> A 2-D map that keeps near neighbours near (each space is first reduced to 50
+dimensions by PCA where it has more).</li>
 <li><b>Separation (Fig. 4).</b> How differently a dimension's values are distributed among mis-classified
 samples than among well-classified ones: KS = the Kolmogorov–Smirnov statistic (0: the same distribution,
 1: disjoint), AUROC = the chance that a mis-classified sample has a larger value than a well-classified one
@@ -130,8 +132,6 @@ explains most of the dimensions' separation and half of its effect is spread ove
 one latent factor drives the failures and the generator has not put it in a few channels (it is
 entangled): then every dimension separates a little and the top ones stand out less from random ones.
 A diagnostic of the generator, beside the paper's analysis.</li>
-<li><b>t-SNE (Fig. 3).</b> A 2-D map that keeps near neighbours near (each space is first reduced to 50
-dimensions by PCA where it has more).</li>
 <li><b>Corner case.</b> From a class's average digit, the smallest shift along one failure direction (in its
 degrading direction only) at which p_y ≤ 0.5 (DESIGN §4.4: where the classifier stops being sure, not
 necessarily where its prediction changes), narrowed to 0.01σ and checked by classifying the image again;
