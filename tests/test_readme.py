@@ -55,3 +55,26 @@ def test_readme_wrapper_example_saves_a_classifier_failatlas_loads(repo_root, tm
     x = torch.rand(5, 1, 28, 28)
     with torch.no_grad():
         assert torch.allclose(loaded(x), model((x - 0.1307) / 0.3081), atol=1e-5)
+
+
+def test_readme_run_folder_example_runs(repo_root, tmp_path, monkeypatch):
+    """'Working from a run folder', run as written on a run folder of the shipped models (a small one)."""
+    import failatlas
+    from failatlas import _io
+    from failatlas.analysis import GradientRanking, sample_population
+
+    text = (repo_root / "README.md").read_text(encoding="utf-8")
+    section = text.split("**Working from a run folder.**", 1)[1]
+    block = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    G = failatlas.load_generator("mnist/generator")
+    C = failatlas.load_classifier("mnist/classifier-clean")  # misses enough of 200 samples for every figure
+    pop = sample_population(G, C, 200, seed=0)
+    run = tmp_path / "runs" / "analyze"
+    run.mkdir(parents=True)
+    pop.to_npz(run / "population.npz")
+    _io.write_json(run / "ranking.json", GradientRanking(G, C).rank(pop).to_json())
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(block, "README.md (Working from a run folder)", "exec"), scope)
+    assert scope["curve"].k == 50 and scope["sep"].style_dim == G.style_dim
+    assert (tmp_path / "separation-again.png").is_file() and (tmp_path / "separation-again.json").is_file()

@@ -132,6 +132,24 @@ def test_summary_has_the_required_keys_and_types(first):
     assert "NaN" not in (first.out / "summary.json").read_text()
 
 
+def test_a_run_folder_is_enough_to_redo_its_separation_and_curves(first, models):
+    """README "Working from a run folder": population.npz and ranking.json give back the separation and the
+    curves exactly, without the generator's gradients or the classifier."""
+    from failatlas.analysis import AccuracyCurve, Population, Ranking, Separation
+    from failatlas.models.stylegan2 import load_generator
+
+    pop = Population.from_npz(first.out / "population.npz")
+    ranking = Ranking.read_json(first.out / "ranking.json")
+    sep = Separation(pop, layout=tuple(load_generator(models["generator"]).style_layout())).compute()
+    again = sep.to_csv(first.out.parent / "separation-again.csv")
+    assert again.read_bytes() == (first.out / "separation.csv").read_bytes()
+    summary = json.loads((first.out / "summary.json").read_text())
+    ks = sep.summary(ranking, 10, seed=6)
+    assert ks["top10_mean_ks"] == summary["separation"]["top10_mean_ks"]
+    curve = AccuracyCurve(ranking, k=summary["accuracy_curves"]["cls-a"]["K100"]["k"]).compute(pop)
+    assert curve.mean_accuracy == summary["accuracy_curves"]["cls-a"]["K100"]["mean_accuracy"]
+
+
 def test_manifest_has_versions_seeds_checksums_and_timings(first, models):
     m = json.loads((first.out / "manifest.json").read_text())
     assert {"failatlas", "torch", "numpy", "python"} <= set(m["versions"]) and m["versions"]["torch"] == torch.__version__
