@@ -291,5 +291,36 @@ def test_curve_figures_write_png_and_json(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
     data = json.loads((tmp_path / "per_class.json").read_text())
     assert set(data["classes"]) == {"0", "1", "2"}
+    for c in ("0", "1", "2"):
+        for name, cell in data["classes"][c].items():
+            r = curves[name].per_class[int(c)]
+            assert cell["n"] == r.n and cell["not_plotted"] == r.not_plotted()
+            assert cell["n_plotted"] == sum(cell["n_well"]) + sum(cell["n_mis"])
     with pytest.raises(FailatlasError):
         plot_accuracy_curves({}, tmp_path / "none.png")
+
+
+def test_a_class_curve_that_leaves_out_most_of_its_samples_is_said_so(tmp_path):
+    """Three well-classified samples set class 1's centre and scale; its 40 misses lie beyond them: its panel
+    (drawn from the three) would show accuracy 1.0 for a class 93% mis-classified. The panel and the notes
+    count what is left out."""
+    from failatlas.analysis.pipeline import sparse_class_curves
+    from failatlas.report.curves_figures import plot_accuracy_curves_per_class
+
+    gen = torch.Generator().manual_seed(8)
+    s0 = torch.cat([torch.randn(60, generator=gen), torch.tensor([-0.1, 0.0, 0.1]), 5 + torch.rand(40, generator=gen)])
+    y = torch.tensor([0] * 60 + [1] * 43)
+    well = torch.tensor([True] * 50 + [False] * 10 + [True] * 3 + [False] * 40)
+    s = torch.stack([s0, torch.randn(103, generator=gen)], 1)
+    curve = AccuracyCurve(make_ranking([0, 1]), k=1).compute(make_population(s, well, y))
+    one = curve.per_class[1]
+    assert one.mean_accuracy == 1.0 and one.not_plotted()["n_mis"] == 40  # the trap
+    plot_accuracy_curves_per_class({"m": curve}, tmp_path / "pc.png")
+    cell = json.loads((tmp_path / "pc.json").read_text())["classes"]["1"]["m"]
+    rest = cell["not_plotted"]  # the 40 misses, and the two outer well-classified samples (u = 1.43)
+    assert cell["n"] == 43 and rest["n_mis"] == 40 and rest["n_well"] == 2 and cell["n_plotted"] == 1
+    (note,) = sparse_class_curves({"m": curve})
+    assert note.startswith("m's per-class accuracy curves") and "class 1: 42 of 43, 3 well-classified" in note
+    assert "class 0" not in note
+    assert sparse_class_curves({"m": AccuracyCurve(make_ranking([0, 1]), k=1).compute(
+        make_population(s[:60], well[:60], y[:60]))}) == []

@@ -490,6 +490,23 @@ def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module],
     return result, notes
 
 
+def sparse_class_curves(curves: dict[str, CurveResult]) -> list[str]:
+    """A note per classifier whose per-class curves leave out more than half of a class's samples: such a
+    class has few well-classified samples, its centre and scale rest on them, and its panel (drawn from the
+    few samples left) can show a high accuracy for a class that is mostly mis-classified."""
+    out = []
+    for name, curve in curves.items():
+        off = {c: r.not_plotted()["n_well"] + r.not_plotted()["n_mis"] for c, r in curve.per_class.items()}
+        sparse = [c for c, r in sorted(curve.per_class.items()) if 2 * off[c] > r.n]
+        if sparse:
+            what = "; ".join(f"class {c}: {off[c]} of {curve.per_class[c].n}, "
+                             f"{int(curve.per_class[c].n_well.sum())} well-classified" for c in sparse)
+            out.append(f"{name}'s per-class accuracy curves leave out most samples of some classes ({what}): "
+                       "their centre and scale rest on few well-classified samples, so those panels do not show "
+                       "the class's accuracy (curves.json → per_class → not_plotted counts what they leave out)")
+    return out
+
+
 def _report_order(figures: list[Figure]) -> tuple[Figure, ...]:
     """The figures in the paper's order: the t-SNE maps (Fig. 3) before the separation (Fig. 4), which the
     analysis computes first; the others in the order they were made."""
@@ -777,7 +794,9 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             per_class = {name: c for name, c in curves.items() if c.per_class}
             plot_accuracy_curves_per_class(per_class, tmp / "accuracy_curves_per_class.png")
             figure("accuracy_curves_per_class.png", f"Accuracy vs distance per class ({', '.join(per_class)})",
-                   "Each class with its own centre and normalization; shaded: 95% intervals.")
+                   "Each class with its own centre and normalization; shaded: 95% intervals; a panel counts the "
+                   "samples it leaves out (beyond distance 1).")
+            notes.extend(sparse_class_curves(per_class))
         else:
             notes.append(f"no per-class accuracy curve for {primary}: no class has 2 well-classified samples")
 

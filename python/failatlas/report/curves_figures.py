@@ -126,7 +126,14 @@ def plot_accuracy_curves_per_class(curves: Mapping[str, Any], path: str | Path, 
         for name, line in _draw_curves(ax, present, colours, fontsize=7).items():
             handles.setdefault(name, line)
         ax.set_title(f"class {c}", fontsize=8)
+        off = {name: r.n - _n_plotted(r) for name, r in present.items()}
+        if any(off.values()):  # what the panel does not show, where it could mislead (a few plotted samples)
+            text = [f"{name + ': ' if len(present) > 1 else ''}{off[name]} of {r.n} not plotted"
+                    for name, r in present.items() if off[name]]
+            ax.text(0.03, 0.03, "\n".join(text), transform=ax.transAxes, fontsize=6, color="dimgray",
+                    va="bottom")
         data[str(c)] = {name: {"k": r.k, "mean_accuracy": _none(r.mean_accuracy), "slope": _none(r.slope),
+                               "n": r.n, "n_plotted": r.n - off[name], "not_plotted": r.not_plotted(),
                                **r.plotted_bins()} for name, r in present.items()}
     names = [name for name in curves if name in handles]  # one legend for the figure, without slopes
     ks = "/".join(map(str, sorted({r.k for r in curves.values()})))
