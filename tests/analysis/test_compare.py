@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -74,7 +75,7 @@ def test_run_compare_torch_against_its_onnx_torchscript_and_torch_export_files(G
     # every deployed form on the real test split: the same weights, the same accuracy (a random CNN: named)
     real = js["real_accuracy"]["classifiers"]
     assert real == run.real_accuracy["classifiers"] and len({json.dumps(r) for r in real.values()}) == 1
-    assert js["notes"][0].startswith("c gets") and "real mnist test, clean / corrupted" in \
+    assert js["notes"][0].startswith("c gets") and "real mnist10k test, clean / corrupted" in \
         (tmp_path / "cmp" / "report.html").read_text()
     bars = json.loads((tmp_path / "cmp" / "corner_shifts.json").read_text())
     assert bars["directions"] == js["directions"] and set(bars["directions"]) <= {-1, 1}
@@ -215,6 +216,13 @@ def test_ties_and_starts_that_already_fail_are_not_credited():
     notes = c.notes()
     assert any(n.startswith("a already gets the common start of classes 0, 2 wrong") for n in notes)
     assert any(n.startswith("3 (class, dimension) rows are ties") for n in notes)
+    # classes without a common start, and a classifier without a curve, are said (a run once dropped 2 silently)
+    c2 = dataclasses.replace(c, classes_without_start=(4, 6), no_curve={"b": "only 1 well-classified sample"})
+    notes = c2.notes()
+    assert any(n.startswith("classes 4, 6 left out of the corner shifts") for n in notes)
+    assert "no accuracy curve for b: only 1 well-classified sample" in notes
+    js = c2.to_json()
+    assert js["classes_without_start"] == [4, 6] and js["no_curve"] == {"b": "only 1 well-classified sample"}
 
 
 def test_compare_draws_its_population_from_the_chosen_classes(G, C, tmp_path, capsys):
@@ -236,6 +244,9 @@ def test_compare_draws_its_population_from_the_chosen_classes(G, C, tmp_path, ca
     assert rc == 0, capsys.readouterr().err
     saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert saved["population_classes"] == chosen and set(saved["classes"]) <= set(chosen)
+    # every chosen class is either compared or named as without a common start; no class outside them is named
+    assert sorted(saved["classes"] + saved["classes_without_start"]) == chosen
+    assert all(str(c) in " ".join(saved["notes"]) for c in saved["classes_without_start"])
     rc = main(["compare", "--generator", str(tmp_path / "g"), "--classifier", str(tmp_path / "a"), "--classifier",
                str(tmp_path / "b"), "--n", "60", "--classes", "12", "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err

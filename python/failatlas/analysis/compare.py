@@ -69,6 +69,8 @@ class Comparison:
     black_box_agreement: dict[str, dict[str, Any]] = field(default_factory=dict)
     population_classes: tuple[int, ...] | None = None
     curve_dims: str = "reference"
+    classes_without_start: tuple[int, ...] = ()  # no sample every classifier gets right: no corner shifts
+    no_curve: dict[str, str] = field(default_factory=dict)  # name → why it has no accuracy curve
 
     def shift_rows(self) -> list[dict[str, Any]]:
         """One row per (class, dimension): each classifier's shift, and which fails first (smallest shift)."""
@@ -118,6 +120,12 @@ class Comparison:
                f"{', '.join(map(str, cs))} wrong (p_y ≤ 0.5 at shift 0): those shifts are 0, and where every "
                "classifier is at 0 the class is left out of the mean shifts"
                for name, cs in self.failing_starts().items() if cs]
+        if self.classes_without_start:
+            cs = self.classes_without_start
+            out.append(f"class{'es' if len(cs) > 1 else ''} {', '.join(map(str, cs))} left out of the corner "
+                       "shifts: no sample of it is classified right by every classifier, so there is no common "
+                       "start (a larger --n, or a generator that draws the class better)")
+        out.extend(f"no accuracy curve for {name}: {why}" for name, why in self.no_curve.items())
         ties = sum(1 for r in self.shift_rows() if r["tied"])
         if ties:
             out.append(f"{ties} (class, dimension) rows are ties (equal shifts): no classifier fails first there")
@@ -134,7 +142,8 @@ class Comparison:
             "curves": {name: {"mean_accuracy": _finite(c.mean_accuracy), "slope": _finite(c.slope),
                               "centre": c.centre_mode}
                        for name, c in self.curves.items()},
-            "curve_dims": self.curve_dims,
+            "curve_dims": self.curve_dims, "classes_without_start": list(self.classes_without_start),
+            "no_curve": self.no_curve,
             "ranking_method": {name: r.method for name, r in self.rankings.items()},
             "black_box_agreement": self.black_box_agreement,
         }
@@ -232,25 +241,27 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
                                                  **ranking_agreement(grad, r)}
     if distributed and not dist.is_main():  # the last collective is done: rank 0 does the rest
         return None
-    curves = {}
+    curves, no_curve = {}, {}
     along_what = f"the dimensions of {names[0]}" if curve_dims == "reference" else "each one's own dimensions"
     with stage("curves", f"K = {curve_k}, along {along_what}"):
         for name in names:
             along = rankings[names[0]] if curve_dims == "reference" else rankings[name]
             try:
                 curves[name] = AccuracyCurve(along, k=curve_k, per_class=False).compute(pops[name])
-            except FailatlasError:  # e.g. fewer than two well-classified samples: no curve for this one
-                pass
+            except FailatlasError as exc:  # e.g. fewer than two well-classified samples: no curve for this one
+                no_curve[name] = str(exc)
 
     ref = rankings[names[0]]
     dims = [int(d) for d in ref.order[:k]]
     well_all = torch.stack([p.well for p in pops.values()]).all(dim=0)
-    classes, starts = [], []
-    for c in range(G.num_classes):
+    classes, starts, no_start = [], [], []
+    for c in (range(G.num_classes) if pop0.classes is None else pop0.classes):
         mask = (pop0.y == c) & well_all
         if bool(mask.any()):
             classes.append(c)
             starts.append(pop0.s[mask].to(torch.float64).mean(dim=0).to(pop0.s.dtype))
+        else:
+            no_start.append(int(c))
     if not classes:
         raise FailatlasError("no sample is classified correctly by every classifier, so there is no common start "
                              "for the corner search; use a larger --n")
@@ -273,7 +284,7 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
                       sigmas=tuple(float(ref.sigma[d]) for d in dims), classes=tuple(classes), shifts=shifts,
                       verified=verified, curves=curves, rankings=rankings,
                       black_box_agreement=black_box_agreement, population_classes=pop0.classes,
-                      curve_dims=curve_dims)
+                      curve_dims=curve_dims, classes_without_start=tuple(no_start), no_curve=no_curve)
 
 
 def _check_k(k: Any, style_dim: int, what: str = "--k") -> int:

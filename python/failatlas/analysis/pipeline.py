@@ -482,7 +482,8 @@ def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module],
             result["dataset"] = evaluated["clean"]["dataset"]  # the name it loads as ("mnist" → "mnist10k")
             result["classifiers"][name] = row
             if row["clean"] < REAL_ACCURACY_WARNING:
-                notes.append(f"{name} gets {row['clean']:.3f} of the real clean test images of {dataset} right: "
+                notes.append(f"{name} gets {row['clean']:.3f} of the real clean test images of {result['dataset']} "
+                             "right: "
                              "check that it takes failatlas's input (float [N, 1, 28, 28] in [0, 1], logits out; "
                              "README: your own classifier)")
     except FailatlasError as exc:
