@@ -150,6 +150,13 @@ def test_a_run_folder_is_enough_to_redo_its_separation_and_curves(first, models)
     assert curve.mean_accuracy == summary["accuracy_curves"]["cls-a"]["K100"]["mean_accuracy"]
 
 
+def test_grid_cells_failing_short_of_their_corner_shift_are_noted(first):
+    earlier = [(g.cls, d) for g in first.grids for d, _, _ in g.earlier_failures]
+    note = [n for n in first.notes if n.startswith("the manipulation grids show p_y ≤ 0.5 short of")]
+    assert len(note) == (1 if earlier else 0)
+    assert all(f"class {c} dim {d} at" in note[0] for c, d in earlier)
+
+
 def test_manifest_has_versions_seeds_checksums_and_timings(first, models):
     m = json.loads((first.out / "manifest.json").read_text())
     assert {"failatlas", "torch", "numpy", "python"} <= set(m["versions"]) and m["versions"]["torch"] == torch.__version__

@@ -58,13 +58,15 @@ class ManipulationGrid:
     directions: tuple[int, ...]
     max_shift: float
     notes: tuple[str, ...] = ()
+    earlier_failures: tuple[tuple[int, float, float], ...] = ()  # (dim, fraction, p_y): p_y ≤ 0.5 before 1
 
     def to_json(self, images: bool = False) -> dict[str, Any]:
         """A JSON-ready dict of everything but the images (``images=True``: those too, as nested lists)."""
         out = {"format": JSON_FORMAT, "cls": self.cls, "start": self.start, "dims": list(self.dims),
                "fractions": list(self.fractions), "base_shifts": list(self.base_shifts), "found": list(self.found),
                "layers": list(self.layers), "channels": list(self.channels), "directions": list(self.directions),
-               "max_shift": self.max_shift, "notes": list(self.notes), "p_y": self.p_y.tolist(),
+               "max_shift": self.max_shift, "notes": list(self.notes),
+               "earlier_failures": [list(e) for e in self.earlier_failures], "p_y": self.p_y.tolist(),
                "shifts": self.shifts.tolist()}
         if images:
             out["images"] = self.images.tolist()
@@ -138,10 +140,21 @@ def manipulation_grid(generator: nn.Module, classifier: nn.Module, corner_cases:
             images.append(to_uint8(img))
     p = torch.cat(probs)
     img = torch.cat(images)
+    earlier = []  # a cell short of a found corner shift that already fails: the bracket stepped over a dip
+    for j, c in enumerate(cases):
+        early = [(f, float(p[i * K + j])) for i, f in enumerate(fr)
+                 if c.found and not c.at_start and 0 < f < 1 and float(p[i * K + j]) <= 0.5]
+        if early:
+            f, q = early[0]
+            earlier.append((c.dims[0], f, q))
+            notes.append(f"dim {c.dims[0]}: p_y = {q:.3f} ≤ 0.5 already at {f:g} × the corner shift "
+                         f"({f * c.directions[0] * base[j]:+.2f}σ): the search brackets in steps of "
+                         f"{corner_cases.step:g}σ and stepped over this nearer failure; search with a smaller step "
+                         "(analyze --corner-step) to find it")
     return ManipulationGrid(
         images=img.reshape(M, K, *img.shape[1:]), p_y=p.reshape(M, K),
         shifts=torch.tensor(fr, dtype=torch.float64)[:, None] * torch.tensor(base, dtype=torch.float64)[None, :],
         dims=tuple(dims), fractions=tuple(fr), cls=cls, start=start, base_shifts=tuple(base),
         found=tuple(bool(c.found) for c in cases), layers=tuple(c.layers[0] for c in cases),
         channels=tuple(c.channels[0] for c in cases), directions=tuple(c.directions[0] for c in cases),
-        max_shift=float(corner_cases.max_shift), notes=tuple(notes))
+        max_shift=float(corner_cases.max_shift), notes=tuple(notes), earlier_failures=tuple(earlier))
