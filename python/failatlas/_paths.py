@@ -165,7 +165,8 @@ def data_to_judge(source: object, dataset: str | None = None, idx_dir: str | os.
 
 def same_data(a: dict[str, object], b: dict[str, object]) -> bool:
     """Whether two ``{"dataset", "idx_dir"}`` records name the same images: the embedded MNIST-10k under
-    either name, a named dataset's default folder written out, and folders compared resolved."""
+    either name, a named dataset's default folder written out, and folders compared resolved (one IDX
+    folder is the same images under any dataset name)."""
     from .data.datasets import FASHION_DIR
 
     def key(d: dict[str, object]) -> tuple[str, str | None]:
@@ -175,9 +176,9 @@ def same_data(a: dict[str, object], b: dict[str, object]) -> bool:
                 name = "mnist10k"
             elif name == "fashion":
                 folder = FASHION_DIR
-        if folder is not None and name == "mnist10k":
-            name = "mnist"
-        return name, None if folder is None else str(Path(str(folder)).resolve())
+        if folder is not None:  # the folder's files are the images, whatever name they were given
+            return "", str(Path(str(folder)).resolve())
+        return name, None
 
     return key(a) == key(b)
 

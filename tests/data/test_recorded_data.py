@@ -81,6 +81,10 @@ def test_same_data_compares_the_images_not_the_spelling(tmp_path, monkeypatch):
     assert same_data({"dataset": "toy", "idx_dir": "d"}, {"dataset": "toy", "idx_dir": str(tmp_path / "d")})
     assert not same_data({"dataset": "toy", "idx_dir": "d"}, {"dataset": "toy", "idx_dir": "e"})
     assert not same_data({"dataset": "mnist", "idx_dir": None}, {"dataset": "fashion", "idx_dir": None})
+    # one folder under two names is the same images (a user's "fm5" and "fm5-renamed" were called other data)
+    assert same_data({"dataset": "fm5", "idx_dir": "d"}, {"dataset": "fm5-renamed", "idx_dir": str(tmp_path / "d")})
+    assert same_data({"dataset": "fashion", "idx_dir": None}, {"dataset": "fm", "idx_dir": "/usr/share/datasets/fashion-mnist"})
+    assert not same_data({"dataset": "mnist", "idx_dir": "d"}, {"dataset": "mnist", "idx_dir": None})  # full vs 10k
 
 
 def test_data_notes_name_empty_classes_and_models_of_other_data(tmp_path):
