@@ -77,9 +77,18 @@ def _black_box_option(p: argparse.ArgumentParser) -> None:
                    "population")
 
 
+def _class_index(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--classes takes class indices (0, 1, …), not names: got {text!r} (`failatlas data` lists each "
+            "index with its name)") from None
+
+
 def _classes_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--classes", type=int, nargs="+", default=None, metavar="C",
-                   help="draw the population from these classes only (e.g. --classes 3 8: the failure "
+    p.add_argument("--classes", type=_class_index, nargs="+", default=None, metavar="C",
+                   help="class indices: draw the population from these classes only (e.g. --classes 3 8: the failure "
                         "conditions of those classes; or every class but those the generator had no training "
                         "image of); default: every class, uniformly")
 

@@ -250,7 +250,7 @@ def test_compare_draws_its_population_from_the_chosen_classes(G, C, tmp_path, ca
     rc = main(["compare", "--generator", str(tmp_path / "g"), "--classifier", str(tmp_path / "a"), "--classifier",
                str(tmp_path / "b"), "--n", "60", "--classes", "12", "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err
-    assert rc == 2 and "the classes (--classes) must be distinct class labels in [0, 10), got [12]" in err
+    assert rc == 2 and "the classes (--classes) must be distinct class labels (indices: 0, 1, …) in [0, 10), got [12]" in err
     assert not (tmp_path / "bad").exists()
 
 

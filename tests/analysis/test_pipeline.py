@@ -435,7 +435,7 @@ def test_bad_classes_are_one_line_before_any_work(models, tmp_path, capsys):
         lines = _error_lines(capsys.readouterr().err)
         assert rc == 2 and len(lines) == 1 and "the classes (--classes) must be distinct class labels" in lines[0], lines
         assert not (tmp_path / "x").exists()
-    with pytest.raises(FailatlasError, match=r"the classes \(--classes\) must be distinct class labels, got \[\]"):
+    with pytest.raises(FailatlasError, match=r"the classes \(--classes\) must be distinct class labels \(indices: 0, 1, …\) ≥ 0, got \[\]"):
         run_analysis(_options(models, classes=()), tmp_path / "y")
 
 

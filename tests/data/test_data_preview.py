@@ -85,3 +85,19 @@ def test_preview_shows_every_class_up_to_the_column_cap(tmp_path):
                              corruption="clean")
         got = write_preview(data, tmp_path / f"p{classes}.png")
         assert got["columns"] == columns and got["rows"][0]["labels"] == [str(c) for c in range(columns)]
+
+
+def test_named_classes_are_listed_with_the_index_that_classes_options_take(capsys):
+    from failatlas.data.datasets import make_imageset
+    from failatlas.data.preview import format_description
+
+    named = make_imageset(torch.zeros(4, 28, 28, dtype=torch.uint8).numpy(), [0, 1, 1, 2], name="f",
+                          class_names=("Coat", "Bag", "Shirt"), corruption="clean")
+    assert "per class: 0 Coat=1, 1 Bag=2, 2 Shirt=1" in format_description(describe_dataset(named))
+    digits = load_dataset("mnist", "test", corruption="clean")
+    assert "per class: 0=200, 1=225," in format_description(describe_dataset(digits))
+    # and --classes refuses a name with the pointer to those indices, in one argparse line
+    with pytest.raises(SystemExit):
+        main(["rank", "--classes", "Trouser", "--out", "x"])
+    err = capsys.readouterr().err
+    assert "--classes takes class indices (0, 1, …), not names: got 'Trouser'" in err

@@ -290,8 +290,8 @@ def check_classes(classes: Sequence[int] | None, num_classes: int | None = None)
                  else np.issubdtype(classes.dtype, np.floating)):
         classes = classes.tolist()  # a tensor or array of labels, from a library caller
     shown = list(classes) if isinstance(classes, (list, tuple)) else classes
-    bad = FailatlasError(f"the classes (--classes) must be distinct class labels"
-                         f"{'' if num_classes is None else f' in [0, {num_classes})'}, got {shown!r} "
+    bad = FailatlasError(f"the classes (--classes) must be distinct class labels (indices: 0, 1, …)"
+                         f"{' ≥ 0' if num_classes is None else f' in [0, {num_classes})'}, got {shown!r} "
                          "(e.g. --classes 3 8)")
     if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
         raise bad

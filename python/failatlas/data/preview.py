@@ -46,7 +46,9 @@ def format_description(description: dict[str, Any]) -> str:
     d = description
     lines = [
         f"dataset {d['name']} ({d['split']}): {d['num_samples']} images, {d['num_classes']} classes",
-        "per class: " + ", ".join(f"{name}={count}" for name, count in d["per_class"].items()),
+        # a class named other than its index is shown with the index that --classes and the reports use
+        "per class: " + ", ".join(f"{name}={count}" if name == str(i) else f"{i} {name}={count}"
+                                  for i, (name, count) in enumerate(d["per_class"].items())),
         f"corrupted: {d['num_corrupted']} ({100 * d['fraction_corrupted']:.1f}%)",
         "blur \\ noise      1      2      3",
     ]
