@@ -323,7 +323,7 @@ def _demo(p: argparse.ArgumentParser):
 
 
 @command("rank", "Rank StyleSpace dimensions by how much they lower the classifier's confidence.",
-         "Sample a population of generated digits, rank every StyleSpace dimension by -sigma * mean gradient of "
+         "Sample a population of generated images, rank every StyleSpace dimension by -sigma * mean gradient of "
          "p_y (DESIGN 4.1), and measure how each separates well- from mis-classified samples (4.2, Fig. 4). "
          "Writes ranking.csv, ranking.json, population.npz, separation.csv, separation.png and "
          "separation.json into --out and prints the top 10.")
@@ -356,7 +356,7 @@ def _rank(p: argparse.ArgumentParser):
 
 
 @command("analyze", "The whole analysis (ranking, separation, t-SNE, corner cases, curves) and its report.",
-         "Sample a population of generated digits and run every analysis of DESIGN 4 on it: gradient ranking per "
+         "Sample a population of generated images and run every analysis of DESIGN 4 on it: gradient ranking per "
          "classifier, separation (Fig. 4), t-SNE of Z/W/S (Fig. 3), corner cases along the top dimensions and "
          "manipulation grids (Fig. 5), accuracy vs distance curves (Fig. 6) and class overlap. Writes every "
          "figure (PNG + JSON), the tables (CSV/JSON), summary.json, manifest.json and a self-contained "
@@ -449,7 +449,7 @@ def _export(p: argparse.ArgumentParser):
 
 
 @command("compare", "Compare classifiers on one generated population: agreement, curves, corner shifts.",
-         "Sample one population of generated digits and compare two or more classifiers on it (e.g. a torch model "
+         "Sample one population of generated images and compare two or more classifiers on it (e.g. a torch model "
          "and its ONNX int8 export, or the clean- and the corrupted-trained models): accuracy and the rate at "
          "which their predictions agree, each one's accuracy-vs-distance curve on one plot, and corner shifts "
          "side by side: the same starts (per class, the mean of the samples every classifier gets right) walked "

@@ -157,6 +157,25 @@ def test_grid_cells_failing_short_of_their_corner_shift_are_noted(first):
     assert all(f"class {c} dim {d} at" in note[0] for c, d in earlier)
 
 
+def test_class_names_reach_the_report_when_a_classifier_records_them(first):
+    """Fashion-MNIST's names (recorded by the classifier) label the classes in the report; MNIST's digits,
+    named by their own indices, add nothing."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from failatlas.analysis.pipeline import class_names
+
+    fashion = tuple(f"item{i}" for i in range(10))
+    digits = SimpleNamespace(config=SimpleNamespace(class_names=tuple(map(str, range(10)))))
+    named = SimpleNamespace(config=SimpleNamespace(class_names=fashion))
+    assert class_names(digits) is None and class_names(object(), digits, named) == fashion
+    assert first.class_names is None and first.summary["class_names"] is None  # random CNNs without names
+    text = render_report(dataclasses.replace(first, class_names=fashion))
+    assert "0 item0, 1 item1, 2 item2" in text
+    row = next(r for r in first.corner_cases.rows if r.found)
+    assert f"<td>{row.cls} (item{row.cls})</td>" in text.replace(' class="l"', "")
+
+
 def test_manifest_has_versions_seeds_checksums_and_timings(first, models):
     m = json.loads((first.out / "manifest.json").read_text())
     assert {"failatlas", "torch", "numpy", "python"} <= set(m["versions"]) and m["versions"]["torch"] == torch.__version__

@@ -634,7 +634,7 @@ class _Setup:
                     n_c = int((population.y == c).sum())
                     skipped.append(c)
                     self.warnings.append(f"class {c} skipped: none of its {n_c} samples in the population is "
-                                         "well classified, so it has no average digit to start from (use a "
+                                         "well classified, so it has no average image to start from (use a "
                                          "larger population or give starts)")
                     continue
                 rows_s.append(population.s[mask].to(torch.float64).mean(dim=0).to(population.s.dtype))

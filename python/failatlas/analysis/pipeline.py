@@ -246,10 +246,15 @@ class AnalysisRun:
     files: dict[str, Path]
     timings: dict[str, float]
     notes: tuple[str, ...] = ()
+    class_names: tuple[str, ...] | None = None  # when a classifier records names other than the indices
 
     @property
     def primary(self) -> str:
         return self.classifiers[0].name
+
+    def class_label(self, c: int) -> str:
+        """``"6 (Shirt)"`` with class names, ``"6"`` without."""
+        return class_label(c, self.class_names)
 
     @property
     def k(self) -> int:
@@ -491,6 +496,21 @@ def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module],
     return result, notes
 
 
+def class_names(*classifiers: Any) -> tuple[str, ...] | None:
+    """The class names the first of ``classifiers`` that records them (its ``config.class_names``) gives,
+    when they say more than the indices (MNIST's "0".."9" do not); None otherwise."""
+    for model in classifiers:
+        names = getattr(getattr(model, "config", None), "class_names", None)
+        if names and any(str(n) != str(i) for i, n in enumerate(names)):
+            return tuple(str(n) for n in names)
+    return None
+
+
+def class_label(c: int, names: Sequence[str] | None) -> str:
+    """``"6 (Shirt)"`` with names, ``"6"`` without."""
+    return f"{c} ({names[c]})" if names is not None and 0 <= c < len(names) else str(c)
+
+
 def sparse_class_curves(curves: dict[str, CurveResult]) -> list[str]:
     """A note per classifier whose per-class curves leave out more than half of a class's samples: such a
     class has few well-classified samples, its centre and scale rest on them, and its panel (drawn from the
@@ -610,6 +630,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     models = {info.name: C for info, C in loaded}
     primary = infos[0].name
     C0 = models[primary]
+    names = class_names(*models.values())
     layout = tuple(G.style_layout())
     written: list[str] = []
     figures: list[Figure] = []
@@ -718,7 +739,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             figure("failure_direction_walk.png", "The failure direction in W",
                    f"The one direction of W that best separates {primary}'s mis-classified samples, fitted on "
                    f"half of the population and measured on the other half: {describe_direction(found.summary())}. "
-                   "Rows: each class's average digit; columns: moved along it, in units of the projection's "
+                   "Rows: each class's average image; columns: moved along it, in units of the projection's "
                    "spread among the well-classified samples. What changes along a row is what the failures "
                    "have in common.")
 
@@ -745,7 +766,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             warnings.filterwarnings("ignore", message="Tight layout not applied", category=UserWarning)
             plot_corner_gallery(cc, G, tmp / "corner_gallery.png", classifier=primary)
         figure("corner_gallery.png", "Corner cases: start and corner-case images",
-               "The class's average digit (left) and, along a failure direction, the smallest signed shift at "
+               "The class's average image (left) and, along a failure direction, the smallest signed shift at "
                f"which p_y ≤ 0.5 for {primary} (right), with the class it predicts there. Chosen to show many "
                "directions: one case per class, each along a dimension not shown for an earlier class where it "
                "has one (so not always the class's smallest shift), then pairs of directions. Every case is in "
@@ -772,7 +793,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             earlier.extend((c, *e) for e in grid.earlier_failures)
             name = f"manipulation-class{c}.png"
             plot_manipulation_grid(grid, tmp / name, classifier=primary)
-            figure(name, f"Manipulation grid, class {c} (Fig. 5)",
+            figure(name, f"Manipulation grid, class {class_label(c, names)} (Fig. 5)",
                    "Columns: the top dimensions, each headed by its signed corner-case shift t; rows: fractions of "
                    f"t; p_y of {primary} in each cell (red when ≤ 0.5).")
     if earlier:
@@ -800,7 +821,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                "outside the plotted bins (beyond distance 1) are counted under the plot, not drawn.")
         if curves[primary].per_class:
             per_class = {name: c for name, c in curves.items() if c.per_class}
-            plot_accuracy_curves_per_class(per_class, tmp / "accuracy_curves_per_class.png")
+            plot_accuracy_curves_per_class(per_class, tmp / "accuracy_curves_per_class.png", class_names=names)
             figure("accuracy_curves_per_class.png", f"Accuracy vs distance per class ({', '.join(per_class)})",
                    "Each class with its own centre and normalization; shaded: 95% intervals; a panel counts the "
                    "samples it leaves out (beyond distance 1).")
@@ -828,6 +849,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     # summary, manifest, report ------------------------------------------------------------------------
     summary = _jsonable({
         "primary": primary,
+        "class_names": None if names is None else list(names),
         "population": {"n": pop0.n, "seed": seed, "classes": None if pop0.classes is None else list(pop0.classes),
                        "accuracy": {name: p.accuracy for name, p in populations.items()},
                        "n_mis": {name: p.n_mis for name, p in populations.items()}},
@@ -864,7 +886,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                       rankings=rankings, separation=sep, separation_summary=sep_summary, tsne=tsne,
                       corner_cases=cc, grids=tuple(grids), curves=curves, overlap=overlap, summary=summary,
                       manifest=manifest, figures=_report_order(figures), files=files, timings=timings,
-                      notes=tuple(notes))
+                      notes=tuple(notes), class_names=names)
     write_report(run, tmp / "report.html")
     _io.write_json(tmp / "manifest.json", manifest)
     missing = sorted(name for name in written if not (tmp / name).is_file())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .. import _io
 from ..errors import FailatlasError
@@ -102,10 +102,12 @@ def _n_plotted(curve) -> int:
     return int(sum(bins["n_well"]) + sum(bins["n_mis"]))
 
 
-def plot_accuracy_curves_per_class(curves: Mapping[str, Any], path: str | Path, cols: int = 5) -> Path:
+def plot_accuracy_curves_per_class(curves: Mapping[str, Any], path: str | Path, cols: int = 5,
+                                   class_names: Sequence[str] | None = None) -> Path:
     """Small multiples: one panel per class (the union of the classes with a curve), one line per classifier.
 
-    curves: ``{name: CurveResult}`` computed with ``per_class=True``. Writes ``path`` and its ``.json`` twin.
+    curves: ``{name: CurveResult}`` computed with ``per_class=True``; class_names: each panel is titled
+    with its class's name too. Writes ``path`` and its ``.json`` twin.
     """
     _check_curves(curves)
     path = Path(path)
@@ -125,7 +127,8 @@ def plot_accuracy_curves_per_class(curves: Mapping[str, Any], path: str | Path, 
         present = {name: r.per_class[c] for name, r in curves.items() if c in r.per_class}
         for name, line in _draw_curves(ax, present, colours, fontsize=7).items():
             handles.setdefault(name, line)
-        ax.set_title(f"class {c}", fontsize=8)
+        ax.set_title(f"class {c}" + (f" ({class_names[c]})" if class_names and c < len(class_names) else ""),
+                     fontsize=8)
         off = {name: r.n - _n_plotted(r) for name, r in present.items()}
         if any(off.values()):  # what the panel does not show, where it could mislead (a few plotted samples)
             text = [f"{name + ': ' if len(present) > 1 else ''}{off[name]} of {r.n} not plotted"

@@ -60,7 +60,7 @@ def plot_manipulation_grid(grid, path: str | Path, classifier: str | None = None
 
 
 def plot_failure_direction(walk, path: str | Path, classifier: str | None = None) -> Path:
-    """Each class's average digit (rows) moved along the one direction of W that separates the
+    """Each class's average image (rows) moved along the one direction of W that separates the
     mis-classified samples (columns: steps in units of the projection's spread among the well-classified
     samples); p_y on every cell (red ≤ 0.5); the column nearest the mis-classified samples' mean position
     is marked "◆".
@@ -82,7 +82,7 @@ def plot_failure_direction(walk, path: str | Path, classifier: str | None = None
             if j == 0:
                 ax.set_ylabel(f"class {walk.classes[i]}", fontsize=7)
     who = f" of {classifier}" if classifier else ""
-    fig.suptitle(f"The failure direction{who} in W: each class's average digit moved by the steps shown\n"
+    fig.suptitle(f"The failure direction{who} in W: each class's average image moved by the steps shown\n"
                  "(in standard deviations of the well-classified samples along it); "
                  f"◆ nearest the misses' mean ({walk.mis_position:+.2f}); p_y, red ≤ 0.5", fontsize=7.5)
     fig.tight_layout()

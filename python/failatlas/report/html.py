@@ -91,6 +91,7 @@ def _header(run) -> str:
                           f"{', '.join(map(str, pop.classes))}")
                        + "), each labelled with the class the generator was asked for; a classifier is right on "
                          "one when it predicts that class"),
+        *((("classes", ", ".join(f"{i} {n}" for i, n in enumerate(run.class_names))),) if run.class_names else ()),
         ("accuracy on the population", ", ".join(f"{name} {p.accuracy:.4f} ({p.n_mis} mis-classified)"
                                                   for name, p in run.populations.items())),
         *((("accuracy on the real test images (clean / corrupted)",
@@ -132,7 +133,7 @@ explains most of the dimensions' separation and half of its effect is spread ove
 one latent factor drives the failures and the generator has not put it in a few channels (it is
 entangled): then every dimension separates a little and the top ones stand out less from random ones.
 A diagnostic of the generator, beside the paper's analysis.</li>
-<li><b>Corner case.</b> From a class's average digit, the smallest shift along one failure direction (in its
+<li><b>Corner case.</b> From a class's average image, the smallest shift along one failure direction (in its
 degrading direction only) at which p_y ≤ 0.5 (DESIGN §4.4: where the classifier stops being sure, not
 necessarily where its prediction changes), narrowed to 0.01σ and checked by classifying the image again;
 "p_y before" is p_y 0.01σ short of it (> 0.5). Along some directions p_y recovers further on: a corner case
@@ -238,13 +239,14 @@ def _corner_table(run) -> str:
     for r in cc.rows:
         where = " + ".join(f"{l}[{c}]" for l, c in zip(r.layers, r.channels))
         status = "at start" if r.at_start else ("" if r.found else f"not found ≤ {cc.max_shift:g}σ")
-        rows.append([r.cls, "+".join(map(str, r.dims)), where, r.signed_shifts() or "–", format_p(r.p_before, 4),
-                     format_p(r.p_at_shift, 4), "–" if r.pred_verified is None else r.pred_verified,
+        rows.append([run.class_label(r.cls), "+".join(map(str, r.dims)), where, r.signed_shifts() or "–",
+                     format_p(r.p_before, 4), format_p(r.p_at_shift, 4),
+                     "–" if r.pred_verified is None else run.class_label(r.pred_verified),
                      ("yes" if r.verified else "no") if r.found else "–", status])
     s = cc.summary()
     return "\n".join([
         "<h2>Corner cases</h2>",
-        f"<p>Start: the average digit of each class; along each failure direction, in its degrading direction "
+        f"<p>Start: the average image of each class; along each failure direction, in its degrading direction "
         f"only, bracket in steps of {cc.step:g}σ up to {cc.max_shift:g}σ, then narrow to {cc.tol:g}σ. The shift "
         f"is signed (the direction moved); \"p_y before\" is p_y {cc.tol:g}σ short of it (> 0.5), \"p_y at\" "
         f"at it (≤ 0.5), \"predicted\" the class the re-classified image is given there. "
