@@ -27,3 +27,12 @@ def test_stages_silent_still_time(capsys):
     with pytest.raises(ValueError):  # an unknown stage is a programming error, caught by the tests
         with stage("b"):
             pass
+
+
+def test_a_step_outside_the_stages_is_announced_without_a_number(capsys):
+    stage = Stages("compare", ("a",))
+    with stage.step("real test images", "2 classifiers"):
+        pass
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "failatlas compare: real test images (2 classifiers) …"
+    assert err[1].startswith("failatlas compare: real test images done in ") and "real test images" in stage.timings

@@ -74,12 +74,21 @@ class Stages:
 
     @contextlib.contextmanager
     def __call__(self, name: str, detail: str = ""):
-        self._say(f"{self._index(name)} {name}{' (' + detail + ')' if detail else ''} …")
+        with self._timed(f"{self._index(name)} {name}", name, detail):
+            yield
+
+    def step(self, name: str, detail: str = ""):
+        """A step announced and timed like a stage but not numbered among ``names`` (e.g. an epilogue
+        after the last stage)."""
+        return self._timed(name, name, detail)
+
+    @contextlib.contextmanager
+    def _timed(self, shown: str, name: str, detail: str):
+        self._say(f"{shown}{' (' + detail + ')' if detail else ''} …")
         t = time.perf_counter()
         yield
         self.timings[name] = time.perf_counter() - t
-        self._say(f"{self._index(name)} {name} done in {self.timings[name]:.1f} s "
-                  f"(elapsed {time.perf_counter() - self.t0:.1f} s)")
+        self._say(f"{shown} done in {self.timings[name]:.1f} s (elapsed {time.perf_counter() - self.t0:.1f} s)")
 
     def skip(self, name: str, why: str) -> None:
         self._say(f"{self._index(name)} {name} skipped ({why})")

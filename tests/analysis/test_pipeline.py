@@ -237,7 +237,7 @@ def test_existing_out_is_refused_then_replaced_with_overwrite_same_seed_same_ran
     assert rc == 0, captured.err
     assert not (out / "old.txt").exists() and not (out / "tsne.png").exists()
     assert (out / "ranking.csv").read_bytes() == (first.out / "ranking.csv").read_bytes()
-    assert "corner cases:" in captured.out and "[8/8] overlap done" in captured.err
+    assert "corner cases:" in captured.out and "[9/9] overlap done" in captured.err
     assert not [p for p in tmp_path.iterdir() if p.name != "run"]  # no staging or old-run folder left
 
 
