@@ -131,8 +131,17 @@ def test_one_group_missing_is_an_error(population):
         Separation(population.subset(population.well))
     assert str(err.value).startswith(f"all {population.n_well} samples are classified correctly; separation "
                                      "needs both groups — use a larger --n")
-    with pytest.raises(FailatlasError, match=f"all {population.n_mis} samples are mis-classified"):
+    with pytest.raises(FailatlasError, match=f"all {population.n_mis} samples are mis-classified") as err:
         Separation(population.subset(~population.well))
+    assert "trained on the generator's classes" in str(err.value)
+    import dataclasses  # drawn from chosen classes (--classes): the message names them, not the training data
+
+    missed = population.subset(~population.well)
+    chosen = tuple(sorted({int(c) for c in missed.y.tolist()}))
+    with pytest.raises(FailatlasError) as err:
+        Separation(dataclasses.replace(missed, classes=chosen))
+    assert f"gets no sample of class{'es' if len(chosen) > 1 else ''} {', '.join(map(str, chosen))} right " \
+           "(--classes)" in str(err.value) and "eval-gan" in str(err.value)
 
 
 def test_plot_separation_writes_png_and_json(G, C, population, tmp_path):

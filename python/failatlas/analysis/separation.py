@@ -261,8 +261,13 @@ class Separation:
             raise FailatlasError(f"all {n} samples are classified correctly; separation needs both groups — "
                                  "use a larger --n (or a weaker classifier)")
         if n_well == 0:
-            raise FailatlasError(f"all {n} samples are mis-classified; separation needs both groups — check that "
-                                 "the classifier was trained on the generator's classes and images")
+            some = population.classes
+            why = (f"the classifier gets no sample of class{'es' if len(some) > 1 else ''} "
+                   f"{', '.join(map(str, some))} right (--classes): add classes it recognizes, or check that the "
+                   "generator draws these classes well (failatlas eval-gan shows its accuracy per class)"
+                   if some is not None else
+                   "check that the classifier was trained on the generator's classes and images")
+            raise FailatlasError(f"all {n} samples are mis-classified; separation needs both groups — {why}")
         if layout is not None and len(layout) != population.style_dim:
             raise FailatlasError(f"the layout has {len(layout)} dimensions but the population has "
                                  f"{population.style_dim}; pass the layout of the generator that sampled it")
