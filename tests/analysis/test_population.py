@@ -47,7 +47,7 @@ def test_class_subset(G, C):
     p = sample_population(G, C, 60, seed=2, classes=[7, 2], batch_size=30)
     assert set(p.y.tolist()) == {2, 7} and p.classes == (2, 7)
     assert 15 < int((p.y == 2).sum()) < 45
-    with pytest.raises(FailatlasError, match=r"distinct class labels in \[0, 10\)"):
+    with pytest.raises(FailatlasError, match=r"distinct class labels \(indices: 0, 1, …\) in \[0, 10\)"):
         sample_population(G, C, 5, classes=[3, 10])
     with pytest.raises(FailatlasError, match="distinct"):
         sample_population(G, C, 5, classes=[])

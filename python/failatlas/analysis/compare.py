@@ -122,9 +122,11 @@ class Comparison:
                for name, cs in self.failing_starts().items() if cs]
         if self.classes_without_start:
             cs = self.classes_without_start
-            out.append(f"class{'es' if len(cs) > 1 else ''} {', '.join(map(str, cs))} left out of the corner "
-                       "shifts: no sample of it is classified right by every classifier, so there is no common "
-                       "start (a larger --n, or a generator that draws the class better)")
+            many = len(cs) > 1
+            out.append(f"class{'es' if many else ''} {', '.join(map(str, cs))} left out of the corner shifts: "
+                       f"no sample of {'each' if many else 'it'} is classified right by every classifier, so there "
+                       f"is no common start (a larger --n, or a generator that draws the class{'es' if many else ''} "
+                       "better)")
         out.extend(f"no accuracy curve for {name}: {why}" for name, why in self.no_curve.items())
         ties = sum(1 for r in self.shift_rows() if r["tied"])
         if ties:
