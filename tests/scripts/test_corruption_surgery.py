@@ -1,24 +1,13 @@
 """scripts/corruption_surgery.py: the edit that README "The analysis" reports (issue 4's experiment)."""
 
-import importlib.util
-from pathlib import Path
 
 import torch
 
 from failatlas.models.stylegan2 import Generator, get_config
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "corruption_surgery.py"
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("corruption_surgery", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_project_out_leaves_only_the_kept_dimensions_correlated_with_the_factors():
-    surgery = _script()
+def test_project_out_leaves_only_the_kept_dimensions_correlated_with_the_factors(load_script):
+    surgery = load_script("corruption_surgery")
     torch.manual_seed(0)
     G = Generator(get_config("tiny")).eval()
     gen = torch.Generator().manual_seed(1)
@@ -41,8 +30,8 @@ def test_project_out_leaves_only_the_kept_dimensions_correlated_with_the_factors
     assert all(a > b for a, b in zip(surgery.shares(r_after, 3), surgery.shares(r_before, 3)))
 
 
-def test_corruption_levels_are_the_expected_blur_and_noise():
-    surgery = _script()
+def test_corruption_levels_are_the_expected_blur_and_noise(load_script):
+    surgery = load_script("corruption_surgery")
 
     class Fixed(torch.nn.Module):
         def forward(self, x):  # clean; blur 3 noise 1; half blur1-noise2, half blur2-noise2

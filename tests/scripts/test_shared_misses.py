@@ -1,8 +1,6 @@
 """scripts/shared_misses.py: the experiment README "The analysis" reports (issue 4), on a tiny run folder."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 
@@ -11,17 +9,9 @@ from failatlas.analysis import GradientRanking, sample_population
 from failatlas.models.classifier import ClassifierConfig, build_classifier, save_classifier
 from failatlas.models.stylegan2 import save_generator
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "shared_misses.py"
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("shared_misses", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_counts_add_up_and_the_kept_samples_are_those_the_judge_gets_right(tiny_generator, tmp_path, capsys):
+def test_counts_add_up_and_the_kept_samples_are_those_the_judge_gets_right(tiny_generator, tmp_path, capsys,
+                                                                           load_script):
     G = tiny_generator
     save_generator(G, tmp_path / "g")
     for seed, name in ((1, "primary"), (2, "judge")):
@@ -39,7 +29,7 @@ def test_counts_add_up_and_the_kept_samples_are_those_the_judge_gets_right(tiny_
         "models": {"generator": {"path": str(tmp_path / "g")}, "primary": "primary",
                    "classifiers": [{"name": "primary", "path": str(tmp_path / "primary")}]},
         "seeds": {"separation_random_dims": 3}})
-    _script().main([str(run), str(tmp_path / "judge")])
+    load_script("shared_misses").main([str(run), str(tmp_path / "judge")])
     out = json.loads(capsys.readouterr().out)
 
     from failatlas.analysis import with_classifier
