@@ -426,3 +426,23 @@ def test_classes_without_training_images_are_recorded_and_noted(tmp_path, monkey
     assert training["classes_without_data"] == [3, 7]
     _, notes = real_accuracy(out, {})
     assert notes[0].startswith("the generator's training images held no image of classes 3, 7")
+
+
+def test_init_from_trains_with_this_runs_learning_rate(tmp_path):
+    """The source's optimizer states come with its lr and betas; the warm start must use its own --lr
+    (D's scaled by the lazy-R1 ratio, as at creation), which config.json records."""
+    src = tmp_path / "src"
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), src, progress=False)
+    runs = {}
+    for lr in (0.0001, 0.01):
+        out = tmp_path / f"lr{lr}"
+        train_gan(GANTrainConfig(kimg=0.032, **{**TINY, "lr": lr}), out, progress=False, init_from=src)
+        ck = _states(out)
+        c = 16 / 17  # r1_interval / (r1_interval + 1)
+        assert [g["lr"] for g in ck["G_opt"]["param_groups"]] == [lr]
+        assert [g["lr"] for g in ck["D_opt"]["param_groups"]] == [pytest.approx(lr * c)]
+        assert ck["D_opt"]["param_groups"][0]["betas"][1] == pytest.approx(0.99 ** c)
+        assert json.loads((out / "config.json").read_text())["training"]["lr"] == lr
+        runs[lr] = ck
+    a, b = runs[0.0001]["G"], runs[0.01]["G"]
+    assert any(not torch.equal(t, b[k]) for k, t in a.items())

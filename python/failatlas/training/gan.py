@@ -155,6 +155,19 @@ class GANTrainConfig:
         return [k for k in a if k != "kimg" and a[k] != b[k]]
 
 
+def _adam_hparams(cfg: GANTrainConfig) -> tuple[dict, dict]:
+    """Learning rate and betas of G's and D's Adam. Lazy regularization (R1 every ``r1_interval`` steps)
+    scales D's as StyleGAN2 does: lr · c and β^c with c = r1_interval / (r1_interval + 1)."""
+    c = cfg.r1_interval / (cfg.r1_interval + 1)
+    return ({"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2)},
+            {"lr": cfg.lr * c, "betas": (cfg.beta1 ** c, cfg.beta2 ** c)})
+
+
+def _set_hparams(opt: torch.optim.Optimizer, hparams: dict) -> None:
+    for group in opt.param_groups:
+        group.update(hparams)
+
+
 def _rank_seed(seed: int, rank: int, nimg: int | None = None) -> int:
     """A 63-bit seed for one rank's RNG, a fixed function of the run seed and the rank (and, for ranks that
     a resume with another number of processes starts afresh, of the images shown)."""
@@ -524,10 +537,9 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     G = Generator(arch).train().to(dev)
     D = Discriminator(arch, unconditional_head=cfg.cond_ramp_kimg > 0).train().to(dev)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    G_opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
-    # Lazy regularization: R1 every r1_interval steps, so scale D's Adam as StyleGAN2 does.
-    c = cfg.r1_interval / (cfg.r1_interval + 1)
-    D_opt = torch.optim.Adam(D.parameters(), lr=cfg.lr * c, betas=(cfg.beta1 ** c, cfg.beta2 ** c), eps=1e-8)
+    g_hparams, d_hparams = _adam_hparams(cfg)
+    G_opt = torch.optim.Adam(G.parameters(), eps=1e-8, **g_hparams)
+    D_opt = torch.optim.Adam(D.parameters(), eps=1e-8, **d_hparams)
     step, nimg, pl_mean = 0, 0, torch.zeros([], device=dev)
     r1_last = torch.zeros([])  # the last lazy R1 value, logged until the next R1 step
     if dev.type == "cuda":
@@ -561,6 +573,10 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
                                      f"architecture (missing {missing}, unexpected {unexpected})")
             if not missing:
                 D_opt.load_state_dict(state["D_opt"])
+        # The loaded optimizer states carry the source run's learning rates and betas: this run's options
+        # hold (a warm start with another --lr trains with it; config.json records it).
+        _set_hparams(G_opt, g_hparams)
+        _set_hparams(D_opt, d_hparams)
     if main:
         out.mkdir(parents=True, exist_ok=True)
     batches = _Batches(labels, num_classes, arch.mbstd_group, cfg.class_groups, arch.z_dim, dev)
