@@ -141,7 +141,8 @@ def _train_classifier_command(p: argparse.ArgumentParser):
     p.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights, shuffling and shifts")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--overwrite", action="store_true",
-                   help="train into a non-empty --out, replacing the classifier files there (others stay)")
+                   help="train into a non-empty --out, replacing the classifier files there (others stay; a "
+                   "generator's folder is refused)")
     p.add_argument("--out", required=True, help="folder to write config.json, model.safetensors and "
                    "training.json to (must not exist or be empty, unless --overwrite)")
 
@@ -231,8 +232,8 @@ def _train_gan(p: argparse.ArgumentParser):
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA when available)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="save and stop after this much wall time (continue later with --resume)")
-    p.add_argument("--out", required=True, help="run folder (created if needed; one that holds a checkpoint is "
-                   "refused unless --resume continues it)")
+    p.add_argument("--out", required=True, help="run folder: a new or empty one (created if needed), or with "
+                   "--resume one that holds a checkpoint")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
     p.add_argument("--init-from", default=None, metavar="DIR",
                    help="warm start: begin from another run's weights, optimizer states and image count "

@@ -293,3 +293,16 @@ def test_evaluate_refuses_nan_logits_on_some_real_images():
     with pytest.raises(FailatlasError, match=r"NaN or infinite logits for \d+ of the 8 images 8\.\.15 of 'tiny'"
                                              r".*accuracy would be meaningless"):
         evaluate_classifier(NanOnBright(), data, on="clean", batch_size=8)
+
+
+def test_overwrite_refuses_a_generator_or_train_gan_folder(tmp_path, one_error):
+    """--overwrite replaces config.json: in a generator's folder that is the generator's config."""
+    cfg = TrainClassifierConfig(epochs=1, batch_size=4, limit=8)
+    for name, text in (("generator.safetensors", "x"), ("checkpoint.pt", "x"),
+                       ("config.json", json.dumps({"kind": "stylegan2-generator", "config": {}}))):
+        out = tmp_path / name
+        out.mkdir()
+        (out / name).write_text(text)
+        one_error(lambda: train_classifier(cfg, out, train_set=tiny_set(8), verbose=False, overwrite=True),
+                  "holds a generator", "another folder")
+        assert [p.name for p in out.iterdir()] == [name] and (out / name).read_text() == text

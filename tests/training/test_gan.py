@@ -446,3 +446,19 @@ def test_init_from_trains_with_this_runs_learning_rate(tmp_path):
         runs[lr] = ck
     a, b = runs[0.0001]["G"], runs[0.01]["G"]
     assert any(not torch.equal(t, b[k]) for k, t in a.items())
+
+
+@pytest.mark.parametrize("kind", ["generator", "classifier"])
+def test_a_new_run_refuses_a_folder_holding_another_model(tmp_path, capsys, kind):
+    """A copy of a shipped generator (no checkpoint.pt) or a classifier folder: nothing is replaced."""
+    import shutil
+
+    from failatlas._paths import find_model
+
+    out = tmp_path / kind
+    shutil.copytree(find_model("mnist/generator" if kind == "generator" else "mnist/classifier-clean"), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    rc = main(["train-gan", "--config", "tiny", "--batch", "8", "--kimg", "0.008", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "holds other files" in err[0] and "new or empty folder" in err[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

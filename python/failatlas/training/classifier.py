@@ -160,6 +160,27 @@ def warn_missing_classes(labels: torch.Tensor, num_classes: int, dataset: str, l
     return missing
 
 
+def _refuse_generator_folder(out: Path) -> None:
+    """--overwrite replaces the classifier's files; in a generator's or a train-gan run's folder that would
+    replace the generator's config.json (the two share the name)."""
+    from .._io import read_json
+    from ..models.stylegan2 import GENERATOR_WEIGHTS
+
+    if not out.is_dir():
+        return
+    found = [name for name in (GENERATOR_WEIGHTS, "checkpoint.pt") if (out / name).exists()]
+    if not found and (out / "config.json").is_file():
+        try:
+            meta = read_json(out / "config.json")
+        except FailatlasError:
+            meta = None
+        if isinstance(meta, dict) and meta.get("kind") == "stylegan2-generator":
+            found = ["config.json of a generator"]
+    if found:
+        raise FailatlasError(f"--out {out} holds a generator or a train-gan run ({', '.join(found)}); the classifier's "
+                             "config.json would replace the generator's: choose another folder for the classifier")
+
+
 def train_classifier(config: TrainClassifierConfig, out: str | Path, *, train_set=None,
                      verbose: bool = True, overwrite: bool = False) -> TrainClassifierResult:
     """Train a classifier with ``config`` and save it to the folder ``out``.
@@ -174,6 +195,7 @@ def train_classifier(config: TrainClassifierConfig, out: str | Path, *, train_se
     config.validate()
     config = dataclasses.replace(config, idx_dir=absolute_folder(config.idx_dir))
     out = check_out_folder(out, overwrite, "to replace the classifier files in it (other files stay)")
+    _refuse_generator_folder(out)
     device = resolve_device(config.device, CLASSIFIER_DEVICES)
     if train_set is None:
         train_set = _load(config.dataset, "train", config.train_on, config.blur, config.idx_dir, config.data_seed)

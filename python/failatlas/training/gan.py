@@ -458,6 +458,19 @@ def _load_training_images(cfg: GANTrainConfig):
     return data.generator_input().contiguous(), data.labels.clone(), data.num_classes, missing
 
 
+def _refuse_other_files(out: Path, ckpt_path: Path) -> None:
+    """A new run goes into a new or empty folder: one holding other files (a shipped generator, a
+    classifier, another run's leftovers) would get its config.json and weights replaced and its
+    metrics.jsonl appended to. A folder with a checkpoint is left to the "already exists" refusal."""
+    if ckpt_path.exists() or not out.is_dir():
+        return
+    others = sorted(p.name for p in out.iterdir() if not p.name.startswith(_io.PROBE_PREFIX))
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise FailatlasError(f"--out {out} holds other files ({shown}) and no {CHECKPOINT}: a new run would "
+                             "replace or mix with them; choose a new or empty folder, or --resume a run folder")
+
+
 def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None,
               threads: int | None = None, device: str | torch.device | None = "cpu",
               max_minutes: float | None = None, init_from: str | Path | None = None) -> GANTrainResult:
@@ -481,6 +494,8 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     dev = resolve_device(device)
     out = _io.check_out_folder(out)
     ckpt_path = out / CHECKPOINT
+    if not resume:
+        _refuse_other_files(out, ckpt_path)
     from .. import distributed as fdist
 
     rank, world = fdist.world()
