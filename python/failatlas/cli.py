@@ -237,7 +237,7 @@ def _train_gan(p: argparse.ArgumentParser):
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
     p.add_argument("--init-from", default=None, metavar="DIR",
                    help="warm start: begin from another run's weights, optimizer states and image count "
-                        "(same --config), then train with these options into --out")
+                        "(same --config and number of classes), then train with these options into --out")
 
     def run(a: argparse.Namespace) -> int:
         from .training.gan import train_gan

@@ -462,3 +462,26 @@ def test_a_new_run_refuses_a_folder_holding_another_model(tmp_path, capsys, kind
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "holds other files" in err[0] and "new or empty folder" in err[0]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("src_classes, data_classes", [(3, 10), (10, 3)])
+def test_init_from_a_run_with_another_number_of_classes_is_refused(tmp_path, monkeypatch, capsys, src_classes,
+                                                                   data_classes):
+    few = gan._load_training_images
+
+    def classes(k):
+        def load(cfg):
+            x, y, _, missing = few(cfg)
+            return x, y % k, k, []
+        return load
+
+    src = tmp_path / "src"
+    monkeypatch.setattr(gan, "_load_training_images", classes(src_classes))
+    train_gan(GANTrainConfig(kimg=0.008, **TINY), src, progress=False)
+    monkeypatch.setattr(gan, "_load_training_images", classes(data_classes))
+    rc = main(["train-gan", "--config", "tiny", "--batch", "8", "--kimg", "0.016", "--init-from", str(src),
+               "--out", str(tmp_path / "dst")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert f"makes {src_classes} classes" in err[0] and f"has {data_classes}" in err[0]
+    assert not (tmp_path / "dst").exists()

@@ -546,6 +546,10 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
         if src_arch.name != cfg.config:
             raise FailatlasError(f"--init-from: {src} is a {src_arch.name!r} generator but --config is "
                                  f"{cfg.config!r}; use --config {src_arch.name}")
+        if src_arch.num_classes != num_classes:
+            raise FailatlasError(f"--init-from: {src} makes {src_arch.num_classes} classes but the training data "
+                                 f"(--dataset {cfg.dataset}) has {num_classes}; warm-start from a run trained on "
+                                 f"data with {num_classes} classes, or train without --init-from")
         arch, init_name = src_arch, str(src)
 
     torch.manual_seed(cfg.seed)  # the same weights on every rank
