@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
+import signal
 import tempfile
 import warnings
 import zipfile
@@ -46,6 +48,52 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM (Ctrl-C, ``kill``) until the block ends, then deliver them to the handlers
+    that were in place: for a few renames that must happen together. (Python runs signal handlers in the
+    main thread, so handlers are swapped rather than the signal mask, which other threads would not share.)
+    Outside the main thread a no-op."""
+    caught: list[int] = []
+    previous: dict = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
+    except ValueError:  # not the main thread: signals cannot be handled here
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)
+
+
+STAGING_PREFIX = ".failatlas-staging-"
+
+
+@contextlib.contextmanager
+def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a staging folder inside ``folder`` (created if needed); when the block succeeds, move every
+    file written there into ``folder`` (replacing files of the same names, leaving others) with signals
+    held, so the files arrive together: a Ctrl-C or a failure never leaves some new files beside old ones
+    (a model's weights beside another model's config). The staging folder is removed either way."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    try:
+        yield stage
+        files = sorted(p for p in stage.iterdir() if p.is_file())
+        for f in files:
+            os.chmod(f, 0o666 & ~_umask())
+        with signals_held():
+            for f in files:
+                os.replace(f, folder / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _check_can_create(path: Path, flag: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -306,3 +307,47 @@ def test_overwrite_refuses_a_generator_or_train_gan_folder(tmp_path, one_error):
         one_error(lambda: train_classifier(cfg, out, train_set=tiny_set(8), verbose=False, overwrite=True),
                   "holds a generator", "another folder")
         assert [p.name for p in out.iterdir()] == [name] and (out / name).read_text() == text
+
+
+def test_an_interrupted_overwrite_leaves_the_old_model_whole(tmp_path, monkeypatch):
+    """config.json, model.safetensors and training.json are staged and moved in together: a Ctrl-C while they
+    are written leaves the previous model's files (no mismatched pair), and one during the moves is held
+    until all three are in place."""
+    import os
+    import signal
+
+    from failatlas import _io
+    from failatlas.models import classifier as models_classifier
+
+    out = tmp_path / "m"
+    cfg = TrainClassifierConfig(epochs=1, batch_size=4, limit=8)
+    train_classifier(cfg, out, train_set=tiny_set(8), verbose=False)
+    names = ("config.json", "model.safetensors", TRAINING_LOG_FILE)
+    before = {n: (out / n).read_bytes() for n in names}
+    real_write = models_classifier.write_json
+
+    def ctrl_c(*args, **kwargs):  # after the weights, before the config
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models_classifier, "write_json", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(dataclasses.replace(cfg, seed=5), out, train_set=tiny_set(8), verbose=False, overwrite=True)
+    assert {n: (out / n).read_bytes() for n in names} == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)  # no staging folder left
+    monkeypatch.setattr(models_classifier, "write_json", real_write)
+
+    real_replace, moved = os.replace, []
+
+    def replace_then_signal(src, dst):
+        real_replace(src, dst)
+        moved.append(dst)
+        if str(dst) == str(out / "config.json"):  # the first move into --out (the others are staged)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(_io.os, "replace", replace_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(dataclasses.replace(cfg, seed=5), out, train_set=tiny_set(8), verbose=False, overwrite=True)
+    monkeypatch.setattr(_io.os, "replace", real_replace)
+    assert [n for n in names if (out / n).read_bytes() == before[n]] == []
+    assert load_classifier(out).config.training["seed"] == 5
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)

@@ -485,3 +485,43 @@ def test_init_from_a_run_with_another_number_of_classes_is_refused(tmp_path, mon
     assert rc == 2 and len(err) == 1, err
     assert f"makes {src_classes} classes" in err[0] and f"has {data_classes}" in err[0]
     assert not (tmp_path / "dst").exists()
+
+
+def test_ctrl_c_during_the_final_save_still_writes_the_generator(tmp_path, monkeypatch):
+    """The final save runs with signals deferred: a Ctrl-C between the checkpoint and the generator files
+    does not leave a checkpoint without its generator."""
+    import signal
+
+    real = gan.save_generator
+
+    def interrupted_save(G, folder, extra=None):
+        if extra["training"]["step"] == 4:  # the final save
+            os.kill(os.getpid(), signal.SIGINT)
+        real(G, folder, extra=extra)
+
+    monkeypatch.setattr(gan, "save_generator", interrupted_save)
+    out = tmp_path / "run"
+    r = train_gan(GANTrainConfig(kimg=0.032, **{**TINY, "snapshot_kimg": 1.0}), out, progress=False)  # one save
+    assert r.steps == 4
+    assert json.loads((out / "config.json").read_text())["training"]["step"] == 4
+    assert (out / "generator.safetensors").is_file() and (out / "samples-latest.png").is_file()
+
+
+def test_nothing_to_train_rewrites_a_missing_or_older_generator(tmp_path, capsys):
+    out = tmp_path / "run"
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)
+    older = {n: (out / n).read_bytes() for n in ("config.json", "generator.safetensors")}
+    train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
+    final = (out / "generator.safetensors").read_bytes()
+    for damage in ("missing", "older"):
+        for name, data in older.items():  # as a save interrupted between the checkpoint and these files
+            if damage == "missing":
+                (out / name).unlink()
+            else:
+                (out / name).write_bytes(data)
+        capsys.readouterr()
+        r = train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
+        said = capsys.readouterr()
+        assert r.steps == 4 and "was rewritten" in said.out + said.err
+        assert json.loads((out / "config.json").read_text())["training"]["step"] == 4
+        assert (out / "generator.safetensors").read_bytes() == final

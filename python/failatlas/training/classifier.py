@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._device import resolve_device
-from .._io import check_out_folder, write_json
+from .._io import check_out_folder, staged_files, write_json
 from .._paths import absolute_folder
 from .._progress import progress, progress_enabled
 from ..errors import FailatlasError
@@ -271,12 +271,13 @@ def train_classifier(config: TrainClassifierConfig, out: str | Path, *, train_se
     wall = time.perf_counter() - start
 
     model = model.to(memory_format=torch.contiguous_format).eval()
-    save_classifier(model, model_config, out)
     result = TrainClassifierResult(folder=str(out), config=model_config, n_train=n, wall_time_s=wall,
                                    history=tuple(history))
     log = result.to_dict()
     log["machine"] = machine_description(device)
-    write_json(out / TRAINING_LOG_FILE, log)
+    with staged_files(out) as stage:  # the three files arrive together (--overwrite replaces a model)
+        save_classifier(model, model_config, stage)
+        write_json(stage / TRAINING_LOG_FILE, log)
     return result
 
 

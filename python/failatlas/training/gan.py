@@ -458,6 +458,19 @@ def _load_training_images(cfg: GANTrainConfig):
     return data.generator_input().contiguous(), data.labels.clone(), data.num_classes, missing
 
 
+def _generator_saved_at(out: Path, step: int) -> bool:
+    """Whether ``out`` holds the EMA generator of ``step`` (config.json and generator.safetensors), as the
+    save at that step wrote it."""
+    from ..models.stylegan2 import GENERATOR_WEIGHTS
+
+    try:
+        meta = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    training = meta.get("training") if isinstance(meta, dict) else None
+    return (out / GENERATOR_WEIGHTS).is_file() and isinstance(training, dict) and training.get("step") == step
+
+
 def _refuse_other_files(out: Path, ckpt_path: Path) -> None:
     """A new run goes into a new or empty folder: one holding other files (a shipped generator, a
     classifier, another run's leftovers) would get its config.json and weights replaced and its
@@ -647,9 +660,15 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
                 "or lower --lr")
 
     if nimg >= total:  # a --resume past the target: say so, and leave the run's files as they are
+        rewrote = ""
+        if main and resume and not _generator_saved_at(out, step):  # an interrupted final save: complete it
+            with _StopFlag():
+                save_generator(G_ema, out, extra={"training": training_record(cfg, nimg, step, init_name,
+                                                                              empty_classes)})
+            rewrote = f"; the generator in {out} was missing or older than the checkpoint and was rewritten from it"
         if main:
             print(f"failatlas: {init_name if init_from is not None else out} is already at kimg {nimg / 1000:g} "
-                  f"(--kimg {cfg.kimg:g}): nothing to train; pass a larger --kimg to continue", flush=True)
+                  f"(--kimg {cfg.kimg:g}): nothing to train; pass a larger --kimg to continue{rewrote}", flush=True)
         return GANTrainResult(str(out), nimg / 1000, step, 0.0, 0.0, False, False, str(dev))
     start_nimg, t0 = nimg, time.perf_counter()
     metrics_path = out / "metrics.jsonl"
@@ -757,9 +776,10 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             if flag.stop or time_up:
                 interrupted, time_limited = flag.stop, time_up and not flag.stop
                 break
-    save()
-    if main:
-        _sample_grid(G_ema, out / "samples-latest.png")
+        # Still with signals turned into the flag: a Ctrl-C now cannot leave a checkpoint without its generator.
+        save()
+        if main:
+            _sample_grid(G_ema, out / "samples-latest.png")
     elapsed = time.perf_counter() - t0
     result = GANTrainResult(str(out), nimg / 1000, step, elapsed, (nimg - start_nimg) / max(elapsed, 1e-9),
                             interrupted, time_limited, str(dev), terminated=flag.signum == signal.SIGTERM)
