@@ -116,9 +116,18 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         return real_forward(self, img, y, cond_weight) * float("nan")
 
     monkeypatch.setattr(gan.Discriminator, "forward", poisoned)
-    with pytest.raises(FailatlasError, match="non-finite at step 2"):
+    with pytest.raises(FailatlasError) as info:
         train_gan(GANTrainConfig(kimg=0.064, **TINY), out, resume=True, progress=False)
     assert (out / "checkpoint.pt").read_bytes() == good
+    said = str(info.value)  # the step and kimg as metrics.jsonl counts them; the checkpoint is the one resumed
+    assert "non-finite in step 3 (kimg 0.024;" in said and "(step 2, kimg 0.016, before the divergence) was kept" in said
+    assert f"--init-from {out} --lr 0.000625 --out NEW_FOLDER" in said and "last good" not in said
+    # a run that diverges before its first checkpoint says so
+    with pytest.raises(FailatlasError) as info:
+        train_gan(GANTrainConfig(kimg=0.064, **TINY), tmp_path / "new", progress=False)
+    said = str(info.value)
+    assert "non-finite in step 1 (kimg 0.008;" in said and "no checkpoint was saved" in said
+    assert "was kept" not in said and not (tmp_path / "new" / "checkpoint.pt").exists()
 
 
 def test_bad_options():

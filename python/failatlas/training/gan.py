@@ -471,6 +471,24 @@ def _generator_saved_at(out: Path, step: int) -> bool:
     return (out / GENERATOR_WEIGHTS).is_file() and isinstance(training, dict) and training.get("step") == step
 
 
+def _divergence_message(cfg: GANTrainConfig, out: Path, init_name: str | None, bad_step: int, bad_nimg: int,
+                        step: int, lg: float, ld: float, saved: dict) -> str:
+    """What a non-finite loss means for the run, and what can be done (steps and kimg as metrics.jsonl counts
+    them: the loss of step k is the one logged with "step": k). A --resume repeats the same steps with the
+    same options (another --lr is refused), so a lower --lr goes through --init-from."""
+    lower = f"--lr {cfg.lr / 4:g}"
+    said = (f"training diverged: the loss became non-finite in step {bad_step} (kimg {bad_nimg / 1000:g}; at "
+            f"step {step}: G {lg}, D {ld}); ")
+    if saved:
+        return said + (f"{out / CHECKPOINT} (step {saved['step']}, kimg {saved['nimg'] / 1000:g}, before the "
+                       f"divergence) was kept. --resume would repeat the same steps; to go on from it with a lower "
+                       f"learning rate, start a new run from it: --init-from {out} {lower} --out NEW_FOLDER")
+    again = (f"--init-from {init_name} {lower}" if init_name else lower)
+    return said + (f"no checkpoint was saved before it (one is saved every --snapshot-kimg "
+                   f"{cfg.snapshot_kimg:g}); start again with a lower learning rate, e.g. {again}, into a new folder "
+                   f"(or remove {out} first)")
+
+
 def _refuse_other_files(out: Path, ckpt_path: Path) -> None:
     """A new run goes into a new or empty folder: one holding other files (a shipped generator, a
     classifier, another run's leftovers) would get its config.json and weights replaced and its
@@ -622,8 +640,11 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     next_snapshot = (nimg // int(cfg.snapshot_kimg * 1000) + 1) * int(cfg.snapshot_kimg * 1000)
     next_sample = (nimg // int(cfg.sample_kimg * 1000) + 1) * int(cfg.sample_kimg * 1000)
 
+    saved = {"step": step, "nimg": nimg} if resume else {}  # the checkpoint in --out, if any
+
     def save() -> None:
         rng_ranks = ranks.rng_states() if ranks is not None else None  # a collective: every rank calls save()
+        saved.update(step=step, nimg=nimg)
         if not main:
             return
         _io.save_checkpoint(ckpt_path, {
@@ -654,10 +675,8 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     def check_finite(lg: float, ld: float) -> None:
         bad = int(first_bad) if ranks is None else ranks.first_bad(int(first_bad))
         if bad >= 0:
-            raise FailatlasError(
-                f"training diverged: loss became non-finite at step {bad} (kimg {nimg / 1000:.1f}; "
-                f"G {lg}, D {ld}); the last good checkpoint in {out} was kept. Resume with --resume "
-                "or lower --lr")
+            raise FailatlasError(_divergence_message(cfg, out, init_name, bad + 1,
+                                                     nimg - (step - bad - 1) * cfg.batch, step, lg, ld, saved))
 
     if nimg >= total:  # a --resume past the target: say so, and leave the run's files as they are
         rewrote = ""
