@@ -198,3 +198,29 @@ def test_eval_gan_names_a_classifier_file_it_cannot_judge_with(tmp_path, one_err
 
     one_error(lambda: evaluate_generator_folders("mnist/generator", tmp_path / "model.pt", n=10),
               "classifier folder", "penultimate features", "model.pt")
+
+
+def test_non_finite_images_logits_or_features_give_one_message(models, tmp_path, capsys, one_error):
+    """Instead of torch's LinAlgError from inside the Fréchet distance."""
+    G, C = models
+    bad_G = copy.deepcopy(G)
+    real_forward = G.forward
+
+    def nan_for_class_3(z, y, **kwargs):
+        img = real_forward(z, y, **kwargs)
+        return torch.where((y == 3)[:, None, None, None], torch.full_like(img, float("nan")), img)
+
+    bad_G.forward = nan_for_class_3
+    one_error(lambda: evaluate_generator(bad_G, C, n=20, n_real=100, progress=False),
+              "the generator made images with NaN or infinite pixels for 2 of the 20 images of noise mode",
+              "first for image 3")
+    # a classifier whose finite but huge weights overflow: through the CLI, one line
+    huge = copy.deepcopy(C)
+    with torch.no_grad():
+        huge.fc1.weight.fill_(3e38)
+    save_generator(G, tmp_path / "g")
+    save_classifier(huge, ClassifierConfig(), tmp_path / "c")
+    rc = main(["eval-gan", "--generator", str(tmp_path / "g"), "--classifier", str(tmp_path / "c"),
+               "--n", "20", "--n-real", "100"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "NaN or infinite" in err[0] and "of the 20 generated images" in err[0], err

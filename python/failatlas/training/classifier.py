@@ -361,14 +361,11 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
                     raise FailatlasError(f"the classifier returns logits of shape {list(logits.shape)} but "
                                          f"dataset {data.name!r} has {data.num_classes} classes; evaluate "
                                          "it on the dataset it was trained for or retrain it")
-                finite = torch.isfinite(logits).all(dim=1)
-                if not bool(finite.all()):  # argmax of NaN rows would count them as class 0, silently
-                    bad = int((~finite).sum())
-                    raise FailatlasError(
-                        f"the classifier returned NaN or infinite logits for {bad} of the {len(finite)} images "
-                        f"{start}..{start + len(finite) - 1} of {data.name!r} ({split}, {on}), first for image "
-                        f"{start + int((~finite).nonzero()[0, 0])}; its accuracy would be meaningless: check its "
-                        "weights (or, for an .onnx file, its graph)")
+                # argmax of NaN rows would count them as class 0, silently
+                refuse_non_finite(logits, "the classifier returned NaN or infinite logits",
+                                  f"images {start}..{start + len(logits) - 1} of {data.name!r} ({split}, {on})",
+                                  "its accuracy would be meaningless: check its weights (or, for an .onnx file, "
+                                  "its graph)", offset=start)
                 hits[start:start + batch_size] = (logits.argmax(1).cpu() == labels[start:start + batch_size])
     finally:
         model.train(was_training)
@@ -399,6 +396,16 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
     return {"accuracy": int(hits.sum()) / n, "n": n, "by_severity": by_severity,
             "dataset": str(data.name), "split": str(getattr(data, "split", split)), "on": on, "blur": blur,
             "warnings": warnings}
+
+
+def refuse_non_finite(values: torch.Tensor, what: str, which: str, fix: str, offset: int = 0) -> None:
+    """Raise :class:`FailatlasError` when a row of ``values`` (Tensor[N, ...], one row per image) holds NaN
+    or ±inf: "{what} for k of the N {which}, first for image i; {fix}" (i counted from ``offset``)."""
+    finite = torch.isfinite(values.reshape(len(values), -1)).all(dim=1)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise FailatlasError(f"{what} for {bad} of the {len(finite)} {which}, first for image "
+                             f"{offset + int((~finite).nonzero()[0, 0])}; {fix}")
 
 
 def _names(names, shown: int = 3) -> str:

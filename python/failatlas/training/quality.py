@@ -249,14 +249,25 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
         raise FailatlasError(f"the classifier predicts {probe.shape[-1]} classes but the generator makes "
                              f"{G.num_classes}; pass a classifier trained on the same dataset")
 
+    from .classifier import refuse_non_finite
+
     images = {mode: generate(G, n, seed, mode) for mode in NOISE_MODES}
+    for mode, (imgs, _) in images.items():
+        refuse_non_finite(imgs, "the generator made images with NaN or infinite pixels",
+                          f"images of noise mode {mode!r}", "no quality figure can be computed from them: check "
+                          "the generator's weights (train it again, or take an earlier checkpoint)")
     fake, y = images[noise_mode]
     logits = _batched(lambda x: classifier(classifier_view(x)), fake)
+    judge_fix = ("the accuracy and the Fréchet distance would be meaningless: check the classifier's weights, or "
+                 "judge with another classifier")
+    refuse_non_finite(logits, "the classifier returned NaN or infinite logits", "generated images", judge_fix)
     hit = logits.argmax(1) == y
     per_class = [float(hit[y == c].float().mean()) for c in range(G.num_classes)]
 
     feats = lambda x: classifier.penultimate(classifier_view(x))  # noqa: E731
     f_fake, f_test, f_train = (_batched(feats, x) for x in (fake, test.generator_input(), train.generator_input()))
+    for f, which in ((f_fake, "generated images"), (f_test, "real test images"), (f_train, "real train images")):
+        refuse_non_finite(f, "the classifier's penultimate features are NaN or infinite", which, judge_fix)
     fd = frechet_distance(f_test, f_fake)
     fd_floor = frechet_distance(f_test, f_train)
     diversity_per_class = within_class_diversity(f_fake, y, f_test, test.labels, G.num_classes)
@@ -276,8 +287,11 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
     warnings = judge_warnings(judge_acc, true_cells)
     fid = None
     if inception_weights is not None:
-        fid = frechet_distance(_inception_features(inception_weights, test.generator_input()),
-                               _inception_features(inception_weights, fake))
+        f_real, f_gen = (_inception_features(inception_weights, x) for x in (test.generator_input(), fake))
+        for f, which in ((f_real, "real test images"), (f_gen, "generated images")):
+            refuse_non_finite(f, f"the Inception model {inception_weights} returned NaN or infinite features", which,
+                              "the Inception FID would be meaningless: check that feature extractor")
+        fid = frechet_distance(f_real, f_gen)
     return GeneratorQuality(
         conditional_accuracy=float(hit.float().mean()), per_class_accuracy=per_class, fd=fd, fd_real_vs_real=fd_floor,
         corruption_tv=tv[noise_mode], noise_mode=noise_mode, n=n, corruption_tv_by_noise_mode=tv,
