@@ -361,7 +361,7 @@ def test_cli_mix_weight_reaches_the_run_and_bad_values_give_one_line(tmp_path, c
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_a_signal_mid_run_saves_a_checkpoint_and_stops(tmp_path, monkeypatch, sig):
+def test_a_signal_mid_run_saves_a_checkpoint_and_stops(tmp_path, monkeypatch, capsys, sig):
     """Ctrl-C and `kill` (a scheduler's time limit) alike: the step finishes, a checkpoint is saved, the run
     stops and can be resumed; the handlers in place before the run are back afterwards."""
     import os
@@ -383,6 +383,8 @@ def test_a_signal_mid_run_saves_a_checkpoint_and_stops(tmp_path, monkeypatch, si
     assert r.interrupted and r.steps == 2 and r.terminated == (sig == "SIGTERM")  # the CLI exits 143 or 130
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
     assert {s: signal.getsignal(s) for s in before} == before
+    said = capsys.readouterr()
+    assert "interrupted at kimg" in said.err and said.out == ""  # stdout keeps the CLI's JSON alone
 
 
 @pytest.mark.parametrize("option, value, phrase", [
@@ -410,7 +412,7 @@ def test_resume_past_the_target_trains_nothing_and_rewrites_nothing(tmp_path, ca
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     r = train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
     assert r.steps == 8 and r.kimg == 0.064 and not r.interrupted and r.images_per_second == 0.0
-    assert "already at kimg 0.064 (--kimg 0.032): nothing to train" in capsys.readouterr().out
+    assert "already at kimg 0.064 (--kimg 0.032): nothing to train" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
@@ -530,7 +532,18 @@ def test_nothing_to_train_rewrites_a_missing_or_older_generator(tmp_path, capsys
                 (out / name).write_bytes(data)
         capsys.readouterr()
         r = train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
-        said = capsys.readouterr()
-        assert r.steps == 4 and "was rewritten" in said.out + said.err
+        assert r.steps == 4 and "was rewritten" in capsys.readouterr().err
         assert json.loads((out / "config.json").read_text())["training"]["step"] == 4
         assert (out / "generator.safetensors").read_bytes() == final
+
+
+def test_cli_stdout_is_the_json_result_alone(tmp_path, capsys):
+    """Status lines (--max-minutes stop, nothing to train) go to stderr: stdout parses as JSON."""
+    out = str(tmp_path / "run")
+    base = ["train-gan", "--config", "tiny", "--batch", "8", "--seed", "3", "--snapshot-kimg", "0.016", "--out", out]
+    assert main(base + ["--kimg", "0.064", "--max-minutes", "1e-9"]) == 0
+    said = capsys.readouterr()
+    assert json.loads(said.out)["time_limited"] and "stopped after" in said.err
+    assert main(base + ["--kimg", "0.008", "--resume"]) == 0
+    said = capsys.readouterr()
+    assert json.loads(said.out)["steps"] == 1 and "nothing to train" in said.err

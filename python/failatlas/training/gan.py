@@ -53,6 +53,7 @@ import dataclasses
 import json
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -687,7 +688,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             rewrote = f"; the generator in {out} was missing or older than the checkpoint and was rewritten from it"
         if main:
             print(f"failatlas: {init_name if init_from is not None else out} is already at kimg {nimg / 1000:g} "
-                  f"(--kimg {cfg.kimg:g}): nothing to train; pass a larger --kimg to continue{rewrote}", flush=True)
+                  f"(--kimg {cfg.kimg:g}): nothing to train; pass a larger --kimg to continue{rewrote}", file=sys.stderr, flush=True)
         return GANTrainResult(str(out), nimg / 1000, step, 0.0, 0.0, False, False, str(dev))
     start_nimg, t0 = nimg, time.perf_counter()
     metrics_path = out / "metrics.jsonl"
@@ -804,8 +805,8 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
                             interrupted, time_limited, str(dev), terminated=flag.signum == signal.SIGTERM)
     if time_limited and main:
         print(f"failatlas: stopped after {max_minutes:g} minutes at kimg {nimg / 1000:.1f}; checkpoint saved in "
-              f"{out}; continue with --resume", flush=True)
+              f"{out}; continue with --resume", file=sys.stderr, flush=True)
     if interrupted and main:
         print(f"failatlas: interrupted at kimg {nimg / 1000:.1f}; checkpoint saved in {out}; "
-              f"continue with --resume", flush=True)
+              f"continue with --resume", file=sys.stderr, flush=True)
     return result
