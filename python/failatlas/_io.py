@@ -223,7 +223,9 @@ def save_checkpoint(path: str | os.PathLike, obj: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``: a pickle that carries code is refused, never run."""
+    """Read a checkpoint with ``weights_only=True``: a pickle that carries code is refused, never run. A file
+    torch cannot read is told apart (without running it): damaged or not a checkpoint at all, or one that
+    holds objects other than tensors and plain values."""
     path = Path(path)
     if not path.is_file():
         raise FailatlasError(f"{what} not found: {path}")
@@ -231,20 +233,73 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[s
         with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
             warnings.simplefilter("ignore", UserWarning)
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise FailatlasError(
-            f"{what} {path} contains objects that are not plain tensors or values and was not loaded "
-            f"({first}); only load checkpoints written by failatlas"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        raise FailatlasError(f"{what} {path} is truncated or corrupt ({type(exc).__name__}: {detail}); the run keeps "
-                             "one checkpoint, so restore it from a copy, or start the run again (--init-from "
-                             "another run's folder to warm-start)") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        unsafe, reason = _why_unreadable(path)
+        if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile) and reason is None:
+            raise  # the file system's error (permissions, I/O): the CLI reports it as such
+        if unsafe:
+            raise FailatlasError(f"{what} {path} holds objects that are not tensors or plain values ({unsafe}) and "
+                                 "was not loaded: loading it could run code; only load checkpoints written by "
+                                 "failatlas") from None
+        reason = reason or "torch cannot read it"
+        raise FailatlasError(f"{what} {path} is damaged or not a torch checkpoint ({reason}): restore it from a "
+                             "copy, or retrain") from None
     if not isinstance(obj, dict):
         raise FailatlasError(f"{what} {path} does not hold a failatlas checkpoint (found {type(obj).__name__})")
     return obj
+
+
+_CHECKPOINT_MODULES = ("torch", "collections", "_codecs")  # what torch.save's own pickles refer to
+
+
+def _why_unreadable(path: Path) -> tuple[str | None, str | None]:
+    """(the first global a checkpoint's pickle refers to outside torch's own, or None; why it cannot be
+    read, or None when no reason was found). The pickle is parsed by :mod:`pickletools`, never run."""
+    import io
+
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None, None
+    if not data:
+        return None, "an empty file"
+    if data[:4] == b"PK\x03\x04":  # torch.save's zip format
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                if not names:
+                    return None, "a zip archive, not a torch checkpoint"
+                stream = archive.read(names[0])
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError):
+            return None, "truncated or corrupt: its zip archive is incomplete"
+    elif data[:1] == b"\x80":  # a bare pickle (protocol 2 or later)
+        stream = data
+    else:
+        shown = data[:16].decode("ascii", "replace") if data[:16].isascii() else data[:8].hex(" ")
+        return None, f"not a torch checkpoint at all: it begins with {shown!r}"
+    try:
+        globals_ = _pickle_globals(stream)
+    except Exception:  # noqa: BLE001 - pickletools' errors on malformed input are of several kinds
+        return None, "truncated or corrupt: its pickle is incomplete or malformed"
+    unsafe = [g for g in globals_ if g.split(".")[0] not in _CHECKPOINT_MODULES]
+    return (unsafe[0] if unsafe else None), (None if unsafe else "torch cannot read its content")
+
+
+def _pickle_globals(stream: bytes) -> list[str]:
+    """The names (module.name) of the globals a pickle refers to, read with :func:`pickletools.genops`,
+    which parses the opcodes without running anything. Raises on a truncated or malformed pickle."""
+    import io
+    import pickletools
+
+    found, strings = [], []
+    for op, arg, _ in pickletools.genops(io.BytesIO(stream)):
+        if op.name in ("GLOBAL", "INST"):
+            found.append(str(arg).replace(" ", "."))
+        elif op.name == "STACK_GLOBAL":
+            found.append(".".join(strings[-2:]) if len(strings) >= 2 else "?")
+        elif isinstance(arg, str):
+            strings.append(arg)
+    return found
 
 
 def sha256(path: str | os.PathLike) -> str:

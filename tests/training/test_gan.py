@@ -93,7 +93,7 @@ def test_corrupt_or_tampered_checkpoint_gives_one_clear_error(tmp_path, capsys):
     ck = out / "checkpoint.pt"
     data = ck.read_bytes()
     ck.write_bytes(data[: len(data) // 3])
-    with pytest.raises(FailatlasError, match="truncated or corrupt"):
+    with pytest.raises(FailatlasError, match="damaged or not a torch checkpoint .truncated or corrupt"):
         train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
     if os.path.exists("/tmp/failatlas-pwned"):
         os.unlink("/tmp/failatlas-pwned")
@@ -547,3 +547,31 @@ def test_cli_stdout_is_the_json_result_alone(tmp_path, capsys):
     assert main(base + ["--kimg", "0.008", "--resume"]) == 0
     said = capsys.readouterr()
     assert json.loads(said.out)["steps"] == 1 and "nothing to train" in said.err
+
+
+@pytest.mark.parametrize("content, phrase", [
+    (b"", "an empty file"),
+    (os.urandom(3000).replace(b"PK", b"pk").replace(b"\x80", b"\x81"), "not a torch checkpoint at all"),
+    (b'{"G": 1, "step": 3}', "not a torch checkpoint at all: it begins with"),
+    ("truncated", "truncated or corrupt"),
+    ("unsafe", "(posix.system) and was not loaded"),
+])
+def test_an_unreadable_checkpoint_is_told_apart_from_an_unsafe_one(tmp_path, capsys, content, phrase):
+    """Damaged files are not "objects that are not plain tensors", and torch's advice to set weights_only=False
+    is never passed on."""
+    out = tmp_path / "run"
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)
+    ck = out / "checkpoint.pt"
+    if content == "truncated":
+        content = ck.read_bytes()[:5000]
+    elif content == "unsafe":
+        torch.save({"G": _Evil()}, ck)
+        content = ck.read_bytes()
+    ck.write_bytes(content)
+    rc = main(["train-gan", "--config", "tiny", "--batch", "8", "--kimg", "0.032", "--seed", "3",
+               "--snapshot-kimg", "0.016", "--out", str(out), "--resume"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and phrase in err[0], err
+    assert "weights_only" not in err[0]
+    assert ("damaged" in err[0]) == (phrase != "(posix.system) and was not loaded")
+    assert not os.path.exists("/tmp/failatlas-pwned")
