@@ -575,3 +575,19 @@ def test_an_unreadable_checkpoint_is_told_apart_from_an_unsafe_one(tmp_path, cap
     assert "weights_only" not in err[0]
     assert ("damaged" in err[0]) == (phrase != "(posix.system) and was not loaded")
     assert not os.path.exists("/tmp/failatlas-pwned")
+
+
+@pytest.mark.parametrize("part", ["G", "G_ema", "D"])
+def test_checkpoint_weights_that_do_not_fit_their_architecture_give_one_message(tmp_path, capsys, part):
+    out = tmp_path / "run"
+    base = ["train-gan", "--config", "tiny", "--batch", "8", "--seed", "3", "--snapshot-kimg", "0.016"]
+    assert main(base + ["--kimg", "0.016", "--out", str(out)]) == 0
+    ck = _states(out)
+    ck[part]["synthesis_network.const" if part != "D" else next(iter(ck["D"]))] = torch.zeros(3, 5)
+    torch.save(ck, out / "checkpoint.pt")
+    for extra in (["--out", str(out), "--resume"], ["--init-from", str(out), "--out", str(tmp_path / "new")]):
+        capsys.readouterr()
+        rc = main(base + ["--kimg", "0.032"] + extra)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "do not fit the architecture" in err[0] and "[3, 5]" in err[0], err
+    assert not (tmp_path / "new").exists()

@@ -490,6 +490,39 @@ def _divergence_message(cfg: GANTrainConfig, out: Path, init_name: str | None, b
                    f"(or remove {out} first)")
 
 
+def _load_part(module: torch.nn.Module, saved, what: str, source, fresh: str | None = None) -> list[str]:
+    """Load the state dict ``saved`` into ``module`` after checking that it fits (keys and shapes), so a
+    damaged or edited checkpoint gives one message instead of torch's size-mismatch traceback. Keys starting
+    with ``fresh`` may be missing (a head the source lacked: it keeps its fresh weights); returns them."""
+    own = module.state_dict()
+    if not isinstance(saved, dict):
+        problems = [f"found {type(saved).__name__}, not a dict of tensors"]
+        missing = []
+    else:
+        missing = [k for k in own if k not in saved]
+        problems = [f"unexpected {', '.join(k for k in saved if k not in own)}"] if set(saved) - set(own) else []
+        if missing and not (fresh and all(k.startswith(fresh) for k in missing)):
+            problems.append(f"missing {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
+        problems += [f"{k} has shape {list(saved[k].shape) if isinstance(saved[k], torch.Tensor) else '?'}, the "
+                     f"architecture makes {list(t.shape)}" for k, t in own.items()
+                     if k in saved and (not isinstance(saved[k], torch.Tensor) or saved[k].shape != t.shape)][:2]
+    if problems:
+        raise FailatlasError(f"{source}: the {what} weights do not fit the architecture the checkpoint records "
+                             f"({'; '.join(problems)}); the file is damaged or was edited, or comes from another "
+                             "architecture: restore it from a copy, or retrain")
+    module.load_state_dict(saved, strict=not missing)
+    return missing
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, saved, which: str, source) -> None:
+    try:
+        opt.load_state_dict(saved)
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+        raise FailatlasError(f"{source}: {which}'s optimizer state does not fit its weights "
+                             f"({type(exc).__name__}); the file is damaged or was edited: restore it from a copy, "
+                             "or retrain") from None
+
+
 def _refuse_other_files(out: Path, ckpt_path: Path) -> None:
     """A new run goes into a new or empty folder: one holding other files (a shipped generator, a
     classifier, another run's leftovers) would get its config.json and weights replaced and its
@@ -599,15 +632,16 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     if distributed:  # from here on each rank draws its own latents, labels, reals and noise
         torch.manual_seed(_rank_seed(cfg.seed, rank))
     if state is not None:
-        G.load_state_dict(state["G"])
-        G_ema.load_state_dict(state["G_ema"])
-        G_opt.load_state_dict(state["G_opt"])
+        source = ckpt_path if resume else init_name
+        _load_part(G, state.get("G"), "generator (G)", source)
+        _load_part(G_ema, state.get("G_ema"), "EMA generator (G_ema)", source)
+        _load_optimizer(G_opt, state.get("G_opt"), "G", source)
         step, nimg = int(state["step"]), int(state["nimg"])
         pl_mean = state["pl_mean"].to(dev)
         r1_last = state.get("r1_last", r1_last).cpu()
         if resume:
-            D.load_state_dict(state["D"])
-            D_opt.load_state_dict(state["D_opt"])
+            _load_part(D, state.get("D"), "discriminator (D)", source)
+            _load_optimizer(D_opt, state.get("D_opt"), "D", source)
             saved_ranks = state.get("rng_ranks") if distributed else None
             if saved_ranks is not None and len(saved_ranks) == world:  # the same number of processes: exact
                 torch.set_rng_state(saved_ranks[rank])
@@ -618,12 +652,9 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             if dev.type == "cuda" and "cuda_rng" in state:
                 torch.cuda.set_rng_state(state["cuda_rng"], dev)
         else:  # warm start: a head the source lacked starts fresh, and so then does D's optimizer
-            missing, unexpected = D.load_state_dict(state["D"], strict=False)
-            if unexpected or any(not k.startswith("uncond.") for k in missing):
-                raise FailatlasError(f"--init-from: the discriminator in {init_name} does not match this "
-                                     f"architecture (missing {missing}, unexpected {unexpected})")
+            missing = _load_part(D, state.get("D"), "discriminator (D)", source, fresh="uncond.")
             if not missing:
-                D_opt.load_state_dict(state["D_opt"])
+                _load_optimizer(D_opt, state.get("D_opt"), "D", source)
         # The loaded optimizer states carry the source run's learning rates and betas: this run's options
         # hold (a warm start with another --lr trains with it; config.json records it).
         _set_hparams(G_opt, g_hparams)
