@@ -224,3 +224,22 @@ def test_non_finite_images_logits_or_features_give_one_message(models, tmp_path,
                "--n", "20", "--n-real", "100"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "NaN or infinite" in err[0] and "of the 20 generated images" in err[0], err
+
+
+def test_eval_gan_shows_progress_and_checks_the_inception_file_first(models, tmp_path, capsys, monkeypatch):
+    G, C = models
+    evaluate_generator(G, C, n=20, n_real=100, progress=True)
+    err = capsys.readouterr().err
+    for stage in ("eval-gan: generating", "eval-gan: classifying", "eval-gan: corruption cells"):
+        assert stage in err, stage
+    assert "60/60" in err  # 20 images in each of the three noise modes
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("generated images before checking --inception-weights")
+
+    monkeypatch.setattr(quality, "generate", no_work)
+    with pytest.raises(FailatlasError, match="not found: .*missing.pt"):
+        evaluate_generator(G, C, n=20, n_real=100, inception_weights=tmp_path / "missing.pt", progress=False)
+    (tmp_path / "bad.pt").write_bytes(b"not a torchscript archive")
+    with pytest.raises(FailatlasError, match="not a readable TorchScript archive"):
+        evaluate_generator(G, C, n=20, n_real=100, inception_weights=tmp_path / "bad.pt", progress=False)
