@@ -591,3 +591,17 @@ def test_checkpoint_weights_that_do_not_fit_their_architecture_give_one_message(
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and "do not fit the architecture" in err[0] and "[3, 5]" in err[0], err
     assert not (tmp_path / "new").exists()
+
+
+def test_resume_drops_the_metrics_logged_after_the_checkpoint(tmp_path):
+    """After a kill -9 the lines logged since the last checkpoint stay in metrics.jsonl; the resumed run logs
+    those steps again, so they are dropped (and a line cut short) when it starts."""
+    out, full = tmp_path / "run", tmp_path / "full"
+    train_gan(GANTrainConfig(kimg=0.048, **TINY), full, progress=False)
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)  # checkpoint at step 2
+    later = (full / "metrics.jsonl").read_text().splitlines(keepends=True)[2:5]  # steps 3..5, never saved
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write("".join(later) + '{"step": 6, "kim')
+    train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]

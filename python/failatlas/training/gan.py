@@ -523,6 +523,26 @@ def _load_optimizer(opt: torch.optim.Optimizer, saved, which: str, source) -> No
                              "or retrain") from None
 
 
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop the lines of ``metrics.jsonl`` logged after the checkpoint being resumed (``step``), and a line
+    cut short: a run killed without saving (kill -9, a power cut) logged steps that the resumed run
+    will log again."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            logged = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(logged, dict) and isinstance(logged.get("step"), int) and logged["step"] <= step \
+                and line.endswith("\n"):
+            kept.append(line)
+    if kept != lines:
+        _io.write_text(path, "".join(kept))
+
+
 def _refuse_other_files(out: Path, ckpt_path: Path) -> None:
     """A new run goes into a new or empty folder: one holding other files (a shipped generator, a
     classifier, another run's leftovers) would get its config.json and weights replaced and its
@@ -723,6 +743,8 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
         return GANTrainResult(str(out), nimg / 1000, step, 0.0, 0.0, False, False, str(dev))
     start_nimg, t0 = nimg, time.perf_counter()
     metrics_path = out / "metrics.jsonl"
+    if main and resume:
+        _trim_metrics(metrics_path, step)
     interrupted = time_limited = False
     bar = progress_bar(total, desc="train-gan", unit="img", unit_scale=True, initial=nimg,
                        disable=None if progress is None else not progress)
