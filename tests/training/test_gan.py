@@ -605,3 +605,14 @@ def test_resume_drops_the_metrics_logged_after_the_checkpoint(tmp_path):
     train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+def test_init_from_a_run_past_the_target_is_refused_before_out_is_made(tmp_path, capsys):
+    src = tmp_path / "src"
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), src, progress=False)
+    rc = main(["train-gan", "--config", "tiny", "--batch", "8", "--kimg", "0.016", "--init-from", str(src),
+               "--out", str(tmp_path / "dst")])
+    said = capsys.readouterr()
+    err = said.err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "already at kimg 0.016" in err[0] and "above 0.016" in err[0]
+    assert said.out == "" and not (tmp_path / "dst").exists()

@@ -636,6 +636,10 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
                                  f"(--dataset {cfg.dataset}) has {num_classes}; warm-start from a run trained on "
                                  f"data with {num_classes} classes, or train without --init-from")
         arch, init_name = src_arch, str(src)
+        src_nimg = state.get("nimg")
+        if isinstance(src_nimg, int) and src_nimg >= math.ceil(cfg.kimg * 1000):  # before --out is made
+            raise FailatlasError(f"--init-from: {src} is already at kimg {src_nimg / 1000:g}, which reaches --kimg "
+                                 f"{cfg.kimg:g}: nothing would be trained; pass a --kimg above {src_nimg / 1000:g}")
 
     torch.manual_seed(cfg.seed)  # the same weights on every rank
     G = Generator(arch).train().to(dev)
@@ -730,7 +734,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             raise FailatlasError(_divergence_message(cfg, out, init_name, bad + 1,
                                                      nimg - (step - bad - 1) * cfg.batch, step, lg, ld, saved))
 
-    if nimg >= total:  # a --resume past the target: say so, and leave the run's files as they are
+    if nimg >= total:  # a --resume past the target (--init-from was refused above): say so, and leave the files
         rewrote = ""
         if main and resume and not _generator_saved_at(out, step):  # an interrupted final save: complete it
             with _StopFlag():
@@ -738,7 +742,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
                                                                               empty_classes)})
             rewrote = f"; the generator in {out} was missing or older than the checkpoint and was rewritten from it"
         if main:
-            print(f"failatlas: {init_name if init_from is not None else out} is already at kimg {nimg / 1000:g} "
+            print(f"failatlas: {out} is already at kimg {nimg / 1000:g} "
                   f"(--kimg {cfg.kimg:g}): nothing to train; pass a larger --kimg to continue{rewrote}", file=sys.stderr, flush=True)
         return GANTrainResult(str(out), nimg / 1000, step, 0.0, 0.0, False, False, str(dev))
     start_nimg, t0 = nimg, time.perf_counter()
