@@ -228,7 +228,8 @@ def _train_gan(p: argparse.ArgumentParser):
                    help="seed of that corruption classifier (default 2: not eval-gan's judge, seed 0)")
     p.add_argument("--snapshot-kimg", type=float, default=d.snapshot_kimg, help="checkpoint every this many kimg")
     p.add_argument("--seed", type=_seed, default=d.seed, help="random seed (weights, latents, batches)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads, at most 4096 (default: torch's "
+                   "choice)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA when available)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="save and stop after this much wall time (continue later with --resume)")

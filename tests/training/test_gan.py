@@ -616,3 +616,13 @@ def test_init_from_a_run_past_the_target_is_refused_before_out_is_made(tmp_path,
     err = said.err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "already at kimg 0.016" in err[0] and "above 0.016" in err[0]
     assert said.out == "" and not (tmp_path / "dst").exists()
+
+
+@pytest.mark.parametrize("threads", ["100000", "-1"])
+def test_threads_out_of_range_are_refused_before_any_work(tmp_path, capsys, threads):
+    """100000 threads crashed torch (a segfault); the bound is the engine's (failatlas-eval --threads)."""
+    rc = main(["train-gan", "--config", "tiny", "--batch", "8", "--kimg", "0.008", "--threads", threads,
+               "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--threads must be between 1 and 4096" in err[0] and threads in err[0]
+    assert not (tmp_path / "run").exists()

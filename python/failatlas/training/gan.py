@@ -574,8 +574,10 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     if resume and init_from is not None:
         raise FailatlasError("--init-from starts a new run from another run's weights; it cannot be combined "
                              "with --resume (which continues the run in --out)")
-    if threads is not None and threads < 0:
-        raise FailatlasError(f"--threads must be positive (or 0 for torch's choice), got {threads}")
+    from ..engine.native import MAX_THREADS  # the bound of the engine and failatlas-eval's --threads
+
+    if threads is not None and not 0 <= threads <= MAX_THREADS:
+        raise FailatlasError(f"--threads must be between 1 and {MAX_THREADS} (or 0 for torch's choice), got {threads}")
     dev = resolve_device(device)
     out = _io.check_out_folder(out)
     ckpt_path = out / CHECKPOINT
