@@ -243,3 +243,24 @@ def test_eval_gan_shows_progress_and_checks_the_inception_file_first(models, tmp
     (tmp_path / "bad.pt").write_bytes(b"not a torchscript archive")
     with pytest.raises(FailatlasError, match="not a readable TorchScript archive"):
         evaluate_generator(G, C, n=20, n_real=100, inception_weights=tmp_path / "bad.pt", progress=False)
+
+
+def test_eval_gan_json_writes_null_for_diversity_it_could_not_measure(models, tmp_path, capsys):
+    """With a tiny --n-real some classes have fewer than two real test images: their diversity is null (not
+    a bare NaN, which is not JSON), and a warning says which classes the average covers."""
+    G, C = models
+    save_generator(G, tmp_path / "g")
+    save_classifier(C, ClassifierConfig(), tmp_path / "c")
+    rc = main(["eval-gan", "--generator", str(tmp_path / "g"), "--classifier", str(tmp_path / "c"),
+               "--n", "20", "--n-real", "12", "--json"])
+    text = capsys.readouterr().out
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    out = json.loads(text, parse_constant=refuse)
+    assert rc == 0 and None in out["diversity_per_class"]
+    missing = [c for c, d in enumerate(out["diversity_per_class"]) if d is None]
+    note = [w for w in out["warnings"] if w.startswith("diversity covers")]
+    assert note == [note[0]] and f"covers {10 - len(missing)} of the 10 classes" in note[0]
+    assert ", ".join(map(str, missing)) in note[0]

@@ -60,7 +60,9 @@ class GeneratorQuality:
     idx_dir: str | None = None
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """The figures as JSON values: a figure that could not be measured (NaN) is null, since JSON has no
+        NaN (Python's json would write a bare NaN that other readers refuse)."""
+        return _nan_to_none(dataclasses.asdict(self))
 
     def format(self) -> str:
         """A readable summary (the CLI's output without --json)."""
@@ -71,8 +73,8 @@ class GeneratorQuality:
                  "per class              " + " ".join(f"{a:.2f}" for a in q.per_class_accuracy),
                  f"FD                     {q.fd:.3f}   (real vs real: {q.fd_real_vs_real:.3f}, "
                  f"ratio {q.fd / max(q.fd_real_vs_real, 1e-12):.2f})",
-                 f"diversity              {q.diversity:.3f}   (within-class spread vs the data's; per class "
-                 + " ".join(f"{d:.2f}" for d in q.diversity_per_class) + ")",
+                 f"diversity              {_figure(q.diversity)}   (within-class spread vs the data's; per class "
+                 + " ".join(_figure(d, ".2f") for d in q.diversity_per_class) + ")",
                  f"corruption TV          {q.corruption_tv:.3f}   (by noise mode: "
                  + ", ".join(f"{k} {v:.3f}" for k, v in q.corruption_tv_by_noise_mode.items())
                  + f"; corruption classifier accuracy on real test {q.corruption_classifier_accuracy:.3f})"]
@@ -80,6 +82,32 @@ class GeneratorQuality:
             lines.append(f"Inception FID          {q.inception_fid:.3f}")
         lines += [f"warning: {w}" for w in q.warnings]
         return "\n".join(lines)
+
+
+def _nan_to_none(value):
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def _figure(value: float, spec: str = ".3f") -> str:
+    return "-" if value != value else format(value, spec)
+
+
+def diversity_warnings(per_class: list[float]) -> list[str]:
+    """A warning when the diversity leaves classes out (fewer than two generated or real test images)."""
+    missing = [c for c, d in enumerate(per_class) if d != d]
+    if not missing:
+        return []
+    covered = len(per_class) - len(missing)
+    return [f"diversity covers {covered} of the {len(per_class)} classes: class"
+            f"{'es' if len(missing) > 1 else ''} {', '.join(map(str, missing))} "
+            f"{'have' if len(missing) > 1 else 'has'} fewer than two generated or real test images (a larger --n-real, "
+            "or none, and --n)"]
 
 
 def judge_warnings(judge_accuracy: float, true_cells: torch.Tensor) -> list[str]:
@@ -311,7 +339,7 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
             tv[mode] = 0.5 * float((p - p_real).abs().sum())
             dist[f"generated_{mode}"] = p.tolist()
 
-    warnings = judge_warnings(judge_acc, true_cells)
+    warnings = judge_warnings(judge_acc, true_cells) + diversity_warnings(diversity_per_class)
     fid = None
     if inception_weights is not None:
         with progress_bar(len(real_test) + n, desc="eval-gan: Inception features", unit="img", disable=hide) as bar:
