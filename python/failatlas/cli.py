@@ -185,6 +185,8 @@ def _eval_classifier_command(p: argparse.ArgumentParser):
 
         result = evaluate_any_classifier(a.model, dataset=a.dataset, on=a.on, idx_dir=a.idx_dir, blur=a.blur,
                                          seed=a.seed, split=a.split, device=a.device)
+        if result.get("model") is None:  # a classifier file, loaded before the evaluation: record its path
+            result["model"] = os.path.abspath(a.model)
         if a.json:
             _print_json(result)
         else:

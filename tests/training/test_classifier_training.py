@@ -179,6 +179,11 @@ def test_cli_eval_classifier_json(tiny_models, capsys):
     assert res["n"] == 2000 and set(res) >= {"accuracy", "n", "by_severity"}
     assert len(res["by_severity"]) == 10 and sum(c["n"] for c in res["by_severity"].values()) == 2000
     assert 0 <= res["accuracy"] <= 1
+    # what was evaluated, on what: the model folder (absolute), the corruption seed, the IDX folder (none here)
+    assert res["model"] == str((tiny_models / "k10").absolute()) and res["seed"] == 0 and res["idx_dir"] is None
+    rc = cli.main(["eval-classifier", "--model", str(tiny_models / "k10"), "--dataset", "mnist", "--on", "clean",
+                   "--seed", "5", "--json"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["seed"] == 5
 
 
 @needs_mnist

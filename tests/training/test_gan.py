@@ -626,3 +626,22 @@ def test_threads_out_of_range_are_refused_before_any_work(tmp_path, capsys, thre
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--threads must be between 1 and 4096" in err[0] and threads in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_metrics_seconds_count_the_whole_run_and_init_from_is_recorded_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)
+    ck = _states(out)
+    assert ck["seconds"] > 0
+    ck["seconds"] = 1000.0  # as after a long first session
+    torch.save(ck, out / "checkpoint.pt")
+    train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [1, 2, 3, 4]
+    assert all(l["seconds"] < 1000 for l in lines[:2]) and all(l["seconds"] > 1000 for l in lines[2:])
+    assert _states(out)["seconds"] > 1000
+    train_gan(GANTrainConfig(kimg=0.048, **TINY), tmp_path / "warm", progress=False, init_from="run")
+    recorded = str(tmp_path / "run" / "checkpoint.pt")
+    assert _states(tmp_path / "warm")["init_from"] == recorded
+    assert json.loads((tmp_path / "warm" / "config.json").read_text())["training"]["init_from"] == recorded

@@ -95,6 +95,10 @@ def test_eval_gan_cli_json_and_bad_classifier(models, tmp_path, capsys):
     assert {"conditional_accuracy", "per_class_accuracy", "fd", "fd_real_vs_real", "corruption_tv"} <= set(out)
     from failatlas._io import sha256
     assert out["generator_sha256"] == sha256(tmp_path / "g" / "generator.safetensors")  # what was judged
+    # ... by which classifier, on which data and draw
+    assert out["classifier"] == str((tmp_path / "c").absolute())
+    assert out["classifier_sha256"] == sha256(tmp_path / "c" / "model.safetensors")
+    assert (out["seed"], out["n_real"], out["blur"]) == (0, 100, "paper")
     save_classifier(build_classifier(ClassifierConfig(num_classes=7)), ClassifierConfig(num_classes=7), tmp_path / "c7")
     rc = main(["eval-gan", "--generator", str(tmp_path / "g"), "--classifier", str(tmp_path / "c7"), "--n", "20", "--n-real", "100"])
     err = capsys.readouterr().err.strip().splitlines()

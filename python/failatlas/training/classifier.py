@@ -318,7 +318,8 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
     ``on``: ``"clean"`` or ``"corrupted"`` images (the corrupted split holds clean images too).
 
     Returns ``{"accuracy": float, "n": int, "by_severity": {cell: {"accuracy": float | None, "n": int}},
-    "dataset", "split", "on", "blur", "warnings": [str]}`` (a warning when the classifier's class names
+    "dataset", "split", "on", "blur", "idx_dir", "seed", "model" (the folder, absolute; None for a module),
+    "warnings": [str]}`` (a warning when the classifier's class names
     differ from the dataset's: it was trained on another dataset) with cells ``"clean"`` and, on corrupted
     data, every
     ``"blur{b}-noise{n}"`` for b, n ∈ 1..3 (accuracy ``None`` for an empty cell).
@@ -329,11 +330,13 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
         raise FailatlasError(f"batch size must be positive, got {batch_size}")
     dev = resolve_device(device, CLASSIFIER_DEVICES)
     if isinstance(model_or_folder, nn.Module):
-        model = model_or_folder
+        model, model_path = model_or_folder, None
     else:
         from .._paths import find_model
 
-        model = load_classifier(find_model(model_or_folder), device=dev)
+        folder = find_model(model_or_folder)
+        model = load_classifier(folder, device=dev)  # its messages name the folder as given
+        model_path = str(folder.absolute())
     data = _load(dataset, split, on, blur, idx_dir, seed) if isinstance(dataset, str) else dataset
     config = classifier_config_of(model)
     if config is not None and config.num_classes != int(data.num_classes):
@@ -395,7 +398,8 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
                         "these accuracies compare unrelated labels; evaluate it on the dataset it was trained for")
     return {"accuracy": int(hits.sum()) / n, "n": n, "by_severity": by_severity,
             "dataset": str(data.name), "split": str(getattr(data, "split", split)), "on": on, "blur": blur,
-            "warnings": warnings}
+            "idx_dir": absolute_folder(idx_dir) if isinstance(dataset, str) else None, "seed": seed,
+            "model": model_path, "warnings": warnings}
 
 
 def refuse_non_finite(values: torch.Tensor, what: str, which: str, fix: str, offset: int = 0) -> None:

@@ -523,12 +523,12 @@ def _load_optimizer(opt: torch.optim.Optimizer, saved, which: str, source) -> No
                              "or retrain") from None
 
 
-def _trim_metrics(path: Path, step: int) -> None:
+def _trim_metrics(path: Path, step: int) -> dict | None:
     """Drop the lines of ``metrics.jsonl`` logged after the checkpoint being resumed (``step``), and a line
     cut short: a run killed without saving (kill -9, a power cut) logged steps that the resumed run
-    will log again."""
+    will log again. Returns the last line kept (None: none)."""
     if not path.is_file():
-        return
+        return None
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     kept = []
     for line in lines:
@@ -541,6 +541,7 @@ def _trim_metrics(path: Path, step: int) -> None:
             kept.append(line)
     if kept != lines:
         _io.write_text(path, "".join(kept))
+    return json.loads(kept[-1]) if kept else None
 
 
 def _refuse_other_files(out: Path, ckpt_path: Path) -> None:
@@ -637,7 +638,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             raise FailatlasError(f"--init-from: {src} makes {src_arch.num_classes} classes but the training data "
                                  f"(--dataset {cfg.dataset}) has {num_classes}; warm-start from a run trained on "
                                  f"data with {num_classes} classes, or train without --init-from")
-        arch, init_name = src_arch, str(src)
+        arch, init_name = src_arch, str(src.absolute())  # recorded absolute, as idx_dir
         src_nimg = state.get("nimg")
         if isinstance(src_nimg, int) and src_nimg >= math.ceil(cfg.kimg * 1000):  # before --out is made
             raise FailatlasError(f"--init-from: {src} is already at kimg {src_nimg / 1000:g}, which reaches --kimg "
@@ -709,6 +710,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             "format": "failatlas-gan-checkpoint", "G": G.state_dict(), "D": D.state_dict(),
             "G_ema": G_ema.state_dict(), "G_opt": G_opt.state_dict(), "D_opt": D_opt.state_dict(),
             "step": step, "nimg": nimg, "pl_mean": pl_mean, "r1_last": r1_last, "rng": torch.get_rng_state(),
+            "seconds": prior_seconds + time.perf_counter() - t0,  # training time over every session of the run
             **({"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {}),
             **({"world_size": world, "rng_ranks": rng_ranks} if rng_ranks is not None else {}),
             "train_config": dataclasses.asdict(cfg), "arch": arch.to_json(),
@@ -747,10 +749,15 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             print(f"failatlas: {out} is already at kimg {nimg / 1000:g} "
                   f"(--kimg {cfg.kimg:g}): nothing to train; pass a larger --kimg to continue{rewrote}", file=sys.stderr, flush=True)
         return GANTrainResult(str(out), nimg / 1000, step, 0.0, 0.0, False, False, str(dev))
-    start_nimg, t0 = nimg, time.perf_counter()
     metrics_path = out / "metrics.jsonl"
-    if main and resume:
-        _trim_metrics(metrics_path, step)
+    last_logged = _trim_metrics(metrics_path, step) if main and resume else None
+    # metrics.jsonl's "seconds" counts the training time of the whole run, resumed sessions included (a
+    # checkpoint saved before it was recorded: the last line logged up to it)
+    prior_seconds = 0.0
+    if resume:
+        prior_seconds = state.get("seconds", (last_logged or {}).get("seconds", 0.0))
+        prior_seconds = float(prior_seconds) if isinstance(prior_seconds, (int, float)) else 0.0
+    start_nimg, t0 = nimg, time.perf_counter()
     interrupted = time_limited = False
     bar = progress_bar(total, desc="train-gan", unit="img", unit_scale=True, initial=nimg,
                        disable=None if progress is None else not progress)
@@ -839,7 +846,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
                 check_finite(lg, ld)
             if main and (step % cfg.log_every == 0 or stopping):
                 log.update({"step": step, "kimg": nimg / 1000, "loss_G": lg, "loss_D": ld,
-                            "r1": r1_log, "images_per_s": rate, "seconds": elapsed})
+                            "r1": r1_log, "images_per_s": rate, "seconds": prior_seconds + elapsed})
                 if judge is not None:  # this rank's last batch
                     log["mix_kl"] = float(kl_last)
                 bar.set_postfix(G=f"{lg:.2f}", D=f"{ld:.2f}", img_s=f"{rate:.0f}")

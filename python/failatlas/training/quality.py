@@ -58,6 +58,11 @@ class GeneratorQuality:
     warnings: list[str] = field(default_factory=list)
     dataset: str | None = None  # the real data judged against (name, and IDX folder when there is one)
     idx_dir: str | None = None
+    blur: str | None = None  # the corruption blur of that data
+    seed: int | None = None  # of the latents, the corruption draw and the corruption classifier
+    n_real: int | None = None  # the cap on real images per split (None: all)
+    classifier: str | None = None  # the judging classifier's folder, and the sha256 of its weights
+    classifier_sha256: str | None = None
 
     def to_json(self) -> dict:
         """The figures as JSON values: a figure that could not be measured (NaN) is null, since JSON has no
@@ -353,7 +358,7 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
         corruption_tv=tv[noise_mode], noise_mode=noise_mode, n=n, corruption_tv_by_noise_mode=tv,
         corruption_distribution=dist, corruption_classifier_accuracy=judge_acc, inception_fid=fid,
         diversity=sum(finite) / len(finite) if finite else float("nan"), diversity_per_class=diversity_per_class,
-        warnings=warnings)
+        warnings=warnings, blur=blur, seed=seed, n_real=n_real)
 
 
 def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *, device: str | None = "cpu",
@@ -363,7 +368,7 @@ def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *,
     from .. import _io
     from .._device import resolve_device
     from .._paths import classifier_file_format, data_notes, data_to_judge
-    from ..models.classifier import load_classifier
+    from ..models.classifier import WEIGHTS_FILE, load_classifier
     from ..models.stylegan2 import GENERATOR_WEIGHTS, load_generator
 
     if classifier_file_format(classifier):
@@ -375,11 +380,14 @@ def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *,
     data = data_to_judge(folder, options.pop("dataset", None), options.pop("idx_dir", None),
                          options.pop("blur", None))  # the data the generator records, unless named
     options.update(dataset=data["dataset"], idx_dir=data["idx_dir"], blur=data["blur"])
-    judge = load_classifier(resolve_model(classifier))
+    judge_folder = resolve_model(classifier)
+    judge = load_classifier(judge_folder)
     q = evaluate_generator(G, judge, **options)
     q.warnings.extend(data_notes(folder, {f"the judge {Path(str(classifier)).name}": judge}))
     return dataclasses.replace(q, generator_sha256=_io.sha256(Path(folder) / GENERATOR_WEIGHTS),
-                               dataset=options["dataset"], idx_dir=options.get("idx_dir"))
+                               dataset=options["dataset"], idx_dir=options.get("idx_dir"),
+                               classifier=str(Path(judge_folder).absolute()),
+                               classifier_sha256=_io.sha256(Path(judge_folder) / WEIGHTS_FILE))
 
 
 # --- noise level of the empty frame ------------------------------------------------------------------
