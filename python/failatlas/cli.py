@@ -154,7 +154,8 @@ def _train_classifier_command(p: argparse.ArgumentParser):
             batch_size=a.batch_size, max_lr=a.max_lr, translate_px=a.translate_px, seed=a.seed,
             device=a.device), a.out, overwrite=a.overwrite)
         last = result.history[-1]
-        print(f"saved {result.folder} ({result.n_train} images, {len(result.history)} epochs, "
+        epochs = len(result.history)
+        print(f"saved {result.folder} ({result.n_train} images, {epochs} epoch{'' if epochs == 1 else 's'}, "
               f"{result.wall_time_s:.1f} s; last epoch loss {last.loss:.4f}, train acc {last.accuracy:.4f})")
         return 0
 
@@ -214,7 +215,8 @@ def _train_gan(p: argparse.ArgumentParser):
     p.add_argument("--config", default=d.config, help="architecture: cpu-small, paper or tiny")
     p.add_argument("--kimg", type=float, default=d.kimg, help="train until this many thousand images were shown")
     p.add_argument("--batch", type=int, default=d.batch, help="batch size")
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate of G and D")
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help="Adam learning rate of G; D's is lr · 16/17 (StyleGAN2's lazy-R1 scaling, R1 every 16 steps)")
     p.add_argument("--pl-weight", type=float, default=d.pl_weight, help="path-length regularization weight (0: off)")
     p.add_argument("--r1-gamma", type=float, default=None,
                    help="R1 weight (default 0.0002 · resolution² / batch, StyleGAN2-ADA's heuristic)")
@@ -228,7 +230,8 @@ def _train_gan(p: argparse.ArgumentParser):
                         "corruption classifier trained on the real train split (0: off; see the model card)")
     p.add_argument("--mix-judge-seed", type=_seed, default=d.mix_judge_seed, metavar="SEED",
                    help="seed of that corruption classifier (default 2: not eval-gan's judge, seed 0)")
-    p.add_argument("--snapshot-kimg", type=float, default=d.snapshot_kimg, help="checkpoint every this many kimg")
+    p.add_argument("--snapshot-kimg", type=float, default=d.snapshot_kimg,
+                   help="save a checkpoint (and the EMA generator) and redraw samples-latest.png every this many kimg")
     p.add_argument("--seed", type=_seed, default=d.seed, help="random seed (weights, latents, batches)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads, at most 4096 (default: torch's "
                    "choice)")
@@ -272,7 +275,8 @@ def _train_gan(p: argparse.ArgumentParser):
          "Inception FID only with --inception-weights (a TorchScript feature extractor); nothing is downloaded.")
 def _eval_gan(p: argparse.ArgumentParser):
     _model_options(p)
-    p.add_argument("--n", type=int, default=10000, help="number of generated samples (balanced over classes)")
+    p.add_argument("--n", type=int, default=10000, help="number of generated samples; their labels cycle through "
+                   "the classes (0, 1, ..., 0, 1, ...), so a multiple of the number of classes is balanced")
     p.add_argument("--n-real", type=int, default=None, help="use at most this many real images per split (quick checks)")
     p.add_argument("--dataset", default=None, help="the real data to judge against (default: the dataset the "
                    "generator's config.json records it was trained on, with its IDX folder and blur; else mnist)")

@@ -356,3 +356,41 @@ def test_an_interrupted_overwrite_leaves_the_old_model_whole(tmp_path, monkeypat
     assert [n for n in names if (out / n).read_bytes() == before[n]] == []
     assert load_classifier(out).config.training["seed"] == 5
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
+
+
+def test_the_other_dataset_warning_gives_the_flags_of_the_recorded_data():
+    """A model whose record names its training data: the warning says exactly what to pass."""
+    torch.manual_seed(0)
+    names = ("T-shirt/top", "Trouser") + tuple(f"c{i}" for i in range(8))
+    recorded = ClassifierConfig(dataset="fashion", class_names=names,
+                                training={"dataset": "fashion", "idx_dir": "/data/fashion"})
+    res = evaluate_classifier(build_classifier(recorded).eval(), tiny_set(20), on="clean")
+    assert res["warnings"][0].endswith("evaluate it on the dataset it was trained for: "
+                                       "--dataset fashion --idx-dir /data/fashion")
+    unrecorded = build_classifier(ClassifierConfig(dataset="", class_names=names)).eval()
+    assert evaluate_classifier(unrecorded, tiny_set(20), on="clean")["warnings"][0].endswith("trained for")
+
+
+def test_cli_texts(monkeypatch, capsys):
+    """One epoch is not "1 epochs"; --lr says what D gets; --snapshot-kimg that it also redraws the samples;
+    eval-gan's --n says when it is balanced."""
+    from failatlas.training import classifier as training_classifier
+
+    real = training_classifier.train_classifier
+    monkeypatch.setattr(training_classifier, "train_classifier",
+                        lambda cfg, out, **kw: real(dataclasses.replace(cfg, limit=8), out, train_set=tiny_set(8),
+                                                    verbose=False, **kw))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        assert cli.main(["train-classifier", "--train-on", "clean", "--epochs", "1", "--batch-size", "4",
+                         "--out", f"{tmp}/m"]) == 0
+    assert "(8 images, 1 epoch, " in capsys.readouterr().out
+    helps = {}
+    for command in ("train-gan", "eval-gan"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        helps[command] = " ".join(capsys.readouterr().out.split())
+    assert "D's is lr · 16/17" in helps["train-gan"]
+    assert "redraw samples-latest.png every this many kimg" in helps["train-gan"]
+    assert "multiple of the number of classes is balanced" in helps["eval-gan"]

@@ -76,7 +76,7 @@ def test_resume_refuses_other_options_and_existing_runs(tmp_path):
     train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)
     with pytest.raises(FailatlasError, match="already exists; pass --resume"):
         train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)
-    with pytest.raises(FailatlasError, match=r"options \['lr'\] differ"):
+    with pytest.raises(FailatlasError, match=r"trained with --lr 0.0025, not --lr 0.01; resume with the checkpoint's"):
         train_gan(GANTrainConfig(kimg=0.032, **{**TINY, "seed": 3}, lr=0.01), out, resume=True, progress=False)
     with pytest.raises(FailatlasError, match="does not exist"):
         train_gan(GANTrainConfig(kimg=0.016, **TINY), tmp_path / "none", resume=True, progress=False)
@@ -256,7 +256,7 @@ def test_checkpoints_from_before_class_groups_resume(tmp_path):
     torch.save(ck, out / "checkpoint.pt")
     r = train_gan(GANTrainConfig(kimg=0.024, **{**TINY, "class_groups": False}), out, resume=True, progress=False)
     assert r.steps == 3
-    with pytest.raises(FailatlasError, match=r"\['class_groups'\] differ"):
+    with pytest.raises(FailatlasError, match=r"trained with --no-class-groups, not --class-groups;"):
         train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
 
 
@@ -645,3 +645,23 @@ def test_metrics_seconds_count_the_whole_run_and_init_from_is_recorded_absolute(
     recorded = str(tmp_path / "run" / "checkpoint.pt")
     assert _states(tmp_path / "warm")["init_from"] == recorded
     assert json.loads((tmp_path / "warm" / "config.json").read_text())["training"]["init_from"] == recorded
+
+
+def test_resume_refusal_names_the_differing_options_as_flags(tmp_path, capsys):
+    """With the checkpoint's values and the given ones, as train-gan's flags (not internal names such as
+    sample_kimg)."""
+    out = tmp_path / "run"
+    base = ["train-gan", "--batch", "8", "--seed", "3", "--kimg", "0.008", "--out", str(out)]
+    assert main(base + ["--config", "tiny", "--snapshot-kimg", "0.016"]) == 0
+    capsys.readouterr()
+    rc = main(base + ["--config", "cpu-small", "--snapshot-kimg", "0.5", "--train-on", "clean", "--resume"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert ("trained with --train-on corrupted --config tiny --snapshot-kimg 0.016, not --train-on clean "
+            "--config cpu-small --snapshot-kimg 0.5;") in err[0], err
+    assert "sample_kimg" not in err[0] and "corruption" not in err[0]
+
+
+def test_status_lines_give_the_real_kimg(tmp_path, capsys):
+    r = train_gan(GANTrainConfig(kimg=0.064, **TINY), tmp_path / "run", progress=False, max_minutes=1e-9)
+    assert r.kimg == 0.008 and "at kimg 0.008;" in capsys.readouterr().err  # was rounded to 0.0

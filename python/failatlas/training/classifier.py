@@ -340,7 +340,8 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
     data = _load(dataset, split, on, blur, idx_dir, seed) if isinstance(dataset, str) else dataset
     config = classifier_config_of(model)
     if config is not None and config.num_classes != int(data.num_classes):
-        trained = f" ({config.dataset})" if config.dataset else ""
+        flags = _data_flags(config)
+        trained = f" ({flags})" if flags else ""
         raise FailatlasError(f"the classifier has {config.num_classes} classes but dataset {data.name!r} has "
                              f"{data.num_classes}; evaluate it on the dataset it was trained for{trained} or "
                              f"retrain it on {data.name!r}")
@@ -395,7 +396,8 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
     if config is not None and config.class_names and tuple(config.class_names) != tuple(data.class_names):
         warnings.append(f"the classifier was trained on {config.dataset or 'another dataset'!r} with classes "
                         f"{_names(config.class_names)}, but {data.name!r} has classes {_names(data.class_names)}: "
-                        "these accuracies compare unrelated labels; evaluate it on the dataset it was trained for")
+                        "these accuracies compare unrelated labels; evaluate it on the dataset it was trained for"
+                        + (f": {_data_flags(config)}" if _data_flags(config) else ""))
     return {"accuracy": int(hits.sum()) / n, "n": n, "by_severity": by_severity,
             "dataset": str(data.name), "split": str(getattr(data, "split", split)), "on": on, "blur": blur,
             "idx_dir": absolute_folder(idx_dir) if isinstance(dataset, str) else None, "seed": seed,
@@ -410,6 +412,17 @@ def refuse_non_finite(values: torch.Tensor, what: str, which: str, fix: str, off
         bad = int((~finite).sum())
         raise FailatlasError(f"{what} for {bad} of the {len(finite)} {which}, first for image "
                              f"{offset + int((~finite).nonzero()[0, 0])}; {fix}")
+
+
+def _data_flags(config: ClassifierConfig) -> str:
+    """The eval-classifier options that name the data a classifier records it was trained on ("--dataset
+    fashion --idx-dir /data/fashion"), from its training record, else its dataset name; "" when unknown."""
+    training = config.training if isinstance(config.training, dict) else {}
+    name = training.get("dataset") if isinstance(training.get("dataset"), str) else None
+    if not name:
+        return f"--dataset {config.dataset}" if config.dataset else ""
+    idx = training.get("idx_dir")
+    return f"--dataset {name}" + (f" --idx-dir {idx}" if isinstance(idx, str) and idx else "")
 
 
 def _names(names, shown: int = 3) -> str:

@@ -52,6 +52,7 @@ import copy
 import dataclasses
 import json
 import math
+import shlex
 import signal
 import sys
 import time
@@ -167,6 +168,35 @@ def _adam_hparams(cfg: GANTrainConfig) -> tuple[dict, dict]:
 def _set_hparams(opt: torch.optim.Optimizer, hparams: dict) -> None:
     for group in opt.param_groups:
         group.update(hparams)
+
+
+#: train-gan's command-line flag of each option (sample_kimg follows --snapshot-kimg); the others have none
+FLAGS = {"dataset": "--dataset", "idx_dir": "--idx-dir", "corruption": "--train-on", "blur": "--blur",
+         "config": "--config", "kimg": "--kimg", "batch": "--batch", "lr": "--lr", "pl_weight": "--pl-weight",
+         "r1_gamma": "--r1-gamma", "cond_ramp_kimg": "--cond-ramp-kimg", "mix_weight": "--mix-weight",
+         "mix_judge_seed": "--mix-judge-seed", "snapshot_kimg": "--snapshot-kimg", "sample_kimg": "--snapshot-kimg",
+         "seed": "--seed"}
+
+
+def _as_flags(cfg: GANTrainConfig, names: list[str]) -> str:
+    """The options ``names`` of ``cfg`` as train-gan's flags ("--dataset fashion --idx-dir /x --config tiny");
+    an option without a flag as name=value."""
+    parts: list[str] = []
+    for name in names:
+        value = getattr(cfg, name)
+        if name == "class_groups":
+            part = "--class-groups" if value else "--no-class-groups"
+        elif name == "sample_kimg" and value != cfg.snapshot_kimg:  # a run made through the library
+            part = f"sample_kimg={value:g} (no flag: --snapshot-kimg sets both)"
+        elif name in FLAGS:
+            shown = ("(none)" if value is None else f"{value:g}" if isinstance(value, float)
+                     else shlex.quote(str(value)))
+            part = f"{FLAGS[name]} {shown}"
+        else:
+            part = f"{name}={value!r} (no flag: set in the library)"
+        if part not in parts:  # --snapshot-kimg stands for sample_kimg too
+            parts.append(part)
+    return " ".join(parts)
 
 
 def _rank_seed(seed: int, rank: int, nimg: int | None = None) -> int:
@@ -619,8 +649,9 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
         init_name = state.get("init_from")
         differ = saved_cfg.resumable_with(cfg)
         if differ:
-            raise FailatlasError(f"cannot resume {ckpt_path}: options {differ} differ from the checkpoint's; "
-                                 "use the same options (only --kimg may change) or a new --out")
+            raise FailatlasError(f"cannot resume {ckpt_path}: it was trained with {_as_flags(saved_cfg, differ)}, "
+                                 f"not {_as_flags(cfg, differ)}; resume with the checkpoint's options (only --kimg "
+                                 "may change), or train with these into a new --out")
         arch = saved_arch
     elif ckpt_path.exists():
         raise FailatlasError(f"{ckpt_path} already exists; pass --resume to continue it or choose another --out")
@@ -870,9 +901,9 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     result = GANTrainResult(str(out), nimg / 1000, step, elapsed, (nimg - start_nimg) / max(elapsed, 1e-9),
                             interrupted, time_limited, str(dev), terminated=flag.signum == signal.SIGTERM)
     if time_limited and main:
-        print(f"failatlas: stopped after {max_minutes:g} minutes at kimg {nimg / 1000:.1f}; checkpoint saved in "
+        print(f"failatlas: stopped after {max_minutes:g} minutes at kimg {nimg / 1000:g}; checkpoint saved in "
               f"{out}; continue with --resume", file=sys.stderr, flush=True)
     if interrupted and main:
-        print(f"failatlas: interrupted at kimg {nimg / 1000:.1f}; checkpoint saved in {out}; "
+        print(f"failatlas: interrupted at kimg {nimg / 1000:g}; checkpoint saved in {out}; "
               f"continue with --resume", file=sys.stderr, flush=True)
     return result
