@@ -139,6 +139,8 @@ def _train_classifier_command(p: argparse.ArgumentParser):
     p.add_argument("--max-lr", type=float, default=1e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--translate-px", type=int, default=2, help="random shifts of up to ± this many pixels")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights, shuffling and shifts")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="train on the first N training images only (quick checks; at least 2; default: all)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--overwrite", action="store_true",
                    help="train into a non-empty --out, replacing the classifier files there (others stay; a "
@@ -151,7 +153,7 @@ def _train_classifier_command(p: argparse.ArgumentParser):
 
         result = train_classifier(TrainClassifierConfig(
             dataset=a.dataset, train_on=a.train_on, blur=a.blur, idx_dir=a.idx_dir, epochs=a.epochs,
-            batch_size=a.batch_size, max_lr=a.max_lr, translate_px=a.translate_px, seed=a.seed,
+            batch_size=a.batch_size, max_lr=a.max_lr, translate_px=a.translate_px, seed=a.seed, limit=a.limit,
             device=a.device), a.out, overwrite=a.overwrite)
         last = result.history[-1]
         epochs = len(result.history)

@@ -394,3 +394,20 @@ def test_cli_texts(monkeypatch, capsys):
     assert "D's is lr · 16/17" in helps["train-gan"]
     assert "redraw samples-latest.png every this many kimg" in helps["train-gan"]
     assert "multiple of the number of classes is balanced" in helps["eval-gan"]
+
+
+@needs_mnist
+def test_cli_train_classifier_limit(tmp_path, capsys):
+    """--limit reaches the library (training.json records it) and its check names the flag."""
+    out = tmp_path / "m"
+    rc = cli.main(["train-classifier", "--train-on", "clean", "--epochs", "1", "--batch-size", "8", "--limit", "16",
+                   "--out", str(out)])
+    said = capsys.readouterr()
+    assert rc == 0 and "(16 images, 1 epoch," in said.out
+    assert "epoch 1/1  loss" in said.err  # the per-epoch line (stderr is no terminal here)
+    log = json.loads((out / TRAINING_LOG_FILE).read_text())
+    assert log["n_train"] == 16 and log["config"]["training"]["limit"] == 16
+    rc = cli.main(["train-classifier", "--train-on", "clean", "--limit", "1", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--limit must be at least 2 images" in err[0]
+    assert not (tmp_path / "x").exists()

@@ -90,7 +90,7 @@ class TrainClassifierConfig:
         if not 0 <= self.translate_px <= PAD:
             raise FailatlasError(f"--translate-px must be between 0 and {PAD} (the padding), got {self.translate_px}")
         if self.limit is not None and self.limit < 2:
-            raise FailatlasError(f"limit must be at least 2 images, got {self.limit}")
+            raise FailatlasError(f"--limit must be at least 2 images, got {self.limit}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -266,6 +266,7 @@ def train_classifier(config: TrainClassifierConfig, out: str | Path, *, train_se
                 from tqdm.auto import tqdm
 
                 tqdm.write(line, file=sys.stderr)
+                sys.stderr.flush()  # a log file sees each epoch as it ends
             else:
                 print(line, file=sys.stderr, flush=True)
     wall = time.perf_counter() - start
