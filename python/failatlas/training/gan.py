@@ -777,8 +777,8 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
                                                                               empty_classes)})
             rewrote = f"; the generator in {out} was missing or older than the checkpoint and was rewritten from it"
         if main:
-            print(f"failatlas: {out} is already at kimg {nimg / 1000:g} "
-                  f"(--kimg {cfg.kimg:g}): nothing to train; pass a larger --kimg to continue{rewrote}", file=sys.stderr, flush=True)
+            print(f"failatlas: {out} is already at kimg {nimg / 1000:g} (--kimg {cfg.kimg:g}): nothing to train; "
+                  f"pass a larger --kimg to continue{rewrote}", file=sys.stderr, flush=True)
         return GANTrainResult(str(out), nimg / 1000, step, 0.0, 0.0, False, False, str(dev))
     metrics_path = out / "metrics.jsonl"
     last_logged = _trim_metrics(metrics_path, step) if main and resume else None
