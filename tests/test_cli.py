@@ -64,7 +64,7 @@ def test_an_output_path_through_a_file_is_one_error_before_any_work(argv, tmp_pa
 def test_train_gan_refuses_negative_threads(tmp_path, capsys):
     assert cli.main(["train-gan", "--config", "tiny", "--threads", "-2", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert "--threads must be positive" in err and not (tmp_path / "run").exists()
+    assert "--threads must be between 1 and 4096" in err and not (tmp_path / "run").exists()
 
 
 def test_models_passed_in_each_others_place_are_named(capsys):

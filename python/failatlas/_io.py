@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
+import signal
 import tempfile
 import warnings
 import zipfile
@@ -46,6 +48,52 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM (Ctrl-C, ``kill``) until the block ends, then deliver them to the handlers
+    that were in place: for a few renames that must happen together. (Python runs signal handlers in the
+    main thread, so handlers are swapped rather than the signal mask, which other threads would not share.)
+    Outside the main thread a no-op."""
+    caught: list[int] = []
+    previous: dict = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
+    except ValueError:  # not the main thread: signals cannot be handled here
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)
+
+
+STAGING_PREFIX = ".failatlas-staging-"
+
+
+@contextlib.contextmanager
+def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a staging folder inside ``folder`` (created if needed); when the block succeeds, move every
+    file written there into ``folder`` (replacing files of the same names, leaving others) with signals
+    held, so the files arrive together: a Ctrl-C or a failure never leaves some new files beside old ones
+    (a model's weights beside another model's config). The staging folder is removed either way."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    try:
+        yield stage
+        files = sorted(p for p in stage.iterdir() if p.is_file())
+        for f in files:
+            os.chmod(f, 0o666 & ~_umask())
+        with signals_held():
+            for f in files:
+                os.replace(f, folder / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _check_can_create(path: Path, flag: str) -> None:
@@ -175,7 +223,9 @@ def save_checkpoint(path: str | os.PathLike, obj: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``: a pickle that carries code is refused, never run."""
+    """Read a checkpoint with ``weights_only=True``: a pickle that carries code is refused, never run. A file
+    torch cannot read is told apart (without running it): damaged or not a checkpoint at all, or one that
+    holds objects other than tensors and plain values."""
     path = Path(path)
     if not path.is_file():
         raise FailatlasError(f"{what} not found: {path}")
@@ -183,20 +233,73 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[s
         with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
             warnings.simplefilter("ignore", UserWarning)
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise FailatlasError(
-            f"{what} {path} contains objects that are not plain tensors or values and was not loaded "
-            f"({first}); only load checkpoints written by failatlas"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        raise FailatlasError(f"{what} {path} is truncated or corrupt ({type(exc).__name__}: {detail}); the run keeps "
-                             "one checkpoint, so restore it from a copy, or start the run again (--init-from "
-                             "another run's folder to warm-start)") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        unsafe, reason = _why_unreadable(path)
+        if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile) and reason is None:
+            raise  # the file system's error (permissions, I/O): the CLI reports it as such
+        if unsafe:
+            raise FailatlasError(f"{what} {path} holds objects that are not tensors or plain values ({unsafe}) and "
+                                 "was not loaded: loading it could run code; only load checkpoints written by "
+                                 "failatlas") from None
+        reason = reason or "torch cannot read it"
+        raise FailatlasError(f"{what} {path} is damaged or not a torch checkpoint ({reason}): restore it from a "
+                             "copy, or retrain") from None
     if not isinstance(obj, dict):
         raise FailatlasError(f"{what} {path} does not hold a failatlas checkpoint (found {type(obj).__name__})")
     return obj
+
+
+_CHECKPOINT_MODULES = ("torch", "collections", "_codecs")  # what torch.save's own pickles refer to
+
+
+def _why_unreadable(path: Path) -> tuple[str | None, str | None]:
+    """(the first global a checkpoint's pickle refers to outside torch's own, or None; why it cannot be
+    read, or None when no reason was found). The pickle is parsed by :mod:`pickletools`, never run."""
+    import io
+
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None, None
+    if not data:
+        return None, "an empty file"
+    if data[:4] == b"PK\x03\x04":  # torch.save's zip format
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                if not names:
+                    return None, "a zip archive, not a torch checkpoint"
+                stream = archive.read(names[0])
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError):
+            return None, "truncated or corrupt: its zip archive is incomplete"
+    elif data[:1] == b"\x80":  # a bare pickle (protocol 2 or later)
+        stream = data
+    else:
+        shown = data[:16].decode("ascii", "replace") if data[:16].isascii() else data[:8].hex(" ")
+        return None, f"not a torch checkpoint at all: it begins with {shown!r}"
+    try:
+        globals_ = _pickle_globals(stream)
+    except Exception:  # noqa: BLE001 - pickletools' errors on malformed input are of several kinds
+        return None, "truncated or corrupt: its pickle is incomplete or malformed"
+    unsafe = [g for g in globals_ if g.split(".")[0] not in _CHECKPOINT_MODULES]
+    return (unsafe[0] if unsafe else None), (None if unsafe else "torch cannot read its content")
+
+
+def _pickle_globals(stream: bytes) -> list[str]:
+    """The names (module.name) of the globals a pickle refers to, read with :func:`pickletools.genops`,
+    which parses the opcodes without running anything. Raises on a truncated or malformed pickle."""
+    import io
+    import pickletools
+
+    found, strings = [], []
+    for op, arg, _ in pickletools.genops(io.BytesIO(stream)):
+        if op.name in ("GLOBAL", "INST"):
+            found.append(str(arg).replace(" ", "."))
+        elif op.name == "STACK_GLOBAL":
+            found.append(".".join(strings[-2:]) if len(strings) >= 2 else "?")
+        elif isinstance(arg, str):
+            strings.append(arg)
+    return found
 
 
 def sha256(path: str | os.PathLike) -> str:

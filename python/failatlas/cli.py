@@ -148,9 +148,12 @@ def _train_classifier_command(p: argparse.ArgumentParser):
     p.add_argument("--max-lr", type=float, default=1e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--translate-px", type=int, default=2, help="random shifts of up to ± this many pixels")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights, shuffling and shifts")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="train on the first N training images only (quick checks; at least 2; default: all)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--overwrite", action="store_true",
-                   help="train into a non-empty --out, replacing the classifier files there (others stay)")
+                   help="train into a non-empty --out, replacing the classifier files there (others stay; a "
+                   "generator's folder is refused)")
     p.add_argument("--out", required=True, help="folder to write config.json, model.safetensors and "
                    "training.json to (must not exist or be empty, unless --overwrite)")
 
@@ -159,10 +162,11 @@ def _train_classifier_command(p: argparse.ArgumentParser):
 
         result = train_classifier(TrainClassifierConfig(
             dataset=a.dataset, train_on=a.train_on, blur=a.blur, idx_dir=a.idx_dir, epochs=a.epochs,
-            batch_size=a.batch_size, max_lr=a.max_lr, translate_px=a.translate_px, seed=a.seed,
+            batch_size=a.batch_size, max_lr=a.max_lr, translate_px=a.translate_px, seed=a.seed, limit=a.limit,
             device=a.device), a.out, overwrite=a.overwrite)
         last = result.history[-1]
-        print(f"saved {result.folder} ({result.n_train} images, {len(result.history)} epochs, "
+        epochs = len(result.history)
+        print(f"saved {result.folder} ({result.n_train} images, {epochs} epoch{'' if epochs == 1 else 's'}, "
               f"{result.wall_time_s:.1f} s; last epoch loss {last.loss:.4f}, train acc {last.accuracy:.4f})")
         return 0
 
@@ -193,6 +197,8 @@ def _eval_classifier_command(p: argparse.ArgumentParser):
 
         result = evaluate_any_classifier(a.model, dataset=a.dataset, on=a.on, idx_dir=a.idx_dir, blur=a.blur,
                                          seed=a.seed, split=a.split, device=a.device)
+        if result.get("model") is None:  # a classifier file, loaded before the evaluation: record its path
+            result["model"] = os.path.abspath(a.model)
         if a.json:
             _print_json(result)
         else:
@@ -220,7 +226,8 @@ def _train_gan(p: argparse.ArgumentParser):
     p.add_argument("--config", default=d.config, help="architecture: cpu-small, paper or tiny")
     p.add_argument("--kimg", type=float, default=d.kimg, help="train until this many thousand images were shown")
     p.add_argument("--batch", type=int, default=d.batch, help="batch size")
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate of G and D")
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help="Adam learning rate of G; D's is lr · 16/17 (StyleGAN2's lazy-R1 scaling, R1 every 16 steps)")
     p.add_argument("--pl-weight", type=float, default=d.pl_weight, help="path-length regularization weight (0: off)")
     p.add_argument("--r1-gamma", type=float, default=None,
                    help="R1 weight (default 0.0002 · resolution² / batch, StyleGAN2-ADA's heuristic)")
@@ -234,18 +241,20 @@ def _train_gan(p: argparse.ArgumentParser):
                         "corruption classifier trained on the real train split (0: off; see the model card)")
     p.add_argument("--mix-judge-seed", type=_seed, default=d.mix_judge_seed, metavar="SEED",
                    help="seed of that corruption classifier (default 2: not eval-gan's judge, seed 0)")
-    p.add_argument("--snapshot-kimg", type=float, default=d.snapshot_kimg, help="checkpoint every this many kimg")
+    p.add_argument("--snapshot-kimg", type=float, default=d.snapshot_kimg,
+                   help="save a checkpoint (and the EMA generator) and redraw samples-latest.png every this many kimg")
     p.add_argument("--seed", type=_seed, default=d.seed, help="random seed (weights, latents, batches)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads, at most 4096 (default: torch's "
+                   "choice)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA when available)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="save and stop after this much wall time (continue later with --resume)")
-    p.add_argument("--out", required=True, help="run folder (created if needed; one that holds a checkpoint is "
-                   "refused unless --resume continues it)")
+    p.add_argument("--out", required=True, help="run folder: a new or empty one (created if needed), or with "
+                   "--resume one that holds a checkpoint")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
     p.add_argument("--init-from", default=None, metavar="DIR",
                    help="warm start: begin from another run's weights, optimizer states and image count "
-                        "(same --config), then train with these options into --out")
+                        "(same --config and number of classes), then train with these options into --out")
 
     def run(a: argparse.Namespace) -> int:
         from .training.gan import train_gan
@@ -277,7 +286,8 @@ def _train_gan(p: argparse.ArgumentParser):
          "Inception FID only with --inception-weights (a TorchScript feature extractor); nothing is downloaded.")
 def _eval_gan(p: argparse.ArgumentParser):
     _model_options(p)
-    p.add_argument("--n", type=int, default=10000, help="number of generated samples (balanced over classes)")
+    p.add_argument("--n", type=int, default=10000, help="number of generated samples; their labels cycle through "
+                   "the classes (0, 1, ..., 0, 1, ...), so a multiple of the number of classes is balanced")
     p.add_argument("--n-real", type=int, default=None, help="use at most this many real images per split (quick checks)")
     p.add_argument("--dataset", default=None, help="the real data to judge against (default: the dataset the "
                    "generator's config.json records it was trained on, with its IDX folder and blur; else mnist)")

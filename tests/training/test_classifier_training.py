@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -178,6 +179,11 @@ def test_cli_eval_classifier_json(tiny_models, capsys):
     assert res["n"] == 2000 and set(res) >= {"accuracy", "n", "by_severity"}
     assert len(res["by_severity"]) == 10 and sum(c["n"] for c in res["by_severity"].values()) == 2000
     assert 0 <= res["accuracy"] <= 1
+    # what was evaluated, on what: the model folder (absolute), the corruption seed, the IDX folder (none here)
+    assert res["model"] == str((tiny_models / "k10").absolute()) and res["seed"] == 0 and res["idx_dir"] is None
+    rc = cli.main(["eval-classifier", "--model", str(tiny_models / "k10"), "--dataset", "mnist", "--on", "clean",
+                   "--seed", "5", "--json"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["seed"] == 5
 
 
 @needs_mnist
@@ -293,3 +299,115 @@ def test_evaluate_refuses_nan_logits_on_some_real_images():
     with pytest.raises(FailatlasError, match=r"NaN or infinite logits for \d+ of the 8 images 8\.\.15 of 'tiny'"
                                              r".*accuracy would be meaningless"):
         evaluate_classifier(NanOnBright(), data, on="clean", batch_size=8)
+
+
+def test_overwrite_refuses_a_generator_or_train_gan_folder(tmp_path, one_error):
+    """--overwrite replaces config.json: in a generator's folder that is the generator's config."""
+    cfg = TrainClassifierConfig(epochs=1, batch_size=4, limit=8)
+    for name, text in (("generator.safetensors", "x"), ("checkpoint.pt", "x"),
+                       ("config.json", json.dumps({"kind": "stylegan2-generator", "config": {}}))):
+        out = tmp_path / name
+        out.mkdir()
+        (out / name).write_text(text)
+        one_error(lambda: train_classifier(cfg, out, train_set=tiny_set(8), verbose=False, overwrite=True),
+                  "holds a generator", "another folder")
+        assert [p.name for p in out.iterdir()] == [name] and (out / name).read_text() == text
+
+
+def test_an_interrupted_overwrite_leaves_the_old_model_whole(tmp_path, monkeypatch):
+    """config.json, model.safetensors and training.json are staged and moved in together: a Ctrl-C while they
+    are written leaves the previous model's files (no mismatched pair), and one during the moves is held
+    until all three are in place."""
+    import os
+    import signal
+
+    from failatlas import _io
+    from failatlas.models import classifier as models_classifier
+
+    out = tmp_path / "m"
+    cfg = TrainClassifierConfig(epochs=1, batch_size=4, limit=8)
+    train_classifier(cfg, out, train_set=tiny_set(8), verbose=False)
+    names = ("config.json", "model.safetensors", TRAINING_LOG_FILE)
+    before = {n: (out / n).read_bytes() for n in names}
+    real_write = models_classifier.write_json
+
+    def ctrl_c(*args, **kwargs):  # after the weights, before the config
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models_classifier, "write_json", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(dataclasses.replace(cfg, seed=5), out, train_set=tiny_set(8), verbose=False, overwrite=True)
+    assert {n: (out / n).read_bytes() for n in names} == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)  # no staging folder left
+    monkeypatch.setattr(models_classifier, "write_json", real_write)
+
+    real_replace, moved = os.replace, []
+
+    def replace_then_signal(src, dst):
+        real_replace(src, dst)
+        moved.append(dst)
+        if str(dst) == str(out / "config.json"):  # the first move into --out (the others are staged)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(_io.os, "replace", replace_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(dataclasses.replace(cfg, seed=5), out, train_set=tiny_set(8), verbose=False, overwrite=True)
+    monkeypatch.setattr(_io.os, "replace", real_replace)
+    assert [n for n in names if (out / n).read_bytes() == before[n]] == []
+    assert load_classifier(out).config.training["seed"] == 5
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+
+
+def test_the_other_dataset_warning_gives_the_flags_of_the_recorded_data():
+    """A model whose record names its training data: the warning says exactly what to pass."""
+    torch.manual_seed(0)
+    names = ("T-shirt/top", "Trouser") + tuple(f"c{i}" for i in range(8))
+    recorded = ClassifierConfig(dataset="fashion", class_names=names,
+                                training={"dataset": "fashion", "idx_dir": "/data/fashion"})
+    res = evaluate_classifier(build_classifier(recorded).eval(), tiny_set(20), on="clean")
+    assert res["warnings"][0].endswith("evaluate it on the dataset it was trained for: "
+                                       "--dataset fashion --idx-dir /data/fashion")
+    unrecorded = build_classifier(ClassifierConfig(dataset="", class_names=names)).eval()
+    assert evaluate_classifier(unrecorded, tiny_set(20), on="clean")["warnings"][0].endswith("trained for")
+
+
+def test_cli_texts(monkeypatch, capsys):
+    """One epoch is not "1 epochs"; --lr says what D gets; --snapshot-kimg that it also redraws the samples;
+    eval-gan's --n says when it is balanced."""
+    from failatlas.training import classifier as training_classifier
+
+    real = training_classifier.train_classifier
+    monkeypatch.setattr(training_classifier, "train_classifier",
+                        lambda cfg, out, **kw: real(dataclasses.replace(cfg, limit=8), out, train_set=tiny_set(8),
+                                                    verbose=False, **kw))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        assert cli.main(["train-classifier", "--train-on", "clean", "--epochs", "1", "--batch-size", "4",
+                         "--out", f"{tmp}/m"]) == 0
+    assert "(8 images, 1 epoch, " in capsys.readouterr().out
+    helps = {}
+    for command in ("train-gan", "eval-gan"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        helps[command] = " ".join(capsys.readouterr().out.split())
+    assert "D's is lr · 16/17" in helps["train-gan"]
+    assert "redraw samples-latest.png every this many kimg" in helps["train-gan"]
+    assert "multiple of the number of classes is balanced" in helps["eval-gan"]
+
+
+@needs_mnist
+def test_cli_train_classifier_limit(tmp_path, capsys):
+    """--limit reaches the library (training.json records it) and its check names the flag."""
+    out = tmp_path / "m"
+    rc = cli.main(["train-classifier", "--train-on", "clean", "--epochs", "1", "--batch-size", "8", "--limit", "16",
+                   "--out", str(out)])
+    said = capsys.readouterr()
+    assert rc == 0 and "(16 images, 1 epoch," in said.out
+    assert "epoch 1/1  loss" in said.err  # the per-epoch line (stderr is no terminal here)
+    log = json.loads((out / TRAINING_LOG_FILE).read_text())
+    assert log["n_train"] == 16 and log["config"]["training"]["limit"] == 16
+    rc = cli.main(["train-classifier", "--train-on", "clean", "--limit", "1", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--limit must be at least 2 images" in err[0]
+    assert not (tmp_path / "x").exists()

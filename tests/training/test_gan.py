@@ -76,7 +76,7 @@ def test_resume_refuses_other_options_and_existing_runs(tmp_path):
     train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)
     with pytest.raises(FailatlasError, match="already exists; pass --resume"):
         train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)
-    with pytest.raises(FailatlasError, match=r"options \['lr'\] differ"):
+    with pytest.raises(FailatlasError, match=r"trained with --lr 0.0025, not --lr 0.01; resume with the checkpoint's"):
         train_gan(GANTrainConfig(kimg=0.032, **{**TINY, "seed": 3}, lr=0.01), out, resume=True, progress=False)
     with pytest.raises(FailatlasError, match="does not exist"):
         train_gan(GANTrainConfig(kimg=0.016, **TINY), tmp_path / "none", resume=True, progress=False)
@@ -93,7 +93,7 @@ def test_corrupt_or_tampered_checkpoint_gives_one_clear_error(tmp_path, capsys):
     ck = out / "checkpoint.pt"
     data = ck.read_bytes()
     ck.write_bytes(data[: len(data) // 3])
-    with pytest.raises(FailatlasError, match="truncated or corrupt"):
+    with pytest.raises(FailatlasError, match="damaged or not a torch checkpoint .truncated or corrupt"):
         train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
     if os.path.exists("/tmp/failatlas-pwned"):
         os.unlink("/tmp/failatlas-pwned")
@@ -116,9 +116,18 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         return real_forward(self, img, y, cond_weight) * float("nan")
 
     monkeypatch.setattr(gan.Discriminator, "forward", poisoned)
-    with pytest.raises(FailatlasError, match="non-finite at step 2"):
+    with pytest.raises(FailatlasError) as info:
         train_gan(GANTrainConfig(kimg=0.064, **TINY), out, resume=True, progress=False)
     assert (out / "checkpoint.pt").read_bytes() == good
+    said = str(info.value)  # the step and kimg as metrics.jsonl counts them; the checkpoint is the one resumed
+    assert "non-finite in step 3 (kimg 0.024;" in said and "(step 2, kimg 0.016, before the divergence) was kept" in said
+    assert f"--init-from {out} --lr 0.000625 --out NEW_FOLDER" in said and "last good" not in said
+    # a run that diverges before its first checkpoint says so
+    with pytest.raises(FailatlasError) as info:
+        train_gan(GANTrainConfig(kimg=0.064, **TINY), tmp_path / "new", progress=False)
+    said = str(info.value)
+    assert "non-finite in step 1 (kimg 0.008;" in said and "no checkpoint was saved" in said
+    assert "was kept" not in said and not (tmp_path / "new" / "checkpoint.pt").exists()
 
 
 def test_bad_options():
@@ -247,7 +256,7 @@ def test_checkpoints_from_before_class_groups_resume(tmp_path):
     torch.save(ck, out / "checkpoint.pt")
     r = train_gan(GANTrainConfig(kimg=0.024, **{**TINY, "class_groups": False}), out, resume=True, progress=False)
     assert r.steps == 3
-    with pytest.raises(FailatlasError, match=r"\['class_groups'\] differ"):
+    with pytest.raises(FailatlasError, match=r"trained with --no-class-groups, not --class-groups;"):
         train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
 
 
@@ -352,7 +361,7 @@ def test_cli_mix_weight_reaches_the_run_and_bad_values_give_one_line(tmp_path, c
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_a_signal_mid_run_saves_a_checkpoint_and_stops(tmp_path, monkeypatch, sig):
+def test_a_signal_mid_run_saves_a_checkpoint_and_stops(tmp_path, monkeypatch, capsys, sig):
     """Ctrl-C and `kill` (a scheduler's time limit) alike: the step finishes, a checkpoint is saved, the run
     stops and can be resumed; the handlers in place before the run are back afterwards."""
     import os
@@ -374,6 +383,8 @@ def test_a_signal_mid_run_saves_a_checkpoint_and_stops(tmp_path, monkeypatch, si
     assert r.interrupted and r.steps == 2 and r.terminated == (sig == "SIGTERM")  # the CLI exits 143 or 130
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
     assert {s: signal.getsignal(s) for s in before} == before
+    said = capsys.readouterr()
+    assert "interrupted at kimg" in said.err and said.out == ""  # stdout keeps the CLI's JSON alone
 
 
 @pytest.mark.parametrize("option, value, phrase", [
@@ -401,7 +412,7 @@ def test_resume_past_the_target_trains_nothing_and_rewrites_nothing(tmp_path, ca
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     r = train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
     assert r.steps == 8 and r.kimg == 0.064 and not r.interrupted and r.images_per_second == 0.0
-    assert "already at kimg 0.064 (--kimg 0.032): nothing to train" in capsys.readouterr().out
+    assert "already at kimg 0.064 (--kimg 0.032): nothing to train" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
@@ -426,3 +437,231 @@ def test_classes_without_training_images_are_recorded_and_noted(tmp_path, monkey
     assert training["classes_without_data"] == [3, 7]
     _, notes = real_accuracy(out, {})
     assert notes[0].startswith("the generator's training images held no image of classes 3, 7")
+
+
+def test_init_from_trains_with_this_runs_learning_rate(tmp_path):
+    """The source's optimizer states come with its lr and betas; the warm start must use its own --lr
+    (D's scaled by the lazy-R1 ratio, as at creation), which config.json records."""
+    src = tmp_path / "src"
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), src, progress=False)
+    runs = {}
+    for lr in (0.0001, 0.01):
+        out = tmp_path / f"lr{lr}"
+        train_gan(GANTrainConfig(kimg=0.032, **{**TINY, "lr": lr}), out, progress=False, init_from=src)
+        ck = _states(out)
+        c = 16 / 17  # r1_interval / (r1_interval + 1)
+        assert [g["lr"] for g in ck["G_opt"]["param_groups"]] == [lr]
+        assert [g["lr"] for g in ck["D_opt"]["param_groups"]] == [pytest.approx(lr * c)]
+        assert ck["D_opt"]["param_groups"][0]["betas"][1] == pytest.approx(0.99 ** c)
+        assert json.loads((out / "config.json").read_text())["training"]["lr"] == lr
+        runs[lr] = ck
+    a, b = runs[0.0001]["G"], runs[0.01]["G"]
+    assert any(not torch.equal(t, b[k]) for k, t in a.items())
+
+
+@pytest.mark.parametrize("kind", ["generator", "classifier"])
+def test_a_new_run_refuses_a_folder_holding_another_model(tmp_path, capsys, kind):
+    """A copy of a shipped generator (no checkpoint.pt) or a classifier folder: nothing is replaced."""
+    import shutil
+
+    from failatlas._paths import find_model
+
+    out = tmp_path / kind
+    shutil.copytree(find_model("mnist/generator" if kind == "generator" else "mnist/classifier-clean"), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    rc = main(["train-gan", "--config", "tiny", "--batch", "8", "--kimg", "0.008", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "holds other files" in err[0] and "new or empty folder" in err[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("src_classes, data_classes", [(3, 10), (10, 3)])
+def test_init_from_a_run_with_another_number_of_classes_is_refused(tmp_path, monkeypatch, capsys, src_classes,
+                                                                   data_classes):
+    few = gan._load_training_images
+
+    def classes(k):
+        def load(cfg):
+            x, y, _, missing = few(cfg)
+            return x, y % k, k, []
+        return load
+
+    src = tmp_path / "src"
+    monkeypatch.setattr(gan, "_load_training_images", classes(src_classes))
+    train_gan(GANTrainConfig(kimg=0.008, **TINY), src, progress=False)
+    monkeypatch.setattr(gan, "_load_training_images", classes(data_classes))
+    rc = main(["train-gan", "--config", "tiny", "--batch", "8", "--kimg", "0.016", "--init-from", str(src),
+               "--out", str(tmp_path / "dst")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert f"makes {src_classes} classes" in err[0] and f"has {data_classes}" in err[0]
+    assert not (tmp_path / "dst").exists()
+
+
+def test_ctrl_c_during_the_final_save_still_writes_the_generator(tmp_path, monkeypatch):
+    """The final save runs with signals deferred: a Ctrl-C between the checkpoint and the generator files
+    does not leave a checkpoint without its generator."""
+    import signal
+
+    real = gan.save_generator
+
+    def interrupted_save(G, folder, extra=None):
+        if extra["training"]["step"] == 4:  # the final save
+            os.kill(os.getpid(), signal.SIGINT)
+        real(G, folder, extra=extra)
+
+    monkeypatch.setattr(gan, "save_generator", interrupted_save)
+    out = tmp_path / "run"
+    r = train_gan(GANTrainConfig(kimg=0.032, **{**TINY, "snapshot_kimg": 1.0}), out, progress=False)  # one save
+    assert r.steps == 4
+    assert json.loads((out / "config.json").read_text())["training"]["step"] == 4
+    assert (out / "generator.safetensors").is_file() and (out / "samples-latest.png").is_file()
+
+
+def test_nothing_to_train_rewrites_a_missing_or_older_generator(tmp_path, capsys):
+    out = tmp_path / "run"
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)
+    older = {n: (out / n).read_bytes() for n in ("config.json", "generator.safetensors")}
+    train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
+    final = (out / "generator.safetensors").read_bytes()
+    for damage in ("missing", "older"):
+        for name, data in older.items():  # as a save interrupted between the checkpoint and these files
+            if damage == "missing":
+                (out / name).unlink()
+            else:
+                (out / name).write_bytes(data)
+        capsys.readouterr()
+        r = train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
+        assert r.steps == 4 and "was rewritten" in capsys.readouterr().err
+        assert json.loads((out / "config.json").read_text())["training"]["step"] == 4
+        assert (out / "generator.safetensors").read_bytes() == final
+
+
+def test_cli_stdout_is_the_json_result_alone(tmp_path, capsys):
+    """Status lines (--max-minutes stop, nothing to train) go to stderr: stdout parses as JSON."""
+    out = str(tmp_path / "run")
+    base = ["train-gan", "--config", "tiny", "--batch", "8", "--seed", "3", "--snapshot-kimg", "0.016", "--out", out]
+    assert main(base + ["--kimg", "0.064", "--max-minutes", "1e-9"]) == 0
+    said = capsys.readouterr()
+    assert json.loads(said.out)["time_limited"] and "stopped after" in said.err
+    assert main(base + ["--kimg", "0.008", "--resume"]) == 0
+    said = capsys.readouterr()
+    assert json.loads(said.out)["steps"] == 1 and "nothing to train" in said.err
+
+
+@pytest.mark.parametrize("content, phrase", [
+    (b"", "an empty file"),
+    (os.urandom(3000).replace(b"PK", b"pk").replace(b"\x80", b"\x81"), "not a torch checkpoint at all"),
+    (b'{"G": 1, "step": 3}', "not a torch checkpoint at all: it begins with"),
+    ("truncated", "truncated or corrupt"),
+    ("unsafe", "(posix.system) and was not loaded"),
+])
+def test_an_unreadable_checkpoint_is_told_apart_from_an_unsafe_one(tmp_path, capsys, content, phrase):
+    """Damaged files are not "objects that are not plain tensors", and torch's advice to set weights_only=False
+    is never passed on."""
+    out = tmp_path / "run"
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)
+    ck = out / "checkpoint.pt"
+    if content == "truncated":
+        content = ck.read_bytes()[:5000]
+    elif content == "unsafe":
+        torch.save({"G": _Evil()}, ck)
+        content = ck.read_bytes()
+    ck.write_bytes(content)
+    rc = main(["train-gan", "--config", "tiny", "--batch", "8", "--kimg", "0.032", "--seed", "3",
+               "--snapshot-kimg", "0.016", "--out", str(out), "--resume"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and phrase in err[0], err
+    assert "weights_only" not in err[0]
+    assert ("damaged" in err[0]) == (phrase != "(posix.system) and was not loaded")
+    assert not os.path.exists("/tmp/failatlas-pwned")
+
+
+@pytest.mark.parametrize("part", ["G", "G_ema", "D"])
+def test_checkpoint_weights_that_do_not_fit_their_architecture_give_one_message(tmp_path, capsys, part):
+    out = tmp_path / "run"
+    base = ["train-gan", "--config", "tiny", "--batch", "8", "--seed", "3", "--snapshot-kimg", "0.016"]
+    assert main(base + ["--kimg", "0.016", "--out", str(out)]) == 0
+    ck = _states(out)
+    ck[part]["synthesis_network.const" if part != "D" else next(iter(ck["D"]))] = torch.zeros(3, 5)
+    torch.save(ck, out / "checkpoint.pt")
+    for extra in (["--out", str(out), "--resume"], ["--init-from", str(out), "--out", str(tmp_path / "new")]):
+        capsys.readouterr()
+        rc = main(base + ["--kimg", "0.032"] + extra)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "do not fit the architecture" in err[0] and "[3, 5]" in err[0], err
+    assert not (tmp_path / "new").exists()
+
+
+def test_resume_drops_the_metrics_logged_after_the_checkpoint(tmp_path):
+    """After a kill -9 the lines logged since the last checkpoint stay in metrics.jsonl; the resumed run logs
+    those steps again, so they are dropped (and a line cut short) when it starts."""
+    out, full = tmp_path / "run", tmp_path / "full"
+    train_gan(GANTrainConfig(kimg=0.048, **TINY), full, progress=False)
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)  # checkpoint at step 2
+    later = (full / "metrics.jsonl").read_text().splitlines(keepends=True)[2:5]  # steps 3..5, never saved
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write("".join(later) + '{"step": 6, "kim')
+    train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_init_from_a_run_past_the_target_is_refused_before_out_is_made(tmp_path, capsys):
+    src = tmp_path / "src"
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), src, progress=False)
+    rc = main(["train-gan", "--config", "tiny", "--batch", "8", "--kimg", "0.016", "--init-from", str(src),
+               "--out", str(tmp_path / "dst")])
+    said = capsys.readouterr()
+    err = said.err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "already at kimg 0.016" in err[0] and "above 0.016" in err[0]
+    assert said.out == "" and not (tmp_path / "dst").exists()
+
+
+@pytest.mark.parametrize("threads", ["100000", "-1"])
+def test_threads_out_of_range_are_refused_before_any_work(tmp_path, capsys, threads):
+    """100000 threads crashed torch (a segfault); the bound is the engine's (failatlas-eval --threads)."""
+    rc = main(["train-gan", "--config", "tiny", "--batch", "8", "--kimg", "0.008", "--threads", threads,
+               "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--threads must be between 1 and 4096" in err[0] and threads in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_metrics_seconds_count_the_whole_run_and_init_from_is_recorded_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    train_gan(GANTrainConfig(kimg=0.016, **TINY), out, progress=False)
+    ck = _states(out)
+    assert ck["seconds"] > 0
+    ck["seconds"] = 1000.0  # as after a long first session
+    torch.save(ck, out / "checkpoint.pt")
+    train_gan(GANTrainConfig(kimg=0.032, **TINY), out, resume=True, progress=False)
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [1, 2, 3, 4]
+    assert all(l["seconds"] < 1000 for l in lines[:2]) and all(l["seconds"] > 1000 for l in lines[2:])
+    assert _states(out)["seconds"] > 1000
+    train_gan(GANTrainConfig(kimg=0.048, **TINY), tmp_path / "warm", progress=False, init_from="run")
+    recorded = str(tmp_path / "run" / "checkpoint.pt")
+    assert _states(tmp_path / "warm")["init_from"] == recorded
+    assert json.loads((tmp_path / "warm" / "config.json").read_text())["training"]["init_from"] == recorded
+
+
+def test_resume_refusal_names_the_differing_options_as_flags(tmp_path, capsys):
+    """With the checkpoint's values and the given ones, as train-gan's flags (not internal names such as
+    sample_kimg)."""
+    out = tmp_path / "run"
+    base = ["train-gan", "--batch", "8", "--seed", "3", "--kimg", "0.008", "--out", str(out)]
+    assert main(base + ["--config", "tiny", "--snapshot-kimg", "0.016"]) == 0
+    capsys.readouterr()
+    rc = main(base + ["--config", "cpu-small", "--snapshot-kimg", "0.5", "--train-on", "clean", "--resume"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert ("trained with --train-on corrupted --config tiny --snapshot-kimg 0.016, not --train-on clean "
+            "--config cpu-small --snapshot-kimg 0.5;") in err[0], err
+    assert "sample_kimg" not in err[0] and "corruption" not in err[0]
+
+
+def test_status_lines_give_the_real_kimg(tmp_path, capsys):
+    r = train_gan(GANTrainConfig(kimg=0.064, **TINY), tmp_path / "run", progress=False, max_minutes=1e-9)
+    assert r.kimg == 0.008 and "at kimg 0.008;" in capsys.readouterr().err  # was rounded to 0.0

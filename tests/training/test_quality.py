@@ -95,6 +95,10 @@ def test_eval_gan_cli_json_and_bad_classifier(models, tmp_path, capsys):
     assert {"conditional_accuracy", "per_class_accuracy", "fd", "fd_real_vs_real", "corruption_tv"} <= set(out)
     from failatlas._io import sha256
     assert out["generator_sha256"] == sha256(tmp_path / "g" / "generator.safetensors")  # what was judged
+    # ... by which classifier, on which data and draw
+    assert out["classifier"] == str((tmp_path / "c").absolute())
+    assert out["classifier_sha256"] == sha256(tmp_path / "c" / "model.safetensors")
+    assert (out["seed"], out["n_real"], out["blur"]) == (0, 100, "paper")
     save_classifier(build_classifier(ClassifierConfig(num_classes=7)), ClassifierConfig(num_classes=7), tmp_path / "c7")
     rc = main(["eval-gan", "--generator", str(tmp_path / "g"), "--classifier", str(tmp_path / "c7"), "--n", "20", "--n-real", "100"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -198,3 +202,69 @@ def test_eval_gan_names_a_classifier_file_it_cannot_judge_with(tmp_path, one_err
 
     one_error(lambda: evaluate_generator_folders("mnist/generator", tmp_path / "model.pt", n=10),
               "classifier folder", "penultimate features", "model.pt")
+
+
+def test_non_finite_images_logits_or_features_give_one_message(models, tmp_path, capsys, one_error):
+    """Instead of torch's LinAlgError from inside the Fréchet distance."""
+    G, C = models
+    bad_G = copy.deepcopy(G)
+    real_forward = G.forward
+
+    def nan_for_class_3(z, y, **kwargs):
+        img = real_forward(z, y, **kwargs)
+        return torch.where((y == 3)[:, None, None, None], torch.full_like(img, float("nan")), img)
+
+    bad_G.forward = nan_for_class_3
+    one_error(lambda: evaluate_generator(bad_G, C, n=20, n_real=100, progress=False),
+              "the generator made images with NaN or infinite pixels for 2 of the 20 images of noise mode",
+              "first for image 3")
+    # a classifier whose finite but huge weights overflow: through the CLI, one line
+    huge = copy.deepcopy(C)
+    with torch.no_grad():
+        huge.fc1.weight.fill_(3e38)
+    save_generator(G, tmp_path / "g")
+    save_classifier(huge, ClassifierConfig(), tmp_path / "c")
+    rc = main(["eval-gan", "--generator", str(tmp_path / "g"), "--classifier", str(tmp_path / "c"),
+               "--n", "20", "--n-real", "100"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "NaN or infinite" in err[0] and "of the 20 generated images" in err[0], err
+
+
+def test_eval_gan_shows_progress_and_checks_the_inception_file_first(models, tmp_path, capsys, monkeypatch):
+    G, C = models
+    evaluate_generator(G, C, n=20, n_real=100, progress=True)
+    err = capsys.readouterr().err
+    for stage in ("eval-gan: generating", "eval-gan: classifying", "eval-gan: corruption cells"):
+        assert stage in err, stage
+    assert "60/60" in err  # 20 images in each of the three noise modes
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("generated images before checking --inception-weights")
+
+    monkeypatch.setattr(quality, "generate", no_work)
+    with pytest.raises(FailatlasError, match="not found: .*missing.pt"):
+        evaluate_generator(G, C, n=20, n_real=100, inception_weights=tmp_path / "missing.pt", progress=False)
+    (tmp_path / "bad.pt").write_bytes(b"not a torchscript archive")
+    with pytest.raises(FailatlasError, match="not a readable TorchScript archive"):
+        evaluate_generator(G, C, n=20, n_real=100, inception_weights=tmp_path / "bad.pt", progress=False)
+
+
+def test_eval_gan_json_writes_null_for_diversity_it_could_not_measure(models, tmp_path, capsys):
+    """With a tiny --n-real some classes have fewer than two real test images: their diversity is null (not
+    a bare NaN, which is not JSON), and a warning says which classes the average covers."""
+    G, C = models
+    save_generator(G, tmp_path / "g")
+    save_classifier(C, ClassifierConfig(), tmp_path / "c")
+    rc = main(["eval-gan", "--generator", str(tmp_path / "g"), "--classifier", str(tmp_path / "c"),
+               "--n", "20", "--n-real", "12", "--json"])
+    text = capsys.readouterr().out
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    out = json.loads(text, parse_constant=refuse)
+    assert rc == 0 and None in out["diversity_per_class"]
+    missing = [c for c, d in enumerate(out["diversity_per_class"]) if d is None]
+    note = [w for w in out["warnings"] if w.startswith("diversity covers")]
+    assert note == [note[0]] and f"covers {10 - len(missing)} of the 10 classes" in note[0]
+    assert ", ".join(map(str, missing)) in note[0]

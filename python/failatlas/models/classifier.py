@@ -9,7 +9,7 @@ On disk a classifier is a folder::
     config.json         ClassifierConfig (architecture, num_classes, input shape, dataset, training recipe)
     model.safetensors   the state dict (no pickles, nothing executable)
 
-written by :func:`save_classifier` (each file atomically) and read back by :func:`load_classifier`, which
+written by :func:`save_classifier` (both staged and moved in together) and read back by :func:`load_classifier`, which
 checks the weights against the config and returns the model in eval mode.
 """
 
@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .._io import load_tensors, read_json, save_tensors, write_json
+from .._io import load_tensors, read_json, save_tensors, staged_files, write_json
 from ..errors import FailatlasError
 
 CONFIG_FILE = "config.json"
@@ -194,7 +194,8 @@ def classifier_config_of(model: nn.Module) -> ClassifierConfig | None:
 
 
 def save_classifier(model: nn.Module, config: ClassifierConfig, folder: str | Path) -> Path:
-    """Write ``model`` and ``config`` to ``folder`` (created if needed); each file is written atomically.
+    """Write ``model`` and ``config`` to ``folder`` (created if needed). Both are written into a staging
+    folder inside it and moved in together, so an interrupted save never leaves a mismatched pair.
 
     The weights are checked against ``config`` first, so a folder that :func:`load_classifier` would refuse
     is never written. Other files in the folder (a model card) are left alone. Returns the folder.
@@ -204,9 +205,10 @@ def save_classifier(model: nn.Module, config: ClassifierConfig, folder: str | Pa
         raise FailatlasError(f"cannot save the classifier to {folder}: it is a file; choose a folder")
     state = {k: v for k, v in model.state_dict().items()}
     _check_state(state, config, source="the model being saved")
-    save_tensors(folder / WEIGHTS_FILE, state, metadata={"format": "pt", "architecture": config.architecture,
-                                                        "num_classes": str(config.num_classes)})
-    write_json(folder / CONFIG_FILE, config.to_dict())
+    with staged_files(folder) as stage:
+        save_tensors(stage / WEIGHTS_FILE, state, metadata={"format": "pt", "architecture": config.architecture,
+                                                           "num_classes": str(config.num_classes)})
+        write_json(stage / CONFIG_FILE, config.to_dict())
     return folder
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._device import resolve_device
-from .._io import check_out_folder, write_json
+from .._io import check_out_folder, staged_files, write_json
 from .._paths import absolute_folder
 from .._progress import progress, progress_enabled
 from ..errors import FailatlasError
@@ -90,7 +90,7 @@ class TrainClassifierConfig:
         if not 0 <= self.translate_px <= PAD:
             raise FailatlasError(f"--translate-px must be between 0 and {PAD} (the padding), got {self.translate_px}")
         if self.limit is not None and self.limit < 2:
-            raise FailatlasError(f"limit must be at least 2 images, got {self.limit}")
+            raise FailatlasError(f"--limit must be at least 2 images, got {self.limit}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -160,6 +160,27 @@ def warn_missing_classes(labels: torch.Tensor, num_classes: int, dataset: str, l
     return missing
 
 
+def _refuse_generator_folder(out: Path) -> None:
+    """--overwrite replaces the classifier's files; in a generator's or a train-gan run's folder that would
+    replace the generator's config.json (the two share the name)."""
+    from .._io import read_json
+    from ..models.stylegan2 import GENERATOR_WEIGHTS
+
+    if not out.is_dir():
+        return
+    found = [name for name in (GENERATOR_WEIGHTS, "checkpoint.pt") if (out / name).exists()]
+    if not found and (out / "config.json").is_file():
+        try:
+            meta = read_json(out / "config.json")
+        except FailatlasError:
+            meta = None
+        if isinstance(meta, dict) and meta.get("kind") == "stylegan2-generator":
+            found = ["config.json of a generator"]
+    if found:
+        raise FailatlasError(f"--out {out} holds a generator or a train-gan run ({', '.join(found)}); the classifier's "
+                             "config.json would replace the generator's: choose another folder for the classifier")
+
+
 def train_classifier(config: TrainClassifierConfig, out: str | Path, *, train_set=None,
                      verbose: bool = True, overwrite: bool = False) -> TrainClassifierResult:
     """Train a classifier with ``config`` and save it to the folder ``out``.
@@ -174,6 +195,7 @@ def train_classifier(config: TrainClassifierConfig, out: str | Path, *, train_se
     config.validate()
     config = dataclasses.replace(config, idx_dir=absolute_folder(config.idx_dir))
     out = check_out_folder(out, overwrite, "to replace the classifier files in it (other files stay)")
+    _refuse_generator_folder(out)
     device = resolve_device(config.device, CLASSIFIER_DEVICES)
     if train_set is None:
         train_set = _load(config.dataset, "train", config.train_on, config.blur, config.idx_dir, config.data_seed)
@@ -244,17 +266,19 @@ def train_classifier(config: TrainClassifierConfig, out: str | Path, *, train_se
                 from tqdm.auto import tqdm
 
                 tqdm.write(line, file=sys.stderr)
+                sys.stderr.flush()  # a log file sees each epoch as it ends
             else:
                 print(line, file=sys.stderr, flush=True)
     wall = time.perf_counter() - start
 
     model = model.to(memory_format=torch.contiguous_format).eval()
-    save_classifier(model, model_config, out)
     result = TrainClassifierResult(folder=str(out), config=model_config, n_train=n, wall_time_s=wall,
                                    history=tuple(history))
     log = result.to_dict()
     log["machine"] = machine_description(device)
-    write_json(out / TRAINING_LOG_FILE, log)
+    with staged_files(out) as stage:  # the three files arrive together (--overwrite replaces a model)
+        save_classifier(model, model_config, stage)
+        write_json(stage / TRAINING_LOG_FILE, log)
     return result
 
 
@@ -295,7 +319,8 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
     ``on``: ``"clean"`` or ``"corrupted"`` images (the corrupted split holds clean images too).
 
     Returns ``{"accuracy": float, "n": int, "by_severity": {cell: {"accuracy": float | None, "n": int}},
-    "dataset", "split", "on", "blur", "warnings": [str]}`` (a warning when the classifier's class names
+    "dataset", "split", "on", "blur", "idx_dir", "seed", "model" (the folder, absolute; None for a module),
+    "warnings": [str]}`` (a warning when the classifier's class names
     differ from the dataset's: it was trained on another dataset) with cells ``"clean"`` and, on corrupted
     data, every
     ``"blur{b}-noise{n}"`` for b, n ∈ 1..3 (accuracy ``None`` for an empty cell).
@@ -306,15 +331,18 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
         raise FailatlasError(f"batch size must be positive, got {batch_size}")
     dev = resolve_device(device, CLASSIFIER_DEVICES)
     if isinstance(model_or_folder, nn.Module):
-        model = model_or_folder
+        model, model_path = model_or_folder, None
     else:
         from .._paths import find_model
 
-        model = load_classifier(find_model(model_or_folder), device=dev)
+        folder = find_model(model_or_folder)
+        model = load_classifier(folder, device=dev)  # its messages name the folder as given
+        model_path = str(folder.absolute())
     data = _load(dataset, split, on, blur, idx_dir, seed) if isinstance(dataset, str) else dataset
     config = classifier_config_of(model)
     if config is not None and config.num_classes != int(data.num_classes):
-        trained = f" ({config.dataset})" if config.dataset else ""
+        flags = _data_flags(config)
+        trained = f" ({flags})" if flags else ""
         raise FailatlasError(f"the classifier has {config.num_classes} classes but dataset {data.name!r} has "
                              f"{data.num_classes}; evaluate it on the dataset it was trained for{trained} or "
                              f"retrain it on {data.name!r}")
@@ -338,14 +366,11 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
                     raise FailatlasError(f"the classifier returns logits of shape {list(logits.shape)} but "
                                          f"dataset {data.name!r} has {data.num_classes} classes; evaluate "
                                          "it on the dataset it was trained for or retrain it")
-                finite = torch.isfinite(logits).all(dim=1)
-                if not bool(finite.all()):  # argmax of NaN rows would count them as class 0, silently
-                    bad = int((~finite).sum())
-                    raise FailatlasError(
-                        f"the classifier returned NaN or infinite logits for {bad} of the {len(finite)} images "
-                        f"{start}..{start + len(finite) - 1} of {data.name!r} ({split}, {on}), first for image "
-                        f"{start + int((~finite).nonzero()[0, 0])}; its accuracy would be meaningless: check its "
-                        "weights (or, for an .onnx file, its graph)")
+                # argmax of NaN rows would count them as class 0, silently
+                refuse_non_finite(logits, "the classifier returned NaN or infinite logits",
+                                  f"images {start}..{start + len(logits) - 1} of {data.name!r} ({split}, {on})",
+                                  "its accuracy would be meaningless: check its weights (or, for an .onnx file, "
+                                  "its graph)", offset=start)
                 hits[start:start + batch_size] = (logits.argmax(1).cpu() == labels[start:start + batch_size])
     finally:
         model.train(was_training)
@@ -372,10 +397,33 @@ def evaluate_classifier(model_or_folder, dataset="mnist", on: str = "clean", idx
     if config is not None and config.class_names and tuple(config.class_names) != tuple(data.class_names):
         warnings.append(f"the classifier was trained on {config.dataset or 'another dataset'!r} with classes "
                         f"{_names(config.class_names)}, but {data.name!r} has classes {_names(data.class_names)}: "
-                        "these accuracies compare unrelated labels; evaluate it on the dataset it was trained for")
+                        "these accuracies compare unrelated labels; evaluate it on the dataset it was trained for"
+                        + (f": {_data_flags(config)}" if _data_flags(config) else ""))
     return {"accuracy": int(hits.sum()) / n, "n": n, "by_severity": by_severity,
             "dataset": str(data.name), "split": str(getattr(data, "split", split)), "on": on, "blur": blur,
-            "warnings": warnings}
+            "idx_dir": absolute_folder(idx_dir) if isinstance(dataset, str) else None, "seed": seed,
+            "model": model_path, "warnings": warnings}
+
+
+def refuse_non_finite(values: torch.Tensor, what: str, which: str, fix: str, offset: int = 0) -> None:
+    """Raise :class:`FailatlasError` when a row of ``values`` (Tensor[N, ...], one row per image) holds NaN
+    or ±inf: "{what} for k of the N {which}, first for image i; {fix}" (i counted from ``offset``)."""
+    finite = torch.isfinite(values.reshape(len(values), -1)).all(dim=1)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise FailatlasError(f"{what} for {bad} of the {len(finite)} {which}, first for image "
+                             f"{offset + int((~finite).nonzero()[0, 0])}; {fix}")
+
+
+def _data_flags(config: ClassifierConfig) -> str:
+    """The eval-classifier options that name the data a classifier records it was trained on ("--dataset
+    fashion --idx-dir /data/fashion"), from its training record, else its dataset name; "" when unknown."""
+    training = config.training if isinstance(config.training, dict) else {}
+    name = training.get("dataset") if isinstance(training.get("dataset"), str) else None
+    if not name:
+        return f"--dataset {config.dataset}" if config.dataset else ""
+    idx = training.get("idx_dir")
+    return f"--dataset {name}" + (f" --idx-dir {idx}" if isinstance(idx, str) and idx else "")
 
 
 def _names(names, shown: int = 3) -> str:

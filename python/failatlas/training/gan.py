@@ -52,7 +52,9 @@ import copy
 import dataclasses
 import json
 import math
+import shlex
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +155,48 @@ class GANTrainConfig:
         for d in (a, b):  # runs saved before IDX folders were recorded absolute
             d["idx_dir"] = absolute_folder(d["idx_dir"])
         return [k for k in a if k != "kimg" and a[k] != b[k]]
+
+
+def _adam_hparams(cfg: GANTrainConfig) -> tuple[dict, dict]:
+    """Learning rate and betas of G's and D's Adam. Lazy regularization (R1 every ``r1_interval`` steps)
+    scales D's as StyleGAN2 does: lr · c and β^c with c = r1_interval / (r1_interval + 1)."""
+    c = cfg.r1_interval / (cfg.r1_interval + 1)
+    return ({"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2)},
+            {"lr": cfg.lr * c, "betas": (cfg.beta1 ** c, cfg.beta2 ** c)})
+
+
+def _set_hparams(opt: torch.optim.Optimizer, hparams: dict) -> None:
+    for group in opt.param_groups:
+        group.update(hparams)
+
+
+#: train-gan's command-line flag of each option (sample_kimg follows --snapshot-kimg); the others have none
+FLAGS = {"dataset": "--dataset", "idx_dir": "--idx-dir", "corruption": "--train-on", "blur": "--blur",
+         "config": "--config", "kimg": "--kimg", "batch": "--batch", "lr": "--lr", "pl_weight": "--pl-weight",
+         "r1_gamma": "--r1-gamma", "cond_ramp_kimg": "--cond-ramp-kimg", "mix_weight": "--mix-weight",
+         "mix_judge_seed": "--mix-judge-seed", "snapshot_kimg": "--snapshot-kimg", "sample_kimg": "--snapshot-kimg",
+         "seed": "--seed"}
+
+
+def _as_flags(cfg: GANTrainConfig, names: list[str]) -> str:
+    """The options ``names`` of ``cfg`` as train-gan's flags ("--dataset fashion --idx-dir /x --config tiny");
+    an option without a flag as name=value."""
+    parts: list[str] = []
+    for name in names:
+        value = getattr(cfg, name)
+        if name == "class_groups":
+            part = "--class-groups" if value else "--no-class-groups"
+        elif name == "sample_kimg" and value != cfg.snapshot_kimg:  # a run made through the library
+            part = f"sample_kimg={value:g} (no flag: --snapshot-kimg sets both)"
+        elif name in FLAGS:
+            shown = ("(none)" if value is None else f"{value:g}" if isinstance(value, float)
+                     else shlex.quote(str(value)))
+            part = f"{FLAGS[name]} {shown}"
+        else:
+            part = f"{name}={value!r} (no flag: set in the library)"
+        if part not in parts:  # --snapshot-kimg stands for sample_kimg too
+            parts.append(part)
+    return " ".join(parts)
 
 
 def _rank_seed(seed: int, rank: int, nimg: int | None = None) -> int:
@@ -445,6 +489,104 @@ def _load_training_images(cfg: GANTrainConfig):
     return data.generator_input().contiguous(), data.labels.clone(), data.num_classes, missing
 
 
+def _generator_saved_at(out: Path, step: int) -> bool:
+    """Whether ``out`` holds the EMA generator of ``step`` (config.json and generator.safetensors), as the
+    save at that step wrote it."""
+    from ..models.stylegan2 import GENERATOR_WEIGHTS
+
+    try:
+        meta = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    training = meta.get("training") if isinstance(meta, dict) else None
+    return (out / GENERATOR_WEIGHTS).is_file() and isinstance(training, dict) and training.get("step") == step
+
+
+def _divergence_message(cfg: GANTrainConfig, out: Path, init_name: str | None, bad_step: int, bad_nimg: int,
+                        step: int, lg: float, ld: float, saved: dict) -> str:
+    """What a non-finite loss means for the run, and what can be done (steps and kimg as metrics.jsonl counts
+    them: the loss of step k is the one logged with "step": k). A --resume repeats the same steps with the
+    same options (another --lr is refused), so a lower --lr goes through --init-from."""
+    lower = f"--lr {cfg.lr / 4:g}"
+    said = (f"training diverged: the loss became non-finite in step {bad_step} (kimg {bad_nimg / 1000:g}; at "
+            f"step {step}: G {lg}, D {ld}); ")
+    if saved:
+        return said + (f"{out / CHECKPOINT} (step {saved['step']}, kimg {saved['nimg'] / 1000:g}, before the "
+                       f"divergence) was kept. --resume would repeat the same steps; to go on from it with a lower "
+                       f"learning rate, start a new run from it: --init-from {out} {lower} --out NEW_FOLDER")
+    again = (f"--init-from {init_name} {lower}" if init_name else lower)
+    return said + (f"no checkpoint was saved before it (one is saved every --snapshot-kimg "
+                   f"{cfg.snapshot_kimg:g}); start again with a lower learning rate, e.g. {again}, into a new folder "
+                   f"(or remove {out} first)")
+
+
+def _load_part(module: torch.nn.Module, saved, what: str, source, fresh: str | None = None) -> list[str]:
+    """Load the state dict ``saved`` into ``module`` after checking that it fits (keys and shapes), so a
+    damaged or edited checkpoint gives one message instead of torch's size-mismatch traceback. Keys starting
+    with ``fresh`` may be missing (a head the source lacked: it keeps its fresh weights); returns them."""
+    own = module.state_dict()
+    if not isinstance(saved, dict):
+        problems = [f"found {type(saved).__name__}, not a dict of tensors"]
+        missing = []
+    else:
+        missing = [k for k in own if k not in saved]
+        problems = [f"unexpected {', '.join(k for k in saved if k not in own)}"] if set(saved) - set(own) else []
+        if missing and not (fresh and all(k.startswith(fresh) for k in missing)):
+            problems.append(f"missing {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
+        problems += [f"{k} has shape {list(saved[k].shape) if isinstance(saved[k], torch.Tensor) else '?'}, the "
+                     f"architecture makes {list(t.shape)}" for k, t in own.items()
+                     if k in saved and (not isinstance(saved[k], torch.Tensor) or saved[k].shape != t.shape)][:2]
+    if problems:
+        raise FailatlasError(f"{source}: the {what} weights do not fit the architecture the checkpoint records "
+                             f"({'; '.join(problems)}); the file is damaged or was edited, or comes from another "
+                             "architecture: restore it from a copy, or retrain")
+    module.load_state_dict(saved, strict=not missing)
+    return missing
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, saved, which: str, source) -> None:
+    try:
+        opt.load_state_dict(saved)
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+        raise FailatlasError(f"{source}: {which}'s optimizer state does not fit its weights "
+                             f"({type(exc).__name__}); the file is damaged or was edited: restore it from a copy, "
+                             "or retrain") from None
+
+
+def _trim_metrics(path: Path, step: int) -> dict | None:
+    """Drop the lines of ``metrics.jsonl`` logged after the checkpoint being resumed (``step``), and a line
+    cut short: a run killed without saving (kill -9, a power cut) logged steps that the resumed run
+    will log again. Returns the last line kept (None: none)."""
+    if not path.is_file():
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            logged = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(logged, dict) and isinstance(logged.get("step"), int) and logged["step"] <= step \
+                and line.endswith("\n"):
+            kept.append(line)
+    if kept != lines:
+        _io.write_text(path, "".join(kept))
+    return json.loads(kept[-1]) if kept else None
+
+
+def _refuse_other_files(out: Path, ckpt_path: Path) -> None:
+    """A new run goes into a new or empty folder: one holding other files (a shipped generator, a
+    classifier, another run's leftovers) would get its config.json and weights replaced and its
+    metrics.jsonl appended to. A folder with a checkpoint is left to the "already exists" refusal."""
+    if ckpt_path.exists() or not out.is_dir():
+        return
+    others = sorted(p.name for p in out.iterdir() if not p.name.startswith(_io.PROBE_PREFIX))
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise FailatlasError(f"--out {out} holds other files ({shown}) and no {CHECKPOINT}: a new run would "
+                             "replace or mix with them; choose a new or empty folder, or --resume a run folder")
+
+
 def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None,
               threads: int | None = None, device: str | torch.device | None = "cpu",
               max_minutes: float | None = None, init_from: str | Path | None = None) -> GANTrainResult:
@@ -463,11 +605,15 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     if resume and init_from is not None:
         raise FailatlasError("--init-from starts a new run from another run's weights; it cannot be combined "
                              "with --resume (which continues the run in --out)")
-    if threads is not None and threads < 0:
-        raise FailatlasError(f"--threads must be positive (or 0 for torch's choice), got {threads}")
+    from ..engine.native import MAX_THREADS  # the bound of the engine and failatlas-eval's --threads
+
+    if threads is not None and not 0 <= threads <= MAX_THREADS:
+        raise FailatlasError(f"--threads must be between 1 and {MAX_THREADS} (or 0 for torch's choice), got {threads}")
     dev = resolve_device(device)
     out = _io.check_out_folder(out)
     ckpt_path = out / CHECKPOINT
+    if not resume:
+        _refuse_other_files(out, ckpt_path)
     from .. import distributed as fdist
 
     rank, world = fdist.world()
@@ -503,8 +649,9 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
         init_name = state.get("init_from")
         differ = saved_cfg.resumable_with(cfg)
         if differ:
-            raise FailatlasError(f"cannot resume {ckpt_path}: options {differ} differ from the checkpoint's; "
-                                 "use the same options (only --kimg may change) or a new --out")
+            raise FailatlasError(f"cannot resume {ckpt_path}: it was trained with {_as_flags(saved_cfg, differ)}, "
+                                 f"not {_as_flags(cfg, differ)}; resume with the checkpoint's options (only --kimg "
+                                 "may change), or train with these into a new --out")
         arch = saved_arch
     elif ckpt_path.exists():
         raise FailatlasError(f"{ckpt_path} already exists; pass --resume to continue it or choose another --out")
@@ -518,16 +665,23 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
         if src_arch.name != cfg.config:
             raise FailatlasError(f"--init-from: {src} is a {src_arch.name!r} generator but --config is "
                                  f"{cfg.config!r}; use --config {src_arch.name}")
-        arch, init_name = src_arch, str(src)
+        if src_arch.num_classes != num_classes:
+            raise FailatlasError(f"--init-from: {src} makes {src_arch.num_classes} classes but the training data "
+                                 f"(--dataset {cfg.dataset}) has {num_classes}; warm-start from a run trained on "
+                                 f"data with {num_classes} classes, or train without --init-from")
+        arch, init_name = src_arch, str(src.absolute())  # recorded absolute, as idx_dir
+        src_nimg = state.get("nimg")
+        if isinstance(src_nimg, int) and src_nimg >= math.ceil(cfg.kimg * 1000):  # before --out is made
+            raise FailatlasError(f"--init-from: {src} is already at kimg {src_nimg / 1000:g}, which reaches --kimg "
+                                 f"{cfg.kimg:g}: nothing would be trained; pass a --kimg above {src_nimg / 1000:g}")
 
     torch.manual_seed(cfg.seed)  # the same weights on every rank
     G = Generator(arch).train().to(dev)
     D = Discriminator(arch, unconditional_head=cfg.cond_ramp_kimg > 0).train().to(dev)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    G_opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
-    # Lazy regularization: R1 every r1_interval steps, so scale D's Adam as StyleGAN2 does.
-    c = cfg.r1_interval / (cfg.r1_interval + 1)
-    D_opt = torch.optim.Adam(D.parameters(), lr=cfg.lr * c, betas=(cfg.beta1 ** c, cfg.beta2 ** c), eps=1e-8)
+    g_hparams, d_hparams = _adam_hparams(cfg)
+    G_opt = torch.optim.Adam(G.parameters(), eps=1e-8, **g_hparams)
+    D_opt = torch.optim.Adam(D.parameters(), eps=1e-8, **d_hparams)
     step, nimg, pl_mean = 0, 0, torch.zeros([], device=dev)
     r1_last = torch.zeros([])  # the last lazy R1 value, logged until the next R1 step
     if dev.type == "cuda":
@@ -536,15 +690,16 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     if distributed:  # from here on each rank draws its own latents, labels, reals and noise
         torch.manual_seed(_rank_seed(cfg.seed, rank))
     if state is not None:
-        G.load_state_dict(state["G"])
-        G_ema.load_state_dict(state["G_ema"])
-        G_opt.load_state_dict(state["G_opt"])
+        source = ckpt_path if resume else init_name
+        _load_part(G, state.get("G"), "generator (G)", source)
+        _load_part(G_ema, state.get("G_ema"), "EMA generator (G_ema)", source)
+        _load_optimizer(G_opt, state.get("G_opt"), "G", source)
         step, nimg = int(state["step"]), int(state["nimg"])
         pl_mean = state["pl_mean"].to(dev)
         r1_last = state.get("r1_last", r1_last).cpu()
         if resume:
-            D.load_state_dict(state["D"])
-            D_opt.load_state_dict(state["D_opt"])
+            _load_part(D, state.get("D"), "discriminator (D)", source)
+            _load_optimizer(D_opt, state.get("D_opt"), "D", source)
             saved_ranks = state.get("rng_ranks") if distributed else None
             if saved_ranks is not None and len(saved_ranks) == world:  # the same number of processes: exact
                 torch.set_rng_state(saved_ranks[rank])
@@ -555,12 +710,13 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             if dev.type == "cuda" and "cuda_rng" in state:
                 torch.cuda.set_rng_state(state["cuda_rng"], dev)
         else:  # warm start: a head the source lacked starts fresh, and so then does D's optimizer
-            missing, unexpected = D.load_state_dict(state["D"], strict=False)
-            if unexpected or any(not k.startswith("uncond.") for k in missing):
-                raise FailatlasError(f"--init-from: the discriminator in {init_name} does not match this "
-                                     f"architecture (missing {missing}, unexpected {unexpected})")
+            missing = _load_part(D, state.get("D"), "discriminator (D)", source, fresh="uncond.")
             if not missing:
-                D_opt.load_state_dict(state["D_opt"])
+                _load_optimizer(D_opt, state.get("D_opt"), "D", source)
+        # The loaded optimizer states carry the source run's learning rates and betas: this run's options
+        # hold (a warm start with another --lr trains with it; config.json records it).
+        _set_hparams(G_opt, g_hparams)
+        _set_hparams(D_opt, d_hparams)
     if main:
         out.mkdir(parents=True, exist_ok=True)
     batches = _Batches(labels, num_classes, arch.mbstd_group, cfg.class_groups, arch.z_dim, dev)
@@ -574,14 +730,18 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     next_snapshot = (nimg // int(cfg.snapshot_kimg * 1000) + 1) * int(cfg.snapshot_kimg * 1000)
     next_sample = (nimg // int(cfg.sample_kimg * 1000) + 1) * int(cfg.sample_kimg * 1000)
 
+    saved = {"step": step, "nimg": nimg} if resume else {}  # the checkpoint in --out, if any
+
     def save() -> None:
         rng_ranks = ranks.rng_states() if ranks is not None else None  # a collective: every rank calls save()
+        saved.update(step=step, nimg=nimg)
         if not main:
             return
         _io.save_checkpoint(ckpt_path, {
             "format": "failatlas-gan-checkpoint", "G": G.state_dict(), "D": D.state_dict(),
             "G_ema": G_ema.state_dict(), "G_opt": G_opt.state_dict(), "D_opt": D_opt.state_dict(),
             "step": step, "nimg": nimg, "pl_mean": pl_mean, "r1_last": r1_last, "rng": torch.get_rng_state(),
+            "seconds": prior_seconds + time.perf_counter() - t0,  # training time over every session of the run
             **({"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {}),
             **({"world_size": world, "rng_ranks": rng_ranks} if rng_ranks is not None else {}),
             "train_config": dataclasses.asdict(cfg), "arch": arch.to_json(),
@@ -606,18 +766,29 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     def check_finite(lg: float, ld: float) -> None:
         bad = int(first_bad) if ranks is None else ranks.first_bad(int(first_bad))
         if bad >= 0:
-            raise FailatlasError(
-                f"training diverged: loss became non-finite at step {bad} (kimg {nimg / 1000:.1f}; "
-                f"G {lg}, D {ld}); the last good checkpoint in {out} was kept. Resume with --resume "
-                "or lower --lr")
+            raise FailatlasError(_divergence_message(cfg, out, init_name, bad + 1,
+                                                     nimg - (step - bad - 1) * cfg.batch, step, lg, ld, saved))
 
-    if nimg >= total:  # a --resume past the target: say so, and leave the run's files as they are
+    if nimg >= total:  # a --resume past the target (--init-from was refused above): say so, and leave the files
+        rewrote = ""
+        if main and resume and not _generator_saved_at(out, step):  # an interrupted final save: complete it
+            with _StopFlag():
+                save_generator(G_ema, out, extra={"training": training_record(cfg, nimg, step, init_name,
+                                                                              empty_classes)})
+            rewrote = f"; the generator in {out} was missing or older than the checkpoint and was rewritten from it"
         if main:
-            print(f"failatlas: {init_name if init_from is not None else out} is already at kimg {nimg / 1000:g} "
-                  f"(--kimg {cfg.kimg:g}): nothing to train; pass a larger --kimg to continue", flush=True)
+            print(f"failatlas: {out} is already at kimg {nimg / 1000:g} (--kimg {cfg.kimg:g}): nothing to train; "
+                  f"pass a larger --kimg to continue{rewrote}", file=sys.stderr, flush=True)
         return GANTrainResult(str(out), nimg / 1000, step, 0.0, 0.0, False, False, str(dev))
-    start_nimg, t0 = nimg, time.perf_counter()
     metrics_path = out / "metrics.jsonl"
+    last_logged = _trim_metrics(metrics_path, step) if main and resume else None
+    # metrics.jsonl's "seconds" counts the training time of the whole run, resumed sessions included (a
+    # checkpoint saved before it was recorded: the last line logged up to it)
+    prior_seconds = 0.0
+    if resume:
+        prior_seconds = state.get("seconds", (last_logged or {}).get("seconds", 0.0))
+        prior_seconds = float(prior_seconds) if isinstance(prior_seconds, (int, float)) else 0.0
+    start_nimg, t0 = nimg, time.perf_counter()
     interrupted = time_limited = False
     bar = progress_bar(total, desc="train-gan", unit="img", unit_scale=True, initial=nimg,
                        disable=None if progress is None else not progress)
@@ -706,7 +877,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
                 check_finite(lg, ld)
             if main and (step % cfg.log_every == 0 or stopping):
                 log.update({"step": step, "kimg": nimg / 1000, "loss_G": lg, "loss_D": ld,
-                            "r1": r1_log, "images_per_s": rate, "seconds": elapsed})
+                            "r1": r1_log, "images_per_s": rate, "seconds": prior_seconds + elapsed})
                 if judge is not None:  # this rank's last batch
                     log["mix_kl"] = float(kl_last)
                 bar.set_postfix(G=f"{lg:.2f}", D=f"{ld:.2f}", img_s=f"{rate:.0f}")
@@ -722,16 +893,17 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             if flag.stop or time_up:
                 interrupted, time_limited = flag.stop, time_up and not flag.stop
                 break
-    save()
-    if main:
-        _sample_grid(G_ema, out / "samples-latest.png")
+        # Still with signals turned into the flag: a Ctrl-C now cannot leave a checkpoint without its generator.
+        save()
+        if main:
+            _sample_grid(G_ema, out / "samples-latest.png")
     elapsed = time.perf_counter() - t0
     result = GANTrainResult(str(out), nimg / 1000, step, elapsed, (nimg - start_nimg) / max(elapsed, 1e-9),
                             interrupted, time_limited, str(dev), terminated=flag.signum == signal.SIGTERM)
     if time_limited and main:
-        print(f"failatlas: stopped after {max_minutes:g} minutes at kimg {nimg / 1000:.1f}; checkpoint saved in "
-              f"{out}; continue with --resume", flush=True)
+        print(f"failatlas: stopped after {max_minutes:g} minutes at kimg {nimg / 1000:g}; checkpoint saved in "
+              f"{out}; continue with --resume", file=sys.stderr, flush=True)
     if interrupted and main:
-        print(f"failatlas: interrupted at kimg {nimg / 1000:.1f}; checkpoint saved in {out}; "
-              f"continue with --resume", flush=True)
+        print(f"failatlas: interrupted at kimg {nimg / 1000:g}; checkpoint saved in {out}; "
+              f"continue with --resume", file=sys.stderr, flush=True)
     return result

@@ -58,9 +58,16 @@ class GeneratorQuality:
     warnings: list[str] = field(default_factory=list)
     dataset: str | None = None  # the real data judged against (name, and IDX folder when there is one)
     idx_dir: str | None = None
+    blur: str | None = None  # the corruption blur of that data
+    seed: int | None = None  # of the latents, the corruption draw and the corruption classifier
+    n_real: int | None = None  # the cap on real images per split (None: all)
+    classifier: str | None = None  # the judging classifier's folder, and the sha256 of its weights
+    classifier_sha256: str | None = None
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """The figures as JSON values: a figure that could not be measured (NaN) is null, since JSON has no
+        NaN (Python's json would write a bare NaN that other readers refuse)."""
+        return _nan_to_none(dataclasses.asdict(self))
 
     def format(self) -> str:
         """A readable summary (the CLI's output without --json)."""
@@ -71,8 +78,8 @@ class GeneratorQuality:
                  "per class              " + " ".join(f"{a:.2f}" for a in q.per_class_accuracy),
                  f"FD                     {q.fd:.3f}   (real vs real: {q.fd_real_vs_real:.3f}, "
                  f"ratio {q.fd / max(q.fd_real_vs_real, 1e-12):.2f})",
-                 f"diversity              {q.diversity:.3f}   (within-class spread vs the data's; per class "
-                 + " ".join(f"{d:.2f}" for d in q.diversity_per_class) + ")",
+                 f"diversity              {_figure(q.diversity)}   (within-class spread vs the data's; per class "
+                 + " ".join(_figure(d, ".2f") for d in q.diversity_per_class) + ")",
                  f"corruption TV          {q.corruption_tv:.3f}   (by noise mode: "
                  + ", ".join(f"{k} {v:.3f}" for k, v in q.corruption_tv_by_noise_mode.items())
                  + f"; corruption classifier accuracy on real test {q.corruption_classifier_accuracy:.3f})"]
@@ -80,6 +87,32 @@ class GeneratorQuality:
             lines.append(f"Inception FID          {q.inception_fid:.3f}")
         lines += [f"warning: {w}" for w in q.warnings]
         return "\n".join(lines)
+
+
+def _nan_to_none(value):
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def _figure(value: float, spec: str = ".3f") -> str:
+    return "-" if value != value else format(value, spec)
+
+
+def diversity_warnings(per_class: list[float]) -> list[str]:
+    """A warning when the diversity leaves classes out (fewer than two generated or real test images)."""
+    missing = [c for c, d in enumerate(per_class) if d != d]
+    if not missing:
+        return []
+    covered = len(per_class) - len(missing)
+    return [f"diversity covers {covered} of the {len(per_class)} classes: class"
+            f"{'es' if len(missing) > 1 else ''} {', '.join(map(str, missing))} "
+            f"{'have' if len(missing) > 1 else 'has'} fewer than two generated or real test images (a larger --n-real, "
+            "or none, and --n)"]
 
 
 def judge_warnings(judge_accuracy: float, true_cells: torch.Tensor) -> list[str]:
@@ -176,38 +209,53 @@ def train_corruption_classifier(dataset: str = "mnist", *, idx_dir=None, blur: s
 
 
 @torch.no_grad()
-def _batched(fn, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    return torch.cat([fn(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else fn(x)
+def _batched(fn, x: torch.Tensor, batch: int = 500, bar=None) -> torch.Tensor:
+    """fn over ``x`` in batches, concatenated; ``bar``: a progress bar advanced by the images done."""
+    if not len(x):
+        return fn(x)
+    parts = []
+    for i in range(0, len(x), batch):
+        parts.append(fn(x[i:i + batch]))
+        if bar is not None:
+            bar.update(len(parts[-1]))
+    return torch.cat(parts)
 
 
-def cell_shares(judge: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def cell_shares(judge: nn.Module, images: torch.Tensor, bar=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The corruption cell ``judge`` gives each image (int64 Tensor[N]) and the share of each of
     :data:`CELLS` (float64 Tensor[len(CELLS)])."""
-    cells = _batched(judge, images).argmax(1)
+    cells = _batched(judge, images, bar=bar).argmax(1)
     return cells, torch.bincount(cells, minlength=len(CELLS)).double() / max(1, len(cells))
 
 
 @torch.no_grad()
-def generate(G: Generator, n: int, seed: int, noise_mode: str = "const", batch: int = 500):
+def generate(G: Generator, n: int, seed: int, noise_mode: str = "const", batch: int = 500, bar=None):
     """n samples with balanced labels (label = index mod classes), z from ``seed``: (images, labels), on
     the CPU whatever device G is on (z is always drawn on the CPU, so every device sees the same z; from
-    :func:`failatlas._seeding.latent_generator`, not from the stream that seeded the generator's weights)."""
+    :func:`failatlas._seeding.latent_generator`, not from the stream that seeded the generator's weights).
+    ``bar``: a progress bar advanced by the images made."""
     gen = latent_generator(seed)
     z = torch.randn(n, G.z_dim, generator=gen)
     y = torch.arange(n) % G.num_classes
     if noise_mode == "random":
         torch.manual_seed(seed)
     device = G.synthesis_network.const.device
-    imgs = [G(z[i:i + batch].to(device), y[i:i + batch].to(device), noise_mode=noise_mode).cpu()
-            for i in range(0, n, batch)]
+    imgs = []
+    for i in range(0, n, batch):
+        imgs.append(G(z[i:i + batch].to(device), y[i:i + batch].to(device), noise_mode=noise_mode).cpu())
+        if bar is not None:
+            bar.update(len(imgs[-1]))
     return torch.cat(imgs), y
 
 
-def _inception_features(path: str | Path, images: torch.Tensor) -> torch.Tensor:
-    """Features of a user-supplied TorchScript Inception: input float [N, 3, 299, 299] in [0, 255]."""
+def _inception_features(path: str | Path, images: torch.Tensor, model: nn.Module | None = None,
+                        bar=None) -> torch.Tensor:
+    """Features of a user-supplied TorchScript Inception (``model``, else loaded from ``path``): input float
+    [N, 3, 299, 299] in [0, 255]."""
     from .._torchscript import load_torchscript
 
-    model = load_torchscript(path, "Inception feature extractor")
+    if model is None:
+        model = load_torchscript(path, "Inception feature extractor")
 
     def feats(x: torch.Tensor) -> torch.Tensor:
         x = ((x + 1) * 127.5).clamp(0, 255).expand(-1, 3, -1, -1)
@@ -216,7 +264,7 @@ def _inception_features(path: str | Path, images: torch.Tensor) -> torch.Tensor:
             raise FailatlasError(f"{path}: the Inception model must return [N, features], got {list(out.shape)}")
         return out
 
-    return _batched(feats, images, 100)
+    return _batched(feats, images, 100, bar)
 
 
 def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, dataset: str = "mnist",
@@ -227,6 +275,8 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
     ``penultimate`` method). ``noise_mode`` is the one used for every figure but
     ``corruption_tv_by_noise_mode``, which covers all three. ``n_real`` caps the real images used from
     each split (default: all), for quick checks."""
+    from .._progress import progress as progress_bar
+    from .._torchscript import load_torchscript
     from ..data.datasets import load_dataset
 
     if noise_mode not in NOISE_MODES:
@@ -236,6 +286,10 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
     if not hasattr(classifier, "penultimate"):
         raise FailatlasError("the classifier has no penultimate features (needed for the Fréchet distance); "
                              "use a failatlas classifier such as models/mnist/classifier-corrupted")
+    # loaded before any work: a missing or unreadable file is refused at once, not after the other figures
+    inception = (load_torchscript(inception_weights, "Inception feature extractor (--inception-weights)")
+                 if inception_weights is not None else None)
+    hide = None if progress is None else not progress
     test = load_dataset(dataset, "test", corruption="corrupted", blur=blur, idx_dir=idx_dir, seed=seed)
     train = load_dataset(dataset, "train", corruption="corrupted", blur=blur, idx_dir=idx_dir, seed=seed)
     if n_real is not None:
@@ -249,14 +303,29 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
         raise FailatlasError(f"the classifier predicts {probe.shape[-1]} classes but the generator makes "
                              f"{G.num_classes}; pass a classifier trained on the same dataset")
 
-    images = {mode: generate(G, n, seed, mode) for mode in NOISE_MODES}
+    from .classifier import refuse_non_finite
+
+    with progress_bar(n * len(NOISE_MODES), desc="eval-gan: generating", unit="img", disable=hide) as bar:
+        images = {mode: generate(G, n, seed, mode, bar=bar) for mode in NOISE_MODES}
+    for mode, (imgs, _) in images.items():
+        refuse_non_finite(imgs, "the generator made images with NaN or infinite pixels",
+                          f"images of noise mode {mode!r}", "no quality figure can be computed from them: check "
+                          "the generator's weights (train it again, or take an earlier checkpoint)")
     fake, y = images[noise_mode]
-    logits = _batched(lambda x: classifier(classifier_view(x)), fake)
+    real_test, real_train = test.generator_input(), train.generator_input()
+    classify = progress_bar(2 * n + len(real_test) + len(real_train), desc="eval-gan: classifying", unit="img",
+                            disable=hide)
+    with classify:
+        logits = _batched(lambda x: classifier(classifier_view(x)), fake, bar=classify)
+        feats = lambda x: classifier.penultimate(classifier_view(x))  # noqa: E731
+        f_fake, f_test, f_train = (_batched(feats, x, bar=classify) for x in (fake, real_test, real_train))
+    judge_fix = ("the accuracy and the Fréchet distance would be meaningless: check the classifier's weights, or "
+                 "judge with another classifier")
+    refuse_non_finite(logits, "the classifier returned NaN or infinite logits", "generated images", judge_fix)
     hit = logits.argmax(1) == y
     per_class = [float(hit[y == c].float().mean()) for c in range(G.num_classes)]
-
-    feats = lambda x: classifier.penultimate(classifier_view(x))  # noqa: E731
-    f_fake, f_test, f_train = (_batched(feats, x) for x in (fake, test.generator_input(), train.generator_input()))
+    for f, which in ((f_fake, "generated images"), (f_test, "real test images"), (f_train, "real train images")):
+        refuse_non_finite(f, "the classifier's penultimate features are NaN or infinite", which, judge_fix)
     fd = frechet_distance(f_test, f_fake)
     fd_floor = frechet_distance(f_test, f_train)
     diversity_per_class = within_class_diversity(f_fake, y, f_test, test.labels, G.num_classes)
@@ -264,26 +333,32 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
 
     judge = train_corruption_classifier(dataset, idx_dir=idx_dir, blur=blur, seed=seed, limit=n_real,
                                         progress=progress)
-    real_cells, p_real = cell_shares(judge, test.generator_input())
-    true_cells = corruption_cell(test.corrupted, test.blur, test.noise)
-    judge_acc = float((real_cells == true_cells).float().mean())
-    tv, dist = {}, {"cells": list(CELLS), "real": p_real.tolist()}
-    for mode, (imgs, _) in images.items():
-        p = cell_shares(judge, imgs)[1]
-        tv[mode] = 0.5 * float((p - p_real).abs().sum())
-        dist[f"generated_{mode}"] = p.tolist()
+    with progress_bar(len(real_test) + n * len(images), desc="eval-gan: corruption cells", unit="img",
+                      disable=hide) as bar:
+        real_cells, p_real = cell_shares(judge, real_test, bar)
+        true_cells = corruption_cell(test.corrupted, test.blur, test.noise)
+        judge_acc = float((real_cells == true_cells).float().mean())
+        tv, dist = {}, {"cells": list(CELLS), "real": p_real.tolist()}
+        for mode, (imgs, _) in images.items():
+            p = cell_shares(judge, imgs, bar)[1]
+            tv[mode] = 0.5 * float((p - p_real).abs().sum())
+            dist[f"generated_{mode}"] = p.tolist()
 
-    warnings = judge_warnings(judge_acc, true_cells)
+    warnings = judge_warnings(judge_acc, true_cells) + diversity_warnings(diversity_per_class)
     fid = None
     if inception_weights is not None:
-        fid = frechet_distance(_inception_features(inception_weights, test.generator_input()),
-                               _inception_features(inception_weights, fake))
+        with progress_bar(len(real_test) + n, desc="eval-gan: Inception features", unit="img", disable=hide) as bar:
+            f_real, f_gen = (_inception_features(inception_weights, x, inception, bar) for x in (real_test, fake))
+        for f, which in ((f_real, "real test images"), (f_gen, "generated images")):
+            refuse_non_finite(f, f"the Inception model {inception_weights} returned NaN or infinite features", which,
+                              "the Inception FID would be meaningless: check that feature extractor")
+        fid = frechet_distance(f_real, f_gen)
     return GeneratorQuality(
         conditional_accuracy=float(hit.float().mean()), per_class_accuracy=per_class, fd=fd, fd_real_vs_real=fd_floor,
         corruption_tv=tv[noise_mode], noise_mode=noise_mode, n=n, corruption_tv_by_noise_mode=tv,
         corruption_distribution=dist, corruption_classifier_accuracy=judge_acc, inception_fid=fid,
         diversity=sum(finite) / len(finite) if finite else float("nan"), diversity_per_class=diversity_per_class,
-        warnings=warnings)
+        warnings=warnings, blur=blur, seed=seed, n_real=n_real)
 
 
 def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *, device: str | None = "cpu",
@@ -293,7 +368,7 @@ def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *,
     from .. import _io
     from .._device import resolve_device
     from .._paths import classifier_file_format, data_notes, data_to_judge
-    from ..models.classifier import load_classifier
+    from ..models.classifier import WEIGHTS_FILE, load_classifier
     from ..models.stylegan2 import GENERATOR_WEIGHTS, load_generator
 
     if classifier_file_format(classifier):
@@ -305,11 +380,14 @@ def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *,
     data = data_to_judge(folder, options.pop("dataset", None), options.pop("idx_dir", None),
                          options.pop("blur", None))  # the data the generator records, unless named
     options.update(dataset=data["dataset"], idx_dir=data["idx_dir"], blur=data["blur"])
-    judge = load_classifier(resolve_model(classifier))
+    judge_folder = resolve_model(classifier)
+    judge = load_classifier(judge_folder)
     q = evaluate_generator(G, judge, **options)
     q.warnings.extend(data_notes(folder, {f"the judge {Path(str(classifier)).name}": judge}))
     return dataclasses.replace(q, generator_sha256=_io.sha256(Path(folder) / GENERATOR_WEIGHTS),
-                               dataset=options["dataset"], idx_dir=options.get("idx_dir"))
+                               dataset=options["dataset"], idx_dir=options.get("idx_dir"),
+                               classifier=str(Path(judge_folder).absolute()),
+                               classifier_sha256=_io.sha256(Path(judge_folder) / WEIGHTS_FILE))
 
 
 # --- noise level of the empty frame ------------------------------------------------------------------
