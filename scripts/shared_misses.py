@@ -36,6 +36,7 @@ def shared_misses(run: Path, judge: str, generator: str | None = None, classifie
     """The experiment on the run folder ``run`` (its population.npz, ranking.json and manifest.json) with
     the classifier folder ``judge``; the generator and primary classifier default to the run's."""
     import failatlas
+    from failatlas import FailatlasError
     from failatlas.analysis import GradientRanking, Population, Ranking, with_classifier
 
     manifest = json.loads((run / "manifest.json").read_text())
@@ -44,9 +45,15 @@ def shared_misses(run: Path, judge: str, generator: str | None = None, classifie
     C = failatlas.load_classifier(classifier or primary["path"])
     pop = Population.from_npz(run / "population.npz")
     ranking = Ranking.read_json(run / "ranking.json")
+    if classifier is not None:  # another primary: its own verdicts and its own ranking of them
+        pop = with_classifier(pop, G, C)
+        ranking = GradientRanking(G, C).rank(pop)
     seed = int(manifest["seeds"]["separation_random_dims"])  # the run's draw of random dimensions
     judged = with_classifier(pop, G, failatlas.load_classifier(judge))
     mis, judge_mis = ~pop.well, ~judged.well
+    if not bool((mis & ~judge_mis).any()):
+        raise FailatlasError(f"the judge misses every one of the primary's {int(mis.sum())} misses, so no miss is "
+                             "left to separate once its misses are dropped; take another judge")
     kept = pop.subset(torch.nonzero(judged.well).squeeze(1))
     return {
         "n": pop.n, "primary_misses": int(mis.sum()), "judge_misses": int(judge_mis.sum()),
@@ -62,10 +69,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("run", type=Path, help="an analyze run folder (population.npz, ranking.json, manifest.json)")
     p.add_argument("judge", help="the second classifier's folder")
     p.add_argument("--generator", help="instead of the run's (manifest.json)")
-    p.add_argument("--classifier", help="the primary classifier, instead of the run's")
+    p.add_argument("--classifier", help="the primary classifier, instead of the run's (its misses, ranked afresh)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    print(json.dumps(shared_misses(a.run, a.judge, a.generator, a.classifier), indent=2))
+    from failatlas import FailatlasError
+
+    try:
+        print(json.dumps(shared_misses(a.run, a.judge, a.generator, a.classifier), indent=2))
+    except FailatlasError as exc:  # e.g. the judge misses every sample the primary misses: nothing left
+        raise SystemExit(f"shared_misses: {exc}") from None
 
 
 if __name__ == "__main__":

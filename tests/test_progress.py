@@ -36,3 +36,10 @@ def test_a_step_outside_the_stages_is_announced_without_a_number(capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "failatlas compare: real test images (2 classifiers) …"
     assert err[1].startswith("failatlas compare: real test images done in ") and "real test images" in stage.timings
+    import re
+    import time
+
+    late = Stages("compare", (), start=time.perf_counter() - 100)  # made after the command began: elapsed from then
+    with late.step("x"):
+        pass
+    assert float(re.search(r"elapsed ([\d.]+) s", capsys.readouterr().err).group(1)) >= 100

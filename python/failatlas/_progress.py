@@ -60,10 +60,12 @@ class Stages:
 
     ``verbose=False`` keeps it silent (the timings are still recorded)."""
 
-    def __init__(self, command: str, names: Sequence[str], verbose: bool = True) -> None:
+    def __init__(self, command: str, names: Sequence[str], verbose: bool = True, start: float | None = None) -> None:
+        """``start``: the command's start (``time.perf_counter()``) when it began before this object, for
+        the elapsed times."""
         self.command, self.names, self.verbose = command, tuple(names), verbose
         self.timings: dict[str, float] = {}
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter() if start is None else start
 
     def _say(self, text: str) -> None:
         if self.verbose:

@@ -82,8 +82,8 @@ def _class_index(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--classes takes class indices (0, 1, …), not names: got {text!r} (`failatlas data` lists each "
-            "index with its name)") from None
+            f"--classes takes class indices, whole numbers 0, 1, …, not names: got {text!r} (`failatlas data` "
+            "lists each index with its name)") from None
 
 
 def _classes_option(p: argparse.ArgumentParser) -> None:

@@ -133,11 +133,12 @@ def _flagged(G, C, cc) -> int:
             row = cc.find(grid.start, d)
             early = [(f, float(grid.p_y[i, j])) for i, f in enumerate(FRACTIONS)
                      if i < one and f > 0 and float(grid.p_y[i, j]) <= 0.5]
-            if row.found and not row.at_start and early:
+            if not row.at_start and early:
                 want.append((d, *early[0]))
         assert list(grid.earlier_failures) == want
         for d, f, q in want:
-            assert any(n.startswith(f"dim {d}: p_y = {q:.3f} ≤ 0.5 already at {f:g} × the corner shift") and
+            what = "the corner shift" if cc.find(grid.start, d).found else "max_shift, within which"
+            assert any(n.startswith(f"dim {d}: p_y = {q:.3f} ≤ 0.5 already at {f:g} × {what}") and
                        "--corner-step" in n for n in grid.notes)
             assert [d, f, q] in grid.to_json()["earlier_failures"]
         flagged += len(want)
@@ -156,3 +157,19 @@ def test_a_failure_short_of_the_corner_shift_is_flagged(G, searched):
     doubled = dataclasses.replace(cc, cases=tuple(
         dataclasses.replace(r, shift=2 * r.shift) if r.found and not r.at_start else r for r in cc.cases))
     assert _flagged(G, searched.C, doubled) > as_searched
+
+
+def test_the_nearest_failing_cell_is_named_whatever_the_order_of_the_fractions(G, searched):
+    import dataclasses
+
+    cc = searched.cc  # every found shift tripled: cells from 1/3 of it on fail where p_y keeps falling
+    cc = dataclasses.replace(cc, cases=tuple(
+        dataclasses.replace(r, shift=3 * r.shift) if r.found and not r.at_start else r for r in cc.cases))
+    fractions = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    flagged = 0
+    for c in sorted({int(x) for x in cc.labels.tolist()}):
+        forward = manipulation_grid(G, searched.C, cc, c, fractions=fractions)
+        backward = manipulation_grid(G, searched.C, cc, c, fractions=fractions[::-1])
+        assert forward.earlier_failures == backward.earlier_failures
+        flagged += sum(f < 0.8 for _, f, _ in forward.earlier_failures)  # more than one failing cell to choose from
+    assert flagged > 0

@@ -150,11 +150,32 @@ def test_a_run_folder_is_enough_to_redo_its_separation_and_curves(first, models)
     assert curve.mean_accuracy == summary["accuracy_curves"]["cls-a"]["K100"]["mean_accuracy"]
 
 
-def test_grid_cells_failing_short_of_their_corner_shift_are_noted(first):
-    earlier = [(g.cls, d) for g in first.grids for d, _, _ in g.earlier_failures]
-    note = [n for n in first.notes if n.startswith("the manipulation grids show p_y ≤ 0.5 short of")]
-    assert len(note) == (1 if earlier else 0)
-    assert all(f"class {c} dim {d} at" in note[0] for c, d in earlier)
+def test_class_names_and_grid_cells_failing_early_reach_the_run(models, tmp_path, monkeypatch):
+    """A classifier that records class names labels the run (summary, report header, corner table, grid
+    titles); a grid cell failing short of its corner shift (made here by the wrapped grid) gets the note."""
+    import dataclasses
+
+    from failatlas.models.classifier import load_classifier
+
+    names = tuple(f"item{i}" for i in range(10))
+    C = load_classifier(models["a"])
+    save_classifier(C, dataclasses.replace(C.config, class_names=names), tmp_path / "named")
+    real_grid = pipeline.manipulation_grid
+
+    def flagged(*args, **kw):
+        grid = real_grid(*args, **kw)
+        return dataclasses.replace(grid, earlier_failures=((grid.dims[0], 0.4, 0.25),))
+
+    monkeypatch.setattr(pipeline, "manipulation_grid", flagged)
+    run = run_analysis(_options(models, classifiers=(str(tmp_path / "named"),), skip_tsne=True), tmp_path / "run")
+    assert run.class_names == names and run.summary["class_names"] == list(names)
+    text = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert "0 item0, 1 item1" in text
+    grids = [f.title for f in run.figures if f.file.startswith("manipulation-class")]
+    assert grids and all(re.search(r"class (\d) \(item\1\)", t) for t in grids)
+    (note,) = [n for n in run.notes if n.startswith("the manipulation grids show p_y ≤ 0.5 short of")]
+    assert all(f"class {g.cls} dim {g.dims[0]} at 0.4 × (p_y 0.250)" in note for g in run.grids)
+    assert f"short of {len(run.grids)} corner shift(s)" in note and "--corner-step" in note
 
 
 def test_class_names_reach_the_report_when_a_classifier_records_them(first):
@@ -168,12 +189,16 @@ def test_class_names_reach_the_report_when_a_classifier_records_them(first):
     fashion = tuple(f"item{i}" for i in range(10))
     digits = SimpleNamespace(config=SimpleNamespace(class_names=tuple(map(str, range(10)))))
     named = SimpleNamespace(config=SimpleNamespace(class_names=fashion))
-    assert class_names(digits) is None and class_names(object(), digits, named) == fashion
+    assert class_names(digits) is None and class_names(named) == fashion
+    from failatlas.data.datasets import FASHION_CLASSES  # an ONNX file records no names: the generator's data
+
+    assert class_names(object(), dataset="fashion") == FASHION_CLASSES
+    assert class_names(digits, dataset="mnist") is None
+    assert class_names(named, dataset="fashion") == fashion  # the classifier's own names come first
     assert first.class_names is None and first.summary["class_names"] is None  # random CNNs without names
     text = render_report(dataclasses.replace(first, class_names=fashion))
-    assert "0 item0, 1 item1, 2 item2" in text
     row = next(r for r in first.corner_cases.rows if r.found)
-    assert f"<td>{row.cls} (item{row.cls})</td>" in text.replace(' class="l"', "")
+    assert f"<td>{row.cls} (item{row.cls})</td>" in text.replace(' class="l"', "")  # the corner table
 
 
 def test_manifest_has_versions_seeds_checksums_and_timings(first, models):

@@ -94,10 +94,13 @@ def test_named_classes_are_listed_with_the_index_that_classes_options_take(capsy
     named = make_imageset(torch.zeros(4, 28, 28, dtype=torch.uint8).numpy(), [0, 1, 1, 2], name="f",
                           class_names=("Coat", "Bag", "Shirt"), corruption="clean")
     assert "per class: 0 Coat=1, 1 Bag=2, 2 Shirt=1" in format_description(describe_dataset(named))
+    twice = make_imageset(torch.zeros(4, 28, 28, dtype=torch.uint8).numpy(), [0, 1, 2, 2], name="f",
+                          class_names=("x", "x", "y"), corruption="clean")  # a name shared by two classes
+    assert "per class: 0 x=1, 1 x=1, 2 y=2" in format_description(describe_dataset(twice))
     digits = load_dataset("mnist", "test", corruption="clean")
     assert "per class: 0=200, 1=225," in format_description(describe_dataset(digits))
     # and --classes refuses a name with the pointer to those indices, in one argparse line
     with pytest.raises(SystemExit):
         main(["rank", "--classes", "Trouser", "--out", "x"])
     err = capsys.readouterr().err
-    assert "--classes takes class indices (0, 1, …), not names: got 'Trouser'" in err
+    assert "--classes takes class indices, whole numbers 0, 1, …, not names: got 'Trouser'" in err

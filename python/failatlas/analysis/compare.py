@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -493,6 +494,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
         if _model_dtype_device(G)[1].type != "cpu":
             raise FailatlasError("failatlas under torchrun runs on the CPU (gloo) only for now")
         dist.init()
+    started = time.perf_counter()  # compare_classifiers' stages count their elapsed time from about here
     comparison = compare_classifiers(G, models, n=n, seed=seed, k=k, batch_size=batch_size, black_box_n=black_box_n,
                                      classes=classes, curve_dims=curve_dims, progress_bar=progress_bar,
                                      distributed=world_size > 1, verbose=verbose)
@@ -501,7 +503,8 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     from .._progress import Stages
 
     # seconds on MNIST-10k's 2,000 test images, about a minute on Fashion-MNIST's 10,000: announced
-    with Stages("compare", (), verbose).step("real test images", f"{len(models)} classifiers, clean and corrupted"):
+    with Stages("compare", (), verbose, start=started).step("real test images",
+                                                           f"{len(models)} classifiers, clean and corrupted"):
         real, notes = real_accuracy(gpath, models, comparison.population_classes)
     notes = [*notes, *comparison.notes()]
     out.mkdir(parents=True, exist_ok=True)

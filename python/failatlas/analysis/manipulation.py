@@ -140,14 +140,16 @@ def manipulation_grid(generator: nn.Module, classifier: nn.Module, corner_cases:
             images.append(to_uint8(img))
     p = torch.cat(probs)
     img = torch.cat(images)
-    earlier = []  # a cell short of a found corner shift that already fails: the bracket stepped over a dip
+    earlier = []  # a cell short of the column's shift that already fails: the bracket stepped over a dip
     for j, c in enumerate(cases):
-        early = [(f, float(p[i * K + j])) for i, f in enumerate(fr)
-                 if c.found and not c.at_start and 0 < f < 1 and float(p[i * K + j]) <= 0.5]
+        early = sorted((f, float(p[i * K + j])) for i, f in enumerate(fr)
+                       if not c.at_start and 0 < f < 1 and float(p[i * K + j]) <= 0.5)
         if early:
-            f, q = early[0]
+            f, q = early[0]  # the nearest
             earlier.append((c.dims[0], f, q))
-            notes.append(f"dim {c.dims[0]}: p_y = {q:.3f} ≤ 0.5 already at {f:g} × the corner shift "
+            what = ("the corner shift" if c.found else
+                    f"max_shift, within which the search found no corner case")
+            notes.append(f"dim {c.dims[0]}: p_y = {q:.3f} ≤ 0.5 already at {f:g} × {what} "
                          f"({f * c.directions[0] * base[j]:+.2f}σ): the search brackets in steps of "
                          f"{corner_cases.step:g}σ and stepped over this nearer failure; search with a smaller step "
                          "(analyze --corner-step) to find it")

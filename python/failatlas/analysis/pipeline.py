@@ -496,11 +496,15 @@ def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module],
     return result, notes
 
 
-def class_names(*classifiers: Any) -> tuple[str, ...] | None:
-    """The class names the first of ``classifiers`` that records them (its ``config.class_names``) gives,
-    when they say more than the indices (MNIST's "0".."9" do not); None otherwise."""
-    for model in classifiers:
-        names = getattr(getattr(model, "config", None), "class_names", None)
+def class_names(classifier: Any, dataset: str | None = None) -> tuple[str, ...] | None:
+    """The class names the (primary) ``classifier`` records (its ``config.class_names``), else those of
+    ``dataset`` (the generator's recorded training data: "fashion" has names; an ONNX file records none),
+    when they say more than the indices (MNIST's "0".."9" do not); None otherwise. Other classifiers'
+    names are not used: a second classifier trained on other data must not rename the generator's classes."""
+    from ..data.datasets import FASHION_CLASSES
+
+    recorded = getattr(getattr(classifier, "config", None), "class_names", None)
+    for names in (recorded, FASHION_CLASSES if str(dataset).lower() == "fashion" else None):
         if names and any(str(n) != str(i) for i, n in enumerate(names)):
             return tuple(str(n) for n in names)
     return None
@@ -630,7 +634,10 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     models = {info.name: C for info, C in loaded}
     primary = infos[0].name
     C0 = models[primary]
-    names = class_names(*models.values())
+    from .._paths import recorded_data
+
+    data = recorded_data(gen_info.path)
+    names = class_names(C0, dataset=None if data is None else data["dataset"])
     layout = tuple(G.style_layout())
     written: list[str] = []
     figures: list[Figure] = []
@@ -656,12 +663,12 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         if tmp is not None:
             pop0.to_npz(tmp / "population.npz")
             wrote("population.npz")
+    # fails here, before any other work, if a group is empty (on every rank alike: they hold the same population)
+    separation = Separation(pop0, layout=layout)
     if tmp is not None:  # seconds on MNIST-10k's 2,000 test images; about a minute on Fashion-MNIST's 10,000
         with stage("real test images", f"{len(infos)} classifier(s), clean and corrupted"):
             real, real_notes = real_accuracy(gen_info.path, models, pop0.classes)
             notes.extend(real_notes)
-    # fails here, before the gradients, if a group is empty (on every rank alike: they hold the same population)
-    separation = Separation(pop0, layout=layout)
 
     # 2. ranking ---------------------------------------------------------------------------------------
     boot = options.bootstrap_resamples

@@ -35,6 +35,7 @@ def describe_dataset(imageset: ImageSet) -> dict[str, Any]:
         "num_classes": imageset.num_classes,
         "class_names": list(imageset.class_names),
         "per_class": dict(zip(imageset.class_names, per_class)),
+        "class_counts": list(per_class),  # by class index (per_class merges classes that share a name)
         "num_corrupted": int(imageset.corrupted.sum()),
         "fraction_corrupted": float(imageset.corrupted.float().mean()) if n else 0.0,
         "cells": cells,
@@ -48,7 +49,7 @@ def format_description(description: dict[str, Any]) -> str:
         f"dataset {d['name']} ({d['split']}): {d['num_samples']} images, {d['num_classes']} classes",
         # a class named other than its index is shown with the index that --classes and the reports use
         "per class: " + ", ".join(f"{name}={count}" if name == str(i) else f"{i} {name}={count}"
-                                  for i, (name, count) in enumerate(d["per_class"].items())),
+                                  for i, (name, count) in enumerate(zip(d["class_names"], d["class_counts"]))),
         f"corrupted: {d['num_corrupted']} ({100 * d['fraction_corrupted']:.1f}%)",
         "blur \\ noise      1      2      3",
     ]
