@@ -83,15 +83,18 @@ def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
     (a model's weights beside another model's config). The staging folder is removed either way."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(STAGING_PREFIX + "*"):  # left by a process killed (kill -9) while staging
+        shutil.rmtree(stale, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
     try:
         yield stage
         files = sorted(p for p in stage.iterdir() if p.is_file())
         for f in files:
             os.chmod(f, 0o666 & ~_umask())
-        with signals_held():
+        with signals_held():  # a held SIGTERM ends the process when the block ends: clean up inside it
             for f in files:
                 os.replace(f, folder / f.name)
+            shutil.rmtree(stage, ignore_errors=True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -148,7 +151,7 @@ def check_out_folder(out: str | os.PathLike, overwrite: bool | None = None,
     if out.is_dir():
         if not os.access(out, os.W_OK | os.X_OK):
             raise FailatlasError(f"{flag} {out}: no permission to write in it; choose a folder you can write to")
-        if overwrite is False and any(not p.name.startswith(PROBE_PREFIX) for p in out.iterdir()):
+        if overwrite is False and any(not p.name.startswith((PROBE_PREFIX, STAGING_PREFIX)) for p in out.iterdir()):
             raise FailatlasError(f"{flag} {out} exists and is not empty; choose a new or empty folder, or pass "
                                  f"--overwrite {replace}")
         taken = [name for name in names if (out / name).is_dir()]
@@ -281,7 +284,7 @@ def _why_unreadable(path: Path) -> tuple[str | None, str | None]:
         globals_ = _pickle_globals(stream)
     except Exception:  # noqa: BLE001 - pickletools' errors on malformed input are of several kinds
         return None, "truncated or corrupt: its pickle is incomplete or malformed"
-    unsafe = [g for g in globals_ if g.split(".")[0] not in _CHECKPOINT_MODULES]
+    unsafe = [g for g in globals_ if g != "?" and g.split(".")[0] not in _CHECKPOINT_MODULES]
     return (unsafe[0] if unsafe else None), (None if unsafe else "torch cannot read its content")
 
 
@@ -291,14 +294,30 @@ def _pickle_globals(stream: bytes) -> list[str]:
     import io
     import pickletools
 
-    found, strings = [], []
+    # STACK_GLOBAL takes its module and name from the stack: strings pushed just before, or fetched from the
+    # memo (a module name used twice is stored once and got back by index), so the memo is tracked too. A
+    # name that cannot be told is "?" (not counted as unsafe by the caller).
+    found, strings, memo = [], [], {}
+    last: str | None = None
     for op, arg, _ in pickletools.genops(io.BytesIO(stream)):
         if op.name in ("GLOBAL", "INST"):
             found.append(str(arg).replace(" ", "."))
+            last = None
         elif op.name == "STACK_GLOBAL":
-            found.append(".".join(strings[-2:]) if len(strings) >= 2 else "?")
+            found.append(".".join(strings[-2:]) if len(strings) >= 2 and None not in strings[-2:] else "?")
+            last = None
+        elif op.name == "MEMOIZE":
+            memo[len(memo)] = last
+        elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = last
+        elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+            last = memo.get(arg)
+            strings.append(last)
         elif isinstance(arg, str):
+            last = arg
             strings.append(arg)
+        else:
+            last = None
     return found
 
 

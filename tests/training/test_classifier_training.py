@@ -275,7 +275,7 @@ def test_missing_class_messages_name_limit_only_where_one_was_set(capsys):
     assert warn_missing_classes(labels, 3, "toy") == [2]  # the CLI commands have no --limit option
     assert "check the dataset\n" in capsys.readouterr().err
     warn_missing_classes(labels, 3, "toy", limit=True)  # TrainClassifierConfig(limit=...) in the library
-    assert "check the dataset (or a `limit` that keeps too few images)" in capsys.readouterr().err
+    assert "check the dataset (or a --limit that keeps too few images)" in capsys.readouterr().err
     with pytest.raises(FailatlasError, match=r"needs at least 2: check the labels file$"):
         warn_missing_classes(torch.zeros(4, dtype=torch.long), 3, "toy")
 

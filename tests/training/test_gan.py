@@ -665,3 +665,45 @@ def test_resume_refusal_names_the_differing_options_as_flags(tmp_path, capsys):
 def test_status_lines_give_the_real_kimg(tmp_path, capsys):
     r = train_gan(GANTrainConfig(kimg=0.064, **TINY), tmp_path / "run", progress=False, max_minutes=1e-9)
     assert r.kimg == 0.008 and "at kimg 0.008;" in capsys.readouterr().err  # was rounded to 0.0
+
+
+def test_review_fixes_for_leftovers_heads_optimizer_shapes_protocol_4_and_numpy_options(tmp_path, capsys):
+    """A second review: a run killed before its first checkpoint is named as such (the two refusals pointed at
+    each other); --init-from a run with the unconditional head into one without drops the head; an optimizer
+    moment of the wrong shape is one message; a checkpoint saved with pickle protocol 4 (memoized module
+    names) is not called unsafe; numpy numbers in the options give a checkpoint the run can resume."""
+    import numpy as np
+
+    base = ["train-gan", "--config", "tiny", "--batch", "8", "--seed", "3", "--snapshot-kimg", "0.016"]
+    # leftovers of a run that died before its first checkpoint
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    (dead / "metrics.jsonl").write_text('{"step": 1}\n')
+    for extra in ([], ["--resume"]):
+        capsys.readouterr()
+        assert main(base + ["--kimg", "0.016", "--out", str(dead), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "before its first checkpoint" in err and "nothing to resume" in err, err
+    # the unconditional head of --cond-ramp-kimg is dropped on a warm start without it
+    ramp, plain = tmp_path / "ramp", tmp_path / "plain"
+    train_gan(GANTrainConfig(kimg=0.016, cond_ramp_kimg=0.008, **TINY), ramp, progress=False)
+    r = train_gan(GANTrainConfig(kimg=0.032, **TINY), plain, init_from=ramp, progress=False)
+    assert r.steps == 4 and "uncond.weight" not in _states(plain)["D"]
+    # an optimizer moment of the wrong shape
+    ck = _states(ramp)
+    first = next(iter(ck["G_opt"]["state"]))
+    ck["G_opt"]["state"][first]["exp_avg"] = torch.zeros(3, 5)
+    torch.save(ck, ramp / "checkpoint.pt")
+    with pytest.raises(FailatlasError, match=r"G's optimizer state does not fit its weights \(exp_avg has shape "
+                                             r"\[3, 5\]"):
+        train_gan(GANTrainConfig(kimg=0.032, cond_ramp_kimg=0.008, **TINY), ramp, resume=True, progress=False)
+    # pickle protocol 4 memoizes the module names that STACK_GLOBAL reads back
+    torch.save(_states(plain), plain / "checkpoint.pt", pickle_protocol=4)
+    try:
+        train_gan(GANTrainConfig(kimg=0.048, **TINY), plain, resume=True, progress=False)
+    except FailatlasError as exc:  # torch's weights-only load may refuse protocol 4; never as unsafe code
+        assert "could run code" not in str(exc) and "damaged or not a torch checkpoint" in str(exc)
+    # numpy numbers from a library caller: the run's own checkpoint resumes
+    npy = tmp_path / "npy"
+    train_gan(GANTrainConfig(kimg=0.016, **{**TINY, "lr": np.float64(0.002)}), npy, progress=False)
+    assert train_gan(GANTrainConfig(kimg=0.032, **{**TINY, "lr": 0.002}), npy, resume=True, progress=False).steps == 4

@@ -145,7 +145,7 @@ def warn_missing_classes(labels: torch.Tensor, num_classes: int, dataset: str, l
     """Say on stderr which classes have no training image (a model trained so never predicts them: an IDX
     folder with the wrong labels file, or, when the caller set one, a ``limit`` too small); returns them.
     Fewer than 2 classes with images is refused (:class:`FailatlasError`)."""
-    or_limit = " (or a `limit` that keeps too few images)" if limit else ""
+    or_limit = " (or a --limit that keeps too few images)" if limit else ""
     counts = torch.bincount(labels.long(), minlength=num_classes)
     missing = [c for c in range(num_classes) if int(counts[c]) == 0]
     present = [c for c in range(num_classes) if int(counts[c]) > 0]

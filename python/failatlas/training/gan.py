@@ -523,12 +523,17 @@ def _divergence_message(cfg: GANTrainConfig, out: Path, init_name: str | None, b
 def _load_part(module: torch.nn.Module, saved, what: str, source, fresh: str | None = None) -> list[str]:
     """Load the state dict ``saved`` into ``module`` after checking that it fits (keys and shapes), so a
     damaged or edited checkpoint gives one message instead of torch's size-mismatch traceback. Keys starting
-    with ``fresh`` may be missing (a head the source lacked: it keeps its fresh weights); returns them."""
+    with ``fresh`` may be missing (a head the source lacked: it keeps its fresh weights) or extra (a head
+    this run does not have, e.g. the unconditional one of --cond-ramp-kimg: dropped); returns those keys."""
     own = module.state_dict()
+    dropped = []
     if not isinstance(saved, dict):
         problems = [f"found {type(saved).__name__}, not a dict of tensors"]
         missing = []
     else:
+        if fresh:
+            dropped = [k for k in saved if k not in own and k.startswith(fresh)]
+            saved = {k: v for k, v in saved.items() if k not in dropped}
         missing = [k for k in own if k not in saved]
         problems = [f"unexpected {', '.join(k for k in saved if k not in own)}"] if set(saved) - set(own) else []
         if missing and not (fresh and all(k.startswith(fresh) for k in missing)):
@@ -541,16 +546,25 @@ def _load_part(module: torch.nn.Module, saved, what: str, source, fresh: str | N
                              f"({'; '.join(problems)}); the file is damaged or was edited, or comes from another "
                              "architecture: restore it from a copy, or retrain")
     module.load_state_dict(saved, strict=not missing)
-    return missing
+    return missing + dropped
 
 
 def _load_optimizer(opt: torch.optim.Optimizer, saved, which: str, source) -> None:
+    """Load an optimizer state after checking that it fits: torch compares only the counts of groups and
+    parameters, so a moment of the wrong shape would fail at the first step with a traceback."""
+    def damaged(why: str) -> FailatlasError:
+        return FailatlasError(f"{source}: {which}'s optimizer state does not fit its weights ({why}); the file is "
+                              "damaged or was edited: restore it from a copy, or retrain")
+
     try:
         opt.load_state_dict(saved)
     except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
-        raise FailatlasError(f"{source}: {which}'s optimizer state does not fit its weights "
-                             f"({type(exc).__name__}); the file is damaged or was edited: restore it from a copy, "
-                             "or retrain") from None
+        raise damaged(type(exc).__name__) from None
+    for group in opt.param_groups:
+        for param in group["params"]:
+            for name, value in opt.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                    raise damaged(f"{name} has shape {list(value.shape)}, its weight {list(param.shape)}")
 
 
 def _trim_metrics(path: Path, step: int) -> dict | None:
@@ -574,13 +588,22 @@ def _trim_metrics(path: Path, step: int) -> dict | None:
     return json.loads(kept[-1]) if kept else None
 
 
+#: what a run writes before its first checkpoint (a run killed then leaves only these)
+RUN_LEFTOVERS = {"metrics.jsonl", "samples-latest.png", "samples-latest.json"}
+
+
 def _refuse_other_files(out: Path, ckpt_path: Path) -> None:
     """A new run goes into a new or empty folder: one holding other files (a shipped generator, a
     classifier, another run's leftovers) would get its config.json and weights replaced and its
     metrics.jsonl appended to. A folder with a checkpoint is left to the "already exists" refusal."""
     if ckpt_path.exists() or not out.is_dir():
         return
-    others = sorted(p.name for p in out.iterdir() if not p.name.startswith(_io.PROBE_PREFIX))
+    others = sorted(p.name for p in out.iterdir() if not p.name.startswith((_io.PROBE_PREFIX, _io.STAGING_PREFIX))
+                    and p.name != ".DS_Store")
+    if others and set(others) <= RUN_LEFTOVERS:
+        raise FailatlasError(f"--out {out} holds what a run that ended before its first checkpoint left "
+                             f"({', '.join(others)}): there is nothing to resume; remove those files, or choose "
+                             "another --out")
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise FailatlasError(f"--out {out} holds other files ({shown}) and no {CHECKPOINT}: a new run would "
@@ -599,7 +622,11 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     from .._progress import progress as progress_bar
 
     cfg.validate()
-    cfg = dataclasses.replace(cfg, idx_dir=absolute_folder(cfg.idx_dir))
+    # numpy numbers from a library caller become Python's: the checkpoint's pickle must hold plain values only
+    # (a numpy scalar there makes the weights-only load refuse the run's own checkpoint)
+    plain = {f.name: getattr(cfg, f.name).item() for f in dataclasses.fields(cfg)
+             if type(getattr(cfg, f.name)).__module__ == "numpy" and hasattr(getattr(cfg, f.name), "item")}
+    cfg = dataclasses.replace(cfg, idx_dir=absolute_folder(cfg.idx_dir), **plain)
     if max_minutes is not None and not max_minutes > 0:
         raise FailatlasError(f"--max-minutes must be positive, got {max_minutes}")
     if resume and init_from is not None:
@@ -644,6 +671,11 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     state, init_name = None, None
     if resume:
         if not ckpt_path.is_file():
+            left = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+            if left and set(left) <= RUN_LEFTOVERS:
+                raise FailatlasError(f"--resume given but {ckpt_path} does not exist: the run ended before its "
+                                     f"first checkpoint ({', '.join(left)} left), so there is nothing to resume; "
+                                     "remove those files and start without --resume, or choose another --out")
             raise FailatlasError(f"--resume given but {ckpt_path} does not exist; start without --resume")
         state, saved_cfg, saved_arch = _read_checkpoint(ckpt_path)
         init_name = state.get("init_from")
@@ -709,7 +741,8 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
                 torch.manual_seed(_rank_seed(cfg.seed, rank, nimg))
             if dev.type == "cuda" and "cuda_rng" in state:
                 torch.cuda.set_rng_state(state["cuda_rng"], dev)
-        else:  # warm start: a head the source lacked starts fresh, and so then does D's optimizer
+        else:  # warm start: a head the source lacked starts fresh (one this run lacks is dropped), and then so
+            # does D's optimizer
             missing = _load_part(D, state.get("D"), "discriminator (D)", source, fresh="uncond.")
             if not missing:
                 _load_optimizer(D_opt, state.get("D_opt"), "D", source)
@@ -772,8 +805,8 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
     if nimg >= total:  # a --resume past the target (--init-from was refused above): say so, and leave the files
         rewrote = ""
         if main and resume and not _generator_saved_at(out, step):  # an interrupted final save: complete it
-            with _StopFlag():
-                save_generator(G_ema, out, extra={"training": training_record(cfg, nimg, step, init_name,
+            with _StopFlag():  # the run's own record (its --kimg target), not this command's
+                save_generator(G_ema, out, extra={"training": training_record(saved_cfg, nimg, step, init_name,
                                                                               empty_classes)})
             rewrote = f"; the generator in {out} was missing or older than the checkpoint and was rewritten from it"
         if main:
@@ -899,7 +932,8 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
             _sample_grid(G_ema, out / "samples-latest.png")
     elapsed = time.perf_counter() - t0
     result = GANTrainResult(str(out), nimg / 1000, step, elapsed, (nimg - start_nimg) / max(elapsed, 1e-9),
-                            interrupted, time_limited, str(dev), terminated=flag.signum == signal.SIGTERM)
+                            interrupted, time_limited, str(dev),
+                          terminated=interrupted and flag.signum == signal.SIGTERM)
     if time_limited and main:
         print(f"failatlas: stopped after {max_minutes:g} minutes at kimg {nimg / 1000:g}; checkpoint saved in "
               f"{out}; continue with --resume", file=sys.stderr, flush=True)
