@@ -320,7 +320,16 @@ def test_a_class_curve_that_leaves_out_most_of_its_samples_is_said_so(tmp_path):
     rest = cell["not_plotted"]  # the 40 misses, and the two outer well-classified samples (u = 1.43)
     assert cell["n"] == 43 and rest["n_mis"] == 40 and rest["n_well"] == 2 and cell["n_plotted"] == 1
     (note,) = sparse_class_curves({"m": curve})
-    assert note.startswith("m's per-class accuracy curves") and "class 1: 42 of 43, 3 well-classified" in note
+    assert note.startswith("m's per-class accuracy curves")
+    assert "class 1: 42 of 43, 40 of them mis-classified; its centre and scale rest on 3 well-classified samples" in note
     assert "class 0" not in note
+    # many well-classified samples, most misses far out (classifier-clean on the demo): counted, not called "few"
+    far = torch.cat([torch.randn(20, generator=gen), 8 + torch.rand(30, generator=gen)])
+    wide = AccuracyCurve(make_ranking([0, 1]), k=1).compute(make_population(
+        torch.stack([far, torch.randn(50, generator=gen)], 1), torch.tensor([True] * 20 + [False] * 30),
+        torch.zeros(50, dtype=torch.long)))
+    (note,) = sparse_class_curves({"w": wide})
+    off = wide.per_class[0].not_plotted()
+    assert f"class 0: {off['n_well'] + off['n_mis']} of 50, 30 of them mis-classified)" in note and "rest on" not in note
     assert sparse_class_curves({"m": AccuracyCurve(make_ranking([0, 1]), k=1).compute(
         make_population(s[:60], well[:60], y[:60]))}) == []

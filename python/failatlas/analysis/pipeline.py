@@ -515,20 +515,29 @@ def class_label(c: int, names: Sequence[str] | None) -> str:
     return f"{c} ({names[c]})" if names is not None and 0 <= c < len(names) else str(c)
 
 
+FEW_WELL = 10  # a class centre and scale resting on fewer well-classified samples than this is named as such
+
+
 def sparse_class_curves(curves: dict[str, CurveResult]) -> list[str]:
-    """A note per classifier whose per-class curves leave out more than half of a class's samples: such a
-    class has few well-classified samples, its centre and scale rest on them, and its panel (drawn from the
-    few samples left) can show a high accuracy for a class that is mostly mis-classified."""
+    """A note per classifier whose per-class curves leave out more than half of a class's samples (beyond
+    distance 1 of its panel): such a panel shows only the samples nearest the class's centre, and can show a
+    high accuracy for a class that is mostly mis-classified (the more so when few well-classified samples
+    set its centre and scale)."""
     out = []
     for name, curve in curves.items():
-        off = {c: r.not_plotted()["n_well"] + r.not_plotted()["n_mis"] for c, r in curve.per_class.items()}
-        sparse = [c for c, r in sorted(curve.per_class.items()) if 2 * off[c] > r.n]
-        if sparse:
-            what = "; ".join(f"class {c}: {off[c]} of {curve.per_class[c].n}, "
-                             f"{int(curve.per_class[c].n_well.sum())} well-classified" for c in sparse)
-            out.append(f"{name}'s per-class accuracy curves leave out most samples of some classes ({what}): "
-                       "their centre and scale rest on few well-classified samples, so those panels do not show "
-                       "the class's accuracy (curves.json → per_class → not_plotted counts what they leave out)")
+        parts = []
+        for c, r in sorted(curve.per_class.items()):
+            rest = r.not_plotted()
+            off = rest["n_well"] + rest["n_mis"]
+            if 2 * off > r.n:
+                well = int(r.n_well.sum())
+                parts.append(f"class {c}: {off} of {r.n}, {rest['n_mis']} of them mis-classified"
+                             + (f"; its centre and scale rest on {well} well-classified sample{'s' * (well != 1)}"
+                                if well < FEW_WELL else ""))
+        if parts:
+            out.append(f"{name}'s per-class accuracy curves leave out most samples of some classes ({'; '.join(parts)}): "
+                       "those panels show only the samples nearest the class's centre, not the class's accuracy "
+                       "(curves.json → per_class → not_plotted counts the rest)")
     return out
 
 
