@@ -116,6 +116,22 @@ def test_seven_class_export_round_trips(tmp_path, one_error):
     one_error(lambda: OnnxClassifier(path, expected_classes=10), "predicts 7 classes", "10")
 
 
+def test_an_export_records_its_training_data_and_evaluation_names_the_flags(tmp_path):
+    """A Fashion classifier exported to a file keeps its training data's record, so eval-classifier's warning
+    on other data gives flags that work (it named --dataset fashion without the IDX folder)."""
+    from failatlas.training.classifier import evaluate_classifier
+
+    torch.manual_seed(1)
+    cfg = ClassifierConfig(dataset="fashion", class_names=tuple("abcdefghij"),
+                           training={"dataset": "fashion", "idx_dir": "/data/fm", "blur": "paper", "epochs": 2})
+    path = export_classifier_onnx(build_classifier(cfg).eval(), tmp_path / "f.onnx")
+    clf = OnnxClassifier(path)
+    assert {k: clf.config.training[k] for k in ("dataset", "idx_dir", "blur")} == \
+        {"dataset": "fashion", "idx_dir": "/data/fm", "blur": "paper"}
+    (warning,) = evaluate_classifier(clf, on="clean")["warnings"]
+    assert warning.endswith("evaluate it on the dataset it was trained for: --dataset fashion --idx-dir /data/fm")
+
+
 def test_works_with_the_analysis_helpers(onnx_classifier, one_error):
     from failatlas.analysis.population import _model_dtype_device, check_class_counts, classifier_num_classes
 

@@ -191,6 +191,9 @@ def classifier_metadata(config: Any, num_classes: int, exporter: str) -> dict[st
         meta.update(architecture=config.architecture, dataset=config.dataset)
         if config.class_names is not None:
             meta["class_names"] = json.dumps(list(config.class_names))
+        training = config.training if isinstance(config.training, dict) else {}
+        if isinstance(training.get("dataset"), str):  # the data it was trained on, to be judged on it again
+            meta["training_data"] = json.dumps({k: training.get(k) for k in ("dataset", "idx_dir", "blur")})
     return meta
 
 
@@ -208,9 +211,16 @@ def file_classifier_config(metadata: dict[str, str], num_classes: int, architect
                 names = tuple(str(n) for n in parsed)
         except ValueError:
             names = None
+    training: dict[str, Any] = {}
+    try:  # the training data's record (dataset, IDX folder, blur), from files exported since it was written
+        data = json.loads(metadata.get("training_data", "{}"))
+        if isinstance(data, dict) and isinstance(data.get("dataset"), str):
+            training = {k: data.get(k) for k in ("dataset", "idx_dir", "blur")}
+    except ValueError:
+        training = {}
     return ClassifierConfig(architecture=architecture, num_classes=num_classes, in_shape=IN_SHAPE,
                             dataset=metadata.get("dataset", ""), class_names=names,
-                            training={f"{architecture}_file": str(path)})
+                            training={**training, f"{architecture}_file": str(path)})
 
 
 def check_images(x: Any, who: str) -> None:
