@@ -174,7 +174,10 @@ def test_class_names_and_grid_cells_failing_early_reach_the_run(models, tmp_path
     grids = [f.title for f in run.figures if f.file.startswith("manipulation-class")]
     assert grids and all(re.search(r"class (\d) \(item\1\)", t) for t in grids)
     (note,) = [n for n in run.notes if n.startswith("the manipulation grids show p_y ≤ 0.5 short of")]
-    assert all(f"class {g.cls} dim {g.dims[0]} at 0.4 × (p_y 0.250)" in note for g in run.grids)
+    for g in run.grids:
+        t = 0.4 * g.directions[0] * g.base_shifts[0]
+        assert f"class {g.cls} dim {g.dims[0]} at 0.4 × ({t:+.2f}σ, p_y 0.250)" in note
+        assert f"the grid shows p_y 0.250 already at {t:+.2f}σ: a nearer corner case" in text  # its table row
     assert f"short of {len(run.grids)} corner shift(s)" in note and "--corner-step" in note
 
 

@@ -802,19 +802,21 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     grid_classes = classes if limit is None else sorted(([c for c in classes if c not in failing_starts]
                                                          + [c for c in classes if c in failing_starts])[:limit])
     grids: list[ManipulationGrid] = []
-    earlier: list[tuple[int, int, float, float]] = []  # (class, dim, fraction, p_y): failing short of the shift
+    # (class, dim, fraction, p_y, signed shift in σ): grid cells failing short of the corner shift
+    earlier: list[tuple[int, int, float, float, float]] = []
     with stage("manipulation", f"classes {', '.join(map(str, grid_classes)) or 'none'}"):
         for c in grid_classes:
             grid = manipulation_grid(G, C0, cc, c, batch_size=bs)
             grids.append(grid)
-            earlier.extend((c, *e) for e in grid.earlier_failures)
+            earlier.extend((c, d, f, q, f * grid.directions[grid.dims.index(d)] * grid.base_shifts[grid.dims.index(d)])
+                           for d, f, q in grid.earlier_failures)
             name = f"manipulation-class{c}.png"
             plot_manipulation_grid(grid, tmp / name, classifier=primary)
             figure(name, f"Manipulation grid, class {class_label(c, names)} (Fig. 5)",
                    "Columns: the top dimensions, each headed by its signed corner-case shift t; rows: fractions of "
                    f"t; p_y of {primary} in each cell (red when ≤ 0.5).")
     if earlier:
-        cells = "; ".join(f"class {c} dim {d} at {f:g} × (p_y {q:.3f})" for c, d, f, q in earlier)
+        cells = "; ".join(f"class {c} dim {d} at {f:g} × ({t:+.2f}σ, p_y {q:.3f})" for c, d, f, q, t in earlier)
         notes.append(f"the manipulation grids show p_y ≤ 0.5 short of {len(earlier)} corner shift(s) ({cells}): "
                      f"the corner search brackets in steps of {options.corner_step:g}σ and can step over a narrower "
                      "dip, so a nearer corner case exists there; rerun with a smaller --corner-step to find it")

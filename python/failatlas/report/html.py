@@ -235,10 +235,16 @@ def _ranking_tables(run) -> str:
 
 def _corner_table(run) -> str:
     cc = run.corner_cases
+    earlier = {(g.start, d): (f, q, f * g.directions[g.dims.index(d)] * g.base_shifts[g.dims.index(d)])
+               for g in run.grids for d, f, q in g.earlier_failures}
     rows = []
     for r in cc.rows:
         where = " + ".join(f"{l}[{c}]" for l, c in zip(r.layers, r.channels))
         status = "at start" if r.at_start else ("" if r.found else f"not found ≤ {cc.max_shift:g}σ")
+        if len(r.dims) == 1 and (r.start, r.dims[0]) in earlier:  # the grid shows a nearer failure
+            f, q, t = earlier[r.start, r.dims[0]]
+            status = "; ".join(filter(None, [status, f"the grid shows p_y {q:.3f} already at {t:+.2f}σ: a nearer "
+                                                     "corner case (smaller --corner-step)"]))
         rows.append([run.class_label(r.cls), "+".join(map(str, r.dims)), where, r.signed_shifts() or "–",
                      format_p(r.p_before, 4), format_p(r.p_at_shift, 4),
                      "–" if r.pred_verified is None else run.class_label(r.pred_verified),
