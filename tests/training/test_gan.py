@@ -544,9 +544,15 @@ def test_cli_stdout_is_the_json_result_alone(tmp_path, capsys):
     assert main(base + ["--kimg", "0.064", "--max-minutes", "1e-9"]) == 0
     said = capsys.readouterr()
     assert json.loads(said.out)["time_limited"] and "stopped after" in said.err
+    # the command it says to continue with works as printed (a bare --resume is refused: options differ)
+    import shlex
+
+    command = shlex.split(said.err.split("continue with: ", 1)[1].strip())
+    assert command[:3] == ["failatlas", "train-gan", "--resume"] and "--config" in command
+    assert main(command[1:] + ["--max-minutes", "1e-9"]) == 0 and "stopped after" in capsys.readouterr().err
     assert main(base + ["--kimg", "0.008", "--resume"]) == 0
     said = capsys.readouterr()
-    assert json.loads(said.out)["steps"] == 1 and "nothing to train" in said.err
+    assert json.loads(said.out)["steps"] == 2 and "nothing to train" in said.err  # one step per session
 
 
 @pytest.mark.parametrize("content, phrase", [

@@ -199,6 +199,16 @@ def _as_flags(cfg: GANTrainConfig, names: list[str]) -> str:
     return " ".join(parts)
 
 
+def _resume_command(cfg: GANTrainConfig, out: Path) -> str:
+    """The train-gan command that continues the run in ``out``: --resume with every option that differs from
+    the defaults (a bare --resume is refused when they differ)."""
+    default = GANTrainConfig()
+    names = [f.name for f in dataclasses.fields(cfg) if f.name != "kimg" and getattr(cfg, f.name) != getattr(default, f.name)
+             and not (f.name == "sample_kimg" and cfg.sample_kimg == cfg.snapshot_kimg)]
+    flags = _as_flags(cfg, names)
+    return f"failatlas train-gan --resume --out {shlex.quote(str(out))} --kimg {cfg.kimg:g}" + (f" {flags}" if flags else "")
+
+
 def _rank_seed(seed: int, rank: int, nimg: int | None = None) -> int:
     """A 63-bit seed for one rank's RNG, a fixed function of the run seed and the rank (and, for ranks that
     a resume with another number of processes starts afresh, of the images shown)."""
@@ -936,8 +946,8 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
                           terminated=interrupted and flag.signum == signal.SIGTERM)
     if time_limited and main:
         print(f"failatlas: stopped after {max_minutes:g} minutes at kimg {nimg / 1000:g}; checkpoint saved in "
-              f"{out}; continue with --resume", file=sys.stderr, flush=True)
+              f"{out}; continue with: {_resume_command(cfg, out)}", file=sys.stderr, flush=True)
     if interrupted and main:
         print(f"failatlas: interrupted at kimg {nimg / 1000:g}; checkpoint saved in {out}; "
-              f"continue with --resume", file=sys.stderr, flush=True)
+              f"continue with: {_resume_command(cfg, out)}", file=sys.stderr, flush=True)
     return result
