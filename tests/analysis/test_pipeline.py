@@ -176,9 +176,13 @@ def test_class_names_and_grid_cells_failing_early_reach_the_run(models, tmp_path
     (note,) = [n for n in run.notes if n.startswith("the manipulation grids show p_y ≤ 0.5 short of")]
     for g in run.grids:
         t = 0.4 * g.directions[0] * g.base_shifts[0]
-        assert f"class {g.cls} dim {g.dims[0]} at 0.4 × ({t:+.2f}σ, p_y 0.250)" in note
+        assert f"class {g.cls} (item{g.cls}) dim {g.dims[0]} at 0.4 × ({t:+.2f}σ, p_y 0.250)" in note
         assert f"the grid shows p_y 0.250 already at {t:+.2f}σ: a nearer corner case" in text  # its table row
     assert f"short of {len(run.grids)} corner shift(s)" in note and "--corner-step" in note
+    skipped = run.curves["named"].skipped_classes  # classes without a panel are named, with their names
+    assert skipped, "the random classifier gets some class almost never right"
+    (note,) = [n for n in run.notes if n.startswith("named has no per-class accuracy curve")]
+    assert all(f"{c} (item{c})" in note for c in skipped)
 
 
 def test_class_names_reach_the_report_when_a_classifier_records_them(first):

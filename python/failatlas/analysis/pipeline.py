@@ -518,7 +518,7 @@ def class_label(c: int, names: Sequence[str] | None) -> str:
 FEW_WELL = 10  # a class centre and scale resting on fewer well-classified samples than this is named as such
 
 
-def sparse_class_curves(curves: dict[str, CurveResult]) -> list[str]:
+def sparse_class_curves(curves: dict[str, CurveResult], names: Sequence[str] | None = None) -> list[str]:
     """A note per classifier whose per-class curves leave out more than half of a class's samples (beyond
     distance 1 of its panel): such a panel shows only the samples nearest the class's centre, and can show a
     high accuracy for a class that is mostly mis-classified (the more so when few well-classified samples
@@ -531,7 +531,7 @@ def sparse_class_curves(curves: dict[str, CurveResult]) -> list[str]:
             off = rest["n_well"] + rest["n_mis"]
             if 2 * off > r.n:
                 well = int(r.n_well.sum())
-                parts.append(f"class {c}: {off} of {r.n}, {rest['n_mis']} of them mis-classified"
+                parts.append(f"class {class_label(c, names)}: {off} of {r.n}, {rest['n_mis']} of them mis-classified"
                              + (f"; its centre and scale rest on {well} well-classified sample{'s' * (well != 1)}"
                                 if well < FEW_WELL else ""))
         if parts:
@@ -816,7 +816,8 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                    "Columns: the top dimensions, each headed by its signed corner-case shift t; rows: fractions of "
                    f"t; p_y of {primary} in each cell (red when ≤ 0.5).")
     if earlier:
-        cells = "; ".join(f"class {c} dim {d} at {f:g} × ({t:+.2f}σ, p_y {q:.3f})" for c, d, f, q, t in earlier)
+        cells = "; ".join(f"class {class_label(c, names)} dim {d} at {f:g} × ({t:+.2f}σ, p_y {q:.3f})"
+                          for c, d, f, q, t in earlier)
         notes.append(f"the manipulation grids show p_y ≤ 0.5 short of {len(earlier)} corner shift(s) ({cells}): "
                      f"the corner search brackets in steps of {options.corner_step:g}σ and can step over a narrower "
                      "dip, so a nearer corner case exists there; rerun with a smaller --corner-step to find it")
@@ -844,7 +845,13 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             figure("accuracy_curves_per_class.png", f"Accuracy vs distance per class ({', '.join(per_class)})",
                    "Each class with its own centre and normalization; shaded: 95% intervals; a panel counts the "
                    "samples it leaves out (beyond distance 1).")
-            notes.extend(sparse_class_curves(per_class))
+            notes.extend(sparse_class_curves(per_class, names))
+            for name, c in per_class.items():
+                if c.skipped_classes:
+                    cs = c.skipped_classes
+                    notes.append(f"{name} has no per-class accuracy curve (no panel) for class"
+                                 f"{'es' if len(cs) > 1 else ''} {', '.join(class_label(x, names) for x in cs)}: "
+                                 "fewer than two of its samples are well classified, at distinct distances")
         else:
             notes.append(f"no per-class accuracy curve for {primary}: no class has 2 well-classified samples")
 
