@@ -531,13 +531,14 @@ def sparse_class_curves(curves: dict[str, CurveResult], names: Sequence[str] | N
             off = rest["n_well"] + rest["n_mis"]
             if 2 * off > r.n:
                 well = int(r.n_well.sum())
-                parts.append(f"class {class_label(c, names)}: {off} of {r.n}, {rest['n_mis']} of them mis-classified"
+                parts.append(f"class {class_label(c, names)}: {off} of {r.n}, {rest['n_mis']} of them "
+                             "mis-classified"
                              + (f"; its centre and scale rest on {well} well-classified sample{'s' * (well != 1)}"
                                 if well < FEW_WELL else ""))
         if parts:
-            out.append(f"{name}'s per-class accuracy curves leave out most samples of some classes ({'; '.join(parts)}): "
-                       "those panels show only the samples nearest the class's centre, not the class's accuracy "
-                       "(curves.json → per_class → not_plotted counts the rest)")
+            out.append(f"{name}'s per-class accuracy curves leave out most samples of some classes "
+                       f"({'; '.join(parts)}): those panels show only the samples nearest the class's centre, not "
+                       "the class's accuracy (curves.json → per_class → not_plotted counts the rest)")
     return out
 
 
@@ -808,8 +809,9 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         for c in grid_classes:
             grid = manipulation_grid(G, C0, cc, c, batch_size=bs)
             grids.append(grid)
-            earlier.extend((c, d, f, q, f * grid.directions[grid.dims.index(d)] * grid.base_shifts[grid.dims.index(d)])
-                           for d, f, q in grid.earlier_failures)
+            for d, f, q in grid.earlier_failures:
+                j = grid.dims.index(d)
+                earlier.append((c, d, f, q, f * grid.directions[j] * grid.base_shifts[j]))
             name = f"manipulation-class{c}.png"
             plot_manipulation_grid(grid, tmp / name, classifier=primary)
             figure(name, f"Manipulation grid, class {class_label(c, names)} (Fig. 5)",

@@ -203,10 +203,12 @@ def _resume_command(cfg: GANTrainConfig, out: Path) -> str:
     """The train-gan command that continues the run in ``out``: --resume with every option that differs from
     the defaults (a bare --resume is refused when they differ)."""
     default = GANTrainConfig()
-    names = [f.name for f in dataclasses.fields(cfg) if f.name != "kimg" and getattr(cfg, f.name) != getattr(default, f.name)
+    names = [f.name for f in dataclasses.fields(cfg)
+             if f.name != "kimg" and getattr(cfg, f.name) != getattr(default, f.name)
              and not (f.name == "sample_kimg" and cfg.sample_kimg == cfg.snapshot_kimg)]
     flags = _as_flags(cfg, names)
-    return f"failatlas train-gan --resume --out {shlex.quote(str(out))} --kimg {cfg.kimg:g}" + (f" {flags}" if flags else "")
+    return (f"failatlas train-gan --resume --out {shlex.quote(str(out))} --kimg {cfg.kimg:g}"
+            + (f" {flags}" if flags else ""))
 
 
 def _rank_seed(seed: int, rank: int, nimg: int | None = None) -> int:
