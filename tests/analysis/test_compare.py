@@ -233,8 +233,9 @@ def test_compare_draws_its_population_from_the_chosen_classes(G, C, tmp_path, ca
     from failatlas.analysis.population import sample_population
 
     save_generator(G, tmp_path / "g")
+    names = tuple(f"item{i}" for i in range(10))  # the first classifier's class names label the comparison
     for name in ("a", "b"):
-        save_classifier(C, ClassifierConfig(), tmp_path / name)
+        save_classifier(C, ClassifierConfig(class_names=names), tmp_path / name)
     pop = sample_population(G, C, 200, seed=0)  # the random-weight classifier gets few classes right: use those
     right = torch.bincount(pop.y[pop.well], minlength=10)
     # the class it gets right most, and one it gets none of right (no common start: named, not dropped)
@@ -248,7 +249,11 @@ def test_compare_draws_its_population_from_the_chosen_classes(G, C, tmp_path, ca
     assert saved["population_classes"] == chosen and set(saved["classes"]) <= set(chosen)
     # every chosen class is either compared or named as without a common start; no class outside them is named
     assert sorted(saved["classes"] + saved["classes_without_start"]) == chosen and never in saved["classes_without_start"]
-    assert f"class {never} left out of the corner shifts: no sample of it is classified right" in " ".join(saved["notes"])
+    assert f"class {never} (item{never}) left out of the corner shifts: no sample of it is classified right" in \
+        " ".join(saved["notes"])
+    assert saved["class_names"] == list(names)
+    report = (tmp_path / "cmp" / "report.html").read_text(encoding="utf-8")
+    assert all(f"{c} (item{c})" in report for c in chosen)  # the population line and the shift table
     rc = main(["compare", "--generator", str(tmp_path / "g"), "--classifier", str(tmp_path / "a"), "--classifier",
                str(tmp_path / "b"), "--n", "60", "--classes", "12", "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err

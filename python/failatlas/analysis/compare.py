@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -72,6 +72,16 @@ class Comparison:
     curve_dims: str = "reference"
     classes_without_start: tuple[int, ...] = ()  # no sample every classifier gets right: no corner shifts
     no_curve: dict[str, str] = field(default_factory=dict)  # name → why it has no accuracy curve
+    class_names: tuple[str, ...] | None = None  # names that say more than the indices (pipeline.class_names)
+
+    def label(self, c: int) -> str:
+        """``"6 (Shirt)"`` with class names, ``"6"`` without."""
+        from .pipeline import class_label
+
+        return class_label(c, self.class_names)
+
+    def labels(self, classes) -> str:
+        return ", ".join(self.label(c) for c in classes)
 
     def shift_rows(self) -> list[dict[str, Any]]:
         """One row per (class, dimension): each classifier's shift, and which fails first (smallest shift)."""
@@ -118,13 +128,13 @@ class Comparison:
     def notes(self) -> list[str]:
         """What the shift table does not say by itself: starts that already fail, and ties."""
         out = [f"{name} already gets the common start of class{'es' if len(cs) > 1 else ''} "
-               f"{', '.join(map(str, cs))} wrong (p_y ≤ 0.5 at shift 0): those shifts are 0, and where every "
+               f"{self.labels(cs)} wrong (p_y ≤ 0.5 at shift 0): those shifts are 0, and where every "
                "classifier is at 0 the class is left out of the mean shifts"
                for name, cs in self.failing_starts().items() if cs]
         if self.classes_without_start:
             cs = self.classes_without_start
             many = len(cs) > 1
-            out.append(f"class{'es' if many else ''} {', '.join(map(str, cs))} left out of the corner shifts: "
+            out.append(f"class{'es' if many else ''} {self.labels(cs)} left out of the corner shifts: "
                        f"no sample of {'each' if many else 'it'} is classified right by every classifier, so there "
                        f"is no common start (a larger --n, or a generator that draws the class{'es' if many else ''} "
                        "better)")
@@ -145,6 +155,7 @@ class Comparison:
             "curves": {name: {"mean_accuracy": _finite(c.mean_accuracy), "slope": _finite(c.slope),
                               "centre": c.centre_mode}
                        for name, c in self.curves.items()},
+            "class_names": None if self.class_names is None else list(self.class_names),
             "curve_dims": self.curve_dims, "classes_without_start": list(self.classes_without_start),
             "no_curve": self.no_curve,
             "ranking_method": {name: r.method for name, r in self.rankings.items()},
@@ -365,7 +376,7 @@ def _report(comparison: Comparison, folder: Path, real: dict[str, Any] | None = 
              f"<h1>Comparison of {len(names)} classifiers</h1>",
              f"<p>One population of {comparison.n} samples (seed {comparison.seed}"
              + ("" if comparison.population_classes is None else
-                f"; classes {', '.join(map(str, comparison.population_classes))}") + "), labelled by each.</p>",
+                f"; classes {comparison.labels(comparison.population_classes)}") + "), labelled by each.</p>",
              *(["<h2>Models</h2>", _table(["model", "path", "sha256 (first 16 hex digits)"],
                                           [[m["name"], m["path"], "; ".join(f"{f} {h[:16]}" for f, h in
                                                                            m["sha256"].items())]
@@ -398,7 +409,7 @@ def _report(comparison: Comparison, folder: Path, real: dict[str, Any] | None = 
               _img(folder / "corner_shifts.png", "corner shifts")]
     rows = comparison.shift_rows()
     head = ["class", "dim", "layer"] + [f"shift {n}" for n in names] + ["fails first"]
-    parts.append(_table(head, [[r["class"], r["dim"], r["layer"], *[_num(r[f"shift[{n}]"]) for n in names],
+    parts.append(_table(head, [[comparison.label(r["class"]), r["dim"], r["layer"], *[_num(r[f"shift[{n}]"]) for n in names],
                                 r["fails_first"] or ("tie" if r["tied"] else "–")] for r in rows], left=[2]))
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -500,7 +511,13 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
                                      distributed=world_size > 1, verbose=verbose)
     if comparison is None:  # not rank 0 under torchrun: its shards are done, rank 0 writes
         return CompareRun(out, None, {}, rank=rank, world_size=world_size)
+    from .._paths import recorded_data
     from .._progress import Stages
+    from .pipeline import class_names
+
+    data = recorded_data(gpath)  # the first classifier's class names, else those of the generator's data
+    comparison = replace(comparison, class_names=class_names(
+        next(iter(models.values())), dataset=None if data is None else data["dataset"]))
 
     # seconds on MNIST-10k's 2,000 test images, about a minute on Fashion-MNIST's 10,000: announced
     with Stages("compare", (), verbose, start=started).step("real test images",
