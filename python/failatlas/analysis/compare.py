@@ -409,7 +409,8 @@ def _report(comparison: Comparison, folder: Path, real: dict[str, Any] | None = 
               _img(folder / "corner_shifts.png", "corner shifts")]
     rows = comparison.shift_rows()
     head = ["class", "dim", "layer"] + [f"shift {n}" for n in names] + ["fails first"]
-    parts.append(_table(head, [[comparison.label(r["class"]), r["dim"], r["layer"], *[_num(r[f"shift[{n}]"]) for n in names],
+    parts.append(_table(head, [[comparison.label(r["class"]), r["dim"], r["layer"],
+                                *[_num(r[f"shift[{n}]"]) for n in names],
                                 r["fails_first"] or ("tie" if r["tied"] else "–")] for r in rows], left=[2]))
     parts.append("</body></html>")
     return "\n".join(parts)
