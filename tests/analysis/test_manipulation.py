@@ -173,3 +173,34 @@ def test_the_nearest_failing_cell_is_named_whatever_the_order_of_the_fractions(G
         assert forward.earlier_failures == backward.earlier_failures
         flagged += sum(f < 0.8 for _, f, _ in forward.earlier_failures)  # more than one failing cell to choose from
     assert flagged > 0
+
+
+def _texts(fig) -> str:
+    """Every text a matplotlib figure draws (titles, labels, tick labels)."""
+    from matplotlib.text import Text
+
+    return " | ".join(t.get_text() for t in fig.findobj(Text))
+
+
+def test_class_names_label_the_gallery_and_the_overlap(G, searched, tmp_path, monkeypatch):
+    """With class names (a Fashion-MNIST classifier's), the corner gallery and the overlap heatmap label classes
+    '4 (item4)', not '4'."""
+    from failatlas.analysis import ClassDirections
+    from failatlas.report import curves_figures, gallery
+    from failatlas.report.curves_figures import plot_overlap
+
+    drawn = []
+    for module in (gallery, curves_figures):
+        real = module._save_png
+        monkeypatch.setattr(module, "_save_png", lambda fig, path, real=real: (drawn.append(_texts(fig)),
+                                                                                real(fig, path)))
+    names = tuple(f"item{i}" for i in range(10))
+    cc = searched.cc
+    plot_corner_gallery(cc, G, tmp_path / "gallery.png", max_rows=3, class_names=names)
+    shown = [r for r in cc.rows if r.found and not r.at_start][:1]
+    assert shown and f"class {shown[0].cls} (item{shown[0].cls}), start" in drawn[-1]
+    pop = sample_population(G, searched.C, 48, seed=0, batch_size=16)
+    ranking = GradientRanking(G, searched.C, batch_size=16).rank(pop, per_class=True)
+    overlap = ClassDirections(k=5).compare(ranking)
+    plot_overlap(overlap, tmp_path / "overlap.png", class_names=names)
+    assert all(f"{c} (item{c})" in drawn[-1] for c in overlap.classes)

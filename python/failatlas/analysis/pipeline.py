@@ -59,6 +59,7 @@ import torch
 from .. import _io, __version__
 from .._progress import Stages
 from ..errors import FailatlasError
+from ..report.figures import class_label
 from .corners import CornerCases, CornerCaseSearch
 from .direction import FailureDirection, walk_failure_direction
 from .direction import describe as describe_direction
@@ -510,11 +511,6 @@ def class_names(classifier: Any, dataset: str | None = None) -> tuple[str, ...] 
     return None
 
 
-def class_label(c: int, names: Sequence[str] | None) -> str:
-    """``"6 (Shirt)"`` with names, ``"6"`` without."""
-    return f"{c} ({names[c]})" if names is not None and 0 <= c < len(names) else str(c)
-
-
 FEW_WELL = 10  # a class centre and scale resting on fewer well-classified samples than this is named as such
 
 
@@ -753,7 +749,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         found = directions_found.get(primary)
         if found is not None:
             plot_failure_direction(walk_failure_direction(G, C0, found, batch_size=bs),
-                                   tmp / "failure_direction_walk.png", classifier=primary)
+                                   tmp / "failure_direction_walk.png", classifier=primary, class_names=names)
             figure("failure_direction_walk.png", "The failure direction in W",
                    f"The one direction of W that best separates {primary}'s mis-classified samples, fitted on "
                    f"half of the population and measured on the other half: {describe_direction(found.summary())}. "
@@ -782,7 +778,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         wrote("corner_cases.csv", "corner_cases.json")
         with warnings.catch_warnings():  # many long titles in a small grid: matplotlib says so, harmlessly
             warnings.filterwarnings("ignore", message="Tight layout not applied", category=UserWarning)
-            plot_corner_gallery(cc, G, tmp / "corner_gallery.png", classifier=primary)
+            plot_corner_gallery(cc, G, tmp / "corner_gallery.png", classifier=primary, class_names=names)
         figure("corner_gallery.png", "Corner cases: start and corner-case images",
                "The class's average image (left) and, along a failure direction, the smallest signed shift at "
                f"which p_y ≤ 0.5 for {primary} (right), with the class it predicts there. Chosen to show many "
@@ -869,7 +865,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             overlap = ClassDirections(k=min(TOP, G.style_dim)).compare(rankings[primary])
             overlap.to_csv(tmp / "overlap.csv")
             wrote("overlap.csv")
-            plot_overlap(overlap, tmp / "overlap.png", classifier=primary)  # its .json twin is overlap.json
+            plot_overlap(overlap, tmp / "overlap.png", classifier=primary, class_names=names)  # + overlap.json
             figure("overlap.png", "Class-specific vs global directions",
                    f"Jaccard overlap of the per-class top-{overlap.k} dimensions of {primary}, and of each class "
                    "with the global top.")

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 from .. import _io
 from ..errors import FailatlasError
-from .figures import _new_figure, _save_png
+from .figures import _new_figure, _save_png, class_label
 
 _WELL, _MIS = "tab:blue", "tab:red"
 
@@ -127,8 +127,7 @@ def plot_accuracy_curves_per_class(curves: Mapping[str, Any], path: str | Path, 
         present = {name: r.per_class[c] for name, r in curves.items() if c in r.per_class}
         for name, line in _draw_curves(ax, present, colours, fontsize=7).items():
             handles.setdefault(name, line)
-        ax.set_title(f"class {c}" + (f" ({class_names[c]})" if class_names and c < len(class_names) else ""),
-                     fontsize=8)
+        ax.set_title(f"class {class_label(c, class_names)}", fontsize=8)
         off = {name: r.n - _n_plotted(r) for name, r in present.items()}
         if any(off.values()):  # what the panel does not show, where it could mislead (a few plotted samples)
             text = [f"{name + ': ' if len(present) > 1 else ''}{off[name]} of {r.n} not plotted"
@@ -187,7 +186,7 @@ def plot_tsne(result, path: str | Path, size: float = 4.0, classifier: str | Non
     return path
 
 
-def plot_overlap(result, path: str | Path, classifier: str | None = None) -> Path:
+def plot_overlap(result, path: str | Path, classifier: str | None = None, class_names=None) -> Path:
     """Heatmap of the Jaccard overlap of the per-class top-k sets, values written in the cells, with a
     last column for each class vs the global top-k. The diagonal (1 by definition) is grey and left out of
     the colour scale, which spans the other cells (at least 0–0.5), so that their differences show. result: a
@@ -214,7 +213,7 @@ def plot_overlap(result, path: str | Path, classifier: str | None = None) -> Pat
                     color="black" if diagonal[i, j] or v > 0.6 * top else "white")
     ax.axvline(C - 0.5, color="white", linewidth=2)
     ax.set_xticks(range(C + 1), [str(c) for c in classes] + ["global"], fontsize=7)
-    ax.set_yticks(range(C), [str(c) for c in classes], fontsize=7)
+    ax.set_yticks(range(C), [class_label(c, class_names) for c in classes], fontsize=7)  # names, when known
     ax.set_xlabel("class (last column: the global ranking)", fontsize=8)
     ax.set_ylabel("class", fontsize=8)
     who = f" ({classifier})" if classifier else ""

@@ -13,6 +13,11 @@ from typing import Any
 from .. import _io
 
 
+def class_label(c: int, names=None) -> str:
+    """``"6 (Shirt)"`` with class names (a sequence indexed by class), ``"6"`` without."""
+    return f"{c} ({names[c]})" if names is not None and 0 <= c < len(names) else str(c)
+
+
 def format_p(p: float | None, digits: int = 3) -> str:
     """p_y with ``digits`` decimals, or more where rounding would show 0.5 for a p_y that is not exactly
     0.5 (0.49996 → "0.49996", not "0.500": every cell must read on the side of 0.5 it lies on); "–" for

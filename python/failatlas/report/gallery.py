@@ -14,7 +14,7 @@ import torch
 
 from .. import _io
 from ..errors import FailatlasError
-from .figures import _new_figure, _save_png, format_p
+from .figures import _new_figure, _save_png, class_label, format_p
 
 
 def _image_cell(ax, image: torch.Tensor, p: float, digits: int, fontsize: float) -> None:
@@ -59,7 +59,7 @@ def plot_manipulation_grid(grid, path: str | Path, classifier: str | None = None
     return path
 
 
-def plot_failure_direction(walk, path: str | Path, classifier: str | None = None) -> Path:
+def plot_failure_direction(walk, path: str | Path, classifier: str | None = None, class_names=None) -> Path:
     """Each class's average image (rows) moved along the one direction of W that separates the
     mis-classified samples (columns: steps in units of the projection's spread among the well-classified
     samples); p_y on every cell (red ≤ 0.5); the column nearest the mis-classified samples' mean position
@@ -80,7 +80,7 @@ def plot_failure_direction(walk, path: str | Path, classifier: str | None = None
             if i == 0:
                 ax.set_title(f"{walk.steps[j]:+g}{' ◆' if j == near else ''}", fontsize=7)
             if j == 0:
-                ax.set_ylabel(f"class {walk.classes[i]}", fontsize=7)
+                ax.set_ylabel(f"class {class_label(walk.classes[i], class_names)}", fontsize=7)
     who = f" of {classifier}" if classifier else ""
     fig.suptitle(f"The failure direction{who} in W: each class's average image moved by the steps shown\n"
                  "(in standard deviations of the well-classified samples along it); "
@@ -93,7 +93,7 @@ def plot_failure_direction(walk, path: str | Path, classifier: str | None = None
 
 def plot_corner_gallery(corner_cases, generator, path: str | Path, max_rows: int = 12,
                         combinations: bool = True, verified_only: bool = False,
-                        classifier: str | None = None) -> Path:
+                        classifier: str | None = None, class_names=None) -> Path:
     """Before/after pairs: found corner cases (not the ones already at p_y ≤ 0.5 at the start) as their
     start image beside the corner-case image, titled with the dimensions, the signed shift (σ, in the
     degrading direction) and p_y before and after. At most ``max_rows`` pairs, two per figure row, chosen
@@ -139,10 +139,10 @@ def plot_corner_gallery(corner_cases, generator, path: str | Path, max_rows: int
         before.imshow(images[2 * i].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         after.imshow(images[2 * i + 1].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         p_after = r.p_verified if r.p_verified is not None else r.p_at_shift
-        before.set_title(f"class {r.cls}, start\n\n\np_y={format_p(r.p_start)}", fontsize=6)
+        before.set_title(f"class {class_label(r.cls, class_names)}, start\n\n\np_y={format_p(r.p_start)}", fontsize=6)
         word = "dim" if len(r.dims) == 1 else "dims"
         where = "+".join(f"{l}[{c}]" for l, c in zip(r.layers, r.channels))
-        pred = "" if r.pred_verified is None else f", predicted {r.pred_verified}"
+        pred = "" if r.pred_verified is None else f", predicted {class_label(r.pred_verified, class_names)}"
         after.set_title(f"{word} {'+'.join(map(str, r.dims))}\n{where}\n{r.signed_shifts()}{pred}\n"
                         f"p_y={format_p(p_after)}{'' if r.verified else ' (unverified)'}", fontsize=6)
         entries.append({"start": r.start, "cls": r.cls, "kind": r.kind, "dims": list(r.dims),

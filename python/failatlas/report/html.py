@@ -287,7 +287,7 @@ def _overlap_table(run) -> str:
     ov = run.overlap
     if ov is None:
         return ""
-    rows = [[d.dim, f"{d.layer}[{d.channel}]", d.count, ", ".join(map(str, d.classes)), d.global_rank,
+    rows = [[d.dim, f"{d.layer}[{d.channel}]", d.count, ", ".join(map(run.class_label, d.classes)), d.global_rank,
              "yes" if d.in_global_top else "no"] for d in ov.shared]
     text = (f"<p>Dimensions in the top-{ov.k} of at least {ov.threshold} of the {len(ov.classes)} classes "
             f"({len(rows)}).</p>")
