@@ -321,6 +321,24 @@ def _pickle_globals(stream: bytes) -> list[str]:
     return found
 
 
+def jsonable(obj: Any) -> Any:
+    """NaN and ±inf → None (JSON has no such numbers: Python's json would write a bare NaN that other readers
+    refuse), tuples → lists, Paths → strings, numpy scalars → Python's, recursively."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if type(obj).__module__ == "numpy" and hasattr(obj, "item"):  # a numpy scalar
+        return jsonable(obj.item())
+    return obj
+
+
 def sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

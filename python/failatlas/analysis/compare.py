@@ -76,7 +76,7 @@ class Comparison:
 
     def label(self, c: int) -> str:
         """``"6 (Shirt)"`` with class names, ``"6"`` without."""
-        from .pipeline import class_label
+        from ..report.figures import class_label
 
         return class_label(c, self.class_names)
 

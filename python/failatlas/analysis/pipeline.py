@@ -316,21 +316,6 @@ def _fmt(x: float) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{x:+.3f}" if x < 0 else f"{x:.3f}"
 
 
-def _jsonable(obj: Any) -> Any:
-    """NaN and ±inf → None (JSON has no such numbers), tuples → lists, Paths → strings, recursively."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    return obj
-
-
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "classifier"
 
@@ -774,7 +759,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         cc = CornerCaseSearch(G, C0, rankings[primary], batch_size=bs, progress_bar=bar).search(
             pop0, dims=TOP, pairs=True, n_pairs=N_PAIRS, step=float(options.corner_step), classes=pop0.classes)
         cc.to_csv(tmp / "corner_cases.csv")
-        _io.write_json(tmp / "corner_cases.json", _jsonable(cc.to_json()))
+        _io.write_json(tmp / "corner_cases.json", _io.jsonable(cc.to_json()))
         wrote("corner_cases.csv", "corner_cases.json")
         with warnings.catch_warnings():  # many long titles in a small grid: matplotlib says so, harmlessly
             warnings.filterwarnings("ignore", message="Tight layout not applied", category=UserWarning)
@@ -827,7 +812,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             curves[info.name] = AccuracyCurve(rankings[info.name], k=options.k, per_class=True,
                                               centre=options.curve_centre).compute(populations[info.name])
         _curves_csv(curves, tmp / "curves.csv")
-        _io.write_json(tmp / "curves.json", _jsonable({"format": "failatlas-accuracy-curves", "k": options.k,
+        _io.write_json(tmp / "curves.json", _io.jsonable({"format": "failatlas-accuracy-curves", "k": options.k,
                                                        "primary": primary,
                                                        "classifiers": {k: v.to_json() for k, v in curves.items()}}))
         wrote("curves.csv", "curves.json")
@@ -871,7 +856,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                    "with the global top.")
 
     # summary, manifest, report ------------------------------------------------------------------------
-    summary = _jsonable({
+    summary = _io.jsonable({
         "primary": primary,
         "class_names": None if names is None else list(names),
         "population": {"n": pop0.n, "seed": seed, "classes": None if pop0.classes is None else list(pop0.classes),
@@ -890,7 +875,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     _io.write_json(tmp / "summary.json", summary)
     wrote("summary.json", "report.html", "manifest.json")
     timings = dict(stage.timings)
-    manifest = _jsonable({
+    manifest = _io.jsonable({
         "format": MANIFEST_FORMAT, "created": created,
         "versions": {"failatlas": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},

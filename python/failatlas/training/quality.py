@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _io
 from .._paths import resolve_model
 from .._seeding import latent_generator
 from ..errors import FailatlasError
@@ -67,7 +68,7 @@ class GeneratorQuality:
     def to_json(self) -> dict:
         """The figures as JSON values: a figure that could not be measured (NaN) is null, since JSON has no
         NaN (Python's json would write a bare NaN that other readers refuse)."""
-        return _nan_to_none(dataclasses.asdict(self))
+        return _io.jsonable(dataclasses.asdict(self))
 
     def format(self) -> str:
         """A readable summary (the CLI's output without --json)."""
@@ -87,16 +88,6 @@ class GeneratorQuality:
             lines.append(f"Inception FID          {q.inception_fid:.3f}")
         lines += [f"warning: {w}" for w in q.warnings]
         return "\n".join(lines)
-
-
-def _nan_to_none(value):
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
-    return value
 
 
 def _figure(value: float, spec: str = ".3f") -> str:
@@ -365,7 +356,6 @@ def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *,
                                **options) -> GeneratorQuality:
     """:func:`evaluate_generator` on saved models (folders, or names of shipped models). ``device`` is
     where the generator runs ("cpu", "cuda", "auto"); the classifiers run on the CPU."""
-    from .. import _io
     from .._device import resolve_device
     from .._paths import classifier_file_format, data_notes, data_to_judge
     from ..models.classifier import WEIGHTS_FILE, load_classifier
