@@ -60,6 +60,8 @@ def test_one_factor_is_found_and_explains_the_separation():
     assert abs(float(v @ u.double())) / float(v.norm()) > 0.95
     summary = r.summary()
     assert summary["style_dims"] == 64 and 1 <= summary["dims_for_half"] <= 64
+    # 64 styles made from 16 latents span at most 16 directions (fewer: the classes' means dominate w)
+    assert 1 < summary["style_effective_dims"] <= 16 + 1e-9
     assert set(r.to_json()) >= set(summary) | {"direction", "style_shift"}
 
 
@@ -126,3 +128,30 @@ def test_describe_says_none_explained_when_removing_the_direction_raises_the_sep
     summary = {"ks_heldout": 0.3, "mean_ks_heldout": 0.317, "mean_ks_removed": 0.386, "mean_ks_shuffled": 0.14,
                "share_explained": -0.39, "dims_for_half": 12, "style_dims": 100}
     assert "chance 0.140, none explained" in describe(summary)
+
+
+def test_effective_dimension_counts_the_independent_directions():
+    from failatlas.analysis.direction import effective_dimension
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(20000, 8, generator=gen, dtype=torch.float64)
+    assert effective_dimension(x) == pytest.approx(8, rel=0.01)  # uncorrelated columns: all of them
+    scaled = x * torch.tensor([1e-3, 1, 1, 1, 1, 1, 1, 1e4], dtype=torch.float64)
+    assert effective_dimension(scaled) == pytest.approx(effective_dimension(x), rel=1e-9)  # scale-free, as KS
+    mixed = x[:, :3] @ torch.randn(3, 40, generator=gen, dtype=torch.float64)  # 40 columns of 3 factors
+    assert 1 < effective_dimension(mixed) <= 3 + 1e-9
+    one = x[:, :1] * torch.arange(1, 6, dtype=torch.float64)  # five multiples of one factor
+    assert effective_dimension(one) == pytest.approx(1.0)
+    constant = torch.cat([x[:, :2], torch.ones(20000, 3, dtype=torch.float64)], dim=1)
+    assert effective_dimension(constant) == pytest.approx(effective_dimension(x[:, :2]))  # constants left out
+    assert effective_dimension(x[:1]) != effective_dimension(x[:1])  # NaN: one row says nothing
+    assert effective_dimension(torch.ones(5, 3)) != effective_dimension(torch.ones(5, 3))
+
+
+def test_describe_names_the_effective_dimension_when_there_is_one():
+    from failatlas.analysis.direction import describe
+
+    summary = {"ks_heldout": 0.3, "mean_ks_heldout": 0.3, "mean_ks_removed": 0.2, "mean_ks_shuffled": 0.1,
+               "share_explained": 0.5, "dims_for_half": 12, "style_dims": 100}
+    assert "independent directions" not in describe(summary)  # a summary written before the key existed
+    assert describe({**summary, "style_effective_dims": 18.4}).endswith("span about 18 independent directions")

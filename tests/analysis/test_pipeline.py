@@ -108,11 +108,13 @@ def test_summary_has_the_required_keys_and_types(first):
             continue
         assert ld["n_fit"] + ld["n_heldout"] == pop.n and 0 <= ld["ks_heldout"] <= 1
         assert 1 <= ld["dims_for_half"] <= ld["style_dims"] == pop.style_dim
+        assert 1 <= ld["style_effective_dims"] <= pop.style_dim
     fitted = {name for name, sep in by.items() if sep["latent_direction"] is not None}
     assert "cls-a" in fitted  # the primary's is drawn (failure_direction_walk.png)
     directions = json.loads((first.out / "failure_direction.json").read_text())
     assert set(directions) == {"note", *fitted} and len(directions["cls-a"]["direction"]) == first.populations["cls-a"].w.shape[1]
     assert "One direction of W" in (first.out / "report.html").read_text()
+    assert "independent directions the styles span" in (first.out / "report.html").read_text()
     other = (first.out / f"separation-{first.classifiers[1].name}.csv").read_text().splitlines()
     assert len(other) == 1 + first.populations["cls-_i_b__q"].style_dim
     cc = s["corner_cases"]

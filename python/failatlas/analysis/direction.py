@@ -15,6 +15,9 @@ channels, every dimension separates a little and the top ones stand out less; th
    Σ' = Σ + λI, mapped through the affine style layers: s − p·(styles(v) − styles(0)), exact), and with
    shuffled labels (the chance level);
 4. the direction's effect on the styles, in σ units: how many dimensions hold half of it;
+   and, for the whole population, how many independent directions the styles span
+   (:func:`effective_dimension`): when S's dimensions are mixtures of a few factors, any factor behind the
+   failures shows in most of them, and random dimensions separate almost as well as the top ones;
 5. :func:`walk_failure_direction` renders each class's average digit (the style of its mean
    well-classified w) moved along the direction, in units of the projection's spread among the
    well-classified samples, with p_y: what the failures have in common, as images.
@@ -55,7 +58,8 @@ class FailureDirectionResult:
     ``classes``, the classes that have their own);
     spread: the standard deviation of the projection over the well-classified samples of the fit half;
     mis_position: the held-out mis-classified samples' mean projection, in units of ``spread``;
-    dims_for_half: the number of style dimensions that hold half of Σ (style_shift / σ)²."""
+    dims_for_half: the number of style dimensions that hold half of Σ (style_shift / σ)²;
+    effective_dims: :func:`effective_dimension` of the whole population's styles."""
 
     direction: torch.Tensor
     removal: torch.Tensor
@@ -75,6 +79,7 @@ class FailureDirectionResult:
     mean_ks_removed: float
     mean_ks_shuffled: float
     dims_for_half: int
+    effective_dims: float
 
     @property
     def share_explained(self) -> float | None:
@@ -90,7 +95,8 @@ class FailureDirectionResult:
                 "auroc_heldout": self.auroc_heldout, "mean_ks_heldout": self.mean_ks_heldout,
                 "mean_ks_removed": self.mean_ks_removed, "mean_ks_shuffled": self.mean_ks_shuffled,
                 "share_explained": self.share_explained, "dims_for_half": self.dims_for_half,
-                "style_dims": int(self.style_shift.numel()), "spread": self.spread, "mis_position": self.mis_position}
+                "style_dims": int(self.style_shift.numel()), "style_effective_dims": self.effective_dims,
+                "spread": self.spread, "mis_position": self.mis_position}
 
     def to_json(self) -> dict[str, Any]:
         return {**self.summary(), "direction": self.direction.tolist(), "removal": self.removal.tolist(),
@@ -108,7 +114,27 @@ def describe(summary: dict[str, Any] | None, why: str | None = None) -> str:
     return (f"failure direction in W (held-out half): KS {summary['ks_heldout']:.3f}; removing it lowers the "
             f"dimensions' mean KS {summary['mean_ks_heldout']:.3f} → {summary['mean_ks_removed']:.3f} (chance "
             f"{summary['mean_ks_shuffled']:.3f}, {explained} explained); half its effect over "
-            f"{summary['dims_for_half']} of {summary['style_dims']} dims")
+            f"{summary['dims_for_half']} of {summary['style_dims']} dims"
+            + (f"; the styles span about {summary['style_effective_dims']:.0f} independent directions"
+               if summary.get("style_effective_dims") is not None else ""))
+
+
+def effective_dimension(x: torch.Tensor) -> float:
+    """How many independent directions the columns of ``x`` [N, D] span: the participation ratio
+    (Σλ)² / Σλ² of the eigenvalues λ of their correlation matrix (constant columns left out). D for
+    uncorrelated columns, 1 when every column is a multiple of one factor. Per-dimension statistics such as
+    the KS do not depend on a dimension's scale, hence the correlation rather than the covariance. Needs no
+    eigendecomposition: Σλ = trace R and Σλ² = ‖R‖²_F. NaN with fewer than 2 rows or no varying column."""
+    x = x.detach().to(torch.float64).cpu()
+    if x.ndim != 2 or x.shape[0] < 2:
+        return float("nan")
+    x = x - x.mean(0)
+    sd = x.std(0)
+    x = x[:, sd > 0] / sd[sd > 0]
+    if x.shape[1] == 0:
+        return float("nan")
+    r = x.T @ x / (x.shape[0] - 1)
+    return float(torch.trace(r) ** 2 / (r * r).sum())
 
 
 class FailureDirection:
@@ -175,7 +201,8 @@ class FailureDirection:
             n_mis_heldout=int(mis[held].sum()), seed=self.seed, ks_fit=ks_p(fit), ks_heldout=ks_p(held),
             auroc_heldout=float(auroc(p[held, None], mis[held])[0]),
             mean_ks_heldout=mean_ks(sh, mis[held]), mean_ks_removed=mean_ks(removed[held], mis[held]),
-            mean_ks_shuffled=mean_ks(sh, shuffled), dims_for_half=min(half, load.numel()))
+            mean_ks_shuffled=mean_ks(sh, shuffled), dims_for_half=min(half, load.numel()),
+            effective_dims=effective_dimension(s))
 
     @staticmethod
     def _class_centres(w: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,

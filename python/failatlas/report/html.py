@@ -188,6 +188,10 @@ def _summary(run) -> str:
                       "–" if share is None else f"{100 * share:.0f}%"),
                      (f"{w}: style dimensions holding half its effect",
                       f"{ld['dims_for_half']} of {ld['style_dims']}")]
+            if ld.get("style_effective_dims") is not None:
+                rows.append(("independent directions the styles span (participation ratio of their correlations: "
+                             "the fewer, the more every dimension mixes the same factors, and the better random "
+                             "dimensions separate too)", f"{ld['style_effective_dims']:.1f} of {ld['style_dims']}"))
     rows += [("corner cases found / searched (class, dimension)", f"{cc['found']} / {cc['pairs']}"),
              ("corner cases verified", cc["verified"]),
              ("verified corner cases whose image is predicted as another class (the rest: p_y ≤ 0.5, but the true "
