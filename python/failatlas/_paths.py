@@ -167,10 +167,10 @@ def same_data(a: dict[str, object], b: dict[str, object]) -> bool:
     """Whether two ``{"dataset", "idx_dir"}`` records name the same images: the embedded MNIST-10k under
     either name, a named dataset's default folder written out, and folders compared resolved (one IDX
     folder is the same images under any dataset name)."""
-    from .data.datasets import FASHION_DIR
+    from .data.datasets import FASHION_DIR, canonical_name
 
     def key(d: dict[str, object]) -> tuple[str, str | None]:
-        name, folder = str(d["dataset"]).lower(), d.get("idx_dir")
+        name, folder = canonical_name(d["dataset"]), d.get("idx_dir")
         if folder is None:
             if name == "mnist":
                 name = "mnist10k"

@@ -202,6 +202,7 @@ def test_class_names_reach_the_report_when_a_classifier_records_them(first):
     from failatlas.data.datasets import FASHION_CLASSES  # an ONNX file records no names: the generator's data
 
     assert class_names(object(), dataset="fashion") == FASHION_CLASSES
+    assert class_names(object(), dataset="fashion-mnist") == FASHION_CLASSES  # a generator trained under that name
     assert class_names(digits, dataset="mnist") is None
     assert class_names(named, dataset="fashion") == fashion  # the classifier's own names come first
     assert first.class_names is None and first.summary["class_names"] is None  # random CNNs without names

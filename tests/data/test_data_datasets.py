@@ -149,6 +149,9 @@ def test_idx_backed_datasets(idx_folder):
     assert toy.name == "toy" and toy.class_names == ("0", "1", "2", "3") and len(toy) == 10
     fashion = load_dataset("fashion", "train", idx_dir=folder)
     assert fashion.class_names == FASHION_CLASSES
+    for spelling in ("fashion-mnist", "Fashion_MNIST", "FashionMNIST"):  # its other spellings: the same set
+        other = load_dataset(spelling, "train", idx_dir=folder)
+        assert other.name == "fashion" and other.class_names == FASHION_CLASSES
 
 
 def test_both_splits_of_an_idx_folder_have_the_classes_of_either(idx_folder, idx_tools):

@@ -84,6 +84,7 @@ def test_same_data_compares_the_images_not_the_spelling(tmp_path, monkeypatch):
     # one folder under two names is the same images (a user's "fm5" and "fm5-renamed" were called other data)
     assert same_data({"dataset": "fm5", "idx_dir": "d"}, {"dataset": "fm5-renamed", "idx_dir": str(tmp_path / "d")})
     assert same_data({"dataset": "fashion", "idx_dir": None}, {"dataset": "fm", "idx_dir": "/usr/share/datasets/fashion-mnist"})
+    assert same_data({"dataset": "fashion", "idx_dir": None}, {"dataset": "Fashion-MNIST", "idx_dir": None})
     assert not same_data({"dataset": "mnist", "idx_dir": "d"}, {"dataset": "mnist", "idx_dir": None})  # full vs 10k
 
 

@@ -487,10 +487,10 @@ def class_names(classifier: Any, dataset: str | None = None) -> tuple[str, ...] 
     ``dataset`` (the generator's recorded training data: "fashion" has names; an ONNX file records none),
     when they say more than the indices (MNIST's "0".."9" do not); None otherwise. Other classifiers'
     names are not used: a second classifier trained on other data must not rename the generator's classes."""
-    from ..data.datasets import FASHION_CLASSES
+    from ..data.datasets import FASHION_CLASSES, canonical_name
 
     recorded = getattr(getattr(classifier, "config", None), "class_names", None)
-    for names in (recorded, FASHION_CLASSES if str(dataset).lower() == "fashion" else None):
+    for names in (recorded, FASHION_CLASSES if canonical_name(dataset) == "fashion" else None):
         if names and any(str(n) != str(i) for i, n in enumerate(names)):
             return tuple(str(n) for n in names)
     return None

@@ -37,6 +37,7 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 SPLITS = ("train", "test")
 CORRUPTIONS = ("corrupted", "clean")
 NAMES = ("mnist", "mnist10k", "fashion")
+ALIASES = {"fashion-mnist": "fashion", "fashion_mnist": "fashion", "fashionmnist": "fashion"}
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -197,7 +198,7 @@ def load_dataset(name: str = "mnist", split: str = "train", *, corruption: str =
     _check_options(split, corruption, blur, seed)
     if not isinstance(name, str) or not name:
         raise FailatlasError(f"dataset name must be a non-empty string, got {name!r}")
-    key = name.lower()
+    key = canonical_name(name)
     if key == "mnist10k" or (key == "mnist" and idx_dir is None):
         if idx_dir is not None:
             raise FailatlasError("mnist10k is embedded and takes no idx_dir; use name 'mnist' for full MNIST IDX files")
@@ -245,6 +246,14 @@ def load_dataset(name: str = "mnist", split: str = "train", *, corruption: str =
         class_names = tuple(str(i) for i in range(top + 1))
     return make_imageset(images, labels, name=key if key in NAMES else name, split=split, class_names=class_names,
                          corruption=corruption, blur=blur, seed=seed)
+
+
+def canonical_name(name: object) -> str:
+    """A dataset name as :func:`load_dataset` reads it: lower case, Fashion-MNIST's other spellings
+    ("fashion-mnist", "Fashion_MNIST", ...) as "fashion" (so an IDX folder given under either name gets
+    Fashion-MNIST's class names)."""
+    key = str(name).lower()
+    return ALIASES.get(key, key)
 
 
 def _check_choice(what: str, value: Any, choices: tuple[str, ...]) -> None:
