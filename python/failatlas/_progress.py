@@ -76,16 +76,7 @@ class Stages:
 
     @contextlib.contextmanager
     def __call__(self, name: str, detail: str = ""):
-        with self._timed(f"{self._index(name)} {name}", name, detail):
-            yield
-
-    def step(self, name: str, detail: str = ""):
-        """A step announced and timed like a stage but not numbered among ``names`` (e.g. an epilogue
-        after the last stage)."""
-        return self._timed(name, name, detail)
-
-    @contextlib.contextmanager
-    def _timed(self, shown: str, name: str, detail: str):
+        shown = f"{self._index(name)} {name}"
         self._say(f"{shown}{' (' + detail + ')' if detail else ''} …")
         t = time.perf_counter()
         yield

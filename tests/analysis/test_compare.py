@@ -60,7 +60,8 @@ def test_run_compare_torch_against_its_onnx_torchscript_and_torch_export_files(G
     done = [line for line in capfd.readouterr().err.splitlines()
             if line.startswith("failatlas compare: [") and " done in " in line]
     assert [line.split("] ")[1].split(" done")[0] for line in done] == \
-        ["population", "labels", "rankings", "curves", "corner cases"]
+        ["population", "labels", "rankings", "curves", "corner cases", "real test images"]
+    assert [line.split("]")[0][-3:] for line in done] == [f"{i}/6" for i in range(1, 7)]  # one count for all
     assert run.comparison.agreement["c"]["c.onnx"] == 1.0
     assert run.comparison.rankings["c.onnx"].method == "black-box"
     # the bar for the black-box ranking of a float classifier, on the same samples

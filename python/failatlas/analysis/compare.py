@@ -39,6 +39,8 @@ from .ranking import (BLACK_BOX_N, GradientRanking, Ranking, check_black_box_n, 
                       ranking_agreement)
 
 
+STAGES = ("population", "labels", "rankings", "curves", "corner cases")  # compare_classifiers'
+REAL_STAGE = "real test images"  # run_compare's, after them
 COMPARE_FILES = ("compare.json", "corner_shifts.csv", "corner_shifts.png", "corner_shifts.json", "accuracy_curves.png",
                  "accuracy_curves.json", "report.html")
 
@@ -172,7 +174,7 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
                         population: Population | None = None, black_box_n: int = BLACK_BOX_N,
                         classes: Sequence[int] | None = None, curve_dims: str = "reference",
                         progress_bar: bool | None = None, distributed: bool = False,
-                        verbose: bool = False) -> Comparison | None:
+                        verbose: bool = False, then: Sequence[str] = ()) -> Comparison | None:
     """Compare ``{name: classifier}`` (at least two; the first is the reference) on one population of
     ``n`` samples drawn with ``seed`` from ``classes`` (None: all), or on the given ``population`` (whoever
     labelled it, it is labelled again by the first classifier: its verdicts are the reference).
@@ -192,7 +194,9 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
     process group it changes nothing.
 
     verbose: each stage announced on stderr (``failatlas compare: [3/5] rankings …``), on a terminal or
-    not (``run_compare``, the CLI's job, turns it on); progress_bar: tqdm bars (None: only on a terminal)."""
+    not (``run_compare``, the CLI's job, turns it on); then: the stages the caller runs after these (counted
+    in the numbers shown: ``run_compare`` adds its "real test images"); progress_bar: tqdm bars (None: only on
+    a terminal)."""
     names = tuple(classifiers)
     if len(names) < 2:
         raise FailatlasError(f"compare needs at least two classifiers, got {len(names)}; pass --classifier twice")
@@ -210,7 +214,7 @@ def compare_classifiers(G: nn.Module, classifiers: Mapping[str, nn.Module], *, n
         from .. import distributed as dist
 
         distributed = dist.sharding()
-    stage = Stages("compare", ("population", "labels", "rankings", "curves", "corner cases"), verbose)
+    stage = Stages("compare", (*STAGES, *then), verbose)
     first = classifiers[names[0]]
     with stage("population", f"{population.n} samples given, labelled by {names[0]}" if population is not None
                else f"{n} samples, seed {seed}{describe_classes(classes)}, labelled by {names[0]}"):
@@ -509,11 +513,10 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     started = time.perf_counter()  # compare_classifiers' stages count their elapsed time from about here
     comparison = compare_classifiers(G, models, n=n, seed=seed, k=k, batch_size=batch_size, black_box_n=black_box_n,
                                      classes=classes, curve_dims=curve_dims, progress_bar=progress_bar,
-                                     distributed=world_size > 1, verbose=verbose)
+                                     distributed=world_size > 1, verbose=verbose, then=(REAL_STAGE,))
     if comparison is None:  # not rank 0 under torchrun: its shards are done, rank 0 writes
         return CompareRun(out, None, {}, rank=rank, world_size=world_size)
     from .._paths import recorded_data
-    from .._progress import Stages
     from .pipeline import class_names
 
     data = recorded_data(gpath)  # the first classifier's class names, else those of the generator's data
@@ -521,8 +524,8 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
         next(iter(models.values())), dataset=None if data is None else data["dataset"]))
 
     # seconds on MNIST-10k's 2,000 test images, about a minute on Fashion-MNIST's 10,000: announced
-    with Stages("compare", (), verbose, start=started).step("real test images",
-                                                           f"{len(models)} classifiers, clean and corrupted"):
+    with Stages("compare", (*STAGES, REAL_STAGE), verbose, start=started)(
+            REAL_STAGE, f"{len(models)} classifiers, clean and corrupted"):
         real, notes = real_accuracy(gpath, models, comparison.population_classes)
     notes = [*notes, *comparison.notes()]
     out.mkdir(parents=True, exist_ok=True)
