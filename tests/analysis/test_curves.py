@@ -333,3 +333,30 @@ def test_a_class_curve_that_leaves_out_most_of_its_samples_is_said_so(tmp_path):
     assert f"class 0: {off['n_well'] + off['n_mis']} of 50, 30 of them mis-classified)" in note and "rest on" not in note
     assert sparse_class_curves({"m": AccuracyCurve(make_ranking([0, 1]), k=1).compute(
         make_population(s[:60], well[:60], y[:60]))}) == []
+
+
+def test_a_class_without_a_curve_keeps_its_panel_and_says_so(tmp_path):
+    """Class 2 has one well-classified sample for "b" (no curve) and enough for "a": its panel draws "a" and
+    names "b"; a class no classifier has a curve for still gets its (empty) panel."""
+    from failatlas.report.curves_figures import plot_accuracy_curves_per_class
+
+    gen = torch.Generator().manual_seed(9)
+    n = 90
+    y = torch.arange(n) % 3
+    s = torch.randn(n, 3, generator=gen)
+    well_a = torch.ones(n, dtype=torch.bool)
+    well_a[y == 0] = False  # "a": no curve for class 0 either
+    well_a[torch.nonzero(y == 0)[0]] = True
+    well_b = well_a.clone()
+    well_b[y == 2] = False
+    well_b[torch.nonzero(y == 2)[0]] = True
+    curves = {name: AccuracyCurve(make_ranking([0, 1, 2]), k=2).compute(make_population(s, w, y))
+              for name, w in (("a", well_a), ("b", well_b))}
+    assert curves["a"].skipped_classes == (0,) and curves["b"].skipped_classes == (0, 2)
+    plot_accuracy_curves_per_class(curves, tmp_path / "pc.png")
+    data = json.loads((tmp_path / "pc.json").read_text())
+    assert data["no_curve"] == {"0": ["a", "b"], "2": ["b"]}
+    assert set(data["classes"]) == {"0", "1", "2"} and set(data["classes"]["2"]) == {"a"} and data["classes"]["0"] == {}
+    with pytest.raises(FailatlasError, match="per_class=True"):  # no per-class curve at all: nothing to draw
+        plot_accuracy_curves_per_class({"b": AccuracyCurve(make_ranking([0, 1, 2]), k=2, per_class=False).compute(
+            make_population(s, well_a, y))}, tmp_path / "x.png")

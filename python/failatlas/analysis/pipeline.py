@@ -832,9 +832,10 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             for name, c in per_class.items():
                 if c.skipped_classes:
                     cs = c.skipped_classes
-                    notes.append(f"{name} has no per-class accuracy curve (no panel) for class"
+                    notes.append(f"{name} has no per-class accuracy curve for class"
                                  f"{'es' if len(cs) > 1 else ''} {', '.join(class_label(x, names) for x in cs)}: "
-                                 "fewer than two of its samples are well classified, at distinct distances")
+                                 "fewer than two of its samples are well classified, at distinct distances "
+                                 "(its panel says so)")
         else:
             notes.append(f"no per-class accuracy curve for {primary}: no class has 2 well-classified samples")
 

@@ -104,21 +104,25 @@ def _n_plotted(curve) -> int:
 
 def plot_accuracy_curves_per_class(curves: Mapping[str, Any], path: str | Path, cols: int = 5,
                                    class_names: Sequence[str] | None = None) -> Path:
-    """Small multiples: one panel per class (the union of the classes with a curve), one line per classifier.
+    """Small multiples: one panel per class (the union of the classes with a curve and those a classifier
+    has none for: ``skipped_classes``), one line per classifier; a panel names the classifiers without a
+    curve for its class.
 
     curves: ``{name: CurveResult}`` computed with ``per_class=True``; class_names: each panel is titled
-    with its class's name too. Writes ``path`` and its ``.json`` twin.
+    with its class's name too. Writes ``path`` and its ``.json`` twin (``no_curve``: class → the classifiers
+    without a curve for it).
     """
     _check_curves(curves)
     path = Path(path)
-    classes = sorted({c for r in curves.values() for c in r.per_class})
-    if not classes:
+    classes = sorted({c for r in curves.values() for c in (*r.per_class, *r.skipped_classes)})
+    if not any(r.per_class for r in curves.values()):
         raise FailatlasError("the curves have no per-class curves; compute them with per_class=True")
     cols = max(1, min(int(cols), len(classes)))
     rows = math.ceil(len(classes) / cols)
     fig = _new_figure(2.4 * cols, 2.1 * rows + 0.6)
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
     data: dict[str, Any] = {}
+    no_curve: dict[str, list[str]] = {}
     colours = _colours(curves)
     handles: dict[str, Any] = {}
     for ax in axes.ravel()[len(classes):]:
@@ -129,14 +133,20 @@ def plot_accuracy_curves_per_class(curves: Mapping[str, Any], path: str | Path, 
             handles.setdefault(name, line)
         ax.set_title(f"class {class_label(c, class_names)}", fontsize=8)
         off = {name: r.n - _n_plotted(r) for name, r in present.items()}
-        if any(off.values()):  # what the panel does not show, where it could mislead (a few plotted samples)
-            text = [f"{name + ': ' if len(present) > 1 else ''}{off[name]} of {r.n} not plotted"
-                    for name, r in present.items() if off[name]]
+        missing = [name for name in curves if name not in present]
+        several = len(curves) > 1
+        # what the panel does not show, where it could mislead (a few plotted samples, a curve left out)
+        text = [f"{name + ': ' if several else ''}{off[name]} of {r.n} not plotted"
+                for name, r in present.items() if off[name]]
+        text += [f"{name + ': ' if several else ''}no curve (under 2 well-classified)" for name in missing]
+        if text:
             ax.text(0.03, 0.03, "\n".join(text), transform=ax.transAxes, fontsize=6, color="dimgray",
                     va="bottom")
         data[str(c)] = {name: {"k": r.k, "mean_accuracy": _none(r.mean_accuracy), "slope": _none(r.slope),
                                "n": r.n, "n_plotted": r.n - off[name], "not_plotted": r.not_plotted(),
                                **r.plotted_bins()} for name, r in present.items()}
+        if missing:
+            no_curve[str(c)] = missing
     names = [name for name in curves if name in handles]  # one legend for the figure, without slopes
     ks = "/".join(map(str, sorted({r.k for r in curves.values()})))
     fig.legend([handles[n] for n in names], names, loc="upper center", ncol=min(len(names), 4), fontsize=8,
@@ -146,7 +156,7 @@ def plot_accuracy_curves_per_class(curves: Mapping[str, Any], path: str | Path, 
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.1 * rows + 0.6)))
     _save_png(fig, path)
     _io.write_json(path.with_suffix(".json"), {"figure": "accuracy_curves_per_class", "png": path.name,
-                                               "classes": data})
+                                               "classes": data, "no_curve": no_curve})
     return path
 
 
