@@ -175,3 +175,17 @@ def test_chance_ks_is_the_mean_ks_of_dimensions_that_do_not_separate():
         well = torch.arange(n1 + n2) >= n1
         assert abs(ks_statistic(x, well).mean().item() - chance_ks(n1, n2)) < 0.03 * chance_ks(n1, n2)
     assert chance_ks(0, 5) != chance_ks(0, 5)  # NaN: a group is empty
+
+
+def test_a_weak_separation_is_named_with_its_yardsticks():
+    from failatlas.analysis.separation import weak_separation
+
+    weak = {"top10_mean_ks": 0.146, "all_mean_ks": 0.112, "best10_mean_ks": 0.278, "chance_mean_ks": 0.043,
+            "n_mis": 412, "latent_direction": {"style_effective_dims": 18.4, "style_dims": 1280}}
+    strong = {**weak, "top10_mean_ks": 0.466, "all_mean_ks": 0.182, "n_mis": 4776}
+    (note,) = weak_separation({"corrupted": weak, "clean": strong, "none": None})
+    assert note.startswith("corrupted's top 10 dimensions separate its 412 mis-classified samples only 1.30 × better")
+    assert "mean KS 0.146 against 0.112; the best 10 of all reach 0.278, chance 0.043" in note
+    assert "about 18 independent directions of 1,280 dimensions" in note
+    assert "independent" not in weak_separation({"c": {**weak, "latent_direction": None}})[0]  # no direction fitted
+    assert weak_separation({"c": {**weak, "all_mean_ks": 0.0}}) == []  # nothing separates: nothing to compare

@@ -68,7 +68,7 @@ from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap
 from .population import Population, check_batch_size, check_classes, describe_classes, sample_population
 from .ranking import BLACK_BOX_N, GradientRanking, Ranking, check_black_box_n, is_differentiable, rank_any
-from .separation import Separation, SeparationResult
+from .separation import Separation, SeparationResult, weak_separation
 from .tsne import LatentTSNE, TSNEResult
 
 DEFAULT_GENERATOR = "mnist/generator"
@@ -494,31 +494,6 @@ def class_names(classifier: Any, dataset: str | None = None) -> tuple[str, ...] 
         if names and any(str(n) != str(i) for i, n in enumerate(names)):
             return tuple(str(n) for n in names)
     return None
-
-
-WEAK_SEPARATION = 1.5  # top-k mean KS below this many times the mean over all dimensions: named in a note
-
-
-def weak_separation(by_classifier: dict[str, Any], k: int = TOP) -> list[str]:
-    """A note per classifier whose top-k dimensions separate its mis-classified samples barely better than the
-    average dimension (``summary.json`` → ``separation`` → ``by_classifier``): Fig. 4 then shows top
-    dimensions that are not where its failures concentrate, and a reader should not take them for that."""
-    out = []
-    for name, s in by_classifier.items():
-        if not s or not s.get("all_mean_ks") or not s[f"top{k}_mean_ks"] < WEAK_SEPARATION * s["all_mean_ks"]:
-            continue
-        ld = s.get("latent_direction") or {}
-        span = (f"; the styles span about {ld['style_effective_dims']:.0f} independent directions of "
-                f"{ld['style_dims']:,} dimensions, so a factor behind the failures shows in most of them"
-                if ld.get("style_effective_dims") else "")
-        out.append(f"{name}'s top {k} dimensions separate its {s['n_mis']} mis-classified samples only "
-                   f"{s[f'top{k}_mean_ks'] / s['all_mean_ks']:.2f} × better than the average dimension (mean KS "
-                   f"{s[f'top{k}_mean_ks']:.3f} against {s['all_mean_ks']:.3f}; the best {k} of all reach "
-                   f"{s[f'best{k}_mean_ks']:.3f}, chance {s['chance_mean_ks']:.3f}): its failures differ from its "
-                   f"successes a little along most dimensions rather than along a few{span}. Its top "
-                   "dimensions are where p_y is most sensitive on average (the corner cases follow them), not where "
-                   "its failures concentrate")
-    return out
 
 
 FEW_WELL = 10  # a class centre and scale resting on fewer well-classified samples than this is named as such

@@ -631,7 +631,7 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     from .._paths import resolve_model
     from .population import sample_population
     from .direction import FailureDirection
-    from .separation import Separation
+    from .separation import Separation, weak_separation
 
     _check_target(target)
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
@@ -679,7 +679,8 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
             "separation_png": plot_separation(sep, ranking, out / "separation.png", k=3, seed=seed),
         }
         files["separation_json"] = out / "separation.json"
-        notes = data_notes(generator, {Path(str(classifier)).name: C}, classes)
+        name = Path(str(classifier)).name
+        notes = data_notes(generator, {name: C}, classes) + weak_separation({name: summary})
         _io.write_json(out / "ranking.json", {**ranking.to_json(), "summary": summary, "notes": notes,
                                               "generator": str(generator), "classifier": str(classifier),
                                               "population_classes": None if classes is None else list(classes)})
