@@ -37,6 +37,11 @@ def test_rank_command_writes_everything(saved_models, tmp_path, capsys):
         expected, why = None, str(exc)
     assert summary["latent_direction"] == expected and summary.get("latent_direction_error") == why
     assert ("failure direction in W: none (" + why if why else "failure direction in W (held-out") in captured.out
+    from failatlas.analysis.separation import weak_separation  # a weak separation is named, as analyze does
+
+    weak = weak_separation({saved_models.classifier.name: summary})  # an untrained classifier: weak
+    notes = json.loads((out / "ranking.json").read_text())["notes"]
+    assert weak and notes[len(notes) - len(weak):] == weak and all(f"note: {n}" in captured.out for n in weak)
     pop = Population.from_npz(out / "population.npz")
     assert pop.n == 40 and pop.seed == 2
     assert (out / "ranking.csv").read_text().splitlines()[1].split(",")[1] == str(int(ranking.order[0]))

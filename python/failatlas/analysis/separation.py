@@ -360,7 +360,7 @@ def weak_separation(by_classifier: dict[str, Any], k: int = 10) -> list[str]:
                 f"{ld['style_dims']:,} dimensions, so a factor behind the failures shows in most of them"
                 if ld.get("style_effective_dims") else "")
         out.append(f"{name}'s top {k} dimensions separate its {s['n_mis']} mis-classified samples only "
-                   f"{s[f'top{k}_mean_ks'] / s['all_mean_ks']:.2f} × better than the average dimension (mean KS "
+                   f"{s[f'top{k}_mean_ks'] / s['all_mean_ks']:.2f} × as well as the average dimension (mean KS "
                    f"{s[f'top{k}_mean_ks']:.3f} against {s['all_mean_ks']:.3f}; the best {k} of all reach "
                    f"{s[f'best{k}_mean_ks']:.3f}, chance {s['chance_mean_ks']:.3f}): its failures differ from its "
                    f"successes a little along most dimensions rather than along a few{span}. Its top "
