@@ -82,6 +82,15 @@ def test_evaluate_generator_figures(models):
     assert "warning: the corruption classifier recognizes only 0.50" in weak.format()
     assert quality.judge_warnings(0.97, torch.zeros(4, dtype=torch.long)) == []
     json.dumps(q.to_json())
+    # the styles of the same 40 latents: how many independent directions they span, as the analysis measures it
+    from failatlas.analysis.direction import effective_dimension
+
+    z = torch.randn(40, G.z_dim, generator=quality.latent_generator(2))
+    with torch.no_grad():
+        s = G.styles(G.mapping(z, torch.arange(40) % 10))
+    assert q.style_dims == G.style_dim and q.style_effective_dims == pytest.approx(effective_dimension(s), rel=1e-9)
+    assert 1 < q.style_effective_dims < 40  # 40 samples span at most 39 directions
+    assert f"StyleSpace span        {q.style_effective_dims:.1f} independent directions of {G.style_dim}" in q.format()
 
 
 def test_eval_gan_cli_json_and_bad_classifier(models, tmp_path, capsys):

@@ -64,6 +64,8 @@ class GeneratorQuality:
     n_real: int | None = None  # the cap on real images per split (None: all)
     classifier: str | None = None  # the judging classifier's folder, and the sha256 of its weights
     classifier_sha256: str | None = None
+    style_effective_dims: float = float("nan")  # independent directions the StyleSpace samples span
+    style_dims: int | None = None
 
     def to_json(self) -> dict:
         """The figures as JSON values: a figure that could not be measured (NaN) is null, since JSON has no
@@ -83,7 +85,10 @@ class GeneratorQuality:
                  + " ".join(_figure(d, ".2f") for d in q.diversity_per_class) + ")",
                  f"corruption TV          {q.corruption_tv:.3f}   (by noise mode: "
                  + ", ".join(f"{k} {v:.3f}" for k, v in q.corruption_tv_by_noise_mode.items())
-                 + f"; corruption classifier accuracy on real test {q.corruption_classifier_accuracy:.3f})"]
+                 + f"; corruption classifier accuracy on real test {q.corruption_classifier_accuracy:.3f})",
+                 f"StyleSpace span        {_figure(q.style_effective_dims, '.1f')} independent directions of "
+                 f"{q.style_dims} style dimensions (participation ratio: the fewer, the more every dimension "
+                 "mixes the same factors)"]
         if q.inception_fid is not None:
             lines.append(f"Inception FID          {q.inception_fid:.3f}")
         lines += [f"warning: {w}" for w in q.warnings]
@@ -349,7 +354,24 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
         corruption_tv=tv[noise_mode], noise_mode=noise_mode, n=n, corruption_tv_by_noise_mode=tv,
         corruption_distribution=dist, corruption_classifier_accuracy=judge_acc, inception_fid=fid,
         diversity=sum(finite) / len(finite) if finite else float("nan"), diversity_per_class=diversity_per_class,
-        warnings=warnings, blur=blur, seed=seed, n_real=n_real)
+        warnings=warnings, blur=blur, seed=seed, n_real=n_real, style_effective_dims=style_span(G, n, seed),
+        style_dims=int(G.style_dim))
+
+
+def style_span(G: Generator, n: int, seed: int, batch: int = 500) -> float:
+    """:func:`~failatlas.analysis.direction.effective_dimension` of the styles of :func:`generate`'s n
+    latents (ψ = 1): how many independent directions the StyleSpace samples span. When it is small next to
+    ``G.style_dim``, every style dimension mixes the same few factors, and the analysis' random dimensions
+    separate well- from mis-classified samples almost as well as its top ones."""
+    from ..analysis.direction import effective_dimension
+
+    z = torch.randn(n, G.z_dim, generator=latent_generator(seed))
+    y = torch.arange(n) % G.num_classes
+    device = G.synthesis_network.const.device
+    with torch.no_grad():
+        s = torch.cat([G.styles(G.mapping(z[i:i + batch].to(device), y[i:i + batch].to(device))).cpu()
+                       for i in range(0, n, batch)])
+    return effective_dimension(s)
 
 
 def evaluate_generator_folders(generator: str | Path, classifier: str | Path, *, device: str | None = "cpu",
