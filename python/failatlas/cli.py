@@ -281,7 +281,7 @@ def _train_gan(p: argparse.ArgumentParser):
 @command("eval-gan", "Quality of a generator: conditional accuracy, Fréchet distance, corruption mix.",
          "Judge a generator with a reference classifier: conditional_accuracy (and per class), fd (Fréchet "
          "distance to real test images in the classifier's penultimate features) against fd_real_vs_real "
-         "(real train vs real test, the floor), and corruption_tv (total variation between the corruption "
+         "(real train vs real test, the floor), corruption_tv (total variation between the corruption "
          "cells a small corruption classifier finds in real and in generated images, for every noise mode), "
          "diversity (within-class spread against the data's) and style_effective_dims (how many independent "
          "directions the StyleSpace samples span, of style_dims). Inception FID only with --inception-weights (a TorchScript feature extractor); nothing is downloaded.")
