@@ -368,7 +368,8 @@ def _rank(p: argparse.ArgumentParser):
 
 @command("analyze", "The whole analysis (ranking, separation, t-SNE, corner cases, curves) and its report.",
          "Sample a population of generated images and run every analysis of DESIGN 4 on it: gradient ranking per "
-         "classifier, separation (Fig. 4), t-SNE of Z/W/S (Fig. 3), corner cases along the top dimensions and "
+         "classifier, separation (Fig. 4), t-SNE of Z/W/S (Fig. 3), corner cases along the top dimensions, their "
+         "margins (the same search from many well-classified samples: quantiles of the shifts) and "
          "manipulation grids (Fig. 5), accuracy vs distance curves (Fig. 6) and class overlap. Writes every "
          "figure (PNG + JSON), the tables (CSV/JSON), summary.json, manifest.json and a self-contained "
          "report.html into --out (a new or empty folder; built aside and moved there at the end).")
@@ -388,9 +389,14 @@ def _analyze(p: argparse.ArgumentParser):
                    help="the corner search brackets each crossing in steps of this many σ before narrowing it to "
                         "0.01σ (DESIGN: 5); smaller steps also find dips of p_y narrower than 5σ, at a "
                         "proportional cost")
+    p.add_argument("--margin-starts", type=int, default=None, metavar="M",
+                   help="margins: run the corner search from M well-classified samples per class as well, and "
+                        "report the quantiles of their shifts per dimension (default 10; 3 with --quick; 0: no "
+                        "margins)")
     _black_box_option(p)
     p.add_argument("--quick", action="store_true",
-                   help="a fast pass: N=2000, 500 t-SNE points, grids for 3 classes, no bootstrap")
+                   help="a fast pass: N=2000, 500 t-SNE points, grids for 3 classes, no bootstrap, 3 margin starts "
+                        "per class")
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
                    help="bootstrap resamples for 95%% intervals of every classifier's ranking scores (default 200; "
                         "0 with --quick; 0: none)")
@@ -408,7 +414,8 @@ def _analyze(p: argparse.ArgumentParser):
         result = run_analysis(AnalysisOptions(
             generator=a.generator, classifiers=tuple(a.classifier) if a.classifier else None,
             classes=tuple(a.classes) if a.classes else None, n=a.n, seed=a.seed,
-            k=a.k, curve_centre=a.curve_centre, corner_step=a.corner_step, black_box_n=a.black_box_n, quick=a.quick,
+            k=a.k, curve_centre=a.curve_centre, corner_step=a.corner_step, margin_starts=a.margin_starts,
+            black_box_n=a.black_box_n, quick=a.quick,
             bootstrap=a.bootstrap, skip_tsne=a.skip_tsne, batch_size=a.batch_size, threads=a.threads,
             overwrite=a.overwrite), a.out)
         print(result.format())

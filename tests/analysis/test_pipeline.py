@@ -68,9 +68,10 @@ def test_run_writes_every_expected_file(first):
     classes = sorted({int(c) for c in first.corner_cases.labels.tolist()})[:3]
     expected = {"population.npz", "ranking.csv", "ranking.json", "ranking-cls-a.csv", f"ranking-{first.classifiers[1].name}.csv",
                 "separation.csv", f"separation-{first.classifiers[1].name}.csv", "corner_cases.csv", "corner_cases.json", "curves.csv", "curves.json", "overlap.csv",
-                "overlap.json", "tsne.json", "summary.json", "manifest.json", "report.html", "failure_direction.json"}
+                "overlap.json", "tsne.json", "summary.json", "manifest.json", "report.html", "failure_direction.json",
+                "margins.csv"}
     figures = {"separation", "tsne", "corner_gallery", "accuracy_curves", "accuracy_curves_per_class", "overlap",
-               "failure_direction_walk",
+               "failure_direction_walk", "margins",
                *(f"manipulation-class{c}" for c in classes)}
     expected |= {f"{f}.png" for f in figures} | {f"{f}.json" for f in figures}
     assert names == expected
@@ -87,6 +88,12 @@ def test_run_writes_every_expected_file(first):
         row = (out / f"ranking-{info.name}.csv").read_text().splitlines()[1].split(",")
         assert row[-2] and row[-1]  # ci_low, ci_high filled in
     assert len(classes) == len(first.grids) >= 1
+    # the margins: 3 starts per class with --quick, searched with the run's --corner-step, in the summary
+    m = first.margins
+    assert m.per_class == 3 and m.step == 2.5 and m.dims == tuple(first.rankings["cls-a"].order[:10].tolist())
+    assert json.loads((out / "summary.json").read_text())["margins"]["starts"] == m.index.numel() > 0
+    assert json.loads((out / "manifest.json").read_text())["options"]["margin_starts"] == 3
+    assert "Margins (beyond the paper)" in (out / "report.html").read_text()
     table = (out / "curves.csv").read_text().splitlines()
     assert table[0].startswith("classifier,class,bin") and {r.split(",")[0] for r in table[1:]} == set(first.curves)
 
@@ -267,12 +274,15 @@ def test_existing_out_is_refused_then_replaced_with_overwrite_same_seed_same_ran
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("failatlas: error: ")
     assert "--overwrite" in err and (out / "old.txt").exists()
-    rc = main(_cli(models, out, "--overwrite", "--bootstrap", "20"))
+    rc = main(_cli(models, out, "--overwrite", "--bootstrap", "20", "--margin-starts", "0"))
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert not (out / "old.txt").exists() and not (out / "tsne.png").exists()
     assert (out / "ranking.csv").read_bytes() == (first.out / "ranking.csv").read_bytes()
-    assert "corner cases:" in captured.out and "[9/9] overlap done" in captured.err
+    assert "corner cases:" in captured.out and "[10/10] overlap done" in captured.err
+    # --margin-starts 0: no margins, said so
+    assert "[7/10] margins skipped (--margin-starts 0)" in captured.err and "margins:" not in captured.out
+    assert not list(out.glob("margins*")) and json.loads((out / "summary.json").read_text())["margins"] is None
     assert not [p for p in tmp_path.iterdir() if p.name != "run"]  # no staging or old-run folder left
 
 
@@ -346,6 +356,9 @@ def test_cli_rejects_unknown_options_and_bad_values(models, tmp_path, capsys):
     rc = main(_cli(models, tmp_path / "x", "--bootstrap", "-1"))
     err = capsys.readouterr().err
     assert rc == 2 and "--bootstrap must be an integer ≥ 0, got -1" in err and not (tmp_path / "x").exists()
+    rc = main(_cli(models, tmp_path / "x", "--margin-starts", "-2"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "--margin-starts must be an integer ≥ 0, got -2" in err and not (tmp_path / "x").exists()
     with pytest.raises(FailatlasError, match="--curve-centre must be one of class, global"):
         run_analysis(_options(models, curve_centre="median"), tmp_path / "y")
     rc = main(_cli(models, tmp_path / "x", "--black-box-n", "0"))
@@ -363,6 +376,8 @@ def test_defaults_follow_quick():
         (10000, 200, 2000, None)
     assert (quick.population_size, quick.bootstrap_resamples, quick.tsne_max_points, quick.grid_class_limit) == \
         (2000, 0, 500, 3)
+    assert (full.margin_starts_per_class, quick.margin_starts_per_class) == (10, 3)
+    assert AnalysisOptions(quick=True, margin_starts=0).margin_starts_per_class == 0
     assert AnalysisOptions(quick=True, n=300).population_size == 300
 
 

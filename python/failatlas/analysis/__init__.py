@@ -7,6 +7,8 @@ dataclass that serializes to JSON/CSV, and a functional twin.
 * :class:`LatentTSNE` ``.embed(population)`` → :class:`TSNEResult` (twin :func:`tsne_embeddings`);
 * :class:`CornerCaseSearch` ``.search(population)`` → :class:`CornerCases` (twin :func:`find_corner_cases`;
   the authors' stepping procedure: :func:`authors_corner_search`);
+* :class:`CornerMargins` ``.compute(population)`` → :class:`MarginResult` (beyond DESIGN: the corner search
+  from many well-classified samples, the quantiles of their shifts);
 * :func:`manipulation_grid` → :class:`ManipulationGrid` (Fig. 5);
 * :class:`AccuracyCurve` ``.compute(population)`` → :class:`CurveResult` (twin :func:`accuracy_curve`;
   :func:`with_classifier` re-labels a population, :func:`classifier_curves` does several classifiers);
@@ -25,6 +27,7 @@ from .corners import CornerCase, CornerCases, CornerCaseSearch, authors_corner_s
 from .curves import AccuracyCurve, CurveResult, accuracy_curve, classifier_curves, with_classifier
 from .direction import DirectionWalk, FailureDirection, FailureDirectionResult, walk_failure_direction
 from .manipulation import ManipulationGrid, manipulation_grid
+from .margins import CornerMargins, MarginResult
 from .overlap import ClassDirections, ClassOverlap, SharedDim, class_overlap, jaccard
 from .pipeline import AnalysisOptions, AnalysisRun, AnalysisShard, real_accuracy, run_analysis
 from .population import Population, sample_population
@@ -36,8 +39,8 @@ from .tsne import LatentTSNE, TSNEResult, tsne_embeddings
 __all__ = [
     "AccuracyCurve", "AnalysisOptions", "AnalysisRun", "AnalysisShard", "BlackBoxRanking", "ClassDirections",
     "ClassOverlap", "Comparison", "CornerCase",
-    "CornerCaseSearch", "CornerCases", "CurveResult", "DirectionWalk", "FailureDirection", "FailureDirectionResult",
-    "GradientRanking", "LatentTSNE", "ManipulationGrid",
+    "CornerCaseSearch", "CornerCases", "CornerMargins", "CurveResult", "DirectionWalk", "FailureDirection", "FailureDirectionResult",
+    "GradientRanking", "LatentTSNE", "ManipulationGrid", "MarginResult",
     "Population", "RankRun", "RankedDim", "Ranking", "Separation", "SeparationResult", "SharedDim", "TSNEResult",
     "accuracy_curve", "auroc", "authors_corner_search", "class_overlap", "classifier_curves",
     "compare_classifiers", "find_corner_cases", "histograms", "jaccard", "ks_statistic", "manipulation_grid",

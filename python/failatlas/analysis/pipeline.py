@@ -15,6 +15,8 @@ Stages (each announced on stderr with its elapsed seconds):
    how much of the per-dimension separation one entangled factor explains; ``failure_direction.json``);
 4. t-SNE of Z, W and S (Fig. 3; at most ``tsne_points``; skipped with ``skip_tsne``);
 5. corner cases of the primary along its top-10 dimensions, every class, and pairs of the top 3 (gallery);
+   then the margins (beyond the paper, :mod:`failatlas.analysis.margins`): the same search from
+   ``margin_starts`` well-classified samples per class, the quantiles of their shifts per dimension;
 6. a manipulation grid (Fig. 5) per class with a start (the first 3 with ``quick``);
 7. accuracy-vs-distance curves (top-K) of every classifier, each on its own ranking (Fig. 6), and the
    primary's per class;
@@ -61,6 +63,7 @@ from .._progress import Stages
 from ..errors import FailatlasError
 from ..report.figures import class_label
 from .corners import CornerCases, CornerCaseSearch
+from .margins import CornerMargins, MarginResult
 from .direction import FailureDirection, walk_failure_direction
 from .direction import describe as describe_direction
 from .curves import CENTRES, AccuracyCurve, CurveResult, with_classifier
@@ -76,11 +79,12 @@ DEFAULT_CLASSIFIERS = ("mnist/classifier-corrupted", "mnist/classifier-clean")
 DEFAULT_N, QUICK_N = 10000, 2000
 DEFAULT_TSNE_POINTS, QUICK_TSNE_POINTS = 2000, 500
 DEFAULT_BOOTSTRAP = 200
+DEFAULT_MARGIN_STARTS, QUICK_MARGIN_STARTS = 10, 3
 QUICK_GRID_CLASSES = 3
 TOP = 10  # corner-case dimensions, separation summary, class overlap
 N_PAIRS = 3  # pairs of the top dimensions moved together
-STAGES = ("population", "real test images", "ranking", "separation", "tsne", "corner cases", "manipulation",
-          "accuracy curves", "overlap")
+STAGES = ("population", "real test images", "ranking", "separation", "tsne", "corner cases", "margins",
+          "manipulation", "accuracy curves", "overlap")
 MANIFEST_FORMAT = "failatlas-analysis-manifest"
 FAILURE_DIRECTION_NOTE = (
     "per classifier: the Fisher direction of class-centred w fitted on half of the population, measured on "
@@ -102,8 +106,10 @@ class AnalysisOptions:
     corner search's bracketing step in σ (DESIGN: 5; smaller finds dips of p_y narrower than 5σ, at a
     proportional cost; at least 0.01, the search's tolerance, at most its 100σ limit); black_box_n: the
     samples a classifier without gradients (ONNX) is ranked on by finite differences. quick: a fast
-    pass (N = 2,000, 500 t-SNE points, grids for 3 classes, no bootstrap); skip_tsne: no t-SNE stage.
-    bootstrap / tsne_points / grid_classes: override what ``quick`` chooses (None: its choice).
+    pass (N = 2,000, 500 t-SNE points, grids for 3 classes, no bootstrap, 3 margin starts per class);
+    skip_tsne: no t-SNE stage. margin_starts: well-classified samples per class the margins search from
+    (None: 10, or 3 with ``quick``; 0: no margins). bootstrap / tsne_points / grid_classes: override what
+    ``quick`` chooses (None: its choice).
     batch_size: samples per forward pass (None: 64 on CPU, 512 on an accelerator); threads: torch CPU
     threads for the run (0 or None: leave torch's setting). One by default: the per-image work is small
     ops, and on a 2-core machine with one core busy two threads ran them up to 9× slower than one
@@ -126,6 +132,7 @@ class AnalysisOptions:
     bootstrap: int | None = None
     tsne_points: int | None = None
     grid_classes: int | None = None
+    margin_starts: int | None = None
     batch_size: int | None = None
     threads: int | None = 1
     overwrite: bool = False
@@ -154,13 +161,18 @@ class AnalysisOptions:
     def grid_class_limit(self) -> int | None:
         return self.grid_classes if self.grid_classes is not None else (QUICK_GRID_CLASSES if self.quick else None)
 
+    @property
+    def margin_starts_per_class(self) -> int:
+        return self.margin_starts if self.margin_starts is not None else (
+            QUICK_MARGIN_STARTS if self.quick else DEFAULT_MARGIN_STARTS)
+
     def effective(self) -> dict[str, Any]:
         """Every option as given, plus the values chosen for the ones left to defaults (JSON-ready)."""
         return {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()},
                 "classifiers": list(self.classifier_list), "n": self.population_size,
                 "classes": None if self.classes is None else list(check_classes(self.classes)),
                 "bootstrap": self.bootstrap_resamples, "tsne_points": self.tsne_max_points,
-                "grid_classes": self.grid_class_limit, "corner_dims": TOP, "corner_pairs_of_top": N_PAIRS,
+                "grid_classes": self.grid_class_limit, "margin_starts": self.margin_starts_per_class, "corner_dims": TOP, "corner_pairs_of_top": N_PAIRS,
                 "overlap_k": TOP}
 
     def check(self) -> None:
@@ -177,6 +189,7 @@ class AnalysisOptions:
         positive("--bootstrap", self.bootstrap, minimum=0)
         positive("tsne_points", self.tsne_points, minimum=5)
         positive("grid_classes", self.grid_classes, minimum=0)
+        positive("--margin-starts", self.margin_starts, minimum=0)
         positive("--batch-size", self.batch_size)
         positive("--threads", self.threads, minimum=0)
         check_black_box_n(self.black_box_n)
@@ -238,6 +251,7 @@ class AnalysisRun:
     separation_summary: dict[str, Any]
     tsne: TSNEResult | None
     corner_cases: CornerCases
+    margins: MarginResult | None  # None with --margin-starts 0
     grids: tuple[ManipulationGrid, ...]
     curves: dict[str, CurveResult]
     overlap: ClassOverlap | None  # None when the primary has no per-class rankings (no gradients)
@@ -288,6 +302,8 @@ class AnalysisRun:
         lines.append(f"corner cases: {cc['found']}/{cc['pairs']} found, {cc['verified']} verified ({cc['flipped']} "
                      f"predicted as another class at the shift); pairs of "
                      f"dimensions {cc['combinations']['found']}/{cc['combinations']['pairs']}{at_start}")
+        if self.margins is not None:
+            lines.append(self.margins.format())
         for name, curve in self.curves.items():
             lines.append(f"accuracy curve (K={self.k}) {name}: mean {_fmt(curve.mean_accuracy)}, slope "
                          f"{_fmt(curve.slope)}, largest rise between plotted bins {_fmt(curve.max_rise)}")
@@ -615,7 +631,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     from ..report.curves_figures import (plot_accuracy_curves, plot_accuracy_curves_per_class, plot_overlap,
                                          plot_tsne)
     from ..report.figures import plot_separation
-    from ..report.gallery import plot_corner_gallery, plot_failure_direction, plot_manipulation_grid
+    from ..report.gallery import plot_corner_gallery, plot_failure_direction, plot_manipulation_grid, plot_margins
     from ..report.html import write_report
 
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -779,6 +795,29 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                          "average image is ambiguous), so there is no corner case to find from it; those pairs "
                          "are counted as 'at start', not as found")
 
+    # margins (beyond the paper): the corner search from many well-classified samples -----------------------
+    margins = None
+    per = options.margin_starts_per_class
+    if per == 0:
+        stage.skip("margins", "--margin-starts 0")
+    else:
+        with stage("margins", f"{per} well-classified samples per class, top {TOP} dims"):
+            margins = CornerMargins(G, C0, rankings[primary], batch_size=bs, progress_bar=bar).compute(
+                pop0, per_class=per, dims=TOP, seed=seed, step=float(options.corner_step))
+            margins.to_csv(tmp / "margins.csv")
+            plot_margins(margins, tmp / "margins.png", cases=cc, classifier=primary)
+            wrote("margins.csv")
+            figure("margins.png", "Margins: corner shifts of many samples (beyond the paper)",
+                   f"The corner search of the table below, run from {margins.index.numel()} well-classified samples "
+                   f"({per} per class at most, drawn with seed {seed}) instead of each class's average image: "
+                   "one dot per sample and dimension, the 5% and 25% quantiles and the median; red crosses: the "
+                   "average images' shifts. A 5% quantile of 3σ means 95% of these samples need at least 3σ "
+                   "along that dimension before p_y ≤ 0.5. Per sample in margins.csv.")
+            if margins.skipped_classes:
+                notes.append(f"margins: no start for class{'es' if len(margins.skipped_classes) > 1 else ''} "
+                             f"{', '.join(class_label(c, names) for c in margins.skipped_classes)} (no "
+                             "well-classified sample)")
+
     # 6. manipulation grids ----------------------------------------------------------------------------
     classes = sorted({int(c) for c in cc.labels.tolist()})
     limit = options.grid_class_limit  # a class whose start already fails makes a grid of one image: last
@@ -868,6 +907,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         "top_dims": {name: r.order[:TOP].tolist() for name, r in rankings.items()},
         "separation": sep_summary,
         "corner_cases": cc.summary(),
+        "margins": None if margins is None else _io.jsonable(margins.summary()),
         "accuracy_curves": {name: {f"K{options.k}": _curve_summary(c)} for name, c in curves.items()},
         "overlap": None if overlap is None else {"k": overlap.k, "mean_pairwise_jaccard": overlap.mean_pairwise,
                                                  "shared_dims": [d.dim for d in overlap.shared]},
@@ -895,9 +935,9 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     files = {name: out / name for name in sorted(written)}
     run = AnalysisRun(out=out, options=options, generator=gen_info, classifiers=infos, populations=populations,
                       rankings=rankings, separation=sep, separation_summary=sep_summary, tsne=tsne,
-                      corner_cases=cc, grids=tuple(grids), curves=curves, overlap=overlap, summary=summary,
-                      manifest=manifest, figures=_report_order(figures), files=files, timings=timings,
-                      notes=tuple(notes), class_names=names)
+                      corner_cases=cc, margins=margins, grids=tuple(grids), curves=curves, overlap=overlap,
+                      summary=summary, manifest=manifest, figures=_report_order(figures), files=files,
+                      timings=timings, notes=tuple(notes), class_names=names)
     write_report(run, tmp / "report.html")
     _io.write_json(tmp / "manifest.json", manifest)
     missing = sorted(name for name in written if not (tmp / name).is_file())

@@ -183,3 +183,55 @@ def _spread_over_classes(rows: list, limit: int) -> list:
     picked = {id(r) for r in chosen}
     chosen += [r for r in rows if id(r) not in picked]
     return chosen[:limit]
+
+
+def plot_margins(result, path: str | Path, cases=None, classifier: str | None = None) -> Path:
+    """The corner shifts of many starts along each top dimension (one row per dimension, rank 1 on top): a
+    dot per searched sample, the 5% and 25% quantiles and the median as ticks, the samples without a corner
+    case within the search's limit counted at the right edge. ``cases``: the class-average corner cases
+    (:class:`~failatlas.analysis.corners.CornerCases`) drawn as crosses, to show where the average image
+    falls among the samples.
+
+    result: a :class:`~failatlas.analysis.margins.MarginResult`. Writes ``path`` (PNG) and its ``.json``
+    twin (the result's data, and the class-average shifts drawn). Returns the PNG path."""
+    import math
+
+    path = Path(path)
+    dims = result.dims
+    fig = _new_figure(7.5, 0.45 * len(dims) + 1.4)
+    ax = fig.subplots()
+    gen = torch.Generator().manual_seed(0)  # the dots' vertical jitter, the same on every run
+    limit = result.max_shift
+    averages: dict[str, list[float]] = {}
+    summary = result.summary()
+    for j, (d, row) in enumerate(zip(dims, summary["dims"])):
+        y = len(dims) - 1 - j
+        col = result.shifts[:, j]
+        found = col[torch.isfinite(col)]
+        jitter = (torch.rand(found.numel(), generator=gen) - 0.5) * 0.35
+        ax.scatter(found.numpy(), (y + jitter).numpy(), s=7, color="tab:blue", alpha=0.5, linewidths=0)
+        for key, marker, size in (("q05", "|", 160), ("q25", "|", 110), ("median", "D", 30)):
+            if row[key] is not None and math.isfinite(row[key]):
+                ax.scatter([row[key]], [y], marker=marker, s=size, color="black", linewidths=1.4, zorder=3)
+        if row["not_found"]:
+            ax.text(limit * 1.01, y, f"{row['not_found']} > {limit:g}σ", va="center", fontsize=7, color="dimgray")
+        if cases is not None:
+            shifts = [r.shift for r in cases.cases if r.dims == (d,) and r.found and not r.at_start]
+            averages[str(d)] = shifts
+            ax.scatter(shifts, [y] * len(shifts), marker="x", s=22, color="tab:red", linewidths=1.0, zorder=4)
+    ax.set_yticks(range(len(dims)))
+    ax.set_yticklabels([f"#{r['rank']} dim {r['dim']} ({r['layer']})" for r in reversed(summary["dims"])], fontsize=7)
+    ax.set_xlim(0, limit * 1.16)
+    ax.set_xlabel("corner shift (σ, in the degrading direction): the smallest at which p_y ≤ 0.5", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    who = f"{classifier}: " if classifier else ""
+    crosses = "; red crosses: each class's average image" if cases is not None else ""
+    ax.set_title(f"{who}corner shifts of {result.index.numel()} well-classified samples ({result.per_class} per "
+                 f"class at most)\nblue: one sample; black ticks: 5% and 25% quantiles, diamond: median{crosses}",
+                 fontsize=8)
+    fig.tight_layout()
+    _save_png(fig, path)
+    _io.write_json(path.with_suffix(".json"), {"figure": "margins", "png": path.name, **result.to_json(),
+                                               "class_average_shifts": averages if cases is not None else None})
+    return path

@@ -271,6 +271,28 @@ def _corner_table(run) -> str:
     ])
 
 
+def _margin_table(run) -> str:
+    m = getattr(run, "margins", None)
+    if m is None:
+        return ""
+    s = m.summary()
+    fmt = lambda x: "–" if x is None else ("> limit" if x == float("inf") else f"{x:.2f}")  # noqa: E731
+    rows = [[r["rank"], r["dim"], r["layer"], fmt(r["q05"]), fmt(r["q25"]), fmt(r["median"]), r["not_found"],
+             "–" if r["soonest_class"] is None else f"{run.class_label(r['soonest_class'])} "
+             f"({fmt(r['soonest_class_median'])})"] for r in s["dims"]]
+    return "\n".join([
+        "<h2>Margins (beyond the paper)</h2>",
+        f"<p>The corner search above, from {s['starts']} well-classified samples of the population ({s['per_class']} "
+        f"per class at most, seed {s['seed']}) instead of each class's average image: how far typical samples are "
+        "from failing along each dimension. Quantiles are of the corner shifts in σ, the lower of two neighbouring "
+        f"samples; a sample without a corner case within {m.max_shift:g}σ counts as beyond it (\"&gt; limit\"). "
+        "\"5%\" = 3σ: 95% of these samples need at least 3σ before p_y ≤ 0.5. \"soonest class\": the class "
+        "with the smallest median shift, and that median.</p>",
+        _table(("rank", "dim", "layer", "5% (σ)", "25% (σ)", "median (σ)", "none within the limit",
+                "soonest class (median σ)"), rows, left=(2,)),
+    ])
+
+
 def _curve_tables(run) -> str:
     out = [f"<h2>Accuracy vs distance (K = {run.k})</h2>"]
     for name, curve in run.curves.items():
@@ -310,7 +332,7 @@ def render_report(run, folder: str | Path | None = None) -> str:
         f"{_e(', '.join(c.name for c in run.classifiers))}</title>", f"<style>{_CSS}</style>", "</head>",
         "<body>", _header(run), _summary(run), "<h2>Figures</h2>",
         *(_figure(f, folder) for f in run.figures),
-        _ranking_tables(run), _corner_table(run), _curve_tables(run), _overlap_table(run),
+        _ranking_tables(run), _corner_table(run), _margin_table(run), _curve_tables(run), _overlap_table(run),
         "<h2>Manifest</h2>", f"<pre>{_e(json.dumps(run.manifest, indent=2, ensure_ascii=False))}</pre>",
         "</body>", "</html>",
     ]
