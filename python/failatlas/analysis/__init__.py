@@ -9,7 +9,8 @@ dataclass that serializes to JSON/CSV, and a functional twin.
   the authors' stepping procedure: :func:`authors_corner_search`);
 * :func:`manipulation_grid` → :class:`ManipulationGrid` (Fig. 5);
 * :class:`AccuracyCurve` ``.compute(population)`` → :class:`CurveResult` (twin :func:`accuracy_curve`;
-  :func:`with_classifier` re-labels a population, :func:`classifier_curves` does several classifiers);
+  :func:`with_classifier` re-labels a population, :func:`classifier_curves` does several classifiers;
+  :func:`read_curves` reads every classifier's curve of an analyze run's ``curves.json``);
 * :class:`ClassDirections` ``.compare(ranking)`` → :class:`ClassOverlap` (twin :func:`class_overlap`);
 * :class:`FailureDirection` ``(G, population).fit()`` → :class:`FailureDirectionResult` (beyond DESIGN: the
   one direction of W that separates the mis-classified samples; :func:`walk_failure_direction` renders it);
@@ -22,7 +23,7 @@ dataclass that serializes to JSON/CSV, and a functional twin.
 
 from .compare import Comparison, compare_classifiers, run_compare
 from .corners import CornerCase, CornerCases, CornerCaseSearch, authors_corner_search, find_corner_cases
-from .curves import AccuracyCurve, CurveResult, accuracy_curve, classifier_curves, with_classifier
+from .curves import AccuracyCurve, CurveResult, accuracy_curve, classifier_curves, read_curves, with_classifier
 from .direction import DirectionWalk, FailureDirection, FailureDirectionResult, walk_failure_direction
 from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap, SharedDim, class_overlap, jaccard
@@ -41,7 +42,7 @@ __all__ = [
     "Population", "RankRun", "RankedDim", "Ranking", "Separation", "SeparationResult", "SharedDim", "TSNEResult",
     "accuracy_curve", "auroc", "authors_corner_search", "class_overlap", "classifier_curves",
     "compare_classifiers", "find_corner_cases", "histograms", "jaccard", "ks_statistic", "manipulation_grid",
-    "rank_any", "rank_dimensions", "real_accuracy", "run_analysis", "run_compare", "run_rank",
+    "rank_any", "rank_dimensions", "read_curves", "real_accuracy", "run_analysis", "run_compare", "run_rank",
     "sample_population", "separation", "style_gradients", "tsne_embeddings", "walk_failure_direction",
     "with_classifier",
 ]

@@ -37,6 +37,7 @@ TARGETS = ("probability", "logit")
 CSV_COLUMNS = ("rank", "dim", "layer", "resolution", "kind", "channel", "score", "abs_score", "direction",
                "sigma", "mean_grad", "ci_low", "ci_high")
 JSON_FORMAT = "failatlas-ranking"
+JSON_VERSION = 1  # the newest version of the format this failatlas reads (files without "version" are 1)
 RANK_FILES = ("ranking.csv", "ranking.json", "population.npz", "separation.csv", "separation.json", "separation.png")
 
 
@@ -205,7 +206,10 @@ class Ranking:
 
     @classmethod
     def read_json(cls, path: str | Path) -> "Ranking":
-        return cls.from_json(_io.read_json(path, "ranking file"), source=f"ranking file {path}")
+        """A ranking written by :meth:`to_json` (``ranking.json`` of ``failatlas rank`` or ``analyze``)."""
+        obj = _io.read_result_json(path, (JSON_FORMAT,), "ranking file", "a ranking", JSON_VERSION,
+                                   "pass the ranking.json of a `failatlas rank` or `failatlas analyze` run")
+        return cls.from_json(obj, source=f"ranking file {path}")
 
     def format(self, k: int = 10) -> str:
         """The top k as a small text table."""
