@@ -52,6 +52,8 @@ from .population import (Population, _eval_mode, _model_dtype_device, check_batc
 from .ranking import Ranking
 
 JSON_FORMAT = "failatlas-corner-cases"
+JSON_VERSION = 1  # the newest version of the format this failatlas reads (files without "version" are 1)
+_JSON_HINT = "pass the corner_cases.json of a `failatlas analyze` run, or a file written from CornerCases.to_json()"
 CSV_COLUMNS = ("kind", "start", "cls", "dims", "ranks", "layers", "resolutions", "kinds", "channels",
                "directions", "sigmas", "found", "at_start", "shift", "p_at_shift", "shift_before", "p_before",
                "p_start", "p_last", "verified", "p_verified", "p_before_verified", "evaluations", "pred_verified")
@@ -253,9 +255,8 @@ class CornerCases:
     @classmethod
     def from_json(cls, obj: dict[str, Any], source: str = "corner cases") -> "CornerCases":
         """Rebuild from :meth:`to_json` output (with ``styles=True``)."""
+        _io.check_result_json(obj, (JSON_FORMAT,), source, "a corner-case result", JSON_VERSION, _JSON_HINT)
         try:
-            if obj.get("format") != JSON_FORMAT:
-                raise ValueError("not a failatlas corner-case result")
             if "starts" not in obj:
                 raise ValueError("it was written without the start styles (to_json(styles=False))")
             starts = torch.tensor(obj["starts"], dtype=torch.float32).reshape(-1, int(obj["style_dim"]))
@@ -275,7 +276,10 @@ class CornerCases:
 
     @classmethod
     def read_json(cls, path: str | Path) -> "CornerCases":
-        return cls.from_json(_io.read_json(path, "corner-case file"), source=f"corner-case file {path}")
+        """A result written by :meth:`to_json` (``corner_cases.json`` of ``failatlas analyze``)."""
+        obj = _io.read_result_json(path, (JSON_FORMAT,), "corner-case file", "a corner-case result", JSON_VERSION,
+                                   _JSON_HINT)
+        return cls.from_json(obj, source=f"corner-case file {path}")
 
     def format(self) -> str:
         """A short text table of the single-dimension rows and the combinations."""
