@@ -245,9 +245,7 @@ class CurveResult:
                                  "again (AccuracyCurve(ranking).compute(population), or failatlas analyze)")
         try:
             def floats(key: str) -> torch.Tensor:  # null: NaN (an empty bin's accuracy, a class without centre)
-                nan = lambda v: [nan(x) for x in v] if isinstance(v, list) else float("nan") if v is None \
-                    else float(v)  # noqa: E731
-                return torch.tensor(nan(obj[key]), dtype=torch.float64)
+                return torch.tensor(_null_to_nan(obj[key]), dtype=torch.float64)
 
             def ints(key: str) -> torch.Tensor:
                 return torch.tensor([int(x) for x in obj[key]], dtype=torch.int64)
@@ -313,6 +311,13 @@ class CurveResult:
         path = Path(path)
         _io.write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
         return path
+
+
+def _null_to_nan(v: Any) -> Any:
+    """The inverse of :func:`failatlas._io.jsonable` on (nested lists of) floats where null stands for NaN."""
+    if isinstance(v, list):
+        return [_null_to_nan(x) for x in v]
+    return float("nan") if v is None else float(v)
 
 
 def _classifiers(obj: dict[str, Any], source: str) -> dict[str, Any]:
