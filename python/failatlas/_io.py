@@ -218,8 +218,8 @@ def describe_json(obj: Any) -> str:
         if isinstance(obj.get("figure"), str):
             return f"the data plotted in the {obj['figure']} figure ({obj.get('png', 'its PNG')})"
         return f"a file of format {fmt!r}" if fmt is not None else "a JSON object without a failatlas format"
-    kind = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(obj), "a number")
-    return f"JSON {kind}, not an object"
+    return "JSON null" if obj is None else \
+        f"a JSON {({list: 'list', str: 'string', bool: 'boolean'}).get(type(obj), 'number')}"
 
 
 def check_result_json(obj: Any, formats: tuple[str, ...], source: str, what: str, version: int, hint: str) -> dict:
