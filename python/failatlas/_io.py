@@ -205,6 +205,9 @@ RESULT_FORMATS = {
     "failatlas-corner-cases": "a corner-case result (corner_cases.json)",
     "failatlas-comparison": "a comparison (compare.json)",
     "failatlas-separation": "a separation result (SeparationResult.to_json)",
+    "failatlas-tsne": "a t-SNE result (tsne.json)",
+    "failatlas-class-overlap": "a class overlap (overlap.json)",
+    "failatlas-failure-direction": "a failure direction (failure_direction.json)",
 }
 
 
