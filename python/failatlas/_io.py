@@ -242,6 +242,18 @@ def check_result_json(obj: Any, formats: tuple[str, ...], source: str, what: str
     return obj
 
 
+@contextlib.contextmanager
+def rebuilding(source: str, what: str, fix: str) -> Iterator[None]:
+    """Around the rebuilding of a result from parsed JSON: a key missing, a value of the wrong type or an
+    array of the wrong shape becomes one :class:`FailatlasError` naming ``source``, ``what`` it should be
+    and the ``fix``."""
+    try:
+        yield
+    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise FailatlasError(f"{source} is not a valid failatlas {what} ({type(exc).__name__}: {exc}); "
+                             f"{fix}") from None
+
+
 def read_result_json(path: str | os.PathLike, formats: tuple[str, ...], what: str, expected: str, version: int,
                      hint: str) -> dict:
     """A result file read by :func:`read_json` (named ``what`` in the messages: "ranking file not found: …",

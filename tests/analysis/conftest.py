@@ -139,7 +139,8 @@ def _same(a, b, where: str) -> None:
         for f in dataclasses.fields(a):
             _same(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}")
     elif isinstance(a, torch.Tensor):
-        assert (a.dtype, a.shape) == (b.dtype, b.shape), f"{where}: {a.dtype} {list(a.shape)} vs {b.dtype} {list(b.shape)}"
+        assert (a.dtype, a.shape) == (b.dtype, b.shape), \
+            f"{where}: {a.dtype} {list(a.shape)} vs {b.dtype} {list(b.shape)}"
         same = a == b
         if a.is_floating_point():
             same |= a.isnan() & b.isnan()

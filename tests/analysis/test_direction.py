@@ -160,8 +160,8 @@ def test_failure_direction_json_reads_back_exactly(G, C, population, tmp_path, r
     old = {k: v for k, v in obj.items() if k not in ("format", "version")}
     for bad, message in ((old, "written by an older failatlas, before the failure direction's format"),
                          ({**obj, "version": 2}, "written by a newer failatlas"),
-                         ({**obj, "centres": obj["direction"]}, r"not a valid failatlas failure direction \(ValueError: "
-                                                               "centres must have 2 dimension")):
+                         ({**obj, "centres": obj["direction"]},
+                          r"not a valid failatlas failure direction \(ValueError: centres must have 2 dimension")):
         _io.write_json(tmp_path / "bad.json", bad)
         with pytest.raises(FailatlasError, match=message):
             FailureDirectionResult.read_json(tmp_path / "bad.json")

@@ -179,7 +179,7 @@ class Comparison:
         if "rankings" not in obj or "curve_results" not in obj:
             raise FailatlasError(f"{source} was written by an older failatlas, before compare.json held each "
                                  "classifier's ranking and curve in full; run failatlas compare again")
-        try:
+        with _io.rebuilding(source, "comparison", "run failatlas compare again"):
             def table(rows: Any, cell) -> list[list]:
                 return [[cell(v) for v in row] for row in rows]
 
@@ -219,11 +219,6 @@ class Comparison:
                 classes_without_start=tuple(int(c) for c in obj["classes_without_start"]),
                 no_curve={str(k): str(v) for k, v in obj["no_curve"].items()},
                 class_names=None if class_names is None else tuple(str(x) for x in class_names))
-        except FailatlasError:
-            raise
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise FailatlasError(f"{source} is not a valid failatlas comparison ({type(exc).__name__}: {exc}); run "
-                                 "failatlas compare again") from None
 
     @classmethod
     def read_json(cls, path: str | Path) -> "Comparison":

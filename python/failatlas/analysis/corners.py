@@ -256,7 +256,7 @@ class CornerCases:
     def from_json(cls, obj: dict[str, Any], source: str = "corner cases") -> "CornerCases":
         """Rebuild from :meth:`to_json` output (with ``styles=True``)."""
         _io.check_result_json(obj, (JSON_FORMAT,), source, "a corner-case result", JSON_VERSION, _JSON_HINT)
-        try:
+        with _io.rebuilding(source, "corner-case result", "search again"):
             if "starts" not in obj:
                 raise ValueError("it was written without the start styles (to_json(styles=False))")
             starts = torch.tensor(obj["starts"], dtype=torch.float32).reshape(-1, int(obj["style_dim"]))
@@ -270,9 +270,6 @@ class CornerCases:
                 rounds=int(obj["rounds"]), verify_evaluations=int(obj["verify_evaluations"]),
                 skipped_classes=tuple(int(c) for c in obj["skipped_classes"]),
                 warnings=tuple(str(w) for w in obj["warnings"]), method=str(obj["method"]))
-        except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise FailatlasError(f"{source} is not a valid failatlas corner-case result "
-                                 f"({type(exc).__name__}: {exc}); search again") from None
 
     @classmethod
     def read_json(cls, path: str | Path) -> "CornerCases":

@@ -243,7 +243,7 @@ class CurveResult:
             raise FailatlasError(f"{source} was written by an older failatlas that kept the curve's bins only, "
                                  "not the per-sample distances and centres it is rebuilt from; compute the curve "
                                  "again (AccuracyCurve(ranking).compute(population), or failatlas analyze)")
-        try:
+        with _io.rebuilding(source, "accuracy curve", "compute it again"):
             def floats(key: str) -> torch.Tensor:  # null: NaN (an empty bin's accuracy, a class without centre)
                 return torch.tensor(_null_to_nan(obj[key]), dtype=torch.float64)
 
@@ -272,11 +272,6 @@ class CurveResult:
             if result.n != int(obj["n"]) or len(result.dims) != k or result.centre.shape[-1:] != (k,):
                 raise ValueError(f"expected {obj['n']} distances, {k} dimensions and centres of {k} values")
             return result
-        except FailatlasError:
-            raise
-        except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise FailatlasError(f"{source} is not a valid failatlas accuracy curve ({type(exc).__name__}: {exc}); "
-                                 "compute it again") from None
 
     @classmethod
     def read_json(cls, path: str | Path, classifier: str | None = None) -> "CurveResult":

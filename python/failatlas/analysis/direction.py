@@ -114,7 +114,7 @@ class FailureDirectionResult:
             raise FailatlasError(f"{source} was written by an older failatlas, before the failure direction's "
                                  "format was recorded; run failatlas analyze again")
         _io.check_result_json(obj, (JSON_FORMAT,), source, "a failure direction", JSON_VERSION, _JSON_HINT)
-        try:
+        with _io.rebuilding(source, "failure direction", "fit it again"):
             def tensor(key: str, ndim: int) -> torch.Tensor:
                 t = torch.tensor(obj[key], dtype=torch.float64)
                 if t.ndim != ndim:
@@ -126,9 +126,6 @@ class FailureDirectionResult:
                        classes=tuple(int(c) for c in obj["classes"]),
                        **{k: float("nan") if obj[k] is None else float(obj[k]) for k in _FLOATS},
                        **{k: int(obj[k]) for k in _INTS})
-        except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise FailatlasError(f"{source} is not a valid failatlas failure direction ({type(exc).__name__}: "
-                                 f"{exc}); fit it again") from None
 
     @classmethod
     def read_json(cls, path: str | Path, classifier: str | None = None) -> "FailureDirectionResult":

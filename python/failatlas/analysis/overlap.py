@@ -96,7 +96,7 @@ class ClassOverlap:
     def from_json(cls, obj: dict[str, Any], source: str = "class overlap") -> "ClassOverlap":
         """Rebuild a result from :meth:`to_json` output (also the ``overlap.json`` beside the overlap figure)."""
         _io.check_result_json(obj, (JSON_FORMAT,), source, "a class overlap", JSON_VERSION, _JSON_HINT)
-        try:
+        with _io.rebuilding(source, "class overlap", "compare the rankings again"):
             classes = tuple(int(c) for c in obj["classes"])
             C = len(classes)
 
@@ -114,9 +114,6 @@ class ClassOverlap:
                                        channel=None if d["channel"] is None else int(d["channel"]))
                              for d in obj["shared"]),
                 threshold=int(obj["threshold"]))
-        except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise FailatlasError(f"{source} is not a valid failatlas class overlap ({type(exc).__name__}: {exc}); "
-                                 "compare the rankings again") from None
 
     @classmethod
     def read_json(cls, path: str | Path) -> "ClassOverlap":

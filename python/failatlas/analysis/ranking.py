@@ -177,7 +177,7 @@ class Ranking:
     @classmethod
     def from_json(cls, obj: dict[str, Any], source: str = "ranking") -> "Ranking":
         """Rebuild a ranking from :meth:`to_json` output (e.g. a ``ranking.json`` read back)."""
-        try:
+        with _io.rebuilding(source, "ranking", "write it again with `failatlas rank`"):
             if obj.get("format") != JSON_FORMAT:
                 raise ValueError("not a failatlas ranking")
             rows = obj["dims"]
@@ -198,11 +198,6 @@ class Ranking:
                 bootstrap=int(obj.get("bootstrap", 0)), seed=int(obj.get("seed", 0)), label=obj.get("label"),
                 method=str(obj.get("method", "gradient")), images=int(obj.get("images", 0)),
                 per_class={int(c): cls.from_json(r, source) for c, r in obj.get("per_class", {}).items()})
-        except FailatlasError:
-            raise
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise FailatlasError(f"{source} is not a valid failatlas ranking ({type(exc).__name__}: {exc}); "
-                                 "write it again with `failatlas rank`") from None
 
     @classmethod
     def read_json(cls, path: str | Path) -> "Ranking":

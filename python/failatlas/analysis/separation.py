@@ -249,7 +249,7 @@ class SeparationResult:
     def from_json(cls, obj: dict[str, Any], source: str = "separation result") -> "SeparationResult":
         """Rebuild a result from :meth:`to_json` output."""
         _io.check_result_json(obj, (JSON_FORMAT,), source, "a separation result", JSON_VERSION, _HINT)
-        try:
+        with _io.rebuilding(source, "separation result", "compute it again"):
             rows = obj["dims"]
             S, bins = len(rows), int(obj["bins"])
             if [int(r["dim"]) for r in rows] != list(range(S)):
@@ -270,9 +270,6 @@ class SeparationResult:
                 n_mis=int(obj["n_mis"]),
                 layout=tuple(StyleDim(str(r["layer"]), int(r["resolution"]), str(r["kind"]), int(r["channel"]),
                                       int(r["dim"])) for r in rows) if all(known) and rows else None)
-        except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise FailatlasError(f"{source} is not a valid failatlas separation result ({type(exc).__name__}: "
-                                 f"{exc}); compute it again") from None
 
     @classmethod
     def read_json(cls, path: str | Path) -> "SeparationResult":

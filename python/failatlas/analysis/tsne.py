@@ -88,7 +88,7 @@ class TSNEResult:
     def from_json(cls, obj: dict[str, Any], source: str = "t-SNE result") -> "TSNEResult":
         """Rebuild a result from :meth:`to_json` output (also the ``tsne.json`` beside the t-SNE figure)."""
         _io.check_result_json(obj, (JSON_FORMAT,), source, "a t-SNE result", JSON_VERSION, _JSON_HINT)
-        try:
+        with _io.rebuilding(source, "t-SNE result", "embed it again"):
             def opt(v: Any, kind: type) -> Any:
                 return None if v is None else kind(v)
 
@@ -107,9 +107,6 @@ class TSNEResult:
             if any(t.shape[0] != n for t in (*spaces.values(), result.indices, result.y, result.well)):
                 raise ValueError(f"expected {n} samples in every embedding and list")
             return result
-        except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise FailatlasError(f"{source} is not a valid failatlas t-SNE result ({type(exc).__name__}: {exc}); "
-                                 "embed it again") from None
 
     @classmethod
     def read_json(cls, path: str | Path) -> "TSNEResult":
