@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .errors import FailatlasError
+from .errors import FailatlasError, ResultFileError, ResultFileNotFoundError
 
 
 def _umask() -> int:
@@ -228,37 +228,51 @@ def describe_json(obj: Any) -> str:
 def check_result_json(obj: Any, formats: tuple[str, ...], source: str, what: str, version: int, hint: str) -> dict:
     """``obj`` (a parsed JSON file, ``source`` naming it) is a result of one of ``formats`` at a version
     this failatlas reads (``version``; a file without a ``version`` key is version 1), else one
-    :class:`FailatlasError` naming the file, what it holds and what was expected (``what``, ``hint``: how
-    to get the right file). Returns ``obj``."""
+    :class:`~failatlas.errors.ResultFileError` naming the file, what it holds and what was expected
+    (``what``, ``hint``: how to get the right file). Returns ``obj``."""
     if not isinstance(obj, dict) or obj.get("format") not in formats:
-        raise FailatlasError(f"{source} holds {describe_json(obj)}, not {what} (format {formats[0]!r}); {hint}")
+        raise ResultFileError(f"{source} holds {describe_json(obj)}, not {what} (format {formats[0]!r}); {hint}")
     found = obj.get("version", 1)
     if isinstance(found, bool) or not isinstance(found, int) or found < 1:
-        raise FailatlasError(f"{source} has an invalid format version {found!r} (expected a whole number from 1 "
-                             f"to {version}); restore or regenerate it")
+        raise ResultFileError(f"{source} has an invalid format version {found!r} (expected a whole number from 1 "
+                              f"to {version}); restore or regenerate it")
     if found > version:
-        raise FailatlasError(f"{source} was written by a newer failatlas (format {obj['format']!r} version {found}; "
-                             f"this one reads up to version {version}); update failatlas to read it")
+        raise ResultFileError(f"{source} was written by a newer failatlas (format {obj['format']!r} version {found}; "
+                              f"this one reads up to version {version}); update failatlas to read it")
     return obj
 
 
 @contextlib.contextmanager
 def rebuilding(source: str, what: str, fix: str) -> Iterator[None]:
     """Around the rebuilding of a result from parsed JSON: a key missing, a value of the wrong type or an
-    array of the wrong shape becomes one :class:`FailatlasError` naming ``source``, ``what`` it should be
-    and the ``fix``."""
+    array of the wrong shape becomes one :class:`~failatlas.errors.ResultFileError` naming ``source``,
+    ``what`` it should be and the ``fix``."""
     try:
         yield
+    except FailatlasError:  # a nested result's own line (ResultFileError is a ValueError too): as it is
+        raise
     except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise FailatlasError(f"{source} is not a valid failatlas {what} ({type(exc).__name__}: {exc}); "
-                             f"{fix}") from None
+        raise ResultFileError(f"{source} is not a valid failatlas {what} ({type(exc).__name__}: {exc}); "
+                              f"{fix}") from None
+
+
+def load_result_json(path: str | os.PathLike, what: str) -> Any:
+    """A result file read by :func:`read_json` (named ``what`` in the messages): "ranking file not found: …"
+    as a :class:`~failatlas.errors.ResultFileNotFoundError`, "… is not valid JSON" as a
+    :class:`~failatlas.errors.ResultFileError`."""
+    if not Path(path).is_file():
+        raise ResultFileNotFoundError(f"{what} not found: {path}")
+    try:
+        return read_json(path, what)
+    except FailatlasError as exc:  # not JSON: the same line, as the error every reader raises
+        raise ResultFileError(str(exc)) from None
 
 
 def read_result_json(path: str | os.PathLike, formats: tuple[str, ...], what: str, expected: str, version: int,
                      hint: str) -> dict:
-    """A result file read by :func:`read_json` (named ``what`` in the messages: "ranking file not found: …",
-    "… is not valid JSON") and checked by :func:`check_result_json` (``expected``: what it should hold)."""
-    return check_result_json(read_json(path, what), formats, f"{what} {path}", expected, version, hint)
+    """A result file read by :func:`load_result_json` and checked by :func:`check_result_json`
+    (``expected``: what it should hold)."""
+    return check_result_json(load_result_json(path, what), formats, f"{what} {path}", expected, version, hint)
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

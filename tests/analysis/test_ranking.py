@@ -254,7 +254,7 @@ def test_ranking_json_reads_back_exactly_and_other_files_are_refused(G, C, popul
                                              r"\(CurveResult.to_json\), not a ranking \(format 'failatlas-ranking'\)"):
         Ranking.read_json(tmp_path / "curve.json")
     (tmp_path / "cut.json").write_text(path.read_text()[:1000])
-    with pytest.raises(FailatlasError, match=r"ranking file .*cut.json is not valid JSON"):
+    with pytest.raises(ValueError, match=r"ranking file .*cut.json is not valid JSON"):  # a FailatlasError too
         Ranking.read_json(tmp_path / "cut.json")
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(FailatlasError, match=r"list.json holds a JSON list, not a ranking"):
@@ -262,5 +262,11 @@ def test_ranking_json_reads_back_exactly_and_other_files_are_refused(G, C, popul
     _io.write_json(tmp_path / "new.json", {**json.loads(path.read_text()), "version": 2})
     with pytest.raises(FailatlasError, match=r"written by a newer failatlas \(format 'failatlas-ranking' version 2"):
         Ranking.read_json(tmp_path / "new.json")
-    with pytest.raises(FailatlasError, match="ranking file not found"):
+    with pytest.raises(FileNotFoundError, match="ranking file not found") as missing:
         Ranking.read_json(tmp_path / "none.json")
+    from failatlas.errors import ResultFileError, ResultFileNotFoundError
+
+    assert isinstance(missing.value, ResultFileNotFoundError) and isinstance(missing.value, FailatlasError)
+    with pytest.raises(ResultFileError, match="holds a JSON list") as wrong:  # the CLI prints it as one line
+        Ranking.read_json(tmp_path / "list.json")
+    assert isinstance(wrong.value, ValueError) and isinstance(wrong.value, FailatlasError)

@@ -31,7 +31,7 @@ from torch import nn
 
 from .. import _io
 from .._progress import Stages
-from ..errors import FailatlasError
+from ..errors import FailatlasError, ResultFileError
 from .corners import CornerCaseSearch
 from .curves import AccuracyCurve, CurveResult, with_classifier
 from .population import Population, check_class_counts, check_classes, describe_classes, sample_population
@@ -177,8 +177,8 @@ class Comparison:
         of it and are left out."""
         _io.check_result_json(obj, (JSON_FORMAT,), source, "a comparison", JSON_VERSION, _JSON_HINT)
         if "rankings" not in obj or "curve_results" not in obj:
-            raise FailatlasError(f"{source} was written by an older failatlas, before compare.json held each "
-                                 "classifier's ranking and curve in full; run failatlas compare again")
+            raise ResultFileError(f"{source} was written by an older failatlas, before compare.json held each "
+                                  "classifier's ranking and curve in full; run failatlas compare again")
         with _io.rebuilding(source, "comparison", "run failatlas compare again"):
             def table(rows: Any, cell) -> list[list]:
                 return [[cell(v) for v in row] for row in rows]

@@ -61,7 +61,7 @@ from torch import nn
 
 from .. import _io
 from .._progress import progress
-from ..errors import FailatlasError
+from ..errors import FailatlasError, ResultFileError
 from ..models.adapter import classifier_view
 from .population import (Population, _eval_mode, _model_dtype_device, _who, check_batch_size, check_class_counts,
                          check_logits, check_not_probabilities, classify)
@@ -240,9 +240,9 @@ class CurveResult:
         """Rebuild a curve from :meth:`to_json` output (version 2 or later: with the centres and distances)."""
         _io.check_result_json(obj, (JSON_FORMAT,), source, "an accuracy curve", JSON_VERSION, _CURVE_HINT)
         if "distance" not in obj:
-            raise FailatlasError(f"{source} was written by an older failatlas that kept the curve's bins only, "
-                                 "not the per-sample distances and centres it is rebuilt from; compute the curve "
-                                 "again (AccuracyCurve(ranking).compute(population), or failatlas analyze)")
+            raise ResultFileError(f"{source} was written by an older failatlas that kept the curve's bins only, "
+                                  "not the per-sample distances and centres it is rebuilt from; compute the curve "
+                                  "again (AccuracyCurve(ranking).compute(population), or failatlas analyze)")
         with _io.rebuilding(source, "accuracy curve", "compute it again"):
             def floats(key: str) -> torch.Tensor:  # null: NaN (an empty bin's accuracy, a class without centre)
                 return torch.tensor(_null_to_nan(obj[key]), dtype=torch.float64)
@@ -283,15 +283,15 @@ class CurveResult:
         source = f"accuracy-curve file {path}"
         if obj["format"] == JSON_FORMAT:
             if classifier is not None:
-                raise FailatlasError(f"{source} holds one curve, not one per classifier; read it without classifier=")
+                raise ResultFileError(f"{source} holds one curve, not one per classifier; read it without classifier=")
             return cls.from_json(obj, source)
         curves = _classifiers(obj, source)
         if classifier is None and len(curves) == 1:
             classifier = next(iter(curves))
         if classifier not in curves:
-            raise FailatlasError(f"{source} holds the curves of {', '.join(map(repr, curves))}"
-                                 + ("" if classifier is None else f", not of {classifier!r}")
-                                 + "; pass classifier= one of them, or read them all with read_curves")
+            raise ResultFileError(f"{source} holds the curves of {', '.join(map(repr, curves))}"
+                                  + ("" if classifier is None else f", not of {classifier!r}")
+                                  + "; pass classifier= one of them, or read them all with read_curves")
         return cls.from_json(curves[classifier], f"{source}, classifier {classifier!r}")
 
     def to_csv(self, path: str | Path) -> Path:
@@ -318,8 +318,8 @@ def _null_to_nan(v: Any) -> Any:
 def _classifiers(obj: dict[str, Any], source: str) -> dict[str, Any]:
     curves = obj.get("classifiers")
     if not isinstance(curves, dict) or not curves:
-        raise FailatlasError(f"{source} is not a valid failatlas curves file (no curve under 'classifiers'); run "
-                             "failatlas analyze again")
+        raise ResultFileError(f"{source} is not a valid failatlas curves file (no curve under 'classifiers'); run "
+                              "failatlas analyze again")
     return curves
 
 

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from .. import _io
-from ..errors import FailatlasError
+from ..errors import FailatlasError, ResultFileError
 from .population import Population
 from .separation import auroc, ks_statistic, separation
 
@@ -111,8 +111,8 @@ class FailureDirectionResult:
     def from_json(cls, obj: dict[str, Any], source: str = "failure direction") -> "FailureDirectionResult":
         """Rebuild a result from :meth:`to_json` output (the summary's derived figures are recomputed)."""
         if isinstance(obj, dict) and "format" not in obj and "direction" in obj:
-            raise FailatlasError(f"{source} was written by an older failatlas, before the failure direction's "
-                                 "format was recorded; run failatlas analyze again")
+            raise ResultFileError(f"{source} was written by an older failatlas, before the failure direction's "
+                                  "format was recorded; run failatlas analyze again")
         _io.check_result_json(obj, (JSON_FORMAT,), source, "a failure direction", JSON_VERSION, _JSON_HINT)
         with _io.rebuilding(source, "failure direction", "fit it again"):
             def tensor(key: str, ndim: int) -> torch.Tensor:
@@ -131,20 +131,20 @@ class FailureDirectionResult:
     def read_json(cls, path: str | Path, classifier: str | None = None) -> "FailureDirectionResult":
         """A result written by :meth:`to_json`, or one classifier's from the ``failure_direction.json`` of
         ``failatlas analyze`` (``classifier``: its name; may be left out when the file holds one)."""
-        obj = _io.read_json(path, "failure-direction file")
+        obj = _io.load_result_json(path, "failure-direction file")
         source = f"failure-direction file {path}"
         fitted = {k: v for k, v in obj.items() if isinstance(v, dict)} if isinstance(obj, dict) else {}
         if not isinstance(obj, dict) or "format" in obj or "note" not in obj or not fitted:  # one result
             if classifier is not None:
-                raise FailatlasError(f"{source} holds one result, not one per classifier; read it without "
-                                     "classifier=")
+                raise ResultFileError(f"{source} holds one result, not one per classifier; read it without "
+                                      "classifier=")
             return cls.from_json(obj, source)
         if classifier is None and len(fitted) == 1:
             classifier = next(iter(fitted))
         if classifier not in fitted:
-            raise FailatlasError(f"{source} holds the failure directions of {', '.join(map(repr, fitted))}"
-                                 + ("" if classifier is None else f", not of {classifier!r}")
-                                 + "; pass classifier= one of them")
+            raise ResultFileError(f"{source} holds the failure directions of {', '.join(map(repr, fitted))}"
+                                  + ("" if classifier is None else f", not of {classifier!r}")
+                                  + "; pass classifier= one of them")
         return cls.from_json(fitted[classifier], f"{source}, classifier {classifier!r}")
 
 
