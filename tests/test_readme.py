@@ -61,7 +61,8 @@ def test_readme_run_folder_example_runs(repo_root, tmp_path, monkeypatch):
     """'Working from a run folder', run as written on a run folder of the shipped models (a small one)."""
     import failatlas
     from failatlas import _io
-    from failatlas.analysis import GradientRanking, sample_population
+    from failatlas.analysis import AccuracyCurve, CornerCaseSearch, GradientRanking, sample_population
+    from failatlas.analysis.curves import CURVES_FORMAT
 
     text = (repo_root / "README.md").read_text(encoding="utf-8")
     section = text.split("**Working from a run folder.**", 1)[1]
@@ -72,9 +73,18 @@ def test_readme_run_folder_example_runs(repo_root, tmp_path, monkeypatch):
     run = tmp_path / "runs" / "analyze"
     run.mkdir(parents=True)
     pop.to_npz(run / "population.npz")
-    _io.write_json(run / "ranking.json", GradientRanking(G, C).rank(pop).to_json())
+    ranking = GradientRanking(G, C).rank(pop)
+    _io.write_json(run / "ranking.json", ranking.to_json())
+    curve = AccuracyCurve(ranking).compute(pop)  # curves.json and corner_cases.json as analyze writes them
+    _io.write_json(run / "curves.json", _io.jsonable({"format": CURVES_FORMAT, "k": 100, "primary": "clean",
+                                                     "classifiers": {"clean": curve.to_json()}}))
+    corners = CornerCaseSearch(G, C, ranking).search(pop, dims=1, classes=[0, 1], pairs=False)
+    _io.write_json(run / "corner_cases.json", _io.jsonable(corners.to_json()))
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(block, "README.md (Working from a run folder)", "exec"), scope)
     assert scope["curve"].k == 50 and scope["sep"].style_dim == G.style_dim
     assert (tmp_path / "separation-again.png").is_file() and (tmp_path / "separation-again.json").is_file()
+    assert list(scope["curves"]) == ["clean"] and torch.equal(scope["curves"]["clean"].distance, curve.distance)
+    assert scope["corners"].rows == corners.rows
+    assert (tmp_path / "curves-again.png").is_file() and (tmp_path / "curves-again.json").is_file()

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .errors import FailatlasError
+from .errors import FailatlasError, ResultFileError, ResultFileNotFoundError
 
 
 def _umask() -> int:
@@ -194,6 +194,85 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FailatlasError(f"{what} {path} is not valid JSON ({exc}); restore or regenerate it") from None
+
+
+#: the results written as JSON, by their ``format`` key → what a file of that format is (for the readers'
+#: messages: a file of another kind is named for what it is)
+RESULT_FORMATS = {
+    "failatlas-ranking": "a ranking (ranking.json)",
+    "failatlas-accuracy-curve": "one accuracy curve (CurveResult.to_json)",
+    "failatlas-accuracy-curves": "the accuracy curves of an analyze run (curves.json)",
+    "failatlas-corner-cases": "a corner-case result (corner_cases.json)",
+    "failatlas-comparison": "a comparison (compare.json)",
+    "failatlas-separation": "a separation result (SeparationResult.to_json)",
+    "failatlas-tsne": "a t-SNE result (tsne.json)",
+    "failatlas-class-overlap": "a class overlap (overlap.json)",
+    "failatlas-failure-direction": "a failure direction (failure_direction.json)",
+}
+
+
+def describe_json(obj: Any) -> str:
+    """What a parsed JSON file holds, in words: a failatlas result by its ``format``, a figure's data (the
+    ``.json`` beside a figure's PNG), or the kind of JSON value."""
+    if isinstance(obj, dict):
+        fmt = obj.get("format")
+        if fmt in RESULT_FORMATS:
+            return RESULT_FORMATS[fmt]
+        if isinstance(obj.get("figure"), str):
+            return f"the data plotted in the {obj['figure']} figure ({obj.get('png', 'its PNG')})"
+        return f"a file of format {fmt!r}" if fmt is not None else "a JSON object without a failatlas format"
+    return "JSON null" if obj is None else \
+        f"a JSON {({list: 'list', str: 'string', bool: 'boolean'}).get(type(obj), 'number')}"
+
+
+def check_result_json(obj: Any, formats: tuple[str, ...], source: str, what: str, version: int, hint: str) -> dict:
+    """``obj`` (a parsed JSON file, ``source`` naming it) is a result of one of ``formats`` at a version
+    this failatlas reads (``version``; a file without a ``version`` key is version 1), else one
+    :class:`~failatlas.errors.ResultFileError` naming the file, what it holds and what was expected
+    (``what``, ``hint``: how to get the right file). Returns ``obj``."""
+    if not isinstance(obj, dict) or obj.get("format") not in formats:
+        raise ResultFileError(f"{source} holds {describe_json(obj)}, not {what} (format {formats[0]!r}); {hint}")
+    found = obj.get("version", 1)
+    if isinstance(found, bool) or not isinstance(found, int) or found < 1:
+        raise ResultFileError(f"{source} has an invalid format version {found!r} (expected a whole number from 1 "
+                              f"to {version}); restore or regenerate it")
+    if found > version:
+        raise ResultFileError(f"{source} was written by a newer failatlas (format {obj['format']!r} version {found}; "
+                              f"this one reads up to version {version}); update failatlas to read it")
+    return obj
+
+
+@contextlib.contextmanager
+def rebuilding(source: str, what: str, fix: str) -> Iterator[None]:
+    """Around the rebuilding of a result from parsed JSON: a key missing, a value of the wrong type or an
+    array of the wrong shape becomes one :class:`~failatlas.errors.ResultFileError` naming ``source``,
+    ``what`` it should be and the ``fix``."""
+    try:
+        yield
+    except FailatlasError:  # a nested result's own line (ResultFileError is a ValueError too): as it is
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ResultFileError(f"{source} is not a valid failatlas {what} ({type(exc).__name__}: {exc}); "
+                              f"{fix}") from None
+
+
+def load_result_json(path: str | os.PathLike, what: str) -> Any:
+    """A result file read by :func:`read_json` (named ``what`` in the messages): "ranking file not found: …"
+    as a :class:`~failatlas.errors.ResultFileNotFoundError`, "… is not valid JSON" as a
+    :class:`~failatlas.errors.ResultFileError`."""
+    if not Path(path).is_file():
+        raise ResultFileNotFoundError(f"{what} not found: {path}")
+    try:
+        return read_json(path, what)
+    except FailatlasError as exc:  # not JSON: the same line, as the error every reader raises
+        raise ResultFileError(str(exc)) from None
+
+
+def read_result_json(path: str | os.PathLike, formats: tuple[str, ...], what: str, expected: str, version: int,
+                     hint: str) -> dict:
+    """A result file read by :func:`load_result_json` and checked by :func:`check_result_json`
+    (``expected``: what it should hold)."""
+    return check_result_json(load_result_json(path, what), formats, f"{what} {path}", expected, version, hint)
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

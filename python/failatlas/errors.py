@@ -29,3 +29,12 @@ def error_line(exc: BaseException, limit: int = 240) -> str:
         return type(exc).__name__
     line = lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
     return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+class ResultFileError(FailatlasError, ValueError):
+    """A result file (JSON) its reader cannot take: not JSON, another kind of file, a format version this
+    failatlas does not read, or damaged content. Also a :class:`ValueError`, for callers that catch those."""
+
+
+class ResultFileNotFoundError(FailatlasError, FileNotFoundError):
+    """A result file that does not exist. Also a :class:`FileNotFoundError`."""

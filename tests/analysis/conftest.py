@@ -126,3 +126,59 @@ class Sharpened(nn.Module):
 def sharp_classifier(C) -> nn.Module:
     """The random CNN ``C``, sharpened (corner-case and manipulation tests)."""
     return Sharpened(C).eval()
+
+
+def _same(a, b, where: str) -> None:
+    """``a`` and ``b`` hold equal fields: tensors of the same dtype, shape and values (NaN equal to NaN),
+    containers of the same type and order, nested results compared field by field."""
+    import dataclasses
+    import math
+
+    assert type(a) is type(b), f"{where}: {type(a).__name__} vs {type(b).__name__}"
+    if dataclasses.is_dataclass(a):
+        for f in dataclasses.fields(a):
+            _same(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}")
+    elif isinstance(a, torch.Tensor):
+        assert (a.dtype, a.shape) == (b.dtype, b.shape), \
+            f"{where}: {a.dtype} {list(a.shape)} vs {b.dtype} {list(b.shape)}"
+        same = a == b
+        if a.is_floating_point():
+            same |= a.isnan() & b.isnan()
+        assert bool(same.all()), f"{where}: values differ"
+    elif isinstance(a, dict):
+        assert list(a) == list(b), f"{where}: keys {list(a)} vs {list(b)}"
+        for k in a:
+            _same(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{where}: lengths {len(a)} vs {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and math.isnan(a):
+        assert math.isnan(b), f"{where}: NaN vs {b}"
+    else:
+        assert a == b, f"{where}: {a!r} vs {b!r}"
+
+
+@pytest.fixture(scope="session")
+def assert_same_result():
+    """``assert_same_result(a, b)``: two results (e.g. one and its JSON read back) have equal fields."""
+    return lambda a, b: _same(a, b, type(a).__name__)
+
+
+@pytest.fixture(scope="session")
+def round_trip(tmp_path_factory):
+    """``round_trip(result, read, name)``: write ``result.to_json()`` as failatlas writes JSON, read it back
+    with ``read(path)``, write that again: the two files must be byte-identical. Returns (read-back, path)."""
+    from failatlas import _io
+
+    folder = tmp_path_factory.mktemp("round-trip")
+
+    def run(result, read, name: str):
+        first, second = folder / name, folder / f"again-{name}"
+        _io.write_json(first, _io.jsonable(result.to_json()))
+        back = read(first)
+        _io.write_json(second, _io.jsonable(back.to_json()))
+        assert second.read_bytes() == first.read_bytes(), f"{name}: not byte-identical after a round trip"
+        return back, first
+
+    return run

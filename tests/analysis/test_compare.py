@@ -281,3 +281,65 @@ def test_a_given_population_is_relabelled_by_the_reference(G, C, tmp_path):
         compare_classifiers(G, {"a": C, "b": third}, population=pop, classes=[1])
     with pytest.raises(FailatlasError, match="curve_k must be a number of dimensions"):
         compare_classifiers(G, {"a": C, "b": third}, population=pop, curve_k=0)
+
+
+def test_compare_json_reads_back_exactly(G, C, tmp_path, round_trip, assert_same_result):
+    import copy
+
+    from failatlas.analysis import Comparison
+    from failatlas.analysis.compare import plot_shift_comparison
+    from failatlas.models.classifier import ClassifierConfig, save_classifier
+    from failatlas.models.stylegan2 import save_generator
+    from failatlas.report.curves_figures import plot_accuracy_curves
+
+    other = copy.deepcopy(C)  # nearly the same predictions (common starts), another ranking and curve
+    with torch.no_grad():
+        other.fc2.weight.add_(0.05 * torch.randn(other.fc2.weight.shape, generator=torch.Generator().manual_seed(1)))
+    save_generator(G, tmp_path / "g")
+    names = tuple(f"item{i}" for i in range(10))
+    for name, model in (("a", C), ("b", other)):
+        save_classifier(model, ClassifierConfig(class_names=names), tmp_path / name)
+    out = tmp_path / "cmp"
+    run = run_compare(tmp_path / "g", [str(tmp_path / "a"), str(tmp_path / "b")], out=out, n=120, seed=0, k=2,
+                      verbose=False)
+    cmp = run.comparison
+    assert set(cmp.curves) == set(cmp.rankings) == {"a", "b"} and cmp.class_names == names
+    back = Comparison.read_json(out / "compare.json")
+    assert_same_result(cmp, back)
+    # compare.json written again from what was read back (and the keys compare adds beside it): the same bytes
+    saved = json.loads((out / "compare.json").read_text())
+    again = tmp_path / "compare-again.json"
+    _io.write_json(again, _io.jsonable({**back.to_json(), **{k: saved[k] for k in ("models", "real_accuracy",
+                                                                                  "notes")}}))
+    assert again.read_bytes() == (out / "compare.json").read_bytes()
+    assert_same_result(cmp, round_trip(cmp, Comparison.read_json, "compare.json")[0])
+    # the figures drawn from it are the run's, bit for bit
+    plot_shift_comparison(back, tmp_path / "corner_shifts.png")
+    plot_accuracy_curves(back.curves, tmp_path / "accuracy_curves.png")
+    for name in ("corner_shifts.png", "corner_shifts.json", "accuracy_curves.png", "accuracy_curves.json"):
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+    # another kind of file, a figure's data, a truncated file, a file of version 1 or of a newer one
+    with pytest.raises(FailatlasError, match=r"comparison file .*corner_shifts.json holds a JSON object without a "
+                                             r"failatlas format, not a comparison \(format 'failatlas-comparison'\); "
+                                             r"pass the compare.json"):
+        Comparison.read_json(out / "corner_shifts.json")
+    _io.write_json(tmp_path / "ranking.json", cmp.rankings["a"].to_json())
+    with pytest.raises(FailatlasError, match=r"holds a ranking \(ranking.json\), not a comparison"):
+        Comparison.read_json(tmp_path / "ranking.json")
+    text = (out / "compare.json").read_text()
+    (tmp_path / "cut.json").write_text(text[:len(text) // 2])
+    with pytest.raises(FailatlasError, match=r"comparison file .*cut.json is not valid JSON"):
+        Comparison.read_json(tmp_path / "cut.json")
+    old = {k: v for k, v in saved.items() if k not in ("version", "rankings", "curve_results")}
+    _io.write_json(tmp_path / "old.json", old)
+    with pytest.raises(FailatlasError, match="written by an older failatlas, before compare.json held each "
+                                             "classifier's ranking and curve"):
+        Comparison.read_json(tmp_path / "old.json")
+    _io.write_json(tmp_path / "new.json", {**saved, "version": 3})
+    with pytest.raises(FailatlasError, match="written by a newer failatlas"):
+        Comparison.read_json(tmp_path / "new.json")
+    _io.write_json(tmp_path / "bad.json", {**saved, "verified": {"a": [["yes"]]}})
+    with pytest.raises(FailatlasError, match=r"not a valid failatlas comparison \(TypeError: verified must be true"):
+        Comparison.read_json(tmp_path / "bad.json")
+    with pytest.raises(FailatlasError, match="comparison file not found"):
+        Comparison.read_json(tmp_path / "none.json")

@@ -342,3 +342,36 @@ def test_a_population_of_some_classes_and_rows_of_another_result(G, sharp):
     with pytest.raises(FailatlasError, match="is not a row of this corner-case result"):
         cc.styles(foreign)
     assert cc.styles(cc.rows[0], "start").shape == (G.style_dim,)
+
+
+def test_corner_case_json_reads_back_exactly(G, sharp, tmp_path, round_trip, assert_same_result):
+    from failatlas import _io
+    from failatlas.report.gallery import plot_corner_gallery
+
+    kw = dict(dims=3, classes=_two_classes(sharp), n_pairs=2, step=1.0, max_shift=30.0, tol=0.01)
+    cc = find_corner_cases(G, sharp.C, sharp.ranking, sharp.population, pairs=True, **kw)
+    assert any(r.found and not r.at_start for r in cc.rows) and cc.combinations
+    back, path = round_trip(cc, CornerCases.read_json, "corner_cases.json")
+    assert_same_result(cc, back)
+    # the gallery drawn from the result read back is the same, bit for bit (the generator renders its styles)
+    plot_corner_gallery(cc, G, tmp_path / "computed" / "corners.png")
+    plot_corner_gallery(back, G, tmp_path / "read" / "corners.png")
+    for name in ("corners.json", "corners.png"):
+        assert (tmp_path / "computed" / name).read_bytes() == (tmp_path / "read" / name).read_bytes()
+    # another kind of file, a figure's data, a truncated file, a newer version: one line each
+    _io.write_json(tmp_path / "ranking.json", sharp.ranking.to_json())
+    with pytest.raises(FailatlasError, match=r"corner-case file .*ranking.json holds a ranking \(ranking.json\), not "
+                                             r"a corner-case result \(format 'failatlas-corner-cases'\)"):
+        CornerCases.read_json(tmp_path / "ranking.json")
+    with pytest.raises(FailatlasError, match=r"holds the data plotted in the corner_gallery figure"):
+        CornerCases.read_json(tmp_path / "read" / "corners.json")
+    text = path.read_text()
+    (tmp_path / "cut.json").write_text(text[:len(text) // 3])
+    with pytest.raises(FailatlasError, match=r"corner-case file .*cut.json is not valid JSON"):
+        CornerCases.read_json(tmp_path / "cut.json")
+    _io.write_json(tmp_path / "new.json", {**_io.jsonable(cc.to_json()), "version": 2})
+    with pytest.raises(FailatlasError, match=r"written by a newer failatlas \(format 'failatlas-corner-cases' version "
+                                             r"2; this one reads up to version 1\); update failatlas"):
+        CornerCases.read_json(tmp_path / "new.json")
+    with pytest.raises(FailatlasError, match="corner-case file not found"):
+        CornerCases.read_json(tmp_path / "none.json")

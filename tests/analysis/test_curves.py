@@ -360,3 +360,85 @@ def test_a_class_without_a_curve_keeps_its_panel_and_says_so(tmp_path):
     with pytest.raises(FailatlasError, match="per_class=True"):  # no per-class curve at all: nothing to draw
         plot_accuracy_curves_per_class({"b": AccuracyCurve(make_ranking([0, 1, 2]), k=2, per_class=False).compute(
             make_population(s, well_a, y))}, tmp_path / "x.png")
+def test_curve_json_reads_back_exactly(G, C, population, round_trip, assert_same_result, tmp_path):
+    from failatlas import _io
+    from failatlas.analysis import CurveResult, read_curves
+    from failatlas.analysis.curves import CURVES_FORMAT
+    from failatlas.report.curves_figures import plot_accuracy_curves, plot_accuracy_curves_per_class
+
+    ranking = GradientRanking(G, C, batch_size=16).rank(population)
+    real = AccuracyCurve(ranking, k=10).compute(population)  # the random CNN: classes without a centre (NaN)
+    assert real.classes_without_centre and bool(real.centre.isnan().any()) and bool(real.accuracy.isnan().any())
+    back, _ = round_trip(real, CurveResult.read_json, "curve.json")
+    assert_same_result(real, back)
+    # per-class curves (nested results), a skipped class, and one centre for all classes
+    gen = torch.Generator().manual_seed(6)
+    y = torch.arange(300) % 3
+    s = torch.randn(300, 5, generator=gen)
+    well = (torch.rand(300, generator=gen) >= (s[:, 0].abs() * 0.4).clamp(0, 1)) & ((y != 2) | (torch.arange(300) < 3))
+    curves = {"a": AccuracyCurve(make_ranking([0, 1, 2, 3, 4]), k=2).compute(make_population(s, well, y)),
+              "b": AccuracyCurve(make_ranking([4, 3, 2, 1, 0]), k=3, centre="global").compute(
+                  make_population(s, ~well, y))}
+    assert sorted(curves["a"].per_class) == [0, 1] and curves["a"].skipped_classes == (2,)
+    for name, curve in curves.items():
+        back, _ = round_trip(curve, CurveResult.read_json, f"curve-{name}.json")
+        assert_same_result(curve, back)
+    # curves.json of `failatlas analyze`: all of them, or one by name; figures drawn from what was read back
+    run = tmp_path / "curves.json"
+    _io.write_json(run, _io.jsonable({"format": CURVES_FORMAT, "k": 2, "primary": "a",
+                                      "classifiers": {k: v.to_json() for k, v in curves.items()}}))
+    again = read_curves(run)
+    assert list(again) == ["a", "b"]
+    for name in curves:
+        assert_same_result(curves[name], again[name])
+        assert_same_result(curves[name], CurveResult.read_json(run, classifier=name))
+    for plot, stem in ((plot_accuracy_curves, "curves"), (plot_accuracy_curves_per_class, "per_class")):
+        plot(curves, tmp_path / "computed" / f"{stem}.png")
+        plot(again, tmp_path / "read" / f"{stem}.png")
+        for suffix in (".json", ".png"):
+            assert ((tmp_path / "computed" / stem).with_suffix(suffix).read_bytes()
+                    == (tmp_path / "read" / stem).with_suffix(suffix).read_bytes())
+    with pytest.raises(FailatlasError, match=r"holds the curves of 'a', 'b'; pass classifier="):
+        CurveResult.read_json(run)
+    with pytest.raises(FailatlasError, match=r"holds the curves of 'a', 'b', not of 'c'"):
+        CurveResult.read_json(run, classifier="c")
+
+
+def test_curve_reader_refuses_other_files(G, C, population, tmp_path):
+    from failatlas import _io
+    from failatlas.analysis import CurveResult, read_curves
+    from failatlas.report.curves_figures import plot_accuracy_curves
+
+    ranking = GradientRanking(G, C, batch_size=16).rank(population)
+    curve = AccuracyCurve(ranking, k=10, per_class=False).compute(population)
+    path = tmp_path / "curve.json"
+    with pytest.raises(FailatlasError, match=f"accuracy-curve file not found: {path}"):
+        CurveResult.read_json(path)
+    _io.write_json(tmp_path / "ranking.json", ranking.to_json())
+    with pytest.raises(FailatlasError, match=r"ranking.json holds a ranking \(ranking.json\), not an accuracy "
+                                             r"curve \(format 'failatlas-accuracy-curve'\); pass the curves.json"):
+        CurveResult.read_json(tmp_path / "ranking.json")
+    plot_accuracy_curves({"random": curve}, tmp_path / "accuracy_curves.png")  # the figure's data: bins only
+    with pytest.raises(FailatlasError, match=r"holds the data plotted in the accuracy_curves figure "
+                                             r"\(accuracy_curves.png\), not an accuracy curve"):
+        CurveResult.read_json(tmp_path / "accuracy_curves.json")
+    with pytest.raises(FailatlasError, match="holds one accuracy curve .*, not the accuracy curves of an analyze run"):
+        _io.write_json(path, _io.jsonable(curve.to_json()))
+        read_curves(path)
+    text = path.read_text()
+    path.write_text(text[:len(text) // 2])  # truncated
+    with pytest.raises(FailatlasError, match=f"accuracy-curve file {path} is not valid JSON"):
+        CurveResult.read_json(path)
+    obj = _io.jsonable(curve.to_json())
+    for change, message in (({"version": 3}, r"written by a newer failatlas \(format 'failatlas-accuracy-curve' "
+                                              r"version 3; this one reads up to version 2\)"),
+                            ({"version": "2"}, "invalid format version '2'"),
+                            ({"n": 7}, r"not a valid failatlas accuracy curve \(ValueError: expected 7 distances"),
+                            ({"bin_edges": obj["bin_edges"][:-1]}, "expected 21 bin edges and 20 values")):
+        _io.write_json(path, {**obj, **change})
+        with pytest.raises(FailatlasError, match=message):
+            CurveResult.read_json(path)
+    old = {k: v for k, v in obj.items() if k not in ("version", "centre_values", "distance")}  # before version 2
+    _io.write_json(path, old)
+    with pytest.raises(FailatlasError, match="written by an older failatlas that kept the curve's bins only"):
+        CurveResult.read_json(path)

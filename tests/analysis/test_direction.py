@@ -155,3 +155,46 @@ def test_describe_names_the_effective_dimension_when_there_is_one():
                "share_explained": 0.5, "dims_for_half": 12, "style_dims": 100}
     assert "independent directions" not in describe(summary)  # a summary written before the key existed
     assert describe({**summary, "style_effective_dims": 18.4}).endswith("span about 18 independent directions")
+def test_failure_direction_json_reads_back_exactly(G, C, population, tmp_path, round_trip, assert_same_result):
+    """On the real (tiny) generator, as in the walk test; the file of an analyze run (one entry per classifier
+    beside a note) and a result's own to_json both read back; the walk drawn from it is the same."""
+    import json
+
+    from failatlas import _io
+    from failatlas.analysis import FailureDirectionResult
+    from failatlas.analysis.direction import walk_failure_direction
+    from failatlas.report.gallery import plot_failure_direction
+
+    flags = population.w[:, 0] < population.w[:, 0].median()
+    pred = torch.where(flags, population.y, (population.y + 1) % 10)
+    logits = torch.nn.functional.one_hot(pred, 10).float() * 4
+    pop = Population(z=population.z, y=population.y, w=population.w, s=population.s, logits=logits,
+                     p_y=torch.softmax(logits, 1).gather(1, population.y[:, None]).squeeze(1), pred=pred,
+                     well=flags)
+    r = FailureDirection(G, pop, seed=0).fit()
+    back, path = round_trip(r, FailureDirectionResult.read_json, "direction.json")
+    assert_same_result(r, back)
+    run = tmp_path / "failure_direction.json"  # as analyze writes it
+    _io.write_json(run, {"note": "…", "a": r.to_json(), "b": r.to_json()})
+    assert_same_result(r, FailureDirectionResult.read_json(run, classifier="b"))
+    with pytest.raises(FailatlasError, match=r"holds the failure directions of 'a', 'b'; pass classifier="):
+        FailureDirectionResult.read_json(run)
+    for result, folder in ((r, "computed"), (back, "read")):
+        plot_failure_direction(walk_failure_direction(G, C, result, steps=(0.0, 3.0)), tmp_path / folder / "walk.png")
+    for name in ("walk.json", "walk.png"):
+        assert (tmp_path / "computed" / name).read_bytes() == (tmp_path / "read" / name).read_bytes()
+    obj = json.loads(path.read_text())
+    old = {k: v for k, v in obj.items() if k not in ("format", "version")}
+    for bad, message in ((old, "written by an older failatlas, before the failure direction's format"),
+                         ({**obj, "version": 2}, "written by a newer failatlas"),
+                         ({**obj, "centres": obj["direction"]},
+                          r"not a valid failatlas failure direction \(ValueError: centres must have 2 dimension")):
+        _io.write_json(tmp_path / "bad.json", bad)
+        with pytest.raises(FailatlasError, match=message):
+            FailureDirectionResult.read_json(tmp_path / "bad.json")
+    _io.write_json(tmp_path / "ranking.json", {"format": "failatlas-ranking"})
+    with pytest.raises(FailatlasError, match=r"holds a ranking \(ranking.json\), not a failure direction"):
+        FailureDirectionResult.read_json(tmp_path / "ranking.json")
+    (tmp_path / "cut.json").write_text(path.read_text()[:50])
+    with pytest.raises(FailatlasError, match="failure-direction file .*cut.json is not valid JSON"):
+        FailureDirectionResult.read_json(tmp_path / "cut.json")

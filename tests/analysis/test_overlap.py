@@ -86,3 +86,32 @@ def test_numpy_integers_are_integers():
     from failatlas.analysis import ClassDirections
 
     assert ClassDirections(k=np.int64(5)).k == 5 and type(ClassDirections(k=np.int64(5)).k) is int
+
+
+def test_overlap_json_reads_back_exactly(G, C, population, tmp_path, round_trip, assert_same_result):
+    from failatlas import _io
+    from failatlas.analysis import ClassOverlap, GradientRanking
+    from failatlas.report.curves_figures import plot_overlap
+
+    ranking = GradientRanking(G, C, batch_size=16).rank(population, per_class=True)
+    real = ClassDirections(k=20).compare(ranking)
+    assert real.shared and len(real.classes) > 2
+    back, path = round_trip(real, ClassOverlap.read_json, "overlap-result.json")
+    assert_same_result(real, back)
+    plot_overlap(real, tmp_path / "computed" / "overlap.png")  # a run's overlap.json: the figure's data and result
+    again = ClassOverlap.read_json(tmp_path / "computed" / "overlap.json")
+    assert_same_result(real, again)
+    plot_overlap(again, tmp_path / "read" / "overlap.png")
+    for name in ("overlap.json", "overlap.png"):
+        assert (tmp_path / "computed" / name).read_bytes() == (tmp_path / "read" / name).read_bytes()
+    _io.write_json(tmp_path / "ranking.json", ranking.to_json())
+    with pytest.raises(FailatlasError, match=r"class-overlap file .*ranking.json holds a ranking \(ranking.json\), "
+                                             r"not a class overlap \(format 'failatlas-class-overlap'\)"):
+        ClassOverlap.read_json(tmp_path / "ranking.json")
+    obj = json.loads(path.read_text())
+    _io.write_json(tmp_path / "bad.json", {**obj, "jaccard": obj["jaccard"][1:]})
+    with pytest.raises(FailatlasError, match=r"not a valid failatlas class overlap \(RuntimeError: shape"):
+        ClassOverlap.read_json(tmp_path / "bad.json")
+    (tmp_path / "cut.json").write_text(path.read_text()[:20])
+    with pytest.raises(FailatlasError, match="class-overlap file .*cut.json is not valid JSON"):
+        ClassOverlap.read_json(tmp_path / "cut.json")

@@ -159,6 +159,35 @@ def test_a_run_folder_is_enough_to_redo_its_separation_and_curves(first, models)
     assert curve.mean_accuracy == summary["accuracy_curves"]["cls-a"]["K100"]["mean_accuracy"]
 
 
+def test_a_run_folders_results_read_back_into_the_results_of_the_run(first, tmp_path, assert_same_result):
+    """curves.json, corner_cases.json, ranking.json, tsne.json, overlap.json and failure_direction.json read
+    back into the run's own results, and the figures drawn from them are the run's, bit for bit: a run folder
+    can be re-plotted without the models (the corner gallery renders styles: it takes the generator)."""
+    from failatlas.analysis import (ClassOverlap, CornerCases, CurveResult, FailureDirectionResult, Ranking,
+                                    TSNEResult, read_curves)
+    from failatlas.report.curves_figures import plot_accuracy_curves, plot_accuracy_curves_per_class
+
+    curves = read_curves(first.out / "curves.json")
+    assert list(curves) == list(first.curves)
+    for name, curve in first.curves.items():
+        assert_same_result(curve, curves[name])
+    assert_same_result(first.curves[first.primary], CurveResult.read_json(first.out / "curves.json",
+                                                                          classifier=first.primary))
+    assert_same_result(first.corner_cases, CornerCases.read_json(first.out / "corner_cases.json"))
+    assert_same_result(first.rankings[first.primary], Ranking.read_json(first.out / "ranking.json"))
+    assert_same_result(first.tsne, TSNEResult.read_json(first.out / "tsne.json"))  # the figures' data: the results
+    assert_same_result(first.overlap, ClassOverlap.read_json(first.out / "overlap.json"))
+    direction = FailureDirectionResult.read_json(first.out / "failure_direction.json", classifier=first.primary)
+    assert direction.summary() == json.loads((first.out / "summary.json").read_text())["separation"][
+        "by_classifier"][first.primary]["latent_direction"]
+    plot_accuracy_curves(curves, tmp_path / "accuracy_curves.png")
+    plot_accuracy_curves_per_class({n: c for n, c in curves.items() if c.per_class},
+                                   tmp_path / "accuracy_curves_per_class.png", class_names=first.class_names)
+    for name in ("accuracy_curves.png", "accuracy_curves.json", "accuracy_curves_per_class.png",
+                 "accuracy_curves_per_class.json"):
+        assert (tmp_path / name).read_bytes() == (first.out / name).read_bytes(), name
+
+
 def test_class_names_and_grid_cells_failing_early_reach_the_run(models, tmp_path, monkeypatch):
     """A classifier that records class names labels the run (summary, report header, corner table, grid
     titles); a grid cell failing short of its corner shift (made here by the wrapped grid) gets the note."""

@@ -232,3 +232,41 @@ def test_a_row_out_of_range_is_named(G, C, population):
     ranking = GradientRanking(G, C, batch_size=16).rank(population)
     with pytest.raises(FailatlasError, match=rf"dim must be a style dimension in \[0, {G.style_dim}\), got 5000"):
         ranking.row(5000)
+
+
+def test_ranking_json_reads_back_exactly_and_other_files_are_refused(G, C, population, ranking, tmp_path, round_trip,
+                                                                     assert_same_result):
+    from failatlas import _io
+    from failatlas.analysis import AccuracyCurve
+    from failatlas.report.figures import plot_separation
+    from failatlas.analysis import Separation
+
+    back, path = round_trip(ranking, Ranking.read_json, "ranking.json")  # per-class rankings, bootstrap intervals
+    assert_same_result(ranking, back)
+    sep = Separation(population, layout=G.style_layout()).compute()  # a figure drawn with it is the same
+    plot_separation(sep, ranking, tmp_path / "computed" / "separation.png")
+    plot_separation(sep, back, tmp_path / "read" / "separation.png")
+    for name in ("separation.json", "separation.png"):
+        assert (tmp_path / "computed" / name).read_bytes() == (tmp_path / "read" / name).read_bytes()
+    curve = AccuracyCurve(ranking, k=5, per_class=False).compute(population)
+    _io.write_json(tmp_path / "curve.json", _io.jsonable(curve.to_json()))
+    with pytest.raises(FailatlasError, match=r"ranking file .*curve.json holds one accuracy curve "
+                                             r"\(CurveResult.to_json\), not a ranking \(format 'failatlas-ranking'\)"):
+        Ranking.read_json(tmp_path / "curve.json")
+    (tmp_path / "cut.json").write_text(path.read_text()[:1000])
+    with pytest.raises(ValueError, match=r"ranking file .*cut.json is not valid JSON"):  # a FailatlasError too
+        Ranking.read_json(tmp_path / "cut.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(FailatlasError, match=r"list.json holds a JSON list, not a ranking"):
+        Ranking.read_json(tmp_path / "list.json")
+    _io.write_json(tmp_path / "new.json", {**json.loads(path.read_text()), "version": 2})
+    with pytest.raises(FailatlasError, match=r"written by a newer failatlas \(format 'failatlas-ranking' version 2"):
+        Ranking.read_json(tmp_path / "new.json")
+    with pytest.raises(FileNotFoundError, match="ranking file not found") as missing:
+        Ranking.read_json(tmp_path / "none.json")
+    from failatlas.errors import ResultFileError, ResultFileNotFoundError
+
+    assert isinstance(missing.value, ResultFileNotFoundError) and isinstance(missing.value, FailatlasError)
+    with pytest.raises(ResultFileError, match="holds a JSON list") as wrong:  # the CLI prints it as one line
+        Ranking.read_json(tmp_path / "list.json")
+    assert isinstance(wrong.value, ValueError) and isinstance(wrong.value, FailatlasError)

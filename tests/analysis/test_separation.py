@@ -189,3 +189,42 @@ def test_a_weak_separation_is_named_with_its_yardsticks():
     assert "about 18 independent directions of 1,280 dimensions" in note
     assert "independent" not in weak_separation({"c": {**weak, "latent_direction": None}})[0]  # no direction fitted
     assert weak_separation({"c": {**weak, "all_mean_ks": 0.0}}) == []  # nothing separates: nothing to compare
+def test_separation_json_reads_back_exactly(G, C, population, tied_data, round_trip, assert_same_result, tmp_path):
+    from failatlas import _io
+    from failatlas.analysis import SeparationResult
+    from failatlas.report.figures import plot_separation
+
+    result = Separation(population, layout=G.style_layout()).compute()
+    back, path = round_trip(result, SeparationResult.read_json, "separation-result.json")
+    assert_same_result(result, back)
+    values, group = tied_data  # no layout, ties and a constant column (edges ±0.5 around it)
+    bare = separation(values, group, bins=7)
+    assert_same_result(bare, round_trip(bare, SeparationResult.read_json, "bare.json")[0])
+    # the figure drawn from the result read back is the same, bit for bit
+    ranking = GradientRanking(G, C).rank(population)
+    plot_separation(result, ranking, tmp_path / "computed" / "separation.png")
+    plot_separation(back, ranking, tmp_path / "read" / "separation.png")
+    for name in ("separation.json", "separation.png"):
+        assert (tmp_path / "computed" / name).read_bytes() == (tmp_path / "read" / name).read_bytes()
+    # the figure's data (a run folder's separation.json), another result, a damaged file: one line each
+    with pytest.raises(FailatlasError, match=r"separation.json holds the data plotted in the separation figure "
+                                             r"\(separation.png\), not a separation result .*population.npz"):
+        SeparationResult.read_json(tmp_path / "read" / "separation.json")
+    _io.write_json(tmp_path / "ranking.json", ranking.to_json())
+    with pytest.raises(FailatlasError, match=r"holds a ranking \(ranking.json\), not a separation result"):
+        SeparationResult.read_json(tmp_path / "ranking.json")
+    with pytest.raises(FailatlasError, match="separation file not found"):
+        SeparationResult.read_json(tmp_path / "none.json")
+    text = path.read_text()
+    (tmp_path / "cut.json").write_text(text[:-100])
+    with pytest.raises(FailatlasError, match="cut.json is not valid JSON"):
+        SeparationResult.read_json(tmp_path / "cut.json")
+    obj = json.loads(text)
+    obj["dims"][3]["hist_mis"] = obj["dims"][3]["hist_mis"][:-1]
+    _io.write_json(tmp_path / "short.json", obj)
+    with pytest.raises(FailatlasError, match=r"not a valid failatlas separation result \(ValueError: expected 21 "
+                                             "edges and 20 counts"):
+        SeparationResult.read_json(tmp_path / "short.json")
+    _io.write_json(tmp_path / "new.json", {**json.loads(text), "version": 2})
+    with pytest.raises(FailatlasError, match="written by a newer failatlas"):
+        SeparationResult.read_json(tmp_path / "new.json")

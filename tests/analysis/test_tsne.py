@@ -91,3 +91,30 @@ def test_tsne_json_csv_and_figure(tmp_path, result):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((tmp_path / "tsne.json").read_text())
     assert data["figure"] == "tsne" and np.allclose(data["embeddings"]["w"], result.w.numpy())
+
+
+def test_tsne_json_reads_back_exactly(population, tmp_path, round_trip, assert_same_result):
+    from failatlas import _io
+    from failatlas.analysis import TSNEResult
+    from failatlas.report.curves_figures import plot_tsne
+
+    real = tsne_embeddings(population, max_points=40, seed=3, **FAST)  # the tiny generator's W and S: PCA for S
+    back, path = round_trip(real, TSNEResult.read_json, "tsne-result.json")
+    assert_same_result(real, back)
+    # the figure's tsne.json of a run holds the result too; the figure drawn from it is the same
+    plot_tsne(real, tmp_path / "computed" / "tsne.png")
+    again = TSNEResult.read_json(tmp_path / "computed" / "tsne.json")
+    assert_same_result(real, again)
+    plot_tsne(again, tmp_path / "read" / "tsne.png")
+    for name in ("tsne.json", "tsne.png"):
+        assert (tmp_path / "computed" / name).read_bytes() == (tmp_path / "read" / name).read_bytes()
+    obj = json.loads(path.read_text())
+    for change, message in (({"format": "failatlas-ranking"}, r"holds a ranking \(ranking.json\), not a t-SNE result"),
+                            ({"version": 2}, "written by a newer failatlas"),
+                            ({"n": 41}, r"not a valid failatlas t-SNE result \(ValueError: expected 41 samples")):
+        _io.write_json(tmp_path / "bad.json", {**obj, **change})
+        with pytest.raises(FailatlasError, match=message):
+            TSNEResult.read_json(tmp_path / "bad.json")
+    (tmp_path / "cut.json").write_text(path.read_text()[:-10])
+    with pytest.raises(FailatlasError, match="t-SNE file .*cut.json is not valid JSON"):
+        TSNEResult.read_json(tmp_path / "cut.json")

@@ -11,20 +11,26 @@ dataclass that serializes to JSON/CSV, and a functional twin.
   from many well-classified samples, the quantiles of their shifts);
 * :func:`manipulation_grid` → :class:`ManipulationGrid` (Fig. 5);
 * :class:`AccuracyCurve` ``.compute(population)`` → :class:`CurveResult` (twin :func:`accuracy_curve`;
-  :func:`with_classifier` re-labels a population, :func:`classifier_curves` does several classifiers);
+  :func:`with_classifier` re-labels a population, :func:`classifier_curves` does several classifiers;
+  :func:`read_curves` reads every classifier's curve of an analyze run's ``curves.json``);
 * :class:`ClassDirections` ``.compare(ranking)`` → :class:`ClassOverlap` (twin :func:`class_overlap`);
 * :class:`FailureDirection` ``(G, population).fit()`` → :class:`FailureDirectionResult` (beyond DESIGN: the
   one direction of W that separates the mis-classified samples; :func:`walk_failure_direction` renders it);
 * :func:`compare_classifiers` → :class:`Comparison` (several classifiers on one population; :func:`run_compare`
   is the ``failatlas compare`` job); :func:`rank_any`: the gradient ranking, or the black-box one for a
   classifier without gradients;
+* reading a run folder back: ``Ranking.read_json``, ``CurveResult.read_json`` (:func:`read_curves` for an
+  analyze run's ``curves.json``), ``CornerCases.read_json``, ``TSNEResult.read_json``,
+  ``ClassOverlap.read_json``, ``FailureDirectionResult.read_json``, ``Comparison.read_json``,
+  ``SeparationResult.read_json`` (a file written from its ``to_json``) give the result that was written,
+  field for field; :meth:`Population.from_npz` the population;
 * :func:`run_rank`: the ``failatlas rank`` job; :func:`run_analysis` (:class:`AnalysisOptions` →
   :class:`AnalysisRun`): the ``failatlas analyze`` job, every analysis written to one run folder.
 """
 
 from .compare import Comparison, compare_classifiers, run_compare
 from .corners import CornerCase, CornerCases, CornerCaseSearch, authors_corner_search, find_corner_cases
-from .curves import AccuracyCurve, CurveResult, accuracy_curve, classifier_curves, with_classifier
+from .curves import AccuracyCurve, CurveResult, accuracy_curve, classifier_curves, read_curves, with_classifier
 from .direction import DirectionWalk, FailureDirection, FailureDirectionResult, walk_failure_direction
 from .manipulation import ManipulationGrid, manipulation_grid
 from .margins import CornerMargins, MarginResult
@@ -44,7 +50,7 @@ __all__ = [
     "Population", "RankRun", "RankedDim", "Ranking", "Separation", "SeparationResult", "SharedDim", "TSNEResult",
     "accuracy_curve", "auroc", "authors_corner_search", "class_overlap", "classifier_curves",
     "compare_classifiers", "find_corner_cases", "histograms", "jaccard", "ks_statistic", "manipulation_grid",
-    "rank_any", "rank_dimensions", "real_accuracy", "run_analysis", "run_compare", "run_rank",
+    "rank_any", "rank_dimensions", "read_curves", "real_accuracy", "run_analysis", "run_compare", "run_rank",
     "sample_population", "separation", "style_gradients", "tsne_embeddings", "walk_failure_direction",
     "with_classifier",
 ]

@@ -31,7 +31,7 @@ from torch import nn
 
 from .. import _io
 from .._progress import Stages
-from ..errors import FailatlasError
+from ..errors import FailatlasError, ResultFileError
 from .corners import CornerCaseSearch
 from .curves import AccuracyCurve, CurveResult, with_classifier
 from .population import Population, check_class_counts, check_classes, describe_classes, sample_population
@@ -41,6 +41,11 @@ from .ranking import (BLACK_BOX_N, GradientRanking, Ranking, check_black_box_n, 
 
 STAGES = ("population", "labels", "rankings", "curves", "corner cases")  # compare_classifiers'
 REAL_STAGE = "real test images"  # run_compare's, after them
+JSON_FORMAT = "failatlas-comparison"
+#: version 2 added ``rankings`` and ``curve_results`` (each classifier's ranking and curve in full, what
+#: :meth:`Comparison.read_json` rebuilds them from); files of version 1 (no ``version`` key) lack them
+JSON_VERSION = 2
+_JSON_HINT = "pass the compare.json of a `failatlas compare` run, or a file written from Comparison.to_json()"
 COMPARE_FILES = ("compare.json", "corner_shifts.csv", "corner_shifts.png", "corner_shifts.json", "accuracy_curves.png",
                  "accuracy_curves.json", "report.html")
 
@@ -148,7 +153,7 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "format": "failatlas-comparison", "names": list(self.names), "n": self.n, "seed": self.seed,
+            "format": JSON_FORMAT, "names": list(self.names), "n": self.n, "seed": self.seed,
             "population_classes": None if self.population_classes is None else list(self.population_classes),
             "accuracy": self.accuracy, "agreement": self.agreement, "dims": list(self.dims),
             "layers": list(self.layers), "directions": list(self.directions), "sigmas": list(self.sigmas),
@@ -162,7 +167,68 @@ class Comparison:
             "no_curve": self.no_curve,
             "ranking_method": {name: r.method for name, r in self.rankings.items()},
             "black_box_agreement": self.black_box_agreement,
+            # the nested results in full, for read_json (the summaries above are what a reader looks at)
+            "version": JSON_VERSION, "rankings": {name: r.to_json() for name, r in self.rankings.items()},
+            "curve_results": {name: c.to_json() for name, c in self.curves.items()},
         }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], source: str = "comparison") -> "Comparison":
+        """Rebuild a comparison from :meth:`to_json` output (version 2 or later: with the rankings and curves);
+        the keys ``failatlas compare`` adds to ``compare.json`` (models, real_accuracy, notes) are not part
+        of it and are left out."""
+        _io.check_result_json(obj, (JSON_FORMAT,), source, "a comparison", JSON_VERSION, _JSON_HINT)
+        if "rankings" not in obj or "curve_results" not in obj:
+            raise ResultFileError(f"{source} was written by an older failatlas, before compare.json held each "
+                                  "classifier's ranking and curve in full; run failatlas compare again")
+        with _io.rebuilding(source, "comparison", "run failatlas compare again"):
+            def table(rows: Any, cell) -> list[list]:
+                return [[cell(v) for v in row] for row in rows]
+
+            def shift(v: Any) -> Any:  # kept as written (an int 0 stays an int), so it is written the same
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    raise TypeError(f"a corner shift must be a number or null, got {v!r}")
+                return v
+
+            def flag(v: Any) -> bool:
+                if not isinstance(v, bool):
+                    raise TypeError(f"verified must be true or false, got {v!r}")
+                return v
+
+            def agreement(a: dict[str, Any]) -> dict[str, Any]:  # null: an undefined correlation (NaN)
+                return {k: float("nan") if v is None and k in ("spearman", "sign_agreement") else v
+                        for k, v in a.items()}
+
+            names = tuple(str(n) for n in obj["names"])
+            classes = obj["population_classes"]
+            class_names = obj["class_names"]
+            return cls(
+                names=names, n=int(obj["n"]), seed=int(obj["seed"]),
+                accuracy={str(k): float(v) for k, v in obj["accuracy"].items()},
+                agreement={str(a): {str(b): float(v) for b, v in row.items()} for a, row in obj["agreement"].items()},
+                dims=tuple(int(d) for d in obj["dims"]), layers=tuple(str(x) for x in obj["layers"]),
+                directions=tuple(int(d) for d in obj["directions"]), sigmas=tuple(float(x) for x in obj["sigmas"]),
+                classes=tuple(int(c) for c in obj["classes"]),
+                shifts={str(k): table(v, shift) for k, v in obj["shifts"].items()},
+                verified={str(k): table(v, flag) for k, v in obj["verified"].items()},
+                curves={str(k): CurveResult.from_json(v, f"{source}, curve of {k!r}")
+                        for k, v in obj["curve_results"].items()},
+                rankings={str(k): Ranking.from_json(v, f"{source}, ranking of {k!r}")
+                          for k, v in obj["rankings"].items()},
+                black_box_agreement={str(k): agreement(v) for k, v in obj["black_box_agreement"].items()},
+                population_classes=None if classes is None else tuple(int(c) for c in classes),
+                curve_dims=str(obj["curve_dims"]),
+                classes_without_start=tuple(int(c) for c in obj["classes_without_start"]),
+                no_curve={str(k): str(v) for k, v in obj["no_curve"].items()},
+                class_names=None if class_names is None else tuple(str(x) for x in class_names))
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> "Comparison":
+        """The comparison in the ``compare.json`` of ``failatlas compare`` (or a file written from
+        :meth:`to_json`), with every classifier's ranking and accuracy curve."""
+        obj = _io.read_result_json(path, (JSON_FORMAT,), "comparison file", "a comparison", JSON_VERSION,
+                                   _JSON_HINT)
+        return cls.from_json(obj, f"comparison file {path}")
 
 
 def _finite(x: float) -> float | None:
@@ -533,8 +599,8 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     # failure part-way leaves the folder as it was, not a mix of this run's files and an earlier run's
     stage = Path(tempfile.mkdtemp(prefix=".compare-", dir=out))
     try:
-        _io.write_json(stage / "compare.json", {**comparison.to_json(), "models": infos, "real_accuracy": real,
-                                                "notes": notes})
+        _io.write_json(stage / "compare.json", _io.jsonable({**comparison.to_json(), "models": infos,
+                                                             "real_accuracy": real, "notes": notes}))
         _io.write_bytes(stage / "corner_shifts.csv", _csv(comparison.shift_rows()))
         plot_shift_comparison(comparison, stage / "corner_shifts.png")
         if comparison.curves:

@@ -52,6 +52,8 @@ from .population import (Population, _eval_mode, _model_dtype_device, check_batc
 from .ranking import Ranking
 
 JSON_FORMAT = "failatlas-corner-cases"
+JSON_VERSION = 1  # the newest version of the format this failatlas reads (files without "version" are 1)
+_JSON_HINT = "pass the corner_cases.json of a `failatlas analyze` run, or a file written from CornerCases.to_json()"
 CSV_COLUMNS = ("kind", "start", "cls", "dims", "ranks", "layers", "resolutions", "kinds", "channels",
                "directions", "sigmas", "found", "at_start", "shift", "p_at_shift", "shift_before", "p_before",
                "p_start", "p_last", "verified", "p_verified", "p_before_verified", "evaluations", "pred_verified")
@@ -253,9 +255,8 @@ class CornerCases:
     @classmethod
     def from_json(cls, obj: dict[str, Any], source: str = "corner cases") -> "CornerCases":
         """Rebuild from :meth:`to_json` output (with ``styles=True``)."""
-        try:
-            if obj.get("format") != JSON_FORMAT:
-                raise ValueError("not a failatlas corner-case result")
+        _io.check_result_json(obj, (JSON_FORMAT,), source, "a corner-case result", JSON_VERSION, _JSON_HINT)
+        with _io.rebuilding(source, "corner-case result", "search again"):
             if "starts" not in obj:
                 raise ValueError("it was written without the start styles (to_json(styles=False))")
             starts = torch.tensor(obj["starts"], dtype=torch.float32).reshape(-1, int(obj["style_dim"]))
@@ -269,13 +270,13 @@ class CornerCases:
                 rounds=int(obj["rounds"]), verify_evaluations=int(obj["verify_evaluations"]),
                 skipped_classes=tuple(int(c) for c in obj["skipped_classes"]),
                 warnings=tuple(str(w) for w in obj["warnings"]), method=str(obj["method"]))
-        except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise FailatlasError(f"{source} is not a valid failatlas corner-case result "
-                                 f"({type(exc).__name__}: {exc}); search again") from None
 
     @classmethod
     def read_json(cls, path: str | Path) -> "CornerCases":
-        return cls.from_json(_io.read_json(path, "corner-case file"), source=f"corner-case file {path}")
+        """A result written by :meth:`to_json` (``corner_cases.json`` of ``failatlas analyze``)."""
+        obj = _io.read_result_json(path, (JSON_FORMAT,), "corner-case file", "a corner-case result", JSON_VERSION,
+                                   _JSON_HINT)
+        return cls.from_json(obj, source=f"corner-case file {path}")
 
     def format(self) -> str:
         """A short text table of the single-dimension rows and the combinations."""

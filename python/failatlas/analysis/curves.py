@@ -37,8 +37,9 @@ Decisions:
 * ``mean_accuracy`` is the unweighted mean over the plotted non-empty bins; ``slope`` is the least-squares
   slope of accuracy vs bin centre over the same bins (NaN with fewer than two): the resilience summary, more
   negative = degrades faster.
-* The per-sample normalized distances are kept on the result (``distance``) but are not written to JSON/CSV,
-  which hold the curve only.
+* The per-sample normalized distances are kept on the result (``distance``) and written to JSON (with the
+  centres, ``centre_values``: what :meth:`CurveResult.read_json` needs to rebuild the result exactly), not
+  to CSV, which holds the curve only.
 
 Comparing classifiers on one generated population: the s are shared, the labels are not. Use
 :func:`with_classifier` to re-classify a population with another classifier (images are re-synthesized
@@ -60,7 +61,7 @@ from torch import nn
 
 from .. import _io
 from .._progress import progress
-from ..errors import FailatlasError
+from ..errors import FailatlasError, ResultFileError
 from ..models.adapter import classifier_view
 from .population import (Population, _eval_mode, _model_dtype_device, _who, check_batch_size, check_class_counts,
                          check_logits, check_not_probabilities, classify)
@@ -70,6 +71,12 @@ BINS = 20
 SCALE = 0.7  # the normalization's fraction of the farthest well-classified distance (DESIGN §4.6)
 DEFAULT_K = 100
 JSON_FORMAT = "failatlas-accuracy-curve"
+#: version 2 added ``centre_values`` and ``distance`` (what :meth:`CurveResult.read_json` rebuilds the result
+#: from); files of version 1 (no ``version`` key) hold the curve only
+JSON_VERSION = 2
+CURVES_FORMAT = "failatlas-accuracy-curves"  # curves.json of `failatlas analyze`: {classifier: curve}
+_CURVE_HINT = ("pass the curves.json of a `failatlas analyze` run, a file written from CurveResult.to_json(), or "
+               "a compare.json to Comparison.read_json")
 CSV_COLUMNS = ("class", "bin", "left", "right", "centre", "n_well", "n_mis", "accuracy", "plotted", "ci_low",
                "ci_high")
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: two-sided 95% intervals
@@ -223,7 +230,69 @@ class CurveResult:
             "n_well": self.n_well.tolist(), "n_mis": self.n_mis.tolist(), "plotted": self.plotted.tolist(),
             "skipped_classes": list(self.skipped_classes),
             "per_class": {str(c): r.to_json() for c, r in sorted(self.per_class.items())},
+            # what the summary above leaves out, for read_json (NaN: a class without a centre, as null)
+            "version": JSON_VERSION, "centre_values": _io.jsonable(self.centre.tolist()),
+            "distance": self.distance.tolist(),
         }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], source: str = "accuracy curve") -> "CurveResult":
+        """Rebuild a curve from :meth:`to_json` output (version 2 or later: with the centres and distances)."""
+        _io.check_result_json(obj, (JSON_FORMAT,), source, "an accuracy curve", JSON_VERSION, _CURVE_HINT)
+        if "distance" not in obj:
+            raise ResultFileError(f"{source} was written by an older failatlas that kept the curve's bins only, "
+                                  "not the per-sample distances and centres it is rebuilt from; compute the curve "
+                                  "again (AccuracyCurve(ranking).compute(population), or failatlas analyze)")
+        with _io.rebuilding(source, "accuracy curve", "compute it again"):
+            def floats(key: str) -> torch.Tensor:  # null: NaN (an empty bin's accuracy, a class without centre)
+                return torch.tensor(_null_to_nan(obj[key]), dtype=torch.float64)
+
+            def ints(key: str) -> torch.Tensor:
+                return torch.tensor([int(x) for x in obj[key]], dtype=torch.int64)
+
+            k = int(obj["k"])
+            mode = str(obj["centre"])
+            edges, acc = floats("bin_edges"), floats("accuracy")
+            result = cls(
+                bin_edges=edges, bin_centres=floats("bin_centres"), accuracy=acc, n_well=ints("n_well"),
+                n_mis=ints("n_mis"), plotted=torch.tensor([bool(x) for x in obj["plotted"]], dtype=torch.bool),
+                k=k, dims=tuple(int(d) for d in obj["dims"]),
+                centre=floats("centre_values"),  # Tensor[k], or [C, k] (nested lists) with class centres
+                min_well=float(obj["min_well"]), scale=float(obj["scale"]), n_below=int(obj["n_below"]),
+                n_beyond=int(obj["n_beyond"]), distance=floats("distance"),
+                label=None if obj["label"] is None else int(obj["label"]),
+                per_class={int(c): cls.from_json(r, f"{source}, class {c}") for c, r in obj["per_class"].items()},
+                skipped_classes=tuple(int(c) for c in obj["skipped_classes"]), class_dims=str(obj["class_dims"]),
+                centre_mode=mode, classes_without_centre=tuple(int(c) for c in obj["classes_without_centre"]),
+                n_without_centre=int(obj["n_without_centre"]))
+            bins = acc.shape[0]
+            if edges.shape != (bins + 1,) or any(t.shape != (bins,) for t in (
+                    result.bin_centres, result.n_well, result.n_mis, result.plotted)):
+                raise ValueError(f"expected {bins + 1} bin edges and {bins} values of each bin")
+            if result.n != int(obj["n"]) or len(result.dims) != k or result.centre.shape[-1:] != (k,):
+                raise ValueError(f"expected {obj['n']} distances, {k} dimensions and centres of {k} values")
+            return result
+
+    @classmethod
+    def read_json(cls, path: str | Path, classifier: str | None = None) -> "CurveResult":
+        """A curve written by :meth:`to_json`, or one classifier's curve from the ``curves.json`` of
+        ``failatlas analyze`` (``classifier``: its name; may be left out when the file holds one curve;
+        :func:`read_curves` reads them all)."""
+        obj = _io.read_result_json(path, (JSON_FORMAT, CURVES_FORMAT), "accuracy-curve file", "an accuracy curve",
+                                   JSON_VERSION, _CURVE_HINT)
+        source = f"accuracy-curve file {path}"
+        if obj["format"] == JSON_FORMAT:
+            if classifier is not None:
+                raise ResultFileError(f"{source} holds one curve, not one per classifier; read it without classifier=")
+            return cls.from_json(obj, source)
+        curves = _classifiers(obj, source)
+        if classifier is None and len(curves) == 1:
+            classifier = next(iter(curves))
+        if classifier not in curves:
+            raise ResultFileError(f"{source} holds the curves of {', '.join(map(repr, curves))}"
+                                  + ("" if classifier is None else f", not of {classifier!r}")
+                                  + "; pass classifier= one of them, or read them all with read_curves")
+        return cls.from_json(curves[classifier], f"{source}, classifier {classifier!r}")
 
     def to_csv(self, path: str | Path) -> Path:
         """One row per bin, the overall curve first (empty ``class``), then each class's; floats as
@@ -237,6 +306,32 @@ class CurveResult:
         path = Path(path)
         _io.write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
         return path
+
+
+def _null_to_nan(v: Any) -> Any:
+    """The inverse of :func:`failatlas._io.jsonable` on (nested lists of) floats where null stands for NaN."""
+    if isinstance(v, list):
+        return [_null_to_nan(x) for x in v]
+    return float("nan") if v is None else float(v)
+
+
+def _classifiers(obj: dict[str, Any], source: str) -> dict[str, Any]:
+    curves = obj.get("classifiers")
+    if not isinstance(curves, dict) or not curves:
+        raise ResultFileError(f"{source} is not a valid failatlas curves file (no curve under 'classifiers'); run "
+                              "failatlas analyze again")
+    return curves
+
+
+def read_curves(path: str | Path) -> dict[str, CurveResult]:
+    """Every classifier's curve in the ``curves.json`` of ``failatlas analyze``, ``{name: CurveResult}`` in
+    the file's order (what :func:`failatlas.report.curves_figures.plot_accuracy_curves` takes)."""
+    obj = _io.read_result_json(path, (CURVES_FORMAT,), "curves file", "the accuracy curves of an analyze run",
+                               JSON_VERSION, "pass the curves.json of a `failatlas analyze` run (CurveResult.read_json "
+                               "reads one curve)")
+    source = f"curves file {path}"
+    return {str(name): CurveResult.from_json(c, f"{source}, classifier {name!r}")
+            for name, c in _classifiers(obj, source).items()}
 
 
 def _resolve_k(k: int | str | None, style_dim: int) -> int:

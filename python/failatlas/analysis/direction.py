@@ -33,15 +33,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import FailatlasError
+from .. import _io
+from ..errors import FailatlasError, ResultFileError
 from .population import Population
 from .separation import auroc, ks_statistic, separation
 
+JSON_FORMAT = "failatlas-failure-direction"
+JSON_VERSION = 1  # the newest version of the format this failatlas reads (files without "version" are 1)
+_JSON_HINT = ("pass the failure_direction.json of a `failatlas analyze` run, or a file written from "
+              "FailureDirectionResult.to_json()")
+_FLOATS = ("spread", "mis_position", "ks_fit", "ks_heldout", "auroc_heldout", "mean_ks_heldout", "mean_ks_removed",
+           "mean_ks_shuffled", "style_effective_dims")
+_INTS = ("n_fit", "n_heldout", "n_mis_heldout", "seed", "dims_for_half")
 MIN_GROUP = 10  # well- and mis-classified samples needed in each half
 STEPS = (-2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 6.0, 8.0)  # the walk's positions, in units of the projection's spread
 
@@ -59,7 +68,7 @@ class FailureDirectionResult:
     spread: the standard deviation of the projection over the well-classified samples of the fit half;
     mis_position: the held-out mis-classified samples' mean projection, in units of ``spread``;
     dims_for_half: the number of style dimensions that hold half of Σ (style_shift / σ)²;
-    effective_dims: :func:`effective_dimension` of the whole population's styles."""
+    style_effective_dims: :func:`effective_dimension` of the whole population's styles."""
 
     direction: torch.Tensor
     removal: torch.Tensor
@@ -79,7 +88,7 @@ class FailureDirectionResult:
     mean_ks_removed: float
     mean_ks_shuffled: float
     dims_for_half: int
-    effective_dims: float
+    style_effective_dims: float
 
     @property
     def share_explained(self) -> float | None:
@@ -95,13 +104,54 @@ class FailureDirectionResult:
                 "auroc_heldout": self.auroc_heldout, "mean_ks_heldout": self.mean_ks_heldout,
                 "mean_ks_removed": self.mean_ks_removed, "mean_ks_shuffled": self.mean_ks_shuffled,
                 "share_explained": self.share_explained, "dims_for_half": self.dims_for_half,
-                "style_dims": int(self.style_shift.numel()), "style_effective_dims": self.effective_dims,
+                "style_dims": int(self.style_shift.numel()), "style_effective_dims": self.style_effective_dims,
                 "spread": self.spread, "mis_position": self.mis_position}
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.summary(), "direction": self.direction.tolist(), "removal": self.removal.tolist(),
+        return {"format": JSON_FORMAT, "version": JSON_VERSION, **self.summary(),
+                "direction": self.direction.tolist(), "removal": self.removal.tolist(),
                 "style_shift": self.style_shift.tolist(), "centres": self.centres.tolist(),
                 "classes": list(self.classes)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], source: str = "failure direction") -> "FailureDirectionResult":
+        """Rebuild a result from :meth:`to_json` output (the summary's derived figures are recomputed)."""
+        if isinstance(obj, dict) and "format" not in obj and "direction" in obj:
+            raise ResultFileError(f"{source} was written by an older failatlas, before the failure direction's "
+                                  "format was recorded; run failatlas analyze again")
+        _io.check_result_json(obj, (JSON_FORMAT,), source, "a failure direction", JSON_VERSION, _JSON_HINT)
+        with _io.rebuilding(source, "failure direction", "fit it again"):
+            def tensor(key: str, ndim: int) -> torch.Tensor:
+                t = torch.tensor(obj[key], dtype=torch.float64)
+                if t.ndim != ndim:
+                    raise ValueError(f"{key} must have {ndim} dimension(s), found {t.ndim}")
+                return t
+
+            return cls(direction=tensor("direction", 1), removal=tensor("removal", 1),
+                       style_shift=tensor("style_shift", 1), centres=tensor("centres", 2),
+                       classes=tuple(int(c) for c in obj["classes"]),
+                       **{k: float("nan") if obj[k] is None else float(obj[k]) for k in _FLOATS},
+                       **{k: int(obj[k]) for k in _INTS})
+
+    @classmethod
+    def read_json(cls, path: str | Path, classifier: str | None = None) -> "FailureDirectionResult":
+        """A result written by :meth:`to_json`, or one classifier's from the ``failure_direction.json`` of
+        ``failatlas analyze`` (``classifier``: its name; may be left out when the file holds one)."""
+        obj = _io.load_result_json(path, "failure-direction file")
+        source = f"failure-direction file {path}"
+        fitted = {k: v for k, v in obj.items() if isinstance(v, dict)} if isinstance(obj, dict) else {}
+        if not isinstance(obj, dict) or "format" in obj or "note" not in obj or not fitted:  # one result
+            if classifier is not None:
+                raise ResultFileError(f"{source} holds one result, not one per classifier; read it without "
+                                      "classifier=")
+            return cls.from_json(obj, source)
+        if classifier is None and len(fitted) == 1:
+            classifier = next(iter(fitted))
+        if classifier not in fitted:
+            raise ResultFileError(f"{source} holds the failure directions of {', '.join(map(repr, fitted))}"
+                                  + ("" if classifier is None else f", not of {classifier!r}")
+                                  + "; pass classifier= one of them")
+        return cls.from_json(fitted[classifier], f"{source}, classifier {classifier!r}")
 
 
 def describe(summary: dict[str, Any] | None, why: str | None = None) -> str:
@@ -202,7 +252,7 @@ class FailureDirection:
             auroc_heldout=float(auroc(p[held, None], mis[held])[0]),
             mean_ks_heldout=mean_ks(sh, mis[held]), mean_ks_removed=mean_ks(removed[held], mis[held]),
             mean_ks_shuffled=mean_ks(sh, shuffled), dims_for_half=min(half, load.numel()),
-            effective_dims=effective_dimension(s))
+            style_effective_dims=effective_dimension(s))
 
     @staticmethod
     def _class_centres(w: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,

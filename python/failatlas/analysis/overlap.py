@@ -28,6 +28,8 @@ from .ranking import Ranking
 
 DEFAULT_K = 10
 JSON_FORMAT = "failatlas-class-overlap"
+JSON_VERSION = 1  # the newest version of the format this failatlas reads (files without "version" are 1)
+_JSON_HINT = "pass the overlap.json of a `failatlas analyze` run, or a file written from ClassOverlap.to_json()"
 
 
 def jaccard(a, b) -> float:
@@ -89,6 +91,36 @@ class ClassOverlap:
                         "in_global_top": d.in_global_top, "layer": d.layer, "channel": d.channel}
                        for d in self.shared],
         }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], source: str = "class overlap") -> "ClassOverlap":
+        """Rebuild a result from :meth:`to_json` output (also the ``overlap.json`` beside the overlap figure)."""
+        _io.check_result_json(obj, (JSON_FORMAT,), source, "a class overlap", JSON_VERSION, _JSON_HINT)
+        with _io.rebuilding(source, "class overlap", "compare the rankings again"):
+            classes = tuple(int(c) for c in obj["classes"])
+            C = len(classes)
+
+            def ints(v: Any) -> tuple[int, ...]:
+                return tuple(int(x) for x in v)
+
+            return cls(
+                k=int(obj["k"]), classes=classes, top={int(c): ints(d) for c, d in obj["top"].items()},
+                global_top=ints(obj["global_top"]),
+                jaccard=torch.tensor(obj["jaccard"], dtype=torch.float64).reshape(C, C),
+                jaccard_global=torch.tensor(obj["jaccard_global"], dtype=torch.float64).reshape(C),
+                shared=tuple(SharedDim(dim=int(d["dim"]), count=int(d["count"]), classes=ints(d["classes"]),
+                                       global_rank=int(d["global_rank"]), in_global_top=bool(d["in_global_top"]),
+                                       layer=None if d["layer"] is None else str(d["layer"]),
+                                       channel=None if d["channel"] is None else int(d["channel"]))
+                             for d in obj["shared"]),
+                threshold=int(obj["threshold"]))
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> "ClassOverlap":
+        """A result written by :meth:`to_json`, or the ``overlap.json`` of ``failatlas analyze``."""
+        obj = _io.read_result_json(path, (JSON_FORMAT,), "class-overlap file", "a class overlap", JSON_VERSION,
+                                   _JSON_HINT)
+        return cls.from_json(obj, f"class-overlap file {path}")
 
     def to_csv(self, path: str | Path) -> Path:
         """The Jaccard matrix: one row per class, columns ``class``, one per class, ``global`` (floats as

@@ -66,7 +66,7 @@ from .corners import CornerCases, CornerCaseSearch
 from .margins import CornerMargins, MarginResult
 from .direction import FailureDirection, walk_failure_direction
 from .direction import describe as describe_direction
-from .curves import CENTRES, AccuracyCurve, CurveResult, with_classifier
+from .curves import CENTRES, CURVES_FORMAT, AccuracyCurve, CurveResult, with_classifier
 from .manipulation import ManipulationGrid, manipulation_grid
 from .overlap import ClassDirections, ClassOverlap
 from .population import Population, check_batch_size, check_classes, describe_classes, sample_population
@@ -852,7 +852,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
             curves[info.name] = AccuracyCurve(rankings[info.name], k=options.k, per_class=True,
                                               centre=options.curve_centre).compute(populations[info.name])
         _curves_csv(curves, tmp / "curves.csv")
-        _io.write_json(tmp / "curves.json", _io.jsonable({"format": "failatlas-accuracy-curves", "k": options.k,
+        _io.write_json(tmp / "curves.json", _io.jsonable({"format": CURVES_FORMAT, "k": options.k,
                                                        "primary": primary,
                                                        "classifiers": {k: v.to_json() for k, v in curves.items()}}))
         wrote("curves.csv", "curves.json")

@@ -37,6 +37,7 @@ TARGETS = ("probability", "logit")
 CSV_COLUMNS = ("rank", "dim", "layer", "resolution", "kind", "channel", "score", "abs_score", "direction",
                "sigma", "mean_grad", "ci_low", "ci_high")
 JSON_FORMAT = "failatlas-ranking"
+JSON_VERSION = 1  # the newest version of the format this failatlas reads (files without "version" are 1)
 RANK_FILES = ("ranking.csv", "ranking.json", "population.npz", "separation.csv", "separation.json", "separation.png")
 
 
@@ -176,7 +177,7 @@ class Ranking:
     @classmethod
     def from_json(cls, obj: dict[str, Any], source: str = "ranking") -> "Ranking":
         """Rebuild a ranking from :meth:`to_json` output (e.g. a ``ranking.json`` read back)."""
-        try:
+        with _io.rebuilding(source, "ranking", "write it again with `failatlas rank`"):
             if obj.get("format") != JSON_FORMAT:
                 raise ValueError("not a failatlas ranking")
             rows = obj["dims"]
@@ -197,15 +198,13 @@ class Ranking:
                 bootstrap=int(obj.get("bootstrap", 0)), seed=int(obj.get("seed", 0)), label=obj.get("label"),
                 method=str(obj.get("method", "gradient")), images=int(obj.get("images", 0)),
                 per_class={int(c): cls.from_json(r, source) for c, r in obj.get("per_class", {}).items()})
-        except FailatlasError:
-            raise
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise FailatlasError(f"{source} is not a valid failatlas ranking ({type(exc).__name__}: {exc}); "
-                                 "write it again with `failatlas rank`") from None
 
     @classmethod
     def read_json(cls, path: str | Path) -> "Ranking":
-        return cls.from_json(_io.read_json(path, "ranking file"), source=f"ranking file {path}")
+        """A ranking written by :meth:`to_json` (``ranking.json`` of ``failatlas rank`` or ``analyze``)."""
+        obj = _io.read_result_json(path, (JSON_FORMAT,), "ranking file", "a ranking", JSON_VERSION,
+                                   "pass the ranking.json of a `failatlas rank` or `failatlas analyze` run")
+        return cls.from_json(obj, source=f"ranking file {path}")
 
     def format(self, k: int = 10) -> str:
         """The top k as a small text table."""

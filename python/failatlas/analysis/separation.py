@@ -30,6 +30,8 @@ from .population import Population
 
 BINS = 20
 CSV_COLUMNS = ("dim", "layer", "resolution", "kind", "channel", "ks", "auroc", "mean_well", "mean_mis")
+JSON_FORMAT = "failatlas-separation"
+JSON_VERSION = 1  # the newest version of the format this failatlas reads (files without "version" are 1)
 
 
 # --- per-dimension statistics (vectorized over columns) ----------------------------------------------
@@ -236,9 +238,52 @@ class SeparationResult:
         return path
 
     def to_json(self) -> dict[str, Any]:
-        return {"n_well": self.n_well, "n_mis": self.n_mis, "bins": self.bins,
+        """A JSON-ready dict: the group sizes, then every dimension's statistics, edges and histograms (what
+        :meth:`read_json` rebuilds the result from)."""
+        return {"format": JSON_FORMAT, "version": JSON_VERSION, "n_well": self.n_well, "n_mis": self.n_mis,
+                "bins": self.bins,
                 "dims": [{k: v for k, v in self.dim_info(d).items() if k not in ("n_well", "n_mis")}
                          for d in range(self.style_dim)]}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], source: str = "separation result") -> "SeparationResult":
+        """Rebuild a result from :meth:`to_json` output."""
+        _io.check_result_json(obj, (JSON_FORMAT,), source, "a separation result", JSON_VERSION, _HINT)
+        with _io.rebuilding(source, "separation result", "compute it again"):
+            rows = obj["dims"]
+            S, bins = len(rows), int(obj["bins"])
+            if [int(r["dim"]) for r in rows] != list(range(S)):
+                raise ValueError(f"expected the dimensions 0 to {S - 1} in order")
+            if any(len(r["edges"]) != bins + 1 or len(r["hist_well"]) != bins or len(r["hist_mis"]) != bins
+                   for r in rows):
+                raise ValueError(f"expected {bins + 1} edges and {bins} counts of each group for every dimension")
+            col = lambda k: torch.tensor([float(r[k]) for r in rows], dtype=torch.float64)  # noqa: E731
+            known = [r["layer"] is not None for r in rows]
+            if any(known) and not all(known):
+                raise ValueError("some dimensions name their layer and others do not")
+            return cls(
+                ks=col("ks"), auroc=col("auroc"),
+                hist_well=torch.tensor([r["hist_well"] for r in rows], dtype=torch.int64).reshape(S, bins),
+                hist_mis=torch.tensor([r["hist_mis"] for r in rows], dtype=torch.int64).reshape(S, bins),
+                edges=torch.tensor([r["edges"] for r in rows], dtype=torch.float64).reshape(S, bins + 1),
+                mean_well=col("mean_well"), mean_mis=col("mean_mis"), n_well=int(obj["n_well"]),
+                n_mis=int(obj["n_mis"]),
+                layout=tuple(StyleDim(str(r["layer"]), int(r["resolution"]), str(r["kind"]), int(r["channel"]),
+                                      int(r["dim"])) for r in rows) if all(known) and rows else None)
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> "SeparationResult":
+        """A result written from :meth:`to_json`. (The ``separation.json`` of a run folder is the data of
+        the separation figure, its six panels only: the result is recomputed exactly from the run's
+        ``population.npz`` with :class:`Separation`.)"""
+        obj = _io.read_result_json(path, (JSON_FORMAT,), "separation file", "a separation result", JSON_VERSION,
+                                   _HINT)
+        return cls.from_json(obj, f"separation file {path}")
+
+
+_HINT = ("pass a file written from SeparationResult.to_json(); a run folder's separation.json holds the figure's "
+         "panels only: compute the result again from its population.npz, "
+         "Separation(Population.from_npz(path), layout=...).compute()")
 
 
 class Separation:

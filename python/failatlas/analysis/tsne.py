@@ -34,6 +34,7 @@ from .population import Population
 SPACES = ("z", "w", "s")
 MIN_POINTS = 5
 JSON_FORMAT = "failatlas-tsne"
+JSON_VERSION = 1  # the newest version of the format this failatlas reads (files without "version" are 1)
 CSV_COLUMNS = ("index", "y", "well", "z_x", "z_y", "w_x", "w_y", "s_x", "s_y")
 
 
@@ -83,6 +84,36 @@ class TSNEResult:
             "embeddings": {space: self.embedding(space).tolist() for space in SPACES},
         }
 
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], source: str = "t-SNE result") -> "TSNEResult":
+        """Rebuild a result from :meth:`to_json` output (also the ``tsne.json`` beside the t-SNE figure)."""
+        _io.check_result_json(obj, (JSON_FORMAT,), source, "a t-SNE result", JSON_VERSION, _JSON_HINT)
+        with _io.rebuilding(source, "t-SNE result", "embed it again"):
+            def opt(v: Any, kind: type) -> Any:
+                return None if v is None else kind(v)
+
+            emb = obj["embeddings"]
+            spaces = {space: torch.tensor(emb[space], dtype=torch.float64).reshape(-1, 2) for space in SPACES}
+            n = int(obj["n"])
+            result = cls(
+                **spaces, indices=torch.tensor([int(i) for i in obj["indices"]], dtype=torch.int64),
+                y=torch.tensor([int(c) for c in obj["y"]], dtype=torch.int64),
+                well=torch.tensor([bool(x) for x in obj["well"]], dtype=torch.bool),
+                perplexity=float(obj["perplexity"]), perplexity_requested=float(obj["perplexity_requested"]),
+                seed=int(obj["seed"]), max_points=int(obj["max_points"]), max_iter=int(obj["max_iter"]),
+                pca_components={str(k): opt(v, int) for k, v in obj["pca_components"].items()},
+                explained_variance={str(k): opt(v, float) for k, v in obj["explained_variance"].items()},
+                kl_divergence={str(k): float(v) for k, v in obj["kl_divergence"].items()})
+            if any(t.shape[0] != n for t in (*spaces.values(), result.indices, result.y, result.well)):
+                raise ValueError(f"expected {n} samples in every embedding and list")
+            return result
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> "TSNEResult":
+        """A result written by :meth:`to_json`, or the ``tsne.json`` of ``failatlas analyze``."""
+        obj = _io.read_result_json(path, (JSON_FORMAT,), "t-SNE file", "a t-SNE result", JSON_VERSION, _JSON_HINT)
+        return cls.from_json(obj, f"t-SNE file {path}")
+
     def to_csv(self, path: str | Path) -> Path:
         """One row per embedded sample (columns :data:`CSV_COLUMNS`, floats as ``repr``), atomically."""
         lines = [",".join(CSV_COLUMNS)]
@@ -94,6 +125,9 @@ class TSNEResult:
         path = Path(path)
         _io.write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
         return path
+
+
+_JSON_HINT = "pass the tsne.json of a `failatlas analyze` run, or a file written from TSNEResult.to_json()"
 
 
 def _check_positive(name: str, value: Any, integer: bool = True) -> None:
