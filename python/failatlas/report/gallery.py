@@ -226,9 +226,9 @@ def plot_margins(result, path: str | Path, cases=None, classifier: str | None = 
     ax.tick_params(axis="x", labelsize=7)
     ax.grid(axis="x", alpha=0.3)
     who = f"{classifier}: " if classifier else ""
-    crosses = "; red crosses: each class's average image" if cases is not None else ""
+    crosses = "; red ×: the classes' average images" if cases is not None else ""
     ax.set_title(f"{who}corner shifts of {result.index.numel()} well-classified samples ({result.per_class} per "
-                 f"class at most)\nblue: one sample; black ticks: 5% and 25% quantiles, diamond: median{crosses}",
+                 f"class at most)\ndots: samples; ticks: 5% and 25% quantiles; diamond: median{crosses}",
                  fontsize=8)
     fig.tight_layout()
     _save_png(fig, path)
