@@ -99,3 +99,43 @@ def test_bad_input_is_one_clear_error(G, sharp_classifier, sharp):
         cm.compute(nobody)
     with pytest.raises(FailatlasError, match="was not searched"):
         cm.compute(pop, per_class=1, dims=2).quantile(0.5, dim=int(ranking.order[5]))
+
+
+def test_read_back_exactly_from_the_result_or_the_figure_data(margins, tmp_path):
+    from failatlas import _io
+    from failatlas.errors import ResultFileError, ResultFileNotFoundError
+    from failatlas.report.gallery import plot_margins
+
+    m = margins
+    _io.write_json(tmp_path / "m.json", m.to_json())
+    back = MarginResult.read_json(tmp_path / "m.json")
+    for f in ("dims", "ranks", "layers", "per_class", "seed", "step", "max_shift", "tol", "evaluations",
+              "skipped_classes"):
+        assert getattr(back, f) == getattr(m, f), f
+    for f in ("index", "labels", "shifts", "verified"):
+        assert torch.equal(getattr(back, f), getattr(m, f)), f
+    assert back.to_json() == m.to_json() and back.summary() == m.summary()
+    plot_margins(m, tmp_path / "fig.png")  # the figure's data holds the result too
+    assert MarginResult.read_json(tmp_path / "fig.json").to_json() == m.to_json()
+    with pytest.raises(ResultFileNotFoundError, match="margins file not found"):
+        MarginResult.read_json(tmp_path / "none.json")
+    (tmp_path / "other.json").write_text('{"format": "failatlas-ranking"}')
+    with pytest.raises(ResultFileError, match="not corner-shift margins"):
+        MarginResult.read_json(tmp_path / "other.json")
+    broken = {**m.to_json(), "shifts": m.to_json()["shifts"][:-1]}
+    _io.write_json(tmp_path / "broken.json", broken)
+    with pytest.raises(ResultFileError, match="not a valid failatlas margins result"):
+        MarginResult.read_json(tmp_path / "broken.json")
+
+
+def test_a_sample_that_never_fails_reads_back_as_beyond_the_limit(margins, tmp_path):
+    from dataclasses import replace
+
+    from failatlas import _io
+
+    shifts = margins.shifts.clone()
+    shifts[0, 0] = math.inf
+    m = replace(margins, shifts=shifts)
+    assert m.to_json()["shifts"][0][0] is None and m.summary()["dims"][0]["not_found"] >= 1
+    _io.write_json(tmp_path / "m.json", m.to_json())
+    assert math.isinf(float(MarginResult.read_json(tmp_path / "m.json").shifts[0, 0]))

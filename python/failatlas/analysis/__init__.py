@@ -21,7 +21,7 @@ dataclass that serializes to JSON/CSV, and a functional twin.
   classifier without gradients;
 * reading a run folder back: ``Ranking.read_json``, ``CurveResult.read_json`` (:func:`read_curves` for an
   analyze run's ``curves.json``), ``CornerCases.read_json``, ``TSNEResult.read_json``,
-  ``ClassOverlap.read_json``, ``FailureDirectionResult.read_json``, ``Comparison.read_json``,
+  ``ClassOverlap.read_json``, ``FailureDirectionResult.read_json``, ``Comparison.read_json``, ``MarginResult.read_json``,
   ``SeparationResult.read_json`` (a file written from its ``to_json``) give the result that was written,
   field for field; :meth:`Population.from_npz` the population;
 * :func:`run_rank`: the ``failatlas rank`` job; :func:`run_analysis` (:class:`AnalysisOptions` →

@@ -36,6 +36,8 @@ from .ranking import Ranking
 
 QUANTILES = (0.05, 0.25, 0.5)
 DEFAULT_PER_CLASS = 10
+JSON_FORMAT, JSON_VERSION = "failatlas-margins", 1
+_JSON_HINT = "pass the margins.json of a `failatlas analyze` run, or a file written from MarginResult.to_json()"
 
 
 def lower_quantile(values: torch.Tensor, q: float) -> float:
@@ -101,11 +103,41 @@ class MarginResult:
                 "evaluations": self.evaluations, "dims": rows}
 
     def to_json(self) -> dict[str, Any]:
-        """Everything, JSON-ready (``inf`` as null, like every figure that could not be measured)."""
-        return _io.jsonable({"format": "failatlas-margins", "version": 1, "summary": self.summary(),
-                             "dims": list(self.dims), "index": self.index.tolist(), "labels": self.labels.tolist(),
+        """Everything, JSON-ready (``inf`` as null: a shift not found; :meth:`read_json` reads it back)."""
+        return _io.jsonable({"format": JSON_FORMAT, "version": JSON_VERSION, "summary": self.summary(),
+                             "dims": list(self.dims), "ranks": list(self.ranks), "layers": list(self.layers),
+                             "index": self.index.tolist(), "labels": self.labels.tolist(),
                              "shifts": self.shifts.tolist(), "verified": self.verified.tolist(),
-                             "step": self.step, "tol": self.tol})
+                             "per_class": self.per_class, "seed": self.seed, "step": self.step,
+                             "max_shift": self.max_shift, "tol": self.tol, "evaluations": self.evaluations,
+                             "skipped_classes": list(self.skipped_classes)})
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], source: str = "margins") -> "MarginResult":
+        """Rebuild a result from :meth:`to_json` output (also the ``margins.json`` beside the figure)."""
+        _io.check_result_json(obj, (JSON_FORMAT,), source, "corner-shift margins", JSON_VERSION, _JSON_HINT)
+        with _io.rebuilding(source, "margins result", "run failatlas analyze again"):
+            dims = tuple(int(d) for d in obj["dims"])
+            shifts = torch.tensor([[math.inf if v is None else float(v) for v in row] for row in obj["shifts"]],
+                                  dtype=torch.float64).reshape(-1, len(dims))
+            verified = torch.tensor(obj["verified"], dtype=torch.bool).reshape(-1, len(dims))
+            index = torch.tensor([int(i) for i in obj["index"]], dtype=torch.int64)
+            labels = torch.tensor([int(c) for c in obj["labels"]], dtype=torch.int64)
+            if not shifts.shape[0] == verified.shape[0] == index.numel() == labels.numel():
+                raise ValueError(f"{index.numel()} starts but {shifts.shape[0]} rows of shifts")
+            return cls(dims=dims, ranks=tuple(int(r) for r in obj["ranks"]),
+                       layers=tuple(str(x) for x in obj["layers"]), index=index, labels=labels, shifts=shifts,
+                       verified=verified, per_class=int(obj["per_class"]), seed=int(obj["seed"]),
+                       step=float(obj["step"]), max_shift=float(obj["max_shift"]), tol=float(obj["tol"]),
+                       evaluations=int(obj["evaluations"]),
+                       skipped_classes=tuple(int(c) for c in obj["skipped_classes"]))
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> "MarginResult":
+        """A result written by :meth:`to_json`, or the ``margins.json`` of ``failatlas analyze``."""
+        obj = _io.read_result_json(path, (JSON_FORMAT,), "margins file", "corner-shift margins", JSON_VERSION,
+                                   _JSON_HINT)
+        return cls.from_json(obj, f"margins file {path}")
 
     def to_csv(self, path: str | Path) -> Path:
         """One row per (start, dimension): population index, class, dimension, rank, layer, shift (empty
