@@ -391,12 +391,11 @@ def _analyze(p: argparse.ArgumentParser):
                         "proportional cost")
     p.add_argument("--margin-starts", type=int, default=None, metavar="M",
                    help="margins: run the corner search from M well-classified samples per class as well, and "
-                        "report the quantiles of their shifts per dimension (default 10; 3 with --quick; 0: no "
+                        "report the quantiles of their shifts per dimension (default 10; none with --quick; 0: no "
                         "margins)")
     _black_box_option(p)
     p.add_argument("--quick", action="store_true",
-                   help="a fast pass: N=2000, 500 t-SNE points, grids for 3 classes, no bootstrap, 3 margin starts "
-                        "per class")
+                   help="a fast pass: N=2000, 500 t-SNE points, grids for 3 classes, no bootstrap, no margins")
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
                    help="bootstrap resamples for 95%% intervals of every classifier's ranking scores (default 200; "
                         "0 with --quick; 0: none)")

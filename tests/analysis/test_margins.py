@@ -139,3 +139,10 @@ def test_a_sample_that_never_fails_reads_back_as_beyond_the_limit(margins, tmp_p
     assert m.to_json()["shifts"][0][0] is None and m.summary()["dims"][0]["not_found"] >= 1
     _io.write_json(tmp_path / "m.json", m.to_json())
     assert math.isinf(float(MarginResult.read_json(tmp_path / "m.json").shifts[0, 0]))
+
+
+def test_the_starts_follow_the_classes_a_population_was_drawn_from(G, sharp_classifier, sharp):
+    _, ranking = sharp
+    pop = sample_population(G, sharp_classifier, 48, seed=0, batch_size=16, classes=[2, 5])
+    m = CornerMargins(G, sharp_classifier, ranking, batch_size=16).compute(pop, per_class=3, dims=2)
+    assert set(m.labels.tolist()) <= {2, 5} and m.index.numel() > 0

@@ -55,7 +55,7 @@ def _cli(models, out, *extra) -> list[str]:
 def first(tmp_path_factory, models):
     """One quick run with t-SNE and a small bootstrap, through the library."""
     out = tmp_path_factory.mktemp("analyze-run") / "run"
-    return run_analysis(_options(models, bootstrap=20, corner_step=2.5), out)
+    return run_analysis(_options(models, bootstrap=20, corner_step=2.5, margin_starts=3), out)
 
 
 def _error_lines(err: str) -> list[str]:
@@ -88,7 +88,7 @@ def test_run_writes_every_expected_file(first):
         row = (out / f"ranking-{info.name}.csv").read_text().splitlines()[1].split(",")
         assert row[-2] and row[-1]  # ci_low, ci_high filled in
     assert len(classes) == len(first.grids) >= 1
-    # the margins: 3 starts per class with --quick, searched with the run's --corner-step, in the summary
+    # the margins (3 starts per class; none by default with --quick), searched with the run's --corner-step
     m = first.margins
     assert m.per_class == 3 and m.step == 2.5 and m.dims == tuple(first.rankings["cls-a"].order[:10].tolist())
     assert json.loads((out / "summary.json").read_text())["margins"]["starts"] == m.index.numel() > 0
@@ -405,7 +405,8 @@ def test_defaults_follow_quick():
         (10000, 200, 2000, None)
     assert (quick.population_size, quick.bootstrap_resamples, quick.tsne_max_points, quick.grid_class_limit) == \
         (2000, 0, 500, 3)
-    assert (full.margin_starts_per_class, quick.margin_starts_per_class) == (10, 3)
+    assert (full.margin_starts_per_class, quick.margin_starts_per_class) == (10, 0)
+    assert AnalysisOptions(quick=True, margin_starts=4).margin_starts_per_class == 4
     assert AnalysisOptions(quick=True, margin_starts=0).margin_starts_per_class == 0
     assert AnalysisOptions(quick=True, n=300).population_size == 300
 
@@ -510,8 +511,10 @@ def test_classes_restrict_the_population_and_everything_per_class(models, tmp_pa
     classes, and the summary, the report and the printed line say so."""
     out = tmp_path / "run"
     rc = main(_cli(models, out, "--classes", "5", "2"))
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert rc == 0 and "(seed 6, classes 2, 5)" in printed
+    assert "margins skipped (--quick; --margin-starts M runs them)" in captured.err
     import numpy as np
 
     with np.load(out / "population.npz") as z:

@@ -79,7 +79,7 @@ DEFAULT_CLASSIFIERS = ("mnist/classifier-corrupted", "mnist/classifier-clean")
 DEFAULT_N, QUICK_N = 10000, 2000
 DEFAULT_TSNE_POINTS, QUICK_TSNE_POINTS = 2000, 500
 DEFAULT_BOOTSTRAP = 200
-DEFAULT_MARGIN_STARTS, QUICK_MARGIN_STARTS = 10, 3
+DEFAULT_MARGIN_STARTS = 10
 QUICK_GRID_CLASSES = 3
 TOP = 10  # corner-case dimensions, separation summary, class overlap
 N_PAIRS = 3  # pairs of the top dimensions moved together
@@ -106,10 +106,10 @@ class AnalysisOptions:
     corner search's bracketing step in σ (DESIGN: 5; smaller finds dips of p_y narrower than 5σ, at a
     proportional cost; at least 0.01, the search's tolerance, at most its 100σ limit); black_box_n: the
     samples a classifier without gradients (ONNX) is ranked on by finite differences. quick: a fast
-    pass (N = 2,000, 500 t-SNE points, grids for 3 classes, no bootstrap, 3 margin starts per class);
+    pass (N = 2,000, 500 t-SNE points, grids for 3 classes, no bootstrap, no margins);
     skip_tsne: no t-SNE stage. margin_starts: well-classified samples per class the margins search from
-    (None: 10, or 3 with ``quick``; 0: no margins). bootstrap / tsne_points / grid_classes: override what
-    ``quick`` chooses (None: its choice).
+    (None: 10, or none with ``quick``, which they would take past its 2 minutes; 0: no margins).
+    bootstrap / tsne_points / grid_classes: override what ``quick`` chooses (None: its choice).
     batch_size: samples per forward pass (None: 64 on CPU, 512 on an accelerator); threads: torch CPU
     threads for the run (0 or None: leave torch's setting). One by default: the per-image work is small
     ops, and on a 2-core machine with one core busy two threads ran them up to 9× slower than one
@@ -164,7 +164,7 @@ class AnalysisOptions:
     @property
     def margin_starts_per_class(self) -> int:
         return self.margin_starts if self.margin_starts is not None else (
-            QUICK_MARGIN_STARTS if self.quick else DEFAULT_MARGIN_STARTS)
+            0 if self.quick else DEFAULT_MARGIN_STARTS)
 
     def effective(self) -> dict[str, Any]:
         """Every option as given, plus the values chosen for the ones left to defaults (JSON-ready)."""
@@ -799,7 +799,8 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     margins = None
     per = options.margin_starts_per_class
     if per == 0:
-        stage.skip("margins", "--margin-starts 0")
+        stage.skip("margins", "--margin-starts 0" if options.margin_starts == 0 else "--quick; --margin-starts M runs "
+                   "them")
     else:
         with stage("margins", f"{per} well-classified samples per class, top {TOP} dims"):
             margins = CornerMargins(G, C0, rankings[primary], batch_size=bs, progress_bar=bar).compute(
