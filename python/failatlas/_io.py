@@ -256,6 +256,25 @@ def rebuilding(source: str, what: str, fix: str) -> Iterator[None]:
                               f"{fix}") from None
 
 
+def classifier_entry(entries: dict[str, Any] | None, classifier: str | None, source: str, what: str,
+                     hint: str = "") -> tuple[str, Any]:
+    """One classifier's entry of a run file that holds one per classifier (``entries``: name → JSON; None for a
+    file that holds one result): ``classifier``'s, or without it the only one; else one
+    :class:`~failatlas.errors.ResultFileError` naming those held (``what``: e.g. "curves"; ``hint`` ends the
+    advice). Returns ``(name, entry)``; for a file of one result ``classifier`` must be None: ``(None, None)``."""
+    if entries is None:
+        if classifier is not None:
+            raise ResultFileError(f"{source} holds one result, not one per classifier; read it without classifier=")
+        return None, None
+    if classifier is None and len(entries) == 1:
+        classifier = next(iter(entries))
+    if classifier not in entries:
+        raise ResultFileError(f"{source} holds the {what} of {', '.join(map(repr, entries))}"
+                              + ("" if classifier is None else f", not of {classifier!r}")
+                              + f"; pass classifier= one of them{hint}")
+    return classifier, entries[classifier]
+
+
 def load_result_json(path: str | os.PathLike, what: str) -> Any:
     """A result file read by :func:`read_json` (named ``what`` in the messages): "ranking file not found: …"
     as a :class:`~failatlas.errors.ResultFileNotFoundError`, "… is not valid JSON" as a

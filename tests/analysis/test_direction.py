@@ -94,19 +94,23 @@ def test_bad_inputs_are_one_clear_error():
         FailureDirection(G, _population(G, well, w, y), ridge=float("nan"))
 
 
+def _flagged_by_w(population: Population) -> Population:
+    """The shared population re-labelled: its random classifier gets too few right, so half of it is flagged
+    well classified by a factor of w instead (the others predicted as the next class)."""
+    flags = population.w[:, 0] < population.w[:, 0].median()
+    pred = torch.where(flags, population.y, (population.y + 1) % 10)
+    logits = torch.nn.functional.one_hot(pred, 10).float() * 4
+    return Population(z=population.z, y=population.y, w=population.w, s=population.s, logits=logits,
+                      p_y=torch.softmax(logits, 1).gather(1, population.y[:, None]).squeeze(1), pred=pred, well=flags)
+
+
 def test_the_walk_renders_each_class_along_the_direction(G, C, population):
     """On the real (tiny) generator: rows are the classes with a centre, columns the steps; the images are what
     the generator draws at the class centre moved by step · spread · removal, and p_y is the classifier's."""
     from failatlas.analysis.direction import walk_failure_direction
     from failatlas.models.adapter import classifier_view
 
-    # the shared population's random classifier gets too few right: flag half of it by a factor of w instead
-    flags = population.w[:, 0] < population.w[:, 0].median()
-    pred = torch.where(flags, population.y, (population.y + 1) % 10)
-    logits = torch.nn.functional.one_hot(pred, 10).float() * 4
-    pop = Population(z=population.z, y=population.y, w=population.w, s=population.s, logits=logits,
-                     p_y=torch.softmax(logits, 1).gather(1, population.y[:, None]).squeeze(1), pred=pred,
-                     well=flags)
+    pop = _flagged_by_w(population)
     r = FailureDirection(G, pop, seed=0).fit()
     walk = walk_failure_direction(G, C, r, steps=(0.0, 3.0), batch_size=7)
     assert walk.classes == r.classes and walk.images.shape[:2] == (len(r.classes), 2) == walk.p_y.shape
@@ -165,12 +169,7 @@ def test_failure_direction_json_reads_back_exactly(G, C, population, tmp_path, r
     from failatlas.analysis.direction import walk_failure_direction
     from failatlas.report.gallery import plot_failure_direction
 
-    flags = population.w[:, 0] < population.w[:, 0].median()
-    pred = torch.where(flags, population.y, (population.y + 1) % 10)
-    logits = torch.nn.functional.one_hot(pred, 10).float() * 4
-    pop = Population(z=population.z, y=population.y, w=population.w, s=population.s, logits=logits,
-                     p_y=torch.softmax(logits, 1).gather(1, population.y[:, None]).squeeze(1), pred=pred,
-                     well=flags)
+    pop = _flagged_by_w(population)
     r = FailureDirection(G, pop, seed=0).fit()
     back, path = round_trip(r, FailureDirectionResult.read_json, "direction.json")
     assert_same_result(r, back)

@@ -281,18 +281,10 @@ class CurveResult:
         obj = _io.read_result_json(path, (JSON_FORMAT, CURVES_FORMAT), "accuracy-curve file", "an accuracy curve",
                                    JSON_VERSION, _CURVE_HINT)
         source = f"accuracy-curve file {path}"
-        if obj["format"] == JSON_FORMAT:
-            if classifier is not None:
-                raise ResultFileError(f"{source} holds one curve, not one per classifier; read it without classifier=")
-            return cls.from_json(obj, source)
-        curves = _classifiers(obj, source)
-        if classifier is None and len(curves) == 1:
-            classifier = next(iter(curves))
-        if classifier not in curves:
-            raise ResultFileError(f"{source} holds the curves of {', '.join(map(repr, curves))}"
-                                  + ("" if classifier is None else f", not of {classifier!r}")
-                                  + "; pass classifier= one of them, or read them all with read_curves")
-        return cls.from_json(curves[classifier], f"{source}, classifier {classifier!r}")
+        one = obj["format"] == JSON_FORMAT
+        name, entry = _io.classifier_entry(None if one else _classifiers(obj, source), classifier, source, "curves",
+                                           ", or read them all with read_curves")
+        return cls.from_json(obj, source) if one else cls.from_json(entry, f"{source}, classifier {name!r}")
 
     def to_csv(self, path: str | Path) -> Path:
         """One row per bin, the overall curve first (empty ``class``), then each class's; floats as

@@ -140,18 +140,9 @@ class FailureDirectionResult:
         obj = _io.load_result_json(path, "failure-direction file")
         source = f"failure-direction file {path}"
         fitted = {k: v for k, v in obj.items() if isinstance(v, dict)} if isinstance(obj, dict) else {}
-        if not isinstance(obj, dict) or "format" in obj or "note" not in obj or not fitted:  # one result
-            if classifier is not None:
-                raise ResultFileError(f"{source} holds one result, not one per classifier; read it without "
-                                      "classifier=")
-            return cls.from_json(obj, source)
-        if classifier is None and len(fitted) == 1:
-            classifier = next(iter(fitted))
-        if classifier not in fitted:
-            raise ResultFileError(f"{source} holds the failure directions of {', '.join(map(repr, fitted))}"
-                                  + ("" if classifier is None else f", not of {classifier!r}")
-                                  + "; pass classifier= one of them")
-        return cls.from_json(fitted[classifier], f"{source}, classifier {classifier!r}")
+        one = not isinstance(obj, dict) or "format" in obj or "note" not in obj or not fitted
+        name, entry = _io.classifier_entry(None if one else fitted, classifier, source, "failure directions")
+        return cls.from_json(obj, source) if one else cls.from_json(entry, f"{source}, classifier {name!r}")
 
 
 def describe(summary: dict[str, Any] | None, why: str | None = None) -> str:
