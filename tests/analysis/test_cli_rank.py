@@ -105,3 +105,24 @@ def test_rank_command_draws_from_the_chosen_classes(saved_models, tmp_path, caps
     assert sorted(Ranking.read_json(out / "ranking.json").per_class) == [4]
     assert json.loads((out / "ranking.json").read_text())["population_classes"] == [4]
     assert "population: 30 samples, class 4, accuracy" in captured.out
+
+
+def test_an_interrupted_rank_leaves_the_earlier_run_whole(saved_models, tmp_path, monkeypatch):
+    """Ctrl-C (or kill) while rank writes its files: the folder keeps the earlier run's files, all of them;
+    each file used to be renamed into place as it was done, so a new population.npz and ranking.csv could
+    sit beside the earlier run's ranking.json and separation files."""
+    import failatlas.report.figures as figures
+    from failatlas.analysis.ranking import run_rank
+
+    out = tmp_path / "run"
+    run_rank(saved_models.generator, saved_models.classifier, out=out, n=40, seed=2, batch_size=20, verbose=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(figures, "plot_separation", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_rank(saved_models.generator, saved_models.classifier, out=out, n=40, seed=3, batch_size=20,
+                 verbose=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging folder left either

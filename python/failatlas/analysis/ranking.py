@@ -671,18 +671,19 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
             summary["latent_direction"] = FailureDirection(G, pop, seed=seed).fit().summary()
         except FailatlasError as exc:
             summary["latent_direction"], summary["latent_direction_error"] = None, str(exc)
-    with stage("files", str(out)):
-        files = {
-            "ranking_csv": ranking.to_csv(out / "ranking.csv"),
-            "population": pop.to_npz(out / "population.npz"),
-            "separation_csv": sep.to_csv(out / "separation.csv"),
-            "separation_png": plot_separation(sep, ranking, out / "separation.png", k=3, seed=seed),
-        }
-        files["separation_json"] = out / "separation.json"
+    # written into a staging folder inside out and moved into place together (signals held): a Ctrl-C or a
+    # failure part-way leaves an earlier run's files as they were, not some of them beside this run's
+    with stage("files", str(out)), _io.staged_files(out) as tmp:
+        ranking.to_csv(tmp / "ranking.csv")
+        pop.to_npz(tmp / "population.npz")
+        sep.to_csv(tmp / "separation.csv")
+        plot_separation(sep, ranking, tmp / "separation.png", k=3, seed=seed)  # + separation.json
         notes = data_notes(generator, {Path(str(classifier)).name: C}, classes)
-        _io.write_json(out / "ranking.json", {**ranking.to_json(), "summary": summary, "notes": notes,
+        _io.write_json(tmp / "ranking.json", {**ranking.to_json(), "summary": summary, "notes": notes,
                                               "generator": str(generator), "classifier": str(classifier),
                                               "population_classes": None if classes is None else list(classes)})
-        files["ranking_json"] = out / "ranking.json"
+    files = {"ranking_csv": out / "ranking.csv", "population": out / "population.npz",
+             "separation_csv": out / "separation.csv", "separation_png": out / "separation.png",
+             "separation_json": out / "separation.json", "ranking_json": out / "ranking.json"}
     return RankRun(out=out, population=pop, ranking=ranking, separation=sep, summary=summary, files=files,
                    timings=dict(stage.timings), notes=tuple(notes))
