@@ -474,6 +474,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     Under ``torchrun`` (WORLD_SIZE > 1) the per-sample work is sharded across the ranks (see
     :func:`compare_classifiers`, gloo on CPU); rank 0 alone computes the rest, writes the files and gets
     the full result; the other ranks return with ``comparison`` None."""
+    from .. import _provenance
     from .._paths import resolve_classifier, resolve_model
     from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
@@ -531,7 +532,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     stage = Path(tempfile.mkdtemp(prefix=".compare-", dir=out))
     try:
         _io.write_json(stage / "compare.json", {**comparison.to_json(), "models": infos, "real_accuracy": real,
-                                                "notes": notes})
+                                                "notes": notes, "versions": _provenance.versions()})
         _io.write_bytes(stage / "corner_shifts.csv", _csv(comparison.shift_rows()))
         plot_shift_comparison(comparison, stage / "corner_shifts.png")
         if comparison.curves:

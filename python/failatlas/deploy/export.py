@@ -528,14 +528,10 @@ def _onnx_entry(path: Path, description: str, parity: dict[str, Any], exporter: 
             "metadata": meta, "parity": parity}
 
 
-def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
+def _versions() -> dict[str, str | None]:
+    from .. import _provenance
 
-    from .. import __version__
-
-    return {"failatlas": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__}
+    return _provenance.versions()
 
 
 def _commit(stage: Path, out: Path, names: list[str], stale: tuple[str, ...]) -> None:
