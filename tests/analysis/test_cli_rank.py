@@ -126,3 +126,23 @@ def test_an_interrupted_rank_leaves_the_earlier_run_whole(saved_models, tmp_path
         run_rank(saved_models.generator, saved_models.classifier, out=out, n=40, seed=3, batch_size=20,
                  verbose=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging folder left either
+
+
+def test_ranking_json_records_the_models_and_the_code(saved_models, tmp_path, monkeypatch):
+    """ranking.json names the models by absolute path with their sha256 and the code by its source digest:
+    it recorded the paths as given, relative to a working directory it did not record, and no checksum."""
+    import shutil
+
+    from failatlas import _io, _provenance
+    from failatlas.analysis.ranking import run_rank
+
+    shutil.copytree(saved_models.generator, tmp_path / "gen")
+    monkeypatch.chdir(tmp_path)
+    run_rank("gen", str(saved_models.classifier), out="run", n=20, seed=1, batch_size=20, verbose=False)
+    record = json.loads((tmp_path / "run" / "ranking.json").read_text())
+    assert record["generator"] == "gen"  # as given, as before
+    gen, cls = record["models"]["generator"], record["models"]["classifier"]
+    assert gen["path"] == str(tmp_path.resolve() / "gen") and gen["given"] == "gen"
+    assert gen["sha256"]["generator.safetensors"] == _io.sha256(saved_models.generator / "generator.safetensors")
+    assert cls["sha256"]["model.safetensors"] == _io.sha256(saved_models.classifier / "model.safetensors")
+    assert record["versions"]["failatlas_source_sha256"] == _provenance.source_sha256()

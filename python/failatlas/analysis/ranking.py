@@ -628,7 +628,9 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
     from ..report.figures import plot_separation
-    from .._paths import resolve_model
+    from .. import _provenance
+    from .._paths import resolve_classifier, resolve_model
+    from .pipeline import model_info
     from .population import sample_population
     from .direction import FailureDirection
     from .separation import Separation
@@ -644,9 +646,14 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     if rank != 0:
         progress_bar, verbose = False, False
     stage = Stages("rank", ("population", "ranking", "separation", "files"), verbose)
-    G = load_generator(resolve_model(generator))
+    gpath = resolve_model(generator)
+    G = load_generator(gpath)
     C = load_any_classifier(classifier)
     check_class_counts(G, C)
+    # which models, for the record: the paths as given are relative to a working directory nobody records
+    cpath = resolve_classifier(classifier)
+    models = {"generator": model_info(generator, gpath, gpath.resolve().name, folder=True).to_json(),
+              "classifier": model_info(classifier, cpath, cpath.resolve().name).to_json()}
     if distributed and _model_dtype_device(G)[1].type != "cpu":
         raise FailatlasError("failatlas under torchrun runs on the CPU (gloo) only for now")
     dist.init()  # every rank checks the same things above, so they all fail or all get here
@@ -681,7 +688,8 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
         notes = data_notes(generator, {Path(str(classifier)).name: C}, classes)
         _io.write_json(tmp / "ranking.json", {**ranking.to_json(), "summary": summary, "notes": notes,
                                               "generator": str(generator), "classifier": str(classifier),
-                                              "population_classes": None if classes is None else list(classes)})
+                                              "population_classes": None if classes is None else list(classes),
+                                              "models": models, "versions": _provenance.versions()})
     files = {"ranking_csv": out / "ranking.csv", "population": out / "population.npz",
              "separation_csv": out / "separation.csv", "separation_png": out / "separation.png",
              "separation_json": out / "separation.json", "ranking_json": out / "ranking.json"}
