@@ -538,11 +538,13 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
         if comparison.curves:
             plot_accuracy_curves(comparison.curves, stage / "accuracy_curves.png")
         _io.write_bytes(stage / "report.html", _report(comparison, stage, real, notes, infos).encode("utf-8"))
-        if not comparison.curves:  # no curve this time: an earlier run's figure must not pass for this one's
-            for name in ("accuracy_curves.png", "accuracy_curves.json"):
-                (out / name).unlink(missing_ok=True)
-        for written in sorted(stage.iterdir()):
-            os.replace(written, out / written.name)
+        with _io.signals_held():  # a Ctrl-C or kill waits until this run's files are all in place
+            if not comparison.curves:  # no curve this time: an earlier run's figure must not pass for this one's
+                for name in ("accuracy_curves.png", "accuracy_curves.json"):
+                    (out / name).unlink(missing_ok=True)
+            for written in sorted(stage.iterdir()):
+                os.replace(written, out / written.name)
+            shutil.rmtree(stage, ignore_errors=True)  # inside: a held SIGTERM ends the process when it ends
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     files = {"json": out / "compare.json", "csv": out / "corner_shifts.csv", "shifts_png": out / "corner_shifts.png",
