@@ -146,3 +146,11 @@ def test_ranking_json_records_the_models_and_the_code(saved_models, tmp_path, mo
     assert gen["sha256"]["generator.safetensors"] == _io.sha256(saved_models.generator / "generator.safetensors")
     assert cls["sha256"]["model.safetensors"] == _io.sha256(saved_models.classifier / "model.safetensors")
     assert record["versions"]["failatlas_source_sha256"] == _provenance.source_sha256()
+    assert record["batch_size"] == 20  # it changes the last digits of the scores
+
+
+def test_ranking_json_records_the_batch_size_chosen(saved_models, tmp_path):
+    from failatlas.analysis.ranking import run_rank
+
+    run_rank(saved_models.generator, saved_models.classifier, out=tmp_path, n=40, seed=2, verbose=False)
+    assert json.loads((tmp_path / "ranking.json").read_text())["batch_size"] == 64  # the CPU's default

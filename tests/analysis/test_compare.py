@@ -223,7 +223,11 @@ def test_a_signal_while_the_files_move_in_waits_for_the_last_one(G, C, tmp_path,
         cmp.run_compare(tmp_path / "g", [str(tmp_path / "a"), str(tmp_path / "b")], out=out, n=60, seed=0, k=2,
                         verbose=False)
     assert fired
-    assert json.loads((out / "compare.json").read_text())["n"] == 60
+    record = json.loads((out / "compare.json").read_text())
+    assert record["n"] == 60
+    # what the rest of the command was given, for a rerun: the batch size is the one chosen (CPU: 64)
+    assert record["options"] == {"k": 2, "black_box_n": 64, "batch_size": 64}
+    assert record["versions"]["failatlas_source_sha256"]
     assert {p.name for p in out.iterdir()} >= {"compare.json", "corner_shifts.csv", "report.html"}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 

@@ -34,7 +34,8 @@ from .._progress import Stages
 from ..errors import FailatlasError
 from .corners import CornerCaseSearch
 from .curves import AccuracyCurve, CurveResult, with_classifier
-from .population import Population, check_class_counts, check_classes, describe_classes, sample_population
+from .population import (Population, check_batch_size, check_class_counts, check_classes, describe_classes,
+                         sample_population)
 from .ranking import (BLACK_BOX_N, GradientRanking, Ranking, check_black_box_n, is_differentiable, rank_any,
                       ranking_agreement)
 
@@ -532,7 +533,10 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     stage = Path(tempfile.mkdtemp(prefix=".compare-", dir=out))
     try:
         _io.write_json(stage / "compare.json", {**comparison.to_json(), "models": infos, "real_accuracy": real,
-                                                "notes": notes, "versions": _provenance.versions()})
+                                                "notes": notes, "versions": _provenance.versions(),
+                                                # what else the command was given (batch size: the one used)
+                                                "options": {"k": k, "black_box_n": black_box_n,
+                                                            "batch_size": check_batch_size(batch_size, G)}})
         _io.write_bytes(stage / "corner_shifts.csv", _csv(comparison.shift_rows()))
         plot_shift_comparison(comparison, stage / "corner_shifts.png")
         if comparison.curves:

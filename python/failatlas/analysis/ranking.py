@@ -689,7 +689,8 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
         _io.write_json(tmp / "ranking.json", {**ranking.to_json(), "summary": summary, "notes": notes,
                                               "generator": str(generator), "classifier": str(classifier),
                                               "population_classes": None if classes is None else list(classes),
-                                              "models": models, "versions": _provenance.versions()})
+                                              "models": models, "versions": _provenance.versions(),
+                                              "batch_size": check_batch_size(batch_size, G)})
     files = {"ranking_csv": out / "ranking.csv", "population": out / "population.npz",
              "separation_csv": out / "separation.csv", "separation_png": out / "separation.png",
              "separation_json": out / "separation.json", "ranking_json": out / "ranking.json"}
