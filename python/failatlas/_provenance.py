@@ -2,9 +2,11 @@
 
 ``failatlas.__version__`` stays 0.1.0 while the code changes (populations of one seed changed with the
 latent stream, for one), so every result also records :func:`source_sha256`: one digest of the package's
-own files (its Python modules and the embedded data), the same for a checkout and for the installed wheel
-built from it, and different as soon as one of those files differs. Compare it with what
-``failatlas --version`` prints to know whether this installation is the code that wrote a run folder.
+own files (its Python modules and the embedded data, paths relative to the package, so it does not depend
+on where the package lies; only files a checkout and a wheel both hold, though the digest of an installed
+wheel has not been compared with its checkout's), different as soon as one of those files differs. Compare
+it with what ``failatlas --version`` prints to know whether this installation is the code that wrote a
+run folder.
 """
 
 from __future__ import annotations
