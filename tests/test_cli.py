@@ -244,3 +244,15 @@ def test_another_processs_probe_does_not_make_an_empty_out_non_empty(tmp_path, m
     monkeypatch.setattr(os, "rmdir", cannot_remove)
     with pytest.raises(FailatlasError, match="can be created in .* but not removed or replaced"):
         _io.check_out_folder(tmp_path / "fresh")
+
+
+def test_version_prints_the_source_digest_that_run_records_hold(capsys, monkeypatch):
+    """`failatlas --version` on one line with the digest a manifest's versions record (failatlas_source_sha256),
+    so an installation can be checked against a run folder; a narrow terminal does not wrap it."""
+    from failatlas import __version__, _provenance
+
+    monkeypatch.setenv("COLUMNS", "40")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"failatlas {__version__} (source sha256 {_provenance.source_sha256()})\n"

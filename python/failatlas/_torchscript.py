@@ -52,8 +52,15 @@ def trace(module: torch.nn.Module, example: torch.Tensor | tuple, **kwargs) -> t
 
 
 def save(module: torch.jit.ScriptModule, path: str | Path, extra_files: dict[str, str] | None = None) -> None:
-    """``torch.jit.save`` atomically; ``extra_files``: name → text stored in the archive beside the code."""
-    from ._io import atomic_path
+    """``torch.jit.save`` atomically; ``extra_files``: name → text stored in the archive beside the code.
 
-    with quiet_jit(), atomic_path(path) as tmp:
-        torch.jit.save(module, str(tmp), _extra_files=extra_files or {})
+    Saved to memory first: given a file, torch.jit.save names the archive's top folder after it, and the
+    temporary file's random name made every export of one model a different file (another sha256)."""
+    import io
+
+    from ._io import write_bytes
+
+    buffer = io.BytesIO()
+    with quiet_jit():
+        torch.jit.save(module, buffer, _extra_files=extra_files or {})
+    write_bytes(path, buffer.getvalue())

@@ -521,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Map where an image classifier fails: StyleSpace failure directions, corner cases, "
         "accuracy against corruption level.",
     )
-    parser.add_argument("--version", action="version", version=f"failatlas {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="show the version and the source digest that run records hold, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_, description, setup in _COMMANDS:
         p = sub.add_parser(name, help=help_, description=description,
@@ -580,6 +581,16 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):  # no file descriptor behind stdout (e.g. captured): nothing to flush there
         pass
+
+
+class _Version(argparse.Action):
+    """--version on one line (argparse's own action wraps it): the digest a run's manifest records."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ._provenance import source_sha256
+
+        print(f"failatlas {__version__} (source sha256 {source_sha256()})")
+        parser.exit()
 
 
 def main(argv: list[str] | None = None) -> int:

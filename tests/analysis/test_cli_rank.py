@@ -110,3 +110,52 @@ def test_rank_command_draws_from_the_chosen_classes(saved_models, tmp_path, caps
     assert sorted(Ranking.read_json(out / "ranking.json").per_class) == [4]
     assert json.loads((out / "ranking.json").read_text())["population_classes"] == [4]
     assert "population: 30 samples, class 4, accuracy" in captured.out
+
+
+def test_an_interrupted_rank_leaves_the_earlier_run_whole(saved_models, tmp_path, monkeypatch):
+    """Ctrl-C (or kill) while rank writes its files: the folder keeps the earlier run's files, all of them;
+    each file used to be renamed into place as it was done, so a new population.npz and ranking.csv could
+    sit beside the earlier run's ranking.json and separation files."""
+    import failatlas.report.figures as figures
+    from failatlas.analysis.ranking import run_rank
+
+    out = tmp_path / "run"
+    run_rank(saved_models.generator, saved_models.classifier, out=out, n=40, seed=2, batch_size=20, verbose=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(figures, "plot_separation", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_rank(saved_models.generator, saved_models.classifier, out=out, n=40, seed=3, batch_size=20,
+                 verbose=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging folder left either
+
+
+def test_ranking_json_records_the_models_and_the_code(saved_models, tmp_path, monkeypatch):
+    """ranking.json names the models by absolute path with their sha256 and the code by its source digest:
+    it recorded the paths as given, relative to a working directory it did not record, and no checksum."""
+    import shutil
+
+    from failatlas import _io, _provenance
+    from failatlas.analysis.ranking import run_rank
+
+    shutil.copytree(saved_models.generator, tmp_path / "gen")
+    monkeypatch.chdir(tmp_path)
+    run_rank("gen", str(saved_models.classifier), out="run", n=20, seed=1, batch_size=20, verbose=False)
+    record = json.loads((tmp_path / "run" / "ranking.json").read_text())
+    assert record["generator"] == "gen"  # as given, as before
+    gen, cls = record["models"]["generator"], record["models"]["classifier"]
+    assert gen["path"] == str(tmp_path.resolve() / "gen") and gen["given"] == "gen"
+    assert gen["sha256"]["generator.safetensors"] == _io.sha256(saved_models.generator / "generator.safetensors")
+    assert cls["sha256"]["model.safetensors"] == _io.sha256(saved_models.classifier / "model.safetensors")
+    assert record["versions"]["failatlas_source_sha256"] == _provenance.source_sha256()
+    assert record["batch_size"] == 20  # it changes the last digits of the scores
+
+
+def test_ranking_json_records_the_batch_size_chosen(saved_models, tmp_path):
+    from failatlas.analysis.ranking import run_rank
+
+    run_rank(saved_models.generator, saved_models.classifier, out=tmp_path, n=40, seed=2, verbose=False)
+    assert json.loads((tmp_path / "ranking.json").read_text())["batch_size"] == 64  # the CPU's default

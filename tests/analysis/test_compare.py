@@ -194,6 +194,45 @@ def test_a_failure_while_writing_leaves_the_folder_as_it_was(G, C, tmp_path, mon
     assert (out / "compare.json").read_text() == '{"old": true}'
 
 
+def test_a_signal_while_the_files_move_in_waits_for_the_last_one(G, C, tmp_path, monkeypatch):
+    """Ctrl-C (or kill) while the staged files are renamed into --out: every file of this run arrives, then the
+    interrupt; it used to stop after the first rename, beside an earlier run's compare.json and report."""
+    import os
+    import signal
+    from pathlib import Path
+
+    from failatlas.analysis import compare as cmp
+    from failatlas.models.classifier import ClassifierConfig, save_classifier
+    from failatlas.models.stylegan2 import save_generator
+
+    save_generator(G, tmp_path / "g")
+    for name in ("a", "b"):
+        save_classifier(C, ClassifierConfig(), tmp_path / name)
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "compare.json").write_text('{"old": true}')
+    replace, fired = os.replace, []
+
+    def interrupted_replace(src, dst):
+        replace(src, dst)
+        if Path(dst).parent == out and not fired:
+            fired.append(dst)
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        cmp.run_compare(tmp_path / "g", [str(tmp_path / "a"), str(tmp_path / "b")], out=out, n=60, seed=0, k=2,
+                        verbose=False)
+    assert fired
+    record = json.loads((out / "compare.json").read_text())
+    assert record["n"] == 60
+    # what the rest of the command was given, for a rerun: the batch size is the one chosen (CPU: 64)
+    assert record["options"] == {"k": 2, "black_box_n": 64, "batch_size": 64}
+    assert record["versions"]["failatlas_source_sha256"]
+    assert {p.name for p in out.iterdir()} >= {"compare.json", "corner_shifts.csv", "report.html"}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
 def test_ties_and_starts_that_already_fail_are_not_credited():
     """A start one classifier already gets wrong has shift 0 on every dimension; where every classifier is at
     0 nothing is compared (left out of the mean shifts), and equal shifts name no classifier as failing first."""

@@ -260,6 +260,46 @@ def test_manifest_has_versions_seeds_checksums_and_timings(first, models):
     assert m["files"] == sorted(p.name for p in first.out.iterdir())
 
 
+def test_the_manifest_command_reruns_the_run(first, models, tmp_path, capsys):
+    """A run redone from its manifest alone: the command it records (every option spelled out, the models
+    by absolute path) writes the same files, byte for byte, but for the timings and dates."""
+    import shlex
+
+    from failatlas import _provenance
+
+    m = json.loads((first.out / "manifest.json").read_text())
+    assert m["versions"]["failatlas_source_sha256"] == _provenance.source_sha256()
+    assert m["options"]["batch_size"] == 64  # the batch size chosen on the CPU, not null
+    argv = shlex.split(m["command"], comments=True)
+    assert argv[:2] == ["failatlas", "analyze"] and argv[argv.index("--out") + 1] == str(first.out.absolute())
+    assert argv[argv.index("--generator") + 1] == str(models["generator"].resolve())
+    again = tmp_path / "again"
+    argv[argv.index("--out") + 1] = str(again)
+    assert main(argv[1:]) == 0, capsys.readouterr().err
+    redone = json.loads((again / "manifest.json").read_text())
+    assert redone["options"] == {**m["options"], "verbose": True, "progress_bar": None}  # the CLI's own
+    assert redone["command"] == m["command"].replace(shlex.quote(str(first.out.absolute())), shlex.quote(str(again)))
+    names = sorted(p.name for p in first.out.iterdir())
+    assert sorted(p.name for p in again.iterdir()) == names
+    differ = [n for n in names if (first.out / n).read_bytes() != (again / n).read_bytes()]
+    assert differ == ["manifest.json", "report.html"]
+
+
+def test_the_command_names_shipped_models_and_library_only_options(models):
+    """A shipped model keeps its name (it is found again on another machine, and its sha256 says whether it
+    is the same model); options without a flag are named after the command."""
+    from failatlas._paths import shipped_model
+
+    gen = pipeline.model_info("mnist/generator", shipped_model("mnist/generator"), "generator", folder=True)
+    cls = pipeline.model_info(str(models["a"]), models["a"], "cls-a")
+    options = AnalysisOptions(n=300, quick=True, skip_tsne=True, grid_classes=5)
+    cmd = pipeline.rerun_command(options, "rel/run", gen, [cls])
+    assert cmd.startswith(f"failatlas analyze --generator mnist/generator --classifier {models['a'].resolve()} "
+                          "--n 300 --seed 0 --k 100 --curve-centre class --corner-step 5.0 --black-box-n 64 "
+                          "--bootstrap 0 --margin-starts 0 --quick --skip-tsne --threads 1 --out ")
+    assert f"--out {Path('rel/run').absolute()}  # and grid_classes=5 (no flag: set in the library)" in cmd
+
+
 def test_report_is_self_contained_escaped_and_drawn_from_the_results(first):
     text = (first.out / "report.html").read_text(encoding="utf-8")
     assert "http://" not in text and "https://" not in text

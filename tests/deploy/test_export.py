@@ -267,3 +267,31 @@ def test_cli_help_explains_every_option(capsys):
     for word in ("classifier.onnx", "synthesis.onnx", "fused.onnx", "fused.pt2", "classifier-int8.onnx",
                  "export.json", "1e-4"):
         assert word in " ".join(text.split())
+
+
+def test_a_signal_during_the_commit_waits_for_the_last_file(tmp_path, monkeypatch):
+    """Ctrl-C (or kill) while an export's files are renamed into an existing --out: all of them arrive, then
+    the interrupt; it used to stop after the first, beside an earlier export's export.json and checksums."""
+    import os
+    import signal
+
+    stage, out = tmp_path / ".out.export-x", tmp_path / "out"
+    stage.mkdir()
+    out.mkdir()
+    names = ["classifier.onnx", "fused.pt", "export.json"]
+    for name in names:
+        (stage / name).write_text("new " + name)
+        (out / name).write_text("old " + name)
+    replace, fired = os.replace, []
+
+    def interrupted_replace(src, dst):
+        replace(src, dst)
+        if not fired:
+            fired.append(dst)
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        export_module._commit(stage, out, names, stale=())
+    assert fired and {p.name: p.read_text() for p in out.iterdir()} == {n: "new " + n for n in names}
+    assert not stage.exists()

@@ -34,7 +34,8 @@ from .._progress import Stages
 from ..errors import FailatlasError, ResultFileError
 from .corners import CornerCaseSearch
 from .curves import AccuracyCurve, CurveResult, with_classifier
-from .population import Population, check_class_counts, check_classes, describe_classes, sample_population
+from .population import (Population, check_batch_size, check_class_counts, check_classes, describe_classes,
+                         sample_population)
 from .ranking import (BLACK_BOX_N, GradientRanking, Ranking, check_black_box_n, is_differentiable, rank_any,
                       ranking_agreement)
 
@@ -544,6 +545,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     Under ``torchrun`` (WORLD_SIZE > 1) the per-sample work is sharded across the ranks (see
     :func:`compare_classifiers`, gloo on CPU); rank 0 alone computes the rest, writes the files and gets
     the full result; the other ranks return with ``comparison`` None."""
+    from .. import _provenance
     from .._paths import resolve_classifier, resolve_model
     from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
@@ -599,18 +601,23 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     # failure part-way leaves the folder as it was, not a mix of this run's files and an earlier run's
     stage = Path(tempfile.mkdtemp(prefix=".compare-", dir=out))
     try:
-        _io.write_json(stage / "compare.json", _io.jsonable({**comparison.to_json(), "models": infos,
-                                                             "real_accuracy": real, "notes": notes}))
+        _io.write_json(stage / "compare.json", _io.jsonable({
+            **comparison.to_json(), "models": infos, "real_accuracy": real, "notes": notes,
+            "versions": _provenance.versions(),
+            # what else the command was given (batch size: the one used)
+            "options": {"k": k, "black_box_n": black_box_n, "batch_size": check_batch_size(batch_size, G)}}))
         _io.write_bytes(stage / "corner_shifts.csv", _csv(comparison.shift_rows()))
         plot_shift_comparison(comparison, stage / "corner_shifts.png")
         if comparison.curves:
             plot_accuracy_curves(comparison.curves, stage / "accuracy_curves.png")
         _io.write_bytes(stage / "report.html", _report(comparison, stage, real, notes, infos).encode("utf-8"))
-        if not comparison.curves:  # no curve this time: an earlier run's figure must not pass for this one's
-            for name in ("accuracy_curves.png", "accuracy_curves.json"):
-                (out / name).unlink(missing_ok=True)
-        for written in sorted(stage.iterdir()):
-            os.replace(written, out / written.name)
+        with _io.signals_held():  # a Ctrl-C or kill waits until this run's files are all in place
+            if not comparison.curves:  # no curve this time: an earlier run's figure must not pass for this one's
+                for name in ("accuracy_curves.png", "accuracy_curves.json"):
+                    (out / name).unlink(missing_ok=True)
+            for written in sorted(stage.iterdir()):
+                os.replace(written, out / written.name)
+            shutil.rmtree(stage, ignore_errors=True)  # inside: a held SIGTERM ends the process when it ends
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     files = {"json": out / "compare.json", "csv": out / "corner_shifts.csv", "shifts_png": out / "corner_shifts.png",

@@ -25,7 +25,8 @@ Stages (each announced on stderr with its elapsed seconds):
 Everything is written into a temporary sibling of ``out`` and renamed onto ``out`` at the end, so a
 failure or Ctrl-C never leaves a half-written run folder; an existing non-empty ``out`` is refused unless
 ``overwrite``. The folder holds every figure (PNG + its JSON), the tables (CSV/JSON), ``population.npz``,
-``summary.json``, ``manifest.json`` (versions, seeds, options, model checksums, timings, files) and
+``summary.json``, ``manifest.json`` (versions with the source digest, the command that reruns the run,
+seeds, options, model checksums, timings, files) and
 ``report.html`` (self-contained, drawn from the results).
 
 Under ``torchrun`` (WORLD_SIZE > 1; gloo on CPU, :mod:`failatlas.distributed`) the two expensive stages
@@ -58,7 +59,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .. import _io, __version__
+from .. import _io, _provenance
 from .._progress import Stages
 from ..errors import FailatlasError
 from ..report.figures import class_label
@@ -436,6 +437,52 @@ def model_info(given: object, path: Path, name: str, folder: bool = False) -> Mo
         path = path.parent
     files = {path.name: _io.sha256(path)} if path.is_file() else _model_files(path)
     return ModelInfo(str(given), path.resolve(), name, files)
+
+
+def _model_argument(info: ModelInfo) -> str:
+    """How a command names a model of the run: a shipped model by its name (found again on any machine where
+    failatlas ships it: its sha256 in the manifest says whether it is the same model), anything else by its
+    absolute path (a relative one named a folder under the working directory of the run)."""
+    from .._paths import shipped_model
+
+    try:
+        if shipped_model(info.given).resolve() == info.path:
+            return info.given
+    except FailatlasError:
+        pass
+    return str(info.path)
+
+
+def rerun_command(options: AnalysisOptions, out: str | Path, generator: ModelInfo,
+                  classifiers: Sequence[ModelInfo]) -> str:
+    """The ``failatlas analyze`` command that runs ``options`` again into ``out`` (made absolute), with every
+    option spelled out (the defaults of a later version cannot change it) and the models as
+    :func:`_model_argument` names them. Options the command line cannot set (``tsne_points``,
+    ``grid_classes`` other than what ``--quick`` chooses) are named after the command."""
+    import shlex
+
+    q = shlex.quote
+    parts = ["failatlas", "analyze", "--generator", q(_model_argument(generator))]
+    for info in classifiers:
+        parts += ["--classifier", q(_model_argument(info))]
+    parts += ["--n", str(options.population_size)]
+    if options.classes is not None:
+        parts += ["--classes", *map(str, check_classes(options.classes))]
+    parts += ["--seed", str(int(options.seed)), "--k", str(options.k), "--curve-centre", options.curve_centre,
+              "--corner-step", repr(float(options.corner_step)), "--black-box-n", str(options.black_box_n),
+              "--bootstrap", str(options.bootstrap_resamples), "--margin-starts", str(options.margin_starts_per_class)]
+    if options.quick:
+        parts.append("--quick")
+    if options.skip_tsne:
+        parts.append("--skip-tsne")
+    if options.batch_size is not None:
+        parts += ["--batch-size", str(options.batch_size)]
+    parts += ["--threads", str(options.threads or 0), "--out", q(str(Path(out).absolute()))]
+    quick = dataclasses.replace(options, tsne_points=None, grid_classes=None)
+    unset = [f"{name}={getattr(options, attr)}" for name, attr, chosen in (
+        ("tsne_points", "tsne_max_points", quick.tsne_max_points),
+        ("grid_classes", "grid_class_limit", quick.grid_class_limit)) if getattr(options, attr) != chosen]
+    return " ".join(parts) + (f"  # and {', '.join(unset)} (no flag: set in the library)" if unset else "")
 
 
 def _curves_csv(curves: dict[str, CurveResult], path: Path) -> Path:
@@ -918,15 +965,16 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     _io.write_json(tmp / "summary.json", summary)
     wrote("summary.json", "report.html", "manifest.json")
     timings = dict(stage.timings)
+    used = dataclasses.replace(options, batch_size=check_batch_size(bs, G))  # the batch size chosen, recorded
     manifest = _io.jsonable({
         "format": MANIFEST_FORMAT, "created": created,
-        "versions": {"failatlas": __version__, "torch": torch.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "versions": _provenance.versions(),
+        "command": rerun_command(used, out, gen_info, infos),
         "platform": {"system": platform.platform(), "machine": platform.machine(),
                      "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                      "world_size": world_size},
         "seeds": {"population": seed, "bootstrap": seed, "separation_random_dims": seed, "tsne": seed},
-        "options": options.effective(),
+        "options": used.effective(),
         "models": {"generator": gen_info.to_json(), "classifiers": [i.to_json() for i in infos],
                    "primary": primary},
         "timings": {stage_name: round(seconds, 3) for stage_name, seconds in timings.items()},

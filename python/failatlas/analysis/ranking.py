@@ -627,7 +627,9 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
     from ..report.figures import plot_separation
-    from .._paths import resolve_model
+    from .. import _provenance
+    from .._paths import resolve_classifier, resolve_model
+    from .pipeline import model_info
     from .population import sample_population
     from .direction import FailureDirection
     from .separation import Separation, weak_separation
@@ -643,9 +645,14 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     if rank != 0:
         progress_bar, verbose = False, False
     stage = Stages("rank", ("population", "ranking", "separation", "files"), verbose)
-    G = load_generator(resolve_model(generator))
+    gpath = resolve_model(generator)
+    G = load_generator(gpath)
     C = load_any_classifier(classifier)
     check_class_counts(G, C)
+    # which models, for the record: the paths as given are relative to a working directory nobody records
+    cpath = resolve_classifier(classifier)
+    models = {"generator": model_info(generator, gpath, gpath.resolve().name, folder=True).to_json(),
+              "classifier": model_info(classifier, cpath, cpath.resolve().name).to_json()}
     if distributed and _model_dtype_device(G)[1].type != "cpu":
         raise FailatlasError("failatlas under torchrun runs on the CPU (gloo) only for now")
     dist.init()  # every rank checks the same things above, so they all fail or all get here
@@ -670,19 +677,22 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
             summary["latent_direction"] = FailureDirection(G, pop, seed=seed).fit().summary()
         except FailatlasError as exc:
             summary["latent_direction"], summary["latent_direction_error"] = None, str(exc)
-    with stage("files", str(out)):
-        files = {
-            "ranking_csv": ranking.to_csv(out / "ranking.csv"),
-            "population": pop.to_npz(out / "population.npz"),
-            "separation_csv": sep.to_csv(out / "separation.csv"),
-            "separation_png": plot_separation(sep, ranking, out / "separation.png", k=3, seed=seed),
-        }
-        files["separation_json"] = out / "separation.json"
+    # written into a staging folder inside out and moved into place together (signals held): a Ctrl-C or a
+    # failure part-way leaves an earlier run's files as they were, not some of them beside this run's
+    with stage("files", str(out)), _io.staged_files(out) as tmp:
+        ranking.to_csv(tmp / "ranking.csv")
+        pop.to_npz(tmp / "population.npz")
+        sep.to_csv(tmp / "separation.csv")
+        plot_separation(sep, ranking, tmp / "separation.png", k=3, seed=seed)  # + separation.json
         name = Path(str(classifier)).name
         notes = data_notes(generator, {name: C}, classes) + weak_separation({name: summary})
-        _io.write_json(out / "ranking.json", {**ranking.to_json(), "summary": summary, "notes": notes,
+        _io.write_json(tmp / "ranking.json", {**ranking.to_json(), "summary": summary, "notes": notes,
                                               "generator": str(generator), "classifier": str(classifier),
-                                              "population_classes": None if classes is None else list(classes)})
-        files["ranking_json"] = out / "ranking.json"
+                                              "population_classes": None if classes is None else list(classes),
+                                              "models": models, "versions": _provenance.versions(),
+                                              "batch_size": check_batch_size(batch_size, G)})
+    files = {"ranking_csv": out / "ranking.csv", "population": out / "population.npz",
+             "separation_csv": out / "separation.csv", "separation_png": out / "separation.png",
+             "separation_json": out / "separation.json", "ranking_json": out / "ranking.json"}
     return RankRun(out=out, population=pop, ranking=ranking, separation=sep, summary=summary, files=files,
                    timings=dict(stage.timings), notes=tuple(notes))

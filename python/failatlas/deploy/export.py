@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import check_out_folder, sha256, write_bytes, write_json
+from .._io import check_out_folder, sha256, signals_held, write_bytes, write_json
 from ..errors import FailatlasError
 from .onnx_classifier import _first_line, _quiet_exporter, set_metadata
 
@@ -528,14 +528,10 @@ def _onnx_entry(path: Path, description: str, parity: dict[str, Any], exporter: 
             "metadata": meta, "parity": parity}
 
 
-def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
+def _versions() -> dict[str, str | None]:
+    from .. import _provenance
 
-    from .. import __version__
-
-    return {"failatlas": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__}
+    return _provenance.versions()
 
 
 def _commit(stage: Path, out: Path, names: list[str], stale: tuple[str, ...]) -> None:
@@ -547,9 +543,10 @@ def _commit(stage: Path, out: Path, names: list[str], stale: tuple[str, ...]) ->
         os.chmod(stage, 0o777 & ~mask)  # mkdtemp makes 0700; an export is meant to be shared
         os.rename(stage, out)
         return
-    for name in stale:
-        with contextlib.suppress(FileNotFoundError):
-            (out / name).unlink()
-    for name in names:
-        os.replace(stage / name, out / name)
-    shutil.rmtree(stage, ignore_errors=True)
+    with signals_held():  # a Ctrl-C or kill waits until every file of this export is in place
+        for name in stale:
+            with contextlib.suppress(FileNotFoundError):
+                (out / name).unlink()
+        for name in names:
+            os.replace(stage / name, out / name)
+        shutil.rmtree(stage, ignore_errors=True)
