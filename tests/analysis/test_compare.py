@@ -349,7 +349,7 @@ def test_compare_json_reads_back_exactly(G, C, tmp_path, round_trip, assert_same
     saved = json.loads((out / "compare.json").read_text())
     again = tmp_path / "compare-again.json"
     _io.write_json(again, _io.jsonable({**back.to_json(), **{k: saved[k] for k in ("models", "real_accuracy",
-                                                                                  "notes")}}))
+                                                                                  "notes", "versions", "options")}}))
     assert again.read_bytes() == (out / "compare.json").read_bytes()
     assert_same_result(cmp, round_trip(cmp, Comparison.read_json, "compare.json")[0])
     # the figures drawn from it are the run's, bit for bit
