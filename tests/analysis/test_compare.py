@@ -170,9 +170,8 @@ def test_a_curve_figure_left_by_an_earlier_run_is_not_reported(G, C, tmp_path, m
     assert "Accuracy against distance" not in (out / "report.html").read_text()
 
 
-def test_a_failure_while_writing_leaves_the_folder_as_it_was(G, C, tmp_path, monkeypatch):
-    import failatlas.report.curves_figures as figures
-    from failatlas.analysis import compare as cmp
+def _earlier_run(G, C, tmp_path):
+    """A generator and two classifiers saved under tmp_path (g, a, b), and the --out of an earlier run (cmp)."""
     from failatlas.models.classifier import ClassifierConfig, save_classifier
     from failatlas.models.stylegan2 import save_generator
 
@@ -182,6 +181,14 @@ def test_a_failure_while_writing_leaves_the_folder_as_it_was(G, C, tmp_path, mon
     out = tmp_path / "cmp"
     out.mkdir()
     (out / "compare.json").write_text('{"old": true}')
+    return out
+
+
+def test_a_failure_while_writing_leaves_the_folder_as_it_was(G, C, tmp_path, monkeypatch):
+    import failatlas.report.curves_figures as figures
+    from failatlas.analysis import compare as cmp
+
+    out = _earlier_run(G, C, tmp_path)
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
@@ -202,15 +209,8 @@ def test_a_signal_while_the_files_move_in_waits_for_the_last_one(G, C, tmp_path,
     from pathlib import Path
 
     from failatlas.analysis import compare as cmp
-    from failatlas.models.classifier import ClassifierConfig, save_classifier
-    from failatlas.models.stylegan2 import save_generator
 
-    save_generator(G, tmp_path / "g")
-    for name in ("a", "b"):
-        save_classifier(C, ClassifierConfig(), tmp_path / name)
-    out = tmp_path / "cmp"
-    out.mkdir()
-    (out / "compare.json").write_text('{"old": true}')
+    out = _earlier_run(G, C, tmp_path)
     replace, fired = os.replace, []
 
     def interrupted_replace(src, dst):
