@@ -208,6 +208,7 @@ RESULT_FORMATS = {
     "failatlas-tsne": "a t-SNE result (tsne.json)",
     "failatlas-class-overlap": "a class overlap (overlap.json)",
     "failatlas-failure-direction": "a failure direction (failure_direction.json)",
+    "failatlas-margins": "corner-shift margins (margins.json)",
 }
 
 
@@ -251,7 +252,7 @@ def rebuilding(source: str, what: str, fix: str) -> Iterator[None]:
         yield
     except FailatlasError:  # a nested result's own line (ResultFileError is a ValueError too): as it is
         raise
-    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError, OverflowError) as exc:
         raise ResultFileError(f"{source} is not a valid failatlas {what} ({type(exc).__name__}: {exc}); "
                               f"{fix}") from None
 

@@ -64,7 +64,12 @@ def test_each_shift_is_the_corner_search_from_that_sample(G, sharp_classifier, s
         assert r["not_found"] == int(torch.isinf(col).sum())
         assert r["q05"] <= r["q25"] <= r["median"] == m.quantile(0.5, m.dims[j])
         medians = {c: lower_quantile(col[m.labels == c], 0.5) for c in m.classes}
-        assert r["soonest_class_median"] == min(medians.values())
+        if math.isfinite(min(medians.values())):
+            assert r["soonest_class_median"] == min(medians.values()) == medians[r["soonest_class"]]
+        else:  # no class fails along it: none is named
+            assert r["soonest_class"] is None and r["soonest_class_median"] is None
+    assert s["at_start"] == int((m.p_start <= 0.5).sum())
+    assert torch.equal(m.p_start, cases.p_start.double())
 
 
 def test_files_and_figure(margins, tmp_path):
@@ -72,10 +77,15 @@ def test_files_and_figure(margins, tmp_path):
 
     m = margins
     lines = m.to_csv(tmp_path / "margins.csv").read_text().splitlines()
-    assert lines[0] == "index,class,dim,rank,layer,shift,found,verified" and len(lines) == 1 + m.shifts.numel()
-    first = lines[1].split(",")
-    assert (int(first[0]), int(first[2])) == (int(m.index[0]), m.dims[0])
-    assert (first[5] == "") == (first[6] == "false") == math.isinf(float(m.shifts[0, 0]))
+    assert lines[0] == "index,class,dim,rank,layer,shift,found,at_start,verified"
+    assert len(lines) == 1 + m.shifts.numel()
+    for i, line in enumerate(lines[1:]):
+        cells = line.split(",")
+        start, j = divmod(i, len(m.dims))
+        assert (int(cells[0]), int(cells[2])) == (int(m.index[start]), m.dims[j])
+        not_found = math.isinf(float(m.shifts[start, j]))
+        assert (cells[5] == "") == (cells[6] == "false") == (cells[8] == "") == not_found  # nothing to verify
+        assert cells[7] == str(bool(m.p_start[start] <= 0.5)).lower()
     png = plot_margins(m, tmp_path / "margins.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     data = json.loads((tmp_path / "margins.json").read_text())  # strict JSON: inf is null
@@ -122,10 +132,13 @@ def test_read_back_exactly_from_the_result_or_the_figure_data(margins, tmp_path)
     (tmp_path / "other.json").write_text('{"format": "failatlas-ranking"}')
     with pytest.raises(ResultFileError, match="not corner-shift margins"):
         MarginResult.read_json(tmp_path / "other.json")
-    broken = {**m.to_json(), "shifts": m.to_json()["shifts"][:-1]}
-    _io.write_json(tmp_path / "broken.json", broken)
-    with pytest.raises(ResultFileError, match="not a valid failatlas margins result"):
-        MarginResult.read_json(tmp_path / "broken.json")
+    obj = m.to_json()
+    short_rows = [row[:-1] for row in obj["shifts"]]  # (a transposed square table cannot be told apart)
+    for bad in ({"shifts": obj["shifts"][:-1]}, {"shifts": short_rows}, {"ranks": obj["ranks"][:-1]},
+                {"index": [-1] * len(obj["index"])}, {"seed": 1e999}, {"p_start": obj["p_start"][:1]}):
+        (tmp_path / "broken.json").write_text(json.dumps({**obj, **bad}))  # 1e999: a float too large for an int
+        with pytest.raises(ResultFileError, match="not a valid failatlas margins result"):
+            MarginResult.read_json(tmp_path / "broken.json")
 
 
 def test_a_sample_that_never_fails_reads_back_as_beyond_the_limit(margins, tmp_path):
@@ -137,6 +150,11 @@ def test_a_sample_that_never_fails_reads_back_as_beyond_the_limit(margins, tmp_p
     shifts[0, 0] = math.inf
     m = replace(margins, shifts=shifts)
     assert m.to_json()["shifts"][0][0] is None and m.summary()["dims"][0]["not_found"] >= 1
+    never = replace(margins, shifts=torch.full_like(margins.shifts, math.inf))  # no class fails: none is named
+    assert all(r["soonest_class"] is None and r["median"] == math.inf for r in never.summary()["dims"])
+    ambiguous = replace(margins, p_start=torch.full_like(margins.p_start, 0.4))  # every start fails already
+    n = margins.index.numel()
+    assert ambiguous.summary()["at_start"] == n and f"{n} of them at p_y ≤ 0.5 already (margin 0)" in ambiguous.format()
     _io.write_json(tmp_path / "m.json", m.to_json())
     assert math.isinf(float(MarginResult.read_json(tmp_path / "m.json").shifts[0, 0]))
 

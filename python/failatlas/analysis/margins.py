@@ -14,7 +14,7 @@ Quantiles take the lower of two neighbouring order statistics (never interpolate
 cautious side for a bound), and a sample without a corner case within ``max_shift`` counts as beyond it
 (+∞), so a median of ``inf`` says that most samples never fail along that dimension within the search.
 A well-classified sample can have p_y ≤ 0.5 already (argmax and p_y differ with more than two classes):
-its margin is 0.
+its margin is 0, and it is counted as ``at_start``.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class MarginResult:
     population; labels: int64 Tensor[N], its class; shifts: float64 Tensor[N, K], the corner shift in σ
     units (``inf`` when none was found within ``max_shift``, 0 when p_y ≤ 0.5 at the start); verified:
     bool Tensor[N, K], the re-classified image confirms it (True for ``inf`` rows: nothing to confirm);
+    p_start: float64 Tensor[N], p_y at each start (≤ 0.5: ``at_start``, margin 0);
     ranks, layers: each dimension's rank and style layer; per_class: the samples asked for per class;
     skipped_classes: classes with no well-classified sample to start from."""
 
@@ -67,6 +68,7 @@ class MarginResult:
     labels: torch.Tensor
     shifts: torch.Tensor
     verified: torch.Tensor
+    p_start: torch.Tensor
     per_class: int
     seed: int
     step: float
@@ -79,6 +81,11 @@ class MarginResult:
     def classes(self) -> tuple[int, ...]:
         return tuple(sorted(set(self.labels.tolist())))
 
+    @property
+    def at_start(self) -> torch.Tensor:
+        """bool Tensor[N]: the starts whose p_y is ≤ 0.5 already (margin 0 along every dimension)."""
+        return self.p_start <= 0.5
+
     def quantile(self, q: float, dim: int, cls: int | None = None) -> float:
         """The q quantile of dimension ``dim``'s shifts over the starts (of class ``cls`` only, if given)."""
         if dim not in self.dims:
@@ -87,18 +94,23 @@ class MarginResult:
         return lower_quantile(col if cls is None else col[self.labels == cls], q)
 
     def summary(self) -> dict[str, Any]:
-        """Per dimension: its quantiles over all starts, how many starts found no corner case, and the class
-        whose median is smallest (the class that fails soonest along it)."""
+        """Per dimension: its quantiles over all starts, how many starts found no corner case, how many failed
+        verification, and the class whose median is smallest (the class that fails soonest along it; None when
+        no class's median is finite, the lowest of tied classes otherwise). ``at_start``: starts with
+        p_y ≤ 0.5 already, margin 0 along every dimension (a low quantile of 0 may be only these)."""
         rows = []
         for j, d in enumerate(self.dims):
             col = self.shifts[:, j]
             medians = {c: lower_quantile(col[self.labels == c], 0.5) for c in self.classes}
             soonest = min(medians, key=lambda c: (medians[c], c)) if medians else None
+            if soonest is not None and not math.isfinite(medians[soonest]):
+                soonest = None
             rows.append({"dim": d, "rank": self.ranks[j], "layer": self.layers[j],
                          **{_qkey(q): lower_quantile(col, q) for q in QUANTILES},
                          "not_found": int(torch.isinf(col).sum()), "unverified": int((~self.verified[:, j]).sum()),
                          "soonest_class": soonest, "soonest_class_median": None if soonest is None else medians[soonest]})
-        return {"starts": int(self.index.numel()), "per_class": self.per_class, "classes": list(self.classes),
+        return {"starts": int(self.index.numel()), "at_start": int(self.at_start.sum()), "per_class": self.per_class,
+                "classes": list(self.classes),
                 "skipped_classes": list(self.skipped_classes), "max_shift": self.max_shift, "seed": self.seed,
                 "evaluations": self.evaluations, "dims": rows}
 
@@ -108,7 +120,7 @@ class MarginResult:
                              "dims": list(self.dims), "ranks": list(self.ranks), "layers": list(self.layers),
                              "index": self.index.tolist(), "labels": self.labels.tolist(),
                              "shifts": self.shifts.tolist(), "verified": self.verified.tolist(),
-                             "per_class": self.per_class, "seed": self.seed, "step": self.step,
+                             "p_start": self.p_start.tolist(), "per_class": self.per_class, "seed": self.seed, "step": self.step,
                              "max_shift": self.max_shift, "tol": self.tol, "evaluations": self.evaluations,
                              "skipped_classes": list(self.skipped_classes)})
 
@@ -118,16 +130,23 @@ class MarginResult:
         _io.check_result_json(obj, (JSON_FORMAT,), source, "corner-shift margins", JSON_VERSION, _JSON_HINT)
         with _io.rebuilding(source, "margins result", "run failatlas analyze again"):
             dims = tuple(int(d) for d in obj["dims"])
-            shifts = torch.tensor([[math.inf if v is None else float(v) for v in row] for row in obj["shifts"]],
-                                  dtype=torch.float64).reshape(-1, len(dims))
-            verified = torch.tensor(obj["verified"], dtype=torch.bool).reshape(-1, len(dims))
+            ranks, layers = tuple(int(r) for r in obj["ranks"]), tuple(str(x) for x in obj["layers"])
             index = torch.tensor([int(i) for i in obj["index"]], dtype=torch.int64)
             labels = torch.tensor([int(c) for c in obj["labels"]], dtype=torch.int64)
-            if not shifts.shape[0] == verified.shape[0] == index.numel() == labels.numel():
-                raise ValueError(f"{index.numel()} starts but {shifts.shape[0]} rows of shifts")
-            return cls(dims=dims, ranks=tuple(int(r) for r in obj["ranks"]),
-                       layers=tuple(str(x) for x in obj["layers"]), index=index, labels=labels, shifts=shifts,
-                       verified=verified, per_class=int(obj["per_class"]), seed=int(obj["seed"]),
+            p_start = torch.tensor([float(p) for p in obj["p_start"]], dtype=torch.float64)
+            n, k = index.numel(), len(dims)
+            if not len(ranks) == len(layers) == k:
+                raise ValueError(f"{k} dims but {len(ranks)} ranks and {len(layers)} layers")
+            if not labels.numel() == p_start.numel() == n or (n and int(index.min()) < 0):
+                raise ValueError(f"{n} start indices (non-negative) need as many labels and p_start values")
+            for key in ("shifts", "verified"):
+                if len(obj[key]) != n or any(len(row) != k for row in obj[key]):
+                    raise ValueError(f"{key} must be {n} rows of {k} (one per start, one per dimension)")
+            shifts = torch.tensor([[math.inf if v is None else float(v) for v in row] for row in obj["shifts"]],
+                                  dtype=torch.float64).reshape(n, k)
+            verified = torch.tensor(obj["verified"], dtype=torch.bool).reshape(n, k)
+            return cls(dims=dims, ranks=ranks, layers=layers, index=index, labels=labels, shifts=shifts,
+                       verified=verified, p_start=p_start, per_class=int(obj["per_class"]), seed=int(obj["seed"]),
                        step=float(obj["step"]), max_shift=float(obj["max_shift"]), tol=float(obj["tol"]),
                        evaluations=int(obj["evaluations"]),
                        skipped_classes=tuple(int(c) for c in obj["skipped_classes"]))
@@ -141,25 +160,31 @@ class MarginResult:
 
     def to_csv(self, path: str | Path) -> Path:
         """One row per (start, dimension): population index, class, dimension, rank, layer, shift (empty
-        when not found within max_shift), found, verified."""
-        lines = ["index,class,dim,rank,layer,shift,found,verified"]
+        when not found within max_shift), found, at_start (p_y ≤ 0.5 at the start: shift 0), verified (empty
+        when not found: nothing to verify)."""
+        lines = ["index,class,dim,rank,layer,shift,found,at_start,verified"]
+        flag = lambda b: str(bool(b)).lower()  # noqa: E731
         for i in range(self.index.numel()):
             for j, d in enumerate(self.dims):
                 t = float(self.shifts[i, j])
+                found = not math.isinf(t)
                 lines.append(f"{int(self.index[i])},{int(self.labels[i])},{d},{self.ranks[j]},{self.layers[j]},"
-                             f"{'' if math.isinf(t) else repr(t)},{str(not math.isinf(t)).lower()},"
-                             f"{str(bool(self.verified[i, j])).lower()}")
+                             f"{repr(t) if found else ''},{flag(found)},{flag(self.at_start[i])},"
+                             f"{flag(self.verified[i, j]) if found else ''}")
         _io.write_bytes(path, ("\n".join(lines) + "\n").encode())
         return Path(path)
 
     def format(self) -> str:
         """A table: one line per dimension."""
+        s = self.summary()
+        at = f"; {s['at_start']} of them at p_y ≤ 0.5 already (margin 0)" if s["at_start"] else ""
         out = [f"margins: corner shifts of {self.index.numel()} well-classified samples ({self.per_class} per "
-               f"class at most), in σ; 'inf': no corner case within {self.max_shift:g}σ",
-               f"{'rank':>4} {'dim':>5} {'layer':<10} {'q05':>7} {'q25':>7} {'median':>7} {'none':>5}"]
-        for r in self.summary()["dims"]:
+               f"class at most), in σ; 'inf': no corner case within {self.max_shift:g}σ{at}",
+               f"{'rank':>4} {'dim':>5} {'layer':<10} {'q05':>7} {'q25':>7} {'median':>7} {'none':>5} "
+               f"{'unverified':>10}"]
+        for r in s["dims"]:
             out.append(f"{r['rank']:>4} {r['dim']:>5} {r['layer']:<10} " + " ".join(
-                f"{r[_qkey(q)]:>7.2f}" for q in QUANTILES) + f" {r['not_found']:>5}")
+                f"{r[_qkey(q)]:>7.2f}" for q in QUANTILES) + f" {r['not_found']:>5} {r['unverified']:>10}")
         return "\n".join(out)
 
 
@@ -223,6 +248,7 @@ class CornerMargins:
         return MarginResult(dims=tuple(cases.dims), ranks=tuple(int(rank_of[d]) for d in cases.dims),
                             layers=tuple(layout[d].name for d in cases.dims), index=index,
                             labels=population.y[index].clone(), shifts=shifts, verified=verified,
+                            p_start=cases.p_start.to(torch.float64).clone(),
                             per_class=int(per_class), seed=int(seed), step=float(step), max_shift=float(max_shift),
                             tol=float(tol), evaluations=cases.evaluations + cases.verify_evaluations,
                             skipped_classes=skipped)

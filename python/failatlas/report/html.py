@@ -278,8 +278,10 @@ def _margin_table(run) -> str:
     s = m.summary()
     fmt = lambda x: "–" if x is None else ("> limit" if x == float("inf") else f"{x:.2f}")  # noqa: E731
     rows = [[r["rank"], r["dim"], r["layer"], fmt(r["q05"]), fmt(r["q25"]), fmt(r["median"]), r["not_found"],
-             "–" if r["soonest_class"] is None else f"{run.class_label(r['soonest_class'])} "
+             r["unverified"], "–" if r["soonest_class"] is None else f"{run.class_label(r['soonest_class'])} "
              f"({fmt(r['soonest_class_median'])})"] for r in s["dims"]]
+    at_start = (f" {s['at_start']} of the samples already have p_y ≤ 0.5 at their start: their margin is 0 along "
+                "every dimension." if s["at_start"] else "")
     return "\n".join([
         "<h2>Margins (beyond the paper)</h2>",
         f"<p>The corner search above, from {s['starts']} well-classified samples of the population ({s['per_class']} "
@@ -287,9 +289,10 @@ def _margin_table(run) -> str:
         "from failing along each dimension. Quantiles are of the corner shifts in σ, the lower of two neighbouring "
         f"samples; a sample without a corner case within {m.max_shift:g}σ counts as beyond it (\"&gt; limit\"). "
         "\"5%\" = 3σ: 95% of these samples need at least 3σ before p_y ≤ 0.5. \"soonest class\": the class "
-        "with the smallest median shift, and that median.</p>",
+        "with the smallest median shift, and that median (– when no class's median is within the limit)."
+        f"{at_start}</p>",
         _table(("rank", "dim", "layer", "5% (σ)", "25% (σ)", "median (σ)", "none within the limit",
-                "soonest class (median σ)"), rows, left=(2,)),
+                "not verified", "soonest class (median σ)"), rows, left=(2,)),
     ])
 
 
