@@ -27,6 +27,8 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "failatlas native core: registers the torch.ops.failatlas operators; the engine object Engine";
   m.attr("__version__") = FAILATLAS_VERSION;
   m.attr("built_with_torch") = FAILATLAS_TORCH_VERSION;
+  // sha256 over "relative path\nsha256 of the file\n" of every file under csrc/ (CMakeLists.txt)
+  m.attr("source_sha256") = FAILATLAS_CSRC_SHA256;
   m.def(
       "cuda_built", [] { return FAILATLAS_WITH_CUDA != 0; },
       "True when the CUDA kernels were compiled in (torch with CUDA and nvcc at build time).");

@@ -255,4 +255,5 @@ def test_version_prints_the_source_digest_that_run_records_hold(capsys, monkeypa
     with pytest.raises(SystemExit) as info:
         cli.main(["--version"])
     assert info.value.code == 0
-    assert capsys.readouterr().out == f"failatlas {__version__} (source sha256 {_provenance.source_sha256()})\n"
+    assert capsys.readouterr().out == (f"failatlas {__version__} (source sha256 {_provenance.source_sha256()}, "
+                                       f"native source sha256 {_provenance.native_source_sha256()})\n")

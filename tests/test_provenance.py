@@ -44,3 +44,17 @@ def test_versions_name_the_libraries_of_the_figures():
     assert found["failatlas_source_sha256"] == _provenance.source_sha256()
     assert {"failatlas", "torch", "numpy", "python", "scikit-learn", "matplotlib", "onnxruntime"} <= set(found)
     assert found["matplotlib"]  # installed with failatlas
+
+
+def test_the_native_digest_is_that_of_the_csrc_files_it_was_built_from():
+    """The C++ sources compute results too (the separation's statistics, walks, corner searches): the native
+    module carries the digest of the csrc/ it was built from, and versions() records it."""
+    import hashlib
+    from pathlib import Path
+
+    csrc = Path(__file__).resolve().parents[1] / "csrc"
+    files = sorted(p for p in csrc.rglob("*") if p.is_file())
+    text = "".join(f"{p.relative_to(csrc.parent).as_posix()}\n{hashlib.sha256(p.read_bytes()).hexdigest()}\n"
+                   for p in files)
+    assert _provenance.native_source_sha256() == hashlib.sha256(text.encode()).hexdigest()
+    assert _provenance.versions()["failatlas_native_source_sha256"] == _provenance.native_source_sha256()

@@ -4,9 +4,10 @@
 latent stream, for one), so every result also records :func:`source_sha256`: one digest of the package's
 own files (its Python modules and the embedded data, paths relative to the package, so it does not depend
 on where the package lies; only files a checkout and a wheel both hold, though the digest of an installed
-wheel has not been compared with its checkout's), different as soon as one of those files differs. Compare
-it with what ``failatlas --version`` prints to know whether this installation is the code that wrote a
-run folder.
+wheel has not been compared with its checkout's), different as soon as one of those files differs; and
+:func:`native_source_sha256`, the digest of the C++ sources the native module was built from (its kernels
+compute the separation's statistics and drive the walks and corner searches). Compare both with what
+``failatlas --version`` prints to know whether this installation is the code that wrote a run folder.
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ def source_sha256() -> str:
     return digest.hexdigest()
 
 
+def native_source_sha256() -> str | None:
+    """The digest of the C++ sources (``csrc/``) ``failatlas._C`` was built from, compiled into it: sha256
+    over "relative path\\nsha256 of the file\\n" of every file, in path order (CMakeLists.txt computes it).
+    None when the native module is not built."""
+    from . import _ext
+    from .errors import FailatlasError
+
+    try:
+        return str(_ext.load().source_sha256)
+    except (FailatlasError, AttributeError):
+        return None
+
+
 def versions() -> dict[str, str | None]:
     """failatlas' version and source digest, python, torch, numpy and :data:`LIBRARIES` (None: not
     installed)."""
@@ -47,6 +61,7 @@ def versions() -> dict[str, str | None]:
     from . import __version__
 
     found: dict[str, str | None] = {"failatlas": __version__, "failatlas_source_sha256": source_sha256(),
+                                    "failatlas_native_source_sha256": native_source_sha256(),
                                     "torch": torch.__version__, "numpy": np.__version__,
                                     "python": platform.python_version()}
     for name in LIBRARIES:

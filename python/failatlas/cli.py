@@ -522,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
         "accuracy against corruption level.",
     )
     parser.add_argument("--version", action=_Version, nargs=0,
-                        help="show the version and the source digest that run records hold, and exit")
+                        help="show the version and the source digests (Python, C++) that run records hold, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_, description, setup in _COMMANDS:
         p = sub.add_parser(name, help=help_, description=description,
@@ -587,9 +587,10 @@ class _Version(argparse.Action):
     """--version on one line (argparse's own action wraps it): the digest a run's manifest records."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from ._provenance import source_sha256
+        from ._provenance import native_source_sha256, source_sha256
 
-        print(f"failatlas {__version__} (source sha256 {source_sha256()})")
+        print(f"failatlas {__version__} (source sha256 {source_sha256()}, native source sha256 "
+              f"{native_source_sha256() or 'none: not built'})")
         parser.exit()
 
 

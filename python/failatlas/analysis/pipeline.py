@@ -482,7 +482,10 @@ def rerun_command(options: AnalysisOptions, out: str | Path, generator: ModelInf
     unset = [f"{name}={getattr(options, attr)}" for name, attr, chosen in (
         ("tsne_points", "tsne_max_points", quick.tsne_max_points),
         ("grid_classes", "grid_class_limit", quick.grid_class_limit)) if getattr(options, attr) != chosen]
-    return " ".join(parts) + (f"  # and {', '.join(unset)} (no flag: set in the library)" if unset else "")
+    # the folder named is the original run's: a rerun into it is refused (without --overwrite, which would
+    # replace the record being checked), so the comment says to name another
+    return " ".join(parts) + "  # --out: name a new folder (this one holds the run)" + (
+        f"; and {', '.join(unset)} (no flag: set in the library)" if unset else "")
 
 
 def _curves_csv(curves: dict[str, CurveResult], path: Path) -> Path:
