@@ -914,7 +914,8 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                "Shaded: each bin's 95% interval; the legend's slope is accuracy per unit of distance; samples "
                "outside the plotted bins (beyond distance 1) are counted under the plot, not drawn.")
         if curves[primary].per_class:
-            per_class = {name: c for name, c in curves.items() if c.per_class}
+            # a classifier without a curve for any class is kept: each panel names it, and so does a note
+            per_class = {name: c for name, c in curves.items() if c.per_class or c.skipped_classes}
             plot_accuracy_curves_per_class(per_class, tmp / "accuracy_curves_per_class.png", class_names=names)
             figure("accuracy_curves_per_class.png", f"Accuracy vs distance per class ({', '.join(per_class)})",
                    "Each class with its own centre and normalization; shaded: 95% intervals; a panel counts the "

@@ -138,7 +138,8 @@ def plot_accuracy_curves_per_class(curves: Mapping[str, Any], path: str | Path, 
         # what the panel does not show, where it could mislead (a few plotted samples, a curve left out)
         text = [f"{name + ': ' if several else ''}{off[name]} of {r.n} not plotted"
                 for name, r in present.items() if off[name]]
-        text += [f"{name + ': ' if several else ''}no curve (under 2 well-classified)" for name in missing]
+        text += [f"{name + ': ' if several else ''}no curve (under 2 well-classified at distinct distances)"
+                 for name in missing]
         if text:
             ax.text(0.03, 0.03, "\n".join(text), transform=ax.transAxes, fontsize=6, color="dimgray",
                     va="bottom")

@@ -188,7 +188,8 @@ def _summary(run) -> str:
                       "–" if share is None else f"{100 * share:.0f}%"),
                      (f"{w}: style dimensions holding half its effect",
                       f"{ld['dims_for_half']} of {ld['style_dims']}")]
-            if ld.get("style_effective_dims") is not None:
+            if ld.get("style_effective_dims") is not None and not any(r[0].startswith("independent directions")
+                                                                      for r in rows):  # one population: once
                 rows.append(("independent directions the styles span (participation ratio of their correlations: "
                              "the fewer, the more every dimension mixes the same factors, and the better random "
                              "dimensions separate too)", f"{ld['style_effective_dims']:.1f} of {ld['style_dims']}"))
