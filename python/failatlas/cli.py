@@ -284,7 +284,8 @@ def _train_gan(p: argparse.ArgumentParser):
          "(real train vs real test, the floor), corruption_tv (total variation between the corruption "
          "cells a small corruption classifier finds in real and in generated images, for every noise mode), "
          "diversity (within-class spread against the data's) and style_effective_dims (how many independent "
-         "directions the StyleSpace samples span, of style_dims). Inception FID only with --inception-weights (a TorchScript feature extractor); nothing is downloaded.")
+         "directions the StyleSpace samples span, of style_dims). Inception FID only with --inception-weights "
+         "(a TorchScript feature extractor); nothing is downloaded.")
 def _eval_gan(p: argparse.ArgumentParser):
     _model_options(p)
     p.add_argument("--n", type=int, default=10000, help="number of generated samples; their labels cycle through "
@@ -522,7 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
         "accuracy against corruption level.",
     )
     parser.add_argument("--version", action=_Version, nargs=0,
-                        help="show the version and the source digests (Python, C++) that run records hold, and exit")
+                        help="show the version and the source digests (Python, C++) that run records hold, "
+                             "and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_, description, setup in _COMMANDS:
         p = sub.add_parser(name, help=help_, description=description,

@@ -154,7 +154,8 @@ def test_a_sample_that_never_fails_reads_back_as_beyond_the_limit(margins, tmp_p
     assert all(r["soonest_class"] is None and r["median"] == math.inf for r in never.summary()["dims"])
     ambiguous = replace(margins, p_start=torch.full_like(margins.p_start, 0.4))  # every start fails already
     n = margins.index.numel()
-    assert ambiguous.summary()["at_start"] == n and f"{n} of them at p_y ≤ 0.5 already (margin 0)" in ambiguous.format()
+    assert ambiguous.summary()["at_start"] == n
+    assert f"{n} of them at p_y ≤ 0.5 already (margin 0)" in ambiguous.format()
     _io.write_json(tmp_path / "m.json", m.to_json())
     assert math.isinf(float(MarginResult.read_json(tmp_path / "m.json").shifts[0, 0]))
 

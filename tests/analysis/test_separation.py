@@ -184,7 +184,8 @@ def test_a_weak_separation_is_named_with_its_yardsticks():
             "n_mis": 412, "latent_direction": {"style_effective_dims": 18.4, "style_dims": 1280}}
     strong = {**weak, "top10_mean_ks": 0.466, "all_mean_ks": 0.182, "n_mis": 4776}
     (note,) = weak_separation({"corrupted": weak, "clean": strong, "none": None})
-    assert note.startswith("corrupted's top 10 dimensions separate its 412 mis-classified samples only 1.30 × as well as")
+    assert note.startswith("corrupted's top 10 dimensions separate its 412 mis-classified samples only "
+                           "1.30 × as well as")
     assert "mean KS 0.146 against 0.112; the best 10 of all reach 0.278, chance 0.043" in note
     assert "about 18 independent directions of 1,280 dimensions" in note
     assert "independent" not in weak_separation({"c": {**weak, "latent_direction": None}})[0]  # no direction fitted

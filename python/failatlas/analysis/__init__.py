@@ -21,7 +21,8 @@ dataclass that serializes to JSON/CSV, and a functional twin.
   classifier without gradients;
 * reading a run folder back: ``Ranking.read_json``, ``CurveResult.read_json`` (:func:`read_curves` for an
   analyze run's ``curves.json``), ``CornerCases.read_json``, ``TSNEResult.read_json``,
-  ``ClassOverlap.read_json``, ``FailureDirectionResult.read_json``, ``Comparison.read_json``, ``MarginResult.read_json``,
+  ``ClassOverlap.read_json``, ``FailureDirectionResult.read_json``, ``Comparison.read_json``,
+  ``MarginResult.read_json``,
   ``SeparationResult.read_json`` (a file written from its ``to_json``) give the result that was written,
   field for field; :meth:`Population.from_npz` the population;
 * :func:`run_rank`: the ``failatlas rank`` job; :func:`run_analysis` (:class:`AnalysisOptions` →
@@ -45,7 +46,8 @@ from .tsne import LatentTSNE, TSNEResult, tsne_embeddings
 __all__ = [
     "AccuracyCurve", "AnalysisOptions", "AnalysisRun", "AnalysisShard", "BlackBoxRanking", "ClassDirections",
     "ClassOverlap", "Comparison", "CornerCase",
-    "CornerCaseSearch", "CornerCases", "CornerMargins", "CurveResult", "DirectionWalk", "FailureDirection", "FailureDirectionResult",
+    "CornerCaseSearch", "CornerCases", "CornerMargins", "CurveResult", "DirectionWalk", "FailureDirection",
+    "FailureDirectionResult",
     "GradientRanking", "LatentTSNE", "ManipulationGrid", "MarginResult",
     "Population", "RankRun", "RankedDim", "Ranking", "Separation", "SeparationResult", "SharedDim", "TSNEResult",
     "accuracy_curve", "auroc", "authors_corner_search", "class_overlap", "classifier_curves",

@@ -108,7 +108,8 @@ class MarginResult:
             rows.append({"dim": d, "rank": self.ranks[j], "layer": self.layers[j],
                          **{_qkey(q): lower_quantile(col, q) for q in QUANTILES},
                          "not_found": int(torch.isinf(col).sum()), "unverified": int((~self.verified[:, j]).sum()),
-                         "soonest_class": soonest, "soonest_class_median": None if soonest is None else medians[soonest]})
+                         "soonest_class": soonest,
+                         "soonest_class_median": None if soonest is None else medians[soonest]})
         return {"starts": int(self.index.numel()), "at_start": int(self.at_start.sum()), "per_class": self.per_class,
                 "classes": list(self.classes),
                 "skipped_classes": list(self.skipped_classes), "max_shift": self.max_shift, "seed": self.seed,
@@ -120,7 +121,8 @@ class MarginResult:
                              "dims": list(self.dims), "ranks": list(self.ranks), "layers": list(self.layers),
                              "index": self.index.tolist(), "labels": self.labels.tolist(),
                              "shifts": self.shifts.tolist(), "verified": self.verified.tolist(),
-                             "p_start": self.p_start.tolist(), "per_class": self.per_class, "seed": self.seed, "step": self.step,
+                             "p_start": self.p_start.tolist(), "per_class": self.per_class, "seed": self.seed,
+                             "step": self.step,
                              "max_shift": self.max_shift, "tol": self.tol, "evaluations": self.evaluations,
                              "skipped_classes": list(self.skipped_classes)})
 

@@ -173,7 +173,8 @@ class AnalysisOptions:
                 "classifiers": list(self.classifier_list), "n": self.population_size,
                 "classes": None if self.classes is None else list(check_classes(self.classes)),
                 "bootstrap": self.bootstrap_resamples, "tsne_points": self.tsne_max_points,
-                "grid_classes": self.grid_class_limit, "margin_starts": self.margin_starts_per_class, "corner_dims": TOP, "corner_pairs_of_top": N_PAIRS,
+                "grid_classes": self.grid_class_limit, "margin_starts": self.margin_starts_per_class,
+                "corner_dims": TOP, "corner_pairs_of_top": N_PAIRS,
                 "overlap_k": TOP}
 
     def check(self) -> None:
