@@ -96,6 +96,9 @@ def test_every_file_is_written_and_described(exported, tiny_generator):
     assert manifest["format"] == "failatlas-export"
     assert manifest["style_dim"] == tiny_generator.style_dim == 272 and manifest["num_classes"] == 10
     assert manifest["noise_mode"] == "const"
+    from failatlas import _provenance  # the code and libraries that made the files
+
+    assert manifest["versions"] == _provenance.versions() and manifest["versions"]["failatlas_native_source_sha256"]
     assert set(manifest["files"]) == ALL_FILES - {"export.json"}
     for name, entry in manifest["files"].items():
         assert entry["sha256"] == sha256(out / name) and entry["bytes"] == (out / name).stat().st_size

@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from .._io import check_out_folder, sha256, signals_held, write_bytes, write_json
+from .._provenance import versions
 from ..errors import FailatlasError
 from .onnx_classifier import _first_line, _quiet_exporter, set_metadata
 
@@ -295,7 +296,7 @@ def _build(stage: Path, G: nn.Module, C: nn.Module, num_classes: int, *, noise_m
                        "measure": "max |exported - eager torch| / max(1, max |eager|), over all outputs",
                        "styles": "s = G.styles(G.mapping(z, y)), z ~ N(0, I), y uniform over the classes",
                        "runtime": "onnxruntime CPUExecutionProvider for .onnx, torch for .pt/.pt2"},
-            "files": files, "int8": int8_info, "versions": _versions()}
+            "files": files, "int8": int8_info, "versions": versions()}
 
 
 def _int8(stage: Path, classifier: nn.Module, synthesis: nn.Module, G: nn.Module, images: torch.Tensor,
@@ -526,12 +527,6 @@ def _onnx_entry(path: Path, description: str, parity: dict[str, Any], exporter: 
             "opset": max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None),
             "exporter": exporter or meta.get("exporter"), "external_data": False,
             "metadata": meta, "parity": parity}
-
-
-def _versions() -> dict[str, str | None]:
-    from .. import _provenance
-
-    return _provenance.versions()
 
 
 def _commit(stage: Path, out: Path, names: list[str], stale: tuple[str, ...]) -> None:
