@@ -62,6 +62,8 @@ def test_one_factor_is_found_and_explains_the_separation():
     assert summary["style_dims"] == 64 and 1 <= summary["dims_for_half"] <= 64
     # 64 styles made from 16 latents span at most 16 directions (fewer: the classes' means dominate w)
     assert 1 < summary["style_effective_dims"] <= 16 + 1e-9
+    given = FailureDirection(G, _population(G, well, w, y), seed=1, style_effective_dims=7.5).fit()
+    assert given.style_effective_dims == 7.5 and given.ks_heldout == r.ks_heldout  # the caller's, nothing else
     assert set(r.to_json()) >= set(summary) | {"direction", "style_shift"}
 
 

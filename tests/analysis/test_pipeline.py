@@ -116,6 +116,9 @@ def test_summary_has_the_required_keys_and_types(first):
         assert ld["n_fit"] + ld["n_heldout"] == pop.n and 0 <= ld["ks_heldout"] <= 1
         assert 1 <= ld["dims_for_half"] <= ld["style_dims"] == pop.style_dim
         assert 1 <= ld["style_effective_dims"] <= pop.style_dim
+        from failatlas.analysis.direction import effective_dimension  # one population's styles, computed once
+
+        assert ld["style_effective_dims"] == effective_dimension(first.populations["cls-a"].s)
     fitted = {name for name, sep in by.items() if sep["latent_direction"] is not None}
     assert "cls-a" in fitted  # the primary's is drawn (failure_direction_walk.png)
     directions = json.loads((first.out / "failure_direction.json").read_text())

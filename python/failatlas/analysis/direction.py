@@ -186,12 +186,16 @@ class FailureDirection:
     >>> result.ks_heldout, result.share_explained, result.dims_for_half
     """
 
-    def __init__(self, G: nn.Module, population: Population, seed: int = 0, ridge: float = 1e-3) -> None:
+    def __init__(self, G: nn.Module, population: Population, seed: int = 0, ridge: float = 1e-3,
+                 style_effective_dims: float | None = None) -> None:
+        """style_effective_dims: :func:`effective_dimension` of ``population.s`` when the caller has it already
+        (several classifiers' populations share their styles); None: computed here."""
         if not isinstance(population, Population):
             raise FailatlasError(f"FailureDirection takes a Population, got {type(population).__name__}")
         if not (isinstance(ridge, (int, float)) and math.isfinite(ridge) and ridge > 0):
             raise FailatlasError(f"ridge must be a positive number, got {ridge!r}")
         self.G, self.population, self.seed, self.ridge = G, population, int(seed), float(ridge)
+        self.style_effective_dims = style_effective_dims
 
     def fit(self) -> FailureDirectionResult:
         pop = self.population
@@ -243,7 +247,8 @@ class FailureDirection:
             auroc_heldout=float(auroc(p[held, None], mis[held])[0]),
             mean_ks_heldout=mean_ks(sh, mis[held]), mean_ks_removed=mean_ks(removed[held], mis[held]),
             mean_ks_shuffled=mean_ks(sh, shuffled), dims_for_half=min(half, load.numel()),
-            style_effective_dims=effective_dimension(s))
+            style_effective_dims=(effective_dimension(s) if self.style_effective_dims is None
+                                  else float(self.style_effective_dims)))
 
     @staticmethod
     def _class_centres(w: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,

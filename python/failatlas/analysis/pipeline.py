@@ -65,7 +65,7 @@ from ..errors import FailatlasError
 from ..report.figures import class_label
 from .corners import CornerCases, CornerCaseSearch
 from .margins import CornerMargins, MarginResult
-from .direction import FailureDirection, walk_failure_direction
+from .direction import FailureDirection, effective_dimension, walk_failure_direction
 from .direction import describe as describe_direction
 from .curves import CENTRES, CURVES_FORMAT, AccuracyCurve, CurveResult, with_classifier
 from .manipulation import ManipulationGrid, manipulation_grid
@@ -777,11 +777,12 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         # a diagnostic beside DESIGN's: does one direction of W explain the separation (entanglement)?
         directions: dict[str, Any] = {}
         directions_found = {}
+        span = effective_dimension(pop0.s)  # every classifier's population has these styles: once
         for info in infos:
             if by_classifier.get(info.name) is None:
                 continue
             try:
-                found = FailureDirection(G, populations[info.name], seed=seed).fit()
+                found = FailureDirection(G, populations[info.name], seed=seed, style_effective_dims=span).fit()
             except FailatlasError as e:
                 notes.append(f"no failure direction for {info.name}: {e}")
                 by_classifier[info.name] = {**by_classifier[info.name], "latent_direction": None,
