@@ -152,6 +152,17 @@ def test_ranking_json_records_the_models_and_the_code(saved_models, tmp_path, mo
     assert cls["sha256"]["model.safetensors"] == _io.sha256(saved_models.classifier / "model.safetensors")
     assert record["versions"]["failatlas_source_sha256"] == _provenance.source_sha256()
     assert record["batch_size"] == 20  # it changes the last digits of the scores
+    # the command that redoes it (the models by absolute path), run from elsewhere into another folder
+    import shlex
+
+    argv = shlex.split(record["command"], comments=True)
+    assert argv[:2] == ["failatlas", "rank"] and argv[argv.index("--generator") + 1] == gen["path"]
+    assert record["command"].endswith("  # --out: name a new folder (this one holds the run)")
+    argv[argv.index("--out") + 1] = str(tmp_path / "again")
+    monkeypatch.chdir(tmp_path.parent)
+    assert main(argv[1:]) == 0
+    for name in ("ranking.csv", "separation.csv", "population.npz"):
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "run" / name).read_bytes(), name
 
 
 def test_ranking_json_records_the_batch_size_chosen(saved_models, tmp_path):

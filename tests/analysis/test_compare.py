@@ -229,6 +229,18 @@ def test_a_signal_while_the_files_move_in_waits_for_the_last_one(G, C, tmp_path,
     # what the rest of the command was given, for a rerun: the batch size is the one chosen (CPU: 64)
     assert record["options"] == {"k": 2, "black_box_n": 64, "batch_size": 64}
     assert record["versions"]["failatlas_source_sha256"]
+    # the command that redoes it, run into another folder: the same comparison
+    import shlex
+
+    from failatlas.cli import main
+
+    argv = shlex.split(record["command"], comments=True)
+    assert argv[:2] == ["failatlas", "compare"] and argv[argv.index("--out") + 1] == str(out.absolute())
+    assert argv[argv.index("--batch-size") + 1] == "64" and argv.count("--classifier") == 2
+    argv[argv.index("--out") + 1] = str(tmp_path / "again")
+    assert main(argv[1:]) == 0
+    for name in ("corner_shifts.csv", "corner_shifts.json", "accuracy_curves.json"):
+        assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
     assert {p.name for p in out.iterdir()} >= {"compare.json", "corner_shifts.csv", "report.html"}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
@@ -348,8 +360,8 @@ def test_compare_json_reads_back_exactly(G, C, tmp_path, round_trip, assert_same
     # compare.json written again from what was read back (and the keys compare adds beside it): the same bytes
     saved = json.loads((out / "compare.json").read_text())
     again = tmp_path / "compare-again.json"
-    _io.write_json(again, _io.jsonable({**back.to_json(), **{k: saved[k] for k in ("models", "real_accuracy",
-                                                                                  "notes", "versions", "options")}}))
+    added = ("models", "command", "real_accuracy", "notes", "versions", "options")  # in compare.json's order
+    _io.write_json(again, _io.jsonable({**back.to_json(), **{k: saved[k] for k in added}}))
     assert again.read_bytes() == (out / "compare.json").read_bytes()
     assert_same_result(cmp, round_trip(cmp, Comparison.read_json, "compare.json")[0])
     # the figures drawn from it are the run's, bit for bit

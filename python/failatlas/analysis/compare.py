@@ -550,7 +550,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
     from ..report.curves_figures import plot_accuracy_curves
-    from .pipeline import _unique_names, model_info, real_accuracy
+    from .pipeline import _unique_names, command_line, model_info, real_accuracy
 
     from .. import distributed as dist
     from .population import _model_dtype_device
@@ -568,9 +568,13 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     paths = [resolve_classifier(c) for c in classifiers]
     models = {name: load_any_classifier(c) for name, c in zip(_unique_names(paths), classifiers)}
     # which files were compared, for the record (two exports can share a file name: classifier.pt, -2)
-    infos = {"generator": model_info(generator, gpath, gpath.resolve().name, folder=True).to_json(),
-             "classifiers": [model_info(given, path, name).to_json()
-                             for given, path, name in zip(classifiers, paths, models)]}
+    ginfo = model_info(generator, gpath, gpath.resolve().name, folder=True)
+    cinfos = [model_info(given, path, name) for given, path, name in zip(classifiers, paths, models)]
+    infos = {"generator": ginfo.to_json(), "classifiers": [info.to_json() for info in cinfos]}
+    command = command_line("compare", ginfo, cinfos, [
+        "--n", n, *(["--classes", *classes] if classes is not None else []), "--seed", seed, "--k", k,
+        "--curve-dims", curve_dims, "--black-box-n", black_box_n, "--batch-size", check_batch_size(batch_size, G)],
+        out)
     if world_size > 1:  # every rank checks the same things, so they all fail or all get to init()
         if len(models) < 2:
             raise FailatlasError(f"compare needs at least two classifiers, got {len(models)}; pass --classifier "
@@ -602,7 +606,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     stage = Path(tempfile.mkdtemp(prefix=".compare-", dir=out))
     try:
         _io.write_json(stage / "compare.json", _io.jsonable({
-            **comparison.to_json(), "models": infos, "real_accuracy": real, "notes": notes,
+            **comparison.to_json(), "models": infos, "command": command, "real_accuracy": real, "notes": notes,
             "versions": _provenance.versions(),
             # what else the command was given (batch size: the one used)
             "options": {"k": k, "black_box_n": black_box_n, "batch_size": check_batch_size(batch_size, G)}}))

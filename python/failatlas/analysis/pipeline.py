@@ -454,19 +454,28 @@ def _model_argument(info: ModelInfo) -> str:
     return str(info.path)
 
 
-def rerun_command(options: AnalysisOptions, out: str | Path, generator: ModelInfo,
-                  classifiers: Sequence[ModelInfo]) -> str:
-    """The ``failatlas analyze`` command that runs ``options`` again into ``out`` (made absolute), with every
-    option spelled out (the defaults of a later version cannot change it) and the models as
-    :func:`_model_argument` names them. Options the command line cannot set (``tsne_points``,
-    ``grid_classes`` other than what ``--quick`` chooses) are named after the command."""
+def command_line(command: str, generator: ModelInfo, classifiers: Sequence[ModelInfo], options: Sequence[str],
+                 out: str | Path, note: str = "") -> str:
+    """The ``failatlas COMMAND`` line that redoes a run: the models as :func:`_model_argument` names them,
+    ``options`` (words, quoted here), ``--out`` made absolute, and a comment: the folder named is the
+    original run's, so a rerun needs another (``analyze`` refuses a non-empty one; ``rank`` and ``compare``
+    would replace the record being checked); ``note`` is added to it."""
     import shlex
 
     q = shlex.quote
-    parts = ["failatlas", "analyze", "--generator", q(_model_argument(generator))]
+    parts = ["failatlas", command, "--generator", q(_model_argument(generator))]
     for info in classifiers:
         parts += ["--classifier", q(_model_argument(info))]
-    parts += ["--n", str(options.population_size)]
+    parts += [q(str(o)) for o in options] + ["--out", q(str(Path(out).absolute()))]
+    return " ".join(parts) + "  # --out: name a new folder (this one holds the run)" + (f"; {note}" if note else "")
+
+
+def rerun_command(options: AnalysisOptions, out: str | Path, generator: ModelInfo,
+                  classifiers: Sequence[ModelInfo]) -> str:
+    """The ``failatlas analyze`` command that runs ``options`` again (:func:`command_line`), with every
+    option spelled out (the defaults of a later version cannot change it). Options the command line cannot
+    set (``tsne_points``, ``grid_classes`` other than what ``--quick`` chooses) are named after it."""
+    parts = ["--n", str(options.population_size)]
     if options.classes is not None:
         parts += ["--classes", *map(str, check_classes(options.classes))]
     parts += ["--seed", str(int(options.seed)), "--k", str(options.k), "--curve-centre", options.curve_centre,
@@ -478,15 +487,13 @@ def rerun_command(options: AnalysisOptions, out: str | Path, generator: ModelInf
         parts.append("--skip-tsne")
     if options.batch_size is not None:
         parts += ["--batch-size", str(options.batch_size)]
-    parts += ["--threads", str(options.threads or 0), "--out", q(str(Path(out).absolute()))]
+    parts += ["--threads", str(options.threads or 0)]
     quick = dataclasses.replace(options, tsne_points=None, grid_classes=None)
     unset = [f"{name}={getattr(options, attr)}" for name, attr, chosen in (
         ("tsne_points", "tsne_max_points", quick.tsne_max_points),
         ("grid_classes", "grid_class_limit", quick.grid_class_limit)) if getattr(options, attr) != chosen]
-    # the folder named is the original run's: a rerun into it is refused (without --overwrite, which would
-    # replace the record being checked), so the comment says to name another
-    return " ".join(parts) + "  # --out: name a new folder (this one holds the run)" + (
-        f"; and {', '.join(unset)} (no flag: set in the library)" if unset else "")
+    return command_line("analyze", generator, classifiers, parts, out,
+                        f"and {', '.join(unset)} (no flag: set in the library)" if unset else "")
 
 
 def _curves_csv(curves: dict[str, CurveResult], path: Path) -> Path:

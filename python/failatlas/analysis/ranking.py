@@ -629,7 +629,7 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     from ..report.figures import plot_separation
     from .. import _provenance
     from .._paths import resolve_classifier, resolve_model
-    from .pipeline import model_info
+    from .pipeline import command_line, model_info
     from .population import sample_population
     from .direction import FailureDirection
     from .separation import Separation, weak_separation
@@ -651,8 +651,13 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     check_class_counts(G, C)
     # which models, for the record: the paths as given are relative to a working directory nobody records
     cpath = resolve_classifier(classifier)
-    models = {"generator": model_info(generator, gpath, gpath.resolve().name, folder=True).to_json(),
-              "classifier": model_info(classifier, cpath, cpath.resolve().name).to_json()}
+    ginfo, cinfo = model_info(generator, gpath, gpath.resolve().name, folder=True), model_info(classifier, cpath,
+                                                                                               cpath.resolve().name)
+    models = {"generator": ginfo.to_json(), "classifier": cinfo.to_json()}
+    command = command_line("rank", ginfo, [cinfo], [
+        "--n", n, *(["--classes", *check_classes(classes)] if classes is not None else []), "--seed", seed,
+        "--target", target, *(["--per-class"] if per_class else []), "--bootstrap", bootstrap,
+        "--batch-size", check_batch_size(batch_size, G), "--black-box-n", black_box_n], out)
     if distributed and _model_dtype_device(G)[1].type != "cpu":
         raise FailatlasError("failatlas under torchrun runs on the CPU (gloo) only for now")
     dist.init()  # every rank checks the same things above, so they all fail or all get here
@@ -689,7 +694,8 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
         _io.write_json(tmp / "ranking.json", {**ranking.to_json(), "summary": summary, "notes": notes,
                                               "generator": str(generator), "classifier": str(classifier),
                                               "population_classes": None if classes is None else list(classes),
-                                              "models": models, "versions": _provenance.versions(),
+                                              "models": models, "command": command,
+                                              "versions": _provenance.versions(),
                                               "batch_size": check_batch_size(batch_size, G)})
     files = {"ranking_csv": out / "ranking.csv", "population": out / "population.npz",
              "separation_csv": out / "separation.csv", "separation_png": out / "separation.png",
