@@ -278,6 +278,9 @@ def test_compare_under_torchrun_matches_one_process(models, onnx_classifier, tmp
     assert dumped["classifier.onnx"]["method"] == "black-box" and dumped["classifier.onnx"]["images"] == 64 * 272 * 2
     jd, js = (json.loads((d / "compare.json").read_text()) for d in (dist_out, single_out))
     assert jd.keys() == js.keys()
+    # the command that redoes each names its own --out, and only that differs
+    assert jd.pop("command").replace(str(dist_out.absolute()), "OUT") == \
+        js.pop("command").replace(str(single_out.absolute()), "OUT")
 
     def same(a, b, path="compare.json"):
         if isinstance(a, dict):
