@@ -261,6 +261,9 @@ def test_manifest_has_versions_seeds_checksums_and_timings(first, models):
     assert cls[1]["sha256"]["model.safetensors"] == _io.sha256(models["b"] / "model.safetensors")
     assert set(m["timings"]) == set(pipeline.STAGES) and all(t >= 0 for t in m["timings"].values())
     assert m["files"] == sorted(p.name for p in first.out.iterdir())
+    # each file's sha256 but the manifest's and the report's (which shows the manifest): an edit shows
+    assert m["file_sha256"] == {name: _io.sha256(first.out / name) for name in m["files"]
+                                if name not in ("manifest.json", "report.html")}
 
 
 def test_the_manifest_command_reruns_the_run(first, models, tmp_path, capsys):
