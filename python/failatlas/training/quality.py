@@ -225,14 +225,17 @@ def cell_shares(judge: nn.Module, images: torch.Tensor, bar=None) -> tuple[torch
 
 
 @torch.no_grad()
+def latents(G: Generator, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The n latents eval-gan judges: z from ``seed`` on the CPU (so every device sees the same z; from
+    :func:`failatlas._seeding.latent_generator`, not from the stream that seeded the generator's weights) and
+    balanced labels (label = index mod classes)."""
+    return torch.randn(n, G.z_dim, generator=latent_generator(seed)), torch.arange(n) % G.num_classes
+
+
 def generate(G: Generator, n: int, seed: int, noise_mode: str = "const", batch: int = 500, bar=None):
-    """n samples with balanced labels (label = index mod classes), z from ``seed``: (images, labels), on
-    the CPU whatever device G is on (z is always drawn on the CPU, so every device sees the same z; from
-    :func:`failatlas._seeding.latent_generator`, not from the stream that seeded the generator's weights).
+    """The images of :func:`latents` ``(G, n, seed)``: (images, labels), on the CPU whatever device G is on.
     ``bar``: a progress bar advanced by the images made."""
-    gen = latent_generator(seed)
-    z = torch.randn(n, G.z_dim, generator=gen)
-    y = torch.arange(n) % G.num_classes
+    z, y = latents(G, n, seed)
     if noise_mode == "random":
         torch.manual_seed(seed)
     device = G.synthesis_network.const.device
@@ -359,14 +362,13 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
 
 
 def style_span(G: Generator, n: int, seed: int, batch: int = 500) -> float:
-    """:func:`~failatlas.analysis.direction.effective_dimension` of the styles of :func:`generate`'s n
-    latents (ψ = 1): how many independent directions the StyleSpace samples span. When it is small next to
+    """:func:`~failatlas.analysis.direction.effective_dimension` of the styles of the n :func:`latents`
+    (ψ = 1): how many independent directions the StyleSpace samples span. When it is small next to
     ``G.style_dim``, every style dimension mixes the same few factors, and the analysis' random dimensions
     separate well- from mis-classified samples almost as well as its top ones."""
     from ..analysis.direction import effective_dimension
 
-    z = torch.randn(n, G.z_dim, generator=latent_generator(seed))
-    y = torch.arange(n) % G.num_classes
+    z, y = latents(G, n, seed)
     device = G.synthesis_network.const.device
     with torch.no_grad():
         s = torch.cat([G.styles(G.mapping(z[i:i + batch].to(device), y[i:i + batch].to(device))).cpu()
