@@ -64,7 +64,7 @@ from .._progress import Stages
 from ..errors import FailatlasError
 from ..report.figures import class_label
 from .corners import CornerCases, CornerCaseSearch
-from .margins import CornerMargins, MarginResult
+from .margins import DEFAULT_PER_CLASS, CornerMargins, MarginResult
 from .direction import FailureDirection, effective_dimension, walk_failure_direction
 from .direction import describe as describe_direction
 from .curves import CENTRES, CURVES_FORMAT, AccuracyCurve, CurveResult, with_classifier
@@ -80,7 +80,6 @@ DEFAULT_CLASSIFIERS = ("mnist/classifier-corrupted", "mnist/classifier-clean")
 DEFAULT_N, QUICK_N = 10000, 2000
 DEFAULT_TSNE_POINTS, QUICK_TSNE_POINTS = 2000, 500
 DEFAULT_BOOTSTRAP = 200
-DEFAULT_MARGIN_STARTS = 10
 QUICK_GRID_CLASSES = 3
 TOP = 10  # corner-case dimensions, separation summary, class overlap
 N_PAIRS = 3  # pairs of the top dimensions moved together
@@ -165,7 +164,7 @@ class AnalysisOptions:
     @property
     def margin_starts_per_class(self) -> int:
         return self.margin_starts if self.margin_starts is not None else (
-            0 if self.quick else DEFAULT_MARGIN_STARTS)
+            0 if self.quick else DEFAULT_PER_CLASS)
 
     def effective(self) -> dict[str, Any]:
         """Every option as given, plus the values chosen for the ones left to defaults (JSON-ready)."""
