@@ -277,3 +277,12 @@ def test_eval_gan_json_writes_null_for_diversity_it_could_not_measure(models, tm
     note = [w for w in out["warnings"] if w.startswith("diversity covers")]
     assert note == [note[0]] and f"covers {10 - len(missing)} of the 10 classes" in note[0]
     assert ", ".join(map(str, missing)) in note[0]
+
+
+def test_generated_images_carry_no_gradient(models):
+    """eval-gan and the noise calibration judge images; they need no graph (torch warned when the
+    calibration turned such an image's statistics into Python numbers)."""
+    G = models[0]
+    assert any(p.requires_grad for p in G.parameters())  # a trainable generator: the graph would be built
+    images, labels = quality.generate(G, 6, 0)
+    assert not images.requires_grad and images.shape[0] == 6 and labels.tolist() == [0, 1, 2, 3, 4, 5]

@@ -232,9 +232,10 @@ def latents(G: Generator, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor
     return torch.randn(n, G.z_dim, generator=latent_generator(seed)), torch.arange(n) % G.num_classes
 
 
+@torch.no_grad()
 def generate(G: Generator, n: int, seed: int, noise_mode: str = "const", batch: int = 500, bar=None):
-    """The images of :func:`latents` ``(G, n, seed)``: (images, labels), on the CPU whatever device G is on.
-    ``bar``: a progress bar advanced by the images made."""
+    """The images of :func:`latents` ``(G, n, seed)``: (images, labels), on the CPU whatever device G is on,
+    without gradients (images to judge, not to train on). ``bar``: a progress bar advanced by the images made."""
     z, y = latents(G, n, seed)
     if noise_mode == "random":
         torch.manual_seed(seed)
