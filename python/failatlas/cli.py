@@ -504,6 +504,36 @@ def _compare(p: argparse.ArgumentParser):
     return run
 
 
+@command("verify", "Check an analyze run folder against its manifest: files, report, models, versions; "
+         "optionally run it again and compare every file.",
+         "Check the folder that `failatlas analyze --out DIR` wrote (or demo's analysis/ folder) against its "
+         "manifest.json: every listed file is there with the sha256 the run recorded and no other file is; "
+         "report.html shows exactly the run's PNGs and manifest; the generator and classifiers still have the "
+         "recorded sha256 (at the recorded path, or a shipped model by its name); which versions of failatlas "
+         "(source digests) and libraries differ here. With --rerun the analysis runs again with the recorded "
+         "options into a temporary folder (or --rerun-out) and every file is compared with the recorded "
+         "digest (on CPU the same code, libraries and models give the same bytes). Prints the manifest's "
+         "sha256: kept apart from the folder, it seals the run. Exit status 0: OK; 1: something differs; "
+         "2: not a run folder.")
+def _verify(p: argparse.ArgumentParser):
+    p.add_argument("run", metavar="RUN", help="the run folder (the --out of failatlas analyze)")
+    p.add_argument("--rerun", action="store_true",
+                   help="run the analysis again with the recorded options and compare every file (takes as long "
+                        "as the run did)")
+    p.add_argument("--rerun-out", default=None, metavar="DIR",
+                   help="keep the rerun in DIR (must not exist or be empty; implies --rerun)")
+    p.add_argument("--json", action="store_true", help="print the check as JSON")
+
+    def run(a: argparse.Namespace) -> int:
+        from .analysis.verify import verify_run
+
+        check = verify_run(a.run, rerun=a.rerun, rerun_out=a.rerun_out)
+        _print_result(check, a.json)
+        return 0 if check.ok else 1
+
+    return run
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends "(default: X)" only where it tells something: not when the help already states its default,
     the option is required, or the default is None or False (a flag, or a value chosen at run time)."""

@@ -26,7 +26,9 @@ dataclass that serializes to JSON/CSV, and a functional twin.
   ``SeparationResult.read_json`` (a file written from its ``to_json``) give the result that was written,
   field for field; :meth:`Population.from_npz` the population;
 * :func:`run_rank`: the ``failatlas rank`` job; :func:`run_analysis` (:class:`AnalysisOptions` →
-  :class:`AnalysisRun`): the ``failatlas analyze`` job, every analysis written to one run folder.
+  :class:`AnalysisRun`): the ``failatlas analyze`` job, every analysis written to one run folder;
+  :func:`verify_run` (→ :class:`RunCheck`): the ``failatlas verify`` check of a run folder against its
+  manifest, and optionally of a rerun against it.
 """
 
 from .compare import Comparison, compare_classifiers, run_compare
@@ -42,6 +44,7 @@ from .ranking import (BlackBoxRanking, GradientRanking, RankedDim, Ranking, Rank
                       run_rank, style_gradients)
 from .separation import Separation, SeparationResult, auroc, histograms, ks_statistic, separation
 from .tsne import LatentTSNE, TSNEResult, tsne_embeddings
+from .verify import RunCheck, verify_run
 
 __all__ = [
     "AccuracyCurve", "AnalysisOptions", "AnalysisRun", "AnalysisShard", "BlackBoxRanking", "ClassDirections",
@@ -49,10 +52,10 @@ __all__ = [
     "CornerCaseSearch", "CornerCases", "CornerMargins", "CurveResult", "DirectionWalk", "FailureDirection",
     "FailureDirectionResult",
     "GradientRanking", "LatentTSNE", "ManipulationGrid", "MarginResult",
-    "Population", "RankRun", "RankedDim", "Ranking", "Separation", "SeparationResult", "SharedDim", "TSNEResult",
+    "Population", "RankRun", "RankedDim", "Ranking", "RunCheck", "Separation", "SeparationResult", "SharedDim", "TSNEResult",
     "accuracy_curve", "auroc", "authors_corner_search", "class_overlap", "classifier_curves",
     "compare_classifiers", "find_corner_cases", "histograms", "jaccard", "ks_statistic", "manipulation_grid",
     "rank_any", "rank_dimensions", "read_curves", "real_accuracy", "run_analysis", "run_compare", "run_rank",
-    "sample_population", "separation", "style_gradients", "tsne_embeddings", "walk_failure_direction",
+    "sample_population", "separation", "style_gradients", "tsne_embeddings", "verify_run", "walk_failure_direction",
     "with_classifier",
 ]

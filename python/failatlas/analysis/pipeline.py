@@ -49,6 +49,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import shutil
 import tempfile
 import warnings
@@ -312,6 +313,7 @@ class AnalysisRun:
         total = sum(self.timings.values())
         lines.append(f"wrote {len(self.files)} files to {self.out} in {total:.1f} s "
                      f"({', '.join(f'{k} {v:.1f} s' for k, v in self.timings.items())})")
+        lines.append(f"check it later, or after copying it: failatlas verify {shlex.quote(str(self.out))}")
         return "\n".join(lines)
 
 
@@ -459,8 +461,6 @@ def command_line(command: str, generator: ModelInfo, classifiers: Sequence[Model
     ``options`` (words, quoted here), ``--out`` made absolute, and a comment: the folder named is the
     original run's, so a rerun needs another (``analyze`` refuses a non-empty one; ``rank`` and ``compare``
     would replace the record being checked); ``note`` is added to it."""
-    import shlex
-
     q = shlex.quote
     parts = ["failatlas", command, "--generator", q(_model_argument(generator))]
     for info in classifiers:

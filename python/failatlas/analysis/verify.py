@@ -1,0 +1,389 @@
+"""``failatlas verify``: is an analyze run folder still what the run wrote, and does it reproduce here?
+
+A run folder is evidence: a validation engineer hands it on, archives it, cites its figures. Its
+``manifest.json`` records every file it wrote with its sha256 (``file_sha256``: all but the manifest and the
+report), the models it used with theirs, the versions of the code and libraries, and the command that redoes
+it. :func:`verify_run` checks a folder against that record:
+
+* **files**: every file the manifest lists is there and has the bytes the run wrote; no other file is there;
+* **report**: every image embedded in ``report.html`` is one of the run's PNGs and every PNG is embedded, and
+  the manifest the report shows is ``manifest.json`` (the two files the digests leave out vouch for each
+  other: an edit of one shows against the other);
+* **models**: the generator and classifiers at the paths the manifest records (a shipped model, found by its
+  name when its path is not on this machine) still have the recorded sha256;
+* **versions**: which of the recorded versions (failatlas' source digests, torch, numpy, …) differ here;
+* with ``rerun``: the analysis is run again with the recorded options on the models found, into a temporary
+  folder (or ``rerun_out``), and each file is compared with the recorded digest. On CPU the same code,
+  libraries and models give every file byte for byte (README, "Reproducibility").
+
+Digests catch a file damaged, replaced, edited or left over from another run; they are not a signature: an
+edit made consistently in the files, the manifest and the report is not detected. To seal a run, keep the
+``manifest_sha256`` that verify prints somewhere the run folder does not travel.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import html
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import _io
+from ..errors import FailatlasError
+
+#: what the manifest's file digests leave out: the manifest itself and the report that shows it
+UNDIGESTED = ("manifest.json", "report.html")
+_IMAGE = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]*)"')
+_MANIFEST = re.compile(r"<h2>Manifest</h2>\s*<pre>(.*?)</pre>", re.S)
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """One model of the run: ``role`` ("generator" or "classifier"), its display ``name``, the path the
+    manifest records, where it was ``found`` here (None: nowhere) and ``status``: "same" (every recorded file
+    has its recorded sha256), "changed" (``differ`` names the files that differ, are missing or are new) or
+    "missing"."""
+
+    role: str
+    name: str
+    recorded_path: str
+    found: str | None
+    status: str
+    differ: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "differ": list(self.differ)}
+
+
+@dataclass(frozen=True)
+class RerunCheck:
+    """The run done again: ``folder`` (None once a temporary one is removed), the files whose bytes differ
+    from the recorded digests, those recorded but not written again and those written but not recorded;
+    ``skipped``: why it was not run (a model missing or changed), else None."""
+
+    folder: str | None
+    differ: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+    seconds: float | None = None
+    skipped: str | None = None
+
+    @property
+    def identical(self) -> bool:
+        return self.skipped is None and not (self.differ or self.missing or self.extra)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()},
+                "identical": self.identical}
+
+
+@dataclass(frozen=True)
+class RunCheck:
+    """What :func:`verify_run` found in ``folder``.
+
+    ``listed``: the files the manifest lists; ``missing``: listed by the manifest, not in the folder; ``changed``: bytes differ from the recorded
+    sha256; ``extra``: in the folder, not written by the run; ``unchecked``: listed without a digest (a
+    manifest written before digests were recorded); ``report``: what is wrong with report.html (empty: it
+    shows exactly the run's figures and manifest); ``models``, ``versions`` (name → (recorded, here), only
+    those that differ), ``unrecorded`` (versions known here that the run did not record) and ``rerun`` (None unless asked). ``manifest_sha256``: the digest that seals the
+    run (the manifest holds every other file's)."""
+
+    folder: Path
+    created: str | None
+    command: str | None
+    manifest_sha256: str
+    listed: tuple[str, ...]
+    missing: tuple[str, ...]
+    changed: tuple[str, ...]
+    extra: tuple[str, ...]
+    unchecked: tuple[str, ...]
+    report: tuple[str, ...]
+    models: tuple[ModelCheck, ...]
+    versions: dict[str, tuple[Any, Any]]
+    unrecorded: tuple[str, ...] = ()
+    rerun: RerunCheck | None = None
+
+    @property
+    def intact(self) -> bool:
+        """The folder holds what the run wrote, no more, no less (as far as the digests recorded tell)."""
+        return not (self.missing or self.changed or self.extra or self.report)
+
+    @property
+    def ok(self) -> bool:
+        """Intact, and, when it was run again, the rerun gave the same bytes."""
+        return self.intact and (self.rerun is None or self.rerun.identical)
+
+    def to_json(self) -> dict[str, Any]:
+        return _io.jsonable({
+            "format": "failatlas-run-check", "version": 1, "folder": str(self.folder), "ok": self.ok,
+            "intact": self.intact, "created": self.created, "command": self.command,
+            "manifest_sha256": self.manifest_sha256, "files": list(self.listed),
+            "missing": list(self.missing), "changed": list(self.changed), "extra": list(self.extra),
+            "unchecked": list(self.unchecked), "report": list(self.report),
+            "models": [m.to_json() for m in self.models],
+            "versions": {k: {"recorded": a, "here": b} for k, (a, b) in self.versions.items()},
+            "unrecorded_versions": list(self.unrecorded),
+            "rerun": None if self.rerun is None else self.rerun.to_json()})
+
+    def format(self) -> str:
+        def names(items: tuple[str, ...], limit: int = 8) -> str:
+            shown = ", ".join(items[:limit])
+            return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+        lines = [f"run folder {self.folder} (made {self.created or 'at an unrecorded time'})",
+                 f"  manifest sha256 {self.manifest_sha256} (keep it apart from the folder to seal the run)"]
+        digested = len(self.listed) - len(self.unchecked) - sum(f in UNDIGESTED for f in self.listed)
+        if self.intact:
+            lines.append(f"  files: OK, all {len(self.listed)} there and nothing added; "
+                         + (f"{digested} have the bytes the run wrote" if digested else "none could be checked byte "
+                            "for byte") + "; the report shows the run's figures and manifest")
+        else:
+            lines.append("  files: NOT AS WRITTEN")
+            for label, items in (("missing", self.missing), ("changed since the run", self.changed),
+                                 ("not written by the run", self.extra)):
+                if items:
+                    lines.append(f"    {label}: {names(items)}")
+            lines += [f"    report.html: {problem}" for problem in self.report]
+        if self.unchecked:
+            lines.append(f"  {len(self.unchecked)} files not checked byte for byte: the manifest records no digest "
+                         "for them (a run of a failatlas before 2026-11-29; run it again to get them)")
+        for m in self.models:
+            where = "" if m.found is None or m.found == m.recorded_path else f" (found at {m.found})"
+            text = {"same": "same files as the run's" + where,
+                    "changed": f"CHANGED since the run{where}: {names(m.differ)}",
+                    "missing": f"NOT FOUND at {m.recorded_path}"}[m.status]
+            lines.append(f"  {m.role} {m.name}: {text}")
+        if self.versions:
+            lines.append("  versions that differ here (a rerun may differ in its last digits or more): "
+                         + "; ".join(f"{k} {_short(a)} → {_short(b)}" for k, (a, b) in self.versions.items()))
+        else:
+            lines.append("  versions: " + ("the same code (source digests) and libraries as the run's"
+                                           if not self.unrecorded else "those the run recorded match here"))
+        if self.unrecorded:
+            lines.append(f"  not recorded by the run (an older failatlas), so not compared: {', '.join(self.unrecorded)}")
+        r = self.rerun
+        if r is not None:
+            if r.skipped:
+                lines.append(f"  rerun: NOT RUN: {r.skipped}")
+            elif r.identical:
+                lines.append(f"  rerun: IDENTICAL, every recorded file written again byte for byte "
+                             f"({r.seconds:.1f} s" + (f"; kept in {r.folder})" if r.folder else ")"))
+            else:
+                lines.append(f"  rerun: DIFFERENT ({r.seconds:.1f} s" + (f"; kept in {r.folder})" if r.folder else ")"))
+                for label, items in (("differ", r.differ), ("not written again", r.missing),
+                                     ("new", r.extra)):
+                    if items:
+                        lines.append(f"    {label}: {names(items)}")
+        if self.command:
+            lines.append(f"  command: {self.command}")
+        qualifiers = []
+        if self.ok and self.unchecked:
+            qualifiers.append(f"{len(self.unchecked)} files checked for presence only")
+        if self.ok and self.rerun is None:
+            qualifiers.append("add --rerun to check that it reproduces")
+        lines.append("verdict: " + ("OK" if self.ok else "NOT OK") + (f" ({'; '.join(qualifiers)})" if qualifiers else ""))
+        return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    """A version for a line: a sha256 cut to its first 12 digits (the JSON keeps it whole)."""
+    text = str(value)
+    return text[:12] + "…" if re.fullmatch(r"[0-9a-f]{64}", text) else text
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The manifest of an analyze run folder, checked for the keys :func:`verify_run` reads; a
+    :class:`FailatlasError` naming the problem otherwise."""
+    from .pipeline import MANIFEST_FORMAT
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FailatlasError(f"run folder not found: {folder} (give the --out folder of a failatlas analyze run)")
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise FailatlasError(f"{folder} has no manifest.json: it is not the folder of a failatlas analyze run "
+                             "(verify checks what `failatlas analyze --out DIR` or `failatlas demo` (its "
+                             "analysis/ folder) wrote)")
+    m = _io.read_json(path, "run manifest")
+    if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
+        raise FailatlasError(f"{path} holds {_io.describe_json(m)}, not an analyze run's manifest (format "
+                             f"{MANIFEST_FORMAT!r})")
+    files = m.get("files")
+    digests = m.get("file_sha256", {})
+    models = m.get("models")
+    if (not isinstance(files, list) or not all(isinstance(f, str) for f in files) or not isinstance(digests, dict)
+            or not isinstance(models, dict) or not isinstance(models.get("generator"), dict)
+            or not isinstance(models.get("classifiers"), list)):
+        raise FailatlasError(f"{path} is damaged (its files or models are not lists of the expected kind); "
+                             "restore it from a copy of the run folder")
+    outside = [f for f in [*files, *digests] if not isinstance(f, str) or Path(f).name != f or f in ("", ".", "..")]
+    if outside:
+        raise FailatlasError(f"{path} names files outside the run folder ({', '.join(map(str, outside[:3]))}); "
+                             "it is damaged or not failatlas'; restore it from a copy of the run folder")
+    return m
+
+
+def _report_problems(folder: Path, manifest: dict[str, Any]) -> list[str]:
+    """What is wrong with report.html against the run's PNGs and manifest (empty: nothing)."""
+    path = folder / "report.html"
+    if not path.is_file():
+        return []  # listed as missing already
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return ["not UTF-8 text: damaged or replaced"]
+    problems = []
+    pngs = {_io.sha256(p): p.name for p in sorted(folder.glob("*.png")) if p.is_file()}
+    shown = set()
+    for data in _IMAGE.findall(text):
+        try:
+            shown.add(hashlib.sha256(base64.b64decode(data, validate=True)).hexdigest())
+        except ValueError:
+            shown.add("")
+    foreign = len(shown - set(pngs))
+    if foreign:
+        problems.append(f"{foreign} embedded image{'s are' if foreign > 1 else ' is'} none of the run's PNGs")
+    absent = sorted(name for digest, name in pngs.items() if digest not in shown)
+    if absent:
+        problems.append(f"does not show {', '.join(absent)}")
+    match = _MANIFEST.search(text)
+    if match is None:
+        problems.append("shows no manifest")
+    else:
+        try:
+            same = json.loads(html.unescape(match.group(1))) == manifest
+        except json.JSONDecodeError:
+            same = False
+        if not same:
+            problems.append("shows another manifest than manifest.json (one of the two was edited or replaced)")
+    return problems
+
+
+def _find_model(entry: dict[str, Any], role: str) -> ModelCheck:
+    """Where the model of a manifest entry is now and whether it still has its recorded files."""
+    from .._paths import shipped_model
+    from .pipeline import model_info
+
+    recorded = str(entry.get("path", ""))
+    name = str(entry.get("name", recorded))
+    sha = entry.get("sha256") if isinstance(entry.get("sha256"), dict) else {}
+    candidates = [Path(recorded)] if recorded else []
+    try:
+        candidates.append(shipped_model(str(entry.get("given", ""))))
+    except FailatlasError:
+        pass
+    found = next((p for p in candidates if p.exists()), None)
+    if found is None:
+        return ModelCheck(role, name, recorded, None, "missing")
+    here = model_info(entry.get("given", ""), found, name, folder=role == "generator").sha256
+    differ = tuple(sorted(f for f in set(sha) | set(here) if sha.get(f) != here.get(f)))
+    return ModelCheck(role, name, recorded, str(found.resolve()), "changed" if differ else "same", differ)
+
+
+def _version_changes(recorded: Any) -> tuple[dict[str, tuple[Any, Any]], tuple[str, ...]]:
+    """The recorded versions that differ here, and the names of those known here that the run did not
+    record (an older failatlas: nothing to compare them with)."""
+    from .. import _provenance
+
+    here = _provenance.versions()
+    recorded = recorded if isinstance(recorded, dict) else {}
+    return ({k: (v, here.get(k)) for k, v in sorted(recorded.items()) if v != here.get(k)},
+            tuple(k for k in here if k not in recorded))
+
+
+def rerun_options(manifest: dict[str, Any], generator: str, classifiers: tuple[str, ...], *,
+                  verbose: bool = True, progress_bar: bool | None = None):
+    """The :class:`~failatlas.analysis.AnalysisOptions` of a recorded run (its ``options``, every value as
+    used), on the models given here. A :class:`FailatlasError` when the record cannot be rerun by this
+    failatlas (an option it does not know, or constants of the analysis that changed since)."""
+    from .pipeline import N_PAIRS, TOP, AnalysisOptions
+
+    recorded = manifest.get("options")
+    if not isinstance(recorded, dict):
+        raise FailatlasError("the manifest records no options: the run cannot be redone from it")
+    fields = {f.name for f in dataclasses.fields(AnalysisOptions)}
+    constants = {"corner_dims": TOP, "corner_pairs_of_top": N_PAIRS, "overlap_k": TOP}
+    unknown = sorted(set(recorded) - fields - set(constants))
+    changed = sorted(k for k, v in constants.items() if k in recorded and recorded[k] != v)
+    if unknown or changed:
+        raise FailatlasError("the run was made by another version of failatlas: "
+                             + (f"options {', '.join(unknown)} are unknown here" if unknown else "")
+                             + ("; " if unknown and changed else "")
+                             + (f"{', '.join(changed)} differ from this version's" if changed else "")
+                             + "; rerun it with the failatlas that made it (its versions are in the manifest)")
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in recorded.items() if k in fields}
+    values.update(generator=generator, classifiers=classifiers, overwrite=False, verbose=verbose,
+                  progress_bar=progress_bar)
+    options = AnalysisOptions(**values)
+    options.check()
+    return options
+
+
+def _rerun(folder: Path, manifest: dict[str, Any], models: tuple[ModelCheck, ...], rerun_out: str | Path | None,
+           verbose: bool, progress_bar: bool | None) -> RerunCheck:
+    import time
+
+    from .pipeline import run_analysis
+
+    unusable = [m for m in models if m.status != "same"]
+    if unusable:
+        return RerunCheck(None, skipped="; ".join(
+            f"{m.role} {m.name} {'is not found' if m.status == 'missing' else 'has changed'}" for m in unusable)
+            + ": a rerun needs the models the run used")
+    options = rerun_options(manifest, models[0].found, tuple(m.found for m in models[1:]), verbose=verbose,
+                            progress_bar=progress_bar)
+    temporary = rerun_out is None
+    base = Path(tempfile.mkdtemp(prefix="failatlas-verify-")) if temporary else None
+    out = base / folder.name if temporary else Path(rerun_out)
+    try:
+        start = time.perf_counter()
+        run_analysis(options, out)
+        seconds = time.perf_counter() - start
+        recorded = manifest.get("file_sha256") or {}
+        written = {p.name: _io.sha256(p) for p in out.iterdir() if p.is_file() and p.name not in UNDIGESTED}
+        return RerunCheck(None if temporary else str(out.resolve()),
+                          differ=tuple(sorted(n for n in set(recorded) & set(written) if recorded[n] != written[n])),
+                          missing=tuple(sorted(set(recorded) - set(written))),
+                          extra=tuple(sorted(set(written) - set(recorded))), seconds=seconds)
+    finally:
+        if base is not None:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def verify_run(folder: str | Path, rerun: bool = False, rerun_out: str | Path | None = None, *,
+               verbose: bool = True, progress_bar: bool | None = None) -> RunCheck:
+    """Check an analyze run folder against its manifest (module docstring): its files, its report, its
+    models and the versions; with ``rerun`` (or a ``rerun_out`` folder, which keeps the rerun; it must not
+    exist or be empty) run it again and compare every file. ``verbose``/``progress_bar``: the rerun's
+    stage lines and bars. Returns a :class:`RunCheck`; raises :class:`FailatlasError` for a folder that is
+    not a run folder or a manifest that is damaged."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if rerun_out is not None:
+        _io.check_out_folder(rerun_out)
+    listed = list(dict.fromkeys(manifest["files"]))
+    digests = manifest.get("file_sha256") or {}
+    present = {p.name for p in folder.iterdir()}
+    missing = tuple(f for f in listed if f not in present)
+    changed = tuple(f for f in listed if f in digests and f in present
+                    and (not (folder / f).is_file() or _io.sha256(folder / f) != digests[f]))
+    unchecked = tuple(f for f in listed if f not in digests and f not in UNDIGESTED)
+    extra = tuple(sorted(present - set(listed)))
+    versions, unrecorded = _version_changes(manifest.get("versions"))
+    entries = manifest["models"]
+    models = (_find_model(entries["generator"], "generator"),
+              *(_find_model(e if isinstance(e, dict) else {}, "classifier") for e in entries["classifiers"]))
+    check = RunCheck(folder=folder.resolve(), created=manifest.get("created"), command=manifest.get("command"),
+                     manifest_sha256=_io.sha256(folder / "manifest.json"), listed=tuple(listed), missing=missing,
+                     changed=changed, extra=extra, unchecked=unchecked, report=tuple(_report_problems(folder, manifest)),
+                     models=models, versions=versions, unrecorded=unrecorded)
+    if rerun or rerun_out is not None:
+        check = dataclasses.replace(check, rerun=_rerun(folder, manifest, models, rerun_out, verbose, progress_bar))
+    return check

@@ -1,0 +1,181 @@
+"""`failatlas verify`: a run folder checked against its manifest (files, report, models, versions) and run
+again; each kind of damage is named, and an intact folder passes."""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+
+import pytest
+import torch
+
+from failatlas import FailatlasError
+from failatlas.analysis import AnalysisOptions, run_analysis
+from failatlas.analysis import verify
+from failatlas.analysis.verify import read_manifest, rerun_options, verify_run
+from failatlas.cli import main
+from failatlas.models.classifier import ClassifierConfig, build_classifier, save_classifier
+from failatlas.models.stylegan2 import save_generator
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, G):
+    """A tiny run (quick, no t-SNE, no margins) on models saved in their own folders."""
+    root = tmp_path_factory.mktemp("verify")
+    save_generator(G, root / "generator")
+    torch.manual_seed(3)
+    cfg = ClassifierConfig()
+    save_classifier(build_classifier(cfg), cfg, root / "cls")
+    out = root / "run"
+    run_analysis(AnalysisOptions(generator=str(root / "generator"), classifiers=(str(root / "cls"),), n=200,
+                                 seed=2, quick=True, skip_tsne=True, threads=1, verbose=False, progress_bar=False), out)
+    return out
+
+
+@pytest.fixture
+def copy(run, tmp_path):
+    """A copy of the run folder, free to damage."""
+    return shutil.copytree(run, tmp_path / "copy")
+
+
+def test_an_intact_run_passes_and_names_its_seal(run, capsys):
+    check = verify_run(run)
+    assert check.ok and check.intact and check.rerun is None
+    assert not (check.missing or check.changed or check.extra or check.unchecked or check.report)
+    assert [m.status for m in check.models] == ["same", "same"] and check.models[0].role == "generator"
+    assert check.versions == {} and check.unrecorded == ()  # this failatlas made it
+    m = json.loads((run / "manifest.json").read_text())
+    assert list(check.listed) == m["files"] and check.command == m["command"]
+    assert main(["verify", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert check.manifest_sha256 in out and "files: OK" in out and out.rstrip().endswith(
+        "verdict: OK (add --rerun to check that it reproduces)")
+    assert main(["verify", str(run), "--json"]) == 0
+    parsed = json.loads(capsys.readouterr().out)
+    assert parsed["ok"] is True and parsed["format"] == "failatlas-run-check" and parsed["files"] == m["files"]
+
+
+def test_each_kind_of_damage_is_named(copy, capsys):
+    (copy / "ranking.csv").write_text((copy / "ranking.csv").read_text().replace("1", "2", 1))  # an edit
+    png = sorted(copy.glob("*.png"))[0]
+    png.unlink()  # a figure lost
+    (copy / "notes.txt").write_text("added later")  # a file the run did not write
+    check = verify_run(copy)
+    assert not check.ok and not check.intact
+    assert check.changed == ("ranking.csv",) and check.missing == (png.name,) and check.extra == ("notes.txt",)
+    assert check.report == ("1 embedded image is none of the run's PNGs",)  # the report still shows the lost one
+    assert main(["verify", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert "NOT AS WRITTEN" in out and "changed since the run: ranking.csv" in out and out.rstrip().endswith("NOT OK")
+
+
+def test_the_report_and_the_manifest_vouch_for_each_other(copy):
+    """The two files the digests leave out: an edit of the manifest shows against the report's copy, and a
+    figure replaced in the report shows against the PNGs."""
+    m = json.loads((copy / "manifest.json").read_text())
+    m["notes"].append("edited")
+    (copy / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
+    assert verify_run(copy).report == ("shows another manifest than manifest.json (one of the two was edited or "
+                                       "replaced)",)
+    m["notes"].pop()
+    (copy / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
+    assert verify_run(copy).intact  # the manifest's content is what the report compares, not its bytes
+    png = sorted(copy.glob("*.png"))[0]
+    png.write_bytes(png.read_bytes() + b"\0")  # the PNG changed: its digest and the report both say so
+    check = verify_run(copy)
+    assert check.changed == (png.name,)
+    assert check.report == ("1 embedded image is none of the run's PNGs", f"does not show {png.name}")
+
+
+def test_a_changed_or_missing_model_is_named_and_stops_a_rerun(run, tmp_path, G):
+    root = tmp_path / "models"
+    save_generator(G, root / "generator")
+    torch.manual_seed(3)
+    cfg = ClassifierConfig()
+    save_classifier(build_classifier(cfg), cfg, root / "cls")
+    out = tmp_path / "run"
+    result = run_analysis(AnalysisOptions(generator=str(root / "generator"), classifiers=(str(root / "cls"),), n=200,
+                                          seed=2, quick=True, skip_tsne=True, threads=1, verbose=False,
+                                          progress_bar=False), out)
+    assert result.format().endswith(f"\ncheck it later, or after copying it: failatlas verify {out}")
+    # the same models in other folders give the same files as the module's run
+    assert json.loads((out / "manifest.json").read_text())["file_sha256"] == \
+        json.loads((run / "manifest.json").read_text())["file_sha256"]
+    torch.manual_seed(4)
+    save_classifier(build_classifier(cfg), cfg, root / "cls")  # retrained in place, say
+    check = verify_run(out, rerun=True)
+    assert check.intact and not check.ok  # the folder is as written; it cannot be redone
+    assert check.models[1].status == "changed" and check.models[1].differ == ("model.safetensors",)
+    assert check.rerun.skipped == "classifier cls has changed: a rerun needs the models the run used"
+    shutil.rmtree(root / "generator")
+    check = verify_run(out)
+    assert check.models[0].status == "missing" and check.models[0].found is None and check.ok  # files still intact
+    assert "generator generator: NOT FOUND at" in check.format()
+
+
+def test_a_rerun_gives_the_same_bytes_and_can_be_kept(copy, tmp_path, capsys):
+    kept = tmp_path / "again"
+    assert main(["verify", str(copy), "--rerun-out", str(kept)]) == 0
+    out = capsys.readouterr().out
+    assert "rerun: IDENTICAL" in out and str(kept) in out
+    m = json.loads((copy / "manifest.json").read_text())
+    assert sorted(p.name for p in kept.iterdir()) == m["files"]
+    # a folder edited after the run still reruns to the recorded bytes: the rerun is checked against the
+    # record, the folder against the record, and the two verdicts stay apart
+    (copy / "summary.json").write_text("{}\n")
+    check = verify_run(copy, rerun=True, verbose=False, progress_bar=False)
+    assert check.rerun.identical and check.rerun.folder is None and check.changed == ("summary.json",)
+    assert not check.ok
+    with pytest.raises(FailatlasError, match="not empty"):  # never into a folder that holds something
+        verify_run(copy, rerun_out=kept)
+
+
+def test_a_run_of_an_older_failatlas_is_checked_for_what_it_records(copy):
+    m = json.loads((copy / "manifest.json").read_text())
+    del m["file_sha256"]
+    for key in ("failatlas_source_sha256", "failatlas_native_source_sha256"):
+        del m["versions"][key]
+    m["versions"]["torch"] = "1.0"
+    text = json.dumps(m, indent=2)
+    (copy / "manifest.json").write_text(text + "\n")
+    report = (copy / "report.html").read_text()  # the report shows the manifest: give it the edited one
+    shown = verify._MANIFEST.search(report)
+    (copy / "report.html").write_text(report[:shown.start(1)] + html.escape(text, quote=False) + report[shown.end(1):])
+    check = verify_run(copy)
+    assert set(check.unchecked) == set(m["files"]) - {"manifest.json", "report.html"}
+    assert check.unrecorded == ("failatlas_source_sha256", "failatlas_native_source_sha256")
+    assert set(check.versions) == {"torch"} and check.versions["torch"][0] == "1.0"
+    text = check.format()
+    assert "checked for presence only" in text and "torch 1.0 → " in text and "not recorded by the run" in text
+
+
+def test_what_is_not_a_run_folder_gets_one_line(tmp_path, copy, capsys):
+    with pytest.raises(FailatlasError, match="run folder not found"):
+        verify_run(tmp_path / "nowhere")
+    with pytest.raises(FailatlasError, match="has no manifest.json"):
+        verify_run(tmp_path)
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(FailatlasError, match="is not valid JSON"):
+        read_manifest(copy)
+    (copy / "manifest.json").write_text(json.dumps({"format": "failatlas-ranking"}))
+    with pytest.raises(FailatlasError, match="not an analyze run's manifest"):
+        verify_run(copy)
+    m = {"format": "failatlas-analysis-manifest", "files": ["../../etc/passwd"], "models": {
+        "generator": {}, "classifiers": []}}
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(FailatlasError, match="names files outside the run folder"):
+        verify_run(copy)
+    assert main(["verify", str(tmp_path / "nowhere")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+
+
+def test_rerun_options_refuse_what_this_version_cannot_redo(run):
+    m = read_manifest(run)
+    options = rerun_options(m, "g", ("c",))
+    assert options.n == 200 and options.seed == 2 and options.quick and options.generator == "g"
+    assert options.classifiers == ("c",) and options.overwrite is False
+    with pytest.raises(FailatlasError, match="options future_option are unknown here"):
+        rerun_options({**m, "options": {**m["options"], "future_option": 1}}, "g", ("c",))
+    with pytest.raises(FailatlasError, match="corner_dims differ from this version's"):
+        rerun_options({**m, "options": {**m["options"], "corner_dims": 5}}, "g", ("c",))
