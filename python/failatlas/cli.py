@@ -504,8 +504,8 @@ def _compare(p: argparse.ArgumentParser):
     return run
 
 
-@command("verify", "Check an analyze run folder against its manifest: files, report, models, versions; "
-         "optionally run it again and compare every file.",
+@command("verify", "Check an analyze run folder against its manifest (files, report, models, versions; "
+         "optionally run it again and compare every file), or an export folder against export.json.",
          "Check the folder that `failatlas analyze --out DIR` wrote (or demo's analysis/ folder) against its "
          "manifest.json: every listed file is there with the sha256 the run recorded and no other file is; "
          "report.html shows exactly the run's PNGs and manifest; the generator and classifiers still have the "
@@ -513,10 +513,11 @@ def _compare(p: argparse.ArgumentParser):
          "(source digests) and libraries differ here. With --rerun the analysis runs again with the recorded "
          "options into a temporary folder (or --rerun-out) and every file is compared with the recorded "
          "digest (on CPU the same code, libraries and models give the same bytes). Prints the manifest's "
-         "sha256: kept apart from the folder, it seals the run. Exit status 0: OK; 1: something differs; "
-         "2: not a run folder.")
+         "sha256: kept apart from the folder, it seals the run. A `failatlas export` folder is checked against "
+         "its export.json (each exported file's sha256 and size, and the versions). Exit status 0: OK; 1: "
+         "something differs; 2: not a run or export folder.")
 def _verify(p: argparse.ArgumentParser):
-    p.add_argument("run", metavar="RUN", help="the run folder (the --out of failatlas analyze)")
+    p.add_argument("run", metavar="RUN", help="the run folder (the --out of failatlas analyze), or an export folder")
     p.add_argument("--rerun", action="store_true",
                    help="run the analysis again with the recorded options and compare every file (takes as long "
                         "as the run did)")

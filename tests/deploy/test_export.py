@@ -298,3 +298,30 @@ def test_a_signal_during_the_commit_waits_for_the_last_file(tmp_path, monkeypatc
         export_module._commit(stage, out, names, stale=())
     assert fired and {p.name: p.read_text() for p in out.iterdir()} == {n: "new " + n for n in names}
     assert not stage.exists()
+
+
+def test_verify_checks_an_export_folder_against_its_record(exported, tmp_path, capsys):
+    """`failatlas verify` on an export: every exported file has the sha256 and size export.json records;
+    a replaced or lost file is named, other files in the folder are not part of the export."""
+    import shutil
+
+    from failatlas.analysis.verify import verify_run
+
+    copy = shutil.copytree(exported[0], tmp_path / "bundle")
+    (copy / "notes.txt").write_text("not part of the export")
+    check = verify_run(copy)
+    assert check.ok and check.kind == "export" and set(check.listed) == ALL_FILES and check.versions == {}
+    assert cli.main(["verify", str(copy)]) == 0
+    assert "files: OK, the 8 exported files have the bytes and sizes export.json records" in capsys.readouterr().out
+    (copy / "classifier.onnx").write_bytes((copy / "classifier-int8.onnx").read_bytes())  # the wrong file deployed
+    (copy / "fused.pt").unlink()
+    check = verify_run(copy)
+    assert not check.ok and check.changed == ("classifier.onnx",) and check.missing == ("fused.pt",)
+    assert cli.main(["verify", str(copy)]) == 1
+    with pytest.raises(FailatlasError, match="is an export folder: --rerun redoes analyze runs"):
+        verify_run(copy, rerun=True)
+    record = json.loads((copy / "export.json").read_text())
+    record["files"]["../model.onnx"] = record["files"].pop("fused.onnx")
+    (copy / "export.json").write_text(json.dumps(record))
+    with pytest.raises(FailatlasError, match="names files outside the export"):
+        verify_run(copy)

@@ -16,6 +16,9 @@ it. :func:`verify_run` checks a folder against that record:
   folder (or ``rerun_out``), and each file is compared with the recorded digest. On CPU the same code,
   libraries and models give every file byte for byte (README, "Reproducibility").
 
+An export folder (``failatlas export``) is checked against its ``export.json`` (each exported file's sha256
+and size, and the versions): the file to deploy is the one whose parity with eager torch was measured.
+
 Digests catch a file damaged, replaced, edited or left over from another run; they are not a signature: an
 edit made consistently in the files, the manifest and the report is not detected. To seal a run, keep the
 ``manifest_sha256`` that verify prints somewhere the run folder does not travel.
@@ -86,7 +89,7 @@ class RerunCheck:
 
 @dataclass(frozen=True)
 class RunCheck:
-    """What :func:`verify_run` found in ``folder``.
+    """What :func:`verify_run` found in ``folder`` (``kind``: "analysis" or "export").
 
     ``listed``: the files the manifest lists; ``missing``: listed by the manifest, not in the folder; ``changed``: bytes differ from the recorded
     sha256; ``extra``: in the folder, not written by the run; ``unchecked``: listed without a digest (a
@@ -96,6 +99,7 @@ class RunCheck:
     run (the manifest holds every other file's)."""
 
     folder: Path
+    kind: str
     created: str | None
     command: str | None
     manifest_sha256: str
@@ -122,7 +126,8 @@ class RunCheck:
 
     def to_json(self) -> dict[str, Any]:
         return _io.jsonable({
-            "format": "failatlas-run-check", "version": 1, "folder": str(self.folder), "ok": self.ok,
+            "format": "failatlas-run-check", "version": 1, "folder": str(self.folder), "kind": self.kind,
+            "ok": self.ok,
             "intact": self.intact, "created": self.created, "command": self.command,
             "manifest_sha256": self.manifest_sha256, "files": list(self.listed),
             "missing": list(self.missing), "changed": list(self.changed), "extra": list(self.extra),
@@ -137,13 +142,21 @@ class RunCheck:
             shown = ", ".join(items[:limit])
             return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
-        lines = [f"run folder {self.folder} (made {self.created or 'at an unrecorded time'})",
-                 f"  manifest sha256 {self.manifest_sha256} (keep it apart from the folder to seal the run)"]
-        digested = len(self.listed) - len(self.unchecked) - sum(f in UNDIGESTED for f in self.listed)
+        if self.kind == "export":
+            lines = [f"export folder {self.folder}",
+                     f"  export.json sha256 {self.manifest_sha256} (keep it apart from the folder to seal the export)"]
+        else:
+            lines = [f"run folder {self.folder} (made {self.created or 'at an unrecorded time'})",
+                     f"  manifest sha256 {self.manifest_sha256} (keep it apart from the folder to seal the run)"]
+        records = UNDIGESTED if self.kind == "analysis" else ("export.json",)  # the files that hold the digests
+        digested = len(self.listed) - len(self.unchecked) - sum(f in records for f in self.listed)
         if self.intact:
             lines.append(f"  files: OK, all {len(self.listed)} there and nothing added; "
                          + (f"{digested} have the bytes the run wrote" if digested else "none could be checked byte "
-                            "for byte") + "; the report shows the run's figures and manifest")
+                            "for byte") + "; the report shows the run's figures and manifest"
+                         if self.kind == "analysis" else
+                         f"  files: OK, the {digested} exported files have the bytes and sizes export.json records "
+                         "(other files in the folder are not part of the export)")
         else:
             lines.append("  files: NOT AS WRITTEN")
             for label, items in (("missing", self.missing), ("changed since the run", self.changed),
@@ -208,9 +221,10 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         raise FailatlasError(f"run folder not found: {folder} (give the --out folder of a failatlas analyze run)")
     path = folder / "manifest.json"
     if not path.is_file():
-        raise FailatlasError(f"{folder} has no manifest.json: it is not the folder of a failatlas analyze run "
-                             "(verify checks what `failatlas analyze --out DIR` or `failatlas demo` (its "
-                             "analysis/ folder) wrote)")
+        raise FailatlasError(f"{folder} has no manifest.json (nor export.json): it is not the folder of a "
+                             "failatlas analyze run or export (verify checks what `failatlas analyze --out DIR`, "
+                             "`failatlas demo` (its analysis/ folder) or `failatlas export --out DIR` wrote; rank "
+                             "and compare folders record no file digests)")
     m = _io.read_json(path, "run manifest")
     if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
         raise FailatlasError(f"{path} holds {_io.describe_json(m)}, not an analyze run's manifest (format "
@@ -357,14 +371,46 @@ def _rerun(folder: Path, manifest: dict[str, Any], models: tuple[ModelCheck, ...
             shutil.rmtree(base, ignore_errors=True)
 
 
+def _verify_export(folder: Path) -> RunCheck:
+    """The files of an export folder against export.json (each file's sha256 and size)."""
+    from ..deploy.export import MANIFEST_FILE, MANIFEST_FORMAT
+
+    path = folder / MANIFEST_FILE
+    m = _io.read_json(path, "export record")
+    entries = m.get("files") if isinstance(m, dict) and m.get("format") == MANIFEST_FORMAT else None
+    if not isinstance(entries, dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in entries.values()):
+        raise FailatlasError(f"{path} is not the record of a failatlas export (format {MANIFEST_FORMAT!r} with "
+                             "a sha256 per file); restore it, or export again")
+    outside = [f for f in entries if Path(f).name != f or f in ("", ".", "..", MANIFEST_FILE)]
+    if outside:
+        raise FailatlasError(f"{path} names files outside the export ({', '.join(outside[:3])}); it is damaged "
+                             "or not failatlas'; export again")
+    missing = tuple(f for f in entries if not (folder / f).is_file())
+    changed = tuple(f for f, e in entries.items() if f not in missing and (
+        (folder / f).stat().st_size != e.get("bytes", (folder / f).stat().st_size)
+        or _io.sha256(folder / f) != e["sha256"]))
+    versions, unrecorded = _version_changes(m.get("versions"))
+    return RunCheck(folder=folder.resolve(), kind="export", created=None, command=None,
+                    manifest_sha256=_io.sha256(path), listed=(*entries, MANIFEST_FILE), missing=missing,
+                    changed=changed, extra=(), unchecked=(), report=(), models=(), versions=versions,
+                    unrecorded=unrecorded)
+
+
 def verify_run(folder: str | Path, rerun: bool = False, rerun_out: str | Path | None = None, *,
                verbose: bool = True, progress_bar: bool | None = None) -> RunCheck:
     """Check an analyze run folder against its manifest (module docstring): its files, its report, its
-    models and the versions; with ``rerun`` (or a ``rerun_out`` folder, which keeps the rerun; it must not
+    models and the versions. An export folder (``failatlas export``: export.json and no manifest.json) is
+    checked against export.json: each exported file's sha256 and size, and the versions; with ``rerun`` (or a ``rerun_out`` folder, which keeps the rerun; it must not
     exist or be empty) run it again and compare every file. ``verbose``/``progress_bar``: the rerun's
     stage lines and bars. Returns a :class:`RunCheck`; raises :class:`FailatlasError` for a folder that is
     not a run folder or a manifest that is damaged."""
     folder = Path(folder)
+    if folder.is_dir() and not (folder / "manifest.json").exists() and (folder / "export.json").is_file():
+        if rerun or rerun_out is not None:
+            raise FailatlasError(f"{folder} is an export folder: --rerun redoes analyze runs; export again into "
+                                 "another folder (an export of the same models gives the same files) and verify it")
+        return _verify_export(folder)
     manifest = read_manifest(folder)
     if rerun_out is not None:
         _io.check_out_folder(rerun_out)
@@ -380,7 +426,7 @@ def verify_run(folder: str | Path, rerun: bool = False, rerun_out: str | Path | 
     entries = manifest["models"]
     models = (_find_model(entries["generator"], "generator"),
               *(_find_model(e if isinstance(e, dict) else {}, "classifier") for e in entries["classifiers"]))
-    check = RunCheck(folder=folder.resolve(), created=manifest.get("created"), command=manifest.get("command"),
+    check = RunCheck(folder=folder.resolve(), kind="analysis", created=manifest.get("created"), command=manifest.get("command"),
                      manifest_sha256=_io.sha256(folder / "manifest.json"), listed=tuple(listed), missing=missing,
                      changed=changed, extra=extra, unchecked=unchecked, report=tuple(_report_problems(folder, manifest)),
                      models=models, versions=versions, unrecorded=unrecorded)
