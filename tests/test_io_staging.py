@@ -1,9 +1,11 @@
 """_io.staged_files: files written into a staging folder arrive together, and the staging folder never stays
 behind, even when a SIGTERM (kill) arrives while they are moved in (it ends the process once they are).
 Temporaries left by a process killed with kill -9 are removed by the next writer of the same target, and
-only those: never a running process's, another host's, or one named by an older failatlas."""
+only those: never a running process's, another host's, or one named by an older failatlas; analyze's run
+moved aside by a killed --overwrite is never lost."""
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import textwrap
 import pytest
 
 from failatlas import _io
+from failatlas.errors import FailatlasError
 
 
 def _ended_pid() -> int:
@@ -110,3 +113,88 @@ def test_a_sigterm_while_moving_in_ends_the_process_without_leaving_the_staging_
     assert done.returncode == -signal.SIGTERM and "not reached" not in done.stdout
     assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]  # both, and nothing else
 
+
+_PUBLISH = textwrap.dedent("""
+    import os, shutil, signal, sys
+    from pathlib import Path
+    from failatlas.analysis import pipeline
+    out, when = Path(sys.argv[1]), sys.argv[2]
+    tmp = pipeline._make_staging(out)
+    (tmp / "summary.json").write_text("new")
+    def killed(*args, **kwargs):  # kill -9: no clean-up runs
+        os.kill(os.getpid(), signal.SIGKILL)
+    if when == "between-renames":
+        real, renames = os.rename, []
+        def rename(a, b):
+            renames.append(a)
+            if len(renames) == 2:  # the old run is aside, the new one not yet in place
+                killed()
+            real(a, b)
+        os.rename = rename
+    else:  # the new run is in place; the old one is being deleted
+        shutil.rmtree = killed
+    pipeline._publish(tmp, out, overwrite=True)
+""")
+
+
+def _killed_publish(tmp_path, when: str):
+    """A run folder ``run`` replaced (--overwrite) by a process killed ``when``: (run, the killed pid)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text("old")
+    killed = subprocess.Popen([sys.executable, "-c", _PUBLISH, str(out), when], stderr=subprocess.PIPE, text=True)
+    err = killed.communicate(timeout=120)[1]
+    assert killed.returncode == -signal.SIGKILL, err
+    return out, killed.pid
+
+
+def _left(folder, pid: int, suffix: str):
+    """The one folder ``.run.<host>.<pid>.<random>SUFFIX`` in ``folder``."""
+    (found,) = folder.glob(f".run.{_io._host()}.{pid}.*{suffix}")
+    return found
+
+
+def test_a_run_moved_aside_by_a_killed_overwrite_is_refused_with_the_way_back(tmp_path, capsys):
+    from failatlas.analysis import pipeline
+    from failatlas.cli import main
+
+    out, pid = _killed_publish(tmp_path, "between-renames")
+    old, partial = _left(tmp_path, pid, ".old"), _left(tmp_path, pid, ".partial")
+    assert set(tmp_path.iterdir()) == {old, partial} and (old / "summary.json").read_text() == "old"
+    out.mkdir()  # something made run again since: it is not the new run, the old one is still the only copy
+    with pytest.raises(FailatlasError, match=f"after moving {out} away"):
+        pipeline._check_moved_aside(out, remove=True)
+    out.rmdir()
+    assert main(["analyze", "--out", str(out)]) == 2  # refused before anything is loaded
+    err = capsys.readouterr().err
+    assert err == (f"failatlas: error: --out {out}: the run that was in it was moved aside to {old} by a failatlas "
+                   f"process (pid {pid}) that was killed before its new run was in place; to keep it, rename it "
+                   f"back (mv {shlex.quote(str(old))} {shlex.quote(str(out))}); or delete it; then run again\n")
+    assert set(tmp_path.iterdir()) == {old, partial}  # nothing removed
+    old.rename(out)  # the fix
+    pipeline._check_moved_aside(out, remove=True)
+    staging = pipeline._make_staging(out)  # the killed run's staging folder goes with the next run's
+    assert set(tmp_path.iterdir()) == {staging, out} and (out / "summary.json").read_text() == "old"
+    assert capsys.readouterr().err == (f"failatlas: removed 1 temporary folder left by an interrupted run (pid "
+                                       f"{pid}): {partial}\n")
+
+
+def test_a_run_replaced_before_the_kill_leaves_only_litter_which_the_next_run_removes(tmp_path, live_pid, capsys):
+    from failatlas.analysis import pipeline
+
+    out, pid = _killed_publish(tmp_path, "deleting-the-old-run")
+    old = _left(tmp_path, pid, ".old")
+    assert set(tmp_path.iterdir()) == {old, out} and (out / "summary.json").read_text() == "new"
+    running = tmp_path / _name(".run.", live_pid, ".old")  # a run replacing it now: not ours to judge
+    (running / "x").mkdir(parents=True)
+    pipeline._check_moved_aside(out, remove=False)  # (a torchrun rank other than 0)
+    assert old.exists() and capsys.readouterr().err == ""
+    pipeline._check_moved_aside(out, remove=True)
+    assert set(tmp_path.iterdir()) == {running, out}
+    assert capsys.readouterr().err == (f"failatlas: removed 1 temporary folder left by an interrupted run (pid "
+                                       f"{pid}): {old}\n")
+    partial, empty = (tmp_path / _name(".run.", pid, suffix) for suffix in (".partial", ".old"))
+    partial.mkdir()
+    empty.mkdir()  # killed just after naming the folder aside, before moving the run there: nothing in it
+    pipeline._check_moved_aside(out, remove=True)
+    assert not empty.exists() and partial.exists()
