@@ -2,6 +2,9 @@
 
 * Writes go to a temporary file in the destination folder and are renamed into place, so a crash or
   Ctrl-C never leaves a half-written file behind.
+* Temporary names carry the host name and pid of the process that made them (:func:`owned_prefix`), so
+  the next command that writes the same output removes those of a process that was killed (``kill -9``,
+  out of memory, power loss) and never those of one still running (:func:`make_temp`).
 * Weights are stored as safetensors (no code can be executed on load); training checkpoints that need
   nested optimizer state use ``torch.save`` and are read back with ``torch.load(weights_only=True)``.
 """
@@ -13,8 +16,11 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
+import socket
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -32,14 +38,95 @@ def _umask() -> int:
     return mask
 
 
+def _host() -> str:
+    """This machine's name as it goes into temporary names: characters other than letters, digits, ``_``
+    and ``-`` (the dots of a domain name too) become ``-``, at most 63 of them."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:63] or "-"
+
+
+def owned_prefix(prefix: str) -> str:
+    """``prefix`` followed by this host's name and this process's pid: the prefix to give ``mkdtemp`` or
+    ``mkstemp``, whose names then read ``PREFIX<host>.<pid>.<random>SUFFIX`` (e.g.
+    ``.run.node1.4242.k3j2x9_a.partial``), so that :func:`dead_owner` can tell who made them."""
+    return f"{prefix}{_host()}.{os.getpid()}."
+
+
+def dead_owner(path: str | os.PathLike, prefix: str, suffix: str = "") -> int | None:
+    """The pid that made the temporary ``path`` (named from :func:`owned_prefix` ``(prefix)`` and ``suffix``)
+    when it was made on this host by a process that no longer runs: the temporary is stale, left by a
+    process killed before it could clean up. Else None: a running process's (``os.kill(pid, 0)`` succeeds,
+    or is refused for another user's process), another host's (its processes cannot be seen from here),
+    or a name without host and pid. Such names were made by an earlier failatlas and are never removed
+    automatically (an older failatlas may still be using one): remove them by hand when no failatlas runs.
+    A pid reused since by another process keeps its temporary (until that process ends); two machines, or
+    containers with their own process ids, of one host name that write into one shared folder would see
+    each other's running processes as ended."""
+    match = re.fullmatch(re.escape(prefix + _host() + ".") + r"([1-9][0-9]{0,9})\.[A-Za-z0-9_]+" + re.escape(suffix),
+                         Path(path).name)
+    if match is None or os.name != "posix":  # elsewhere os.kill(pid, 0) is not a harmless probe
+        return None
+    pid = int(match.group(1))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return pid
+    except (PermissionError, OverflowError):  # alive (another user's), or no such pid at all on this system
+        return None
+    return None
+
+
+def stale_temps(folder: str | os.PathLike, prefix: str, suffix: str = "") -> list[tuple[Path, int]]:
+    """The stale temporaries (:func:`dead_owner`) named ``prefix…suffix`` in ``folder``, with their pids,
+    sorted by name."""
+    try:
+        names = sorted(entry.name for entry in os.scandir(folder) if entry.name.startswith(prefix)
+                       and entry.name.endswith(suffix))
+    except OSError:  # no such folder, or one this process may write in but not list: nothing to clear
+        return []
+    found = [(Path(folder) / name, dead_owner(name, prefix, suffix)) for name in names]
+    return [(path, pid) for path, pid in found if pid is not None]
+
+
+def remove_temps(stale: list[tuple[Path, int]]) -> None:
+    """Remove the stale temporaries ``stale`` (from :func:`stale_temps`) and say so in one line on stderr,
+    naming those removed (one that cannot be removed is left, unnamed)."""
+    removed, folders = [], False
+    for path, pid in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            folders = True
+        else:
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                path.unlink()
+        if not os.path.lexists(path):
+            removed.append((path, pid))
+    if removed:
+        pids = sorted({pid for _, pid in removed})
+        print(f"failatlas: removed {len(removed)} temporary {'folder' if folders else 'file'}"
+              f"{'s' if len(removed) > 1 else ''} left by "
+              f"{'an interrupted run (pid' if len(pids) == 1 else 'interrupted runs (pids'} "
+              f"{', '.join(map(str, pids))}): {', '.join(str(path) for path, _ in removed)}",
+              file=sys.stderr, flush=True)
+
+
+def make_temp(folder: str | os.PathLike, prefix: str, suffix: str = "", file: bool = False) -> Path:
+    """Create a temporary folder (or empty ``file``) in ``folder`` named ``prefix<host>.<pid>.<random>suffix``
+    (:func:`owned_prefix`), after removing the stale ones of the same name pattern there (:func:`remove_temps`):
+    each writer clears what an earlier killed run of the same kind and target left, and nothing else."""
+    remove_temps(stale_temps(folder, prefix, suffix))
+    if not file:
+        return Path(tempfile.mkdtemp(prefix=owned_prefix(prefix), suffix=suffix, dir=folder))
+    fd, tmp = tempfile.mkstemp(prefix=owned_prefix(prefix), suffix=suffix, dir=folder)
+    os.close(fd)
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = make_temp(path.parent, f".{path.name}.", ".tmp", file=True)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
@@ -80,12 +167,11 @@ def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
     """Yield a staging folder inside ``folder`` (created if needed); when the block succeeds, move every
     file written there into ``folder`` (replacing files of the same names, leaving others) with signals
     held, so the files arrive together: a Ctrl-C or a failure never leaves some new files beside old ones
-    (a model's weights beside another model's config). The staging folder is removed either way."""
+    (a model's weights beside another model's config). The staging folder is removed either way; one left
+    by a killed process is removed by the next (:func:`make_temp`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(STAGING_PREFIX + "*"):  # left by a process killed (kill -9) while staging
-        shutil.rmtree(stale, ignore_errors=True)
-    stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    stage = make_temp(folder, STAGING_PREFIX)  # another process's, staging into the same folder, is left
     try:
         yield stage
         files = sorted(p for p in stage.iterdir() if p.is_file())
@@ -120,10 +206,8 @@ PROBE_PREFIX = ".failatlas-probe-"  # another process's probe (torchrun ranks) d
 def _probe_folder(folder: Path, path: Path, flag: str) -> None:
     """Create and remove an empty folder in ``folder``: permissions alone do not show a file system that
     refuses new entries (read-only, /proc, a full disk's inodes)."""
-    import tempfile
-
     try:
-        probe = tempfile.mkdtemp(prefix=PROBE_PREFIX, dir=folder)
+        probe = make_temp(folder, PROBE_PREFIX)
     except OSError as exc:
         raise FailatlasError(f"{flag} {path}: nothing can be created in {folder} ({exc.strerror or exc}); choose "
                              "another folder") from None
@@ -131,7 +215,7 @@ def _probe_folder(folder: Path, path: Path, flag: str) -> None:
         os.rmdir(probe)
     except OSError as exc:  # results are moved into place by renames, which such a folder refuses too
         raise FailatlasError(f"{flag} {path}: entries can be created in {folder} but not removed or replaced "
-                             f"({exc.strerror or exc}; the empty folder {Path(probe).name} is left there); choose "
+                             f"({exc.strerror or exc}; the empty folder {probe.name} is left there); choose "
                              "another folder") from None
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -603,7 +602,8 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     out.mkdir(parents=True, exist_ok=True)
     # every file is written into a staging folder inside --out and moved into place at the end, so a
     # failure part-way leaves the folder as it was, not a mix of this run's files and an earlier run's
-    stage = Path(tempfile.mkdtemp(prefix=".compare-", dir=out))
+    # (one left by a killed compare is removed here; a running one's is left)
+    stage = _io.make_temp(out, ".compare-")
     try:
         _io.write_json(stage / "compare.json", _io.jsonable({
             **comparison.to_json(), "models": infos, "command": command, "real_accuracy": real, "notes": notes,

@@ -23,8 +23,9 @@ Stages (each announced on stderr with its elapsed seconds):
 8. overlap of the primary's per-class top-10 dimensions (Jaccard) and the shared dimensions.
 
 Everything is written into a temporary sibling of ``out`` and renamed onto ``out`` at the end, so a
-failure or Ctrl-C never leaves a half-written run folder; an existing non-empty ``out`` is refused unless
-``overwrite``. The folder holds every figure (PNG + its JSON), the tables (CSV/JSON), ``population.npz``,
+failure or Ctrl-C never leaves a half-written run folder (one left by a killed run is removed by the next
+run of ``out``, and a run it had moved aside is never lost: :func:`_check_moved_aside`); an existing non-empty
+``out`` is refused unless ``overwrite``. The folder holds every figure (PNG + its JSON), the tables (CSV/JSON), ``population.npz``,
 ``summary.json``, ``manifest.json`` (versions with the source digest, the command that reruns the run,
 seeds, options, model checksums, timings, files) and
 ``report.html`` (self-contained, drawn from the results).
@@ -362,8 +363,10 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
 
 
 def _make_staging(out: Path) -> Path:
+    """The staging folder ``.OUT.<host>.<pid>.<random>.partial`` beside ``out``, after removing those of
+    earlier runs of ``out`` that were killed (:func:`~failatlas._io.make_temp`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp = _io.make_temp(out.parent, f".{out.name}.", ".partial")
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; a run folder is meant to be shared
@@ -372,12 +375,13 @@ def _make_staging(out: Path) -> Path:
 
 def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     """Move the finished run from ``tmp`` onto ``out`` (replacing an empty folder, or with ``overwrite``
-    a non-empty one: the old run is moved aside first and deleted only once the new one is in place)."""
+    a non-empty one: the old run is moved aside to ``.OUT.<host>.<pid>.<random>.old`` first and deleted only
+    once the new one is in place; a process killed in between leaves it for :func:`_check_moved_aside`)."""
     _io.check_out_folder(out, overwrite)
     old = None
     if out.is_dir():
         if any(out.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            old = Path(tempfile.mkdtemp(prefix=_io.owned_prefix(f".{out.name}."), suffix=".old", dir=out.parent))
             os.rmdir(old)
             os.rename(out, old)
         else:
@@ -390,6 +394,29 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_moved_aside(out: Path, remove: bool) -> None:
+    """Before a run of ``out``: the earlier run that :func:`_publish` moved aside (``.OUT.….old``) in a process
+    killed since (:func:`~failatlas._io.stale_temps`) is never deleted unless the new run got into place:
+    ``out`` exists and that process's staging folder (``.partial``) is gone, so it was killed while deleting
+    the old run; or it is empty (killed before the move). Then, with ``remove``, it is removed as that
+    process would have. Else it may hold the only copy of the earlier run: a FailatlasError says where it is
+    and how to put it back (a refusal, not a warning that a long run's output would bury, leaving the earlier
+    run hidden for ever)."""
+    prefix = f".{out.name}."
+    staging = {pid for _, pid in _io.stale_temps(out.parent, prefix, ".partial")}
+    for old, pid in _io.stale_temps(out.parent, prefix, ".old"):
+        if (out.exists() and pid not in staging) or not any(old.iterdir()):
+            if remove:
+                _io.remove_temps([(old, pid)])
+            continue
+        raise FailatlasError(
+            f"--out {out}: the run that was in it was moved aside to {old} by a failatlas process (pid {pid}) that "
+            "was killed before its new run was in place; to keep it, rename it back "
+            + (f"after moving {out} away (it holds other files now)" if out.exists()
+               else f"(mv {shlex.quote(str(old))} {shlex.quote(str(out))})")
+            + "; or delete it; then run again")
 
 
 @contextlib.contextmanager
@@ -628,8 +655,9 @@ def run_analysis(options: AnalysisOptions | None = None,
         raise FailatlasError("run_analysis needs an output folder (--out DIR)")
     options.check()
     out = Path(out)
-    _io.check_out_folder(out, options.overwrite)
     rank, world_size = dist.world()
+    _check_moved_aside(out, remove=rank == 0)  # every rank refuses alike; rank 0 alone removes
+    _io.check_out_folder(out, options.overwrite)
     sharded = world_size > 1
     if rank != 0:  # rank 0 alone announces the stages and shows progress
         options = dataclasses.replace(options, verbose=False, progress_bar=False)

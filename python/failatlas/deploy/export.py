@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import check_out_folder, sha256, signals_held, write_bytes, write_json
+from .._io import check_out_folder, make_temp, sha256, signals_held, write_bytes, write_json
 from .._provenance import versions
 from ..errors import FailatlasError
 from .onnx_classifier import _first_line, _quiet_exporter, set_metadata
@@ -194,7 +193,7 @@ def export_models(generator: nn.Module | str | os.PathLike, classifier: nn.Modul
 
     target = out.resolve()  # "." or "a/.." have no usable name and parent
     target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.export-", dir=target.parent))
+    stage = make_temp(target.parent, f".{target.name}.export-")  # (after removing a killed export's)
     try:
         with torch.no_grad():
             manifest = _build(stage, G, C, num_classes, noise_mode=noise_mode, seed=seed, images=images,

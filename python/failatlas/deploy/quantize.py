@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import atomic_path
+from .._io import atomic_path, make_temp
 from ..errors import FailatlasError
 from .onnx_classifier import (IN_SHAPE, OnnxClassifier, _first_line, _run_bytes, load_any_classifier,
                               set_metadata)
@@ -148,17 +149,18 @@ def quantize_classifier_int8(fp32_onnx_path: str | os.PathLike, out_path: str | 
               "percentile": CalibrationMethod.Percentile}[calibrate_method]
     act = QuantType.QInt8 if activation_type == "int8" else QuantType.QUInt8
     preprocessed = False
-    with tempfile.TemporaryDirectory(prefix="failatlas-quant-") as tmp:
+    tmp = make_temp(tempfile.gettempdir(), "failatlas-quant-")  # after removing a killed quantization's
+    try:
         model_in = src
         if preprocess:
-            pre = Path(tmp) / "pre.onnx"
+            pre = tmp / "pre.onnx"
             try:
                 with _quiet():
                     quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
                 model_in, preprocessed = pre, True
             except Exception:  # noqa: BLE001 - pre-processing is an optimization; quantize the original
                 model_in = src
-        q_path = Path(tmp) / "int8.onnx"
+        q_path = tmp / "int8.onnx"
         try:
             with _quiet():
                 quantize_static(str(model_in), str(q_path), _Reader(), quant_format=QuantFormat.QDQ,
@@ -169,6 +171,8 @@ def quantize_classifier_int8(fp32_onnx_path: str | os.PathLike, out_path: str | 
             raise FailatlasError(f"ONNX Runtime could not quantize {src} ({_first_line(exc)}); check that it is a "
                                  "float32 classifier exported with failatlas.deploy.export_classifier_onnx") from None
         proto = onnx.load(str(q_path))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     metadata.update(quantization="static int8 QDQ (onnxruntime.quantization.quantize_static)",
                     weight_type="QInt8 symmetric" + (" per-channel" if per_channel else " per-tensor"),
                     activation_type="QInt8" if activation_type == "int8" else "QUInt8",
