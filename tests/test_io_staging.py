@@ -40,7 +40,7 @@ def live_pid():
 
 def _name(prefix: str, pid: int, suffix: str = "", host: str | None = None) -> str:
     """A temporary's name as :func:`_io.owned_prefix` makes it, for ``pid`` (on ``host``, else this one)."""
-    return f"{prefix}{_io._host() if host is None else host}.{pid}.x1_y2z3{suffix}"
+    return f"{prefix}{_io.host() if host is None else host}.{pid}.x1_y2z3{suffix}"
 
 
 def test_temporary_names_carry_a_safe_host_name_and_the_pid(tmp_path, monkeypatch):
@@ -115,12 +115,14 @@ def test_a_sigterm_while_moving_in_ends_the_process_without_leaving_the_staging_
 
 
 _PUBLISH = textwrap.dedent("""
-    import os, shutil, signal, sys
+    import json, os, shutil, signal, sys
     from pathlib import Path
+    from failatlas import _io
     from failatlas.analysis import pipeline
     out, when = Path(sys.argv[1]), sys.argv[2]
     tmp = pipeline._make_staging(out)
     (tmp / "summary.json").write_text("new")
+    (tmp / "manifest.json").write_text(json.dumps({"process": _io.process_record()}))  # as run_analysis records it
     def killed(*args, **kwargs):  # kill -9: no clean-up runs
         os.kill(os.getpid(), signal.SIGKILL)
     if when == "between-renames":
@@ -150,7 +152,7 @@ def _killed_publish(tmp_path, when: str):
 
 def _left(folder, pid: int, suffix: str):
     """The one folder ``.run.<host>.<pid>.<random>SUFFIX`` in ``folder``."""
-    (found,) = folder.glob(f".run.{_io._host()}.{pid}.*{suffix}")
+    (found,) = folder.glob(f".run.{_io.host()}.{pid}.*{suffix}")
     return found
 
 
@@ -185,6 +187,11 @@ def test_a_run_replaced_before_the_kill_leaves_only_litter_which_the_next_run_re
     out, pid = _killed_publish(tmp_path, "deleting-the-old-run")
     old = _left(tmp_path, pid, ".old")
     assert set(tmp_path.iterdir()) == {old, out} and (out / "summary.json").read_text() == "new"
+    manifest = (out / "manifest.json").read_text()
+    (out / "manifest.json").write_text(manifest.replace(str(pid), str(pid + 1)))  # another process's run
+    with pytest.raises(FailatlasError, match="after moving"):  # no proof that the new run is in place
+        pipeline._check_moved_aside(out, remove=True)
+    (out / "manifest.json").write_text(manifest)
     running = tmp_path / _name(".run.", live_pid, ".old")  # a run replacing it now: not ours to judge
     (running / "x").mkdir(parents=True)
     pipeline._check_moved_aside(out, remove=False)  # (a torchrun rank other than 0)
@@ -198,3 +205,32 @@ def test_a_run_replaced_before_the_kill_leaves_only_litter_which_the_next_run_re
     empty.mkdir()  # killed just after naming the folder aside, before moving the run there: nothing in it
     pipeline._check_moved_aside(out, remove=True)
     assert not empty.exists() and partial.exists()
+
+
+def test_a_run_folder_made_by_another_while_replacing_keeps_both_runs_named(tmp_path, monkeypatch):
+    """Something creates --out between _publish's two renames: neither run is lost, and the error names
+    where each one is (the earlier run's folder is then never removed automatically: no manifest of this
+    process is in --out)."""
+    from failatlas.analysis import pipeline
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text("old")
+    tmp = pipeline._make_staging(out)
+    (tmp / "summary.json").write_text("new")
+    real, calls = os.rename, []
+
+    def rename(a, b):
+        calls.append(a)
+        if len(calls) == 2:  # the old run is aside: another program makes the folder again
+            out.mkdir()
+            (out / "theirs.txt").write_text("x")
+        real(a, b)
+
+    monkeypatch.setattr(pipeline.os, "rename", rename)
+    with pytest.raises(FailatlasError, match="was created by something else while this run replaced it") as err:
+        pipeline._publish(tmp, out, overwrite=True)
+    monkeypatch.setattr(pipeline.os, "rename", real)
+    (old,) = tmp_path.glob(".run.*.old")
+    assert f"kept in {old} (move it where you want it); this run is discarded" in str(err.value)
+    assert (old / "summary.json").read_text() == "old" and (out / "theirs.txt").exists()

@@ -38,17 +38,23 @@ def _umask() -> int:
     return mask
 
 
-def _host() -> str:
+def host() -> str:
     """This machine's name as it goes into temporary names: characters other than letters, digits, ``_``
     and ``-`` (the dots of a domain name too) become ``-``, at most 63 of them."""
     return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:63] or "-"
+
+
+def process_record() -> dict[str, Any]:
+    """This process as a record names it (``{"host", "pid"}``, the host as in temporary names): what proves
+    that a run folder was published by the process that left a temporary (:func:`owned_prefix`)."""
+    return {"host": host(), "pid": os.getpid()}
 
 
 def owned_prefix(prefix: str) -> str:
     """``prefix`` followed by this host's name and this process's pid: the prefix to give ``mkdtemp`` or
     ``mkstemp``, whose names then read ``PREFIX<host>.<pid>.<random>SUFFIX`` (e.g.
     ``.run.node1.4242.k3j2x9_a.partial``), so that :func:`dead_owner` can tell who made them."""
-    return f"{prefix}{_host()}.{os.getpid()}."
+    return f"{prefix}{host()}.{os.getpid()}."
 
 
 def dead_owner(path: str | os.PathLike, prefix: str, suffix: str = "") -> int | None:
@@ -61,7 +67,7 @@ def dead_owner(path: str | os.PathLike, prefix: str, suffix: str = "") -> int | 
     A pid reused since by another process keeps its temporary (until that process ends); two machines, or
     containers with their own process ids, of one host name that write into one shared folder would see
     each other's running processes as ended."""
-    match = re.fullmatch(re.escape(prefix + _host() + ".") + r"([1-9][0-9]{0,9})\.[A-Za-z0-9_]+" + re.escape(suffix),
+    match = re.fullmatch(re.escape(prefix + host() + ".") + r"([1-9][0-9]{0,9})\.[A-Za-z0-9_]+" + re.escape(suffix),
                          Path(path).name)
     if match is None or os.name != "posix":  # elsewhere os.kill(pid, 0) is not a harmless probe
         return None

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import json
 import math
 import os
 import platform
@@ -63,7 +64,7 @@ import torch
 
 from .. import _io, _provenance
 from .._progress import Stages
-from ..errors import FailatlasError
+from ..errors import FailatlasError, error_line
 from ..report.figures import class_label
 from .corners import CornerCases, CornerCaseSearch
 from .margins import DEFAULT_PER_CLASS, CornerMargins, MarginResult
@@ -388,26 +389,39 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
             os.rmdir(out)
     try:
         os.rename(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         if old is not None:
-            os.rename(old, out)
+            try:
+                os.rename(old, out)
+            except OSError:  # something made ``out`` in between: the earlier run stays aside, named
+                raise FailatlasError(f"--out {out} was created by something else while this run replaced it "
+                                     f"({error_line(exc)}); the run that was in it is kept in {old} (move it "
+                                     "where you want it); this run is discarded: run it again") from None
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _published_by(out: Path, pid: int) -> bool:
+    """Whether the run folder ``out`` was published by process ``pid`` of this host (its manifest's
+    ``process``)."""
+    try:
+        m = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        return m["process"] == {**_io.process_record(), "pid": pid}
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
+        return False
+
+
 def _check_moved_aside(out: Path, remove: bool) -> None:
     """Before a run of ``out``: the earlier run that :func:`_publish` moved aside (``.OUT.….old``) in a process
-    killed since (:func:`~failatlas._io.stale_temps`) is never deleted unless the new run got into place:
-    ``out`` exists and that process's staging folder (``.partial``) is gone, so it was killed while deleting
-    the old run; or it is empty (killed before the move). Then, with ``remove``, it is removed as that
-    process would have. Else it may hold the only copy of the earlier run: a FailatlasError says where it is
-    and how to put it back (a refusal, not a warning that a long run's output would bury, leaving the earlier
-    run hidden for ever)."""
-    prefix = f".{out.name}."
-    staging = {pid for _, pid in _io.stale_temps(out.parent, prefix, ".partial")}
-    for old, pid in _io.stale_temps(out.parent, prefix, ".old"):
-        if (out.exists() and pid not in staging) or not any(old.iterdir()):
+    killed since (:func:`~failatlas._io.stale_temps`) is deleted only when it is empty (killed before the
+    move) or when ``out`` holds the run that same process published (its manifest names the process: it
+    was killed while deleting the old run); then, with ``remove``, it is removed as that process would
+    have. Else it may hold the only copy of the earlier run: a FailatlasError says where it is and how to
+    put it back (a refusal, not a warning that a long run's output would bury, leaving the earlier run
+    hidden for ever)."""
+    for old, pid in _io.stale_temps(out.parent, f".{out.name}.", ".old"):
+        if not any(old.iterdir()) or _published_by(out, pid):
             if remove:
                 _io.remove_temps([(old, pid)])
             continue
@@ -1013,6 +1027,9 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         "platform": {"system": platform.platform(), "machine": platform.machine(),
                      "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                      "world_size": world_size},
+        # who published the folder: the proof that lets the next run remove the earlier run this process
+        # moved aside if it was killed while deleting it (_check_moved_aside)
+        "process": _io.process_record(),
         "seeds": {"population": seed, "bootstrap": seed, "separation_random_dims": seed, "tsne": seed},
         "options": used.effective(),
         "models": {"generator": gen_info.to_json(), "classifiers": [i.to_json() for i in infos],
