@@ -284,6 +284,9 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FailatlasError(f"{what} {path} is not valid JSON ({exc}); restore or regenerate it") from None
+    except RecursionError:
+        raise FailatlasError(f"{what} {path} is not a failatlas file (its JSON is nested too deeply to read); "
+                             "restore or regenerate it") from None
 
 
 #: the results written as JSON, by their ``format`` key → what a file of that format is (for the readers'

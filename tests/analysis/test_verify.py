@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import shutil
 
 import pytest
@@ -12,11 +13,11 @@ import torch
 
 from failatlas import FailatlasError
 from failatlas.analysis import AnalysisOptions, run_analysis
-from failatlas.analysis import verify
 from failatlas.analysis.verify import read_manifest, rerun_options, verify_run
 from failatlas.cli import main
 from failatlas.models.classifier import ClassifierConfig, build_classifier, save_classifier
 from failatlas.models.stylegan2 import save_generator
+from failatlas.report.html import MANIFEST_SECTION
 
 
 @pytest.fixture(scope="module")
@@ -102,16 +103,22 @@ def test_a_changed_or_missing_model_is_named_and_stops_a_rerun(run, tmp_path, G)
     # the same models in other folders give the same files as the module's run
     assert json.loads((out / "manifest.json").read_text())["file_sha256"] == \
         json.loads((run / "manifest.json").read_text())["file_sha256"]
+    analysed = (root / "cls" / "model.safetensors").read_bytes()
     torch.manual_seed(4)
     save_classifier(build_classifier(cfg), cfg, root / "cls")  # retrained in place, say
     check = verify_run(out, rerun=True)
     assert check.intact and not check.ok  # the folder is as written; it cannot be redone
     assert check.models[1].status == "changed" and check.models[1].differ == ("model.safetensors",)
     assert check.rerun.skipped == "classifier cls has changed: a rerun needs the models the run used"
+    assert main(["verify", str(out)]) == 1  # a model that is not the one analysed is a difference
     shutil.rmtree(root / "generator")
+    (root / "cls" / "model.safetensors").write_bytes(analysed)  # the analysed weights back
     check = verify_run(out)
-    assert check.models[0].status == "missing" and check.models[0].found is None and check.ok  # files still intact
-    assert "generator generator: NOT FOUND at" in check.format()
+    assert check.models[0].status == "missing" and check.models[0].found is None and check.models[1].status == "same"
+    assert check.ok  # a model not found cannot be checked; the verdict says so, and nothing differs
+    text = check.format()
+    assert "generator generator: NOT FOUND at" in text
+    assert text.endswith("verdict: OK (models not found here, so not checked: generator)")
 
 
 def test_a_rerun_gives_the_same_bytes_and_can_be_kept(copy, tmp_path, capsys):
@@ -137,17 +144,21 @@ def test_a_run_of_an_older_failatlas_is_checked_for_what_it_records(copy):
     for key in ("failatlas_source_sha256", "failatlas_native_source_sha256"):
         del m["versions"][key]
     m["versions"]["torch"] = "1.0"
+    del m["report_sha256"]
     text = json.dumps(m, indent=2)
     (copy / "manifest.json").write_text(text + "\n")
     report = (copy / "report.html").read_text()  # the report shows the manifest: give it the edited one
-    shown = verify._MANIFEST.search(report)
+    shown = MANIFEST_SECTION.search(report)
     (copy / "report.html").write_text(report[:shown.start(1)] + html.escape(text, quote=False) + report[shown.end(1):])
     check = verify_run(copy)
-    assert set(check.unchecked) == set(m["files"]) - {"manifest.json", "report.html"}
+    assert set(check.unchecked) == set(m["files"]) - {"manifest.json"}  # the report's digest too
+    assert check.ok and check.report == ()  # what can be checked (presence, the report against files) is
     assert check.unrecorded == ("failatlas_source_sha256", "failatlas_native_source_sha256")
     assert set(check.versions) == {"torch"} and check.versions["torch"][0] == "1.0"
     text = check.format()
     assert "checked for presence only" in text and "torch 1.0 → " in text and "not recorded by the run" in text
+    rerun = verify_run(copy, rerun=True).rerun  # nothing recorded to compare a rerun with: not run, and why
+    assert rerun.skipped.startswith("the manifest records no file digests") and not rerun.identical
 
 
 def test_what_is_not_a_run_folder_gets_one_line(tmp_path, copy, capsys):
@@ -179,3 +190,42 @@ def test_rerun_options_refuse_what_this_version_cannot_redo(run):
         rerun_options({**m, "options": {**m["options"], "future_option": 1}}, "g", ("c",))
     with pytest.raises(FailatlasError, match="corner_dims differ from this version's"):
         rerun_options({**m, "options": {**m["options"], "corner_dims": 5}}, "g", ("c",))
+    older = {k: v for k, v in m["options"].items() if k != "margin_starts"}  # today's default would fill it in
+    with pytest.raises(FailatlasError, match="it records no margin_starts"):
+        rerun_options({**m, "options": older}, "g", ("c",))
+    with pytest.raises(FailatlasError, match="options quick are not true/false"):
+        rerun_options({**m, "options": {**m["options"], "quick": "false"}}, "g", ("c",))
+
+
+def test_the_report_text_is_sealed_too(copy):
+    """The manifest records the report's digest without the manifest section it shows: a figure's number
+    edited in the report's text shows, a report that is not a file shows."""
+    report = (copy / "report.html").read_text()
+    edited = re.sub(r"(<td>)0\.(\d)", r"\g<1>0.9", report, count=1)
+    assert edited != report
+    (copy / "report.html").write_text(edited)
+    check = verify_run(copy)
+    assert check.report == ("its text differs from what the run wrote (outside the manifest it shows)",)
+    assert not check.ok
+    (copy / "report.html").unlink()
+    (copy / "report.html").mkdir()
+    assert verify_run(copy).report == ("not a file",)
+
+
+def test_a_rerun_that_cannot_be_done_keeps_the_checks_and_says_why(copy, monkeypatch, tmp_path):
+    m = json.loads((copy / "manifest.json").read_text())
+    m["options"]["future_option"] = 1
+    (copy / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
+    check = verify_run(copy, rerun=True)
+    assert check.rerun.skipped.startswith("the run was made by another version of failatlas: options "
+                                          "future_option are unknown here") and not check.ok
+    assert check.report  # (the manifest edited: the report shows the other one) the file checks are all there
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(FailatlasError, match="--rerun-out .* exists and is not empty"):  # before any hashing
+        verify_run(copy, rerun_out=tmp_path / "full")
+    from failatlas import distributed
+
+    monkeypatch.setattr(distributed, "world", lambda: (0, 2))
+    with pytest.raises(FailatlasError, match="runs in one process: run it without torchrun"):
+        verify_run(copy, rerun=True)

@@ -731,7 +731,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                                          plot_tsne)
     from ..report.figures import plot_separation
     from ..report.gallery import plot_corner_gallery, plot_failure_direction, plot_manipulation_grid, plot_margins
-    from ..report.html import write_report
+    from ..report.html import render_report, report_sha256, write_report
 
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     stage = Stages("analyze", STAGES, options.verbose)
@@ -1047,7 +1047,11 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                       corner_cases=cc, margins=margins, grids=tuple(grids), curves=curves, overlap=overlap,
                       summary=summary, manifest=manifest, figures=_report_order(figures), files=files,
                       timings=timings, notes=tuple(notes), class_names=names)
-    write_report(run, tmp / "report.html")
+    # the report shows the manifest, and the manifest records the digest of the report without that section
+    manifest["report_sha256"] = report_sha256(render_report(run, folder=tmp))
+    if report_sha256((report := write_report(run, tmp / "report.html")).read_text(encoding="utf-8")) != \
+            manifest["report_sha256"]:  # a report section that shows the digest itself would break the seal
+        raise RuntimeError(f"{report} changed outside its manifest section when its digest was added")
     _io.write_json(tmp / "manifest.json", manifest)
     missing = sorted(name for name in written if not (tmp / name).is_file())
     if missing:  # a figure function that changed its twin's name, say: fail loudly rather than mis-list

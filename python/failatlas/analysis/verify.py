@@ -31,6 +31,7 @@ import dataclasses
 import hashlib
 import html
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -44,7 +45,6 @@ from ..errors import FailatlasError
 #: what the manifest's file digests leave out: the manifest itself and the report that shows it
 UNDIGESTED = ("manifest.json", "report.html")
 _IMAGE = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]*)"')
-_MANIFEST = re.compile(r"<h2>Manifest</h2>\s*<pre>(.*?)</pre>", re.S)
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,10 @@ class RunCheck:
 
     @property
     def ok(self) -> bool:
-        """Intact, and, when it was run again, the rerun gave the same bytes."""
-        return self.intact and (self.rerun is None or self.rerun.identical)
+        """Intact, no recorded model changed (a model not found here is not checked: the verdict says so),
+        and, when it was run again, the rerun gave the same bytes."""
+        return self.intact and not any(m.status == "changed" for m in self.models) and (
+            self.rerun is None or self.rerun.identical)
 
     def to_json(self) -> dict[str, Any]:
         return _io.jsonable({
@@ -148,7 +150,7 @@ class RunCheck:
         else:
             lines = [f"run folder {self.folder} (made {self.created or 'at an unrecorded time'})",
                      f"  manifest sha256 {self.manifest_sha256} (keep it apart from the folder to seal the run)"]
-        records = UNDIGESTED if self.kind == "analysis" else ("export.json",)  # the files that hold the digests
+        records = ("manifest.json",) if self.kind == "analysis" else ("export.json",)  # they hold the digests
         digested = len(self.listed) - len(self.unchecked) - sum(f in records for f in self.listed)
         if self.intact:
             lines.append(f"  files: OK, all {len(self.listed)} there and nothing added; "
@@ -165,8 +167,8 @@ class RunCheck:
                     lines.append(f"    {label}: {names(items)}")
             lines += [f"    report.html: {problem}" for problem in self.report]
         if self.unchecked:
-            lines.append(f"  {len(self.unchecked)} files not checked byte for byte: the manifest records no digest "
-                         "for them (a run of a failatlas before 2026-11-29; run it again to get them)")
+            lines.append(f"  not checked byte for byte, the manifest records no digest for them (it was written by an "
+                         f"older failatlas; run it again to get them): {names(self.unchecked)}")
         for m in self.models:
             where = "" if m.found is None or m.found == m.recorded_path else f" (found at {m.found})"
             text = {"same": "same files as the run's" + where,
@@ -199,7 +201,10 @@ class RunCheck:
         qualifiers = []
         if self.ok and self.unchecked:
             qualifiers.append(f"{len(self.unchecked)} files checked for presence only")
-        if self.ok and self.rerun is None:
+        lost = [m.name for m in self.models if m.status == "missing"]
+        if self.ok and lost:
+            qualifiers.append(f"models not found here, so not checked: {', '.join(lost)}")
+        if self.ok and self.rerun is None and not lost and self.kind == "analysis":
             qualifiers.append("add --rerun to check that it reproduces")
         lines.append("verdict: " + ("OK" if self.ok else "NOT OK") + (f" ({'; '.join(qualifiers)})" if qualifiers else ""))
         return "\n".join(lines)
@@ -245,15 +250,25 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 
 
 def _report_problems(folder: Path, manifest: dict[str, Any]) -> list[str]:
-    """What is wrong with report.html against the run's PNGs and manifest (empty: nothing)."""
+    """What is wrong with report.html against its recorded digest (``report_sha256``, when the manifest
+    has one), the run's PNGs and the manifest (empty: nothing)."""
+    from ..report.html import MANIFEST_SECTION, report_sha256
+
     path = folder / "report.html"
-    if not path.is_file():
+    if not os.path.lexists(path):
         return []  # listed as missing already
+    if not path.is_file():
+        return ["not a file"]
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         return ["not UTF-8 text: damaged or replaced"]
+    except OSError as exc:
+        return [f"cannot be read ({exc.strerror or exc})"]
     problems = []
+    recorded = manifest.get("report_sha256")
+    if recorded is not None and report_sha256(text) != recorded:
+        problems.append("its text differs from what the run wrote (outside the manifest it shows)")
     pngs = {_io.sha256(p): p.name for p in sorted(folder.glob("*.png")) if p.is_file()}
     shown = set()
     for data in _IMAGE.findall(text):
@@ -267,13 +282,13 @@ def _report_problems(folder: Path, manifest: dict[str, Any]) -> list[str]:
     absent = sorted(name for digest, name in pngs.items() if digest not in shown)
     if absent:
         problems.append(f"does not show {', '.join(absent)}")
-    match = _MANIFEST.search(text)
+    match = MANIFEST_SECTION.search(text)
     if match is None:
         problems.append("shows no manifest")
     else:
         try:
             same = json.loads(html.unescape(match.group(1))) == manifest
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             same = False
         if not same:
             problems.append("shows another manifest than manifest.json (one of the two was edited or replaced)")
@@ -293,7 +308,7 @@ def _find_model(entry: dict[str, Any], role: str) -> ModelCheck:
         candidates.append(shipped_model(str(entry.get("given", ""))))
     except FailatlasError:
         pass
-    found = next((p for p in candidates if p.exists()), None)
+    found = next((p for p in candidates if p.is_file() or p.is_dir()), None)
     if found is None:
         return ModelCheck(role, name, recorded, None, "missing")
     here = model_info(entry.get("given", ""), found, name, folder=role == "generator").sha256
@@ -326,12 +341,18 @@ def rerun_options(manifest: dict[str, Any], generator: str, classifiers: tuple[s
     constants = {"corner_dims": TOP, "corner_pairs_of_top": N_PAIRS, "overlap_k": TOP}
     unknown = sorted(set(recorded) - fields - set(constants))
     changed = sorted(k for k, v in constants.items() if k in recorded and recorded[k] != v)
-    if unknown or changed:
-        raise FailatlasError("the run was made by another version of failatlas: "
-                             + (f"options {', '.join(unknown)} are unknown here" if unknown else "")
-                             + ("; " if unknown and changed else "")
-                             + (f"{', '.join(changed)} differ from this version's" if changed else "")
+    absent = sorted(fields - set(recorded))  # this version would fill them in with its own defaults
+    problems = [*([f"options {', '.join(unknown)} are unknown here"] if unknown else []),
+                *([f"{', '.join(changed)} differ from this version's"] if changed else []),
+                *([f"it records no {', '.join(absent)}"] if absent else [])]
+    if problems:
+        raise FailatlasError("the run was made by another version of failatlas: " + "; ".join(problems)
                              + "; rerun it with the failatlas that made it (its versions are in the manifest)")
+    flags = [f.name for f in dataclasses.fields(AnalysisOptions) if isinstance(f.default, bool)
+             and not isinstance(recorded[f.name], bool)]
+    if flags:
+        raise FailatlasError(f"the manifest's options {', '.join(flags)} are not true/false: it is damaged; "
+                             "restore it from a copy of the run folder")
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in recorded.items() if k in fields}
     values.update(generator=generator, classifiers=classifiers, overwrite=False, verbose=verbose,
                   progress_bar=progress_bar)
@@ -351,10 +372,17 @@ def _rerun(folder: Path, manifest: dict[str, Any], models: tuple[ModelCheck, ...
         return RerunCheck(None, skipped="; ".join(
             f"{m.role} {m.name} {'is not found' if m.status == 'missing' else 'has changed'}" for m in unusable)
             + ": a rerun needs the models the run used")
-    options = rerun_options(manifest, models[0].found, tuple(m.found for m in models[1:]), verbose=verbose,
-                            progress_bar=progress_bar)
+    if not manifest.get("file_sha256"):
+        return RerunCheck(None, skipped="the manifest records no file digests (an older failatlas): there is "
+                                        "nothing to compare a rerun with; run the recorded command into another "
+                                        "folder and compare the files yourself")
+    try:
+        options = rerun_options(manifest, models[0].found, tuple(m.found for m in models[1:]), verbose=verbose,
+                                progress_bar=progress_bar)
+    except FailatlasError as exc:
+        return RerunCheck(None, skipped=str(exc))
     temporary = rerun_out is None
-    base = Path(tempfile.mkdtemp(prefix="failatlas-verify-")) if temporary else None
+    base = _io.make_temp(tempfile.gettempdir(), "failatlas-verify-") if temporary else None
     out = base / folder.name if temporary else Path(rerun_out)
     try:
         start = time.perf_counter()
@@ -400,10 +428,11 @@ def _verify_export(folder: Path) -> RunCheck:
 def verify_run(folder: str | Path, rerun: bool = False, rerun_out: str | Path | None = None, *,
                verbose: bool = True, progress_bar: bool | None = None) -> RunCheck:
     """Check an analyze run folder against its manifest (module docstring): its files, its report, its
-    models and the versions. An export folder (``failatlas export``: export.json and no manifest.json) is
-    checked against export.json: each exported file's sha256 and size, and the versions; with ``rerun`` (or a ``rerun_out`` folder, which keeps the rerun; it must not
-    exist or be empty) run it again and compare every file. ``verbose``/``progress_bar``: the rerun's
-    stage lines and bars. Returns a :class:`RunCheck`; raises :class:`FailatlasError` for a folder that is
+    models and the versions; with ``rerun`` (or a ``rerun_out`` folder, which keeps the rerun; it must not
+    exist or be empty) run it again and compare every file (in one process: not under torchrun).
+    ``verbose``/``progress_bar``: the rerun's stage lines and bars. An export folder (``failatlas export``:
+    export.json and no manifest.json) is checked against export.json: each exported file's sha256 and size,
+    and the versions. Returns a :class:`RunCheck`; raises :class:`FailatlasError` for a folder that is
     not a run folder or a manifest that is damaged."""
     folder = Path(folder)
     if folder.is_dir() and not (folder / "manifest.json").exists() and (folder / "export.json").is_file():
@@ -412,20 +441,31 @@ def verify_run(folder: str | Path, rerun: bool = False, rerun_out: str | Path | 
                                  "another folder (an export of the same models gives the same files) and verify it")
         return _verify_export(folder)
     manifest = read_manifest(folder)
+    if rerun or rerun_out is not None:
+        from .. import distributed as dist
+
+        if dist.world()[1] > 1:
+            raise FailatlasError("verify --rerun runs in one process: run it without torchrun (the rerun's "
+                                 "files are the same either way)")
     if rerun_out is not None:
-        _io.check_out_folder(rerun_out)
+        _io.check_out_folder(rerun_out, flag="--rerun-out")
+        if Path(rerun_out).is_dir() and any(Path(rerun_out).iterdir()):
+            raise FailatlasError(f"--rerun-out {rerun_out} exists and is not empty; choose a new or empty folder")
     listed = list(dict.fromkeys(manifest["files"]))
     digests = manifest.get("file_sha256") or {}
     present = {p.name for p in folder.iterdir()}
     missing = tuple(f for f in listed if f not in present)
     changed = tuple(f for f in listed if f in digests and f in present
                     and (not (folder / f).is_file() or _io.sha256(folder / f) != digests[f]))
-    unchecked = tuple(f for f in listed if f not in digests and f not in UNDIGESTED)
+    # (report.html is checked by _report_problems: its digest leaves out the manifest it shows)
+    unchecked = tuple(f for f in listed if f not in digests and f != "manifest.json"
+                      and (f != "report.html" or "report_sha256" not in manifest))
     extra = tuple(sorted(present - set(listed)))
     versions, unrecorded = _version_changes(manifest.get("versions"))
     entries = manifest["models"]
     models = (_find_model(entries["generator"], "generator"),
-              *(_find_model(e if isinstance(e, dict) else {}, "classifier") for e in entries["classifiers"]))
+              *(_find_model(e if isinstance(e, dict) else {"name": f"#{i + 1} (an entry that is not a model)"},
+                            "classifier") for i, e in enumerate(entries["classifiers"])))
     check = RunCheck(folder=folder.resolve(), kind="analysis", created=manifest.get("created"), command=manifest.get("command"),
                      manifest_sha256=_io.sha256(folder / "manifest.json"), listed=tuple(listed), missing=missing,
                      changed=changed, extra=extra, unchecked=unchecked, report=tuple(_report_problems(folder, manifest)),

@@ -9,9 +9,11 @@ or links to anything outside the file. Every string from the run is HTML-escaped
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -341,6 +343,20 @@ def render_report(run, folder: str | Path | None = None) -> str:
         "</body>", "</html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+#: the report's manifest section: its ``<pre>`` holds the manifest as JSON (HTML-escaped)
+MANIFEST_SECTION = re.compile(r"<h2>Manifest</h2>\s*<pre>(.*?)</pre>", re.S)
+
+
+def report_sha256(text: str) -> str:
+    """The digest of a report's text with its manifest section's content left out: the manifest records it
+    (``report_sha256``) while the report shows that manifest, and ``failatlas verify`` recomputes it, so an
+    edit anywhere else in the report shows."""
+    match = MANIFEST_SECTION.search(text)
+    if match is not None:
+        text = text[:match.start(1)] + text[match.end(1):]
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def write_report(run, path: str | Path) -> Path:
