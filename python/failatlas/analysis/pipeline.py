@@ -382,6 +382,7 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     old = None
     if out.is_dir():
         if any(out.iterdir()):
+            # (not _io.make_temp: that would remove the stale .old folders, which _check_moved_aside judges)
             old = Path(tempfile.mkdtemp(prefix=_io.owned_prefix(f".{out.name}."), suffix=".old", dir=out.parent))
             os.rmdir(old)
             os.rename(out, old)
