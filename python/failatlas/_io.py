@@ -537,3 +537,9 @@ def sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def folder_sha256(folder: str | os.PathLike, leave_out: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every file in ``folder`` (not in subfolders) but ``leave_out``, by name, in name order: what a
+    run's record (manifest.json, ranking.json, compare.json) lists for ``failatlas verify``."""
+    return {p.name: sha256(p) for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name not in leave_out}

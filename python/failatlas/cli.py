@@ -505,19 +505,21 @@ def _compare(p: argparse.ArgumentParser):
 
 
 @command("verify", "Check an analyze run folder against its manifest (files, report, models, versions; "
-         "optionally run it again and compare every file), or an export folder against export.json.",
+         "optionally run it again and compare every file), or an export, compare or rank folder against its "
+         "record.",
          "Check the folder that `failatlas analyze --out DIR` wrote (or demo's analysis/ folder) against its "
          "manifest.json: every listed file is there with the sha256 the run recorded and no other file is; "
-         "report.html shows exactly the run's PNGs and manifest; the generator and classifiers still have the "
-         "recorded sha256 (at the recorded path, or a shipped model by its name); which versions of failatlas "
-         "(source digests) and libraries differ here. With --rerun the analysis runs again with the recorded "
-         "options into a temporary folder (or --rerun-out) and every file is compared with the recorded "
-         "digest (on CPU the same code, libraries and models give the same bytes). Prints the manifest's "
-         "sha256: kept apart from the folder, it seals the run. A `failatlas export` folder is checked against "
-         "its export.json (each exported file's sha256 and size, and the versions). Exit status 0: OK; 1: "
-         "something differs; 2: not a run or export folder.")
+         "report.html has its recorded digest and shows exactly the run's PNGs and manifest; the generator and "
+         "classifiers still have the recorded sha256 (at the recorded path, or a shipped model by its name); "
+         "which versions of failatlas (source digests) and libraries differ here. With --rerun the analysis "
+         "runs again with the recorded options into a temporary folder (or --rerun-out) and every file is "
+         "compared with the recorded digest (on CPU the same code, libraries and models give the same bytes). "
+         "Prints the manifest's sha256: kept apart from the folder, it seals the run. A folder of `failatlas "
+         "export`, `compare` or `rank` is checked against its export.json, compare.json or ranking.json (each "
+         "file's sha256, the models, the versions; other files in the folder are not checked). Exit status 0: "
+         "OK; 1: something differs (a file, the report, a model); 2: not a folder verify can check.")
 def _verify(p: argparse.ArgumentParser):
-    p.add_argument("run", metavar="RUN", help="the run folder (the --out of failatlas analyze), or an export folder")
+    p.add_argument("run", metavar="RUN", help="the --out folder of failatlas analyze (or of export, compare, rank)")
     p.add_argument("--rerun", action="store_true",
                    help="run the analysis again with the recorded options and compare every file (takes as long "
                         "as the run did)")

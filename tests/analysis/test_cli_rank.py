@@ -170,3 +170,34 @@ def test_ranking_json_records_the_batch_size_chosen(saved_models, tmp_path):
 
     run_rank(saved_models.generator, saved_models.classifier, out=tmp_path, n=40, seed=2, verbose=False)
     assert json.loads((tmp_path / "ranking.json").read_text())["batch_size"] == 64  # the CPU's default
+
+
+def test_verify_checks_a_rank_folder_against_ranking_json(saved_models, tmp_path, capsys):
+    """ranking.json lists the sha256 of the run's other files: verify names an edited one, a changed model,
+    and leaves other files of the folder alone (rank writes into folders that may hold more)."""
+    import shutil
+
+    from failatlas.analysis.ranking import run_rank
+    from failatlas.analysis.verify import verify_run
+
+    models = tmp_path / "models"
+    shutil.copytree(saved_models.classifier, models / "cls")
+    out = tmp_path / "run"
+    run_rank(saved_models.generator, models / "cls", out=out, n=40, seed=2, batch_size=20, verbose=False)
+    (out / "mine.txt").write_text("the user's")
+    check = verify_run(out)
+    record = json.loads((out / "ranking.json").read_text())
+    assert check.ok and check.kind == "rank" and set(record["file_sha256"]) == set(FILES) - {"ranking.json"}
+    assert [m.role for m in check.models] == ["generator", "classifier"] and check.command == record["command"]
+    assert main(["verify", str(out)]) == 0
+    assert "files: OK, the 5 files have the bytes ranking.json records" in capsys.readouterr().out
+    (out / "separation.csv").write_text("edited\n")
+    weights = models / "cls" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    check = verify_run(out)
+    assert check.changed == ("separation.csv",) and check.models[1].status == "changed" and not check.ok
+    assert main(["verify", str(out)]) == 1
+    del record["file_sha256"]  # a ranking.json of an older failatlas
+    (out / "ranking.json").write_text(json.dumps(record))
+    with pytest.raises(FailatlasError, match="records no file digests: it was written by an older failatlas"):
+        verify_run(out)

@@ -360,7 +360,7 @@ def test_compare_json_reads_back_exactly(G, C, tmp_path, round_trip, assert_same
     # compare.json written again from what was read back (and the keys compare adds beside it): the same bytes
     saved = json.loads((out / "compare.json").read_text())
     again = tmp_path / "compare-again.json"
-    added = ("models", "command", "real_accuracy", "notes", "versions", "options")  # in compare.json's order
+    added = ("models", "command", "real_accuracy", "notes", "versions", "options", "file_sha256")  # in its order
     _io.write_json(again, _io.jsonable({**back.to_json(), **{k: saved[k] for k in added}}))
     assert again.read_bytes() == (out / "compare.json").read_bytes()
     assert_same_result(cmp, round_trip(cmp, Comparison.read_json, "compare.json")[0])
@@ -394,3 +394,26 @@ def test_compare_json_reads_back_exactly(G, C, tmp_path, round_trip, assert_same
         Comparison.read_json(tmp_path / "bad.json")
     with pytest.raises(FailatlasError, match="comparison file not found"):
         Comparison.read_json(tmp_path / "none.json")
+
+
+def test_verify_checks_a_compare_folder_against_compare_json(G, C, tmp_path, capsys):
+    """compare.json lists the sha256 of the run's other files (the report included) and its models."""
+    from failatlas.analysis.verify import verify_run
+    from failatlas.cli import main
+
+    _earlier_run(G, C, tmp_path)
+    out = tmp_path / "fresh"
+    run_compare(tmp_path / "g", [tmp_path / "a", tmp_path / "b"], out=out, n=60, seed=1, k=2, verbose=False)
+    record = json.loads((out / "compare.json").read_text())
+    assert set(record["file_sha256"]) == {p.name for p in out.iterdir()} - {"compare.json"}
+    assert "report.html" in record["file_sha256"]
+    check = verify_run(out)
+    assert check.ok and check.kind == "compare" and [m.status for m in check.models] == ["same"] * 3
+    assert [m.role for m in check.models] == ["generator", "classifier", "classifier"]
+    report = (out / "report.html").read_text()
+    (out / "report.html").write_text(report.replace("<td>", "<td>9", 1))
+    (out / "corner_shifts.png").unlink()
+    check = verify_run(out)
+    assert check.changed == ("report.html",) and check.missing == ("corner_shifts.png",) and not check.ok
+    assert main(["verify", str(out), "--rerun"]) == 2
+    assert "holds what failatlas compare wrote: --rerun redoes analyze runs" in capsys.readouterr().err

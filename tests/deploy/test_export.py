@@ -312,16 +312,17 @@ def test_verify_checks_an_export_folder_against_its_record(exported, tmp_path, c
     check = verify_run(copy)
     assert check.ok and check.kind == "export" and set(check.listed) == ALL_FILES and check.versions == {}
     assert cli.main(["verify", str(copy)]) == 0
-    assert "files: OK, the 8 exported files have the bytes and sizes export.json records" in capsys.readouterr().out
+    assert "files: OK, the 8 files have the bytes export.json records (other files in the folder are not export's)" \
+        in capsys.readouterr().out
     (copy / "classifier.onnx").write_bytes((copy / "classifier-int8.onnx").read_bytes())  # the wrong file deployed
     (copy / "fused.pt").unlink()
     check = verify_run(copy)
     assert not check.ok and check.changed == ("classifier.onnx",) and check.missing == ("fused.pt",)
     assert cli.main(["verify", str(copy)]) == 1
-    with pytest.raises(FailatlasError, match="is an export folder: --rerun redoes analyze runs"):
+    with pytest.raises(FailatlasError, match="holds what failatlas export wrote: --rerun redoes analyze runs"):
         verify_run(copy, rerun=True)
     record = json.loads((copy / "export.json").read_text())
     record["files"]["../model.onnx"] = record["files"].pop("fused.onnx")
     (copy / "export.json").write_text(json.dumps(record))
-    with pytest.raises(FailatlasError, match="names files outside the export"):
+    with pytest.raises(FailatlasError, match="names files outside the folder"):
         verify_run(copy)

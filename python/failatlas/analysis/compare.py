@@ -605,16 +605,17 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     # (one left by a killed compare is removed here; a running one's is left)
     stage = _io.make_temp(out, ".compare-")
     try:
-        _io.write_json(stage / "compare.json", _io.jsonable({
-            **comparison.to_json(), "models": infos, "command": command, "real_accuracy": real, "notes": notes,
-            "versions": _provenance.versions(),
-            # what else the command was given (batch size: the one used)
-            "options": {"k": k, "black_box_n": black_box_n, "batch_size": check_batch_size(batch_size, G)}}))
         _io.write_bytes(stage / "corner_shifts.csv", _csv(comparison.shift_rows()))
         plot_shift_comparison(comparison, stage / "corner_shifts.png")
         if comparison.curves:
             plot_accuracy_curves(comparison.curves, stage / "accuracy_curves.png")
         _io.write_bytes(stage / "report.html", _report(comparison, stage, real, notes, infos).encode("utf-8"))
+        _io.write_json(stage / "compare.json", _io.jsonable({
+            **comparison.to_json(), "models": infos, "command": command, "real_accuracy": real, "notes": notes,
+            "versions": _provenance.versions(),
+            # what else the command was given (batch size: the one used)
+            "options": {"k": k, "black_box_n": black_box_n, "batch_size": check_batch_size(batch_size, G)},
+            "file_sha256": _io.folder_sha256(stage)}))  # the run's other files, for failatlas verify
         with _io.signals_held():  # a Ctrl-C or kill waits until this run's files are all in place
             if not comparison.curves:  # no curve this time: an earlier run's figure must not pass for this one's
                 for name in ("accuracy_curves.png", "accuracy_curves.json"):

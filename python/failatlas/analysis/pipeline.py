@@ -1038,8 +1038,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         "timings": {stage_name: round(seconds, 3) for stage_name, seconds in timings.items()},
         "files": sorted(written),
         # every file but these two (the report shows this manifest), to tell a run folder edited later
-        "file_sha256": {name: _io.sha256(tmp / name) for name in sorted(written)
-                        if name not in ("manifest.json", "report.html")},
+        "file_sha256": _io.folder_sha256(tmp, leave_out=("manifest.json", "report.html")),
         "notes": notes,
     })
     files = {name: out / name for name in sorted(written)}

@@ -696,7 +696,9 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
                                               "population_classes": None if classes is None else list(classes),
                                               "models": models, "command": command,
                                               "versions": _provenance.versions(),
-                                              "batch_size": check_batch_size(batch_size, G)})
+                                              "batch_size": check_batch_size(batch_size, G),
+                                              # the run's other files, for failatlas verify
+                                              "file_sha256": _io.folder_sha256(tmp)})
     files = {"ranking_csv": out / "ranking.csv", "population": out / "population.npz",
              "separation_csv": out / "separation.csv", "separation_png": out / "separation.png",
              "separation_json": out / "separation.json", "ranking_json": out / "ranking.json"}

@@ -16,8 +16,11 @@ it. :func:`verify_run` checks a folder against that record:
   folder (or ``rerun_out``), and each file is compared with the recorded digest. On CPU the same code,
   libraries and models give every file byte for byte (README, "Reproducibility").
 
-An export folder (``failatlas export``) is checked against its ``export.json`` (each exported file's sha256
-and size, and the versions): the file to deploy is the one whose parity with eager torch was measured.
+The folders of the other commands are checked against their records: ``export.json`` of ``failatlas export``
+(each exported file's sha256 and size: the file to deploy is the one whose parity with eager torch was
+measured), ``compare.json`` of ``failatlas compare`` and ``ranking.json`` of ``failatlas rank`` (each file's
+sha256, ``file_sha256``, and the models); the versions for all. These commands write into folders that may
+hold other files, which are not theirs and not checked; ``--rerun`` is for analyze runs only.
 
 Digests catch a file damaged, replaced, edited or left over from another run; they are not a signature: an
 edit made consistently in the files, the manifest and the report is not detected. To seal a run, keep the
@@ -89,7 +92,8 @@ class RerunCheck:
 
 @dataclass(frozen=True)
 class RunCheck:
-    """What :func:`verify_run` found in ``folder`` (``kind``: "analysis" or "export").
+    """What :func:`verify_run` found in ``folder`` (``kind``: "analysis", "export", "compare" or "rank";
+    for the last three ``listed`` ends with the record checked against and ``manifest_sha256`` is its digest).
 
     ``listed``: the files the manifest lists; ``missing``: listed by the manifest, not in the folder; ``changed``: bytes differ from the recorded
     sha256; ``extra``: in the folder, not written by the run; ``unchecked``: listed without a digest (a
@@ -144,21 +148,21 @@ class RunCheck:
             shown = ", ".join(items[:limit])
             return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
-        if self.kind == "export":
-            lines = [f"export folder {self.folder}",
-                     f"  export.json sha256 {self.manifest_sha256} (keep it apart from the folder to seal the export)"]
+        record = self.listed[-1] if self.kind != "analysis" else "manifest.json"
+        if self.kind != "analysis":
+            lines = [f"{self.kind} folder {self.folder}",
+                     f"  {record} sha256 {self.manifest_sha256} (keep it apart from the folder to seal it)"]
         else:
             lines = [f"run folder {self.folder} (made {self.created or 'at an unrecorded time'})",
                      f"  manifest sha256 {self.manifest_sha256} (keep it apart from the folder to seal the run)"]
-        records = ("manifest.json",) if self.kind == "analysis" else ("export.json",)  # they hold the digests
-        digested = len(self.listed) - len(self.unchecked) - sum(f in records for f in self.listed)
+        digested = len(self.listed) - len(self.unchecked) - 1  # the record holds the digests
         if self.intact:
             lines.append(f"  files: OK, all {len(self.listed)} there and nothing added; "
                          + (f"{digested} have the bytes the run wrote" if digested else "none could be checked byte "
                             "for byte") + "; the report shows the run's figures and manifest"
                          if self.kind == "analysis" else
-                         f"  files: OK, the {digested} exported files have the bytes and sizes export.json records "
-                         "(other files in the folder are not part of the export)")
+                         f"  files: OK, the {digested} files have the bytes {record} records (other files in the "
+                         f"folder are not {self.kind}'s)")
         else:
             lines.append("  files: NOT AS WRITTEN")
             for label, items in (("missing", self.missing), ("changed since the run", self.changed),
@@ -399,29 +403,54 @@ def _rerun(folder: Path, manifest: dict[str, Any], models: tuple[ModelCheck, ...
             shutil.rmtree(base, ignore_errors=True)
 
 
-def _verify_export(folder: Path) -> RunCheck:
-    """The files of an export folder against export.json (each file's sha256 and size)."""
-    from ..deploy.export import MANIFEST_FILE, MANIFEST_FORMAT
+#: the records of the other commands' folders, in the order verify looks for them (a folder written by
+#: several commands is checked against the first found): file → (kind, format, what writes it)
+RECORDS = {"export.json": ("export", "failatlas-export", "failatlas export"),
+           "compare.json": ("compare", "failatlas-comparison", "failatlas compare"),
+           "ranking.json": ("rank", "failatlas-ranking", "failatlas rank")}
 
-    path = folder / MANIFEST_FILE
-    m = _io.read_json(path, "export record")
-    entries = m.get("files") if isinstance(m, dict) and m.get("format") == MANIFEST_FORMAT else None
-    if not isinstance(entries, dict) or not all(
-            isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in entries.values()):
-        raise FailatlasError(f"{path} is not the record of a failatlas export (format {MANIFEST_FORMAT!r} with "
-                             "a sha256 per file); restore it, or export again")
-    outside = [f for f in entries if Path(f).name != f or f in ("", ".", "..", MANIFEST_FILE)]
+
+def _verify_record(folder: Path, record: str) -> RunCheck:
+    """The files of an export, compare or rank folder against its record (``RECORDS``): each file's sha256
+    (and, for an export, its size), the models (compare, rank) and the versions. Other files in the folder
+    are not the command's: these commands write into folders that may hold more."""
+    kind, fmt, command = RECORDS[record]
+    path = folder / record
+    m = _io.read_json(path, f"{command} record")
+    if not isinstance(m, dict) or m.get("format") != fmt:
+        raise FailatlasError(f"{path} holds {_io.describe_json(m)}, not the record of {command} (format {fmt!r})")
+    if kind == "export":
+        entries = m.get("files")
+        ok = isinstance(entries, dict) and all(isinstance(e, dict) for e in entries.values())
+        digests = {f: e.get("sha256") for f, e in entries.items()} if ok else None
+        sizes = {f: e.get("bytes") for f, e in entries.items()} if ok else {}
+    else:
+        digests, sizes = m.get("file_sha256"), {}
+        if digests is None:
+            raise FailatlasError(f"{path} records no file digests: it was written by an older failatlas; run "
+                                 f"{command} again (its command is in the record) to get them")
+    if not isinstance(digests, dict) or not all(isinstance(d, str) for d in digests.values()):
+        raise FailatlasError(f"{path} is damaged (its files' sha256 are not a table of names and digests); "
+                             f"restore it, or run {command} again")
+    outside = [f for f in digests if Path(f).name != f or f in ("", ".", "..", record)]
     if outside:
-        raise FailatlasError(f"{path} names files outside the export ({', '.join(outside[:3])}); it is damaged "
-                             "or not failatlas'; export again")
-    missing = tuple(f for f in entries if not (folder / f).is_file())
-    changed = tuple(f for f, e in entries.items() if f not in missing and (
-        (folder / f).stat().st_size != e.get("bytes", (folder / f).stat().st_size)
-        or _io.sha256(folder / f) != e["sha256"]))
+        raise FailatlasError(f"{path} names files outside the folder ({', '.join(outside[:3])}); it is damaged "
+                             f"or not failatlas'; run {command} again")
+    missing = tuple(f for f in digests if not os.path.lexists(folder / f))
+    changed = tuple(f for f, digest in digests.items() if f not in missing and (
+        not (folder / f).is_file() or (isinstance(sizes.get(f), int) and (folder / f).stat().st_size != sizes[f])
+        or _io.sha256(folder / f) != digest))
+    entries = m.get("models") if isinstance(m.get("models"), dict) else {}
+    listed = [("generator", entries.get("generator")), *(("classifier", e) for e in (
+        entries.get("classifiers") if isinstance(entries.get("classifiers"), list) else [entries.get("classifier")]
+        if "classifier" in entries else []))]
+    models = tuple(_find_model(e if isinstance(e, dict) else {"name": f"#{i + 1} (an entry that is not a model)"},
+                               role) for i, (role, e) in enumerate(listed) if e is not None)
     versions, unrecorded = _version_changes(m.get("versions"))
-    return RunCheck(folder=folder.resolve(), kind="export", created=None, command=None,
-                    manifest_sha256=_io.sha256(path), listed=(*entries, MANIFEST_FILE), missing=missing,
-                    changed=changed, extra=(), unchecked=(), report=(), models=(), versions=versions,
+    return RunCheck(folder=folder.resolve(), kind=kind, created=None,
+                    command=m.get("command") if isinstance(m.get("command"), str) else None,
+                    manifest_sha256=_io.sha256(path), listed=(*digests, record), missing=missing,
+                    changed=changed, extra=(), unchecked=(), report=(), models=models, versions=versions,
                     unrecorded=unrecorded)
 
 
@@ -430,16 +459,18 @@ def verify_run(folder: str | Path, rerun: bool = False, rerun_out: str | Path | 
     """Check an analyze run folder against its manifest (module docstring): its files, its report, its
     models and the versions; with ``rerun`` (or a ``rerun_out`` folder, which keeps the rerun; it must not
     exist or be empty) run it again and compare every file (in one process: not under torchrun).
-    ``verbose``/``progress_bar``: the rerun's stage lines and bars. An export folder (``failatlas export``:
-    export.json and no manifest.json) is checked against export.json: each exported file's sha256 and size,
-    and the versions. Returns a :class:`RunCheck`; raises :class:`FailatlasError` for a folder that is
+    ``verbose``/``progress_bar``: the rerun's stage lines and bars. A folder without manifest.json is checked
+    against the first record of :data:`RECORDS` it holds (export.json, compare.json, ranking.json). Returns a :class:`RunCheck`; raises :class:`FailatlasError` for a folder that is
     not a run folder or a manifest that is damaged."""
     folder = Path(folder)
-    if folder.is_dir() and not (folder / "manifest.json").exists() and (folder / "export.json").is_file():
+    record = next((r for r in RECORDS if (folder / r).is_file()), None) if folder.is_dir() and not os.path.lexists(
+        folder / "manifest.json") else None
+    if record is not None:
         if rerun or rerun_out is not None:
-            raise FailatlasError(f"{folder} is an export folder: --rerun redoes analyze runs; export again into "
-                                 "another folder (an export of the same models gives the same files) and verify it")
-        return _verify_export(folder)
+            raise FailatlasError(f"{folder} holds what {RECORDS[record][2]} wrote: --rerun redoes analyze runs; run "
+                                 "its command again into another folder (the same models give the same files) "
+                                 "and verify that one")
+        return _verify_record(folder, record)
     manifest = read_manifest(folder)
     if rerun or rerun_out is not None:
         from .. import distributed as dist
