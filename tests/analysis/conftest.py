@@ -93,9 +93,9 @@ def hand_built(G):
                            left=RegionClassifier(slice(0, 12)).eval(), right=RegionClassifier(slice(16, 28)).eval())
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def saved_models(tmp_path_factory, G):
-    """Folders holding the tiny generator, a random 10-class paper CNN and a 7-class one."""
+    """Folders holding the tiny generator, a random 10-class paper CNN and a 7-class one (shared: read only)."""
     from failatlas.models.classifier import save_classifier
     from failatlas.models.stylegan2 import save_generator
 

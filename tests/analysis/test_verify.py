@@ -16,21 +16,19 @@ from failatlas.analysis import AnalysisOptions, run_analysis
 from failatlas.analysis.verify import read_manifest, rerun_options, verify_run
 from failatlas.cli import main
 from failatlas.models.classifier import ClassifierConfig, build_classifier, save_classifier
-from failatlas.models.stylegan2 import save_generator
 from failatlas.report.html import MANIFEST_SECTION
 
 
+def _analyze(generator, classifier, out):
+    """A tiny run (quick, no t-SNE, no margins)."""
+    return run_analysis(AnalysisOptions(generator=str(generator), classifiers=(str(classifier),), n=200, seed=2,
+                                        quick=True, skip_tsne=True, threads=1, verbose=False, progress_bar=False), out)
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, G):
-    """A tiny run (quick, no t-SNE, no margins) on models saved in their own folders."""
-    root = tmp_path_factory.mktemp("verify")
-    save_generator(G, root / "generator")
-    torch.manual_seed(3)
-    cfg = ClassifierConfig()
-    save_classifier(build_classifier(cfg), cfg, root / "cls")
-    out = root / "run"
-    run_analysis(AnalysisOptions(generator=str(root / "generator"), classifiers=(str(root / "cls"),), n=200,
-                                 seed=2, quick=True, skip_tsne=True, threads=1, verbose=False, progress_bar=False), out)
+def run(tmp_path_factory, saved_models):
+    out = tmp_path_factory.mktemp("verify") / "run"
+    _analyze(saved_models.generator, saved_models.classifier, out)
     return out
 
 
@@ -89,30 +87,26 @@ def test_the_report_and_the_manifest_vouch_for_each_other(copy):
     assert check.report == ("1 embedded image is none of the run's PNGs", f"does not show {png.name}")
 
 
-def test_a_changed_or_missing_model_is_named_and_stops_a_rerun(run, tmp_path, G):
+def test_a_changed_or_missing_model_is_named_and_stops_a_rerun(run, tmp_path, saved_models):
     root = tmp_path / "models"
-    save_generator(G, root / "generator")
-    torch.manual_seed(3)
-    cfg = ClassifierConfig()
-    save_classifier(build_classifier(cfg), cfg, root / "cls")
+    shutil.copytree(saved_models.generator, root / "generator")
+    cls = shutil.copytree(saved_models.classifier, root / saved_models.classifier.name)  # names go into figures
     out = tmp_path / "run"
-    result = run_analysis(AnalysisOptions(generator=str(root / "generator"), classifiers=(str(root / "cls"),), n=200,
-                                          seed=2, quick=True, skip_tsne=True, threads=1, verbose=False,
-                                          progress_bar=False), out)
+    result = _analyze(root / "generator", cls, out)
     assert result.format().endswith(f"\ncheck it later, or after copying it: failatlas verify {out}")
     # the same models in other folders give the same files as the module's run
     assert json.loads((out / "manifest.json").read_text())["file_sha256"] == \
         json.loads((run / "manifest.json").read_text())["file_sha256"]
-    analysed = (root / "cls" / "model.safetensors").read_bytes()
+    analysed = (cls / "model.safetensors").read_bytes()
     torch.manual_seed(4)
-    save_classifier(build_classifier(cfg), cfg, root / "cls")  # retrained in place, say
+    save_classifier(build_classifier(ClassifierConfig()), ClassifierConfig(), cls)  # retrained, say
     check = verify_run(out, rerun=True)
     assert check.intact and not check.ok  # the folder is as written; it cannot be redone
     assert check.models[1].status == "changed" and check.models[1].differ == ("model.safetensors",)
-    assert check.rerun.skipped == "classifier cls has changed: a rerun needs the models the run used"
+    assert check.rerun.skipped == f"classifier {cls.name} has changed: a rerun needs the models the run used"
     assert main(["verify", str(out)]) == 1  # a model that is not the one analysed is a difference
     shutil.rmtree(root / "generator")
-    (root / "cls" / "model.safetensors").write_bytes(analysed)  # the analysed weights back
+    (cls / "model.safetensors").write_bytes(analysed)  # the analysed weights back
     check = verify_run(out)
     assert check.models[0].status == "missing" and check.models[0].found is None and check.models[1].status == "same"
     assert check.ok  # a model not found cannot be checked; the verdict says so, and nothing differs
