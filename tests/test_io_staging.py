@@ -4,6 +4,7 @@ Temporaries left by a process killed with kill -9 are removed by the next writer
 only those: never a running process's, another host's, or one named by an older failatlas; analyze's run
 moved aside by a killed --overwrite is never lost."""
 
+import json
 import os
 import shlex
 import signal
@@ -38,17 +39,24 @@ def live_pid():
     sleeper.wait()
 
 
-def _name(prefix: str, pid: int, suffix: str = "", host: str | None = None) -> str:
-    """A temporary's name as :func:`_io.owned_prefix` makes it, for ``pid`` (on ``host``, else this one)."""
-    return f"{prefix}{_io.host() if host is None else host}.{pid}.x1_y2z3{suffix}"
+def _name(prefix: str, pid: int, suffix: str = "", host: str | None = None, token: str | None = None) -> str:
+    """A temporary's name as :func:`_io.owned_prefix` makes it, for ``pid`` (on ``host``, else this one;
+    ``token`` None: this process's for its own pid, another for any other pid)."""
+    token = token or (_io.process_token() if pid == os.getpid() else "0123abcd")
+    return f"{prefix}{_io.host() if host is None else host}.{pid}.{token}.x1_y2z3{suffix}"
 
 
 def test_temporary_names_carry_a_safe_host_name_and_the_pid(tmp_path, monkeypatch):
     monkeypatch.setattr(_io.socket, "gethostname", lambda: "node 7.cluster/../é")
     made = _io.make_temp(tmp_path, ".run.", ".partial")
     assert made.parent == tmp_path and made.is_dir()
-    assert made.name.startswith(f".run.node-7-cluster-----.{os.getpid()}.") and made.name.endswith(".partial")
+    assert made.name.startswith(f".run.node-7-cluster-----.{os.getpid()}.{_io.process_token()}.")
+    assert made.name.endswith(".partial") and _io.temp_owner(made, ".run.", ".partial") == (os.getpid(),
+                                                                                          _io.process_token())
     assert _io.dead_owner(made, ".run.", ".partial") is None  # this process runs
+    # this pid with another token: an earlier process whose pid this one was given (containers reuse pids)
+    earlier = tmp_path / _name(".run.", os.getpid(), ".partial", host="node-7-cluster-----", token="0123abcd")
+    assert _io.dead_owner(earlier, ".run.", ".partial") == os.getpid()
 
 
 def test_a_killed_writers_temporary_is_removed_by_the_next_write_and_said(tmp_path, dead_pid, capsys):
@@ -188,9 +196,11 @@ def test_a_run_replaced_before_the_kill_leaves_only_litter_which_the_next_run_re
     old = _left(tmp_path, pid, ".old")
     assert set(tmp_path.iterdir()) == {old, out} and (out / "summary.json").read_text() == "new"
     manifest = (out / "manifest.json").read_text()
-    (out / "manifest.json").write_text(manifest.replace(str(pid), str(pid + 1)))  # another process's run
-    with pytest.raises(FailatlasError, match="after moving"):  # no proof that the new run is in place
-        pipeline._check_moved_aside(out, remove=True)
+    process = json.loads(manifest)["process"]
+    for other in ({**process, "pid": pid + 1}, {**process, "token": "0123abcd"}):  # another process's run
+        (out / "manifest.json").write_text(json.dumps({"process": other}))
+        with pytest.raises(FailatlasError, match="after moving"):  # no proof that the new run is in place
+            pipeline._check_moved_aside(out, remove=True)
     (out / "manifest.json").write_text(manifest)
     running = tmp_path / _name(".run.", live_pid, ".old")  # a run replacing it now: not ours to judge
     (running / "x").mkdir(parents=True)

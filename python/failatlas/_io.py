@@ -44,34 +44,56 @@ def host() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:63] or "-"
 
 
+_TOKEN: tuple[int, str] = (0, "")
+
+
+def process_token() -> str:
+    """8 random hex digits drawn once per process (again in a forked child): with the pid they tell this
+    process from an earlier one that had the same pid (pids are reused, in a container often the same)."""
+    global _TOKEN
+    if _TOKEN[0] != os.getpid():
+        _TOKEN = (os.getpid(), os.urandom(4).hex())
+    return _TOKEN[1]
+
+
 def process_record() -> dict[str, Any]:
-    """This process as a record names it (``{"host", "pid"}``, the host as in temporary names): what proves
+    """This process as a record names it (``{"host", "pid", "token"}``, as in temporary names): what proves
     that a run folder was published by the process that left a temporary (:func:`owned_prefix`)."""
-    return {"host": host(), "pid": os.getpid()}
+    return {"host": host(), "pid": os.getpid(), "token": process_token()}
 
 
 def owned_prefix(prefix: str) -> str:
-    """``prefix`` followed by this host's name and this process's pid: the prefix to give ``mkdtemp`` or
-    ``mkstemp``, whose names then read ``PREFIX<host>.<pid>.<random>SUFFIX`` (e.g.
-    ``.run.node1.4242.k3j2x9_a.partial``), so that :func:`dead_owner` can tell who made them."""
-    return f"{prefix}{host()}.{os.getpid()}."
+    """``prefix`` followed by this host's name, this process's pid and its :func:`process_token`: the prefix
+    to give ``mkdtemp`` or ``mkstemp``, whose names then read ``PREFIX<host>.<pid>.<token>.<random>SUFFIX``
+    (e.g. ``.run.node1.4242.5f0c9a1e.k3j2x9_a.partial``), so that :func:`dead_owner` can tell who made them."""
+    return f"{prefix}{host()}.{os.getpid()}.{process_token()}."
+
+
+def temp_owner(path: str | os.PathLike, prefix: str, suffix: str = "") -> tuple[int, str] | None:
+    """(pid, token) of the process of this host that named the temporary ``path`` (:func:`owned_prefix`
+    ``(prefix)`` + ``suffix``); None for another host's or a name of another pattern."""
+    match = re.fullmatch(re.escape(prefix + host() + ".") + r"([1-9][0-9]{0,9})\.([0-9a-f]{8})\.[A-Za-z0-9_]+"
+                         + re.escape(suffix), Path(path).name)
+    return None if match is None else (int(match.group(1)), match.group(2))
 
 
 def dead_owner(path: str | os.PathLike, prefix: str, suffix: str = "") -> int | None:
     """The pid that made the temporary ``path`` (named from :func:`owned_prefix` ``(prefix)`` and ``suffix``)
     when it was made on this host by a process that no longer runs: the temporary is stale, left by a
-    process killed before it could clean up. Else None: a running process's (``os.kill(pid, 0)`` succeeds,
-    or is refused for another user's process), another host's (its processes cannot be seen from here),
-    or a name without host and pid. Such names were made by an earlier failatlas and are never removed
-    automatically (an older failatlas may still be using one): remove them by hand when no failatlas runs.
-    A pid reused since by another process keeps its temporary (until that process ends); two machines, or
-    containers with their own process ids, of one host name that write into one shared folder would see
-    each other's running processes as ended."""
-    match = re.fullmatch(re.escape(prefix + host() + ".") + r"([1-9][0-9]{0,9})\.[A-Za-z0-9_]+" + re.escape(suffix),
-                         Path(path).name)
-    if match is None or os.name != "posix":  # elsewhere os.kill(pid, 0) is not a harmless probe
+    process killed before it could clean up. This very process's pid with another token is such a process
+    (its pid was reused by this one). Else None: a running process's (``os.kill(pid, 0)`` succeeds, or is
+    refused for another user's process), another host's (its processes cannot be seen from here), or a name
+    of another pattern. Names without host, pid and token were made by an earlier failatlas and are never
+    removed automatically (an older failatlas may still be using one): remove them by hand when no failatlas
+    runs. A pid reused since by another running process keeps its temporary (until that process ends); two
+    machines, or containers with their own process ids, of one host name that write into one shared folder
+    would see each other's running processes as ended."""
+    owner = temp_owner(path, prefix, suffix)
+    if owner is None or os.name != "posix":  # elsewhere os.kill(pid, 0) is not a harmless probe
         return None
-    pid = int(match.group(1))
+    pid, token = owner
+    if pid == os.getpid():
+        return pid if token != process_token() else None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -310,7 +332,7 @@ def describe_json(obj: Any) -> str:
     ``.json`` beside a figure's PNG), or the kind of JSON value."""
     if isinstance(obj, dict):
         fmt = obj.get("format")
-        if fmt in RESULT_FORMATS:
+        if isinstance(fmt, str) and fmt in RESULT_FORMATS:
             return RESULT_FORMATS[fmt]
         if isinstance(obj.get("figure"), str):
             return f"the data plotted in the {obj['figure']} figure ({obj.get('png', 'its PNG')})"

@@ -516,8 +516,10 @@ def _compare(p: argparse.ArgumentParser):
          "compared with the recorded digest (on CPU the same code, libraries and models give the same bytes). "
          "Prints the manifest's sha256: kept apart from the folder, it seals the run. A folder of `failatlas "
          "export`, `compare` or `rank` is checked against its export.json, compare.json or ranking.json (each "
-         "file's sha256, the models, the versions; other files in the folder are not checked). Exit status 0: "
-         "OK; 1: something differs (a file, the report, a model); 2: not a folder verify can check.")
+         "file's sha256, the models, the versions; other files in the folder are not checked; --record names "
+         "the one to check where several commands wrote). Exit status 0: OK; 1: something differs (a file, the "
+         "report, a model, the rerun); 2: not a folder verify can check; 3: nothing differs but the rerun asked "
+         "for could not be done (the reason is printed).")
 def _verify(p: argparse.ArgumentParser):
     p.add_argument("run", metavar="RUN", help="the --out folder of failatlas analyze (or of export, compare, rank)")
     p.add_argument("--rerun", action="store_true",
@@ -525,14 +527,17 @@ def _verify(p: argparse.ArgumentParser):
                         "as the run did)")
     p.add_argument("--rerun-out", default=None, metavar="DIR",
                    help="keep the rerun in DIR (must not exist or be empty; implies --rerun)")
+    p.add_argument("--record", default=None, metavar="FILE",
+                   help="the record to check against: manifest.json, export.json, compare.json or ranking.json "
+                        "(default: manifest.json if there, else the first of the others found)")
     p.add_argument("--json", action="store_true", help="print the check as JSON")
 
     def run(a: argparse.Namespace) -> int:
         from .analysis.verify import verify_run
 
-        check = verify_run(a.run, rerun=a.rerun, rerun_out=a.rerun_out)
+        check = verify_run(a.run, rerun=a.rerun, rerun_out=a.rerun_out, record=a.record)
         _print_result(check, a.json)
-        return 0 if check.ok else 1
+        return (0 if check.complete else 3) if check.ok else 1
 
     return run
 

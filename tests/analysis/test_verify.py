@@ -3,7 +3,6 @@ again; each kind of damage is named, and an intact folder passes."""
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import shutil
@@ -13,10 +12,11 @@ import torch
 
 from failatlas import FailatlasError
 from failatlas.analysis import AnalysisOptions, run_analysis
+from failatlas.analysis import verify as verify_module
 from failatlas.analysis.verify import read_manifest, rerun_options, verify_run
 from failatlas.cli import main
 from failatlas.models.classifier import ClassifierConfig, build_classifier, save_classifier
-from failatlas.report.html import MANIFEST_SECTION
+from failatlas.report.html import MANIFEST_SECTION, manifest_html
 
 
 def _analyze(generator, classifier, out):
@@ -143,7 +143,7 @@ def test_a_run_of_an_older_failatlas_is_checked_for_what_it_records(copy):
     (copy / "manifest.json").write_text(text + "\n")
     report = (copy / "report.html").read_text()  # the report shows the manifest: give it the edited one
     shown = MANIFEST_SECTION.search(report)
-    (copy / "report.html").write_text(report[:shown.start(1)] + html.escape(text, quote=False) + report[shown.end(1):])
+    (copy / "report.html").write_text(report[:shown.start(1)] + manifest_html(m) + report[shown.end(1):])
     check = verify_run(copy)
     assert set(check.unchecked) == set(m["files"]) - {"manifest.json"}  # the report's digest too
     assert check.ok and check.report == ()  # what can be checked (presence, the report against files) is
@@ -158,7 +158,7 @@ def test_a_run_of_an_older_failatlas_is_checked_for_what_it_records(copy):
 def test_what_is_not_a_run_folder_gets_one_line(tmp_path, copy, capsys):
     with pytest.raises(FailatlasError, match="run folder not found"):
         verify_run(tmp_path / "nowhere")
-    with pytest.raises(FailatlasError, match="has no manifest.json"):
+    with pytest.raises(FailatlasError, match="holds no record verify can check"):
         verify_run(tmp_path)
     (copy / "manifest.json").write_text("{not json")
     with pytest.raises(FailatlasError, match="is not valid JSON"):
@@ -223,3 +223,55 @@ def test_a_rerun_that_cannot_be_done_keeps_the_checks_and_says_why(copy, monkeyp
     monkeypatch.setattr(distributed, "world", lambda: (0, 2))
     with pytest.raises(FailatlasError, match="runs in one process: run it without torchrun"):
         verify_run(copy, rerun=True)
+
+
+def test_nothing_can_hide_in_the_reports_manifest_section(copy):
+    """The section must be manifest.json as the report writes it, character for character: a key given
+    twice (JSON keeps the last) could carry markup that hides the real report."""
+    report = (copy / "report.html").read_text()
+    shown = MANIFEST_SECTION.search(report)
+    injected = '{\n  &quot;format&quot;: &quot;&lt;b&gt;NO FAILURES FOUND&lt;/b&gt;&quot;,' + shown.group(1)[1:]
+    (copy / "report.html").write_text(report[:shown.start(1)] + injected + report[shown.end(1):])
+    assert verify_run(copy).report == ("shows another manifest than manifest.json (one of the two was edited or "
+                                       "replaced)",)
+
+
+def test_a_rerun_that_could_not_be_done_exits_3(copy, capsys, monkeypatch):
+    m = json.loads((copy / "manifest.json").read_text())
+    m["options"]["future_option"] = 1
+    (copy / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
+    monkeypatch.setattr(verify_module, "_report_problems", lambda folder, manifest: [])  # (the manifest edit)
+    assert main(["verify", str(copy), "--rerun"]) == 3
+    out = capsys.readouterr().out
+    assert "rerun: NOT RUN: the run was made by another version" in out
+    assert out.rstrip().endswith("verdict: OK (the rerun could not be done)")
+
+
+def test_a_record_that_is_damaged_or_one_of_several_is_named(saved_models, tmp_path, capsys):
+    from failatlas.analysis.ranking import run_rank
+
+    out = tmp_path / "rank"
+    run_rank(saved_models.generator, saved_models.classifier, out=out, n=40, seed=2, batch_size=20, verbose=False)
+    record = json.loads((out / "ranking.json").read_text())
+    for models in ({"generator": None, "classifier": record["models"]["classifier"]},
+                   {**record["models"], "classifier": {**record["models"]["classifier"], "sha256": {}}}, "x"):
+        (out / "ranking.json").write_text(json.dumps({**record, "models": models}))
+        with pytest.raises(FailatlasError, match="ranking.json is damaged: its models are not a generator"):
+            verify_run(out)
+    (out / "ranking.json").write_text(json.dumps({**record, "file_sha256": {}}))
+    with pytest.raises(FailatlasError, match="records no digest of population.npz, ranking.csv"):
+        verify_run(out)
+    (out / "ranking.json").write_text(json.dumps({**record, "format": []}))  # not hashable: still one line
+    with pytest.raises(FailatlasError, match="holds a file of format \\[\\], not the record of failatlas rank"):
+        verify_run(out)
+    (out / "ranking.json").write_text(json.dumps(record))
+    (out / "compare.json").write_text(json.dumps({"format": "failatlas-comparison"}))  # another command's too
+    with pytest.raises(FailatlasError, match="compare.json records no file digests"):
+        verify_run(out)  # compare.json comes first
+    check = verify_run(out, record="ranking.json")
+    assert check.ok and check.others == ("compare.json",)
+    assert main(["verify", str(out), "--record", "ranking.json"]) == 0
+    assert ("also holds compare.json (failatlas compare's record), not checked: verify --record compare.json"
+            in capsys.readouterr().out)
+    with pytest.raises(FailatlasError, match="--record must be one of"):
+        verify_run(out, record="notes.txt")

@@ -403,12 +403,13 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _published_by(out: Path, pid: int) -> bool:
-    """Whether the run folder ``out`` was published by process ``pid`` of this host (its manifest's
-    ``process``)."""
+def _published_by(out: Path, old: Path) -> bool:
+    """Whether the run folder ``out`` was published by the process that named ``old`` (the host, pid and
+    token of its name are the manifest's ``process``)."""
+    owner = _io.temp_owner(old, f".{out.name}.", ".old")
     try:
-        m = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-        return m["process"] == {**_io.process_record(), "pid": pid}
+        m = json.loads((out / "manifest.json").read_bytes().decode("utf-8"))
+        return owner is not None and m["process"] == {"host": _io.host(), "pid": owner[0], "token": owner[1]}
     except (OSError, ValueError, TypeError, KeyError, RecursionError):
         return False
 
@@ -420,9 +421,13 @@ def _check_moved_aside(out: Path, remove: bool) -> None:
     was killed while deleting the old run); then, with ``remove``, it is removed as that process would
     have. Else it may hold the only copy of the earlier run: a FailatlasError says where it is and how to
     put it back (a refusal, not a warning that a long run's output would bury, leaving the earlier run
-    hidden for ever)."""
+    hidden for ever). One that vanishes meanwhile (another torchrun rank removing it) is passed over."""
     for old, pid in _io.stale_temps(out.parent, f".{out.name}.", ".old"):
-        if not any(old.iterdir()) or _published_by(out, pid):
+        try:
+            empty = not any(old.iterdir())
+        except OSError:  # removed meanwhile, or not a folder: nothing of a run to keep
+            continue
+        if empty or _published_by(out, old):
             if remove:
                 _io.remove_temps([(old, pid)])
             continue
@@ -1049,7 +1054,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                       timings=timings, notes=tuple(notes), class_names=names)
     # the report shows the manifest, and the manifest records the digest of the report without that section
     manifest["report_sha256"] = report_sha256(render_report(run, folder=tmp))
-    if report_sha256((report := write_report(run, tmp / "report.html")).read_text(encoding="utf-8")) != \
+    if report_sha256((report := write_report(run, tmp / "report.html")).read_bytes().decode("utf-8")) != \
             manifest["report_sha256"]:  # a report section that shows the digest itself would break the seal
         raise RuntimeError(f"{report} changed outside its manifest section when its digest was added")
     _io.write_json(tmp / "manifest.json", manifest)

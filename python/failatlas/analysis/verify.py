@@ -99,7 +99,8 @@ class RunCheck:
     sha256; ``extra``: in the folder, not written by the run; ``unchecked``: listed without a digest (a
     manifest written before digests were recorded); ``report``: what is wrong with report.html (empty: it
     shows exactly the run's figures and manifest); ``models``, ``versions`` (name → (recorded, here), only
-    those that differ), ``unrecorded`` (versions known here that the run did not record) and ``rerun`` (None unless asked). ``manifest_sha256``: the digest that seals the
+    those that differ), ``unrecorded`` (versions known here that the run did not record), ``others`` (records
+    of other commands in the folder, not checked: ``record=`` checks one of them) and ``rerun`` (None unless asked). ``manifest_sha256``: the digest that seals the
     run (the manifest holds every other file's)."""
 
     folder: Path
@@ -117,6 +118,7 @@ class RunCheck:
     versions: dict[str, tuple[Any, Any]]
     unrecorded: tuple[str, ...] = ()
     rerun: RerunCheck | None = None
+    others: tuple[str, ...] = ()
 
     @property
     def intact(self) -> bool:
@@ -125,15 +127,21 @@ class RunCheck:
 
     @property
     def ok(self) -> bool:
-        """Intact, no recorded model changed (a model not found here is not checked: the verdict says so),
-        and, when it was run again, the rerun gave the same bytes."""
+        """Nothing found that differs: intact, no recorded model changed (a model not found here is not
+        checked: the verdict says so) and, when the run was done again, the same bytes (a rerun that could
+        not be done differs in nothing: :attr:`complete` says so)."""
         return self.intact and not any(m.status == "changed" for m in self.models) and (
-            self.rerun is None or self.rerun.identical)
+            self.rerun is None or self.rerun.skipped is not None or self.rerun.identical)
+
+    @property
+    def complete(self) -> bool:
+        """Every check asked for was made: False when a rerun was asked for and could not be done."""
+        return self.rerun is None or self.rerun.skipped is None
 
     def to_json(self) -> dict[str, Any]:
         return _io.jsonable({
             "format": "failatlas-run-check", "version": 1, "folder": str(self.folder), "kind": self.kind,
-            "ok": self.ok,
+            "ok": self.ok, "complete": self.complete, "other_records": list(self.others),
             "intact": self.intact, "created": self.created, "command": self.command,
             "manifest_sha256": self.manifest_sha256, "files": list(self.listed),
             "missing": list(self.missing), "changed": list(self.changed), "extra": list(self.extra),
@@ -202,9 +210,14 @@ class RunCheck:
                         lines.append(f"    {label}: {names(items)}")
         if self.command:
             lines.append(f"  command: {self.command}")
+        for other in self.others:
+            lines.append(f"  also holds {other} ({RECORDS[other][2]}'s record), not checked: verify --record {other}")
         qualifiers = []
         if self.ok and self.unchecked:
-            qualifiers.append(f"{len(self.unchecked)} files checked for presence only")
+            qualifiers.append(f"{len(self.unchecked)} file{'s' if len(self.unchecked) > 1 else ''} checked for "
+                              "presence only")
+        if self.ok and not self.complete:
+            qualifiers.append("the rerun could not be done")
         lost = [m.name for m in self.models if m.status == "missing"]
         if self.ok and lost:
             qualifiers.append(f"models not found here, so not checked: {', '.join(lost)}")
@@ -230,33 +243,30 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         raise FailatlasError(f"run folder not found: {folder} (give the --out folder of a failatlas analyze run)")
     path = folder / "manifest.json"
     if not path.is_file():
-        raise FailatlasError(f"{folder} has no manifest.json (nor export.json): it is not the folder of a "
-                             "failatlas analyze run or export (verify checks what `failatlas analyze --out DIR`, "
-                             "`failatlas demo` (its analysis/ folder) or `failatlas export --out DIR` wrote; rank "
-                             "and compare folders record no file digests)")
+        raise FailatlasError(f"{folder} holds no record verify can check (manifest.json, export.json, compare.json "
+                             "or ranking.json): give the --out folder of failatlas analyze, export, compare or rank "
+                             "(or demo's analysis/ folder)")
     m = _io.read_json(path, "run manifest")
     if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
         raise FailatlasError(f"{path} holds {_io.describe_json(m)}, not an analyze run's manifest (format "
                              f"{MANIFEST_FORMAT!r})")
     files = m.get("files")
     digests = m.get("file_sha256", {})
-    models = m.get("models")
-    if (not isinstance(files, list) or not all(isinstance(f, str) for f in files) or not isinstance(digests, dict)
-            or not isinstance(models, dict) or not isinstance(models.get("generator"), dict)
-            or not isinstance(models.get("classifiers"), list)):
-        raise FailatlasError(f"{path} is damaged (its files or models are not lists of the expected kind); "
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files) or not isinstance(digests, dict):
+        raise FailatlasError(f"{path} is damaged (its files are not a list of names with a table of digests); "
                              "restore it from a copy of the run folder")
     outside = [f for f in [*files, *digests] if not isinstance(f, str) or Path(f).name != f or f in ("", ".", "..")]
     if outside:
         raise FailatlasError(f"{path} names files outside the run folder ({', '.join(map(str, outside[:3]))}); "
                              "it is damaged or not failatlas'; restore it from a copy of the run folder")
+    _model_entries(m.get("models"), path, "restore it from a copy of the run folder")
     return m
 
 
 def _report_problems(folder: Path, manifest: dict[str, Any]) -> list[str]:
     """What is wrong with report.html against its recorded digest (``report_sha256``, when the manifest
     has one), the run's PNGs and the manifest (empty: nothing)."""
-    from ..report.html import MANIFEST_SECTION, report_sha256
+    from ..report.html import MANIFEST_SECTION, manifest_html, report_sha256
 
     path = folder / "report.html"
     if not os.path.lexists(path):
@@ -264,7 +274,7 @@ def _report_problems(folder: Path, manifest: dict[str, Any]) -> list[str]:
     if not path.is_file():
         return ["not a file"]
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         return ["not UTF-8 text: damaged or replaced"]
     except OSError as exc:
@@ -289,14 +299,27 @@ def _report_problems(folder: Path, manifest: dict[str, Any]) -> list[str]:
     match = MANIFEST_SECTION.search(text)
     if match is None:
         problems.append("shows no manifest")
-    else:
-        try:
-            same = json.loads(html.unescape(match.group(1))) == manifest
-        except (json.JSONDecodeError, RecursionError):
-            same = False
-        if not same:
-            problems.append("shows another manifest than manifest.json (one of the two was edited or replaced)")
+    elif match.group(1) != manifest_html(manifest):
+        problems.append("shows another manifest than manifest.json (one of the two was edited or replaced)")
     return problems
+
+
+def _model_entries(models: Any, path: Path, fix: str) -> list[tuple[str, dict[str, Any]]]:
+    """(role, entry) of every model a record lists (``models``: ``{"generator": {...}, "classifiers": [...]}``,
+    or ``"classifier": {...}`` for rank), each an object with a ``path`` and a non-empty ``sha256`` table;
+    else a FailatlasError naming the record as damaged (``fix``: how to get a whole one)."""
+    entries = None
+    if isinstance(models, dict):
+        classifiers = models.get("classifiers", [models["classifier"]] if "classifier" in models else None)
+        if isinstance(classifiers, list) and classifiers:
+            entries = [("generator", models.get("generator")), *(("classifier", c) for c in classifiers)]
+    if entries is None or not all(
+            isinstance(e, dict) and isinstance(e.get("path"), str) and isinstance(e.get("sha256"), dict)
+            and e["sha256"] and all(isinstance(k, str) and isinstance(v, str) for k, v in e["sha256"].items())
+            for _, e in entries):
+        raise FailatlasError(f"{path} is damaged: its models are not a generator and classifiers, each with a path "
+                             f"and the sha256 of its files; {fix}")
+    return entries
 
 
 def _find_model(entry: dict[str, Any], role: str) -> ModelCheck:
@@ -408,6 +431,11 @@ def _rerun(folder: Path, manifest: dict[str, Any], models: tuple[ModelCheck, ...
 RECORDS = {"export.json": ("export", "failatlas-export", "failatlas export"),
            "compare.json": ("compare", "failatlas-comparison", "failatlas compare"),
            "ranking.json": ("rank", "failatlas-ranking", "failatlas rank")}
+#: the files each of those commands always writes (besides its record)
+REQUIRED = {"export": ("classifier.onnx", "classifier.pt", "classifier.pt2", "synthesis.onnx", "fused.onnx",
+                       "fused.pt", "fused.pt2"),
+            "compare": ("corner_shifts.csv", "corner_shifts.json", "corner_shifts.png", "report.html"),
+            "rank": ("population.npz", "ranking.csv", "separation.csv", "separation.json", "separation.png")}
 
 
 def _verify_record(folder: Path, record: str) -> RunCheck:
@@ -427,8 +455,10 @@ def _verify_record(folder: Path, record: str) -> RunCheck:
     else:
         digests, sizes = m.get("file_sha256"), {}
         if digests is None:
-            raise FailatlasError(f"{path} records no file digests: it was written by an older failatlas; run "
-                                 f"{command} again (its command is in the record) to get them")
+            raise FailatlasError(f"{path} records no file digests: it was written by an older failatlas (run "
+                                 f"{command} again, its command is in the record, to get them)"
+                                 + (", or it belongs to an analyze run folder that lost its manifest.json"
+                                    if kind == "rank" else ""))
     if not isinstance(digests, dict) or not all(isinstance(d, str) for d in digests.values()):
         raise FailatlasError(f"{path} is damaged (its files' sha256 are not a table of names and digests); "
                              f"restore it, or run {command} again")
@@ -440,12 +470,12 @@ def _verify_record(folder: Path, record: str) -> RunCheck:
     changed = tuple(f for f, digest in digests.items() if f not in missing and (
         not (folder / f).is_file() or (isinstance(sizes.get(f), int) and (folder / f).stat().st_size != sizes[f])
         or _io.sha256(folder / f) != digest))
-    entries = m.get("models") if isinstance(m.get("models"), dict) else {}
-    listed = [("generator", entries.get("generator")), *(("classifier", e) for e in (
-        entries.get("classifiers") if isinstance(entries.get("classifiers"), list) else [entries.get("classifier")]
-        if "classifier" in entries else []))]
-    models = tuple(_find_model(e if isinstance(e, dict) else {"name": f"#{i + 1} (an entry that is not a model)"},
-                               role) for i, (role, e) in enumerate(listed) if e is not None)
+    lacking = sorted(set(REQUIRED[kind]) - set(digests))
+    if lacking:
+        raise FailatlasError(f"{path} is damaged: it records no digest of {', '.join(lacking)}, which {command} "
+                             f"always writes; run {command} again")
+    models = () if kind == "export" else tuple(
+        _find_model(entry, role) for role, entry in _model_entries(m.get("models"), path, f"run {command} again"))
     versions, unrecorded = _version_changes(m.get("versions"))
     return RunCheck(folder=folder.resolve(), kind=kind, created=None,
                     command=m.get("command") if isinstance(m.get("command"), str) else None,
@@ -455,22 +485,29 @@ def _verify_record(folder: Path, record: str) -> RunCheck:
 
 
 def verify_run(folder: str | Path, rerun: bool = False, rerun_out: str | Path | None = None, *,
-               verbose: bool = True, progress_bar: bool | None = None) -> RunCheck:
+               record: str | None = None, verbose: bool = True, progress_bar: bool | None = None) -> RunCheck:
     """Check an analyze run folder against its manifest (module docstring): its files, its report, its
     models and the versions; with ``rerun`` (or a ``rerun_out`` folder, which keeps the rerun; it must not
     exist or be empty) run it again and compare every file (in one process: not under torchrun).
     ``verbose``/``progress_bar``: the rerun's stage lines and bars. A folder without manifest.json is checked
-    against the first record of :data:`RECORDS` it holds (export.json, compare.json, ranking.json). Returns a :class:`RunCheck`; raises :class:`FailatlasError` for a folder that is
+    against the first record of :data:`RECORDS` it holds (export.json, compare.json, ranking.json; the others
+    are named in the result), or against ``record`` (one of those, or manifest.json). Returns a :class:`RunCheck`; raises :class:`FailatlasError` for a folder that is
     not a run folder or a manifest that is damaged."""
     folder = Path(folder)
-    record = next((r for r in RECORDS if (folder / r).is_file()), None) if folder.is_dir() and not os.path.lexists(
-        folder / "manifest.json") else None
-    if record is not None:
+    if record is not None and record not in ("manifest.json", *RECORDS):
+        raise FailatlasError(f"--record must be one of manifest.json, {', '.join(RECORDS)}; got {record!r}")
+    present = [r for r in RECORDS if (folder / r).is_file()] if folder.is_dir() else []
+    if record is None and present and not os.path.lexists(folder / "manifest.json"):
+        record = present[0]
+    if record in RECORDS:
+        if not (folder / record).is_file():
+            raise FailatlasError(f"{folder} holds no {record}; records there: "
+                                 f"{', '.join(present) or 'none'}")
         if rerun or rerun_out is not None:
             raise FailatlasError(f"{folder} holds what {RECORDS[record][2]} wrote: --rerun redoes analyze runs; run "
                                  "its command again into another folder (the same models give the same files) "
                                  "and verify that one")
-        return _verify_record(folder, record)
+        return dataclasses.replace(_verify_record(folder, record), others=tuple(r for r in present if r != record))
     manifest = read_manifest(folder)
     if rerun or rerun_out is not None:
         from .. import distributed as dist
@@ -493,10 +530,8 @@ def verify_run(folder: str | Path, rerun: bool = False, rerun_out: str | Path | 
                       and (f != "report.html" or "report_sha256" not in manifest))
     extra = tuple(sorted(present - set(listed)))
     versions, unrecorded = _version_changes(manifest.get("versions"))
-    entries = manifest["models"]
-    models = (_find_model(entries["generator"], "generator"),
-              *(_find_model(e if isinstance(e, dict) else {"name": f"#{i + 1} (an entry that is not a model)"},
-                            "classifier") for i, e in enumerate(entries["classifiers"])))
+    models = tuple(_find_model(entry, role) for role, entry in _model_entries(
+        manifest["models"], folder / "manifest.json", "restore it from a copy of the run folder"))
     check = RunCheck(folder=folder.resolve(), kind="analysis", created=manifest.get("created"), command=manifest.get("command"),
                      manifest_sha256=_io.sha256(folder / "manifest.json"), listed=tuple(listed), missing=missing,
                      changed=changed, extra=extra, unchecked=unchecked, report=tuple(_report_problems(folder, manifest)),

@@ -339,13 +339,19 @@ def render_report(run, folder: str | Path | None = None) -> str:
         "<body>", _header(run), _summary(run), "<h2>Figures</h2>",
         *(_figure(f, folder) for f in run.figures),
         _ranking_tables(run), _corner_table(run), _margin_table(run), _curve_tables(run), _overlap_table(run),
-        "<h2>Manifest</h2>", f"<pre>{_e(json.dumps(run.manifest, indent=2, ensure_ascii=False))}</pre>",
+        "<h2>Manifest</h2>", f"<pre>{manifest_html(run.manifest)}</pre>",
         "</body>", "</html>",
     ]
     return "\n".join(parts) + "\n"
 
 
-#: the report's manifest section: its ``<pre>`` holds the manifest as JSON (HTML-escaped)
+def manifest_html(manifest: dict[str, Any]) -> str:
+    """The manifest as the report shows it (JSON, HTML-escaped): ``failatlas verify`` requires these very
+    characters in the report's manifest section, so nothing can be hidden in it."""
+    return _e(json.dumps(manifest, indent=2, ensure_ascii=False))
+
+
+#: the report's manifest section: its ``<pre>`` holds :func:`manifest_html`
 MANIFEST_SECTION = re.compile(r"<h2>Manifest</h2>\s*<pre>(.*?)</pre>", re.S)
 
 
