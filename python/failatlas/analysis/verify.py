@@ -466,16 +466,16 @@ def _verify_record(folder: Path, record: str) -> RunCheck:
     if outside:
         raise FailatlasError(f"{path} names files outside the folder ({', '.join(outside[:3])}); it is damaged "
                              f"or not failatlas'; run {command} again")
-    missing = tuple(f for f in digests if not os.path.lexists(folder / f))
-    changed = tuple(f for f, digest in digests.items() if f not in missing and (
-        not (folder / f).is_file() or (isinstance(sizes.get(f), int) and (folder / f).stat().st_size != sizes[f])
-        or _io.sha256(folder / f) != digest))
     lacking = sorted(set(REQUIRED[kind]) - set(digests))
     if lacking:
         raise FailatlasError(f"{path} is damaged: it records no digest of {', '.join(lacking)}, which {command} "
                              f"always writes; run {command} again")
-    models = () if kind == "export" else tuple(
-        _find_model(entry, role) for role, entry in _model_entries(m.get("models"), path, f"run {command} again"))
+    entries = () if kind == "export" else _model_entries(m.get("models"), path, f"run {command} again")
+    missing = tuple(f for f in digests if not os.path.lexists(folder / f))
+    changed = tuple(f for f, digest in digests.items() if f not in missing and (
+        not (folder / f).is_file() or (isinstance(sizes.get(f), int) and (folder / f).stat().st_size != sizes[f])
+        or _io.sha256(folder / f) != digest))
+    models = tuple(_find_model(entry, role) for role, entry in entries)
     versions, unrecorded = _version_changes(m.get("versions"))
     return RunCheck(folder=folder.resolve(), kind=kind, created=None,
                     command=m.get("command") if isinstance(m.get("command"), str) else None,
@@ -491,23 +491,22 @@ def verify_run(folder: str | Path, rerun: bool = False, rerun_out: str | Path | 
     exist or be empty) run it again and compare every file (in one process: not under torchrun).
     ``verbose``/``progress_bar``: the rerun's stage lines and bars. A folder without manifest.json is checked
     against the first record of :data:`RECORDS` it holds (export.json, compare.json, ranking.json; the others
-    are named in the result), or against ``record`` (one of those, or manifest.json). Returns a :class:`RunCheck`; raises :class:`FailatlasError` for a folder that is
-    not a run folder or a manifest that is damaged."""
+    are named in the result), or against ``record`` (one of those, or manifest.json). Returns a
+    :class:`RunCheck`; raises :class:`FailatlasError` for a folder verify cannot check or a damaged record."""
     folder = Path(folder)
     if record is not None and record not in ("manifest.json", *RECORDS):
         raise FailatlasError(f"--record must be one of manifest.json, {', '.join(RECORDS)}; got {record!r}")
-    present = [r for r in RECORDS if (folder / r).is_file()] if folder.is_dir() else []
-    if record is None and present and not os.path.lexists(folder / "manifest.json"):
-        record = present[0]
+    records = [r for r in RECORDS if (folder / r).is_file()] if folder.is_dir() else []
+    if record is None and records and not os.path.lexists(folder / "manifest.json"):
+        record = records[0]
     if record in RECORDS:
         if not (folder / record).is_file():
-            raise FailatlasError(f"{folder} holds no {record}; records there: "
-                                 f"{', '.join(present) or 'none'}")
+            raise FailatlasError(f"{folder} holds no {record}; records there: {', '.join(records) or 'none'}")
         if rerun or rerun_out is not None:
             raise FailatlasError(f"{folder} holds what {RECORDS[record][2]} wrote: --rerun redoes analyze runs; run "
                                  "its command again into another folder (the same models give the same files) "
                                  "and verify that one")
-        return dataclasses.replace(_verify_record(folder, record), others=tuple(r for r in present if r != record))
+        return dataclasses.replace(_verify_record(folder, record), others=tuple(r for r in records if r != record))
     manifest = read_manifest(folder)
     if rerun or rerun_out is not None:
         from .. import distributed as dist
@@ -532,10 +531,11 @@ def verify_run(folder: str | Path, rerun: bool = False, rerun_out: str | Path | 
     versions, unrecorded = _version_changes(manifest.get("versions"))
     models = tuple(_find_model(entry, role) for role, entry in _model_entries(
         manifest["models"], folder / "manifest.json", "restore it from a copy of the run folder"))
-    check = RunCheck(folder=folder.resolve(), kind="analysis", created=manifest.get("created"), command=manifest.get("command"),
-                     manifest_sha256=_io.sha256(folder / "manifest.json"), listed=tuple(listed), missing=missing,
-                     changed=changed, extra=extra, unchecked=unchecked, report=tuple(_report_problems(folder, manifest)),
-                     models=models, versions=versions, unrecorded=unrecorded)
+    check = RunCheck(folder=folder.resolve(), kind="analysis", created=manifest.get("created"),
+                     command=manifest.get("command"), manifest_sha256=_io.sha256(folder / "manifest.json"),
+                     listed=tuple(listed), missing=missing, changed=changed, extra=extra, unchecked=unchecked,
+                     report=tuple(_report_problems(folder, manifest)), models=models, versions=versions,
+                     unrecorded=unrecorded)
     if rerun or rerun_out is not None:
         check = dataclasses.replace(check, rerun=_rerun(folder, manifest, models, rerun_out, verbose, progress_bar))
     return check
