@@ -138,7 +138,7 @@ def remove_temps(stale: list[tuple[Path, int]]) -> None:
 
 
 def make_temp(folder: str | os.PathLike, prefix: str, suffix: str = "", file: bool = False) -> Path:
-    """Create a temporary folder (or empty ``file``) in ``folder`` named ``prefix<host>.<pid>.<random>suffix``
+    """Create a temporary folder (or empty ``file``) in ``folder`` named ``prefix<host>.<pid>.<token>.<random>suffix``
     (:func:`owned_prefix`), after removing the stale ones of the same name pattern there (:func:`remove_temps`):
     each writer clears what an earlier killed run of the same kind and target left, and nothing else."""
     remove_temps(stale_temps(folder, prefix, suffix))

@@ -364,7 +364,7 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
 
 
 def _make_staging(out: Path) -> Path:
-    """The staging folder ``.OUT.<host>.<pid>.<random>.partial`` beside ``out``, after removing those of
+    """The staging folder ``.OUT.<host>.<pid>.<token>.<random>.partial`` beside ``out``, after removing those of
     earlier runs of ``out`` that were killed (:func:`~failatlas._io.make_temp`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _io.make_temp(out.parent, f".{out.name}.", ".partial")
@@ -376,7 +376,7 @@ def _make_staging(out: Path) -> Path:
 
 def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     """Move the finished run from ``tmp`` onto ``out`` (replacing an empty folder, or with ``overwrite``
-    a non-empty one: the old run is moved aside to ``.OUT.<host>.<pid>.<random>.old`` first and deleted only
+    a non-empty one: the old run is moved aside to ``.OUT.<host>.<pid>.<token>.<random>.old`` first and deleted only
     once the new one is in place; a process killed in between leaves it for :func:`_check_moved_aside`)."""
     _io.check_out_folder(out, overwrite)
     old = None
