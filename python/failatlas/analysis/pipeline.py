@@ -24,11 +24,12 @@ Stages (each announced on stderr with its elapsed seconds):
 
 Everything is written into a temporary sibling of ``out`` and renamed onto ``out`` at the end, so a
 failure or Ctrl-C never leaves a half-written run folder (one left by a killed run is removed by the next
-run of ``out``, and a run it had moved aside is never lost: :func:`_check_moved_aside`); an existing non-empty
-``out`` is refused unless ``overwrite``. The folder holds every figure (PNG + its JSON), the tables (CSV/JSON), ``population.npz``,
-``summary.json``, ``manifest.json`` (versions with the source digest, the command that reruns the run,
-seeds, options, model checksums, timings, files) and
-``report.html`` (self-contained, drawn from the results).
+run of ``out``, and a run it had moved aside is never lost: :func:`_check_moved_aside`); an existing
+non-empty ``out`` is refused unless ``overwrite``. The folder holds every figure (PNG + its JSON), the
+tables (CSV/JSON), ``population.npz``, ``summary.json``, ``manifest.json`` (versions with the source
+digest, the command that reruns the run, seeds, options, model checksums, timings, files with their sha256,
+the report's digest) and ``report.html`` (self-contained, drawn from the results); ``failatlas verify``
+checks the folder against the manifest (:mod:`failatlas.analysis.verify`).
 
 Under ``torchrun`` (WORLD_SIZE > 1; gloo on CPU, :mod:`failatlas.distributed`) the two expensive stages
 are sharded: the population (:func:`sample_population` with ``distributed=True``, and the re-labelling by
@@ -364,8 +365,8 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
 
 
 def _make_staging(out: Path) -> Path:
-    """The staging folder ``.OUT.<host>.<pid>.<token>.<random>.partial`` beside ``out``, after removing those of
-    earlier runs of ``out`` that were killed (:func:`~failatlas._io.make_temp`)."""
+    """The staging folder ``.OUT.<host>.<pid>.<token>.<random>.partial`` beside ``out``, after removing
+    those of earlier runs of ``out`` that were killed (:func:`~failatlas._io.make_temp`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _io.make_temp(out.parent, f".{out.name}.", ".partial")
     mask = os.umask(0)
@@ -376,8 +377,9 @@ def _make_staging(out: Path) -> Path:
 
 def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     """Move the finished run from ``tmp`` onto ``out`` (replacing an empty folder, or with ``overwrite``
-    a non-empty one: the old run is moved aside to ``.OUT.<host>.<pid>.<token>.<random>.old`` first and deleted only
-    once the new one is in place; a process killed in between leaves it for :func:`_check_moved_aside`)."""
+    a non-empty one: the old run is moved aside to ``.OUT.<host>.<pid>.<token>.<random>.old`` first and
+    deleted only once the new one is in place; a process killed in between leaves it for
+    :func:`_check_moved_aside`)."""
     _io.check_out_folder(out, overwrite)
     old = None
     if out.is_dir():

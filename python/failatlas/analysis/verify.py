@@ -95,13 +95,14 @@ class RunCheck:
     """What :func:`verify_run` found in ``folder`` (``kind``: "analysis", "export", "compare" or "rank";
     for the last three ``listed`` ends with the record checked against and ``manifest_sha256`` is its digest).
 
-    ``listed``: the files the manifest lists; ``missing``: listed by the manifest, not in the folder; ``changed``: bytes differ from the recorded
-    sha256; ``extra``: in the folder, not written by the run; ``unchecked``: listed without a digest (a
-    manifest written before digests were recorded); ``report``: what is wrong with report.html (empty: it
-    shows exactly the run's figures and manifest); ``models``, ``versions`` (name → (recorded, here), only
-    those that differ), ``unrecorded`` (versions known here that the run did not record), ``others`` (records
-    of other commands in the folder, not checked: ``record=`` checks one of them) and ``rerun`` (None unless asked). ``manifest_sha256``: the digest that seals the
-    run (the manifest holds every other file's)."""
+    ``listed``: the files the manifest lists; ``missing``: listed by the manifest, not in the folder;
+    ``changed``: bytes differ from the recorded sha256; ``extra``: in the folder, not written by the run;
+    ``unchecked``: listed without a digest (a manifest written before digests were recorded); ``report``:
+    what is wrong with report.html (empty: it has its recorded digest and shows exactly the run's figures
+    and manifest); ``models``, ``versions`` (name → (recorded, here), only those that differ),
+    ``unrecorded`` (versions known here that the run did not record), ``others`` (records of other commands
+    in the folder, not checked: ``record=`` checks one of them) and ``rerun`` (None unless asked).
+    ``manifest_sha256``: the digest that seals the run (the manifest holds every other file's)."""
 
     folder: Path
     kind: str
@@ -194,7 +195,8 @@ class RunCheck:
             lines.append("  versions: " + ("the same code (source digests) and libraries as the run's"
                                            if not self.unrecorded else "those the run recorded match here"))
         if self.unrecorded:
-            lines.append(f"  not recorded by the run (an older failatlas), so not compared: {', '.join(self.unrecorded)}")
+            lines.append("  not recorded by the run (an older failatlas), so not compared: "
+                         + ", ".join(self.unrecorded))
         r = self.rerun
         if r is not None:
             if r.skipped:
@@ -223,7 +225,8 @@ class RunCheck:
             qualifiers.append(f"models not found here, so not checked: {', '.join(lost)}")
         if self.ok and self.rerun is None and not lost and self.kind == "analysis":
             qualifiers.append("add --rerun to check that it reproduces")
-        lines.append("verdict: " + ("OK" if self.ok else "NOT OK") + (f" ({'; '.join(qualifiers)})" if qualifiers else ""))
+        lines.append("verdict: " + ("OK" if self.ok else "NOT OK")
+                     + (f" ({'; '.join(qualifiers)})" if qualifiers else ""))
         return "\n".join(lines)
 
 
