@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # One prepared run on a CUDA machine (about 8 minutes; see benchmarks/RESULTS.md for what it found):
 #   1. starts GAN trainings in the background on the GPU, side by side, for TRAIN_MIN minutes each, batch 64:
-#      by default cpu-small (the shipped generator's config) and paper (the paper's 512-channel model);
+#      by default cpu-small (the shipped generator's config), wide-latent (cpu-small's synthesis with the
+#      paper's 512-dimensional z and w: issue 4's separation goal, see README "The analysis") and paper (the
+#      paper's 512-channel model);
 #      RUNS="name|train-gan options;name|options;..." trains other variants (at batch 64 each run is bound
 #      by Python and kernel launches, so several share one GPU at nearly full speed);
 #   2. meanwhile builds failatlas._C with its CUDA kernels (FAILATLAS_CUDA=ON) and runs the tests that
 #      compare every CUDA op with its CPU reference (tests/ops) plus the model and trainer tests
 #      (a CUDA training run that resumes included);
-#   3. judges both trained generators with eval-gan (n = 10000, generator on the GPU) and, on the CPU,
+#   3. judges the trained generators with eval-gan (n = 10000, generator on the GPU) and, on the CPU,
 #      ranks each cpu-small-sized one with `failatlas rank --n RANK_N` (default 2000; 0: off): issue 4's
-#      KS ratio (top 10 vs 10 random dims) and the failure direction's spread, one line per run;
+#      KS ratio (top 10 vs 10 random dims), the failure direction's spread and how many independent
+#      directions the styles span, one line per run;
 #   4. times generation, the ranking gradient and every native op (benchmarks/gpu_timing.py);
 #   5. packs the run folder of PACK (default: the first run; "best": the run with the best eval-gan
 #      figures, see below) with its checkpoint.pt, so training can be resumed elsewhere, into
 #      $OUT/run-NAME.tar.part-* (15 MB pieces: cat them | tar -x), and at the end the logs, metrics,
 #      sample grids, every run's EMA generator (not the paper config's: too large), eval JSON and timings
 #      into $OUT/gpu-check.tar.
-# A step that fails is logged and the rest still run; if both trainings die at once the run ends early.
+# A step that fails is logged and the rest still run.
 # Usage: OUT=/some/dir TRAIN_MIN=5.5 bash benchmarks/gpu_check.sh   (python3 must have a CUDA torch)
 # Dry run on a CPU machine: DEVICE=cpu SKIP_BUILD=1 TRAIN_MIN=0.2 EVAL_N=200 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh
 set -u
@@ -27,7 +30,7 @@ PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 EVAL_N=${EVAL_N:-10000}
 RANK_N=${RANK_N:-2000}
-RUNS=${RUNS:-"cpu-small|--config cpu-small;paper|--config paper"}
+RUNS=${RUNS:-"cpu-small|--config cpu-small;wide-latent|--config wide-latent;paper|--config paper"}
 SKIP_TIMING=${SKIP_TIMING:-}
 IFS=';' read -ra RUN_LIST <<<"$RUNS"
 NAMES=()
@@ -108,15 +111,19 @@ if [ -z "$SKIP_TIMING" ]; then
 fi
 for p in "${epids[@]}"; do wait "$p"; log "eval $p rc=$?"; done
 for name in "${NAMES[@]}"; do  # issue 4's figures of each ranked generator, one line each
-  [ -f "$W/rank-$name/ranking.json" ] && $PY - "$W/rank-$name/ranking.json" "$name" <<'PYEOF' | tee -a "$W/steps.log"
+  [ -f "$W/rank-$name/ranking.json" ] && PYTHONPATH=python $PY - "$W/rank-$name/ranking.json" "$name" <<'PYEOF' | tee -a "$W/steps.log"
 import json, sys
 s = json.load(open(sys.argv[1]))["summary"]
 d = s.get("latent_direction")
 where = (f"half its effect over {d['dims_for_half']} dims; dims' mean KS {d['mean_ks_heldout']:.3f} -> "
          f"{d['mean_ks_removed']:.3f} without it (chance {d['mean_ks_shuffled']:.3f})") if d else \
     f"none ({s.get('latent_direction_error')})"
+import numpy as np, torch
+from failatlas.analysis.direction import effective_dimension
+styles = torch.from_numpy(np.load(sys.argv[1].replace("ranking.json", "population.npz"))["s"])
+span = f"; styles span {effective_dimension(styles):.1f} directions"
 print(f"rank {sys.argv[2]}: top10 KS {s['top10_mean_ks']:.3f} vs random10 {s['random10_mean_ks']:.3f} "
-      f"({s['top10_mean_ks'] / s['random10_mean_ks']:.2f}x, goal 2); failure direction: {where}")
+      f"({s['top10_mean_ks'] / s['random10_mean_ks']:.2f}x, goal 2); failure direction: {where}{span}")
 PYEOF
 done
 cat "$W/timing.json" 2>/dev/null

@@ -223,7 +223,9 @@ def _train_gan(p: argparse.ArgumentParser):
     p.add_argument("--train-on", dest="corruption", choices=("corrupted", "clean"), default=d.corruption,
                    help="train on the corrupted mix (DESIGN §1) or on clean images")
     p.add_argument("--blur", choices=("paper", "isotropic"), default=d.blur, help="corruption blur")
-    p.add_argument("--config", default=d.config, help="architecture: cpu-small, paper or tiny")
+    p.add_argument("--config", default=d.config,
+                   help="architecture: cpu-small (the shipped one), wide-latent (cpu-small with the paper's "
+                        "512-dimensional z and w), paper or tiny")
     p.add_argument("--kimg", type=float, default=d.kimg, help="train until this many thousand images were shown")
     p.add_argument("--batch", type=int, default=d.batch, help="batch size")
     p.add_argument("--lr", type=float, default=d.lr,
