@@ -51,8 +51,7 @@ def test_temporary_names_carry_a_safe_host_name_and_the_pid(tmp_path, monkeypatc
     made = _io.make_temp(tmp_path, ".run.", ".partial")
     assert made.parent == tmp_path and made.is_dir()
     assert made.name.startswith(f".run.node-7-cluster-----.{os.getpid()}.{_io.process_token()}.")
-    assert made.name.endswith(".partial") and _io.temp_owner(made, ".run.", ".partial") == (os.getpid(),
-                                                                                          _io.process_token())
+    assert made.name.endswith(".partial") and _io.temp_owner(made, ".run.", ".partial") == _io.process_record()
     assert _io.dead_owner(made, ".run.", ".partial") is None  # this process runs
     # this pid with another token: an earlier process whose pid this one was given (containers reuse pids)
     earlier = tmp_path / _name(".run.", os.getpid(), ".partial", host="node-7-cluster-----", token="0123abcd")

@@ -69,12 +69,12 @@ def owned_prefix(prefix: str) -> str:
     return f"{prefix}{host()}.{os.getpid()}.{process_token()}."
 
 
-def temp_owner(path: str | os.PathLike, prefix: str, suffix: str = "") -> tuple[int, str] | None:
-    """(pid, token) of the process of this host that named the temporary ``path`` (:func:`owned_prefix`
-    ``(prefix)`` + ``suffix``); None for another host's or a name of another pattern."""
+def temp_owner(path: str | os.PathLike, prefix: str, suffix: str = "") -> dict[str, Any] | None:
+    """The :func:`process_record` of the process of this host that named the temporary ``path``
+    (:func:`owned_prefix` ``(prefix)`` + ``suffix``); None for another host's or a name of another pattern."""
     match = re.fullmatch(re.escape(prefix + host() + ".") + r"([1-9][0-9]{0,9})\.([0-9a-f]{8})\.[A-Za-z0-9_]+"
                          + re.escape(suffix), Path(path).name)
-    return None if match is None else (int(match.group(1)), match.group(2))
+    return None if match is None else {"host": host(), "pid": int(match.group(1)), "token": match.group(2)}
 
 
 def dead_owner(path: str | os.PathLike, prefix: str, suffix: str = "") -> int | None:
@@ -91,9 +91,9 @@ def dead_owner(path: str | os.PathLike, prefix: str, suffix: str = "") -> int | 
     owner = temp_owner(path, prefix, suffix)
     if owner is None or os.name != "posix":  # elsewhere os.kill(pid, 0) is not a harmless probe
         return None
-    pid, token = owner
+    pid = owner["pid"]
     if pid == os.getpid():
-        return pid if token != process_token() else None
+        return pid if owner != process_record() else None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -138,9 +138,10 @@ def remove_temps(stale: list[tuple[Path, int]]) -> None:
 
 
 def make_temp(folder: str | os.PathLike, prefix: str, suffix: str = "", file: bool = False) -> Path:
-    """Create a temporary folder (or empty ``file``) in ``folder`` named ``prefix<host>.<pid>.<token>.<random>suffix``
-    (:func:`owned_prefix`), after removing the stale ones of the same name pattern there (:func:`remove_temps`):
-    each writer clears what an earlier killed run of the same kind and target left, and nothing else."""
+    """Create a temporary folder (or empty ``file``) in ``folder`` named
+    ``prefix<host>.<pid>.<token>.<random>suffix`` (:func:`owned_prefix`), after removing the stale ones of the
+    same name pattern there (:func:`remove_temps`): each writer clears what an earlier killed run of the same
+    kind and target left, and nothing else."""
     remove_temps(stale_temps(folder, prefix, suffix))
     if not file:
         return Path(tempfile.mkdtemp(prefix=owned_prefix(prefix), suffix=suffix, dir=folder))

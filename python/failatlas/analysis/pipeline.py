@@ -90,6 +90,9 @@ N_PAIRS = 3  # pairs of the top dimensions moved together
 STAGES = ("population", "real test images", "ranking", "separation", "tsne", "corner cases", "margins",
           "manipulation", "accuracy curves", "overlap")
 MANIFEST_FORMAT = "failatlas-analysis-manifest"
+#: the files of a run folder whose digests the manifest leaves out: the manifest itself and the report that
+#: shows it (the report's own digest, without that section, is ``report_sha256``)
+UNDIGESTED = ("manifest.json", "report.html")
 FAILURE_DIRECTION_NOTE = (
     "per classifier: the Fisher direction of class-centred w fitted on half of the population, measured on "
     "the other half (failatlas.analysis.direction): KS/AUROC of the projection, the mean KS of every style "
@@ -411,7 +414,7 @@ def _published_by(out: Path, old: Path) -> bool:
     owner = _io.temp_owner(old, f".{out.name}.", ".old")
     try:
         m = json.loads((out / "manifest.json").read_bytes().decode("utf-8"))
-        return owner is not None and m["process"] == {"host": _io.host(), "pid": owner[0], "token": owner[1]}
+        return owner is not None and m["process"] == owner
     except (OSError, ValueError, TypeError, KeyError, RecursionError):
         return False
 
@@ -739,7 +742,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                                          plot_tsne)
     from ..report.figures import plot_separation
     from ..report.gallery import plot_corner_gallery, plot_failure_direction, plot_manipulation_grid, plot_margins
-    from ..report.html import render_report, report_sha256, write_report
+    from ..report.html import render_report, report_sha256, with_manifest
 
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     stage = Stages("analyze", STAGES, options.verbose)
@@ -1045,7 +1048,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         "timings": {stage_name: round(seconds, 3) for stage_name, seconds in timings.items()},
         "files": sorted(written),
         # every file but these two (the report shows this manifest), to tell a run folder edited later
-        "file_sha256": _io.folder_sha256(tmp, leave_out=("manifest.json", "report.html")),
+        "file_sha256": _io.folder_sha256(tmp, leave_out=UNDIGESTED),
         "notes": notes,
     })
     files = {name: out / name for name in sorted(written)}
@@ -1055,10 +1058,9 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                       summary=summary, manifest=manifest, figures=_report_order(figures), files=files,
                       timings=timings, notes=tuple(notes), class_names=names)
     # the report shows the manifest, and the manifest records the digest of the report without that section
-    manifest["report_sha256"] = report_sha256(render_report(run, folder=tmp))
-    if report_sha256((report := write_report(run, tmp / "report.html")).read_bytes().decode("utf-8")) != \
-            manifest["report_sha256"]:  # a report section that shows the digest itself would break the seal
-        raise RuntimeError(f"{report} changed outside its manifest section when its digest was added")
+    report = render_report(run, folder=tmp)
+    manifest["report_sha256"] = report_sha256(report)
+    _io.write_bytes(tmp / "report.html", with_manifest(report, manifest).encode("utf-8"))
     _io.write_json(tmp / "manifest.json", manifest)
     missing = sorted(name for name in written if not (tmp / name).is_file())
     if missing:  # a figure function that changed its twin's name, say: fail loudly rather than mis-list

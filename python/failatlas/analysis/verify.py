@@ -33,7 +33,6 @@ import base64
 import dataclasses
 import hashlib
 import html
-import json
 import os
 import re
 import shutil
@@ -44,9 +43,8 @@ from typing import Any
 
 from .. import _io
 from ..errors import FailatlasError
+from .pipeline import UNDIGESTED
 
-#: what the manifest's file digests leave out: the manifest itself and the report that shows it
-UNDIGESTED = ("manifest.json", "report.html")
 _IMAGE = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]*)"')
 
 
@@ -266,9 +264,10 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     return m
 
 
-def _report_problems(folder: Path, manifest: dict[str, Any]) -> list[str]:
+def _report_problems(folder: Path, manifest: dict[str, Any], here: dict[str, str]) -> list[str]:
     """What is wrong with report.html against its recorded digest (``report_sha256``, when the manifest
-    has one), the run's PNGs and the manifest (empty: nothing)."""
+    has one), the run's PNGs (``here``: the sha256 of the folder's files, by name) and the manifest (empty:
+    nothing)."""
     from ..report.html import MANIFEST_SECTION, manifest_html, report_sha256
 
     path = folder / "report.html"
@@ -286,7 +285,7 @@ def _report_problems(folder: Path, manifest: dict[str, Any]) -> list[str]:
     recorded = manifest.get("report_sha256")
     if recorded is not None and report_sha256(text) != recorded:
         problems.append("its text differs from what the run wrote (outside the manifest it shows)")
-    pngs = {_io.sha256(p): p.name for p in sorted(folder.glob("*.png")) if p.is_file()}
+    pngs = {digest: name for name, digest in here.items() if name.endswith(".png")}
     shown = set()
     for data in _IMAGE.findall(text):
         try:
@@ -419,7 +418,7 @@ def _rerun(folder: Path, manifest: dict[str, Any], models: tuple[ModelCheck, ...
         run_analysis(options, out)
         seconds = time.perf_counter() - start
         recorded = manifest.get("file_sha256") or {}
-        written = {p.name: _io.sha256(p) for p in out.iterdir() if p.is_file() and p.name not in UNDIGESTED}
+        written = _io.folder_sha256(out, leave_out=UNDIGESTED)
         return RerunCheck(None if temporary else str(out.resolve()),
                           differ=tuple(sorted(n for n in set(recorded) & set(written) if recorded[n] != written[n])),
                           missing=tuple(sorted(set(recorded) - set(written))),
@@ -524,9 +523,9 @@ def verify_run(folder: str | Path, rerun: bool = False, rerun_out: str | Path | 
     listed = list(dict.fromkeys(manifest["files"]))
     digests = manifest.get("file_sha256") or {}
     present = {p.name for p in folder.iterdir()}
+    here = _io.folder_sha256(folder)  # each file hashed once, for the digests and the report's images
     missing = tuple(f for f in listed if f not in present)
-    changed = tuple(f for f in listed if f in digests and f in present
-                    and (not (folder / f).is_file() or _io.sha256(folder / f) != digests[f]))
+    changed = tuple(f for f in listed if f in digests and f in present and here.get(f) != digests[f])
     # (report.html is checked by _report_problems: its digest leaves out the manifest it shows)
     unchecked = tuple(f for f in listed if f not in digests and f != "manifest.json"
                       and (f != "report.html" or "report_sha256" not in manifest))
@@ -537,7 +536,7 @@ def verify_run(folder: str | Path, rerun: bool = False, rerun_out: str | Path | 
     check = RunCheck(folder=folder.resolve(), kind="analysis", created=manifest.get("created"),
                      command=manifest.get("command"), manifest_sha256=_io.sha256(folder / "manifest.json"),
                      listed=tuple(listed), missing=missing, changed=changed, extra=extra, unchecked=unchecked,
-                     report=tuple(_report_problems(folder, manifest)), models=models, versions=versions,
+                     report=tuple(_report_problems(folder, manifest, here)), models=models, versions=versions,
                      unrecorded=unrecorded)
     if rerun or rerun_out is not None:
         check = dataclasses.replace(check, rerun=_rerun(folder, manifest, models, rerun_out, verbose, progress_bar))

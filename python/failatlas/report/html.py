@@ -365,8 +365,9 @@ def report_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def write_report(run, path: str | Path) -> Path:
-    """Write :func:`render_report` of ``run`` to ``path`` atomically (figures read from its folder)."""
-    path = Path(path)
-    _io.write_text(path, render_report(run, folder=path.parent))
-    return path
+def with_manifest(text: str, manifest: dict[str, Any]) -> str:
+    """A rendered report whose manifest section shows ``manifest`` (:func:`manifest_html`), the rest as it
+    is: the pipeline renders the report once, takes its :func:`report_sha256` into the manifest and puts that
+    manifest in, which leaves the digest as it was."""
+    match = MANIFEST_SECTION.search(text)
+    return text[:match.start(1)] + manifest_html(manifest) + text[match.end(1):]
