@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import sys
 import tempfile
 import warnings
@@ -451,7 +452,9 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[s
         with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
             warnings.simplefilter("ignore", UserWarning)
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError,
+            IndexError, KeyError, TypeError, AttributeError, struct.error) as exc:
+        # (torch's weights-only unpickler meets malformed bytes with IndexError, KeyError, … of its own)
         unsafe, reason = _why_unreadable(path)
         if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile) and reason is None:
             raise  # the file system's error (permissions, I/O): the CLI reports it as such

@@ -1,7 +1,7 @@
 import json
-import json
 import os
 import pickle
+import random
 
 import pytest
 import torch
@@ -557,7 +557,10 @@ def test_cli_stdout_is_the_json_result_alone(tmp_path, capsys):
 
 @pytest.mark.parametrize("content, phrase", [
     (b"", "an empty file"),
-    (os.urandom(3000).replace(b"PK", b"pk").replace(b"\x80", b"\x81"), "not a torch checkpoint at all"),
+    (random.Random(0).randbytes(3000).replace(b"PK", b"pk").replace(b"\x80", b"\x81"),
+     "not a torch checkpoint at all"),
+    (b".", "not a torch checkpoint at all: it begins with '.'"),  # torch's unpickler: IndexError (pop from empty list)
+    (b"\x80\x02a.", "torch cannot read its content"),  # the same, after a pickle header
     (b'{"G": 1, "step": 3}', "not a torch checkpoint at all: it begins with"),
     ("truncated", "truncated or corrupt"),
     ("unsafe", "(posix.system) and was not loaded"),
