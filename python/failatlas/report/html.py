@@ -141,7 +141,8 @@ necessarily where its prediction changes), narrowed to 0.01σ and checked by cla
 "p_y before" is p_y 0.01σ short of it (> 0.5). Along some directions p_y recovers further on: a corner case
 marks where failure starts, not a region that extends without end.</li>
 <li><b>Accuracy vs distance (Fig. 6).</b> Samples binned by their distance to the average well-classified
-style (over the top-K dimensions), normalized so that 0 is the nearest well-classified sample and 1 is 0.7 ×
+style of their own class (of all classes with <code>--curve-centre global</code>; the figure's title says
+which), over the top-K dimensions, normalized so that 0 is the nearest well-classified sample and 1 is 0.7 ×
 the farthest one's distance beyond that; the accuracy of each bin, with its 95% interval. Bins from 1 on are
 not drawn (DESIGN §4.6, the paper's "too high distance values"); the tables below count what they hold.
 "Mean accuracy" of a curve is the unweighted mean over its plotted bins, not the population accuracy above; a steeper slope (accuracy per unit of distance) = less
