@@ -267,7 +267,18 @@ def test_ties_and_starts_that_already_fail_are_not_credited():
     assert means["a"] == [1.0, 5.0] and means["b"] == [2.5, 4.0]
     notes = c.notes()
     assert any(n.startswith("a already gets the common start of classes 0, 2 wrong") for n in notes)
-    assert any(n.startswith("3 (class, dimension) rows are ties") for n in notes)
+    assert "3 (class, dimension) rows have several classifiers failing first at the same shift (a = b in 3)" in \
+        " ".join(notes)
+    assert c.tie_groups() == {("a", "b"): 3}
+    # a tie is for first place: a third classifier that fails later is not part of it (int8 after an exact export)
+    c3 = dataclasses.replace(c, names=("a", "b", "c"), shifts={**shifts, "c": [[1.0, 1.0], [9.0, 9.0], [0.0, 0.0]]},
+                             verified={k: [[True, True]] * 3 for k in "abc"})
+    rows3 = {(r["class"], r["dim"]): r for r in c3.shift_rows()}
+    assert rows3[1, 7]["tied"] == "a b" and rows3[1, 7]["shift[c]"] == 9.0
+    assert c3.tie_groups() == {("a", "b"): 1, ("a", "b", "c"): 2}
+    assert "(a = b = c in 2, a = b in 1)" in " ".join(c3.notes())
+    from failatlas.analysis.compare import _first_cell
+    assert [_first_cell(c3, rows3[k]) for k in ((0, 7), (1, 7), (1, 9), (2, 7))] == ["a", "a = b", "b", "a = b = c"]
     # classes without a common start, and a classifier without a curve, are said (a run once dropped 2 silently)
     c2 = dataclasses.replace(c, classes_without_start=(4, 6), no_curve={"b": "only 1 well-classified sample"})
     notes = c2.notes()

@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -96,14 +97,9 @@ class Comparison:
         for i, c in enumerate(self.classes):
             for j, d in enumerate(self.dims):
                 row: dict[str, Any] = {"class": c, "dim": d, "layer": self.layers[j], "direction": self.directions[j]}
-                found = {}
                 for name in self.names:
-                    v = self.shifts[name][i][j]
-                    row[f"shift[{name}]"] = v
-                    if v is not None:
-                        found[name] = v
-                least = min(found.values()) if found else None
-                firsts = [name for name, v in found.items() if v == least]
+                    row[f"shift[{name}]"] = self.shifts[name][i][j]
+                firsts = self.fail_first(i, j)
                 row["fails_first"] = firsts[0] if len(firsts) == 1 else None  # a tie has no first
                 row["tied"] = " ".join(firsts) if len(firsts) > 1 else ""  # the classifiers that tie for first
                 ref = self.shifts[self.names[0]][i][j]
@@ -112,6 +108,18 @@ class Comparison:
                     row[f"difference[{name}]"] = None if v is None or ref is None else v - ref
                 rows.append(row)
         return rows
+
+    def fail_first(self, i: int, j: int) -> list[str]:
+        """The classifiers with the smallest shift for class index ``i`` and dimension index ``j`` (several
+        when they tie; none when no classifier has a corner case there)."""
+        found = {name: self.shifts[name][i][j] for name in self.names if self.shifts[name][i][j] is not None}
+        least = min(found.values()) if found else None
+        return [name for name, v in found.items() if v == least]
+
+    def tie_groups(self) -> Counter:
+        """``(names that tie for first, …)`` → how many (class, dimension) rows have that tie."""
+        return Counter(tuple(f) for i in range(len(self.classes)) for j in range(len(self.dims))
+                       if len(f := self.fail_first(i, j)) > 1)
 
     def mean_shift_by_dim(self) -> dict[str, list[float | None]]:
         """name → per dimension, the mean shift over the classes where every classifier found one, leaving
@@ -146,9 +154,13 @@ class Comparison:
                        f"is no common start (a larger --n, or a generator that draws the class{'es' if many else ''} "
                        "better)")
         out.extend(f"no accuracy curve for {name}: {why}" for name, why in self.no_curve.items())
-        ties = sum(1 for r in self.shift_rows() if r["tied"])
-        if ties:
-            out.append(f"{ties} (class, dimension) rows are ties (equal shifts): no classifier fails first there")
+        groups = self.tie_groups()
+        if groups:  # a tie is for *first*: the others may fail later (a model and its exact export, int8 after)
+            ties = sum(groups.values())
+            which = ", ".join(f"{' = '.join(g)} in {k}" for g, k in groups.most_common())
+            out.append(f"{ties} (class, dimension) row{'s have' if ties > 1 else ' has'} several classifiers failing "
+                       f"first at the same shift ({which}): no one of them fails first there; any other classifier "
+                       "fails later or not at all (the shift columns)")
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -481,9 +493,17 @@ def _report(comparison: Comparison, folder: Path, real: dict[str, Any] | None = 
     head = ["class", "dim", "layer"] + [f"shift {n}" for n in names] + ["fails first"]
     parts.append(_table(head, [[comparison.label(r["class"]), r["dim"], r["layer"],
                                 *[_num(r[f"shift[{n}]"]) for n in names],
-                                r["fails_first"] or ("tie" if r["tied"] else "–")] for r in rows], left=[2]))
+                                _first_cell(comparison, r)] for r in rows], left=[2]))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _first_cell(comparison: Comparison, row: dict[str, Any]) -> str:
+    """The report's "fails first" cell: the classifier, the ones that tie for first ("a = b"), or "–"."""
+    if row["fails_first"]:
+        return row["fails_first"]
+    firsts = comparison.fail_first(comparison.classes.index(row["class"]), comparison.dims.index(row["dim"]))
+    return " = ".join(firsts) if firsts else "–"
 
 
 @dataclass(frozen=True)
