@@ -530,6 +530,36 @@ def test_real_accuracy_of_each_classifier_gives_the_context_and_flags_a_misread_
         None, ["no accuracy on real test images: the generator's config.json names no training dataset"])
 
 
+def test_a_generator_whose_images_the_classifier_does_not_recognise_is_named():
+    """A classifier right on under half as many generated samples as real ones (the lower of clean and
+    corrupted) maps the generator's flaws: the run says so and names eval-gan (an untrained generator once gave
+    a confident-looking run with 0.055 accuracy and no word about it)."""
+    from failatlas.analysis.pipeline import unrecognised_generator
+
+    real = {"dataset": "mnist10k", "classifiers": {"good": {"clean": 0.99, "corrupted": 0.98},
+                                                    "clean-only": {"clean": 0.99, "corrupted": 0.588}}}
+    assert unrecognised_generator(real, {"good": 0.9588, "clean-only": 0.5224}) == []  # the shipped pair
+    assert unrecognised_generator(None, {"good": 0.0}) == []
+    notes = unrecognised_generator(real, {"good": 0.055, "clean-only": 0.25})
+    assert len(notes) == 2
+    assert notes[0].startswith("good gets only 0.055 of the generated samples right, against 0.980 or more of the "
+                               "real test images of mnist10k") and "failatlas eval-gan" in notes[0]
+    assert notes[1].startswith("clean-only gets only 0.250") and "against 0.588 or more" in notes[1]
+
+
+def test_the_printed_curve_line_counts_what_the_bins_hold(first):
+    """The printed accuracy-curve line says how many samples its plotted bins hold and how many lie beyond
+    them: a curve of a few samples (or of none mis-classified) does not read as a robust classifier."""
+    text = first.format()
+    for name, curve in first.curves.items():
+        rest = curve.not_plotted()
+        inside = int(curve.n_well[curve.plotted].sum() + curve.n_mis[curve.plotted].sum())
+        assert inside + rest["n_well"] + rest["n_mis"] == first.populations[name].n
+        line = next(x for x in text.splitlines() if x.startswith(f"accuracy curve (K={first.k}) {name}:"))
+        assert line.endswith(f"; {inside} samples in the plotted bins, {rest['n_well'] + rest['n_mis']} beyond "
+                             f"them ({rest['n_mis']} mis-classified)")
+
+
 def test_a_generator_without_its_training_data_is_said_so(first):
     """The test generator is saved without a training record: no real accuracy, and the run says why."""
     assert first.summary["real_accuracy"] is None

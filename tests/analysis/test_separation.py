@@ -180,16 +180,26 @@ def test_chance_ks_is_the_mean_ks_of_dimensions_that_do_not_separate():
 def test_a_weak_separation_is_named_with_its_yardsticks():
     from failatlas.analysis.separation import weak_separation
 
-    weak = {"top10_mean_ks": 0.146, "all_mean_ks": 0.112, "best10_mean_ks": 0.278, "chance_mean_ks": 0.043,
-            "n_mis": 412, "latent_direction": {"style_effective_dims": 18.4, "style_dims": 1280}}
+    weak = {"top10_mean_ks": 0.146, "random10_mean_ks": 0.135, "all_mean_ks": 0.112, "best10_mean_ks": 0.278,
+            "chance_mean_ks": 0.043, "n_mis": 412, "n_well": 9588,
+            "latent_direction": {"style_effective_dims": 18.4, "style_dims": 1280}}
     strong = {**weak, "top10_mean_ks": 0.466, "all_mean_ks": 0.182, "n_mis": 4776}
     (note,) = weak_separation({"corrupted": weak, "clean": strong, "none": None})
     assert note.startswith("corrupted's top 10 dimensions separate its 412 mis-classified samples only "
                            "1.30 × as well as")
-    assert "mean KS 0.146 against 0.112; the best 10 of all reach 0.278, chance 0.043" in note
+    # both yardsticks, each named: the average dimension and the 10 random ones of the summary (and the report)
+    assert ("mean KS 0.146 against 0.112, and 0.135 for 10 random ones: 1.08 ×; the best 10 of all reach 0.278, "
+            "chance 0.043") in note
     assert "about 18 independent directions of 1,280 dimensions" in note
     assert "independent" not in weak_separation({"c": {**weak, "latent_direction": None}})[0]  # no direction fitted
     assert weak_separation({"c": {**weak, "all_mean_ks": 0.0}}) == []  # nothing separates: nothing to compare
+    # a handful of failures (or of successes): the figures are named as resting on too few, whatever they say
+    (few,) = weak_separation({"c": {**strong, "n_mis": 5, "chance_mean_ks": 0.39}})
+    assert few == ("c has only 5 mis-classified samples: its separation figures (KS, AUROC, top against random "
+                   "dimensions) rest on too few to say much (chance alone gives a mean KS of 0.390); draw a larger "
+                   "population (--n)")
+    assert weak_separation({"c": {**weak, "n_well": 1}})[0].startswith("c has only 1 well-classified sample:")
+    assert weak_separation({"c": {**strong, "n_mis": 30}}) == []
 def test_separation_json_reads_back_exactly(G, C, population, tied_data, round_trip, assert_same_result, tmp_path):
     from failatlas import _io
     from failatlas.analysis import SeparationResult

@@ -58,7 +58,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -313,8 +313,12 @@ class AnalysisRun:
         if self.margins is not None:
             lines.append(self.margins.format())
         for name, curve in self.curves.items():
+            rest = curve.not_plotted()
+            plotted = int(curve.n_well[curve.plotted].sum() + curve.n_mis[curve.plotted].sum())
             lines.append(f"accuracy curve (K={self.k}) {name}: mean {_fmt(curve.mean_accuracy)}, slope "
-                         f"{_fmt(curve.slope)}, largest rise between plotted bins {_fmt(curve.max_rise)}")
+                         f"{_fmt(curve.slope)}, largest rise between plotted bins {_fmt(curve.max_rise)}; "
+                         f"{plotted} samples in the plotted bins, {rest['n_well'] + rest['n_mis']} beyond them "
+                         f"({rest['n_mis']} mis-classified)")
         lines.extend(f"note: {n}" for n in self.notes)
         total = sum(self.timings.values())
         lines.append(f"wrote {len(self.files)} files to {self.out} in {total:.1f} s "
@@ -607,6 +611,30 @@ def real_accuracy(generator_folder: Path, models: dict[str, torch.nn.Module],
     return result, notes
 
 
+#: a classifier right on fewer generated samples than this share of its accuracy on the real test images does not
+#: recognise the generator's images: the analysis would map the generator's failures, not the classifier's
+GENERATED_ACCURACY_WARNING = 0.5
+
+
+def unrecognised_generator(real: dict[str, Any] | None, accuracy: Mapping[str, float]) -> list[str]:
+    """A note for each classifier whose accuracy on the generated population is below half of its accuracy on
+    the real test images (the lower of clean and corrupted, :func:`real_accuracy`): then most of what the run
+    maps are images the generator draws badly (an undertrained or foreign generator), not conditions under which
+    the classifier fails. ``accuracy``: name → accuracy on the population."""
+    if not real:
+        return []
+    notes = []
+    for name, row in real["classifiers"].items():
+        lowest = min(row["clean"], row["corrupted"])
+        if name in accuracy and accuracy[name] < GENERATED_ACCURACY_WARNING * lowest:
+            notes.append(f"{name} gets only {accuracy[name]:.3f} of the generated samples right, against "
+                         f"{lowest:.3f} or more of the real test images of {real['dataset']}: it does not recognise "
+                         "most of what the generator draws, so this run maps the generator's flaws more than the "
+                         "classifier's failures; check the generator first (failatlas eval-gan: conditional "
+                         "accuracy, README \"Shipped models\"), or train it longer")
+    return notes
+
+
 def class_names(classifier: Any, dataset: str | None = None) -> tuple[str, ...] | None:
     """The class names the (primary) ``classifier`` records (its ``config.class_names``), else those of
     ``dataset`` (the generator's recorded training data: "fashion" has names; an ONNX file records none),
@@ -786,6 +814,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
         with stage("real test images", f"{len(infos)} classifier(s), clean and corrupted"):
             real, real_notes = real_accuracy(gen_info.path, models, pop0.classes)
             notes.extend(real_notes)
+            notes.extend(unrecognised_generator(real, {name: p.accuracy for name, p in populations.items()}))
 
     # 2. ranking ---------------------------------------------------------------------------------------
     boot = options.bootstrap_resamples

@@ -390,15 +390,26 @@ def separation(s: torch.Tensor, well: torch.Tensor, bins: int = BINS, layout: Se
 
 
 WEAK_SEPARATION = 1.5  # top-k mean KS below this many times the mean over all dimensions: named in a note
+FEW_SAMPLES = 30  # fewer well- or mis-classified samples than this: the separation figures are named as noise
 
 
 def weak_separation(by_classifier: dict[str, Any], k: int = 10) -> list[str]:
     """A note per classifier whose top-k dimensions separate its mis-classified samples barely better than the
     average dimension (``summary.json`` → ``separation`` → ``by_classifier``): Fig. 4 then shows top
-    dimensions that are not where its failures concentrate, and a reader should not take them for that."""
+    dimensions that are not where its failures concentrate, and a reader should not take them for that. A
+    classifier with fewer than ``FEW_SAMPLES`` mis-classified (or well-classified) samples gets instead a note
+    that its separation figures rest on too few samples to say anything."""
     out = []
     for name, s in by_classifier.items():
-        if not s or not s.get("all_mean_ks") or not s[f"top{k}_mean_ks"] < WEAK_SEPARATION * s["all_mean_ks"]:
+        if not s:
+            continue
+        few = min((s["n_mis"], "mis-classified"), (s["n_well"], "well-classified"))
+        if few[0] < FEW_SAMPLES:
+            out.append(f"{name} has only {few[0]} {few[1]} sample{'s' if few[0] != 1 else ''}: its separation "
+                       f"figures (KS, AUROC, top against random dimensions) rest on too few to say much (chance alone "
+                       f"gives a mean KS of {s['chance_mean_ks']:.3f}); draw a larger population (--n)")
+            continue
+        if not s.get("all_mean_ks") or not s[f"top{k}_mean_ks"] < WEAK_SEPARATION * s["all_mean_ks"]:
             continue
         ld = s.get("latent_direction") or {}
         span = (f"; the styles span about {ld['style_effective_dims']:.0f} independent directions of "
@@ -406,9 +417,14 @@ def weak_separation(by_classifier: dict[str, Any], k: int = 10) -> list[str]:
                 if ld.get("style_effective_dims") else "")
         out.append(f"{name}'s top {k} dimensions separate its {s['n_mis']} mis-classified samples only "
                    f"{s[f'top{k}_mean_ks'] / s['all_mean_ks']:.2f} × as well as the average dimension (mean KS "
-                   f"{s[f'top{k}_mean_ks']:.3f} against {s['all_mean_ks']:.3f}; the best {k} of all reach "
+                   f"{s[f'top{k}_mean_ks']:.3f} against {s['all_mean_ks']:.3f}, and {s[f'random{k}_mean_ks']:.3f} "
+                   f"for {k} random ones: {_ratio(s[f'top{k}_mean_ks'], s[f'random{k}_mean_ks'])}; the best {k} of all reach "
                    f"{s[f'best{k}_mean_ks']:.3f}, chance {s['chance_mean_ks']:.3f}): its failures differ from its "
                    f"successes a little along most dimensions rather than along a few{span}. Its top "
                    "dimensions are where p_y is most sensitive on average (the corner cases follow them), not where "
                    "its failures concentrate")
     return out
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f} ×" if b else "no ratio"
