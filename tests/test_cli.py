@@ -94,6 +94,27 @@ def test_demo_checks_its_analysis_folder_before_the_table(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["analysis"]
 
 
+@pytest.mark.parametrize("argv", [
+    ["rank", "--n", "64"],
+    ["compare", "--classifier", "mnist/classifier-clean", "--classifier", "mnist/classifier-corrupted", "--n", "64"],
+    ["train-gan", "--config", "tiny", "--kimg", "0.01"],
+])
+def test_commands_that_add_files_refuse_an_analyze_run_folder(argv, tmp_path, capsys):
+    """rank once replaced an analyze run's population, ranking and separation files without a word, and
+    verify then found the run changed: a folder sealed by a manifest.json is refused before any work."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text("{}")
+    (run / "ranking.csv").write_text("the run's")
+    assert cli.main([*argv, "--out", str(run)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (f"failatlas: error: --out {run} is an analyze run folder (its manifest.json "
+                                    "seals the files in it): writing into it would change the run, and failatlas "
+                                    "verify would say so; choose another folder")
+    assert sorted(p.name for p in run.iterdir()) == ["manifest.json", "ranking.csv"]
+    assert (run / "ranking.csv").read_text() == "the run's"
+
+
 def test_a_dangling_link_as_out_is_refused_before_any_work(tmp_path, capsys):
     link = tmp_path / "out"
     link.symlink_to(tmp_path / "gone")

@@ -249,13 +249,19 @@ def _probe_folder(folder: Path, path: Path, flag: str) -> None:
                              "another folder") from None
 
 
+#: the record of an ``analyze`` run folder (``failatlas.analysis.pipeline`` writes it; ``verify`` reads it)
+RUN_MANIFEST = "manifest.json"
+
+
 def check_out_folder(out: str | os.PathLike, overwrite: bool | None = None,
                      replace: str = "to replace it", flag: str = "--out", names: tuple[str, ...] = ()) -> Path:
     """The checks every command that writes into ``--out`` makes before any work: ``out`` must not be a
     file, it must be a folder this process can write in or be creatable (no file in its path, permission
     to write), and (unless ``overwrite`` is None: a command that adds files to a folder) a non-empty folder
     needs ``overwrite``; ``replace`` says what --overwrite does; none of the files ``names`` the command
-    writes may be a folder there. Returns ``out`` as a Path."""
+    writes may be a folder there. A command that adds files (``overwrite`` None) may not add them to an
+    ``analyze`` run folder (one that holds ``manifest.json``): they would replace or add to the files the
+    manifest seals, and ``failatlas verify`` would then find the run changed. Returns ``out`` as a Path."""
     out = Path(out)
     if out.is_symlink() and not out.exists():
         raise FailatlasError(f"{flag} {out} is a link to nothing ({os.readlink(out)}); remove it or choose another "
@@ -268,6 +274,10 @@ def check_out_folder(out: str | os.PathLike, overwrite: bool | None = None,
         if overwrite is False and any(not p.name.startswith((PROBE_PREFIX, STAGING_PREFIX)) for p in out.iterdir()):
             raise FailatlasError(f"{flag} {out} exists and is not empty; choose a new or empty folder, or pass "
                                  f"--overwrite {replace}")
+        if overwrite is None and (out / RUN_MANIFEST).is_file():
+            raise FailatlasError(f"{flag} {out} is an analyze run folder (its {RUN_MANIFEST} seals the files in it): "
+                                 "writing into it would change the run, and failatlas verify would say so; choose "
+                                 "another folder")
         taken = [name for name in names if (out / name).is_dir()]
         if taken:
             raise FailatlasError(f"{flag} {out} holds a folder named {taken[0]}, where a result file goes; move it "

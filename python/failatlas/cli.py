@@ -355,7 +355,7 @@ def _rank(p: argparse.ArgumentParser):
                    help="samples per forward/backward pass; None: 64 on CPU, 512 on an accelerator")
     _black_box_option(p)
     p.add_argument("--out", required=True, help="output folder (created if needed; in an existing one, files of "
-                   "the same names are replaced and other files stay)")
+                   "the same names are replaced and other files stay; an analyze run folder is refused)")
 
     def run(a: argparse.Namespace) -> int:
         from .analysis.ranking import run_rank
@@ -493,7 +493,7 @@ def _compare(p: argparse.ArgumentParser):
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per forward pass; None: 64 on CPU, 512 on an accelerator")
     p.add_argument("--out", required=True, help="output folder (created if needed; in an existing one, files of "
-                   "the same names are replaced and other files stay)")
+                   "the same names are replaced and other files stay; an analyze run folder is refused)")
 
     def run(a: argparse.Namespace) -> int:
         from .analysis.compare import run_compare

@@ -92,7 +92,7 @@ STAGES = ("population", "real test images", "ranking", "separation", "tsne", "co
 MANIFEST_FORMAT = "failatlas-analysis-manifest"
 #: the files of a run folder whose digests the manifest leaves out: the manifest itself and the report that
 #: shows it (the report's own digest, without that section, is ``report_sha256``)
-UNDIGESTED = ("manifest.json", "report.html")
+UNDIGESTED = (_io.RUN_MANIFEST, "report.html")
 FAILURE_DIRECTION_NOTE = (
     "per classifier: the Fisher direction of class-centred w fitted on half of the population, measured on "
     "the other half (failatlas.analysis.direction): KS/AUROC of the projection, the mean KS of every style "
@@ -417,7 +417,7 @@ def _published_by(out: Path, old: Path) -> bool:
     token of its name are the manifest's ``process``)."""
     owner = _io.temp_owner(old, f".{out.name}.", ".old")
     try:
-        m = json.loads((out / "manifest.json").read_bytes().decode("utf-8"))
+        m = json.loads((out / _io.RUN_MANIFEST).read_bytes().decode("utf-8"))
         return owner is not None and m["process"] == owner
     except (OSError, ValueError, TypeError, KeyError, RecursionError):
         return False
@@ -1057,7 +1057,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
                                            "kl_divergence": tsne.kl_divergence},
     })
     _io.write_json(tmp / "summary.json", summary)
-    wrote("summary.json", "report.html", "manifest.json")
+    wrote("summary.json", "report.html", _io.RUN_MANIFEST)
     timings = dict(stage.timings)
     used = dataclasses.replace(options, batch_size=check_batch_size(bs, G))  # the batch size chosen, recorded
     manifest = _io.jsonable({
@@ -1090,7 +1090,7 @@ def _run(options: AnalysisOptions, out: Path, tmp: Path | None, G, gen_info: Mod
     report = render_report(run, folder=tmp)
     manifest["report_sha256"] = report_sha256(report)
     _io.write_bytes(tmp / "report.html", with_manifest(report, manifest).encode("utf-8"))
-    _io.write_json(tmp / "manifest.json", manifest)
+    _io.write_json(tmp / _io.RUN_MANIFEST, manifest)
     missing = sorted(name for name in written if not (tmp / name).is_file())
     if missing:  # a figure function that changed its twin's name, say: fail loudly rather than mis-list
         raise RuntimeError(f"analysis run lists files it did not write: {missing}")

@@ -155,7 +155,7 @@ class RunCheck:
             shown = ", ".join(items[:limit])
             return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
-        record = self.listed[-1] if self.kind != "analysis" else "manifest.json"
+        record = self.listed[-1] if self.kind != "analysis" else _io.RUN_MANIFEST
         if self.kind != "analysis":
             lines = [f"{self.kind} folder {self.folder}",
                      f"  {record} sha256 {self.manifest_sha256} (keep it apart from the folder to seal it)"]
@@ -242,7 +242,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FailatlasError(f"run folder not found: {folder} (give the --out folder of a failatlas analyze run)")
-    path = folder / "manifest.json"
+    path = folder / _io.RUN_MANIFEST
     if not path.is_file():
         raise FailatlasError(f"{folder} holds no record verify can check (manifest.json, export.json, compare.json "
                              "or ranking.json): give the --out folder of failatlas analyze, export, compare or rank "
@@ -496,10 +496,10 @@ def verify_run(folder: str | Path, rerun: bool = False, rerun_out: str | Path | 
     are named in the result), or against ``record`` (one of those, or manifest.json). Returns a
     :class:`RunCheck`; raises :class:`FailatlasError` for a folder verify cannot check or a damaged record."""
     folder = Path(folder)
-    if record is not None and record not in ("manifest.json", *RECORDS):
+    if record is not None and record not in (_io.RUN_MANIFEST, *RECORDS):
         raise FailatlasError(f"--record must be one of manifest.json, {', '.join(RECORDS)}; got {record!r}")
     records = [r for r in RECORDS if (folder / r).is_file()] if folder.is_dir() else []
-    if record is None and records and not os.path.lexists(folder / "manifest.json"):
+    if record is None and records and not os.path.lexists(folder / _io.RUN_MANIFEST):
         record = records[0]
     if record in RECORDS:
         if not (folder / record).is_file():
@@ -517,9 +517,9 @@ def verify_run(folder: str | Path, rerun: bool = False, rerun_out: str | Path | 
             raise FailatlasError("verify --rerun runs in one process: run it without torchrun (the rerun's "
                                  "files are the same either way)")
     if rerun_out is not None:
-        _io.check_out_folder(rerun_out, flag="--rerun-out")
         if Path(rerun_out).is_dir() and any(Path(rerun_out).iterdir()):
             raise FailatlasError(f"--rerun-out {rerun_out} exists and is not empty; choose a new or empty folder")
+        _io.check_out_folder(rerun_out, flag="--rerun-out")
     listed = list(dict.fromkeys(manifest["files"]))
     digests = manifest.get("file_sha256") or {}
     present = {p.name for p in folder.iterdir()}
@@ -527,14 +527,14 @@ def verify_run(folder: str | Path, rerun: bool = False, rerun_out: str | Path | 
     missing = tuple(f for f in listed if f not in present)
     changed = tuple(f for f in listed if f in digests and f in present and here.get(f) != digests[f])
     # (report.html is checked by _report_problems: its digest leaves out the manifest it shows)
-    unchecked = tuple(f for f in listed if f not in digests and f != "manifest.json"
+    unchecked = tuple(f for f in listed if f not in digests and f != _io.RUN_MANIFEST
                       and (f != "report.html" or "report_sha256" not in manifest))
     extra = tuple(sorted(present - set(listed)))
     versions, unrecorded = _version_changes(manifest.get("versions"))
     models = tuple(_find_model(entry, role) for role, entry in _model_entries(
-        manifest["models"], folder / "manifest.json", "restore it from a copy of the run folder"))
+        manifest["models"], folder / _io.RUN_MANIFEST, "restore it from a copy of the run folder"))
     check = RunCheck(folder=folder.resolve(), kind="analysis", created=manifest.get("created"),
-                     command=manifest.get("command"), manifest_sha256=_io.sha256(folder / "manifest.json"),
+                     command=manifest.get("command"), manifest_sha256=_io.sha256(folder / _io.RUN_MANIFEST),
                      listed=tuple(listed), missing=missing, changed=changed, extra=extra, unchecked=unchecked,
                      report=tuple(_report_problems(folder, manifest, here)), models=models, versions=versions,
                      unrecorded=unrecorded)
