@@ -115,6 +115,25 @@ def test_commands_that_add_files_refuse_an_analyze_run_folder(argv, tmp_path, ca
     assert (run / "ranking.csv").read_text() == "the run's"
 
 
+def test_the_default_classifier_is_named_when_its_classes_do_not_match(tmp_path, capsys):
+    """A generator of one's own data with the default (shipped MNIST) classifier: the message says which
+    classifier was taken and how to pass another (it once said only 'the classifier has 10 classes')."""
+    import dataclasses
+
+    from failatlas.models.stylegan2 import Generator, get_config, save_generator
+
+    save_generator(Generator(dataclasses.replace(get_config("tiny"), num_classes=3)), tmp_path / "g3")
+    assert cli.main(["rank", "--generator", str(tmp_path / "g3"), "--n", "64", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "the classifier mnist/classifier-corrupted (--classifier) has 10 classes but the generator has 3" in err
+    assert cli.main(["analyze", "--generator", str(tmp_path / "g3"), "--quick", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "has 10 classes but generator g3" in err and err.rstrip().endswith(
+        "(without --classifier analyze takes the shipped MNIST classifiers: pass --classifier with one trained on "
+        "the generator's 3 classes)")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "a").exists()
+
+
 def test_a_dangling_link_as_out_is_refused_before_any_work(tmp_path, capsys):
     link = tmp_path / "out"
     link.symlink_to(tmp_path / "gone")

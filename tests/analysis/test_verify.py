@@ -48,6 +48,9 @@ def test_an_intact_run_passes_and_names_its_seal(run, capsys):
     assert list(check.listed) == m["files"] and check.command == m["command"]
     assert main(["verify", str(run)]) == 0
     out = capsys.readouterr().out
+    n = len(m["files"])  # the one file not checked byte for byte is named: the manifest, which holds the digests
+    assert f"files: OK, all {n} there and nothing added; {n - 1} have the bytes the run wrote (manifest.json, the " \
+        "record of their digests, is the other)" in out
     assert check.manifest_sha256 in out and "files: OK" in out and out.rstrip().endswith(
         "verdict: OK (add --rerun to check that it reproduces)")
     assert main(["verify", str(run), "--json"]) == 0

@@ -481,7 +481,9 @@ def _load_models(options: AnalysisOptions):
         if got is not None and got != G.num_classes:
             raise FailatlasError(
                 f"classifier {name} ({path}) has {got} classes but generator {gpath.name} ({gpath}) has "
-                f"{G.num_classes}; every classifier must describe the generator's {G.num_classes} labels")
+                f"{G.num_classes}; every classifier must describe the generator's {G.num_classes} labels"
+                + ("" if options.classifiers else f" (without --classifier analyze takes the shipped MNIST "
+                   f"classifiers: pass --classifier with one trained on the generator's {G.num_classes} classes)"))
         classifiers.append((model_info(given, path, name), C))
     gen_info = model_info(options.generator, gpath, _safe_name(gpath.resolve().name), folder=True)
     return G, gen_info, classifiers

@@ -648,7 +648,7 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     gpath = resolve_model(generator)
     G = load_generator(gpath)
     C = load_any_classifier(classifier)
-    check_class_counts(G, C)
+    check_class_counts(G, C, name=f"{classifier} (--classifier)")  # the default one too: the message names it
     # which models, for the record: the paths as given are relative to a working directory nobody records
     cpath = resolve_classifier(classifier)
     ginfo, cinfo = model_info(generator, gpath, gpath.resolve().name, folder=True), model_info(classifier, cpath,

@@ -165,7 +165,8 @@ class RunCheck:
         digested = len(self.listed) - len(self.unchecked) - 1  # the record holds the digests
         if self.intact:
             lines.append(f"  files: OK, all {len(self.listed)} there and nothing added; "
-                         + (f"{digested} have the bytes the run wrote" if digested else "none could be checked byte "
+                         + (f"{digested} have the bytes the run wrote ({record}, the record of their digests, is the other)"
+                            if digested == len(self.listed) - 1 else f"{digested} have the bytes the run wrote" if digested else "none could be checked byte "
                             "for byte") + "; the report shows the run's figures and manifest"
                          if self.kind == "analysis" else
                          f"  files: OK, the {digested} files have the bytes {record} records (other files in the "
