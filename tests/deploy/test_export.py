@@ -117,6 +117,41 @@ def test_every_file_is_written_and_described(exported, tiny_generator):
     assert manifest["parity"]["export_batch"] not in manifest["parity"]["batch_sizes"]
 
 
+def test_the_record_names_the_models_and_the_command_that_redoes_it(exported, folders, tmp_path):
+    """export.json records each model's path and the sha256 of its files, and the export command (an export
+    folder once named its models only by the words given, so nothing said which trained weights it held);
+    verify checks the models."""
+    import shlex
+    import shutil
+
+    from failatlas.analysis.verify import verify_run
+
+    out, _ = exported
+    manifest = json.loads((out / "export.json").read_text())
+    models = manifest["models"]
+    assert models["generator"]["path"] == str(folders[0].resolve())
+    assert models["classifier"]["sha256"]["model.safetensors"] == sha256(folders[1] / "model.safetensors")
+    words = shlex.split(manifest["command"].split("  #")[0])
+    assert words[:2] == ["failatlas", "export"] and words[-2:] == ["--out", str(out.absolute())]
+    assert ["--int8", "--calibration", "100"] == words[words.index("--int8"):words.index("--int8") + 3]
+    assert "--dataset" not in words  # the classifier's own data: not an option
+    check = verify_run(out)
+    assert [m.status for m in check.models] == ["same", "same"] and check.command == manifest["command"]
+    # the command asks for this very export (running it again costs a second export: the options are compared)
+    a = cli.build_parser().parse_args(words[1:])
+    assert (a.generator, a.classifier, a.int8, a.calibration, a.seed, a.noise_mode, a.dataset) == \
+        (str(folders[0].resolve()), str(folders[1].resolve()), True, 100, 0, "const", None)
+    # a classifier retrained in place: the export no longer holds it, and verify says so
+    moved = shutil.copytree(folders[1], tmp_path / "clf")
+    record = json.loads((out / "export.json").read_text())
+    copy = shutil.copytree(out, tmp_path / "bundle")
+    record["models"]["classifier"]["path"] = str(moved)
+    (moved / "model.safetensors").write_bytes((moved / "model.safetensors").read_bytes()[:-8] + bytes(8))
+    (copy / "export.json").write_text(json.dumps(record))
+    check = verify_run(copy)
+    assert not check.ok and [m.status for m in check.models] == ["same", "changed"]
+
+
 def test_onnx_files_are_single_checked_files_with_a_dynamic_batch(exported):
     out, _ = exported
     for name in ONNX_FILES:

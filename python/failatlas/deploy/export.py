@@ -202,6 +202,8 @@ def export_models(generator: nn.Module | str | os.PathLike, classifier: nn.Modul
                         classifier=str(classifier) if not isinstance(classifier, nn.Module) else c_name,
                         class_names=None if config is None or config.class_names is None
                         else list(config.class_names),
+                        **_provenance(generator, classifier, out, int8=int8, noise_mode=noise_mode, seed=seed,
+                                      calibration=calibration, data=data if dataset is not None else None),
                         wall_time_s=round(time.perf_counter() - start, 2))
         write_json(stage / MANIFEST_FILE, manifest)
         names = list(manifest["files"]) + [MANIFEST_FILE]
@@ -211,6 +213,29 @@ def export_models(generator: nn.Module | str | os.PathLike, classifier: nn.Modul
         raise
     return ExportResult(out=out, manifest=manifest, wall_time_s=time.perf_counter() - start,
                         files={name: out / name for name in names})
+
+
+def _provenance(generator: Any, classifier: Any, out: Path, *, int8: bool, noise_mode: str, seed: int,
+                calibration: int, data: dict[str, Any] | None) -> dict[str, Any]:
+    """What export.json records of where the files came from, as rank and compare record it: ``models`` (each
+    model's path and the sha256 of its files, which ``failatlas verify`` checks) and ``command`` (the ``failatlas
+    export`` line that redoes the export). Nothing for models passed as loaded modules: they have no files.
+    ``data``: the dataset named for the int8 calibration (None: the classifier's own, not an option)."""
+    if isinstance(generator, nn.Module) or isinstance(classifier, nn.Module):
+        return {}
+    from .._paths import absolute_folder, resolve_classifier, resolve_model
+    from ..analysis.pipeline import command_line, model_info
+
+    gpath, cpath = resolve_model(generator), resolve_classifier(classifier)
+    ginfo = model_info(generator, gpath, gpath.resolve().name, folder=True)
+    cinfo = model_info(classifier, cpath, cpath.resolve().name)
+    options = ["--noise-mode", noise_mode, "--seed", seed]
+    if int8:
+        options += ["--int8", "--calibration", calibration]
+        if data is not None:
+            options += ["--dataset", data["dataset"], *(["--idx-dir", absolute_folder(data["idx_dir"])] if data["idx_dir"] else [])]
+    return {"models": {"generator": ginfo.to_json(), "classifier": cinfo.to_json()},
+            "command": command_line("export", ginfo, [cinfo], options, out)}
 
 
 def _build(stage: Path, G: nn.Module, C: nn.Module, num_classes: int, *, noise_mode: str, seed: int,
