@@ -308,7 +308,12 @@ def test_compare_draws_its_population_from_the_chosen_classes(G, C, tmp_path, ca
                str(tmp_path / "b"), "--n", "60", "--k", "2", "--classes", *map(str, chosen[::-1]),
                "--out", str(tmp_path / "cmp")])
     assert rc == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out.splitlines()
     saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    # one model twice: every row is a tie for first, so neither fails first alone (the printed table says so)
+    assert printed[0].split()[-2:] == ["fails", "first"]
+    assert [line.split()[0] for line in printed[1:3]] == ["a", "b"] and [line.split()[-1] for line in printed[1:3]] == ["0", "0"]
+    assert printed[3].startswith(f"(fails first: of the {len(saved['classes']) * 2} (class, dimension) rows")
     assert saved["population_classes"] == chosen and set(saved["classes"]) <= set(chosen)
     # every chosen class is either compared or named as without a common start; no class outside them is named
     assert sorted(saved["classes"] + saved["classes_without_start"]) == chosen and never in saved["classes_without_start"]

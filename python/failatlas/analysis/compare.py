@@ -526,11 +526,19 @@ class CompareRun:
         c = self.comparison
         ref = c.names[0]
         means = c.mean_shift_by_dim()
-        lines = [f"{'classifier':<28} {'accuracy':>8} {'agrees':>7} {'mean shift (σ)':>15}"]
+        rows = c.shift_rows()
+        first = {name: sum(r["fails_first"] == name for r in rows) for name in c.names}
+        lines = [f"{'classifier':<28} {'accuracy':>8} {'agrees':>7} {'mean shift (σ)':>15} {'fails first':>11}"]
         for name in c.names:
             vals = [v for v in means[name] if v is not None]
             mean = f"{sum(vals) / len(vals):.2f}" if vals else "–"
-            lines.append(f"{name:<28} {c.accuracy[name]:>8.4f} {c.agreement[ref][name]:>7.4f} {mean:>15}")
+            lines.append(f"{name:<28} {c.accuracy[name]:>8.4f} {c.agreement[ref][name]:>7.4f} {mean:>15} "
+                         f"{first[name]:>11}")
+        lines.append(f"(fails first: of the {len(rows)} (class, dimension) rows, those where it alone has the smallest "
+                     "corner shift; the mean shift averages over rows where every classifier has one)")
+        lines.extend(f"black-box ranking of {name}: {a['top_overlap']} of its top {a['k']} in the gradient ranking "
+                     f"of {a['reference']} on the same {a['n']} samples"
+                     for name, a in c.black_box_agreement.items() if "top_overlap" in a)
         if self.real_accuracy:
             lines.append(f"real {self.real_accuracy['dataset']} test images (clean / corrupted): " + ", ".join(
                 f"{name} {r['clean']:.4f} / {r['corrupted']:.4f}"
