@@ -27,6 +27,7 @@ from torch import nn
 
 from .. import _io
 from ..errors import FailatlasError
+from ..errors import error_line as _error_line
 
 SQRT2 = math.sqrt(2.0)
 NOISE_MODES = ("random", "const", "none")
@@ -638,15 +639,28 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
                              "(e.g. mnist/generator) and the classifier as --classifier")
     if not isinstance(meta, dict) or meta.get("kind") != "stylegan2-generator" or "config" not in meta:
         raise FailatlasError(f"{path / CONFIG_FILE} is not a failatlas generator config")
-    G = Generator(StyleGANConfig.from_json(meta["config"]))
+    cfg = StyleGANConfig.from_json(meta["config"])
     state = _io.load_tensors(path / GENERATOR_WEIGHTS, "generator weights")
-    missing, unexpected = set(G.state_dict()) - set(state), set(state) - set(G.state_dict())
+    # The config is compared with the weights on the meta device (shapes, no memory) before the generator is
+    # built: a damaged config.json (a width of 10¹², a million mapping layers) is a mismatch, not an attempt
+    # to allocate terabytes.
+    if cfg.mapping_layers > len(state):
+        raise FailatlasError(f"generator config {path / CONFIG_FILE} gives mapping_layers {cfg.mapping_layers}, but "
+                             f"{path / GENERATOR_WEIGHTS} holds {len(state)} tensors in all; the config and the "
+                             "weights do not belong together: restore config.json or save the generator again")
+    try:
+        with torch.device("meta"):
+            expected = Generator(cfg).state_dict()
+    except RuntimeError as exc:  # sizes whose product overflows even on the meta device
+        raise FailatlasError(f"generator config {path / CONFIG_FILE} gives layer sizes no generator can have "
+                             f"({_error_line(exc)}); restore config.json or save the generator again") from None
+    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
     if missing or unexpected:
         raise FailatlasError(
             f"generator weights {path / GENERATOR_WEIGHTS} do not match its config "
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
-    for k, v in G.state_dict().items():
+    for k, v in expected.items():
         if state[k].shape != v.shape:
             raise FailatlasError(
                 f"generator weights {path / GENERATOR_WEIGHTS}: {k} has shape {list(state[k].shape)}, "
@@ -658,5 +672,6 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
                 v.is_floating_point() else "NaN or infinite values"
             raise FailatlasError(f"generator weights {path / GENERATOR_WEIGHTS}: {k} has {what}; the file is damaged: "
                                  "save or train the generator again")
+    G = Generator(cfg)
     G.load_state_dict(state)
     return G.eval().requires_grad_(False).to(device)
