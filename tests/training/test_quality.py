@@ -114,6 +114,11 @@ def test_eval_gan_cli_json_and_bad_classifier(models, tmp_path, capsys):
     assert rc == 2 and len(err) == 1 and "predicts 7 classes" in err[0]
 
 
+def test_more_samples_than_the_machines_memory_holds_are_refused_before_any_work(models, one_error):
+    G, C = models
+    one_error(lambda: evaluate_generator(G, C, n=10**11), "--n 100000000000 samples need about", "lower --n")
+
+
 def test_inception_fid_only_with_user_weights(models, tmp_path):
     G, C = models
     feats = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())  # 48 features

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _io
+from .._alloc import require_memory
 from .._paths import resolve_model
 from .._seeding import latent_generator
 from ..errors import FailatlasError
@@ -283,6 +284,10 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
         raise FailatlasError(f"--noise-mode must be one of {NOISE_MODES}, got {noise_mode!r}")
     if n < 2 * G.num_classes:
         raise FailatlasError(f"--n must be at least {2 * G.num_classes} (two samples per class), got {n}")
+    # the images of every noise mode (float32) stay in memory together, with z and y
+    res, channels = G.cfg.resolution, G.cfg.img_channels
+    require_memory(n * (4 * (len(NOISE_MODES) * channels * res * res + G.z_dim) + 8), f"--n {n} samples",
+                   "lower --n (e.g. --n 10000)")
     if not hasattr(classifier, "penultimate"):
         raise FailatlasError("the classifier has no penultimate features (needed for the Fréchet distance); "
                              "use a failatlas classifier such as models/mnist/classifier-corrupted")
