@@ -59,14 +59,15 @@ def _size(nbytes: float) -> str:
     raise AssertionError  # unreachable
 
 
-def require_memory(nbytes: int, what: str, fix: str) -> None:
+def require_memory(nbytes: int, what: str, fix: str, at_least: bool = False) -> None:
     """Raise :class:`~failatlas.errors.FailatlasError` when ``what`` (e.g. "--n 10000000000 samples") needs
     ``nbytes`` of memory, more than this machine has at all: torch's allocator would fail with a traceback
     from deep inside it (or the process be killed for memory) after the work before it. ``fix`` ends the
-    message. A size that fits physical memory is left to the run (free memory changes under it)."""
+    message; ``at_least``: ``nbytes`` is a lower bound, not an estimate. A size that fits physical memory is
+    left to the run (free memory changes under it)."""
     from .errors import FailatlasError
 
     total = physical_memory()
     if total is not None and nbytes > total:
-        raise FailatlasError(f"{what} need about {_size(nbytes)} of memory, more than this machine has "
+        raise FailatlasError(f"{what} need {'at least' if at_least else 'about'} {_size(nbytes)} of memory, more than this machine has "
                              f"({_size(total)}); {fix}")

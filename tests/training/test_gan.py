@@ -637,6 +637,15 @@ def test_threads_out_of_range_are_refused_before_any_work(tmp_path, capsys, thre
     assert not (tmp_path / "run").exists()
 
 
+def test_a_batch_beyond_the_machines_memory_is_refused_before_any_work(tmp_path, capsys):
+    """--batch 100000000 was killed for memory a minute in (exit 137, no message)."""
+    rc = main(["train-gan", "--config", "tiny", "--batch", "100000000", "--kimg", "0.008", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "--batch 100000000 images need at least" in err[0] and "lower --batch" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_metrics_seconds_count_the_whole_run_and_init_from_is_recorded_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"

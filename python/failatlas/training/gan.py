@@ -622,6 +622,22 @@ def _refuse_other_files(out: Path, ckpt_path: Path) -> None:
                              "replace or mix with them; choose a new or empty folder, or --resume a run folder")
 
 
+def _check_batch_fits(cfg: GANTrainConfig, dev: torch.device) -> None:
+    """Refuse a --batch whose activations cannot fit this machine's memory (on the CPU): a lower bound, one
+    float32 output of every layer of G and of D per image, which a training step keeps for the backward
+    pass; ``--batch 100000000`` was otherwise killed for memory a minute in, with no message. Under torchrun
+    each process holds its share of the batch."""
+    if dev.type != "cpu":
+        return
+    from .. import distributed as fdist
+    from .._alloc import require_memory
+
+    arch = get_config(cfg.config)
+    per_image = sum((g + d) * r * r for r, g, d in zip(arch.resolutions, arch.channels, arch.d_channels))
+    require_memory(4 * per_image * (cfg.batch // fdist.world()[1]), f"--batch {cfg.batch} images",
+                   "lower --batch (e.g. --batch 64, the shipped generator's)", at_least=True)
+
+
 def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None,
               threads: int | None = None, device: str | torch.device | None = "cpu",
               max_minutes: float | None = None, init_from: str | Path | None = None) -> GANTrainResult:
@@ -650,6 +666,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
         raise FailatlasError(f"--threads must be between 1 and {MAX_THREADS} (or 0 for torch's choice), got {threads}")
     dev = resolve_device(device)
     out = _io.check_out_folder(out)
+    _check_batch_fits(cfg, dev)
     ckpt_path = out / CHECKPOINT
     if not resume:
         _refuse_other_files(out, ckpt_path)
