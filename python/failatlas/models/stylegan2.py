@@ -15,11 +15,12 @@ batch, which exports to ONNX with a dynamic batch and is faster on CPU than the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -626,6 +627,22 @@ def save_generator(G: Generator, folder: str | Path, extra: dict | None = None) 
     _io.write_json(folder / CONFIG_FILE, {"kind": "stylegan2-generator", "config": G.cfg.to_json(), **(extra or {})})
 
 
+@contextlib.contextmanager
+def shapes_only(cfg: StyleGANConfig, tensors: int, source: str, weights: str, fix: str) -> Iterator[None]:
+    """Build modules of ``cfg`` inside the block on the meta device (shapes, no memory), to compare them with
+    the ``tensors`` weights held by ``weights`` before anything is built for real: a damaged config (a width of
+    10¹², ten million mapping layers) is then one :class:`FailatlasError` naming ``source`` and the ``fix``,
+    not an attempt to allocate terabytes."""
+    if cfg.mapping_layers > tensors:  # each layer holds a tensor: never build millions of them one by one
+        raise FailatlasError(f"{source} gives mapping_layers {cfg.mapping_layers}, but there are {tensors} tensors "
+                             f"in all in {weights}; the config and the weights do not belong together: {fix}")
+    try:
+        with torch.device("meta"):
+            yield
+    except RuntimeError as exc:  # sizes whose product overflows even on the meta device
+        raise FailatlasError(f"{source} gives layer sizes no generator can have ({_error_line(exc)}); {fix}") from None
+
+
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
     """Load a generator folder written by :func:`save_generator` (or by the trainer), in eval mode."""
     path = Path(path)
@@ -641,19 +658,9 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
         raise FailatlasError(f"{path / CONFIG_FILE} is not a failatlas generator config")
     cfg = StyleGANConfig.from_json(meta["config"])
     state = _io.load_tensors(path / GENERATOR_WEIGHTS, "generator weights")
-    # The config is compared with the weights on the meta device (shapes, no memory) before the generator is
-    # built: a damaged config.json (a width of 10¹², a million mapping layers) is a mismatch, not an attempt
-    # to allocate terabytes.
-    if cfg.mapping_layers > len(state):
-        raise FailatlasError(f"generator config {path / CONFIG_FILE} gives mapping_layers {cfg.mapping_layers}, but "
-                             f"{path / GENERATOR_WEIGHTS} holds {len(state)} tensors in all; the config and the "
-                             "weights do not belong together: restore config.json or save the generator again")
-    try:
-        with torch.device("meta"):
-            expected = Generator(cfg).state_dict()
-    except RuntimeError as exc:  # sizes whose product overflows even on the meta device
-        raise FailatlasError(f"generator config {path / CONFIG_FILE} gives layer sizes no generator can have "
-                             f"({_error_line(exc)}); restore config.json or save the generator again") from None
+    with shapes_only(cfg, len(state), f"generator config {path / CONFIG_FILE}", str(path / GENERATOR_WEIGHTS),
+                     "restore config.json or save the generator again"):
+        expected = Generator(cfg).state_dict()
     missing, unexpected = set(expected) - set(state), set(state) - set(expected)
     if missing or unexpected:
         raise FailatlasError(
