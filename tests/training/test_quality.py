@@ -131,6 +131,20 @@ def test_inception_fid_only_with_user_weights(models, tmp_path):
     assert evaluate_generator(G, C, n=20, n_real=100, progress=False).inception_fid is None
 
 
+def test_an_inception_file_for_other_input_is_refused_before_any_work(models, tmp_path, one_error):
+    """A TorchScript model that cannot take [N, 3, 299, 299] was a traceback from inside it after every other
+    figure was computed."""
+    G, C = models
+    save(trace(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 5)), torch.zeros(1, 1, 28, 28)),
+         tmp_path / "mnist.pt")
+    one_error(lambda: evaluate_generator(G, C, n=20, inception_weights=tmp_path / "mnist.pt", n_real=100,
+                                         progress=False), "mnist.pt fails on images [2, 3, 299, 299]",
+              "RuntimeError")
+    save(trace(torch.nn.Flatten(0), torch.zeros(1, 3, 299, 299)), tmp_path / "flat.pt")
+    one_error(lambda: evaluate_generator(G, C, n=20, inception_weights=tmp_path / "flat.pt", n_real=100,
+                                         progress=False), "flat.pt returns [536406]", "[N, features]")
+
+
 def test_within_class_diversity_sees_mode_collapse():
     torch.manual_seed(0)
     real = torch.randn(400, 8)
