@@ -35,3 +35,15 @@ def test_glibc_takes_the_settings_and_the_command_applies_them(monkeypatch):
             "print(len(calls))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "1"
+
+
+def test_require_memory_refuses_only_more_than_the_machine_has(monkeypatch):
+    from failatlas.errors import FailatlasError
+
+    monkeypatch.setattr(_alloc, "physical_memory", lambda: 16 * 10**9)
+    _alloc.require_memory(16 * 10**9, "--n 5 samples", "lower --n")  # what fits is left to the run
+    with pytest.raises(FailatlasError, match=r"^--n 5 samples need about 16.0 GB of memory, more than this machine "
+                       r"has \(16.0 GB\); lower --n$"):
+        _alloc.require_memory(16 * 10**9 + 1, "--n 5 samples", "lower --n")
+    monkeypatch.setattr(_alloc, "physical_memory", lambda: None)  # a system that does not tell: no check
+    _alloc.require_memory(10**30, "--n 5 samples", "lower --n")

@@ -41,3 +41,33 @@ def keep_freed_memory() -> bool:
     mmap_ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))  # refused on 32-bit (its maximum is lower)
     trim_ok = bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return mmap_ok and trim_ok
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes; None where the system does not tell."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if nbytes < 1000 or unit == "TB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    raise AssertionError  # unreachable
+
+
+def require_memory(nbytes: int, what: str, fix: str, at_least: bool = False) -> None:
+    """Raise :class:`~failatlas.errors.FailatlasError` when ``what`` (e.g. "--n 10000000000 samples") needs
+    ``nbytes`` of memory, more than this machine has at all: torch's allocator would fail with a traceback
+    from deep inside it (or the process be killed for memory) after the work before it. ``fix`` ends the
+    message; ``at_least``: ``nbytes`` is a lower bound, not an estimate. A size that fits physical memory is
+    left to the run (free memory changes under it)."""
+    from .errors import FailatlasError
+
+    total = physical_memory()
+    if total is not None and nbytes > total:
+        raise FailatlasError(f"{what} need {'at least' if at_least else 'about'} {_size(nbytes)} of memory, more than this machine has "
+                             f"({_size(total)}); {fix}")

@@ -406,7 +406,7 @@ def _analyze(p: argparse.ArgumentParser):
     p.add_argument("--batch-size", type=int, default=None,
                    help="samples per forward pass; None: 64 on CPU, 512 on an accelerator")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (0: torch's choice; one ran fastest on a busy 2-core machine)")
+                   help="torch CPU threads, at most 4096 (0: torch's choice; one ran fastest on a busy 2-core machine)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
 

@@ -445,6 +445,13 @@ def test_cli_rejects_unknown_options_and_bad_values(models, tmp_path, capsys):
         run_analysis(_options(models), tmp_path / "file")
 
 
+def test_more_threads_than_torch_can_start_are_refused_before_any_work(one_error):
+    """--threads 100000 crashed the process (segmentation fault in torch's thread pool, exit 139); train-gan
+    and the engine already took at most 4096."""
+    one_error(lambda: AnalysisOptions(threads=100000).check(), "--threads must be at most 4096", "got 100000")
+    AnalysisOptions(threads=4096).check()
+
+
 def test_defaults_follow_quick():
     full, quick = AnalysisOptions(), AnalysisOptions(quick=True)
     assert full.classifier_list == ("mnist/classifier-corrupted", "mnist/classifier-clean")

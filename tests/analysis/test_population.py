@@ -203,6 +203,12 @@ def test_a_second_classifier_is_checked_like_the_first(G, C, population, one_err
     one_error(lambda: with_classifier(population, G, flat), "[N, 1, 28, 28]", "x.flatten(1)")
 
 
+def test_a_population_larger_than_the_machines_memory_is_refused_before_any_work(G, C, one_error):
+    """--n 10¹¹ was torch's allocation traceback from inside randn; now one line naming --n and the memory."""
+    one_error(lambda: sample_population(G, C, 10**11), "--n 100000000000 samples need about", "TB of memory",
+              "lower --n")
+
+
 def test_out_of_memory_is_not_reported_as_a_wrong_input(G):
     class Hungry(torch.nn.Module):
         def forward(self, x):

@@ -58,6 +58,16 @@ def test_truncated_gzip(tmp_path, idx_tools):
     assert str(path) in str(exc.value)
 
 
+def test_a_header_of_huge_dims_is_named_truncated_with_the_exact_size(tmp_path, one_error):
+    """4e9×4e9×4e9 overflowed int64: the file was called "longer than its header says", expected a negative."""
+    import struct
+
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(struct.pack(">IIII", 0x803, 4_000_000_000, 4_000_000_000, 4_000_000_000) + bytes(100))
+    one_error(lambda: read_idx(path, ndim=3), "is truncated", "4000000000×4000000000×4000000000",
+              f"expected {4_000_000_000 ** 3}")
+
+
 def test_truncated_pixels_names_header_and_bytes(tmp_path, idx_tools):
     images, _ = idx_tools.toy_arrays(5)
     path = tmp_path / "train-images-idx3-ubyte"

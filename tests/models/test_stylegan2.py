@@ -334,6 +334,24 @@ def test_a_damaged_config_is_one_clear_error(G, tmp_path, one_error, key, value,
     one_error(lambda: load_generator(folder), phrase)
 
 
+@pytest.mark.parametrize("key, value, phrase", [
+    ("w_dim", 10**12, "layer sizes no generator can have"),  # 10¹² × 10¹² weights: beyond even a shape's count
+    ("w_dim", 10**7, "the config expects"),  # 10¹⁴ weights: would be 400 TB if the generator were built first
+    ("mapping_layers", 10**7, "mapping_layers 10000000"),  # ten million layers: never built one by one
+])
+def test_a_config_of_impossible_sizes_is_compared_before_anything_is_allocated(G, tmp_path, one_error, key, value,
+                                                                               phrase):
+    """A damaged config.json with huge sizes is a mismatch with the weights, not torch's allocation error."""
+    import json
+
+    folder = tmp_path / "g"
+    save_generator(G, folder)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["config"][key] = value
+    (folder / "config.json").write_text(json.dumps(meta))
+    one_error(lambda: load_generator(folder), phrase)
+
+
 def test_weights_of_the_wrong_kind_are_refused(G, tmp_path, one_error):
     from safetensors.torch import load_file, save_file
 

@@ -602,6 +602,42 @@ def test_checkpoint_weights_that_do_not_fit_their_architecture_give_one_message(
     assert not (tmp_path / "new").exists()
 
 
+def _adam_state_without_moments(ck):
+    ck["G_opt"]["state"][0] = {"step": torch.tensor(1.0)}
+
+
+@pytest.mark.parametrize("edit, phrase", [
+    (lambda ck: ck.pop("step"), "its step must be a whole number ≥ 0, found nothing"),
+    (lambda ck: ck.update(nimg="x"), "its nimg must be a whole number ≥ 0, found 'x'"),
+    (lambda ck: ck.update(step=10**30), "its step must be a whole number ≥ 0"),
+    (lambda ck: ck.update(pl_mean=7), "its pl_mean must be a one-number float tensor, found 7"),
+    (lambda ck: ck.update(r1_last=None), "its r1_last must be a one-number float tensor, found nothing"),
+    (lambda ck: ck.update(rng=torch.zeros(3, dtype=torch.uint8)), "its rng must be torch's random state"),
+    (lambda ck: ck.update(seconds="x"), "its seconds must be a number ≥ 0"),
+    (lambda ck: ck.update(G_opt=None), "G's optimizer state does not fit its weights (found nothing"),
+    (lambda ck: ck.update(D_opt="x"), "D's optimizer state does not fit its weights (found str"),
+    (_adam_state_without_moments, "has no tensor exp_avg"),
+    (lambda ck: ck["arch"].update(w_dim=10**12), "the architecture it records gives layer sizes no generator can"),
+    (lambda ck: ck["arch"].update(w_dim=10**6), "the architecture makes [1000000]"),
+    (lambda ck: ck["arch"].update(mapping_layers=10**7), "gives mapping_layers 10000000"),
+])
+def test_damaged_checkpoint_counters_states_and_sizes_give_one_message(tmp_path, capsys, edit, phrase):
+    """Each was a traceback (KeyError, AttributeError from .to() or Adam's step, set_rng_state's TypeError,
+    torch's allocation error for the edited sizes; ten million mapping layers were built one by one)."""
+    out = tmp_path / "run"
+    base = ["train-gan", "--config", "tiny", "--batch", "8", "--seed", "3", "--snapshot-kimg", "0.016"]
+    assert main(base + ["--kimg", "0.016", "--out", str(out)]) == 0
+    ck = _states(out)
+    edit(ck)
+    torch.save(ck, out / "checkpoint.pt")
+    for extra in (["--out", str(out), "--resume"], ["--init-from", str(out), "--out", str(tmp_path / "new")]):
+        capsys.readouterr()
+        rc = main(base + ["--kimg", "0.032"] + extra)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and phrase in err[0] and "checkpoint.pt" in err[0], err
+    assert not (tmp_path / "new").exists()
+
+
 def test_resume_drops_the_metrics_logged_after_the_checkpoint(tmp_path):
     """After a kill -9 the lines logged since the last checkpoint stay in metrics.jsonl; the resumed run logs
     those steps again, so they are dropped (and a line cut short) when it starts."""
@@ -634,6 +670,15 @@ def test_threads_out_of_range_are_refused_before_any_work(tmp_path, capsys, thre
                "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--threads must be between 1 and 4096" in err[0] and threads in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_beyond_the_machines_memory_is_refused_before_any_work(tmp_path, capsys):
+    """--batch 100000000 was killed for memory a minute in (exit 137, no message)."""
+    rc = main(["train-gan", "--config", "tiny", "--batch", "100000000", "--kimg", "0.008", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "--batch 100000000 images need at least" in err[0] and "lower --batch" in err[0]
     assert not (tmp_path / "run").exists()
 
 

@@ -114,6 +114,11 @@ def test_eval_gan_cli_json_and_bad_classifier(models, tmp_path, capsys):
     assert rc == 2 and len(err) == 1 and "predicts 7 classes" in err[0]
 
 
+def test_more_samples_than_the_machines_memory_holds_are_refused_before_any_work(models, one_error):
+    G, C = models
+    one_error(lambda: evaluate_generator(G, C, n=10**11), "--n 100000000000 samples need about", "lower --n")
+
+
 def test_inception_fid_only_with_user_weights(models, tmp_path):
     G, C = models
     feats = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())  # 48 features
@@ -124,6 +129,20 @@ def test_inception_fid_only_with_user_weights(models, tmp_path):
     with pytest.raises(FailatlasError, match="not a readable TorchScript archive"):
         quality._inception_features(tmp_path / "bad.pt", torch.zeros(2, 1, 32, 32))
     assert evaluate_generator(G, C, n=20, n_real=100, progress=False).inception_fid is None
+
+
+def test_an_inception_file_for_other_input_is_refused_before_any_work(models, tmp_path, one_error):
+    """A TorchScript model that cannot take [N, 3, 299, 299] was a traceback from inside it after every other
+    figure was computed."""
+    G, C = models
+    save(trace(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 5)), torch.zeros(1, 1, 28, 28)),
+         tmp_path / "mnist.pt")
+    one_error(lambda: evaluate_generator(G, C, n=20, inception_weights=tmp_path / "mnist.pt", n_real=100,
+                                         progress=False), "mnist.pt fails on images [2, 3, 299, 299]",
+              "RuntimeError")
+    save(trace(torch.nn.Flatten(0), torch.zeros(1, 3, 299, 299)), tmp_path / "flat.pt")
+    one_error(lambda: evaluate_generator(G, C, n=20, inception_weights=tmp_path / "flat.pt", n_real=100,
+                                         progress=False), "flat.pt returns [536406]", "[N, features]")
 
 
 def test_within_class_diversity_sees_mode_collapse():

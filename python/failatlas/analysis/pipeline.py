@@ -200,6 +200,10 @@ class AnalysisOptions:
         positive("--margin-starts", self.margin_starts, minimum=0)
         positive("--batch-size", self.batch_size)
         positive("--threads", self.threads, minimum=0)
+        from ..engine.native import MAX_THREADS  # the bound of train-gan's, the engine's and failatlas-eval's
+
+        if self.threads is not None and self.threads > MAX_THREADS:  # torch's thread pool crashes far beyond it
+            raise FailatlasError(f"--threads must be at most {MAX_THREADS} (0: torch's choice), got {self.threads}")
         check_black_box_n(self.black_box_n)
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**32:
             raise FailatlasError(f"--seed must be an integer between 0 and {2**32 - 1}, got {self.seed!r}")

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .. import _io
+from .._alloc import require_memory
 from .._progress import progress
 from .._seeding import check_seed, latent_generator
 from ..errors import FailatlasError, error_line
@@ -342,6 +343,9 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
         chosen = check_classes(classes, num_classes)
         allowed = torch.tensor(chosen)
 
+    # z, y, w, s and the logits of every sample stay in memory (float32; y int64)
+    require_memory(n * (4 * (G.z_dim + G.w_dim + G.style_dim + num_classes) + 8), f"--n {n} samples",
+                   "lower --n (e.g. --n 10000)")
     rng = latent_generator(seed)  # not torch.manual_seed(seed)'s stream: see failatlas._seeding
     z_all = torch.randn(n, G.z_dim, generator=rng)
     y_all = allowed[torch.randint(0, len(allowed), (n,), generator=rng)]

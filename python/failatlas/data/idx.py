@@ -13,6 +13,7 @@ never from the file name. Every problem (missing, truncated, wrong magic, mismat
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -95,7 +96,7 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
     if len(data) < header_len:
         raise FailatlasError(f"{path} is truncated: {len(data)} bytes, too short for its {dims_n}-D IDX header")
     shape = struct.unpack(f">{dims_n}I", data[4:header_len])
-    expected = int(np.prod(shape, dtype=np.int64))
+    expected = math.prod(shape)  # Python's int: a damaged header's 4e9×4e9×4e9 overflows int64
     held = len(data) - header_len
     if held != expected:
         state = "truncated" if held < expected else "corrupt (longer than its header says)"

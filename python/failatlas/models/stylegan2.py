@@ -15,11 +15,12 @@ batch, which exports to ONNX with a dynamic batch and is faster on CPU than the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from torch import nn
 
 from .. import _io
 from ..errors import FailatlasError
+from ..errors import error_line as _error_line
 
 SQRT2 = math.sqrt(2.0)
 NOISE_MODES = ("random", "const", "none")
@@ -625,6 +627,22 @@ def save_generator(G: Generator, folder: str | Path, extra: dict | None = None) 
     _io.write_json(folder / CONFIG_FILE, {"kind": "stylegan2-generator", "config": G.cfg.to_json(), **(extra or {})})
 
 
+@contextlib.contextmanager
+def shapes_only(cfg: StyleGANConfig, tensors: int, source: str, weights: str, fix: str) -> Iterator[None]:
+    """Build modules of ``cfg`` inside the block on the meta device (shapes, no memory), to compare them with
+    the ``tensors`` weights held by ``weights`` before anything is built for real: a damaged config (a width of
+    10¹², ten million mapping layers) is then one :class:`FailatlasError` naming ``source`` and the ``fix``,
+    not an attempt to allocate terabytes."""
+    if cfg.mapping_layers > tensors:  # each layer holds a tensor: never build millions of them one by one
+        raise FailatlasError(f"{source} gives mapping_layers {cfg.mapping_layers}, but there are {tensors} tensors "
+                             f"in all in {weights}; the config and the weights do not belong together: {fix}")
+    try:
+        with torch.device("meta"):
+            yield
+    except RuntimeError as exc:  # sizes whose product overflows even on the meta device
+        raise FailatlasError(f"{source} gives layer sizes no generator can have ({_error_line(exc)}); {fix}") from None
+
+
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
     """Load a generator folder written by :func:`save_generator` (or by the trainer), in eval mode."""
     path = Path(path)
@@ -638,15 +656,18 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
                              "(e.g. mnist/generator) and the classifier as --classifier")
     if not isinstance(meta, dict) or meta.get("kind") != "stylegan2-generator" or "config" not in meta:
         raise FailatlasError(f"{path / CONFIG_FILE} is not a failatlas generator config")
-    G = Generator(StyleGANConfig.from_json(meta["config"]))
+    cfg = StyleGANConfig.from_json(meta["config"])
     state = _io.load_tensors(path / GENERATOR_WEIGHTS, "generator weights")
-    missing, unexpected = set(G.state_dict()) - set(state), set(state) - set(G.state_dict())
+    with shapes_only(cfg, len(state), f"generator config {path / CONFIG_FILE}", str(path / GENERATOR_WEIGHTS),
+                     "restore config.json or save the generator again"):
+        expected = Generator(cfg).state_dict()
+    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
     if missing or unexpected:
         raise FailatlasError(
             f"generator weights {path / GENERATOR_WEIGHTS} do not match its config "
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
-    for k, v in G.state_dict().items():
+    for k, v in expected.items():
         if state[k].shape != v.shape:
             raise FailatlasError(
                 f"generator weights {path / GENERATOR_WEIGHTS}: {k} has shape {list(state[k].shape)}, "
@@ -658,5 +679,6 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
                 v.is_floating_point() else "NaN or infinite values"
             raise FailatlasError(f"generator weights {path / GENERATOR_WEIGHTS}: {k} has {what}; the file is damaged: "
                                  "save or train the generator again")
+    G = Generator(cfg)
     G.load_state_dict(state)
     return G.eval().requires_grad_(False).to(device)

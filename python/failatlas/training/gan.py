@@ -67,7 +67,7 @@ from .._device import resolve_device
 from .._paths import absolute_folder
 from .._seeding import latent_generator
 from ..errors import FailatlasError
-from ..models.stylegan2 import (CONFIGS, Discriminator, Generator, StyleGANConfig, get_config,
+from ..models.stylegan2 import (CONFIGS, Discriminator, Generator, StyleGANConfig, get_config, shapes_only,
                                 save_generator)
 
 CHECKPOINT = "checkpoint.pt"
@@ -299,9 +299,51 @@ def training_record(cfg: GANTrainConfig, nimg: int, step: int, init_from: str | 
 def _read_checkpoint(path: Path) -> tuple[dict, GANTrainConfig, StyleGANConfig]:
     state = _io.load_checkpoint(path, "training checkpoint")
     try:
-        return state, GANTrainConfig.from_saved(state["train_config"]), StyleGANConfig.from_json(state["arch"])
+        saved_cfg, arch = GANTrainConfig.from_saved(state["train_config"]), StyleGANConfig.from_json(state["arch"])
     except (KeyError, TypeError) as exc:
-        raise FailatlasError(f"{path} is not a failatlas GAN checkpoint ({exc})") from None
+        raise FailatlasError(f"{path} is not a failatlas GAN checkpoint ({exc}); give a train-gan output folder or "
+                             "its checkpoint.pt") from None
+    _check_progress(state, path)
+    # the weights against the recorded architecture, on the meta device: an edited architecture of absurd
+    # sizes is one line here, before G and D are built for real (which would try to allocate it)
+    fix = "the file is damaged or was edited: restore it from a copy, or retrain"
+    for key, what, build in (("G", "generator (G)", lambda: Generator(arch)),
+                             ("D", "discriminator (D)", lambda: Discriminator(arch, unconditional_head=True))):
+        saved = state.get(key)
+        with shapes_only(arch, len(saved) if isinstance(saved, dict) else 0, f"{path}: the architecture it records",
+                         f"its {what} weights", fix):
+            module = build()
+        _load_part(module, saved, what, path, fresh="uncond." if key == "D" else None, check_only=True)
+    return state, saved_cfg, arch
+
+
+def _check_progress(state: dict, path: Path) -> None:
+    """The counters, statistics and random state a checkpoint resumes from are of the types train-gan
+    writes: an edited or damaged one is one line, not a traceback from int(), .to() or set_rng_state (or
+    from inside a training step)."""
+    def damaged(what: str, found) -> FailatlasError:
+        shown = f"a tensor of shape {list(found.shape)} and dtype {found.dtype}" if isinstance(found, torch.Tensor) \
+            else "nothing" if found is None else repr(found) if isinstance(found, (int, float, str)) \
+            else type(found).__name__
+        return FailatlasError(f"{path}: {what}, found {shown}; the file is damaged or was edited: restore it "
+                              "from a copy, or retrain")
+
+    for key in ("step", "nimg"):
+        value = state.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
+            raise damaged(f"its {key} must be a whole number ≥ 0", value)
+    for key, required in (("pl_mean", True), ("r1_last", False)):
+        value = state.get(key)
+        if (required or key in state) and not (isinstance(value, torch.Tensor) and value.is_floating_point()
+                                               and value.numel() == 1):
+            raise damaged(f"its {key} must be a one-number float tensor", value)
+    rng, own = state.get("rng"), torch.get_rng_state()
+    if not (isinstance(rng, torch.Tensor) and rng.dtype == own.dtype and rng.shape == own.shape):
+        raise damaged(f"its rng must be torch's random state (uint8, shape {list(own.shape)})", rng)
+    seconds = state.get("seconds")
+    if "seconds" in state and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                               or not math.isfinite(seconds) or seconds < 0):
+        raise damaged("its seconds must be a number ≥ 0", seconds)
 
 
 def set_noise_threshold(G: Generator, layer: str, threshold: float, gain: float = 1.0) -> set[int]:
@@ -532,11 +574,13 @@ def _divergence_message(cfg: GANTrainConfig, out: Path, init_name: str | None, b
                    f"(or remove {out} first)")
 
 
-def _load_part(module: torch.nn.Module, saved, what: str, source, fresh: str | None = None) -> list[str]:
+def _load_part(module: torch.nn.Module, saved, what: str, source, fresh: str | None = None,
+               check_only: bool = False) -> list[str]:
     """Load the state dict ``saved`` into ``module`` after checking that it fits (keys and shapes), so a
     damaged or edited checkpoint gives one message instead of torch's size-mismatch traceback. Keys starting
     with ``fresh`` may be missing (a head the source lacked: it keeps its fresh weights) or extra (a head
-    this run does not have, e.g. the unconditional one of --cond-ramp-kimg: dropped); returns those keys."""
+    this run does not have, e.g. the unconditional one of --cond-ramp-kimg: dropped); returns those keys.
+    ``check_only``: check, load nothing (``module`` may be on the meta device)."""
     own = module.state_dict()
     dropped = []
     if not isinstance(saved, dict):
@@ -557,7 +601,8 @@ def _load_part(module: torch.nn.Module, saved, what: str, source, fresh: str | N
         raise FailatlasError(f"{source}: the {what} weights do not fit the architecture the checkpoint records "
                              f"({'; '.join(problems)}); the file is damaged or was edited, or comes from another "
                              "architecture: restore it from a copy, or retrain")
-    module.load_state_dict(saved, strict=not missing)
+    if not check_only:
+        module.load_state_dict(saved, strict=not missing)
     return missing + dropped
 
 
@@ -568,13 +613,23 @@ def _load_optimizer(opt: torch.optim.Optimizer, saved, which: str, source) -> No
         return FailatlasError(f"{source}: {which}'s optimizer state does not fit its weights ({why}); the file is "
                               "damaged or was edited: restore it from a copy, or retrain")
 
+    if not isinstance(saved, dict):
+        raise damaged(f"found {'nothing' if saved is None else type(saved).__name__}, not an optimizer state")
     try:
         opt.load_state_dict(saved)
-    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError, AttributeError) as exc:
         raise damaged(type(exc).__name__) from None
+    # what Adam's step reads of every weight it has a state for (a state it lacks starts fresh)
+    needs = ("step", "exp_avg", "exp_avg_sq") if isinstance(opt, torch.optim.Adam) else ()
     for group in opt.param_groups:
         for param in group["params"]:
-            for name, value in opt.state.get(param, {}).items():
+            state = opt.state.get(param, {})
+            if not isinstance(state, dict):
+                raise damaged(f"the state of a weight is {type(state).__name__}, not a dict")
+            lacking = [name for name in needs if state and not isinstance(state.get(name), torch.Tensor)]
+            if lacking:
+                raise damaged(f"the state of a weight {list(param.shape)} has no tensor {lacking[0]}")
+            for name, value in state.items():
                 if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
                     raise damaged(f"{name} has shape {list(value.shape)}, its weight {list(param.shape)}")
 
@@ -622,6 +677,22 @@ def _refuse_other_files(out: Path, ckpt_path: Path) -> None:
                              "replace or mix with them; choose a new or empty folder, or --resume a run folder")
 
 
+def _check_batch_fits(cfg: GANTrainConfig, dev: torch.device) -> None:
+    """Refuse a --batch whose activations cannot fit this machine's memory (on the CPU): a lower bound, one
+    float32 output of every layer of G and of D per image, which a training step keeps for the backward
+    pass; ``--batch 100000000`` was otherwise killed for memory a minute in, with no message. Under torchrun
+    each process holds its share of the batch."""
+    if dev.type != "cpu":
+        return
+    from .. import distributed as fdist
+    from .._alloc import require_memory
+
+    arch = get_config(cfg.config)
+    per_image = sum((g + d) * r * r for r, g, d in zip(arch.resolutions, arch.channels, arch.d_channels))
+    require_memory(4 * per_image * (cfg.batch // fdist.world()[1]), f"--batch {cfg.batch} images",
+                   "lower --batch (e.g. --batch 64, the shipped generator's)", at_least=True)
+
+
 def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None,
               threads: int | None = None, device: str | torch.device | None = "cpu",
               max_minutes: float | None = None, init_from: str | Path | None = None) -> GANTrainResult:
@@ -650,6 +721,7 @@ def train_gan(cfg: GANTrainConfig, out: str | Path, *, resume: bool = False, pro
         raise FailatlasError(f"--threads must be between 1 and {MAX_THREADS} (or 0 for torch's choice), got {threads}")
     dev = resolve_device(device)
     out = _io.check_out_folder(out)
+    _check_batch_fits(cfg, dev)
     ckpt_path = out / CHECKPOINT
     if not resume:
         _refuse_other_files(out, ckpt_path)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _io
+from .._alloc import require_memory
 from .._paths import resolve_model
 from .._seeding import latent_generator
 from ..errors import FailatlasError
@@ -248,6 +249,27 @@ def generate(G: Generator, n: int, seed: int, noise_mode: str = "const", batch: 
     return torch.cat(imgs), y
 
 
+def _check_inception(model: nn.Module, path: str | Path) -> None:
+    """Run the Inception feature extractor on two blank images [2, 3, 299, 299] before any work: a model that
+    takes other input or returns something other than [N, features] is one line naming the file, not a
+    traceback from inside it after every other figure was computed."""
+    from ..errors import error_line
+
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, 3, 299, 299))
+    except Exception as exc:  # noqa: BLE001 - the model is the user's program: any error is its input's fault
+        line = error_line(exc)  # TorchScript's last line already starts with the error's type
+        why = line if line.startswith(type(exc).__name__) else f"{type(exc).__name__}: {line}"
+        raise FailatlasError(f"--inception-weights {path} fails on images [2, 3, 299, 299] in [0, 255] "
+                             f"({why}); give a TorchScript feature extractor "
+                             "that takes them and returns [N, features]") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
+        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise FailatlasError(f"--inception-weights {path} returns {got} for images [2, 3, 299, 299]; a feature "
+                             "extractor returns [N, features] (one row per image)")
+
+
 def _inception_features(path: str | Path, images: torch.Tensor, model: nn.Module | None = None,
                         bar=None) -> torch.Tensor:
     """Features of a user-supplied TorchScript Inception (``model``, else loaded from ``path``): input float
@@ -283,12 +305,18 @@ def evaluate_generator(G: Generator, classifier: nn.Module, *, n: int = 10000, d
         raise FailatlasError(f"--noise-mode must be one of {NOISE_MODES}, got {noise_mode!r}")
     if n < 2 * G.num_classes:
         raise FailatlasError(f"--n must be at least {2 * G.num_classes} (two samples per class), got {n}")
+    # the images of every noise mode (float32) stay in memory together, with z and y
+    res, channels = G.cfg.resolution, G.cfg.img_channels
+    require_memory(n * (4 * (len(NOISE_MODES) * channels * res * res + G.z_dim) + 8), f"--n {n} samples",
+                   "lower --n (e.g. --n 10000)")
     if not hasattr(classifier, "penultimate"):
         raise FailatlasError("the classifier has no penultimate features (needed for the Fréchet distance); "
                              "use a failatlas classifier such as models/mnist/classifier-corrupted")
     # loaded before any work: a missing or unreadable file is refused at once, not after the other figures
     inception = (load_torchscript(inception_weights, "Inception feature extractor (--inception-weights)")
                  if inception_weights is not None else None)
+    if inception is not None:
+        _check_inception(inception, inception_weights)
     hide = None if progress is None else not progress
     test = load_dataset(dataset, "test", corruption="corrupted", blur=blur, idx_dir=idx_dir, seed=seed)
     train = load_dataset(dataset, "train", corruption="corrupted", blur=blur, idx_dir=idx_dir, seed=seed)
