@@ -161,6 +161,9 @@ def test_a_run_of_an_older_failatlas_is_checked_for_what_it_records(copy):
 def test_what_is_not_a_run_folder_gets_one_line(tmp_path, copy, capsys):
     with pytest.raises(FailatlasError, match="run folder not found"):
         verify_run(tmp_path / "nowhere")
+    (tmp_path / "t.sh").write_text("a file")  # not "not found": it is there, and is no folder
+    with pytest.raises(FailatlasError, match=r"t.sh is a file, not a run folder: give the --out folder"):
+        verify_run(tmp_path / "t.sh")
     with pytest.raises(FailatlasError, match="holds no record verify can check"):
         verify_run(tmp_path)
     (copy / "manifest.json").write_text("{not json")

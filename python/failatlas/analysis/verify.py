@@ -241,6 +241,9 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     from .pipeline import MANIFEST_FORMAT
 
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FailatlasError(f"{folder} is a file, not a run folder: give the --out folder of failatlas analyze, "
+                             "export, compare or rank (the folder that holds its record)")
     if not folder.is_dir():
         raise FailatlasError(f"run folder not found: {folder} (give the --out folder of a failatlas analyze run)")
     path = folder / _io.RUN_MANIFEST
