@@ -134,6 +134,14 @@ def test_the_default_classifier_is_named_when_its_classes_do_not_match(tmp_path,
     assert not (tmp_path / "r").exists() and not (tmp_path / "a").exists()
 
 
+def test_an_impossible_population_size_is_refused_before_the_first_stage(tmp_path, capsys):
+    assert cli.main(["rank", "--n", "0", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("failatlas: error: the population size must be a positive integer, got 0 "
+                           "(use e.g. --n 10000)")  # no "[1/4] population (0 samples …)" line before it
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_dangling_link_as_out_is_refused_before_any_work(tmp_path, capsys):
     link = tmp_path / "out"
     link.symlink_to(tmp_path / "gone")

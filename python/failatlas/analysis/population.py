@@ -310,6 +310,13 @@ def describe_classes(classes: Sequence[int] | None) -> str:
     return "" if classes is None else f", class{'es' if len(classes) > 1 else ''} {', '.join(map(str, classes))}"
 
 
+def check_population_size(n: object) -> int:
+    """``n`` as an int, or a :class:`FailatlasError` naming ``--n`` unless it is a positive integer."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise FailatlasError(f"the population size must be a positive integer, got {n!r} (use e.g. --n 10000)")
+    return int(n)
+
+
 def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0,
                       classes: Sequence[int] | None = None, batch_size: int | None = None,
                       progress_bar: bool | None = None, distributed: bool = False) -> Population:
@@ -329,12 +336,10 @@ def sample_population(G: nn.Module, classifier: nn.Module, n: int, seed: int = 0
     so every sample is in the same batch as in one process) and the shards are all-gathered: every rank
     returns the full population. Without an initialized process group it changes nothing.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise FailatlasError(f"the population size must be a positive integer, got {n!r} (use e.g. --n 10000)")
+    n = check_population_size(n)
     seed = check_seed(seed)
     check_class_counts(G, classifier)  # first: it names a path or a swapped model given for one
     batch_size = check_batch_size(batch_size, G)
-    n = int(n)
     num_classes = G.num_classes
     if classes is None:
         allowed = torch.arange(num_classes)

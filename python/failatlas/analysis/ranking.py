@@ -31,7 +31,7 @@ from ..errors import FailatlasError
 from ..models.adapter import classifier_view
 from ..models.stylegan2 import StyleDim
 from .population import (Population, _eval_mode, _model_dtype_device, check_batch_size, check_class_counts,
-                         check_classes, describe_classes)
+                         check_classes, check_population_size, describe_classes)
 
 TARGETS = ("probability", "logit")
 CSV_COLUMNS = ("rank", "dim", "layer", "resolution", "kind", "channel", "score", "abs_score", "direction",
@@ -639,6 +639,7 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
         raise FailatlasError(f"--bootstrap must be a non-negative number of resamples, got {bootstrap!r}")
     black_box_n = check_black_box_n(black_box_n)
     classes = check_classes(classes)
+    check_population_size(n)  # before the first stage line
     out = _io.check_out_folder(out, names=RANK_FILES)
     rank, world_size = dist.world()
     distributed = world_size > 1
