@@ -301,7 +301,8 @@ def _read_checkpoint(path: Path) -> tuple[dict, GANTrainConfig, StyleGANConfig]:
     try:
         saved_cfg, arch = GANTrainConfig.from_saved(state["train_config"]), StyleGANConfig.from_json(state["arch"])
     except (KeyError, TypeError) as exc:
-        raise FailatlasError(f"{path} is not a failatlas GAN checkpoint ({exc}); give a train-gan output folder or "
+        why = f"it holds no {exc.args[0]}" if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise FailatlasError(f"{path} is not a failatlas GAN checkpoint ({why}); give a train-gan output folder or "
                              "its checkpoint.pt") from None
     _check_progress(state, path)
     # the weights against the recorded architecture, on the meta device: an edited architecture of absurd
