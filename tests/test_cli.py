@@ -104,7 +104,7 @@ def test_commands_that_add_files_refuse_an_analyze_run_folder(argv, tmp_path, ca
     verify then found the run changed: a folder sealed by a manifest.json is refused before any work."""
     run = tmp_path / "run"
     run.mkdir()
-    (run / "manifest.json").write_text("{}")
+    (run / "manifest.json").write_text('{"format": "failatlas-analysis-manifest"}')
     (run / "ranking.csv").write_text("the run's")
     assert cli.main([*argv, "--out", str(run)]) == 2
     captured = capsys.readouterr()
@@ -125,7 +125,8 @@ def test_the_default_classifier_is_named_when_its_classes_do_not_match(tmp_path,
     save_generator(Generator(dataclasses.replace(get_config("tiny"), num_classes=3)), tmp_path / "g3")
     assert cli.main(["rank", "--generator", str(tmp_path / "g3"), "--n", "64", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert "the classifier mnist/classifier-corrupted (--classifier) has 10 classes but the generator has 3" in err
+    assert ("the classifier mnist/classifier-corrupted (rank's default; --classifier names another) has 10 classes "
+            "but the generator has 3") in err
     assert cli.main(["analyze", "--generator", str(tmp_path / "g3"), "--quick", "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "has 10 classes but generator g3" in err and err.rstrip().endswith(
@@ -140,6 +141,16 @@ def test_an_impossible_population_size_is_refused_before_the_first_stage(tmp_pat
     assert err.strip() == ("failatlas: error: the population size must be a positive integer, got 0 "
                            "(use e.g. --n 10000)")  # no "[1/4] population (0 samples …)" line before it
     assert not (tmp_path / "r").exists()
+
+
+def test_another_programs_manifest_does_not_make_a_run_folder(tmp_path):
+    from failatlas import _io
+
+    for content in ('{"name": "my web app"}', "{not json", '["failatlas-analysis-manifest"]'):
+        (tmp_path / "manifest.json").write_text(content)
+        assert not _io.is_run_folder(tmp_path) and _io.check_out_folder(tmp_path) == tmp_path
+    (tmp_path / "manifest.json").write_text('{"format": "failatlas-analysis-manifest"}')
+    assert _io.is_run_folder(tmp_path)
 
 
 def test_a_dangling_link_as_out_is_refused_before_any_work(tmp_path, capsys):

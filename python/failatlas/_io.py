@@ -251,6 +251,17 @@ def _probe_folder(folder: Path, path: Path, flag: str) -> None:
 
 #: the record of an ``analyze`` run folder (``failatlas.analysis.pipeline`` writes it; ``verify`` reads it)
 RUN_MANIFEST = "manifest.json"
+RUN_MANIFEST_FORMAT = "failatlas-analysis-manifest"
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds an ``analyze`` run's manifest (a ``manifest.json`` of that format; another
+    program's file of that name does not count)."""
+    try:
+        record = json.loads((folder / RUN_MANIFEST).read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(record, dict) and record.get("format") == RUN_MANIFEST_FORMAT
 
 
 def check_out_folder(out: str | os.PathLike, overwrite: bool | None = None,
@@ -274,7 +285,7 @@ def check_out_folder(out: str | os.PathLike, overwrite: bool | None = None,
         if overwrite is False and any(not p.name.startswith((PROBE_PREFIX, STAGING_PREFIX)) for p in out.iterdir()):
             raise FailatlasError(f"{flag} {out} exists and is not empty; choose a new or empty folder, or pass "
                                  f"--overwrite {replace}")
-        if overwrite is None and (out / RUN_MANIFEST).is_file():
+        if overwrite is None and is_run_folder(out):
             raise FailatlasError(f"{flag} {out} is an analyze run folder (its {RUN_MANIFEST} seals the files in it): "
                                  "writing into it would change the run, and failatlas verify would say so; choose "
                                  "another folder")

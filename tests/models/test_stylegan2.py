@@ -352,6 +352,19 @@ def test_a_config_of_impossible_sizes_is_compared_before_anything_is_allocated(G
     one_error(lambda: load_generator(folder), phrase)
 
 
+def test_weights_missing_tensors_are_named_as_the_weights_fault(G, tmp_path, one_error):
+    """A weights file that lost tensors is named by the keys it lacks; the intact config is not blamed (the
+    guard against absurd mapping_layers once fired first and said to restore config.json)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "g"
+    save_generator(G, folder)
+    state = load_file(folder / "generator.safetensors")
+    save_file({"mapping_network.w_avg": state["mapping_network.w_avg"]}, folder / "generator.safetensors")
+    message = one_error(lambda: load_generator(folder), "do not match its config (missing")
+    assert "mapping_layers" not in message
+
+
 def test_weights_of_the_wrong_kind_are_refused(G, tmp_path, one_error):
     from safetensors.torch import load_file, save_file
 

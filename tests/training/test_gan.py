@@ -621,6 +621,8 @@ def _adam_state_without_moments(ck):
     (lambda ck: ck["arch"].update(w_dim=10**6), "the architecture makes [1000000]"),
     (lambda ck: ck["arch"].update(mapping_layers=10**7), "gives mapping_layers 10000000"),
     (lambda ck: ck.pop("train_config"), "is not a failatlas GAN checkpoint (it holds no train_config)"),
+    (lambda ck: ck.pop("G"), "found NoneType, not a dict of tensors"),  # not "mapping_layers 2, but … 0 tensors"
+    (lambda ck: ck.pop("D"), "the discriminator (D) weights do not fit"),
 ])
 def test_damaged_checkpoint_counters_states_and_sizes_give_one_message(tmp_path, capsys, edit, phrase):
     """Each was a traceback (KeyError, AttributeError from .to() or Adam's step, set_rng_state's TypeError,

@@ -89,7 +89,7 @@ TOP = 10  # corner-case dimensions, separation summary, class overlap
 N_PAIRS = 3  # pairs of the top dimensions moved together
 STAGES = ("population", "real test images", "ranking", "separation", "tsne", "corner cases", "margins",
           "manipulation", "accuracy curves", "overlap")
-MANIFEST_FORMAT = "failatlas-analysis-manifest"
+MANIFEST_FORMAT = _io.RUN_MANIFEST_FORMAT
 #: the files of a run folder whose digests the manifest leaves out: the manifest itself and the report that
 #: shows it (the report's own digest, without that section, is ``report_sha256``)
 UNDIGESTED = (_io.RUN_MANIFEST, "report.html")

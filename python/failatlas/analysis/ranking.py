@@ -602,7 +602,10 @@ class RankRun:
         ])
 
 
-def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path = "mnist/classifier-corrupted", *,
+DEFAULT_CLASSIFIER = "mnist/classifier-corrupted"
+
+
+def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path = DEFAULT_CLASSIFIER, *,
              out: str | Path, n: int = 10000, seed: int = 0, target: str = "probability", per_class: bool = False,
              bootstrap: int = 0, batch_size: int | None = None, black_box_n: int = BLACK_BOX_N,
              classes: Sequence[int] | None = None, progress_bar: bool | None = None,
@@ -649,7 +652,9 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     gpath = resolve_model(generator)
     G = load_generator(gpath)
     C = load_any_classifier(classifier)
-    check_class_counts(G, C, name=f"{classifier} (--classifier)")  # the default one too: the message names it
+    default = str(classifier) == DEFAULT_CLASSIFIER  # the one taken without --classifier: say so
+    check_class_counts(G, C, name=str(classifier) + (" (rank's default; --classifier names another)" if default
+                                                     else ""))
     # which models, for the record: the paths as given are relative to a working directory nobody records
     cpath = resolve_classifier(classifier)
     ginfo, cinfo = model_info(generator, gpath, gpath.resolve().name, folder=True), model_info(classifier, cpath,

@@ -627,15 +627,21 @@ def save_generator(G: Generator, folder: str | Path, extra: dict | None = None) 
     _io.write_json(folder / CONFIG_FILE, {"kind": "stylegan2-generator", "config": G.cfg.to_json(), **(extra or {})})
 
 
+#: more mapping layers than this, and more than the weights hold, are not built to be compared (the paper has 8)
+MAX_UNCHECKED_MAPPING_LAYERS = 64
+
+
 @contextlib.contextmanager
-def shapes_only(cfg: StyleGANConfig, tensors: int, source: str, weights: str, fix: str) -> Iterator[None]:
+def shapes_only(cfg: StyleGANConfig, weights: dict | None, source: str, fix: str) -> Iterator[None]:
     """Build modules of ``cfg`` inside the block on the meta device (shapes, no memory), to compare them with
-    the ``tensors`` weights held by ``weights`` before anything is built for real: a damaged config (a width of
-    10¹², ten million mapping layers) is then one :class:`FailatlasError` naming ``source`` and the ``fix``,
-    not an attempt to allocate terabytes."""
-    if cfg.mapping_layers > tensors:  # each layer holds a tensor: never build millions of them one by one
-        raise FailatlasError(f"{source} gives mapping_layers {cfg.mapping_layers}, but there are {tensors} tensors "
-                             f"in all in {weights}; the config and the weights do not belong together: {fix}")
+    the ``weights`` (a state dict; None: not a generator's, no mapping layers to count) before anything is built
+    for real: a damaged config (a width of 10¹², ten million mapping layers) is then one
+    :class:`FailatlasError` naming ``source`` and the ``fix``, not an attempt to allocate terabytes."""
+    held = len({k.split(".")[2] for k in weights if k.startswith("mapping_network.layers.")}) \
+        if isinstance(weights, dict) else 0
+    if cfg.mapping_layers > max(held, MAX_UNCHECKED_MAPPING_LAYERS):  # never build millions of layers one by one
+        raise FailatlasError(f"{source} gives mapping_layers {cfg.mapping_layers}, but the weights hold {held}; the "
+                             f"two disagree, so one of them is damaged: {fix}")
     try:
         with torch.device("meta"):
             yield
@@ -658,8 +664,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
         raise FailatlasError(f"{path / CONFIG_FILE} is not a failatlas generator config")
     cfg = StyleGANConfig.from_json(meta["config"])
     state = _io.load_tensors(path / GENERATOR_WEIGHTS, "generator weights")
-    with shapes_only(cfg, len(state), f"generator config {path / CONFIG_FILE}", str(path / GENERATOR_WEIGHTS),
-                     "restore config.json or save the generator again"):
+    with shapes_only(cfg, state, f"generator config {path / CONFIG_FILE}",
+                     f"restore config.json or {path / GENERATOR_WEIGHTS}, or save the generator again"):
         expected = Generator(cfg).state_dict()
     missing, unexpected = set(expected) - set(state), set(state) - set(expected)
     if missing or unexpected:

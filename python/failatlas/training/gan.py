@@ -311,8 +311,7 @@ def _read_checkpoint(path: Path) -> tuple[dict, GANTrainConfig, StyleGANConfig]:
     for key, what, build in (("G", "generator (G)", lambda: Generator(arch)),
                              ("D", "discriminator (D)", lambda: Discriminator(arch, unconditional_head=True))):
         saved = state.get(key)
-        with shapes_only(arch, len(saved) if isinstance(saved, dict) else 0, f"{path}: the architecture it records",
-                         f"its {what} weights", fix):
+        with shapes_only(arch, state.get("G"), f"{path}: the architecture it records", fix):
             module = build()
         _load_part(module, saved, what, path, fresh="uncond." if key == "D" else None, check_only=True)
     return state, saved_cfg, arch
