@@ -296,6 +296,10 @@ def training_record(cfg: GANTrainConfig, nimg: int, step: int, init_from: str | 
             **({"classes_without_data": list(classes_without_data)} if classes_without_data else {})}
 
 
+#: the end of every message about a damaged training checkpoint
+DAMAGED_CHECKPOINT = "the file is damaged or was edited: restore it from a copy, or retrain"
+
+
 def _read_checkpoint(path: Path) -> tuple[dict, GANTrainConfig, StyleGANConfig]:
     state = _io.load_checkpoint(path, "training checkpoint")
     try:
@@ -307,7 +311,7 @@ def _read_checkpoint(path: Path) -> tuple[dict, GANTrainConfig, StyleGANConfig]:
     _check_progress(state, path)
     # the weights against the recorded architecture, on the meta device: an edited architecture of absurd
     # sizes is one line here, before G and D are built for real (which would try to allocate it)
-    fix = "the file is damaged or was edited: restore it from a copy, or retrain"
+    fix = DAMAGED_CHECKPOINT
     for key, what, build in (("G", "generator (G)", lambda: Generator(arch)),
                              ("D", "discriminator (D)", lambda: Discriminator(arch, unconditional_head=True))):
         saved = state.get(key)
@@ -325,8 +329,7 @@ def _check_progress(state: dict, path: Path) -> None:
         shown = f"a tensor of shape {list(found.shape)} and dtype {found.dtype}" if isinstance(found, torch.Tensor) \
             else "nothing" if found is None else repr(found) if isinstance(found, (int, float, str)) \
             else type(found).__name__
-        return FailatlasError(f"{path}: {what}, found {shown}; the file is damaged or was edited: restore it "
-                              "from a copy, or retrain")
+        return FailatlasError(f"{path}: {what}, found {shown}; {DAMAGED_CHECKPOINT}")
 
     for key in ("step", "nimg"):
         value = state.get(key)
@@ -610,8 +613,8 @@ def _load_optimizer(opt: torch.optim.Optimizer, saved, which: str, source) -> No
     """Load an optimizer state after checking that it fits: torch compares only the counts of groups and
     parameters, so a moment of the wrong shape would fail at the first step with a traceback."""
     def damaged(why: str) -> FailatlasError:
-        return FailatlasError(f"{source}: {which}'s optimizer state does not fit its weights ({why}); the file is "
-                              "damaged or was edited: restore it from a copy, or retrain")
+        return FailatlasError(f"{source}: {which}'s optimizer state does not fit its weights ({why}); "
+                              f"{DAMAGED_CHECKPOINT}")
 
     if not isinstance(saved, dict):
         raise damaged(f"found {'nothing' if saved is None else type(saved).__name__}, not an optimizer state")
@@ -679,8 +682,8 @@ def _refuse_other_files(out: Path, ckpt_path: Path) -> None:
 
 def _check_batch_fits(cfg: GANTrainConfig, dev: torch.device) -> None:
     """Refuse a --batch whose activations cannot fit this machine's memory (on the CPU): a lower bound, one
-    float32 output of every layer of G and of D per image, which a training step keeps for the backward
-    pass; ``--batch 100000000`` was otherwise killed for memory a minute in, with no message. Under torchrun
+    float32 activation map per resolution of G and of D per image (a training step keeps several for the
+    backward pass); ``--batch 100000000`` was otherwise killed for memory a minute in, with no message. Under torchrun
     each process holds its share of the batch."""
     if dev.type != "cpu":
         return
