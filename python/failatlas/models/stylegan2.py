@@ -637,7 +637,7 @@ def shapes_only(cfg: StyleGANConfig, weights: dict | None, source: str, fix: str
     the ``weights`` (a state dict; None: not a generator's, no mapping layers to count) before anything is built
     for real: a damaged config (a width of 10¹², ten million mapping layers) is then one
     :class:`FailatlasError` naming ``source`` and the ``fix``, not an attempt to allocate terabytes."""
-    held = len({k.split(".")[2] for k in weights if k.startswith("mapping_network.layers.")}) \
+    held = len({k.split(".")[2] for k in weights if isinstance(k, str) and k.startswith("mapping_network.layers.")}) \
         if isinstance(weights, dict) else 0
     if cfg.mapping_layers > max(held, MAX_UNCHECKED_MAPPING_LAYERS):  # never build millions of layers one by one
         raise FailatlasError(f"{source} gives mapping_layers {cfg.mapping_layers}, but the weights hold {held}; the "
