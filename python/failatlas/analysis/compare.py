@@ -577,7 +577,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     from ..deploy import load_any_classifier
     from ..models.stylegan2 import load_generator
     from ..report.curves_figures import plot_accuracy_curves
-    from .pipeline import _unique_names, command_line, model_info, real_accuracy
+    from .pipeline import _unique_names, command_line, generator_info, model_info, real_accuracy
 
     from .. import distributed as dist
     from .population import _model_dtype_device
@@ -595,7 +595,7 @@ def run_compare(generator: str | Path, classifiers: Sequence[str | Path], *, out
     paths = [resolve_classifier(c) for c in classifiers]
     models = {name: load_any_classifier(c) for name, c in zip(_unique_names(paths), classifiers)}
     # which files were compared, for the record (two exports can share a file name: classifier.pt, -2)
-    ginfo = model_info(generator, gpath, gpath.resolve().name, folder=True)
+    ginfo = generator_info(generator, gpath)
     cinfos = [model_info(given, path, name) for given, path, name in zip(classifiers, paths, models)]
     infos = {"generator": ginfo.to_json(), "classifiers": [info.to_json() for info in cinfos]}
     command = command_line("compare", ginfo, cinfos, [

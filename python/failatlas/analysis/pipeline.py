@@ -503,6 +503,11 @@ def model_info(given: object, path: Path, name: str, folder: bool = False) -> Mo
     return ModelInfo(str(given), path.resolve(), name, files)
 
 
+def generator_info(given: object, path: Path) -> ModelInfo:
+    """:func:`model_info` of a generator as rank, compare and export record it: its folder, named as it is."""
+    return model_info(given, path, path.resolve().name, folder=True)
+
+
 def _model_argument(info: ModelInfo) -> str:
     """How a command names a model of the run: a shipped model by its name (found again on any machine where
     failatlas ships it: its sha256 in the manifest says whether it is the same model), anything else by its

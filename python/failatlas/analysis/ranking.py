@@ -632,7 +632,7 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
     from ..report.figures import plot_separation
     from .. import _provenance
     from .._paths import resolve_classifier, resolve_model
-    from .pipeline import command_line, model_info
+    from .pipeline import command_line, generator_info, model_info
     from .population import sample_population
     from .direction import FailureDirection
     from .separation import Separation, weak_separation
@@ -657,8 +657,7 @@ def run_rank(generator: str | Path = "mnist/generator", classifier: str | Path =
                                                      else ""))
     # which models, for the record: the paths as given are relative to a working directory nobody records
     cpath = resolve_classifier(classifier)
-    ginfo, cinfo = model_info(generator, gpath, gpath.resolve().name, folder=True), model_info(classifier, cpath,
-                                                                                               cpath.resolve().name)
+    ginfo, cinfo = generator_info(generator, gpath), model_info(classifier, cpath, cpath.resolve().name)
     models = {"generator": ginfo.to_json(), "classifier": cinfo.to_json()}
     command = command_line("rank", ginfo, [cinfo], [
         "--n", n, *(["--classes", *check_classes(classes)] if classes is not None else []), "--seed", seed,

@@ -224,11 +224,10 @@ def _provenance(generator: Any, classifier: Any, out: Path, *, int8: bool, noise
     if isinstance(generator, nn.Module) or isinstance(classifier, nn.Module):
         return {}
     from .._paths import absolute_folder, resolve_classifier, resolve_model
-    from ..analysis.pipeline import command_line, model_info
+    from ..analysis.pipeline import command_line, generator_info, model_info
 
     gpath, cpath = resolve_model(generator), resolve_classifier(classifier)
-    ginfo = model_info(generator, gpath, gpath.resolve().name, folder=True)
-    cinfo = model_info(classifier, cpath, cpath.resolve().name)
+    ginfo, cinfo = generator_info(generator, gpath), model_info(classifier, cpath, cpath.resolve().name)
     options = ["--noise-mode", noise_mode, "--seed", seed]
     if int8:
         options += ["--int8", "--calibration", calibration]
